@@ -1,0 +1,102 @@
+use anyhow::bail;
+use clap::Args;
+use kordon::cluster::nodes::{self, DryRun};
+use kordon::cluster::Connection;
+use kordon::names::NodeName;
+use kordon::node_state::NodeState;
+use kordon::output::{Printer, Report};
+use serde::Serialize;
+
+use super::GlobalArgs;
+
+#[derive(Debug, Args)]
+pub struct CordonArgs {
+    /// Nodes to act on.
+    #[arg(value_name = "NODE")]
+    pub nodes: Vec<String>,
+    /// Act on the nodes matching this label selector instead.
+    #[arg(short = 'l', long, conflicts_with = "nodes")]
+    pub selector: Option<String>,
+    /// Only print what would change (client), or have the server validate it (server).
+    #[arg(long, value_enum, default_value_t, num_args = 0..=1, default_missing_value = "client", require_equals = true)]
+    pub dry_run: DryRun,
+}
+
+/// One node's state before and after.
+#[derive(Serialize)]
+struct Transition {
+    node: NodeName,
+    before: String,
+    after: String,
+    changed: bool,
+}
+
+#[derive(Serialize)]
+struct Transitions {
+    nodes: Vec<Transition>,
+    dry_run: bool,
+}
+
+impl Report for Transitions {
+    fn text(&self) -> String {
+        let suffix = if self.dry_run { " (dry run)" } else { "" };
+        self.nodes
+            .iter()
+            .map(|t| {
+                if t.changed {
+                    format!("{}: {} -> {}{suffix}", t.node, t.before, t.after)
+                } else {
+                    format!("{}: {} (unchanged)", t.node, t.after)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Cordon (`unschedulable = true`) or uncordon. Every named node is looked up before
+/// any is changed, so one unknown name changes nothing.
+pub async fn run(global: &GlobalArgs, args: &CordonArgs, cordon: bool) -> anyhow::Result<()> {
+    let conn = Connection::open(&global.connection()).await?;
+    let targets = match &args.selector {
+        Some(selector) => {
+            let found = nodes::select(&conn, selector).await?;
+            if found.is_empty() {
+                bail!("no nodes match the selector \"{selector}\"");
+            }
+            found
+        }
+        None if args.nodes.is_empty() => bail!("name at least one node, or pass --selector"),
+        None => {
+            let mut found = Vec::new();
+            for name in &args.nodes {
+                found.push(nodes::get(&conn, &NodeName::new(name.as_str())).await?);
+            }
+            found
+        }
+    };
+
+    let mut report = Transitions {
+        nodes: Vec::new(),
+        dry_run: args.dry_run != DryRun::None,
+    };
+    for node in targets {
+        let name = NodeName::new(node.metadata.name.clone().unwrap_or_default());
+        let before = NodeState::of(&node);
+        let after = if before.cordoned == cordon {
+            before
+        } else if args.dry_run == DryRun::Client {
+            before.with_cordoned(cordon)
+        } else {
+            NodeState::of(&nodes::set_unschedulable(&conn, &name, cordon, args.dry_run).await?)
+        };
+        report.nodes.push(Transition {
+            node: name,
+            before: before.to_string(),
+            after: after.to_string(),
+            changed: before != after,
+        });
+    }
+    Printer::new(global.output).report(&report);
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! The command line: global options as kubectl has them, one module per command.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use kordon::cluster::ConnectionOptions;
+use kordon::output::Format;
+
+mod cordon;
+mod version;
+
+#[derive(Debug, Parser)]
+#[command(name = "kordon", version, about = "Take Kubernetes nodes out of service and back with zero downtime")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t)]
+    pub output: Format,
+    /// More logs on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl GlobalArgs {
+    pub fn connection(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print kordon's version and the API server's.
+    Version,
+    /// Mark nodes unschedulable: running pods stay, new pods go elsewhere.
+    Cordon(cordon::CordonArgs),
+    /// Mark nodes schedulable again.
+    Uncordon(cordon::CordonArgs),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Version => version::run(&cli.global).await,
+        Command::Cordon(args) => cordon::run(&cli.global, &args, true).await,
+        Command::Uncordon(args) => cordon::run(&cli.global, &args, false).await,
+    }
+}

@@ -1,0 +1,27 @@
+use kordon::cluster::Connection;
+use kordon::output::Report;
+use serde::Serialize;
+
+use super::GlobalArgs;
+
+#[derive(Serialize)]
+struct Versions {
+    client: &'static str,
+    server: String,
+}
+
+impl Report for Versions {
+    fn text(&self) -> String {
+        format!("kordon {}\nserver {}", self.client, self.server)
+    }
+}
+
+/// Like `kubectl version`: our version, then the server's (which needs a working
+/// kubeconfig, so a broken one is reported here).
+pub async fn run(global: &GlobalArgs) -> anyhow::Result<()> {
+    let client = env!("CARGO_PKG_VERSION");
+    let conn = Connection::open(&global.connection()).await?;
+    let server = conn.server_version().await?;
+    kordon::output::Printer::new(global.output).report(&Versions { client, server });
+    Ok(())
+}

@@ -1,0 +1,120 @@
+use std::path::PathBuf;
+
+use kube::core::Status;
+
+use crate::names::NodeName;
+
+/// Everything that can go wrong talking to the cluster, each naming the object and
+/// saying what the user can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot load kubeconfig {}: {source}; check --kubeconfig or the KUBECONFIG variable", path_or_default(.path))]
+    Kubeconfig {
+        path: Option<PathBuf>,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+
+    #[error("no cluster configured: {0}; pass --kubeconfig or set KUBECONFIG")]
+    NoConfig(#[source] kube::config::InferConfigError),
+
+    #[error("cannot set up a client for {server}: {source}")]
+    Client {
+        server: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("cannot reach the Kubernetes API server at {server}: {reason}; is the cluster running and the kubeconfig current?")]
+    Unreachable { server: String, reason: String },
+
+    #[error("permission denied while trying to {action}: {message}; ask a cluster admin to grant it in RBAC")]
+    Forbidden { action: String, message: String },
+
+    #[error("the API server refused to let us {action}: {message}; check the token or certificate in the kubeconfig")]
+    Unauthorized { action: String, message: String },
+
+    #[error("node \"{0}\" not found; `kordon status` lists the nodes")]
+    NodeNotFound(NodeName),
+
+    #[error("invalid label selector \"{selector}\": {message}")]
+    InvalidSelector { selector: String, message: String },
+
+    #[error("failed to {action}: {message} (HTTP {code})")]
+    Api {
+        action: String,
+        code: u16,
+        message: String,
+    },
+
+    #[error("failed to {action}: {source}")]
+    Other {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn path_or_default(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => format!("\"{}\"", p.display()),
+        None => "(from KUBECONFIG or ~/.kube/config)".to_string(),
+    }
+}
+
+impl ClusterError {
+    /// Classifies a failed request. `action` says what we were doing ("patch node
+    /// node-2"), so the message names the object; `server` is for transport errors.
+    pub fn from_kube(action: impl Into<String>, server: &str, err: kube::Error) -> Self {
+        let action = action.into();
+        match err {
+            kube::Error::Api(status) => Self::from_status(action, &status),
+            kube::Error::HyperError(e) => Self::Unreachable {
+                server: server.to_string(),
+                reason: error_chain(&e),
+            },
+            kube::Error::Service(e) => Self::Unreachable {
+                server: server.to_string(),
+                reason: error_chain(e.as_ref()),
+            },
+            other => Self::Other {
+                action,
+                source: other,
+            },
+        }
+    }
+
+    fn from_status(action: String, status: &Status) -> Self {
+        let message = status.message.clone();
+        if status.is_forbidden() {
+            Self::Forbidden { action, message }
+        } else if status.code == 401 {
+            Self::Unauthorized { action, message }
+        } else {
+            Self::Api {
+                action,
+                code: status.code,
+                message,
+            }
+        }
+    }
+
+    /// True for a 404 from the API: the object is not there (any more).
+    pub fn is_not_found(err: &kube::Error) -> bool {
+        matches!(err, kube::Error::Api(s) if s.is_not_found())
+    }
+}
+
+/// Transport errors nest the useful part ("Connection refused") several sources deep.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}

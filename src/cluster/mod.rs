@@ -1,0 +1,8 @@
+//! Cluster access: a client from kubeconfig, API errors turned into sentences a user
+//! can act on, and the few reads and writes the workflow needs on nodes.
+mod connect;
+mod error;
+pub mod nodes;
+
+pub use connect::{Connection, ConnectionOptions};
+pub use error::ClusterError;

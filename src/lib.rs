@@ -1,0 +1,11 @@
+//! kordon takes Kubernetes nodes out of service and back with zero downtime for the
+//! workloads on them: cordon, drain, maintenance, uncordon.
+//!
+//! Deciding (what a node's state is, which pod may go) is pure code over `k8s-openapi`
+//! objects; doing (patching, evicting, watching) lives in [`cluster`] and is kept thin.
+#![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod names;
+pub mod node_state;
+pub mod output;

@@ -1,0 +1,53 @@
+//! kordon's command-line entry: parse, set up logging, dispatch, turn errors into one
+//! clear sentence and an exit code.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+mod cli;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging(cli.global.verbose);
+    match cli::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", sentence(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr so stdout stays clean for reports and `-o json`.
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "kordon=info",
+        _ => "kordon=debug,kube=debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The error and its causes as one sentence, without repeating a cause that a message
+/// already quotes (our error types embed their source's text).
+fn sentence(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
+}
