@@ -25,7 +25,8 @@ async fn main() -> ExitCode {
 /// Logs go to stderr so stdout stays clean for reports and `-o json`.
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // kube-client logs transport errors itself; we report them once, as a sentence.
+        0 => "kordon=warn",
         1 => "kordon=info",
         _ => "kordon=debug,kube=debug",
     };
@@ -36,12 +37,14 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-/// The error and its causes as one sentence, without repeating a cause that a message
-/// already quotes (our error types embed their source's text).
+/// The error and its causes as one line, without repeating a cause that a message
+/// already quotes (our error types embed their source's text). A multi-line cause (a
+/// YAML parser's snippet with a caret) contributes its first line.
 fn sentence(err: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in err.chain() {
-        let part = cause.to_string();
+        let full = cause.to_string();
+        let part = full.lines().next().unwrap_or_default().to_string();
         if !text.contains(&part) {
             if !text.is_empty() {
                 text.push_str(": ");

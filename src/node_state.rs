@@ -92,7 +92,10 @@ mod tests {
 
     #[test]
     fn shows_states_as_kubectl_get_nodes_does() {
-        assert_eq!(NodeState::of(&node(Some("True"), None)).to_string(), "Ready");
+        assert_eq!(
+            NodeState::of(&node(Some("True"), None)).to_string(),
+            "Ready"
+        );
         assert_eq!(
             NodeState::of(&node(Some("True"), Some(true))).to_string(),
             "Ready,SchedulingDisabled"

@@ -28,7 +28,7 @@ echo "building ${missing[*]} into $bin (cold: ~15-25 min on 2 cores)" >&2
 mkdir -p "$bin"
 tmp=$(mktemp -d "$bin/.build.XXXX")
 trap 'rm -rf "$tmp"' EXIT
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
+export CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
 build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}

@@ -1,7 +1,7 @@
 use anyhow::bail;
 use clap::Args;
-use kordon::cluster::nodes::{self, DryRun};
 use kordon::cluster::Connection;
+use kordon::cluster::nodes::{self, DryRun};
 use kordon::names::NodeName;
 use kordon::node_state::NodeState;
 use kordon::output::{Printer, Report};

@@ -10,7 +10,11 @@ mod cordon;
 mod version;
 
 #[derive(Debug, Parser)]
-#[command(name = "kordon", version, about = "Take Kubernetes nodes out of service and back with zero downtime")]
+#[command(
+    name = "kordon",
+    version,
+    about = "Take Kubernetes nodes out of service and back with zero downtime"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -27,7 +31,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,
     /// Output format.
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t)]
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value_t
+    )]
     pub output: Format,
     /// More logs on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

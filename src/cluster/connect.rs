@@ -24,7 +24,10 @@ impl Connection {
     /// Builds a client. Makes no request: a broken kubeconfig fails here, an
     /// unreachable server on the first call.
     pub async fn open(options: &ConnectionOptions) -> Result<Self, ClusterError> {
-        let config = load_config(options).await?;
+        let mut config = load_config(options).await?;
+        // kube-client retries 429s by default. For the Eviction API a 429 is a
+        // PodDisruptionBudget saying "not yet", which kordon must see to react to it.
+        config.default_retry = false;
         let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(|source| ClusterError::Client {
             server: server.clone(),

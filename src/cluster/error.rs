@@ -8,7 +8,7 @@ use crate::names::NodeName;
 /// saying what the user can do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("cannot load kubeconfig {}: {source}; check --kubeconfig or the KUBECONFIG variable", path_or_default(.path))]
+    #[error("cannot load kubeconfig {}: {}; check --kubeconfig or the KUBECONFIG variable", path_or_default(.path), first_line(.source))]
     Kubeconfig {
         path: Option<PathBuf>,
         #[source]
@@ -25,13 +25,19 @@ pub enum ClusterError {
         source: kube::Error,
     },
 
-    #[error("cannot reach the Kubernetes API server at {server}: {reason}; is the cluster running and the kubeconfig current?")]
+    #[error(
+        "cannot reach the Kubernetes API server at {server}: {reason}; is the cluster running and the kubeconfig current?"
+    )]
     Unreachable { server: String, reason: String },
 
-    #[error("permission denied while trying to {action}: {message}; ask a cluster admin to grant it in RBAC")]
+    #[error(
+        "permission denied while trying to {action}: {message}; ask a cluster admin to grant it in RBAC"
+    )]
     Forbidden { action: String, message: String },
 
-    #[error("the API server refused to let us {action}: {message}; check the token or certificate in the kubeconfig")]
+    #[error(
+        "the API server refused to let us {action}: {message}; check the token or certificate in the kubeconfig"
+    )]
     Unauthorized { action: String, message: String },
 
     #[error("node \"{0}\" not found; `kordon status` lists the nodes")]
@@ -103,6 +109,15 @@ impl ClusterError {
     pub fn is_not_found(err: &kube::Error) -> bool {
         matches!(err, kube::Error::Api(s) if s.is_not_found())
     }
+}
+
+/// Parser errors carry a multi-line snippet; the first line says what is wrong.
+fn first_line(err: &dyn std::error::Error) -> String {
+    err.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Transport errors nest the useful part ("Connection refused") several sources deep.

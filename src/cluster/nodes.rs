@@ -1,7 +1,7 @@
 //! Reads and writes on Node objects.
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{ListParams, Patch, PatchParams};
 use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::{ClusterError, Connection};
@@ -60,10 +60,15 @@ pub async fn set_unschedulable(
     dry_run: DryRun,
 ) -> Result<Node, ClusterError> {
     let api: Api<Node> = Api::all(conn.client.clone());
-    let mut params = PatchParams::default();
-    params.dry_run = dry_run == DryRun::Server;
+    let params = PatchParams {
+        dry_run: dry_run == DryRun::Server,
+        ..Default::default()
+    };
     let patch = json!({ "spec": { "unschedulable": unschedulable } });
-    match api.patch(name.as_str(), &params, &Patch::Merge(&patch)).await {
+    match api
+        .patch(name.as_str(), &params, &Patch::Merge(&patch))
+        .await
+    {
         Ok(node) => Ok(node),
         Err(e) if ClusterError::is_not_found(&e) => Err(ClusterError::NodeNotFound(name.clone())),
         Err(e) => {

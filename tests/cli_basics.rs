@@ -1,0 +1,81 @@
+//! The skeleton's promises: `kordon version` talks to the server, and a broken or
+//! missing kubeconfig is one sentence and a non-zero exit.
+mod support;
+
+use std::process::Command;
+
+fn kordon() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kordon"))
+}
+
+#[test]
+fn version_prints_client_and_server() {
+    let out = kordon()
+        .arg("--kubeconfig")
+        .arg(support::kubeconfig())
+        .arg("version")
+        .output()
+        .expect("run kordon");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("kordon {}", env!("CARGO_PKG_VERSION"))));
+    assert!(stdout.contains("server v1.33."), "{stdout}");
+}
+
+fn assert_one_sentence_error(out: &std::process::Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(needle), "{stderr} should mention {needle}");
+}
+
+#[test]
+fn missing_kubeconfig_is_one_sentence() {
+    let out = kordon()
+        .args(["--kubeconfig", "/nonexistent/kubeconfig", "version"])
+        .output()
+        .expect("run kordon");
+    assert_one_sentence_error(&out, "/nonexistent/kubeconfig");
+}
+
+#[test]
+fn garbage_kubeconfig_is_one_sentence() {
+    let dir = std::env::temp_dir().join(format!("kordon-garbage-{}", std::process::id()));
+    std::fs::write(&dir, "this: [is not a kubeconfig").expect("write");
+    let out = kordon()
+        .arg("--kubeconfig")
+        .arg(&dir)
+        .arg("version")
+        .output()
+        .expect("run kordon");
+    let _ = std::fs::remove_file(&dir);
+    assert_one_sentence_error(&out, "cannot load kubeconfig");
+}
+
+#[test]
+fn unreachable_server_is_one_sentence() {
+    let dir = std::env::temp_dir().join(format!("kordon-unreachable-{}", std::process::id()));
+    std::fs::write(
+        &dir,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\n\
+         users:\n- name: u\n  user: {token: t}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\n\
+         current-context: x\n",
+    )
+    .expect("write");
+    let out = kordon()
+        .arg("--kubeconfig")
+        .arg(&dir)
+        .arg("version")
+        .output()
+        .expect("run kordon");
+    let _ = std::fs::remove_file(&dir);
+    assert_one_sentence_error(
+        &out,
+        "cannot reach the Kubernetes API server at https://127.0.0.1:1",
+    );
+}

@@ -1,0 +1,277 @@
+//! Integration-test support: one real control plane per test run, shared by every
+//! test, and an isolated environment per test (its own namespace and its own fake
+//! nodes with unique names), so tests run in parallel and leave nothing behind.
+//!
+//! The cluster comes from `KORDON_TEST_KUBECONFIG` when set (the README's test
+//! command sets it); otherwise `testbed/cluster up` starts one, or reuses a healthy one.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod fixtures;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+
+/// Label every fake node of a test carries; workloads of that test select it.
+pub const ENV_LABEL: &str = "kordon.test/env";
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shared cluster's kubeconfig, starting the cluster on first use.
+pub fn kubeconfig() -> &'static Path {
+    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+    KUBECONFIG.get_or_init(|| {
+        if let Some(path) = std::env::var_os("KORDON_TEST_KUBECONFIG") {
+            return PathBuf::from(path);
+        }
+        let out = Command::new(repo_root().join("testbed/cluster"))
+            .arg("up")
+            .output()
+            .expect("run testbed/cluster up");
+        assert!(
+            out.status.success(),
+            "testbed/cluster up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        PathBuf::from(
+            stdout
+                .lines()
+                .last()
+                .expect("cluster up prints a kubeconfig")
+                .trim(),
+        )
+    })
+}
+
+pub async fn client() -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig()).expect("read test kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("test kubeconfig is valid");
+    // See kordon's Connection::open: tests must see an eviction's 429 too.
+    config.default_retry = false;
+    Client::try_from(config).expect("client")
+}
+
+fn unique_id(name: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let salt =
+        (nanos ^ std::process::id().rotate_left(16) ^ n.wrapping_mul(2_654_435_761)) % 46_656;
+    format!("{name}-{salt:03x}{n}")
+}
+
+/// One test's slice of the shared cluster.
+pub struct TestEnv {
+    pub client: Client,
+    /// Unique per test: the namespace's name and the prefix of every node's name.
+    pub id: String,
+    nodes: Vec<String>,
+}
+
+impl TestEnv {
+    /// A fresh namespace named after the test, with a unique suffix.
+    pub async fn new(name: &str) -> Self {
+        let client = client().await;
+        let id = unique_id(name);
+        let ns: Namespace = serde_json::from_value(json!({
+            "metadata": { "name": id, "labels": { "kordon.test/env": id } }
+        }))
+        .expect("namespace");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        // Pods need the namespace's default service account, which a controller makes.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &id);
+        eventually(
+            "default service account",
+            Duration::from_secs(30),
+            || async { sa.get_opt("default").await.ok().flatten().is_some() },
+        )
+        .await;
+        Self {
+            client,
+            id,
+            nodes: Vec::new(),
+        }
+    }
+
+    pub fn ns(&self) -> &str {
+        &self.id
+    }
+
+    /// The full (unique) name of this test's node `short`, e.g. `node-2`.
+    pub fn node(&self, short: &str) -> String {
+        format!("{}-{short}", self.id)
+    }
+
+    /// Adds a KWOK node with 4 CPUs, 16Gi and 110 pods, and waits until it is Ready and
+    /// the node lifecycle controller has lifted its `not-ready` taint.
+    pub async fn add_node(&mut self, short: &str) -> String {
+        self.add_node_with(short, fixtures::NodeSpec::default())
+            .await
+    }
+
+    pub async fn add_node_with(&mut self, short: &str, spec: fixtures::NodeSpec) -> String {
+        let name = self.node(short);
+        let node = fixtures::node(&name, &self.id, &spec);
+        let wanted_taints = spec.taints.len();
+        let api: Api<Node> = Api::all(self.client.clone());
+        api.create(&PostParams::default(), &node)
+            .await
+            .expect("create node");
+        self.nodes.push(name.clone());
+        eventually(
+            &format!("node {name} Ready"),
+            Duration::from_secs(30),
+            || async {
+                api.get(&name).await.is_ok_and(|n| {
+                    let taints = n
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.taints.as_ref())
+                        .map_or(0, Vec::len);
+                    node_ready(&n) && taints == wanted_taints
+                })
+            },
+        )
+        .await;
+        name
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.id)
+    }
+
+    /// Pods of this namespace on `node` (full name), not yet terminating.
+    pub async fn pods_on(&self, node: &str) -> Vec<Pod> {
+        let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
+        self.pods()
+            .list(&lp)
+            .await
+            .expect("list pods")
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect()
+    }
+
+    /// Waits until `count` pods matching `selector` are Ready, and returns them.
+    pub async fn wait_ready(&self, selector: &str, count: usize) -> Vec<Pod> {
+        let lp = ListParams::default().labels(selector);
+        let pods = self.pods();
+        eventually(
+            &format!("{count} Ready pods matching {selector}"),
+            Duration::from_secs(60),
+            || async {
+                let list = pods.list(&lp).await.expect("list pods").items;
+                list.iter().filter(|p| pod_ready(p)).count() == count
+                    && list.iter().all(|p| p.metadata.deletion_timestamp.is_none())
+            },
+        )
+        .await;
+        pods.list(&lp).await.expect("list pods").items
+    }
+
+    /// The `kordon` binary, pointed at the test cluster.
+    pub fn kordon(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kordon"));
+        cmd.arg("--kubeconfig").arg(kubeconfig());
+        cmd
+    }
+
+    /// `kubectl`, pointed at the test cluster.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig").arg(kubeconfig());
+        cmd
+    }
+}
+
+impl Drop for TestEnv {
+    /// Deletes the namespace and the nodes without waiting; namespace deletion and
+    /// the pod garbage collector finish the rest.
+    fn drop(&mut self) {
+        let mut args = vec![
+            "delete".to_string(),
+            "--wait=false".into(),
+            "--ignore-not-found".into(),
+        ];
+        args.push(format!("namespace/{}", self.id));
+        args.extend(self.nodes.iter().map(|n| format!("node/{n}")));
+        let _ = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig())
+            .args(&args)
+            .output();
+    }
+}
+
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub fn node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Polls `check` every 100 ms until it holds; panics with `what` after `limit`.
+/// Limits here are generous failure bounds, not performance assertions.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Deletes a pod with a grace period and returns when the object with that UID is gone.
+pub async fn delete_and_wait(api: &Api<Pod>, name: &str, grace: u32) -> Duration {
+    let uid = api.get(name).await.expect("pod").metadata.uid;
+    let start = Instant::now();
+    api.delete(name, &DeleteParams::default().grace_period(grace))
+        .await
+        .expect("delete pod");
+    eventually(
+        &format!("pod {name} gone"),
+        Duration::from_secs(60),
+        || async {
+            match api.get_opt(name).await.expect("get pod") {
+                None => true,
+                Some(p) => p.metadata.uid != uid,
+            }
+        },
+    )
+    .await;
+    start.elapsed()
+}
