@@ -5,7 +5,13 @@
 //! objects; doing (patching, evicting, watching) lives in [`cluster`] and is kept thin.
 #![forbid(unsafe_code)]
 
+pub mod budget;
+pub mod classify;
 pub mod cluster;
+pub mod drain;
+pub mod evict;
 pub mod names;
 pub mod node_state;
 pub mod output;
+pub mod pod;
+pub mod selector;

@@ -17,8 +17,19 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", sentence(&err));
-            ExitCode::FAILURE
+            exit_code(&err)
         }
+    }
+}
+
+/// Exit codes scripts can branch on (documented in the README).
+fn exit_code(err: &anyhow::Error) -> ExitCode {
+    use kordon::drain::DrainError;
+    match err.downcast_ref::<DrainError>() {
+        Some(DrainError::Refused { .. }) => ExitCode::from(3),
+        Some(DrainError::TimedOut { .. }) => ExitCode::from(4),
+        Some(DrainError::Interrupted { .. }) => ExitCode::from(130),
+        _ => ExitCode::FAILURE,
     }
 }
 

@@ -7,6 +7,7 @@ use kordon::cluster::ConnectionOptions;
 use kordon::output::Format;
 
 mod cordon;
+mod drain;
 mod version;
 
 #[derive(Debug, Parser)]
@@ -61,6 +62,8 @@ pub enum Command {
     Cordon(cordon::CordonArgs),
     /// Mark nodes schedulable again.
     Uncordon(cordon::CordonArgs),
+    /// Cordon nodes and evict their pods, refusing up front if a pod needs a decision.
+    Drain(drain::DrainArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -68,5 +71,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Version => version::run(&cli.global).await,
         Command::Cordon(args) => cordon::run(&cli.global, &args, true).await,
         Command::Uncordon(args) => cordon::run(&cli.global, &args, false).await,
+        Command::Drain(args) => drain::run(&cli.global, &args).await,
     }
 }

@@ -4,6 +4,8 @@ use std::io::Write;
 
 use serde::Serialize;
 
+pub mod drain;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
     #[default]

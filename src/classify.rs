@@ -1,0 +1,357 @@
+//! Every pod on a node gets a verdict before anything changes, as `kubectl drain` does
+//! with its chain of filters, but as a type: a refused pod says which flag would change
+//! the verdict, and all of a pod's reasons are kept, not just the last one.
+use k8s_openapi::api::core::v1::Pod;
+use serde::Serialize;
+
+use crate::pod;
+
+/// The decisions a user makes with flags, named as in `kubectl drain`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Permissions {
+    /// `--ignore-daemonsets`: leave DaemonSet pods running (they cannot move anyway).
+    pub ignore_daemonsets: bool,
+    /// `--delete-emptydir-data`: evict pods whose emptyDir data is lost with them.
+    pub delete_emptydir_data: bool,
+    /// `--force`: evict pods that no controller will recreate.
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "camelCase")]
+pub enum Verdict {
+    /// Goes through the Eviction API.
+    Evict(Eviction),
+    /// Stays where it is and does not block the drain.
+    Skip { reason: SkipReason },
+    /// Already being deleted: waited for, not evicted again.
+    AwaitTermination,
+    /// Blocks the drain until the user passes the named flags.
+    Refuse { reasons: Refusals },
+}
+
+/// Why a pod may be evicted, and what is lost with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Eviction {
+    pub replacement: Replacement,
+    /// emptyDir volumes whose data goes with the pod (allowed by --delete-emptydir-data).
+    pub lost_volumes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "by", rename_all = "camelCase")]
+pub enum Replacement {
+    /// Its controller recreates it elsewhere.
+    ByController { kind: String, name: String },
+    /// Finished (Succeeded/Failed): removing it loses nothing.
+    NotNeeded { phase: String },
+    /// No controller: gone for good (allowed by --force).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SkipReason {
+    /// Managed by a DaemonSet, which would put it straight back (--ignore-daemonsets).
+    DaemonSet,
+    /// A static pod's mirror; only the kubelet's manifest can remove it.
+    Mirror,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "camelCase")]
+pub enum Refusal {
+    DaemonSet,
+    LocalStorage { volumes: Vec<String> },
+    Unmanaged,
+}
+
+impl Refusal {
+    /// The flag that turns this refusal into a decision.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            Self::DaemonSet => "--ignore-daemonsets",
+            Self::LocalStorage { .. } => "--delete-emptydir-data",
+            Self::Unmanaged => "--force",
+        }
+    }
+
+    pub fn explain(&self) -> String {
+        match self {
+            Self::DaemonSet => {
+                "managed by a DaemonSet, which would recreate it on this node".into()
+            }
+            Self::LocalStorage { volumes } => {
+                format!(
+                    "uses emptyDir ({}), whose data would be lost",
+                    volumes.join(", ")
+                )
+            }
+            Self::Unmanaged => "has no controller, so nothing would recreate it".into(),
+        }
+    }
+}
+
+/// At least one refusal: a `Refuse` verdict without a reason cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "Vec<Refusal>")]
+pub struct Refusals {
+    first: Refusal,
+    rest: Vec<Refusal>,
+}
+
+impl Refusals {
+    fn from_vec(mut all: Vec<Refusal>) -> Option<Self> {
+        if all.is_empty() {
+            return None;
+        }
+        let first = all.remove(0);
+        Some(Self { first, rest: all })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Refusal> {
+        std::iter::once(&self.first).chain(&self.rest)
+    }
+}
+
+impl From<Refusals> for Vec<Refusal> {
+    fn from(r: Refusals) -> Self {
+        std::iter::once(r.first).chain(r.rest).collect()
+    }
+}
+
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// Decides what draining does with one pod.
+pub fn classify(pod: &Pod, permissions: Permissions) -> Verdict {
+    if pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION))
+    {
+        return Verdict::Skip {
+            reason: SkipReason::Mirror,
+        };
+    }
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Verdict::AwaitTermination;
+    }
+    if let Some(phase) = pod::finished_phase(pod) {
+        return Verdict::Evict(Eviction {
+            replacement: Replacement::NotNeeded {
+                phase: phase.to_string(),
+            },
+            lost_volumes: Vec::new(),
+        });
+    }
+
+    let controller = pod::controller(pod);
+    if controller.is_some_and(|c| c.kind == "DaemonSet") {
+        return if permissions.ignore_daemonsets {
+            Verdict::Skip {
+                reason: SkipReason::DaemonSet,
+            }
+        } else {
+            Verdict::Refuse {
+                reasons: Refusals {
+                    first: Refusal::DaemonSet,
+                    rest: Vec::new(),
+                },
+            }
+        };
+    }
+
+    let mut refusals = Vec::new();
+    let volumes = pod::empty_dir_volumes(pod);
+    if !volumes.is_empty() && !permissions.delete_emptydir_data {
+        refusals.push(Refusal::LocalStorage {
+            volumes: volumes.clone(),
+        });
+    }
+    if controller.is_none() && !permissions.force {
+        refusals.push(Refusal::Unmanaged);
+    }
+    if let Some(reasons) = Refusals::from_vec(refusals) {
+        return Verdict::Refuse { reasons };
+    }
+    Verdict::Evict(Eviction {
+        replacement: match controller {
+            Some(c) => Replacement::ByController {
+                kind: c.kind.clone(),
+                name: c.name.clone(),
+            },
+            None => Replacement::None,
+        },
+        lost_volumes: volumes,
+    })
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Evict(e) => {
+                match &e.replacement {
+                    Replacement::ByController { kind, name } => {
+                        write!(f, "evict ({kind} {name} recreates it elsewhere)")?
+                    }
+                    Replacement::NotNeeded { phase } => write!(f, "remove ({phase})")?,
+                    Replacement::None => write!(
+                        f,
+                        "evict (no controller: gone for good, allowed by --force)"
+                    )?,
+                }
+                if !e.lost_volumes.is_empty() {
+                    write!(f, "; emptyDir data lost: {}", e.lost_volumes.join(", "))?;
+                }
+                Ok(())
+            }
+            Verdict::Skip {
+                reason: SkipReason::DaemonSet,
+            } => f.write_str("skip (DaemonSet-managed, ignored by --ignore-daemonsets)"),
+            Verdict::Skip {
+                reason: SkipReason::Mirror,
+            } => f.write_str("skip (static pod mirror)"),
+            Verdict::AwaitTermination => f.write_str("wait (already terminating)"),
+            Verdict::Refuse { reasons } => {
+                let parts: Vec<String> = reasons
+                    .iter()
+                    .map(|r| format!("{}: pass {}", r.explain(), r.flag()))
+                    .collect();
+                write!(f, "refused ({})", parts.join("; "))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(extra: serde_json::Value) -> Pod {
+        let mut base = json!({
+            "metadata": { "name": "p", "namespace": "ns" },
+            "spec": { "containers": [{ "name": "c", "image": "nginx" }] },
+            "status": { "phase": "Running" },
+        });
+        merge(&mut base, extra);
+        serde_json::from_value(base).expect("pod")
+    }
+
+    fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+        match (base, extra) {
+            (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
+                for (k, v) in e {
+                    merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (b, e) => *b = e,
+        }
+    }
+
+    fn owned_by(kind: &str) -> serde_json::Value {
+        json!({ "metadata": { "ownerReferences": [{
+            "apiVersion": "apps/v1", "kind": kind, "name": "owner", "uid": "u1", "controller": true
+        }]}})
+    }
+
+    const NONE: Permissions = Permissions {
+        ignore_daemonsets: false,
+        delete_emptydir_data: false,
+        force: false,
+    };
+
+    #[test]
+    fn replicaset_pod_is_evicted_and_recreated_by_its_controller() {
+        let verdict = classify(&pod(owned_by("ReplicaSet")), NONE);
+        assert_eq!(
+            verdict,
+            Verdict::Evict(Eviction {
+                replacement: Replacement::ByController {
+                    kind: "ReplicaSet".into(),
+                    name: "owner".into()
+                },
+                lost_volumes: vec![],
+            })
+        );
+    }
+
+    #[test]
+    fn daemonset_pod_is_refused_until_ignored() {
+        let ds = pod(owned_by("DaemonSet"));
+        let Verdict::Refuse { reasons } = classify(&ds, NONE) else {
+            panic!("refused")
+        };
+        assert_eq!(
+            reasons.iter().map(Refusal::flag).collect::<Vec<_>>(),
+            ["--ignore-daemonsets"]
+        );
+        let allowed = Permissions {
+            ignore_daemonsets: true,
+            ..NONE
+        };
+        assert_eq!(
+            classify(&ds, allowed),
+            Verdict::Skip {
+                reason: SkipReason::DaemonSet
+            }
+        );
+    }
+
+    #[test]
+    fn standalone_pod_with_empty_dir_names_both_flags() {
+        let p = pod(json!({ "spec": { "volumes": [{ "name": "cache", "emptyDir": {} }] } }));
+        let Verdict::Refuse { reasons } = classify(&p, NONE) else {
+            panic!("refused")
+        };
+        assert_eq!(
+            reasons.iter().map(Refusal::flag).collect::<Vec<_>>(),
+            ["--delete-emptydir-data", "--force"]
+        );
+        let all = Permissions {
+            ignore_daemonsets: false,
+            delete_emptydir_data: true,
+            force: true,
+        };
+        assert_eq!(
+            classify(&p, all),
+            Verdict::Evict(Eviction {
+                replacement: Replacement::None,
+                lost_volumes: vec!["cache".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn mirror_terminating_and_finished_pods_need_no_flag() {
+        let mirror = pod(json!({ "metadata": { "annotations": { MIRROR_ANNOTATION: "x" } } }));
+        assert_eq!(
+            classify(&mirror, NONE),
+            Verdict::Skip {
+                reason: SkipReason::Mirror
+            }
+        );
+        let terminating =
+            pod(json!({ "metadata": { "deletionTimestamp": "2026-01-01T00:00:00Z" } }));
+        assert_eq!(classify(&terminating, NONE), Verdict::AwaitTermination);
+        let done = pod(json!({ "status": { "phase": "Succeeded" } }));
+        assert!(matches!(
+            classify(&done, NONE),
+            Verdict::Evict(Eviction {
+                replacement: Replacement::NotNeeded { .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn verdicts_serialize_with_their_reasons() {
+        let v = classify(&pod(json!({})), NONE);
+        assert_eq!(
+            serde_json::to_value(&v).expect("json"),
+            json!({ "verdict": "refuse", "reasons": [{ "reason": "unmanaged" }] })
+        );
+    }
+}

@@ -1,0 +1,139 @@
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Args;
+use kordon::classify::Permissions;
+use kordon::cluster::Connection;
+use kordon::cluster::nodes::{self, DryRun};
+use kordon::drain::{self, DrainError, DrainOptions, DrainReport};
+use kordon::names::NodeName;
+use kordon::output::{Printer, Report};
+
+use super::GlobalArgs;
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// Nodes to drain, one after the other.
+    #[arg(value_name = "NODE")]
+    pub nodes: Vec<String>,
+    /// Drain the nodes matching this label selector instead.
+    #[arg(short = 'l', long, conflicts_with = "nodes")]
+    pub selector: Option<String>,
+    #[command(flatten)]
+    pub drain: DrainFlags,
+}
+
+/// The flags that say how to drain, shared by `drain` and `maintain`.
+#[derive(Debug, Args)]
+pub struct DrainFlags {
+    /// Leave DaemonSet pods in place instead of refusing to drain.
+    #[arg(long)]
+    pub ignore_daemonsets: bool,
+    /// Evict pods with emptyDir volumes; their data is lost.
+    #[arg(long)]
+    pub delete_emptydir_data: bool,
+    /// Evict pods that no controller manages; they are gone for good.
+    #[arg(long)]
+    pub force: bool,
+    /// Only drain pods matching this label selector.
+    #[arg(long, value_name = "SELECTOR")]
+    pub pod_selector: Option<String>,
+    /// Seconds each pod gets to terminate; negative uses the pod's own.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub grace_period: i64,
+    /// Give up after this long (e.g. 90s, 5m); 0 waits forever.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub timeout: Duration,
+    /// Delete pods instead of evicting them: bypasses every PodDisruptionBudget.
+    #[arg(long)]
+    pub disable_eviction: bool,
+    /// Evictions in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Only print what would happen (client), or let the server check it (server).
+    #[arg(long, value_enum, default_value_t, num_args = 0..=1, default_missing_value = "client", require_equals = true)]
+    pub dry_run: DryRun,
+}
+
+impl DrainFlags {
+    pub fn options(&self) -> DrainOptions {
+        DrainOptions {
+            permissions: Permissions {
+                ignore_daemonsets: self.ignore_daemonsets,
+                delete_emptydir_data: self.delete_emptydir_data,
+                force: self.force,
+            },
+            pod_selector: self.pod_selector.clone(),
+            grace_period: u32::try_from(self.grace_period).ok(),
+            disable_eviction: self.disable_eviction,
+            dry_run: self.dry_run,
+            timeout: (!self.timeout.is_zero()).then_some(self.timeout),
+            concurrency: self.concurrency,
+        }
+    }
+}
+
+/// Drains one node, printing its plan first.
+pub async fn drain_node(
+    conn: &Connection,
+    printer: &Printer,
+    node: &NodeName,
+    options: &DrainOptions,
+) -> Result<DrainReport, DrainError> {
+    let plan = drain::plan(conn, node, options).await?;
+    let verdicts = plan.verdicts();
+    printer.progress(format!("{node}: {} pod(s)", verdicts.len()));
+    for v in &verdicts {
+        printer.progress(format!("  {}  {}", v.pod, v.verdict));
+    }
+    drain::execute(conn, plan, options, &|e| {
+        printer.progress(kordon::output::drain::event_line(&e))
+    })
+    .await
+}
+
+pub async fn run(global: &GlobalArgs, args: &DrainArgs) -> anyhow::Result<()> {
+    let conn = Connection::open(&global.connection()).await?;
+    let printer = Printer::new(global.output);
+    let targets: Vec<NodeName> = match &args.selector {
+        Some(selector) => {
+            let found = nodes::select(&conn, selector).await?;
+            if found.is_empty() {
+                bail!("no nodes match the selector \"{selector}\"");
+            }
+            found
+                .iter()
+                .filter_map(|n| n.metadata.name.as_deref().map(NodeName::from))
+                .collect()
+        }
+        None if args.nodes.is_empty() => bail!("name at least one node, or pass --selector"),
+        None => args
+            .nodes
+            .iter()
+            .map(|n| NodeName::new(n.as_str()))
+            .collect(),
+    };
+    // Unknown names fail before anything changes.
+    for node in &targets {
+        nodes::get(&conn, node).await?;
+    }
+    if args.drain.disable_eviction {
+        tracing::warn!(
+            "--disable-eviction deletes pods directly: PodDisruptionBudgets are NOT honoured"
+        );
+        eprintln!(
+            "warning: --disable-eviction deletes pods directly: PodDisruptionBudgets are NOT honoured"
+        );
+    }
+    let options = args.drain.options();
+    let mut reports = Vec::new();
+    for node in &targets {
+        let report = drain_node(&conn, &printer, node, &options).await?;
+        printer.progress(report.text());
+        reports.push(report);
+    }
+    if printer.format() == kordon::output::Format::Json {
+        printer.report(&kordon::output::drain::DrainReports(reports));
+    }
+    Ok(())
+}

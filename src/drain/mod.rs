@@ -1,0 +1,425 @@
+//! Draining one node: look at every pod first, refuse before changing anything if a pod
+//! needs a flag, then cordon, evict with bounded concurrency, and confirm each pod gone
+//! by its UID while following its replacement on another node.
+mod tracker;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::api::ListParams;
+use serde::Serialize;
+
+use crate::classify::{self, Permissions, Refusal, Verdict};
+use crate::cluster::nodes::{self, DryRun};
+use crate::cluster::{ClusterError, Connection};
+use crate::evict::{self, Blocked, EvictError, Outcome};
+use crate::names::NodeName;
+use crate::node_state::{NodeState, Readiness};
+use crate::pod::{self, Lifecycle};
+
+pub use tracker::ReplacementStatus;
+
+#[derive(Debug, Clone)]
+pub struct DrainOptions {
+    pub permissions: Permissions,
+    /// Only pods matching this label selector are drained (`--pod-selector`).
+    pub pod_selector: Option<String>,
+    pub grace_period: Option<u32>,
+    pub disable_eviction: bool,
+    pub dry_run: DryRun,
+    /// Give up after this long, naming what still blocks.
+    pub timeout: Option<Duration>,
+    /// Evictions in flight at once.
+    pub concurrency: usize,
+}
+
+/// A pod and what draining does with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PodVerdict {
+    pub pod: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// The node's pods, classified; nothing has changed yet.
+pub struct Plan {
+    pub node: NodeName,
+    pub state: NodeState,
+    pods: Vec<(Pod, Verdict)>,
+}
+
+impl Plan {
+    pub fn verdicts(&self) -> Vec<PodVerdict> {
+        self.pods
+            .iter()
+            .map(|(p, v)| PodVerdict {
+                pod: pod::key(p),
+                verdict: v.clone(),
+            })
+            .collect()
+    }
+
+    /// Pods that block the drain, each with its reasons.
+    pub fn refused(&self) -> Vec<(String, Vec<Refusal>)> {
+        self.pods
+            .iter()
+            .filter_map(|(p, v)| match v {
+                Verdict::Refuse { reasons } => {
+                    Some((pod::key(p), reasons.iter().cloned().collect()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Progress as it happens, for the output layer.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Cordoned {
+        node: NodeName,
+        before: NodeState,
+        after: NodeState,
+    },
+    Evicting {
+        pod: String,
+    },
+    Blocked {
+        pod: String,
+        blocked: Blocked,
+    },
+    Gone {
+        pod: String,
+    },
+    Replacement {
+        replaces: String,
+        pod: String,
+        stage: Lifecycle,
+        node: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainReport {
+    pub node: NodeName,
+    pub pods: Vec<PodVerdict>,
+    pub evicted: Vec<String>,
+    pub replacements: Vec<ReplacementStatus>,
+    pub elapsed_seconds: f64,
+    pub dry_run: bool,
+}
+
+/// Pods still on the node when the drain stopped, with the budget that held each.
+#[derive(Debug, Clone, Serialize)]
+pub struct Remaining {
+    pub pod: String,
+    pub blocked_by: Option<Blocked>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    #[error(
+        "node {node} is {state}: its kubelet would not confirm pods leaving; fix the node first (kordon refuses to drain a node that is not Ready)"
+    )]
+    NotReady { node: NodeName, state: NodeState },
+    #[error("cannot drain node {node}: {} pod(s) need a decision ({}); nothing was changed", .pods.len(), flags(.pods))]
+    Refused {
+        node: NodeName,
+        pods: Vec<(String, Vec<Refusal>)>,
+    },
+    #[error("drain of node {node} timed out after {timeout:?} with {} pod(s) left: {}; the node stays cordoned", .remaining.len(), describe(.remaining))]
+    TimedOut {
+        node: NodeName,
+        timeout: Duration,
+        remaining: Vec<Remaining>,
+    },
+    #[error("interrupted: stopped issuing evictions with {} pod(s) left on node {node}, which stays cordoned", .remaining.len())]
+    Interrupted {
+        node: NodeName,
+        remaining: Vec<Remaining>,
+    },
+    #[error("invalid --pod-selector \"{selector}\": {message}")]
+    InvalidPodSelector { selector: String, message: String },
+    #[error(transparent)]
+    Evict(#[from] EvictError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// "pass --force for default/a; pass --ignore-daemonsets for kube-system/b".
+fn flags(pods: &[(String, Vec<Refusal>)]) -> String {
+    pods.iter()
+        .map(|(pod, reasons)| {
+            let flags: Vec<&str> = reasons.iter().map(Refusal::flag).collect();
+            format!("{pod} needs {}", flags.join(" and "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn describe(remaining: &[Remaining]) -> String {
+    remaining
+        .iter()
+        .map(|r| match &r.blocked_by {
+            Some(b) => format!("{} (held by {})", r.pod, b.detail),
+            None => r.pod.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads the node and classifies its pods. Changes nothing.
+pub async fn plan(
+    conn: &Connection,
+    node: &NodeName,
+    opts: &DrainOptions,
+) -> Result<Plan, DrainError> {
+    let found: Node = nodes::get(conn, node).await?;
+    let state = NodeState::of(&found);
+    if state.readiness != Readiness::Ready {
+        return Err(DrainError::NotReady {
+            node: node.clone(),
+            state,
+        });
+    }
+    let mut pods = pods_on(conn, node, opts.pod_selector.as_deref()).await?;
+    pods.sort_by_key(pod::key);
+    let pods = pods
+        .into_iter()
+        .map(|p| {
+            let v = classify::classify(&p, opts.permissions);
+            (p, v)
+        })
+        .collect();
+    Ok(Plan {
+        node: node.clone(),
+        state,
+        pods,
+    })
+}
+
+async fn pods_on(
+    conn: &Connection,
+    node: &NodeName,
+    selector: Option<&str>,
+) -> Result<Vec<Pod>, DrainError> {
+    let api: Api<Pod> = Api::all(conn.client.clone());
+    let mut lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    if let Some(s) = selector {
+        lp = lp.labels(s);
+    }
+    api.list(&lp).await.map(|l| l.items).map_err(|e| match e {
+        kube::Error::Api(status) if status.code == 400 && selector.is_some() => {
+            DrainError::InvalidPodSelector {
+                selector: selector.unwrap_or_default().to_string(),
+                message: status.message.clone(),
+            }
+        }
+        e => conn.error(format!("list pods on node {node}"), e).into(),
+    })
+}
+
+/// Cordons the node and empties it. The plan must have no refused pods.
+pub async fn execute(
+    conn: &Connection,
+    plan: Plan,
+    opts: &DrainOptions,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<DrainReport, DrainError> {
+    let started = Instant::now();
+    let refused = plan.refused();
+    if !refused.is_empty() {
+        return Err(DrainError::Refused {
+            node: plan.node.clone(),
+            pods: refused,
+        });
+    }
+    let verdicts = plan.verdicts();
+    let dry_run = opts.dry_run != DryRun::None;
+    if opts.dry_run == DryRun::Client {
+        return Ok(DrainReport {
+            node: plan.node,
+            pods: verdicts,
+            evicted: Vec::new(),
+            replacements: Vec::new(),
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+            dry_run,
+        });
+    }
+
+    if !plan.state.cordoned {
+        let after = nodes::set_unschedulable(conn, &plan.node, true, opts.dry_run).await?;
+        on_event(Event::Cordoned {
+            node: plan.node.clone(),
+            before: plan.state,
+            after: NodeState::of(&after),
+        });
+    }
+
+    let request = evict::Request {
+        grace_period: opts.grace_period,
+        bypass_budgets: opts.disable_eviction,
+        server_dry_run: opts.dry_run == DryRun::Server,
+    };
+    let to_evict: Vec<&Pod> = plan
+        .pods
+        .iter()
+        .filter(|(_, v)| matches!(v, Verdict::Evict(_)))
+        .map(|(p, _)| p)
+        .collect();
+    let to_await: Vec<&Pod> = plan
+        .pods
+        .iter()
+        .filter(|(_, v)| matches!(v, Verdict::AwaitTermination))
+        .map(|(p, _)| p)
+        .collect();
+
+    if dry_run {
+        for p in &to_evict {
+            evict::evict(conn, p, request).await?;
+        }
+        return Ok(DrainReport {
+            node: plan.node,
+            pods: verdicts,
+            evicted: to_evict.iter().map(|p| pod::key(p)).collect(),
+            replacements: Vec::new(),
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+            dry_run,
+        });
+    }
+
+    let watch = tracker::PodWatch::start(conn).await?;
+    let progress = Progress::default();
+    let replacements = tracker::Replacements::new(&plan.node, &to_evict);
+    let evictions = futures::stream::iter(to_evict.iter().copied())
+        .map(|p| evict_one(conn, p, request, &watch, &progress, on_event))
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect::<Vec<_>>();
+    let awaited = futures::future::join_all(to_await.iter().map(|p| async {
+        watch.gone(p).await;
+        on_event(Event::Gone { pod: pod::key(p) });
+    }));
+    let work = async {
+        let (results, _) = futures::join!(evictions, awaited);
+        results.into_iter().collect::<Result<Vec<_>, _>>()
+    };
+    let work = async {
+        let tracking = replacements.follow(&watch, on_event);
+        tokio::pin!(tracking);
+        tokio::select! {
+            r = work => r,
+            _ = &mut tracking => unreachable!("follow runs until cancelled"),
+        }
+    };
+
+    let remaining = |progress: &Progress| -> Vec<Remaining> {
+        let gone = progress.gone.lock().map(|g| g.clone()).unwrap_or_default();
+        let blocks = progress
+            .blocks
+            .lock()
+            .map(|b| b.clone())
+            .unwrap_or_default();
+        to_evict
+            .iter()
+            .chain(&to_await)
+            .map(|p| pod::key(p))
+            .filter(|k| !gone.contains(k))
+            .map(|k| Remaining {
+                blocked_by: blocks
+                    .iter()
+                    .rev()
+                    .find(|(p, _)| *p == k)
+                    .map(|(_, b)| b.clone()),
+                pod: k,
+            })
+            .collect()
+    };
+
+    let deadline = async {
+        match opts.timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => futures::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = work => { result?; }
+        _ = deadline => {
+            return Err(DrainError::TimedOut {
+                node: plan.node.clone(),
+                timeout: opts.timeout.unwrap_or_default(),
+                remaining: remaining(&progress),
+            });
+        }
+        _ = tokio::signal::ctrl_c() => {
+            return Err(DrainError::Interrupted { node: plan.node.clone(), remaining: remaining(&progress) });
+        }
+    }
+
+    // Evicted pods are gone; give their replacements until the timeout (or a minute)
+    // to become Ready, so the report can say whether the workloads recovered.
+    let settle = opts
+        .timeout
+        .map(|t| t.saturating_sub(started.elapsed()))
+        .unwrap_or(Duration::from_secs(60));
+    let _ = tokio::time::timeout(settle, replacements.until_ready(&watch, on_event)).await;
+
+    Ok(DrainReport {
+        node: plan.node,
+        pods: verdicts,
+        evicted: progress.gone.lock().map(|g| g.clone()).unwrap_or_default(),
+        replacements: replacements.statuses(),
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        dry_run,
+    })
+}
+
+/// What has happened so far, kept outside the futures so that a timeout or Ctrl-C can
+/// still report it.
+#[derive(Default)]
+struct Progress {
+    gone: Mutex<Vec<String>>,
+    blocks: Mutex<Vec<(String, Blocked)>>,
+}
+
+async fn evict_one(
+    conn: &Connection,
+    target: &Pod,
+    request: evict::Request,
+    watch: &tracker::PodWatch,
+    progress: &Progress,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<(), DrainError> {
+    let key = pod::key(target);
+    on_event(Event::Evicting { pod: key.clone() });
+    let mut backoff = Duration::from_millis(500);
+    let mut last_block: Option<Blocked> = None;
+    loop {
+        match evict::evict(conn, target, request).await? {
+            Outcome::Accepted | Outcome::AlreadyGone => break,
+            Outcome::Blocked(blocked) => {
+                if last_block.as_ref() != Some(&blocked) {
+                    on_event(Event::Blocked {
+                        pod: key.clone(),
+                        blocked: blocked.clone(),
+                    });
+                    if let Ok(mut b) = progress.blocks.lock() {
+                        b.push((key.clone(), blocked.clone()));
+                    }
+                    last_block = Some(blocked);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    watch.gone(target).await;
+    if let Ok(mut g) = progress.gone.lock() {
+        g.push(key.clone());
+    }
+    on_event(Event::Gone { pod: key });
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! How a drain reads to people.
+use serde::Serialize;
+
+use super::Report;
+use crate::classify::Verdict;
+use crate::drain::{DrainReport, Event};
+use crate::pod::Lifecycle;
+
+/// The reports of a multi-node drain, one JSON document.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct DrainReports(pub Vec<DrainReport>);
+
+impl Report for DrainReports {
+    fn text(&self) -> String {
+        self.0
+            .iter()
+            .map(Report::text)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Report for DrainReport {
+    fn text(&self) -> String {
+        let evicted = self.evicted.len();
+        let skipped = self
+            .pods
+            .iter()
+            .filter(|p| matches!(p.verdict, Verdict::Skip { .. }))
+            .count();
+        if self.dry_run {
+            return format!(
+                "{}: dry run, nothing changed: {} pod(s) would be evicted, {skipped} skipped",
+                self.node,
+                self.pods
+                    .iter()
+                    .filter(|p| matches!(p.verdict, Verdict::Evict(_)))
+                    .count()
+            );
+        }
+        let ready = self
+            .replacements
+            .iter()
+            .filter(|r| r.stage == Some(Lifecycle::Ready))
+            .count();
+        format!(
+            "{}: drained in {:.1}s: {evicted} evicted, {skipped} skipped, replacements Ready {ready}/{}",
+            self.node,
+            self.elapsed_seconds,
+            self.replacements.len()
+        )
+    }
+}
+
+/// One progress line for a drain event.
+pub fn event_line(event: &Event) -> String {
+    match event {
+        Event::Cordoned {
+            node,
+            before,
+            after,
+        } => format!("{node}: {before} -> {after}"),
+        Event::Evicting { pod } => format!("evicting {pod}"),
+        Event::Blocked { pod, blocked } => match &blocked.budget {
+            Some(budget) => format!(
+                "{pod}: waiting for PodDisruptionBudget {budget}: {}",
+                blocked.detail
+            ),
+            None => format!("{pod}: waiting: {}", blocked.detail),
+        },
+        Event::Gone { pod } => format!("{pod}: gone"),
+        Event::Replacement {
+            replaces,
+            pod,
+            stage,
+            node,
+        } => match node {
+            Some(node) => format!("  {pod} (replaces {replaces}): {stage} on {node}"),
+            None => format!("  {pod} (replaces {replaces}): {stage}"),
+        },
+    }
+}

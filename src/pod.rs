@@ -1,0 +1,105 @@
+//! Facts about a single pod that several parts of kordon read: who controls it,
+//! whether it is Ready, where it is in its lifecycle.
+use std::fmt;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use serde::Serialize;
+
+/// `namespace/name`, how kubectl and kordon name a pod to people.
+pub fn key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The owner reference with `controller: true`: the object that recreates the pod.
+pub fn controller(pod: &Pod) -> Option<&OwnerReference> {
+    pod.metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+}
+
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Succeeded or Failed: nothing runs any more and nothing will restart it.
+pub fn finished_phase(pod: &Pod) -> Option<&str> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .filter(|p| *p == "Succeeded" || *p == "Failed")
+}
+
+/// Names of the pod's emptyDir volumes, whose data lives on the node.
+pub fn empty_dir_volumes(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| v.empty_dir.is_some())
+                .map(|v| v.name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The stages a replacement pod goes through, as the seed article names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Lifecycle {
+    /// Created, not yet scheduled or not yet started by the kubelet.
+    Pending,
+    /// Scheduled; the kubelet is pulling images and creating containers.
+    ContainerCreating,
+    /// Containers run, readiness not yet confirmed.
+    Running,
+    Ready,
+    /// Succeeded, Failed or being deleted.
+    Terminated,
+}
+
+impl Lifecycle {
+    pub fn of(pod: &Pod) -> Self {
+        if pod.metadata.deletion_timestamp.is_some() || finished_phase(pod).is_some() {
+            return Self::Terminated;
+        }
+        if is_ready(pod) {
+            return Self::Ready;
+        }
+        let status = pod.status.as_ref();
+        if status.and_then(|s| s.phase.as_deref()) == Some("Running") {
+            return Self::Running;
+        }
+        let creating = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.state
+                        .as_ref()
+                        .and_then(|s| s.waiting.as_ref())
+                        .and_then(|w| w.reason.as_deref())
+                        == Some("ContainerCreating")
+                })
+            });
+        if creating {
+            Self::ContainerCreating
+        } else {
+            Self::Pending
+        }
+    }
+}
+
+impl fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
