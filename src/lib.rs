@@ -15,3 +15,5 @@ pub mod node_state;
 pub mod output;
 pub mod pod;
 pub mod selector;
+pub mod status;
+pub mod workflow;

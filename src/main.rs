@@ -25,7 +25,12 @@ async fn main() -> ExitCode {
 /// Exit codes scripts can branch on (documented in the README).
 fn exit_code(err: &anyhow::Error) -> ExitCode {
     use kordon::drain::DrainError;
-    match err.downcast_ref::<DrainError>() {
+    use kordon::workflow::MaintainError;
+    let drain = err.downcast_ref::<DrainError>().or_else(|| {
+        err.downcast_ref::<MaintainError>()
+            .and_then(MaintainError::drain_error)
+    });
+    match drain {
         Some(DrainError::Refused { .. }) => ExitCode::from(3),
         Some(DrainError::TimedOut { .. }) => ExitCode::from(4),
         Some(DrainError::Interrupted { .. }) => ExitCode::from(130),

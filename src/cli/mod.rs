@@ -8,6 +8,8 @@ use kordon::output::Format;
 
 mod cordon;
 mod drain;
+mod maintain;
+mod status;
 mod version;
 
 #[derive(Debug, Parser)]
@@ -64,6 +66,10 @@ pub enum Command {
     Uncordon(cordon::CordonArgs),
     /// Cordon nodes and evict their pods, refusing up front if a pod needs a decision.
     Drain(drain::DrainArgs),
+    /// All four steps: cordon, drain, run the maintenance, wait for Ready, uncordon.
+    Maintain(maintain::MaintainArgs),
+    /// Show nodes with their state and their pods.
+    Status(status::StatusArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -72,5 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cordon(args) => cordon::run(&cli.global, &args, true).await,
         Command::Uncordon(args) => cordon::run(&cli.global, &args, false).await,
         Command::Drain(args) => drain::run(&cli.global, &args).await,
+        Command::Maintain(args) => maintain::run(&cli.global, &args).await,
+        Command::Status(args) => status::run(&cli.global, &args).await,
     }
 }

@@ -5,6 +5,8 @@ use std::io::Write;
 use serde::Serialize;
 
 pub mod drain;
+mod maintain;
+pub mod status;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {

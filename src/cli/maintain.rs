@@ -1,0 +1,84 @@
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Args;
+use kordon::cluster::Connection;
+use kordon::names::NodeName;
+use kordon::output::{Printer, Report};
+use kordon::workflow::{self, MaintainOptions, Progress, ReadyCriteria, Work};
+
+use super::GlobalArgs;
+use super::drain::DrainFlags;
+
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    /// The node to maintain.
+    #[arg(value_name = "NODE")]
+    pub node: String,
+    #[command(flatten)]
+    pub drain: DrainFlags,
+    /// Pause after the drain until you press Enter, instead of running a command.
+    #[arg(long, conflicts_with = "command")]
+    pub manual: bool,
+    /// The node must come back with a new bootID (it reboots during maintenance).
+    #[arg(long)]
+    pub expect_reboot: bool,
+    /// How long the node may take to be Ready again after the maintenance.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    pub ready_timeout: Duration,
+    /// Uncordon the node even if a step fails (default: leave it cordoned).
+    #[arg(long)]
+    pub uncordon_on_failure: bool,
+    /// The maintenance command and its arguments, after `--`. Runs with KORDON_NODE set.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> anyhow::Result<()> {
+    let work = match (args.manual, args.command.split_first()) {
+        (true, _) if !std::io::stdin().is_terminal() => {
+            bail!(
+                "--manual waits for Enter on a terminal, but standard input is not one; pass a command after -- instead"
+            )
+        }
+        (true, _) => Work::Manual,
+        (false, Some((program, rest))) => Work::Command {
+            program: program.clone(),
+            args: rest.to_vec(),
+        },
+        (false, None) => bail!(
+            "say what the maintenance is: `kordon maintain NODE -- COMMAND [ARGS…]`, or --manual"
+        ),
+    };
+    let conn = Connection::open(&global.connection()).await?;
+    let printer = Printer::new(global.output);
+    let options = MaintainOptions {
+        drain: args.drain.options(),
+        work,
+        ready: ReadyCriteria {
+            expect_reboot: args.expect_reboot,
+        },
+        ready_timeout: args.ready_timeout,
+        uncordon_on_failure: args.uncordon_on_failure,
+    };
+    let node = NodeName::new(args.node.as_str());
+    let on_progress = |p: Progress| {
+        let line = match p {
+            Progress::Step(step) => format!("== {step}"),
+            Progress::Drain(e) => kordon::output::drain::event_line(&e),
+            Progress::Drained(report) => report.text(),
+            Progress::Prompt(text) => text,
+            Progress::WaitingForReady => {
+                format!("waiting for {node} to be Ready with a fresh heartbeat")
+            }
+            Progress::LeftCordoned => {
+                format!("{node} was cordoned before kordon started: leaving it cordoned")
+            }
+        };
+        printer.progress(line);
+    };
+    let report = workflow::maintain(&conn, &node, &options, &on_progress).await?;
+    printer.report(&report);
+    Ok(())
+}

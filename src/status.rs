@@ -1,0 +1,82 @@
+//! What `kordon status` shows: each node's state and the pods on it, marked the way a
+//! drain would treat them.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde::Serialize;
+
+use crate::node_state::NodeState;
+use crate::pod;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub name: String,
+    pub state: String,
+    pub cordoned: bool,
+    pub pods: Vec<PodStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    pub namespace: String,
+    pub name: String,
+    pub stage: pod::Lifecycle,
+    /// Marks that need a decision when draining.
+    pub marks: Vec<Mark>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Mark {
+    DaemonSet,
+    Standalone,
+    LocalStorage,
+}
+
+/// Joins nodes and pods; pods on nodes not listed are left out.
+pub fn build(nodes: &[Node], pods: &[Pod]) -> Vec<NodeStatus> {
+    let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
+    for p in pods {
+        if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+            by_node.entry(node).or_default().push(p);
+        }
+    }
+    nodes
+        .iter()
+        .map(|n| {
+            let name = n.metadata.name.clone().unwrap_or_default();
+            let state = NodeState::of(n);
+            let mut pods: Vec<PodStatus> = by_node
+                .get(name.as_str())
+                .map(|ps| ps.iter().map(|p| pod_status(p)).collect())
+                .unwrap_or_default();
+            pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+            NodeStatus {
+                name,
+                state: state.to_string(),
+                cordoned: state.cordoned,
+                pods,
+            }
+        })
+        .collect()
+}
+
+fn pod_status(p: &Pod) -> PodStatus {
+    let mut marks = Vec::new();
+    match pod::controller(p) {
+        Some(c) if c.kind == "DaemonSet" => marks.push(Mark::DaemonSet),
+        Some(_) => {}
+        None => marks.push(Mark::Standalone),
+    }
+    if !pod::empty_dir_volumes(p).is_empty() {
+        marks.push(Mark::LocalStorage);
+    }
+    PodStatus {
+        namespace: p.metadata.namespace.clone().unwrap_or_default(),
+        name: p.metadata.name.clone().unwrap_or_default(),
+        stage: pod::Lifecycle::of(p),
+        marks,
+    }
+}

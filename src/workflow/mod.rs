@@ -1,0 +1,252 @@
+//! The four steps of node maintenance — cordon, drain, maintenance, uncordon — run in
+//! order; a failure stops the run and says which step failed and what state the node
+//! is left in.
+mod ready;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cluster::nodes::{self, DryRun};
+use crate::cluster::{ClusterError, Connection};
+use crate::drain::{self, DrainError, DrainOptions, DrainReport, Event};
+use crate::names::NodeName;
+use crate::node_state::NodeState;
+
+pub use ready::ReadyCriteria;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Step {
+    Cordon,
+    Drain,
+    Maintenance,
+    Uncordon,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (n, name) = match self {
+            Step::Cordon => (1, "cordon"),
+            Step::Drain => (2, "drain"),
+            Step::Maintenance => (3, "maintenance"),
+            Step::Uncordon => (4, "uncordon"),
+        };
+        write!(f, "step {n}/4 ({name})")
+    }
+}
+
+/// What runs while the node is empty.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// A program with arguments, never a shell string. It gets `KORDON_NODE` (and
+    /// `KORDON_STEP=maintenance`) in its environment.
+    Command { program: String, args: Vec<String> },
+    /// Wait until the person at the terminal says the work is done.
+    Manual,
+}
+
+#[derive(Debug, Clone)]
+pub struct MaintainOptions {
+    pub drain: DrainOptions,
+    pub work: Work,
+    pub ready: ReadyCriteria,
+    /// How long the node may take to be Ready again after the work.
+    pub ready_timeout: Duration,
+    /// Uncordon even when a step failed (default: leave the node cordoned).
+    pub uncordon_on_failure: bool,
+}
+
+/// Progress, step by step.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Step(Step),
+    Drain(Event),
+    Drained(DrainReport),
+    /// Asking the person at the terminal to do the work and press Enter.
+    Prompt(String),
+    WaitingForReady,
+    /// The node had been cordoned before kordon started: it stays cordoned.
+    LeftCordoned,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintainReport {
+    pub node: NodeName,
+    pub drain: DrainReport,
+    pub final_state: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{step} failed: {cause}; node {node} is left {state}")]
+pub struct MaintainError {
+    pub step: Step,
+    pub node: NodeName,
+    /// The node's state when the run stopped, as `kubectl get nodes` shows it.
+    pub state: String,
+    pub cause: StepError,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Drain(#[from] DrainError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("{0}")]
+    Work(String),
+    #[error("node did not become Ready within {0:?}")]
+    NotReadyInTime(Duration),
+}
+
+impl MaintainError {
+    /// The drain was refused before anything changed.
+    pub fn drain_error(&self) -> Option<&DrainError> {
+        match &self.cause {
+            StepError::Drain(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+pub async fn maintain(
+    conn: &Connection,
+    node: &NodeName,
+    opts: &MaintainOptions,
+    on_progress: &(dyn Fn(Progress) + Sync),
+) -> Result<MaintainReport, MaintainError> {
+    let plan = drain::plan(conn, node, &opts.drain)
+        .await
+        .map_err(|e| MaintainError {
+            step: Step::Cordon,
+            node: node.clone(),
+            state: "unchanged".into(),
+            cause: e.into(),
+        })?;
+    let cordoned_before = plan.state.cordoned;
+    let ready_before = ready::snapshot(conn, node)
+        .await
+        .map_err(|e| fail_unchanged(node, Step::Cordon, e.into()))?;
+
+    let result = async {
+        on_progress(Progress::Step(Step::Cordon));
+        on_progress(Progress::Step(Step::Drain));
+        let report = drain::execute(conn, plan, &opts.drain, &|e| {
+            on_progress(Progress::Drain(e))
+        })
+        .await
+        .map_err(|e| (Step::Drain, StepError::from(e)))?;
+        on_progress(Progress::Drained(report.clone()));
+
+        on_progress(Progress::Step(Step::Maintenance));
+        run_work(node, &opts.work, on_progress)
+            .await
+            .map_err(|e| (Step::Maintenance, e))?;
+        on_progress(Progress::WaitingForReady);
+        ready::wait(conn, node, &ready_before, opts.ready, opts.ready_timeout)
+            .await
+            .map_err(|e| (Step::Maintenance, e))?;
+        Ok::<_, (Step, StepError)>(report)
+    }
+    .await;
+
+    match result {
+        Ok(report) => {
+            on_progress(Progress::Step(Step::Uncordon));
+            let state = if cordoned_before {
+                on_progress(Progress::LeftCordoned);
+                current_state(conn, node).await
+            } else {
+                let after = nodes::set_unschedulable(conn, node, false, DryRun::None)
+                    .await
+                    .map_err(|e| MaintainError {
+                        step: Step::Uncordon,
+                        node: node.clone(),
+                        state: "cordoned".into(),
+                        cause: e.into(),
+                    })?;
+                NodeState::of(&after).to_string()
+            };
+            Ok(MaintainReport {
+                node: node.clone(),
+                drain: report,
+                final_state: state,
+            })
+        }
+        Err((step, cause)) => {
+            let refused = matches!(
+                cause,
+                StepError::Drain(DrainError::Refused { .. } | DrainError::NotReady { .. })
+            );
+            if opts.uncordon_on_failure && !cordoned_before && !refused {
+                let _ = nodes::set_unschedulable(conn, node, false, DryRun::None).await;
+            }
+            Err(MaintainError {
+                step,
+                node: node.clone(),
+                state: current_state(conn, node).await,
+                cause,
+            })
+        }
+    }
+}
+
+fn fail_unchanged(node: &NodeName, step: Step, cause: StepError) -> MaintainError {
+    MaintainError {
+        step,
+        node: node.clone(),
+        state: "unchanged".into(),
+        cause,
+    }
+}
+
+async fn current_state(conn: &Connection, node: &NodeName) -> String {
+    match nodes::get(conn, node).await {
+        Ok(n) => NodeState::of(&n).to_string(),
+        Err(_) => "in an unknown state (it could not be read)".into(),
+    }
+}
+
+async fn run_work(
+    node: &NodeName,
+    work: &Work,
+    on_progress: &(dyn Fn(Progress) + Sync),
+) -> Result<(), StepError> {
+    match work {
+        Work::Command { program, args } => {
+            let status = tokio::process::Command::new(program)
+                .args(args)
+                .env("KORDON_NODE", node.as_str())
+                .env("KORDON_STEP", "maintenance")
+                .status()
+                .await
+                .map_err(|e| StepError::Work(format!("cannot run {program}: {e}")))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(StepError::Work(format!(
+                    "command {program} exited with {status}"
+                )))
+            }
+        }
+        Work::Manual => {
+            on_progress(Progress::Prompt(format!(
+                "node {node} is drained: do the maintenance, then press Enter to bring it back (Ctrl-C leaves it cordoned)"
+            )));
+            let line = tokio::task::spawn_blocking(|| {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map(|n| (n, line))
+            })
+            .await
+            .map_err(|e| StepError::Work(format!("prompt failed: {e}")))?;
+            match line {
+                Ok((0, _)) => Err(StepError::Work(
+                    "standard input closed before confirmation".into(),
+                )),
+                Ok(_) => Ok(()),
+                Err(e) => Err(StepError::Work(format!("cannot read confirmation: {e}"))),
+            }
+        }
+    }
+}
