@@ -83,8 +83,13 @@ pub async fn drain_node(
     let plan = drain::plan(conn, node, options).await?;
     let verdicts = plan.verdicts();
     printer.progress(format!("{node}: {} pod(s)", verdicts.len()));
-    for v in &verdicts {
-        printer.progress(format!("  {}  {}", v.pod, v.verdict));
+    let plan_report = kordon::output::drain::PlanReport {
+        node: node.clone(),
+        pods: verdicts,
+    };
+    printer.progress(plan_report.text());
+    if !plan.refused().is_empty() && printer.format() == kordon::output::Format::Json {
+        printer.report(&plan_report);
     }
     drain::execute(conn, plan, options, &|e| {
         printer.progress(kordon::output::drain::event_line(&e))

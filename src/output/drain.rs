@@ -3,8 +3,27 @@ use serde::Serialize;
 
 use super::Report;
 use crate::classify::Verdict;
-use crate::drain::{DrainReport, Event};
+use crate::drain::{DrainReport, Event, PodVerdict};
+use crate::names::NodeName;
 use crate::pod::Lifecycle;
+
+/// A node's pods and their verdicts, before anything changes; refused ones name the
+/// flag that would change them. Printed as JSON when a drain is refused.
+#[derive(Serialize)]
+pub struct PlanReport {
+    pub node: NodeName,
+    pub pods: Vec<PodVerdict>,
+}
+
+impl Report for PlanReport {
+    fn text(&self) -> String {
+        self.pods
+            .iter()
+            .map(|p| format!("  {}  {}", p.pod, p.verdict))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
 
 /// The reports of a multi-node drain, one JSON document.
 #[derive(Serialize)]

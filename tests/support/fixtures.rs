@@ -129,3 +129,32 @@ pub fn bare_pod(name: &str, node: &str, opts: &PodOptions) -> Pod {
         .remove("nodeSelector");
     serde_json::from_value(pod).expect("pod fixture")
 }
+
+pub fn daemonset(env: &str, name: &str) -> k8s_openapi::api::apps::v1::DaemonSet {
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "selector": { "matchLabels": { "app": name } },
+            "template": pod_template(env, name, &PodOptions::default()),
+        },
+    }))
+    .expect("daemonset fixture")
+}
+
+pub fn statefulset(
+    env: &str,
+    name: &str,
+    replicas: i32,
+    opts: &PodOptions,
+) -> k8s_openapi::api::apps::v1::StatefulSet {
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": replicas,
+            "serviceName": name,
+            "selector": { "matchLabels": { "app": name } },
+            "template": pod_template(env, name, opts),
+        },
+    }))
+    .expect("statefulset fixture")
+}

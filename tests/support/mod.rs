@@ -197,6 +197,57 @@ impl TestEnv {
         cmd
     }
 
+    /// Runs kordon with `args` and collects what it said.
+    pub fn run_kordon(&self, args: &[&str]) -> Run {
+        Run::from(self.kordon().args(args).output().expect("run kordon"))
+    }
+
+    /// Creates a namespaced object in this test's namespace.
+    pub async fn create<K>(&self, object: &K) -> K
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::Serialize
+            + serde::de::DeserializeOwned,
+        K::DynamicType: Default,
+    {
+        Api::<K>::namespaced(self.client.clone(), &self.id)
+            .create(&PostParams::default(), object)
+            .await
+            .expect("create object")
+    }
+
+    pub async fn get_node(&self, name: &str) -> Node {
+        Api::<Node>::all(self.client.clone())
+            .get(name)
+            .await
+            .expect("get node")
+    }
+
+    pub async fn is_cordoned(&self, node: &str) -> bool {
+        self.get_node(node)
+            .await
+            .spec
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false)
+    }
+
+    /// UIDs of every pod in the namespace, for "nothing changed" checks.
+    pub async fn pod_uids(&self) -> Vec<String> {
+        let mut uids: Vec<String> = self
+            .pods()
+            .list(&ListParams::default())
+            .await
+            .expect("list pods")
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.uid)
+            .collect();
+        uids.sort();
+        uids
+    }
+
     /// `kubectl`, pointed at the test cluster.
     pub fn kubectl(&self) -> Command {
         let mut cmd = Command::new("kubectl");
@@ -221,6 +272,31 @@ impl Drop for TestEnv {
             .arg(kubeconfig())
             .args(&args)
             .output();
+    }
+}
+
+/// A finished command's exit code and output.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Self {
+        Self {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(self.code, Some(0), "expected success:\n{self:#?}");
+        self
     }
 }
 

@@ -1,0 +1,324 @@
+//! cordon, drain, uncordon, status on the real control plane: the seed article's
+//! example, its three common drain issues, budgets, StatefulSets and dry runs.
+mod support;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use serde_json::json;
+use support::fixtures::{self, PodOptions};
+use support::{Run, TestEnv};
+
+const SPREAD: PodOptions = PodOptions {
+    ready_delay: None,
+    delete_delay: None,
+    grace_period: None,
+    empty_dir: false,
+    spread: true,
+};
+
+/// The article's Real Example: node-1 and node-2, four nginx pods, two on each.
+async fn article_cluster(name: &str) -> TestEnv {
+    let mut env = TestEnv::new(name).await;
+    env.add_node("node-1").await;
+    env.add_node("node-2").await;
+    env.create(&fixtures::deployment(env.ns(), "nginx", 4, &SPREAD))
+        .await;
+    env.wait_ready("app=nginx", 4).await;
+    assert_eq!(env.pods_on(&env.node("node-2")).await.len(), 2);
+    env
+}
+
+#[tokio::test]
+async fn article_example_drain_moves_all_four_pods_to_node_1_and_uncordon_restores_it() {
+    let env = article_cluster("article").await;
+    let (node_1, node_2) = (env.node("node-1"), env.node("node-2"));
+
+    let run = env.run_kordon(&["drain", &node_2]);
+    run.assert_ok();
+    assert!(
+        run.stdout
+            .contains(&format!("{node_2}: Ready -> Ready,SchedulingDisabled")),
+        "{}",
+        run.stdout
+    );
+    for stage in ["Pending", "ContainerCreating", "Ready"] {
+        assert!(
+            run.stdout.contains(&format!("{stage} on {node_1}")),
+            "{}",
+            run.stdout
+        );
+    }
+    assert!(
+        run.stdout
+            .contains("2 evicted, 0 skipped, replacements Ready 2/2"),
+        "{}",
+        run.stdout
+    );
+
+    let ready = env.wait_ready("app=nginx", 4).await;
+    assert!(
+        ready
+            .iter()
+            .all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node_1.as_str()))
+    );
+    assert!(env.pods_on(&node_2).await.is_empty());
+    assert!(env.is_cordoned(&node_2).await);
+
+    // The article's "after" picture.
+    let status = env.run_kordon(&["status", &node_1, &node_2]);
+    status.assert_ok();
+    let tree = status.stdout.replace(&format!("{}/", env.ns()), "");
+    let lines: Vec<&str> = tree.lines().collect();
+    assert_eq!(lines[0], format!("{node_1}  Ready"));
+    assert_eq!(lines.iter().filter(|l| l.contains("── nginx-")).count(), 4);
+    assert_eq!(lines[5], format!("{node_2}  Ready,SchedulingDisabled"));
+    assert_eq!(lines[6], "└── (no pods)");
+
+    let run = env.run_kordon(&["uncordon", &node_2]);
+    run.assert_ok();
+    assert_eq!(
+        run.stdout.trim(),
+        format!("{node_2}: Ready,SchedulingDisabled -> Ready")
+    );
+    assert!(!env.is_cordoned(&node_2).await);
+}
+
+/// Runs a drain that must be refused and checks that nothing changed.
+async fn assert_refused_unchanged(env: &TestEnv, node: &str, args: &[&str], flag: &str, pod: &str) {
+    let before = env.pod_uids().await;
+    let mut all = vec!["drain", node];
+    all.extend_from_slice(args);
+    let run = env.run_kordon(&all);
+    assert_eq!(run.code, Some(3), "refused drain exits 3: {run:#?}");
+    assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(flag),
+        "{} should name {flag}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains(pod) && run.stdout.contains(&format!("pass {flag}")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !env.is_cordoned(node).await,
+        "a refused drain does not cordon"
+    );
+    assert_eq!(env.pod_uids().await, before, "no pod was touched");
+}
+
+#[tokio::test]
+async fn daemonset_pods_are_refused_without_ignore_daemonsets_and_left_running_with_it() {
+    let mut env = TestEnv::new("ds").await;
+    let node = env.add_node("node-1").await;
+    env.add_node("node-2").await;
+    env.create::<DaemonSet>(&fixtures::daemonset(env.ns(), "agent"))
+        .await;
+    env.wait_ready("app=agent", 2).await;
+
+    assert_refused_unchanged(&env, &node, &[], "--ignore-daemonsets", "agent-").await;
+
+    let run = env.run_kordon(&["drain", &node, "--ignore-daemonsets"]);
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("skip (DaemonSet-managed"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("0 evicted, 1 skipped"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(env.pods_on(&node).await.len(), 1, "the DaemonSet pod stays");
+}
+
+#[tokio::test]
+async fn emptydir_pods_are_refused_without_delete_emptydir_data_and_evicted_with_it() {
+    let mut env = TestEnv::new("emptydir").await;
+    let node = env.add_node("node-1").await;
+    env.add_node("node-2").await;
+    let opts = PodOptions {
+        empty_dir: true,
+        ..SPREAD
+    };
+    env.create(&fixtures::deployment(env.ns(), "cache", 2, &opts))
+        .await;
+    env.wait_ready("app=cache", 2).await;
+
+    assert_refused_unchanged(&env, &node, &[], "--delete-emptydir-data", "cache-").await;
+
+    let run = env.run_kordon(&["drain", &node, "--delete-emptydir-data"]);
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("emptyDir data lost: cache"),
+        "{}",
+        run.stdout
+    );
+    assert!(env.pods_on(&node).await.is_empty());
+    env.wait_ready("app=cache", 2).await;
+}
+
+#[tokio::test]
+async fn standalone_pods_are_refused_without_force_and_gone_for_good_with_it() {
+    let mut env = TestEnv::new("bare").await;
+    let node = env.add_node("node-1").await;
+    env.create(&fixtures::bare_pod("lonely", &node, &PodOptions::default()))
+        .await;
+    env.wait_ready("app=lonely", 1).await;
+
+    assert_refused_unchanged(&env, &node, &[], "--force", "lonely").await;
+
+    let run = env.run_kordon(&["drain", &node, "--force"]);
+    run.assert_ok();
+    assert!(run.stdout.contains("gone for good"), "{}", run.stdout);
+    assert!(
+        env.pod_uids().await.is_empty(),
+        "nothing recreates a standalone pod"
+    );
+}
+
+#[tokio::test]
+async fn a_budget_at_zero_times_out_naming_the_pdb_and_its_numbers() {
+    let mut env = TestEnv::new("pdb0").await;
+    let node = env.add_node("node-1").await;
+    env.add_node("node-2").await;
+    env.create(&fixtures::deployment(env.ns(), "web", 2, &SPREAD))
+        .await;
+    env.create::<PodDisruptionBudget>(&fixtures::pdb("web-pdb", "web", ("minAvailable", json!(2))))
+        .await;
+    env.wait_ready("app=web", 2).await;
+    let before = env.pod_uids().await;
+
+    let run = env.run_kordon(&["drain", &node, "--timeout", "4s"]);
+    assert_eq!(run.code, Some(4), "a timed-out drain exits 4: {run:#?}");
+    assert!(
+        run.stdout
+            .contains("waiting for PodDisruptionBudget web-pdb"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("The disruption budget web-pdb needs 2 healthy pods and has 2 currently"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.pod_uids().await, before, "the budget kept every pod");
+}
+
+#[tokio::test]
+async fn a_pod_under_two_budgets_is_an_error_naming_both() {
+    let mut env = TestEnv::new("pdb2").await;
+    let node = env.add_node("node-1").await;
+    env.add_node("node-2").await;
+    env.create(&fixtures::deployment(env.ns(), "web", 2, &SPREAD))
+        .await;
+    for name in ["budget-a", "budget-b"] {
+        env.create::<PodDisruptionBudget>(&fixtures::pdb(
+            name,
+            "web",
+            ("maxUnavailable", json!(1)),
+        ))
+        .await;
+    }
+    env.wait_ready("app=web", 2).await;
+
+    let run = env.run_kordon(&["drain", &node, "--timeout", "30s"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("several PodDisruptionBudgets (budget-a, budget-b)"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_statefulset_pod_replaced_under_the_same_name_is_not_mistaken_for_the_old_one() {
+    let mut env = TestEnv::new("sts").await;
+    env.add_node("node-1").await;
+    env.add_node("node-2").await;
+    env.create::<StatefulSet>(&fixtures::statefulset(
+        env.ns(),
+        "db",
+        1,
+        &PodOptions::default(),
+    ))
+    .await;
+    let old = env.wait_ready("app=db", 1).await.remove(0);
+    let node = old
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .expect("scheduled");
+
+    let run = env.run_kordon(&["drain", &node]);
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("replacements Ready 1/1"),
+        "{}",
+        run.stdout
+    );
+
+    let new = env.wait_ready("app=db", 1).await.remove(0);
+    assert_eq!(new.metadata.name, old.metadata.name, "same name");
+    assert_ne!(new.metadata.uid, old.metadata.uid, "a new pod");
+    assert_ne!(new.spec.and_then(|s| s.node_name), Some(node));
+}
+
+#[tokio::test]
+async fn dry_runs_change_nothing() {
+    let env = article_cluster("dryrun").await;
+    let node_2 = env.node("node-2");
+    let before = env.pod_uids().await;
+    for mode in ["--dry-run=client", "--dry-run=server", "--dry-run"] {
+        let run = env.run_kordon(&["drain", &node_2, mode]);
+        run.assert_ok();
+        assert!(
+            run.stdout
+                .contains("dry run, nothing changed: 2 pod(s) would be evicted"),
+            "{}",
+            run.stdout
+        );
+        let run = env.run_kordon(&["cordon", &node_2, mode]);
+        run.assert_ok();
+        assert!(run.stdout.contains("(dry run)"), "{}", run.stdout);
+    }
+    assert!(!env.is_cordoned(&node_2).await);
+    assert_eq!(env.pod_uids().await, before);
+}
+
+#[tokio::test]
+async fn unknown_node_and_bad_selectors_are_one_sentence_and_change_nothing() {
+    let env = article_cluster("badinput").await;
+    let node_2 = env.node("node-2");
+    let before = env.pod_uids().await;
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["drain", "no-such-node"],
+            "node \"no-such-node\" not found",
+        ),
+        (
+            &["drain", &node_2, "no-such-node"],
+            "node \"no-such-node\" not found",
+        ),
+        (
+            &["cordon", "--selector", "a in ("],
+            "invalid label selector \"a in (\"",
+        ),
+        (
+            &["drain", &node_2, "--pod-selector", "=x"],
+            "invalid --pod-selector \"=x\"",
+        ),
+    ];
+    for (args, needle) in cases {
+        let run: Run = env.run_kordon(args);
+        assert_eq!(run.code, Some(1), "{args:?}: {run:#?}");
+        assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    }
+    assert!(!env.is_cordoned(&node_2).await);
+    assert_eq!(env.pod_uids().await, before);
+}
