@@ -1,5 +1,6 @@
 //! Cluster access: a client from kubeconfig, API errors turned into sentences a user
 //! can act on, and the few reads and writes the workflow needs on nodes.
+pub mod access;
 mod connect;
 mod error;
 pub mod nodes;

@@ -51,8 +51,22 @@ pub async fn all(conn: &Connection) -> Result<Vec<Node>, ClusterError> {
     select(conn, "").await
 }
 
-/// Sets `spec.unschedulable`, which is all cordon and uncordon are. Returns the node
-/// as the server has it afterwards (or would, under `--dry-run=server`).
+/// Set on nodes kordon cordoned (the value is when), removed when it uncordons. A
+/// node cordoned without it was cordoned by someone else, and kordon's workflow
+/// leaves it cordoned.
+pub const CORDONED_BY_KORDON: &str = "kordon.dev/cordoned-at";
+
+/// True when the node is cordoned and kordon did it.
+pub fn cordoned_by_kordon(node: &Node) -> bool {
+    node.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(CORDONED_BY_KORDON))
+}
+
+/// Sets `spec.unschedulable`, which is all cordon and uncordon are, and marks the node
+/// as cordoned by kordon. Returns the node as the server has it afterwards (or would,
+/// under `--dry-run=server`).
 pub async fn set_unschedulable(
     conn: &Connection,
     name: &NodeName,
@@ -64,7 +78,11 @@ pub async fn set_unschedulable(
         dry_run: dry_run == DryRun::Server,
         ..Default::default()
     };
-    let patch = json!({ "spec": { "unschedulable": unschedulable } });
+    let mark = unschedulable.then(|| jiff::Timestamp::now().to_string());
+    let patch = json!({
+        "metadata": { "annotations": { CORDONED_BY_KORDON: mark } },
+        "spec": { "unschedulable": unschedulable },
+    });
     match api
         .patch(name.as_str(), &params, &Patch::Merge(&patch))
         .await

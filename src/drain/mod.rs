@@ -13,6 +13,7 @@ use kube::api::ListParams;
 use serde::Serialize;
 
 use crate::classify::{self, Permissions, Refusal, Verdict};
+use crate::cluster::access::{self, Permission};
 use crate::cluster::nodes::{self, DryRun};
 use crate::cluster::{ClusterError, Connection};
 use crate::evict::{self, Blocked, EvictError, Outcome};
@@ -48,6 +49,8 @@ pub struct PodVerdict {
 pub struct Plan {
     pub node: NodeName,
     pub state: NodeState,
+    /// The node carries kordon's cordon mark (see [`nodes::CORDONED_BY_KORDON`]).
+    pub cordoned_by_kordon: bool,
     pods: Vec<(Pod, Verdict)>,
 }
 
@@ -198,6 +201,7 @@ pub async fn plan(
     Ok(Plan {
         node: node.clone(),
         state,
+        cordoned_by_kordon: nodes::cordoned_by_kordon(&found),
         pods,
     })
 }
@@ -240,6 +244,12 @@ pub async fn execute(
     }
     let verdicts = plan.verdicts();
     let dry_run = opts.dry_run != DryRun::None;
+    access::require(
+        conn,
+        &format!("drain node {}", plan.node),
+        &needed_permissions(&plan, opts),
+    )
+    .await?;
     if opts.dry_run == DryRun::Client {
         return Ok(DrainReport {
             node: plan.node,
@@ -375,6 +385,55 @@ pub async fn execute(
         elapsed_seconds: started.elapsed().as_secs_f64(),
         dry_run,
     })
+}
+
+/// Cordoning, evicting (or deleting) and watching pods, in each namespace the plan
+/// touches.
+fn needed_permissions(plan: &Plan, opts: &DrainOptions) -> Vec<Permission> {
+    let mut wanted = vec![
+        Permission {
+            verb: "patch",
+            group: "",
+            resource: "nodes",
+            subresource: None,
+            namespace: None,
+        },
+        Permission {
+            verb: "watch",
+            group: "",
+            resource: "pods",
+            subresource: None,
+            namespace: None,
+        },
+    ];
+    let mut namespaces: Vec<String> = plan
+        .pods
+        .iter()
+        .filter(|(_, v)| matches!(v, Verdict::Evict(_)))
+        .filter_map(|(p, _)| p.metadata.namespace.clone())
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    for ns in namespaces {
+        wanted.push(if opts.disable_eviction {
+            Permission {
+                verb: "delete",
+                group: "",
+                resource: "pods",
+                subresource: None,
+                namespace: Some(ns),
+            }
+        } else {
+            Permission {
+                verb: "create",
+                group: "",
+                resource: "pods",
+                subresource: Some("eviction"),
+                namespace: Some(ns),
+            }
+        });
+    }
+    wanted
 }
 
 /// What has happened so far, kept outside the futures so that a timeout or Ctrl-C can

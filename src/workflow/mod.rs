@@ -124,7 +124,8 @@ pub async fn maintain(
             state: "unchanged".into(),
             cause: e.into(),
         })?;
-    let cordoned_before = plan.state.cordoned;
+    // Someone else's cordon is theirs to lift; a cordon kordon left behind is not.
+    let cordoned_before = plan.state.cordoned && !plan.cordoned_by_kordon;
     let ready_before = ready::snapshot(conn, node)
         .await
         .map_err(|e| fail_unchanged(node, Step::Cordon, e.into()))?;

@@ -1,0 +1,76 @@
+//! Asks the API server, before anything changes, whether we may do what a step needs
+//! (SelfSubjectAccessReview), so an RBAC gap is one sentence up front instead of a
+//! half-done drain.
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use kube::Api;
+use kube::api::PostParams;
+
+use super::{ClusterError, Connection};
+
+/// One permission: `verb` on `resource` (with optional subresource), in a namespace
+/// or cluster-wide.
+#[derive(Debug, Clone)]
+pub struct Permission {
+    pub verb: &'static str,
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub subresource: Option<&'static str>,
+    pub namespace: Option<String>,
+}
+
+impl Permission {
+    fn describe(&self) -> String {
+        let resource = match self.subresource {
+            Some(sub) => format!("{}/{sub}", self.resource),
+            None => self.resource.to_string(),
+        };
+        let scope = match &self.namespace {
+            Some(ns) => format!("in namespace {ns}"),
+            None => "cluster-wide".to_string(),
+        };
+        format!("`{}` on {resource} {scope}", self.verb)
+    }
+}
+
+/// Fails with [`ClusterError::Forbidden`] naming every permission that is missing.
+pub async fn require(
+    conn: &Connection,
+    action: &str,
+    wanted: &[Permission],
+) -> Result<(), ClusterError> {
+    let api: Api<SelfSubjectAccessReview> = Api::all(conn.client.clone());
+    let mut missing = Vec::new();
+    for p in wanted {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(p.verb.to_string()),
+                    group: Some(p.group.to_string()),
+                    resource: Some(p.resource.to_string()),
+                    subresource: p.subresource.map(str::to_string),
+                    namespace: p.namespace.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| conn.error("check permissions (create selfsubjectaccessreviews)", e))?;
+        if !answer.status.is_some_and(|s| s.allowed) {
+            missing.push(p.describe());
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ClusterError::Forbidden {
+            action: action.to_string(),
+            message: format!("missing {}", missing.join(", ")),
+        })
+    }
+}

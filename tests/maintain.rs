@@ -1,0 +1,157 @@
+//! `kordon maintain`: the four steps in one command, on the real control plane.
+mod support;
+
+use support::TestEnv;
+use support::fixtures::{self, PodOptions};
+
+async fn two_nodes_with_web(name: &str) -> TestEnv {
+    let mut env = TestEnv::new(name).await;
+    env.add_node("node-1").await;
+    env.add_node("node-2").await;
+    let spread = PodOptions {
+        spread: true,
+        ..Default::default()
+    };
+    env.create(&fixtures::deployment(env.ns(), "web", 2, &spread))
+        .await;
+    env.wait_ready("app=web", 2).await;
+    env
+}
+
+#[tokio::test]
+async fn maintain_drains_runs_the_command_with_the_node_in_its_environment_and_uncordons() {
+    let env = two_nodes_with_web("maintain").await;
+    let node = env.node("node-2");
+    let marker = std::env::temp_dir().join(format!("kordon-{}", env.id));
+    let script = format!("echo \"$KORDON_NODE\" > {}", marker.display());
+
+    let run = env.run_kordon(&["maintain", &node, "--", "sh", "-c", &script]);
+    run.assert_ok();
+    let seen = std::fs::read_to_string(&marker).expect("the command ran");
+    let _ = std::fs::remove_file(&marker);
+    assert_eq!(seen.trim(), node, "KORDON_NODE names the node");
+    for step in [
+        "step 1/4 (cordon)",
+        "step 2/4 (drain)",
+        "step 3/4 (maintenance)",
+        "step 4/4 (uncordon)",
+    ] {
+        assert!(run.stdout.contains(step), "{}", run.stdout);
+    }
+    assert!(
+        run.stdout
+            .contains(&format!("{node}: maintained; now Ready")),
+        "{}",
+        run.stdout
+    );
+    assert!(!env.is_cordoned(&node).await);
+    assert!(env.pods_on(&node).await.is_empty());
+    env.wait_ready("app=web", 2).await;
+}
+
+#[tokio::test]
+async fn a_failing_command_stops_the_run_and_leaves_the_node_cordoned() {
+    let env = two_nodes_with_web("maintfail").await;
+    let node = env.node("node-2");
+    let run = env.run_kordon(&["maintain", &node, "--", "sh", "-c", "exit 7"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "step 3/4 (maintenance) failed: command sh exited with exit status: 7; node {node} is left Ready,SchedulingDisabled"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(env.is_cordoned(&node).await);
+
+    let run = env.run_kordon(&["maintain", &node, "--uncordon-on-failure", "--", "false"]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        !env.is_cordoned(&node).await,
+        "--uncordon-on-failure brings it back"
+    );
+}
+
+#[tokio::test]
+async fn expect_reboot_waits_for_a_new_boot_id() {
+    let env = two_nodes_with_web("reboot").await;
+    let node = env.node("node-2");
+    let kubeconfig = support::kubeconfig().display().to_string();
+
+    // No reboot happened: the node never counts as back.
+    let run = env.run_kordon(&[
+        "maintain",
+        &node,
+        "--expect-reboot",
+        "--ready-timeout",
+        "3s",
+        "--",
+        "true",
+    ]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.contains("did not become Ready within 3s"),
+        "{}",
+        run.stderr
+    );
+    assert!(env.is_cordoned(&node).await);
+
+    // The "reboot" gives the node a new bootID, as a kubelet reports after a restart.
+    let reboot = format!(
+        "kubectl --kubeconfig {kubeconfig} patch node \"$KORDON_NODE\" --subresource=status \
+         -p '{{\"status\":{{\"nodeInfo\":{{\"bootID\":\"boot-after\"}}}}}}'"
+    );
+    let run = env.run_kordon(&[
+        "maintain",
+        &node,
+        "--expect-reboot",
+        "--",
+        "sh",
+        "-c",
+        &reboot,
+    ]);
+    run.assert_ok();
+    assert!(!env.is_cordoned(&node).await);
+}
+
+#[tokio::test]
+async fn maintain_needs_a_command_or_manual() {
+    let env = two_nodes_with_web("maintargs").await;
+    let node = env.node("node-2");
+    let run = env.run_kordon(&["maintain", &node]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains("say what the maintenance is"),
+        "{}",
+        run.stderr
+    );
+    let run = env.run_kordon(&["maintain", &node, "--manual"]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains("standard input is not one"),
+        "{}",
+        run.stderr
+    );
+    assert!(!env.is_cordoned(&node).await);
+}
+
+#[tokio::test]
+async fn a_node_someone_else_cordoned_stays_cordoned() {
+    let env = two_nodes_with_web("othercordon").await;
+    let node = env.node("node-2");
+    let out = env
+        .kubectl()
+        .args(["cordon", &node])
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success());
+    let run = env.run_kordon(&["maintain", &node, "--", "true"]);
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("was cordoned before kordon started"),
+        "{}",
+        run.stdout
+    );
+    assert!(env.is_cordoned(&node).await);
+    assert!(env.pods_on(&node).await.is_empty());
+}
