@@ -158,3 +158,14 @@ pub fn statefulset(
     }))
     .expect("statefulset fixture")
 }
+
+/// A Job with one pod; KWOK completes Job pods a second after they run.
+pub fn job(env: &str, name: &str) -> k8s_openapi::api::batch::v1::Job {
+    let mut template = pod_template(env, name, &PodOptions::default());
+    template["spec"]["restartPolicy"] = json!("Never");
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": { "template": template, "backoffLimit": 0 },
+    }))
+    .expect("job fixture")
+}
