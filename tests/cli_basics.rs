@@ -79,3 +79,31 @@ fn unreachable_server_is_one_sentence() {
         "cannot reach the Kubernetes API server at https://127.0.0.1:1",
     );
 }
+
+#[test]
+fn works_as_a_kubectl_plugin() {
+    let dir = std::env::temp_dir().join(format!("kordon-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let plugin = dir.join("kubectl-kordon");
+    let _ = std::fs::remove_file(&plugin);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kordon"), &plugin).expect("symlink");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("kubectl")
+        .args(["kordon", "--kubeconfig"])
+        .arg(support::kubeconfig())
+        .arg("version")
+        .env("PATH", path)
+        .output()
+        .expect("run kubectl kordon");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("server v1.33."));
+}
