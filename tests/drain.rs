@@ -322,3 +322,70 @@ async fn unknown_node_and_bad_selectors_are_one_sentence_and_change_nothing() {
     assert!(!env.is_cordoned(&node_2).await);
     assert_eq!(env.pod_uids().await, before);
 }
+
+/// A Deployment of two whose budget allows no disruption at all.
+async fn blocked_by_budget(name: &str) -> (TestEnv, String) {
+    let mut env = TestEnv::new(name).await;
+    let node = env.add_node("node-1").await;
+    env.add_node("node-2").await;
+    env.create(&fixtures::deployment(env.ns(), "web", 2, &SPREAD))
+        .await;
+    env.create::<PodDisruptionBudget>(&fixtures::pdb(
+        "web-pdb",
+        "web",
+        ("maxUnavailable", json!(0)),
+    ))
+    .await;
+    env.wait_ready("app=web", 2).await;
+    (env, node)
+}
+
+#[tokio::test]
+async fn disable_eviction_deletes_past_the_budget_and_says_so() {
+    let (env, node) = blocked_by_budget("noevict").await;
+    let run = env.run_kordon(&["drain", &node, "--disable-eviction", "--timeout", "60s"]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("PodDisruptionBudgets are NOT honoured"),
+        "{}",
+        run.stderr
+    );
+    assert!(env.pods_on(&node).await.is_empty());
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_evicting_and_reports_what_is_left() {
+    use std::io::{BufRead, BufReader};
+    let (env, node) = blocked_by_budget("ctrlc").await;
+    let mut child = env
+        .kordon()
+        .args(["drain", &node])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kordon");
+    let stdout = child.stdout.take().expect("stdout");
+    for line in BufReader::new(stdout).lines() {
+        if line
+            .expect("line")
+            .contains("waiting for PodDisruptionBudget web-pdb")
+        {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: stopped issuing evictions with 1 pod(s) left"),
+        "{stderr}"
+    );
+    assert!(env.is_cordoned(&node).await, "the node stays cordoned");
+    assert_eq!(env.pods_on(&node).await.len(), 1);
+}

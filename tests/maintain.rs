@@ -155,3 +155,55 @@ async fn a_node_someone_else_cordoned_stays_cordoned() {
     assert!(env.is_cordoned(&node).await);
     assert!(env.pods_on(&node).await.is_empty());
 }
+
+#[tokio::test]
+async fn manual_mode_waits_for_enter_on_a_terminal() {
+    let env = two_nodes_with_web("manual").await;
+    let node = env.node("node-2");
+    // `script` gives kordon a pseudo-terminal and feeds it our Enter.
+    let command = format!(
+        "{} --kubeconfig {} maintain {node} --manual",
+        env!("CARGO_BIN_EXE_kordon"),
+        support::kubeconfig().display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script");
+    let cluster = env.client.clone();
+    let drained = node.clone();
+    support::eventually(
+        "the node to be drained and cordoned",
+        std::time::Duration::from_secs(60),
+        || {
+            let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+                kube::Api::namespaced(cluster.clone(), env.ns());
+            let drained = drained.clone();
+            async move {
+                let lp =
+                    kube::api::ListParams::default().fields(&format!("spec.nodeName={drained}"));
+                api.list(&lp)
+                    .await
+                    .map(|l| l.items.is_empty())
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(env.is_cordoned(&node).await, "paused while cordoned");
+    use std::io::Write;
+    child
+        .stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"\n")
+        .expect("enter");
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("press Enter"), "{stdout}");
+    assert!(!env.is_cordoned(&node).await);
+}
