@@ -63,8 +63,16 @@ pub enum SkipReason {
 #[serde(tag = "reason", rename_all = "camelCase")]
 pub enum Refusal {
     DaemonSet,
-    LocalStorage { volumes: Vec<String> },
+    LocalStorage {
+        volumes: Vec<String>,
+    },
     Unmanaged,
+    /// No eviction can ever fit the pod's budget (found by [`crate::guard`]).
+    Budget {
+        #[serde(flatten)]
+        impossible: crate::guard::Impossible,
+        flag: &'static str,
+    },
 }
 
 impl Refusal {
@@ -74,6 +82,7 @@ impl Refusal {
             Self::DaemonSet => "--ignore-daemonsets",
             Self::LocalStorage { .. } => "--delete-emptydir-data",
             Self::Unmanaged => "--force",
+            Self::Budget { flag, .. } => flag,
         }
     }
 
@@ -89,6 +98,7 @@ impl Refusal {
                 )
             }
             Self::Unmanaged => "has no controller, so nothing would recreate it".into(),
+            Self::Budget { impossible, .. } => impossible.explain(),
         }
     }
 }
@@ -102,6 +112,13 @@ pub struct Refusals {
 }
 
 impl Refusals {
+    pub fn one(refusal: Refusal) -> Self {
+        Self {
+            first: refusal,
+            rest: Vec::new(),
+        }
+    }
+
     fn from_vec(mut all: Vec<Refusal>) -> Option<Self> {
         if all.is_empty() {
             return None;

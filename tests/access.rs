@@ -10,14 +10,19 @@ use serde_json::json;
 use support::TestEnv;
 use support::fixtures::{self, PodOptions};
 
-/// A kubeconfig for a service account that may read nodes and pods but change nothing.
+/// A kubeconfig for a service account that may read nodes, pods, workloads and budgets
+/// but change nothing.
 async fn read_only_kubeconfig(env: &TestEnv) -> (std::path::PathBuf, String) {
     let sa: ServiceAccount =
         serde_json::from_value(json!({ "metadata": { "name": "reader" } })).expect("sa");
     env.create(&sa).await;
     let role: ClusterRole = serde_json::from_value(json!({
         "metadata": { "name": env.id },
-        "rules": [{ "apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list", "watch"] }],
+        "rules": [
+            { "apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list", "watch"] },
+            { "apiGroups": ["apps"], "resources": ["replicasets", "deployments", "statefulsets"], "verbs": ["get", "list", "watch"] },
+            { "apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "list", "watch"] },
+        ],
     }))
     .expect("role");
     let binding: ClusterRoleBinding = serde_json::from_value(json!({

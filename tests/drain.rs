@@ -14,6 +14,7 @@ const SPREAD: PodOptions = PodOptions {
     grace_period: None,
     empty_dir: false,
     spread: true,
+    pin_to: None,
 };
 
 /// The article's Real Example: node-1 and node-2, four nginx pods, two on each.
@@ -179,16 +180,47 @@ async fn standalone_pods_are_refused_without_force_and_gone_for_good_with_it() {
     );
 }
 
-#[tokio::test]
-async fn a_budget_at_zero_times_out_naming_the_pdb_and_its_numbers() {
-    let mut env = TestEnv::new("pdb0").await;
+/// Two Ready web pods (one per node) and a third pod under the same budget that never
+/// becomes Ready: the budget (minAvailable 2 of 3 expected) allows nothing now, but
+/// would once the third pod is Ready.
+async fn budget_at_zero_for_now(name: &str) -> (TestEnv, String) {
+    let mut env = TestEnv::new(name).await;
     let node = env.add_node("node-1").await;
     env.add_node("node-2").await;
     env.create(&fixtures::deployment(env.ns(), "web", 2, &SPREAD))
         .await;
-    env.create::<PodDisruptionBudget>(&fixtures::pdb("web-pdb", "web", ("minAvailable", json!(2))))
+    let never_ready = PodOptions {
+        ready_delay: Some("1h"),
+        pin_to: Some(env.node("node-2")),
+        ..Default::default()
+    };
+    env.create(&fixtures::deployment(env.ns(), "warming", 1, &never_ready))
         .await;
+    env.create::<PodDisruptionBudget>(&fixtures::pdb_over(
+        "web-pdb",
+        &["web", "warming"],
+        ("minAvailable", json!(2)),
+    ))
+    .await;
     env.wait_ready("app=web", 2).await;
+    let pods = env.pods();
+    support::eventually(
+        "the warming pod to run",
+        std::time::Duration::from_secs(30),
+        || async {
+            pods.list(&Default::default())
+                .await
+                .map(|l| l.items.len() == 3)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    (env, node)
+}
+
+#[tokio::test]
+async fn a_budget_at_zero_times_out_naming_the_pdb_and_its_numbers() {
+    let (env, node) = budget_at_zero_for_now("pdb0").await;
     let before = env.pod_uids().await;
 
     let run = env.run_kordon(&["drain", &node, "--timeout", "4s"]);
@@ -206,6 +238,25 @@ async fn a_budget_at_zero_times_out_naming_the_pdb_and_its_numbers() {
         run.stderr
     );
     assert_eq!(env.pod_uids().await, before, "the budget kept every pod");
+}
+
+#[tokio::test]
+async fn a_budget_that_can_never_allow_is_refused_up_front_with_the_flag_that_helps() {
+    let mut env = TestEnv::new("pdbnever").await;
+    let node = env.add_node("node-1").await;
+    env.add_node("node-2").await;
+    env.create(&fixtures::deployment(env.ns(), "web", 2, &SPREAD))
+        .await;
+    env.create::<PodDisruptionBudget>(&fixtures::pdb("web-pdb", "web", ("minAvailable", json!(2))))
+        .await;
+    env.wait_ready("app=web", 2).await;
+    assert_refused_unchanged(&env, &node, &[], "--surge", "web-").await;
+    let run = env.run_kordon(&["drain", &node]);
+    assert!(
+        run.stdout.contains("PodDisruptionBudget web-pdb never allows an eviction (minAvailable 2 with 2 replica(s))"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[tokio::test]
@@ -254,7 +305,9 @@ async fn a_statefulset_pod_replaced_under_the_same_name_is_not_mistaken_for_the_
         .and_then(|s| s.node_name.clone())
         .expect("scheduled");
 
-    let run = env.run_kordon(&["drain", &node]);
+    // A lone StatefulSet pod cannot surge: only accepting the outage moves it.
+    assert_refused_unchanged(&env, &node, &[], "--allow-disruption", "db-0").await;
+    let run = env.run_kordon(&["drain", &node, "--allow-disruption"]);
     run.assert_ok();
     assert!(
         run.stdout.contains("replacements Ready 1/1"),
@@ -356,7 +409,7 @@ async fn disable_eviction_deletes_past_the_budget_and_says_so() {
 #[tokio::test]
 async fn ctrl_c_stops_evicting_and_reports_what_is_left() {
     use std::io::{BufRead, BufReader};
-    let (env, node) = blocked_by_budget("ctrlc").await;
+    let (env, node) = budget_at_zero_for_now("ctrlc").await;
     let mut child = env
         .kordon()
         .args(["drain", &node])

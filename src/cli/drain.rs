@@ -5,7 +5,7 @@ use clap::Args;
 use kordon::classify::Permissions;
 use kordon::cluster::Connection;
 use kordon::cluster::nodes::{self, DryRun};
-use kordon::drain::{self, DrainError, DrainOptions, DrainReport};
+use kordon::drain::{self, BudgetMode, DrainError, DrainOptions, DrainReport};
 use kordon::names::NodeName;
 use kordon::output::{Printer, Report};
 
@@ -50,6 +50,18 @@ pub struct DrainFlags {
     /// Evictions in flight at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Which budgets pace evictions: PodDisruptionBudgets plus an implicit budget for
+    /// workloads without one (implicit), or PodDisruptionBudgets only (pdb-only, as
+    /// kubectl drain).
+    #[arg(long, value_enum, default_value_t)]
+    pub budget: BudgetMode,
+    /// For a pod that cannot go without an outage (a lone replica, a budget that never
+    /// allows), restart its Deployment so a replacement is Ready first.
+    #[arg(long)]
+    pub surge: bool,
+    /// Accept that a workload may drop to zero Ready pods (lone replicas).
+    #[arg(long)]
+    pub allow_disruption: bool,
     /// Only print what would happen (client), or let the server check it (server).
     #[arg(long, value_enum, default_value_t, num_args = 0..=1, default_missing_value = "client", require_equals = true)]
     pub dry_run: DryRun,
@@ -69,6 +81,9 @@ impl DrainFlags {
             dry_run: self.dry_run,
             timeout: (!self.timeout.is_zero()).then_some(self.timeout),
             concurrency: self.concurrency,
+            budget: self.budget,
+            surge: self.surge,
+            allow_disruption: self.allow_disruption,
         }
     }
 }

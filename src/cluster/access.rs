@@ -21,6 +21,32 @@ pub struct Permission {
 }
 
 impl Permission {
+    pub fn cluster(verb: &'static str, group: &'static str, resource: &'static str) -> Self {
+        Self {
+            verb,
+            group,
+            resource,
+            subresource: None,
+            namespace: None,
+        }
+    }
+
+    pub fn namespaced(
+        verb: &'static str,
+        group: &'static str,
+        resource: &'static str,
+        subresource: Option<&'static str>,
+        namespace: &str,
+    ) -> Self {
+        Self {
+            verb,
+            group,
+            resource,
+            subresource,
+            namespace: Some(namespace.to_string()),
+        }
+    }
+
     fn describe(&self) -> String {
         let resource = match self.subresource {
             Some(sub) => format!("{}/{sub}", self.resource),

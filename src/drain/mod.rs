@@ -1,12 +1,14 @@
 //! Draining one node: look at every pod first, refuse before changing anything if a pod
 //! needs a flag, then cordon, evict with bounded concurrency, and confirm each pod gone
 //! by its UID while following its replacement on another node.
+mod engine;
+mod guarding;
 mod tracker;
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::ListParams;
@@ -16,11 +18,12 @@ use crate::classify::{self, Permissions, Refusal, Verdict};
 use crate::cluster::access::{self, Permission};
 use crate::cluster::nodes::{self, DryRun};
 use crate::cluster::{ClusterError, Connection};
-use crate::evict::{self, Blocked, EvictError, Outcome};
+use crate::evict::{self, Blocked, EvictError};
 use crate::names::NodeName;
 use crate::node_state::{NodeState, Readiness};
 use crate::pod::{self, Lifecycle};
 
+use guarding::Guard;
 pub use tracker::ReplacementStatus;
 
 #[derive(Debug, Clone)]
@@ -35,6 +38,21 @@ pub struct DrainOptions {
     pub timeout: Option<Duration>,
     /// Evictions in flight at once.
     pub concurrency: usize,
+    /// Which budgets pace the evictions (see [`crate::guard`]).
+    pub budget: BudgetMode,
+    /// `--surge`: bring a replacement up before a pod that cannot go otherwise.
+    pub surge: bool,
+    /// `--allow-disruption`: accept that a workload may drop to zero Ready pods.
+    pub allow_disruption: bool,
+}
+
+/// `--budget`: PodDisruptionBudgets plus implicit budgets for uncovered workloads
+/// (default), or PodDisruptionBudgets only, as `kubectl drain` behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BudgetMode {
+    #[default]
+    Implicit,
+    PdbOnly,
 }
 
 /// A pod and what draining does with it.
@@ -52,6 +70,7 @@ pub struct Plan {
     /// The node carries kordon's cordon mark (see [`nodes::CORDONED_BY_KORDON`]).
     pub cordoned_by_kordon: bool,
     pods: Vec<(Pod, Verdict)>,
+    guards: HashMap<String, Guard>,
 }
 
 impl Plan {
@@ -96,6 +115,10 @@ pub enum Event {
     },
     Gone {
         pod: String,
+    },
+    /// A rollout restart brings this workload's replacement up first (`--surge`).
+    Surged {
+        workload: String,
     },
     Replacement {
         replaces: String,
@@ -191,18 +214,20 @@ pub async fn plan(
     }
     let mut pods = pods_on(conn, node, opts.pod_selector.as_deref()).await?;
     pods.sort_by_key(pod::key);
-    let pods = pods
+    let mut pods: Vec<(Pod, Verdict)> = pods
         .into_iter()
         .map(|p| {
             let v = classify::classify(&p, opts.permissions);
             (p, v)
         })
         .collect();
+    let guards = guarding::assign(conn, &mut pods, opts).await?;
     Ok(Plan {
         node: node.clone(),
         state,
         cordoned_by_kordon: nodes::cordoned_by_kordon(&found),
         pods,
+        guards,
     })
 }
 
@@ -302,13 +327,22 @@ pub async fn execute(
         });
     }
 
-    let watch = tracker::PodWatch::start(conn).await?;
+    let watch = tracker::Watches::start(conn).await?;
     let progress = Progress::default();
     let replacements = tracker::Replacements::new(&plan.node, &to_evict);
-    let evictions = futures::stream::iter(to_evict.iter().copied())
-        .map(|p| evict_one(conn, p, request, &watch, &progress, on_event))
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect::<Vec<_>>();
+    let engine = engine::Engine::new(
+        conn,
+        request,
+        &watch,
+        &progress,
+        on_event,
+        opts.allow_disruption,
+        opts.concurrency,
+    );
+    let evictions = futures::future::join_all(to_evict.iter().map(|p| {
+        let guard = plan.guards.get(&pod::key(p)).unwrap_or(&Guard::Api);
+        engine.drain_pod(p, guard)
+    }));
     let awaited = futures::future::join_all(to_await.iter().map(|p| async {
         watch.gone(p).await;
         on_event(Event::Gone { pod: pod::key(p) });
@@ -387,24 +421,13 @@ pub async fn execute(
     })
 }
 
-/// Cordoning, evicting (or deleting) and watching pods, in each namespace the plan
-/// touches.
+/// Cordoning, watching pods and budgets, evicting (or deleting) pods in each
+/// namespace the plan touches, and restarting Deployments for `--surge`.
 fn needed_permissions(plan: &Plan, opts: &DrainOptions) -> Vec<Permission> {
     let mut wanted = vec![
-        Permission {
-            verb: "patch",
-            group: "",
-            resource: "nodes",
-            subresource: None,
-            namespace: None,
-        },
-        Permission {
-            verb: "watch",
-            group: "",
-            resource: "pods",
-            subresource: None,
-            namespace: None,
-        },
+        Permission::cluster("patch", "", "nodes"),
+        Permission::cluster("watch", "", "pods"),
+        Permission::cluster("watch", "policy", "poddisruptionbudgets"),
     ];
     let mut namespaces: Vec<String> = plan
         .pods
@@ -416,22 +439,21 @@ fn needed_permissions(plan: &Plan, opts: &DrainOptions) -> Vec<Permission> {
     namespaces.dedup();
     for ns in namespaces {
         wanted.push(if opts.disable_eviction {
-            Permission {
-                verb: "delete",
-                group: "",
-                resource: "pods",
-                subresource: None,
-                namespace: Some(ns),
-            }
+            Permission::namespaced("delete", "", "pods", None, &ns)
         } else {
-            Permission {
-                verb: "create",
-                group: "",
-                resource: "pods",
-                subresource: Some("eviction"),
-                namespace: Some(ns),
-            }
+            Permission::namespaced("create", "", "pods", Some("eviction"), &ns)
         });
+    }
+    for guard in plan.guards.values() {
+        if let Guard::Surge(w) = guard {
+            wanted.push(Permission::namespaced(
+                "patch",
+                "apps",
+                "deployments",
+                None,
+                &w.id.namespace,
+            ));
+        }
     }
     wanted
 }
@@ -442,43 +464,4 @@ fn needed_permissions(plan: &Plan, opts: &DrainOptions) -> Vec<Permission> {
 struct Progress {
     gone: Mutex<Vec<String>>,
     blocks: Mutex<Vec<(String, Blocked)>>,
-}
-
-async fn evict_one(
-    conn: &Connection,
-    target: &Pod,
-    request: evict::Request,
-    watch: &tracker::PodWatch,
-    progress: &Progress,
-    on_event: &(dyn Fn(Event) + Sync),
-) -> Result<(), DrainError> {
-    let key = pod::key(target);
-    on_event(Event::Evicting { pod: key.clone() });
-    let mut backoff = Duration::from_millis(500);
-    let mut last_block: Option<Blocked> = None;
-    loop {
-        match evict::evict(conn, target, request).await? {
-            Outcome::Accepted | Outcome::AlreadyGone => break,
-            Outcome::Blocked(blocked) => {
-                if last_block.as_ref() != Some(&blocked) {
-                    on_event(Event::Blocked {
-                        pod: key.clone(),
-                        blocked: blocked.clone(),
-                    });
-                    if let Ok(mut b) = progress.blocks.lock() {
-                        b.push((key.clone(), blocked.clone()));
-                    }
-                    last_block = Some(blocked);
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-    watch.gone(target).await;
-    if let Ok(mut g) = progress.gone.lock() {
-        g.push(key.clone());
-    }
-    on_event(Event::Gone { pod: key });
-    Ok(())
 }

@@ -1,11 +1,13 @@
-//! Watching instead of polling the API: one watch on pods feeds an in-memory store,
-//! which answers "is the pod with this UID gone?" and "where is its replacement?".
+//! Watching instead of polling the API: watches on pods and PodDisruptionBudgets feed
+//! in-memory stores, which answer "is the pod with this UID gone?", "where is its
+//! replacement?" and "has a budget moved?", and wake whoever waits on a change.
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -20,35 +22,31 @@ use crate::pod::{self, Lifecycle};
 /// the watch; looking at it costs no API request.
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 
-pub struct PodWatch {
+pub struct Watches {
     store: Store<Pod>,
+    budgets: Store<PodDisruptionBudget>,
+    /// Bumped on every watch event, pods or budgets: waiters wake on it.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// UIDs that existed when the watch started: a replacement is not among them.
     initial: HashSet<String>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl PodWatch {
+impl Watches {
     pub async fn start(conn: &Connection) -> Result<Self, ClusterError> {
-        let api: Api<Pod> = Api::all(conn.client.clone());
-        let (store, writer) = reflector::store();
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects();
-        let task = tokio::spawn(async move {
-            stream
-                .for_each(|event| async move {
-                    if let Err(e) = event {
-                        tracing::warn!("pod watch: {e}");
-                    }
-                })
-                .await;
-        });
-        let ready = tokio::time::timeout(Duration::from_secs(30), store.wait_until_ready()).await;
-        if !matches!(ready, Ok(Ok(()))) {
-            task.abort();
+        let changes = Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let (store, pods_task) = reflect::<Pod>(conn, &changes);
+        let (budgets, budgets_task) = reflect::<PodDisruptionBudget>(conn, &changes);
+        let tasks = vec![pods_task, budgets_task];
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            store.wait_until_ready().await.is_ok() && budgets.wait_until_ready().await.is_ok()
+        })
+        .await;
+        if ready != Ok(true) {
+            tasks.iter().for_each(|t| t.abort());
             return Err(ClusterError::Unreachable {
                 server: conn.server.clone(),
-                reason: "could not start a watch on pods within 30s (is `watch pods` allowed?)"
+                reason: "could not start watches on pods and PodDisruptionBudgets within 30s"
                     .into(),
             });
         }
@@ -57,10 +55,12 @@ impl PodWatch {
             .iter()
             .filter_map(|p| p.metadata.uid.clone())
             .collect();
+        // The budget store only feeds `changes`: a 429 waits for budgets to move.
         Ok(Self {
             store,
+            changes,
             initial,
-            task,
+            tasks,
         })
     }
 
@@ -77,14 +77,74 @@ impl PodWatch {
         }
     }
 
-    fn pods(&self) -> Vec<std::sync::Arc<Pod>> {
+    pub fn pods(&self) -> Vec<Arc<Pod>> {
         self.store.state()
+    }
+
+    /// Returns once the budget allows a disruption again (as the disruption
+    /// controller reports it), or it is gone. Waits on watch events, so a 429 is
+    /// retried when the budget moves, not on a timer.
+    pub async fn budget_allows(&self, namespace: &str, name: &str) {
+        let key = ObjectRef::new(name).within(namespace);
+        loop {
+            let mut changes = self.subscribe();
+            changes.borrow_and_update();
+            let allowed = match self.budgets.get(&key) {
+                None => true,
+                Some(b) => b.status.as_ref().is_some_and(|s| s.disruptions_allowed > 0),
+            };
+            if allowed {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
+        }
+    }
+
+    /// A receiver that has seen everything so far; `changed()` on it returns at the
+    /// next event. Take it before looking at the stores, wait on it after.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }
 
-impl Drop for PodWatch {
+/// Starts a cluster-wide reflector whose every event bumps `changes`.
+fn reflect<K>(
+    conn: &Connection,
+    changes: &Arc<tokio::sync::watch::Sender<u64>>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let api: Api<K> = Api::all(conn.client.clone());
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    let changes = changes.clone();
+    let task = tokio::spawn(async move {
+        stream
+            .for_each(|event| {
+                match event {
+                    Ok(_) => changes.send_modify(|n| *n += 1),
+                    Err(e) => tracing::warn!("watch: {e}"),
+                }
+                futures::future::ready(())
+            })
+            .await;
+    });
+    (store, task)
+}
+
+impl Drop for Watches {
     fn drop(&mut self) {
-        self.task.abort();
+        self.tasks.iter().for_each(|t| t.abort());
     }
 }
 
@@ -133,7 +193,7 @@ impl Replacements {
     }
 
     /// Follows replacements until cancelled.
-    pub async fn follow(&self, watch: &PodWatch, on_event: &(dyn Fn(Event) + Sync)) {
+    pub async fn follow(&self, watch: &Watches, on_event: &(dyn Fn(Event) + Sync)) {
         loop {
             self.look(watch, on_event);
             tokio::time::sleep(LOOK_EVERY * 2).await;
@@ -141,7 +201,7 @@ impl Replacements {
     }
 
     /// Follows replacements until every one is Ready.
-    pub async fn until_ready(&self, watch: &PodWatch, on_event: &(dyn Fn(Event) + Sync)) {
+    pub async fn until_ready(&self, watch: &Watches, on_event: &(dyn Fn(Event) + Sync)) {
         while !self.look(watch, on_event) {
             tokio::time::sleep(LOOK_EVERY * 2).await;
         }
@@ -155,7 +215,7 @@ impl Replacements {
     }
 
     /// One look at the store; true when every replacement is Ready.
-    fn look(&self, watch: &PodWatch, on_event: &(dyn Fn(Event) + Sync)) -> bool {
+    fn look(&self, watch: &Watches, on_event: &(dyn Fn(Event) + Sync)) -> bool {
         let Ok(mut entries) = self.entries.lock() else {
             return false;
         };

@@ -89,6 +89,11 @@ pub fn event_line(event: &Event) -> String {
             None => format!("{pod}: waiting: {}", blocked.detail),
         },
         Event::Gone { pod } => format!("{pod}: gone"),
+        Event::Surged { workload } => {
+            format!(
+                "{workload}: rollout restarted (--surge) so a replacement is Ready before the old pod goes"
+            )
+        }
         Event::Replacement {
             replaces,
             pod,

@@ -57,6 +57,8 @@ pub struct PodOptions {
     pub empty_dir: bool,
     /// Spread one-per-node-first over the test's schedulable nodes.
     pub spread: bool,
+    /// Only this node (full name).
+    pub pin_to: Option<String>,
 }
 
 /// A pod template running "nginx" on the test's nodes.
@@ -73,6 +75,9 @@ pub fn pod_template(env: &str, app: &str, opts: &PodOptions) -> Value {
         "nodeSelector": { ENV_LABEL: env },
         "containers": [],
     });
+    if let Some(node) = &opts.pin_to {
+        spec["nodeSelector"]["kubernetes.io/hostname"] = json!(node);
+    }
     if opts.empty_dir {
         container["volumeMounts"] = json!([{ "name": "cache", "mountPath": "/cache" }]);
         spec["volumes"] = json!([{ "name": "cache", "emptyDir": {} }]);
@@ -112,7 +117,14 @@ pub fn deployment(env: &str, name: &str, replicas: i32, opts: &PodOptions) -> De
 
 /// A PodDisruptionBudget over `app=<app>`; `budget` is e.g. `("maxUnavailable", 1)`.
 pub fn pdb(name: &str, app: &str, budget: (&str, Value)) -> PodDisruptionBudget {
-    let mut spec = json!({ "selector": { "matchLabels": { "app": app } } });
+    pdb_over(name, &[app], budget)
+}
+
+/// A PodDisruptionBudget over the pods of several apps.
+pub fn pdb_over(name: &str, apps: &[&str], budget: (&str, Value)) -> PodDisruptionBudget {
+    let mut spec = json!({ "selector": { "matchExpressions": [
+        { "key": "app", "operator": "In", "values": apps },
+    ] } });
     spec[budget.0] = budget.1;
     serde_json::from_value(json!({ "metadata": { "name": name }, "spec": spec }))
         .expect("pdb fixture")

@@ -1,0 +1,224 @@
+//! The eviction engine: every pod of the plan gets its own task, paced by its guard.
+//! Tasks wait on watch events (a replacement became Ready, a budget moved), never on a
+//! fixed sleep, so the next eviction goes out as soon as the budget allows it; at most
+//! `--concurrency` requests are in flight.
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use super::guarding::Guard;
+use super::tracker::Watches;
+use super::{DrainError, Event, Progress};
+use crate::cluster::Connection;
+use crate::evict::{self, Blocked, Outcome};
+use crate::guard::{self, Admission};
+use crate::pod;
+use crate::selector;
+use crate::workload::{Workload, WorkloadId};
+
+/// Wakes a waiter even if no event comes, in case one was missed.
+const RECHECK: Duration = Duration::from_secs(5);
+
+pub struct Engine<'a> {
+    pub conn: &'a Connection,
+    pub request: evict::Request,
+    pub watch: &'a Watches,
+    pub progress: &'a Progress,
+    pub on_event: &'a (dyn Fn(Event) + Sync),
+    pub allow_disruption: bool,
+    pub slots: tokio::sync::Semaphore,
+    locks: Mutex<HashMap<WorkloadId, Arc<tokio::sync::Mutex<()>>>>,
+    /// UIDs kordon evicted: no longer counted Ready even before the watch shows them
+    /// terminating.
+    evicted: Mutex<HashSet<String>>,
+    surged: tokio::sync::Mutex<HashSet<WorkloadId>>,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(
+        conn: &'a Connection,
+        request: evict::Request,
+        watch: &'a Watches,
+        progress: &'a Progress,
+        on_event: &'a (dyn Fn(Event) + Sync),
+        allow_disruption: bool,
+        concurrency: usize,
+    ) -> Self {
+        Self {
+            conn,
+            request,
+            watch,
+            progress,
+            on_event,
+            allow_disruption,
+            slots: tokio::sync::Semaphore::new(concurrency.max(1)),
+            locks: Mutex::default(),
+            evicted: Mutex::default(),
+            surged: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// Gets one pod off the node and waits until it is gone.
+    pub async fn drain_pod(&self, target: &Pod, guard: &Guard) -> Result<(), DrainError> {
+        (self.on_event)(Event::Evicting {
+            pod: pod::key(target),
+        });
+        match guard {
+            Guard::Api => self.evict_when_allowed(target).await?,
+            Guard::Implicit(w) => self.evict_within(target, w).await?,
+            Guard::Surge(w) => self.surge(w).await?,
+        }
+        self.watch.gone(target).await;
+        let key = pod::key(target);
+        if let Ok(mut gone) = self.progress.gone.lock() {
+            gone.push(key.clone());
+        }
+        (self.on_event)(Event::Gone { pod: key });
+        Ok(())
+    }
+
+    /// Evicts, and on a 429 waits until the named budget allows a disruption again.
+    async fn evict_when_allowed(&self, target: &Pod) -> Result<(), DrainError> {
+        let mut shown = None;
+        let namespace = target.metadata.namespace.as_deref().unwrap_or_default();
+        loop {
+            let mut changes = self.watch.subscribe();
+            changes.borrow_and_update();
+            match self.evict(target).await? {
+                Outcome::Accepted | Outcome::AlreadyGone => return Ok(()),
+                Outcome::Blocked(b) => {
+                    let budget = b.budget.clone();
+                    self.blocked(target, b, &mut shown);
+                    match budget {
+                        Some(name) => self.watch.budget_allows(namespace, &name).await,
+                        None => {
+                            let _ = tokio::time::timeout(RECHECK, changes.changed()).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Evicts only while the workload stays within its implicit budget. One decision
+    /// per workload at a time, so two pods of it never see the same Ready count.
+    async fn evict_within(&self, target: &Pod, w: &Workload) -> Result<(), DrainError> {
+        let lock = self.lock_for(&w.id);
+        let mut shown = None;
+        loop {
+            let mut changes = self.watch.subscribe();
+            changes.borrow_and_update();
+            {
+                let _decide = lock.lock().await;
+                let ready = self.ready_count(w);
+                match guard::admit(w, ready, pod::is_ready(target), self.allow_disruption) {
+                    Admission::Go => match self.evict(target).await? {
+                        Outcome::Accepted | Outcome::AlreadyGone => {
+                            if let (Ok(mut evicted), Some(uid)) = (self.evicted.lock(), &target.metadata.uid) {
+                                evicted.insert(uid.clone());
+                            }
+                            return Ok(());
+                        }
+                        Outcome::Blocked(b) => self.blocked(target, b, &mut shown),
+                    },
+                    Admission::Wait { ready, floor } => self.blocked(
+                        target,
+                        Blocked {
+                            budget: None,
+                            detail: format!(
+                                "{} has {ready} Ready pod(s) and keeps at least {floor}; waiting for a replacement to be Ready",
+                                w.id
+                            ),
+                        },
+                        &mut shown,
+                    ),
+                }
+            }
+            let _ = tokio::time::timeout(RECHECK, changes.changed()).await;
+        }
+    }
+
+    /// A rollout restart: the Deployment brings new pods up (elsewhere: the node is
+    /// cordoned) before it removes old ones, as its strategy's maxSurge allows. Done
+    /// once per Deployment; the old pod is then removed by its controller.
+    async fn surge(&self, w: &Workload) -> Result<(), DrainError> {
+        let mut surged = self.surged.lock().await;
+        if surged.contains(&w.id) {
+            return Ok(());
+        }
+        let api: Api<Deployment> = Api::namespaced(self.conn.client.clone(), &w.id.namespace);
+        let now = jiff::Timestamp::now().to_string();
+        let patch = json!({ "spec": { "template": { "metadata": { "annotations": {
+            "kubectl.kubernetes.io/restartedAt": now,
+        }}}}});
+        let params = PatchParams {
+            dry_run: self.request.server_dry_run,
+            ..Default::default()
+        };
+        api.patch(&w.id.name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(|e| {
+                self.conn.error(
+                    format!("restart {} for --surge (patch deployments)", w.id),
+                    e,
+                )
+            })?;
+        (self.on_event)(Event::Surged {
+            workload: w.id.to_string(),
+        });
+        surged.insert(w.id.clone());
+        Ok(())
+    }
+
+    async fn evict(&self, target: &Pod) -> Result<Outcome, DrainError> {
+        let _slot = self.slots.acquire().await;
+        Ok(evict::evict(self.conn, target, self.request).await?)
+    }
+
+    /// Reports a hold once per change of what holds the pod.
+    fn blocked(&self, target: &Pod, blocked: Blocked, shown: &mut Option<Blocked>) {
+        if shown.as_ref() == Some(&blocked) {
+            return;
+        }
+        let key = pod::key(target);
+        if let Ok(mut b) = self.progress.blocks.lock() {
+            b.push((key.clone(), blocked.clone()));
+        }
+        (self.on_event)(Event::Blocked {
+            pod: key,
+            blocked: blocked.clone(),
+        });
+        *shown = Some(blocked);
+    }
+
+    fn lock_for(&self, id: &WorkloadId) -> Arc<tokio::sync::Mutex<()>> {
+        match self.locks.lock() {
+            Ok(mut locks) => locks.entry(id.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// The workload's pods that serve now: Ready, not terminating, not evicted by us.
+    fn ready_count(&self, w: &Workload) -> i32 {
+        let evicted = self.evicted.lock().map(|e| e.clone()).unwrap_or_default();
+        let empty = Default::default();
+        let count = self
+            .watch
+            .pods()
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(w.id.namespace.as_str()))
+            .filter(|p| {
+                selector::matches(&w.selector, p.metadata.labels.as_ref().unwrap_or(&empty))
+            })
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && pod::is_ready(p))
+            .filter(|p| !p.metadata.uid.as_ref().is_some_and(|u| evicted.contains(u)))
+            .count();
+        i32::try_from(count).unwrap_or(i32::MAX)
+    }
+}
