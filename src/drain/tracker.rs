@@ -55,9 +55,9 @@ impl Watches {
             .iter()
             .filter_map(|p| p.metadata.uid.clone())
             .collect();
-        // The budget store only feeds `changes`: a 429 waits for budgets to move.
         Ok(Self {
             store,
+            budgets,
             changes,
             initial,
             tasks,
