@@ -33,7 +33,7 @@ pub struct Engine<'a> {
     pub on_event: &'a (dyn Fn(Event) + Sync),
     pub allow_disruption: bool,
     pub slots: tokio::sync::Semaphore,
-    locks: Mutex<HashMap<WorkloadId, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// UIDs kordon evicted: no longer counted Ready even before the watch shows them
     /// terminating.
     evicted: Mutex<HashSet<String>>,
@@ -83,10 +83,13 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// Evicts, and on a 429 waits until the named budget allows a disruption again.
+    /// Evicts; on a 429 waits until the named budget allows a disruption again. Pods
+    /// under the same budget then take turns, so a freed disruption is not met by a
+    /// burst of requests of which all but one are refused.
     async fn evict_when_allowed(&self, target: &Pod) -> Result<(), DrainError> {
         let mut shown = None;
         let namespace = target.metadata.namespace.as_deref().unwrap_or_default();
+        let mut turn = None;
         loop {
             let mut changes = self.watch.subscribe();
             changes.borrow_and_update();
@@ -96,7 +99,13 @@ impl<'a> Engine<'a> {
                     let budget = b.budget.clone();
                     self.blocked(target, b, &mut shown);
                     match budget {
-                        Some(name) => self.watch.budget_allows(namespace, &name).await,
+                        Some(name) => {
+                            if turn.is_none() {
+                                let lock = self.lock_for(&format!("pdb {namespace}/{name}"));
+                                turn = Some(lock.lock_owned().await);
+                            }
+                            self.watch.budget_allows(namespace, &name).await;
+                        }
                         None => {
                             let _ = tokio::time::timeout(RECHECK, changes.changed()).await;
                         }
@@ -109,7 +118,7 @@ impl<'a> Engine<'a> {
     /// Evicts only while the workload stays within its implicit budget. One decision
     /// per workload at a time, so two pods of it never see the same Ready count.
     async fn evict_within(&self, target: &Pod, w: &Workload) -> Result<(), DrainError> {
-        let lock = self.lock_for(&w.id);
+        let lock = self.lock_for(&w.id.to_string());
         let mut shown = None;
         loop {
             let mut changes = self.watch.subscribe();
@@ -197,9 +206,10 @@ impl<'a> Engine<'a> {
         *shown = Some(blocked);
     }
 
-    fn lock_for(&self, id: &WorkloadId) -> Arc<tokio::sync::Mutex<()>> {
+    /// One turn at a time per workload or budget, named by `key`.
+    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         match self.locks.lock() {
-            Ok(mut locks) => locks.entry(id.clone()).or_default().clone(),
+            Ok(mut locks) => locks.entry(key.to_string()).or_default().clone(),
             Err(_) => Arc::default(),
         }
     }

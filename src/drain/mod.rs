@@ -329,7 +329,12 @@ pub async fn execute(
 
     let watch = tracker::Watches::start(conn).await?;
     let progress = Progress::default();
-    let replacements = tracker::Replacements::new(&plan.node, &to_evict);
+    let replacements = tracker::Replacements::new(&plan.node, &to_evict, |p| {
+        match plan.guards.get(&pod::key(p)) {
+            Some(Guard::Surge(w)) => Some(w.clone()),
+            _ => None,
+        }
+    });
     let engine = engine::Engine::new(
         conn,
         request,

@@ -17,6 +17,8 @@ use super::Event;
 use crate::cluster::{ClusterError, Connection};
 use crate::names::NodeName;
 use crate::pod::{self, Lifecycle};
+use crate::selector;
+use crate::workload::Workload;
 
 /// How often waiters look at the store. The store is local memory, kept current by
 /// the watch; looking at it costs no API request.
@@ -157,26 +159,57 @@ pub struct ReplacementStatus {
     pub stage: Option<Lifecycle>,
 }
 
+/// Which new pods can replace an evicted one.
+pub enum Successor {
+    /// Pods of the same controller (a ReplicaSet, a StatefulSet).
+    SameController(String),
+    /// Pods of the same workload, whatever ReplicaSet made them: after a `--surge`
+    /// rollout restart the replacement comes from a new ReplicaSet.
+    SameWorkload(Workload),
+}
+
+impl Successor {
+    fn matches(&self, p: &Pod) -> bool {
+        match self {
+            Self::SameController(uid) => pod::controller(p).is_some_and(|c| &c.uid == uid),
+            Self::SameWorkload(w) => {
+                let empty = Default::default();
+                p.metadata.namespace.as_deref() == Some(w.id.namespace.as_str())
+                    && selector::matches(&w.selector, p.metadata.labels.as_ref().unwrap_or(&empty))
+            }
+        }
+    }
+}
+
 struct Entry {
-    controller_uid: String,
+    successor: Successor,
     status: ReplacementStatus,
 }
 
-/// Pairs each evicted pod that has a controller with the new pod that controller
-/// creates, first come first served, and follows it to Ready.
+/// Pairs each evicted pod that has a controller with a new pod that replaces it,
+/// first come first served, and follows it to Ready.
 pub struct Replacements {
     drained: NodeName,
     entries: Mutex<Vec<Entry>>,
 }
 
 impl Replacements {
-    pub fn new(drained: &NodeName, evicted: &[&Pod]) -> Self {
+    /// `surged` gives the workload of pods that leave by a rollout restart.
+    pub fn new(
+        drained: &NodeName,
+        evicted: &[&Pod],
+        surged: impl Fn(&Pod) -> Option<Workload>,
+    ) -> Self {
         let entries = evicted
             .iter()
             .filter(|p| pod::finished_phase(p).is_none())
             .filter_map(|p| {
-                pod::controller(p).map(|c| Entry {
-                    controller_uid: c.uid.clone(),
+                let successor = match surged(p) {
+                    Some(w) => Successor::SameWorkload(w),
+                    None => Successor::SameController(pod::controller(p)?.uid.clone()),
+                };
+                Some(Entry {
+                    successor,
                     status: ReplacementStatus {
                         replaces: pod::key(p),
                         pod: None,
@@ -232,7 +265,7 @@ impl Replacements {
                 None => pods.iter().find(|p| {
                     !watch.initial.contains(uid(p))
                         && !claimed.contains(&pod::key(p))
-                        && pod::controller(p).is_some_and(|c| c.uid == entry.controller_uid)
+                        && entry.successor.matches(p)
                         && p.spec.as_ref().and_then(|s| s.node_name.as_deref())
                             != Some(self.drained.as_str())
                 }),

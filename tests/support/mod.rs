@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod fixtures;
+pub mod watcher;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -329,6 +330,24 @@ where
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Eviction requests in `namespace` that the API server answered 429, from the
+/// test cluster's audit log (next to its kubeconfig).
+pub fn evictions_refused(namespace: &str) -> usize {
+    let log = kubeconfig()
+        .parent()
+        .expect("cluster dir")
+        .join("logs/audit.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["objectRef"]["namespace"] == namespace
+                && e["objectRef"]["subresource"] == "eviction"
+                && e["responseStatus"]["code"] == 429
+        })
+        .count()
 }
 
 /// Deletes a pod with a grace period and returns when the object with that UID is gone.
