@@ -37,7 +37,8 @@ pub fn admit(w: &Workload, ready: i32, target_ready: bool, allow_disruption: boo
     }
     let never_zero = if allow_disruption { 0 } else { 1 };
     let floor = (w.replicas - w.max_unavailable).max(never_zero);
-    if ready - 1 >= floor {
+    // After this eviction, ready - 1 pods serve; that must not go below the floor.
+    if ready > floor {
         Admission::Go
     } else {
         Admission::Wait { ready, floor }
