@@ -30,6 +30,9 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
         err.downcast_ref::<MaintainError>()
             .and_then(MaintainError::drain_error)
     });
+    if err.downcast_ref::<cli::plan::PlanUnsafe>().is_some() {
+        return ExitCode::from(3);
+    }
     match drain {
         Some(DrainError::Refused { .. }) => ExitCode::from(3),
         Some(DrainError::TimedOut { .. }) => ExitCode::from(4),

@@ -1,18 +1,12 @@
 //! The workload a pod belongs to (Deployment, StatefulSet or bare ReplicaSet) and the
 //! numbers its implicit budget needs: desired replicas, how many may be unavailable,
 //! whether a rollout can surge.
-use std::collections::HashMap;
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Api;
 use serde::Serialize;
-
-use crate::cluster::{ClusterError, Connection};
-use crate::pod;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct WorkloadId {
@@ -88,95 +82,25 @@ fn id(kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectM
     }
 }
 
-/// Looks up each owner once per drain.
-#[derive(Default)]
-pub struct Resolver {
-    cache: HashMap<(String, String, String), Option<Workload>>,
-}
-
-impl Resolver {
-    /// The pod's workload; `None` for pods of other controllers (Jobs, custom ones)
-    /// or whose owner is gone.
-    pub async fn resolve(
-        &mut self,
-        conn: &Connection,
-        p: &Pod,
-    ) -> Result<Option<Workload>, ClusterError> {
-        let Some(owner) = pod::controller(p) else {
-            return Ok(None);
-        };
-        let namespace = p.metadata.namespace.clone().unwrap_or_default();
-        let key = (owner.kind.clone(), namespace.clone(), owner.name.clone());
-        if let Some(found) = self.cache.get(&key) {
-            return Ok(found.clone());
-        }
-        let found = match owner.kind.as_str() {
-            "ReplicaSet" => from_replica_set(conn, &namespace, &owner.name).await?,
-            "StatefulSet" => get::<StatefulSet>(conn, &namespace, &owner.name)
-                .await?
-                .and_then(|s| {
-                    let spec = s.spec.as_ref()?;
-                    Some(Workload {
-                        id: id("StatefulSet", &s.metadata),
-                        selector: spec.selector.clone(),
-                        replicas: spec.replicas.unwrap_or(1),
-                        max_unavailable: 1,
-                        can_surge: false,
-                    })
-                }),
-            _ => None,
-        };
-        self.cache.insert(key, found.clone());
-        Ok(found)
-    }
-}
-
-async fn from_replica_set(
-    conn: &Connection,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<Workload>, ClusterError> {
-    let Some(rs) = get::<ReplicaSet>(conn, namespace, name).await? else {
-        return Ok(None);
-    };
-    let deployment = rs
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true) && o.kind == "Deployment");
-    if let Some(d) = deployment {
-        return Ok(get::<Deployment>(conn, namespace, &d.name)
-            .await?
-            .as_ref()
-            .and_then(from_deployment));
-    }
-    Ok(rs.spec.as_ref().map(|spec| Workload {
+/// A ReplicaSet no Deployment owns.
+pub fn from_replica_set(rs: &ReplicaSet) -> Option<Workload> {
+    rs.spec.as_ref().map(|spec| Workload {
         id: id("ReplicaSet", &rs.metadata),
         selector: spec.selector.clone(),
         replicas: spec.replicas.unwrap_or(1),
         max_unavailable: 1,
         can_surge: false,
-    }))
+    })
 }
 
-async fn get<K>(conn: &Connection, namespace: &str, name: &str) -> Result<Option<K>, ClusterError>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + fmt::Debug
-        + serde::de::DeserializeOwned,
-    K::DynamicType: Default,
-{
-    let api: Api<K> = Api::namespaced(conn.client.clone(), namespace);
-    api.get_opt(name).await.map_err(|e| {
-        conn.error(
-            format!(
-                "get {} {namespace}/{name}",
-                K::kind(&K::DynamicType::default())
-            ),
-            e,
-        )
+pub fn from_stateful_set(s: &StatefulSet) -> Option<Workload> {
+    let spec = s.spec.as_ref()?;
+    Some(Workload {
+        id: id("StatefulSet", &s.metadata),
+        selector: spec.selector.clone(),
+        replicas: spec.replicas.unwrap_or(1),
+        max_unavailable: 1,
+        can_surge: false,
     })
 }
 

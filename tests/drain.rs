@@ -15,6 +15,7 @@ const SPREAD: PodOptions = PodOptions {
     empty_dir: false,
     spread: true,
     pin_to: None,
+    cpu: None,
 };
 
 /// The article's Real Example: node-1 and node-2, four nginx pods, two on each.

@@ -15,6 +15,7 @@ const SLOW_READY: PodOptions = PodOptions {
     empty_dir: false,
     spread: false,
     pin_to: None,
+    cpu: None,
 };
 
 /// All `replicas` pods of `web` on node-1, then an empty node-2 to move to.

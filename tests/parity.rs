@@ -29,12 +29,12 @@ async fn node_with_every_kind_of_pod() -> (TestEnv, String) {
         empty_dir: true,
         ..Default::default()
     };
-    env.create(&fixtures::deployment(env.ns(), "cache", 1, &cache))
+    env.create(&fixtures::deployment(env.ns(), "cache", 2, &cache))
         .await;
     env.create(&fixtures::bare_pod("lonely", &node, &PodOptions::default()))
         .await;
     env.create::<Job>(&fixtures::job(env.ns(), "batch")).await;
-    env.wait_ready("app in (agent,web,cache,lonely)", 5).await;
+    env.wait_ready("app in (agent,web,cache,lonely)", 6).await;
     let pods = env.pods();
     eventually(
         "the Job's pod to succeed",
@@ -149,8 +149,8 @@ async fn refusals_and_evictions_match_kubectl_drain_for_every_kind_of_pod() {
     assert_eq!(ours_evicted, kubectl_evicted);
     assert_eq!(
         ours_evicted.len(),
-        5,
-        "web x2, cache, lonely and the finished Job pod"
+        6,
+        "web x2, cache x2, lonely and the finished Job pod"
     );
     let skipped: Vec<&Value> = pods.iter().filter(|p| p["verdict"] == "skip").collect();
     assert_eq!(skipped.len(), 1);

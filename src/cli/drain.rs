@@ -5,9 +5,10 @@ use clap::Args;
 use kordon::classify::Permissions;
 use kordon::cluster::Connection;
 use kordon::cluster::nodes::{self, DryRun};
-use kordon::drain::{self, BudgetMode, DrainError, DrainOptions, DrainReport};
+use kordon::drain::{self, DrainError, DrainOptions, DrainReport};
 use kordon::names::NodeName;
 use kordon::output::{Printer, Report};
+use kordon::plan::guards::{BudgetMode, GuardOptions};
 
 use super::GlobalArgs;
 
@@ -81,9 +82,12 @@ impl DrainFlags {
             dry_run: self.dry_run,
             timeout: (!self.timeout.is_zero()).then_some(self.timeout),
             concurrency: self.concurrency,
-            budget: self.budget,
-            surge: self.surge,
-            allow_disruption: self.allow_disruption,
+            guards: GuardOptions {
+                budget: self.budget,
+                surge: self.surge,
+                allow_disruption: self.allow_disruption,
+                disable_eviction: self.disable_eviction,
+            },
         }
     }
 }

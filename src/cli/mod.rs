@@ -9,6 +9,7 @@ use kordon::output::Format;
 mod cordon;
 mod drain;
 mod maintain;
+pub mod plan;
 mod status;
 mod version;
 
@@ -68,6 +69,8 @@ pub enum Command {
     Drain(drain::DrainArgs),
     /// All four steps: cordon, drain, run the maintenance, wait for Ready, uncordon.
     Maintain(maintain::MaintainArgs),
+    /// Before anything changes: where every pod would go, what blocks, how long.
+    Plan(plan::PlanArgs),
     /// Show nodes with their state and their pods.
     Status(status::StatusArgs),
 }
@@ -79,6 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Uncordon(args) => cordon::run(&cli.global, &args, false).await,
         Command::Drain(args) => drain::run(&cli.global, &args).await,
         Command::Maintain(args) => maintain::run(&cli.global, &args).await,
+        Command::Plan(args) => plan::run(&cli.global, &args).await,
         Command::Status(args) => status::run(&cli.global, &args).await,
     }
 }

@@ -12,12 +12,12 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
-use super::guarding::Guard;
 use super::tracker::Watches;
 use super::{DrainError, Event, Progress};
 use crate::cluster::Connection;
 use crate::evict::{self, Blocked, Outcome};
 use crate::guard::{self, Admission};
+use crate::plan::guards::Guard;
 use crate::pod;
 use crate::selector;
 use crate::workload::{Workload, WorkloadId};

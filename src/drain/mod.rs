@@ -2,7 +2,6 @@
 //! needs a flag, then cordon, evict with bounded concurrency, and confirm each pod gone
 //! by its UID while following its replacement on another node.
 mod engine;
-mod guarding;
 mod tracker;
 
 use std::collections::HashMap;
@@ -23,7 +22,7 @@ use crate::names::NodeName;
 use crate::node_state::{NodeState, Readiness};
 use crate::pod::{self, Lifecycle};
 
-use guarding::Guard;
+use crate::plan::guards::{self, Guard, GuardOptions};
 pub use tracker::ReplacementStatus;
 
 #[derive(Debug, Clone)]
@@ -38,21 +37,8 @@ pub struct DrainOptions {
     pub timeout: Option<Duration>,
     /// Evictions in flight at once.
     pub concurrency: usize,
-    /// Which budgets pace the evictions (see [`crate::guard`]).
-    pub budget: BudgetMode,
-    /// `--surge`: bring a replacement up before a pod that cannot go otherwise.
-    pub surge: bool,
-    /// `--allow-disruption`: accept that a workload may drop to zero Ready pods.
-    pub allow_disruption: bool,
-}
-
-/// `--budget`: PodDisruptionBudgets plus implicit budgets for uncovered workloads
-/// (default), or PodDisruptionBudgets only, as `kubectl drain` behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum BudgetMode {
-    #[default]
-    Implicit,
-    PdbOnly,
+    /// How evictions are paced (see [`crate::guard`]).
+    pub guards: GuardOptions,
 }
 
 /// A pod and what draining does with it.
@@ -221,7 +207,8 @@ pub async fn plan(
             (p, v)
         })
         .collect();
-    let guards = guarding::assign(conn, &mut pods, opts).await?;
+    let snapshot = crate::snapshot::Snapshot::workloads(conn).await?;
+    let guards = guards::assign(&snapshot, &mut pods, opts.guards);
     Ok(Plan {
         node: node.clone(),
         state,
@@ -341,7 +328,7 @@ pub async fn execute(
         &watch,
         &progress,
         on_event,
-        opts.allow_disruption,
+        opts.guards.allow_disruption,
         opts.concurrency,
     );
     let evictions = futures::future::join_all(to_evict.iter().map(|p| {

@@ -59,6 +59,8 @@ pub struct PodOptions {
     pub spread: bool,
     /// Only this node (full name).
     pub pin_to: Option<String>,
+    /// The container's CPU request, e.g. "600m".
+    pub cpu: Option<&'static str>,
 }
 
 /// A pod template running "nginx" on the test's nodes.
@@ -71,6 +73,9 @@ pub fn pod_template(env: &str, app: &str, opts: &PodOptions) -> Value {
         annotations.insert("pod-delete.stage.kwok.x-k8s.io/delay".into(), d.into());
     }
     let mut container = json!({ "name": "nginx", "image": "nginx:1.27" });
+    if let Some(cpu) = opts.cpu {
+        container["resources"] = json!({ "requests": { "cpu": cpu } });
+    }
     let mut spec = json!({
         "nodeSelector": { ENV_LABEL: env },
         "containers": [],

@@ -4,16 +4,33 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::Api;
-use kube::api::ListParams;
 
-use super::{BudgetMode, DrainOptions};
 use crate::classify::{Refusal, Refusals, Replacement, Verdict};
-use crate::cluster::{ClusterError, Connection};
 use crate::guard;
 use crate::pod;
-use crate::selector;
-use crate::workload::{Resolver, Workload};
+use crate::snapshot::Snapshot;
+use crate::workload::Workload;
+
+/// `--budget`: PodDisruptionBudgets plus implicit budgets for uncovered workloads
+/// (default), or PodDisruptionBudgets only, as `kubectl drain` behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BudgetMode {
+    #[default]
+    Implicit,
+    PdbOnly,
+}
+
+/// The flags that decide how evictions are paced.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GuardOptions {
+    pub budget: BudgetMode,
+    /// `--surge`: bring a replacement up before a pod that cannot go otherwise.
+    pub surge: bool,
+    /// `--allow-disruption`: accept that a workload may drop to zero Ready pods.
+    pub allow_disruption: bool,
+    /// `--disable-eviction`: pods are deleted, no budget applies.
+    pub disable_eviction: bool,
+}
 
 /// How an evictable pod's eviction is paced.
 #[derive(Debug, Clone)]
@@ -28,14 +45,12 @@ pub enum Guard {
 
 /// Assigns guards; turns `Evict` verdicts that can never fit their budget into
 /// refusals naming the flag that would help.
-pub async fn assign(
-    conn: &Connection,
+pub fn assign(
+    snapshot: &Snapshot,
     pods: &mut [(Pod, Verdict)],
-    opts: &DrainOptions,
-) -> Result<HashMap<String, Guard>, ClusterError> {
+    opts: GuardOptions,
+) -> HashMap<String, Guard> {
     let mut guards = HashMap::new();
-    let mut workloads = Resolver::default();
-    let mut budgets: HashMap<String, Vec<PodDisruptionBudget>> = HashMap::new();
     for (p, verdict) in pods.iter_mut() {
         let Verdict::Evict(eviction) = verdict else {
             continue;
@@ -46,15 +61,8 @@ pub async fn assign(
             guards.insert(pod::key(p), Guard::Api);
             continue;
         }
-        let namespace = p.metadata.namespace.clone().unwrap_or_default();
-        if !budgets.contains_key(&namespace) {
-            budgets.insert(namespace.clone(), list_budgets(conn, &namespace).await?);
-        }
-        let covering: Vec<&PodDisruptionBudget> = budgets[&namespace]
-            .iter()
-            .filter(|b| covers(b, p))
-            .collect();
-        let workload = workloads.resolve(conn, p).await?;
+        let covering = snapshot.budgets_covering(p);
+        let workload = snapshot.workload_of(p);
         let replicas = workload.as_ref().map(|w| w.replicas);
         let surge =
             |w: &Option<Workload>| w.as_ref().filter(|w| opts.surge && w.can_surge).cloned();
@@ -111,32 +119,11 @@ pub async fn assign(
         };
         guards.insert(pod::key(p), guard);
     }
-    Ok(guards)
+    guards
 }
 
 fn refuse(impossible: guard::Impossible, flag: &'static str) -> Verdict {
     Verdict::Refuse {
         reasons: Refusals::one(Refusal::Budget { impossible, flag }),
     }
-}
-
-fn covers(budget: &PodDisruptionBudget, p: &Pod) -> bool {
-    let empty = Default::default();
-    let labels = p.metadata.labels.as_ref().unwrap_or(&empty);
-    budget
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.as_ref())
-        .is_some_and(|sel| selector::matches(sel, labels))
-}
-
-async fn list_budgets(
-    conn: &Connection,
-    namespace: &str,
-) -> Result<Vec<PodDisruptionBudget>, ClusterError> {
-    let api: Api<PodDisruptionBudget> = Api::namespaced(conn.client.clone(), namespace);
-    api.list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .map_err(|e| conn.error(format!("list PodDisruptionBudgets in {namespace}"), e))
 }

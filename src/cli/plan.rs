@@ -1,0 +1,72 @@
+use std::path::PathBuf;
+
+use clap::Args;
+use kordon::classify::Permissions;
+use kordon::cluster::Connection;
+use kordon::names::NodeName;
+use kordon::output::Printer;
+use kordon::plan::guards::{BudgetMode, GuardOptions};
+use kordon::plan::{self, PlanOptions};
+use kordon::snapshot::Snapshot;
+
+use super::GlobalArgs;
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Nodes that would be drained together.
+    #[arg(value_name = "NODE", required = true)]
+    pub nodes: Vec<String>,
+    /// Plan against a dump (`kubectl get nodes,pods,pdb,deploy,rs,sts,ds -A -o json`)
+    /// instead of the live cluster.
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<PathBuf>,
+    #[arg(long)]
+    pub ignore_daemonsets: bool,
+    #[arg(long)]
+    pub delete_emptydir_data: bool,
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub budget: BudgetMode,
+    #[arg(long)]
+    pub surge: bool,
+    #[arg(long)]
+    pub allow_disruption: bool,
+}
+
+/// Exit code 0 when the plan is safe; [`PlanUnsafe`] (exit 3) when not.
+#[derive(Debug, thiserror::Error)]
+#[error("the plan is unsafe: see the pods refused or fitting nowhere above; nothing was changed")]
+pub struct PlanUnsafe;
+
+pub async fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<()> {
+    let snapshot = match &args.from_file {
+        Some(path) => Snapshot::from_file(path)?,
+        None => Snapshot::live(&Connection::open(&global.connection()).await?).await?,
+    };
+    let options = PlanOptions {
+        permissions: Permissions {
+            ignore_daemonsets: args.ignore_daemonsets,
+            delete_emptydir_data: args.delete_emptydir_data,
+            force: args.force,
+        },
+        guards: GuardOptions {
+            budget: args.budget,
+            surge: args.surge,
+            allow_disruption: args.allow_disruption,
+            disable_eviction: false,
+        },
+    };
+    let targets: Vec<NodeName> = args
+        .nodes
+        .iter()
+        .map(|n| NodeName::new(n.as_str()))
+        .collect();
+    let report = plan::plan(&snapshot, &targets, options)?;
+    Printer::new(global.output).report(&report);
+    if report.safe {
+        Ok(())
+    } else {
+        Err(PlanUnsafe.into())
+    }
+}

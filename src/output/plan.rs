@@ -1,0 +1,48 @@
+use super::Report;
+use crate::plan::PlanReport;
+
+impl Report for PlanReport {
+    fn text(&self) -> String {
+        let names: Vec<&str> = self.nodes.iter().map(|n| n.as_str()).collect();
+        let mut out = format!(
+            "Plan for {} ({} pod(s))\n",
+            names.join(", "),
+            self.pods.len()
+        );
+        for p in &self.pods {
+            match &p.lands_on {
+                Some(node) => out.push_str(&format!("  {}  {} -> {node}\n", p.pod, p.verdict)),
+                None => out.push_str(&format!("  {}  {}\n", p.pod, p.verdict)),
+            }
+        }
+        for b in &self.budgets_at_zero {
+            out.push_str(&format!(
+                "Budget at 0 now: PodDisruptionBudget {} ({} healthy, needs {}): its pods wait for replacements\n",
+                b.budget, b.current_healthy, b.desired_healthy
+            ));
+        }
+        for u in &self.fits_nowhere {
+            let why: Vec<String> = u
+                .nodes_rejecting
+                .iter()
+                .map(|(m, n)| format!("{m:?} on {n} node(s)"))
+                .collect();
+            let why = if why.is_empty() {
+                "no other node is schedulable".to_string()
+            } else {
+                why.join(", ")
+            };
+            out.push_str(&format!("Fits nowhere: {} ({why})\n", u.pod));
+        }
+        for w in &self.at_risk {
+            out.push_str(&format!("Would lose availability: {w}\n"));
+        }
+        out.push_str(&format!("Eviction waves: {}\n", self.waves));
+        out.push_str(if self.safe {
+            "Verdict: safe\n"
+        } else {
+            "Verdict: unsafe\n"
+        });
+        out
+    }
+}

@@ -1,0 +1,273 @@
+//! Would a pod fit on a node? The scheduler's hard filters that decide most drains:
+//! resource requests (cpu, memory, pod count), nodeSelector, required node affinity,
+//! and taints against tolerations.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod, Taint, Toleration};
+
+/// cpu in millicores, memory in bytes, pods as a count.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Resources {
+    pub cpu_milli: f64,
+    pub memory: f64,
+    pub pods: f64,
+}
+
+impl Resources {
+    pub fn fits_in(&self, free: &Resources) -> bool {
+        self.cpu_milli <= free.cpu_milli && self.memory <= free.memory && self.pods <= free.pods
+    }
+
+    pub fn minus(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu_milli: self.cpu_milli - other.cpu_milli,
+            memory: self.memory - other.memory,
+            pods: self.pods - other.pods,
+        }
+    }
+}
+
+/// Parses a Kubernetes quantity ("250m", "1.5", "128Mi", "2G", "1e3") to a number of
+/// base units; `None` when it is not one.
+pub fn quantity(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse().ok()?),
+        _ => return None,
+    };
+    Some(number * factor)
+}
+
+/// What the scheduler reserves for a pod: the sum of its containers' requests, or
+/// the largest init container's if that is more, plus one pod slot.
+pub fn requests(pod: &Pod) -> Resources {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Resources::default();
+    };
+    let of = |c: &k8s_openapi::api::core::v1::Container| {
+        let r = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+        let get = |k: &str| {
+            r.and_then(|r| r.get(k))
+                .and_then(|q| quantity(&q.0))
+                .unwrap_or(0.0)
+        };
+        (get("cpu") * 1000.0, get("memory"))
+    };
+    let (mut cpu, mut memory) = spec
+        .containers
+        .iter()
+        .map(of)
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    for init in spec.init_containers.iter().flatten() {
+        let (c, m) = of(init);
+        cpu = f64::max(cpu, c);
+        memory = f64::max(memory, m);
+    }
+    Resources {
+        cpu_milli: cpu,
+        memory,
+        pods: 1.0,
+    }
+}
+
+pub fn allocatable(node: &Node) -> Resources {
+    let a = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
+    let get = |k: &str| {
+        a.and_then(|a| a.get(k))
+            .and_then(|q| quantity(&q.0))
+            .unwrap_or(0.0)
+    };
+    Resources {
+        cpu_milli: get("cpu") * 1000.0,
+        memory: get("memory"),
+        pods: get("pods"),
+    }
+}
+
+/// Why a pod cannot go to a node, for the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Misfit {
+    NodeSelector,
+    NodeAffinity,
+    Taint,
+    Resources,
+}
+
+/// The label, affinity and taint filters (resources are checked by the caller, which
+/// keeps track of what earlier placements used).
+pub fn eligible(pod: &Pod, node: &Node) -> Result<(), Misfit> {
+    let empty = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
+    let Some(spec) = pod.spec.as_ref() else {
+        return Ok(());
+    };
+    if let Some(selector) = &spec.node_selector
+        && !selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    {
+        return Err(Misfit::NodeSelector);
+    }
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    if let Some(required) = required {
+        // Terms are ORed; the expressions of a term are ANDed.
+        // matchFields supports only metadata.name.
+        let fields = BTreeMap::from([(
+            "metadata.name".to_string(),
+            node.metadata.name.clone().unwrap_or_default(),
+        )]);
+        let any = required.node_selector_terms.iter().any(|term| {
+            term.match_expressions
+                .iter()
+                .flatten()
+                .all(|e| requirement(e, labels))
+                && term
+                    .match_fields
+                    .iter()
+                    .flatten()
+                    .all(|e| requirement(e, &fields))
+        });
+        if !any {
+            return Err(Misfit::NodeAffinity);
+        }
+    }
+    let tolerations = spec.tolerations.as_deref().unwrap_or_default();
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default();
+    let blocking = taints
+        .iter()
+        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+        .any(|t| !tolerations.iter().any(|tol| tolerates(tol, t)));
+    if blocking {
+        return Err(Misfit::Taint);
+    }
+    Ok(())
+}
+
+fn requirement(e: &NodeSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
+    let value = labels.get(&e.key);
+    let values = e.values.as_deref().unwrap_or_default();
+    let number = |s: &str| s.parse::<i64>().ok();
+    match e.operator.as_str() {
+        "In" => value.is_some_and(|v| values.contains(v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" => {
+            matches!((value.and_then(|v| number(v)), values.first().and_then(|v| number(v))), (Some(a), Some(b)) if a > b)
+        }
+        "Lt" => {
+            matches!((value.and_then(|v| number(v)), values.first().and_then(|v| number(v))), (Some(a), Some(b)) if a < b)
+        }
+        _ => false,
+    }
+}
+
+fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
+    let effect_ok = tol
+        .effect
+        .as_deref()
+        .is_none_or(|e| e.is_empty() || e == taint.effect);
+    let key_ok = tol
+        .key
+        .as_deref()
+        .is_none_or(|k| k.is_empty() || k == taint.key);
+    let value_ok = match tol.operator.as_deref() {
+        Some("Exists") => true,
+        _ => tol.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default(),
+    };
+    // An empty key with operator Exists tolerates everything.
+    effect_ok && key_ok && value_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn quantities_parse_like_kubernetes() {
+        assert_eq!(quantity("250m"), Some(0.25));
+        assert_eq!(quantity("2"), Some(2.0));
+        assert_eq!(quantity("128Mi"), Some(128.0 * 1024.0 * 1024.0));
+        assert_eq!(quantity("1G"), Some(1e9));
+        assert_eq!(quantity("1e3"), Some(1000.0));
+        assert_eq!(quantity("lots"), None);
+    }
+
+    fn node(v: serde_json::Value) -> Node {
+        serde_json::from_value(v).expect("node")
+    }
+
+    fn pod(spec: serde_json::Value) -> Pod {
+        let mut spec = spec;
+        spec["containers"] = json!([{ "name": "c", "resources": { "requests": { "cpu": "500m", "memory": "1Gi" } } }]);
+        serde_json::from_value(json!({ "spec": spec })).expect("pod")
+    }
+
+    #[test]
+    fn selectors_affinity_and_taints_filter_nodes() {
+        let gpu = node(json!({
+            "metadata": { "name": "n", "labels": { "gpu": "yes", "zone": "a" } },
+            "spec": { "taints": [{ "key": "dedicated", "value": "ml", "effect": "NoSchedule" }] },
+        }));
+        assert_eq!(eligible(&pod(json!({})), &gpu), Err(Misfit::Taint));
+        let tolerant = json!({ "tolerations": [{ "key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule" }] });
+        assert_eq!(eligible(&pod(tolerant.clone()), &gpu), Ok(()));
+        let mut wrong_zone = tolerant.clone();
+        wrong_zone["nodeSelector"] = json!({ "zone": "b" });
+        assert_eq!(eligible(&pod(wrong_zone), &gpu), Err(Misfit::NodeSelector));
+        let mut affinity = tolerant;
+        affinity["affinity"] = json!({ "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{ "matchExpressions": [{ "key": "gpu", "operator": "DoesNotExist" }] }]
+        }}});
+        assert_eq!(eligible(&pod(affinity), &gpu), Err(Misfit::NodeAffinity));
+    }
+
+    #[test]
+    fn requests_add_up_and_count_a_pod_slot() {
+        let r = requests(&pod(json!({})));
+        assert_eq!(
+            r,
+            Resources {
+                cpu_milli: 500.0,
+                memory: 1024f64.powi(3),
+                pods: 1.0
+            }
+        );
+        let free = Resources {
+            cpu_milli: 400.0,
+            memory: 1e12,
+            pods: 10.0,
+        };
+        assert!(!r.fits_in(&free));
+    }
+}

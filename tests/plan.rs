@@ -1,0 +1,120 @@
+//! `kordon plan`: its predictions hold on the real cluster, and a dump gives the same
+//! answer as the live cluster.
+mod support;
+
+use support::TestEnv;
+use support::fixtures::{self, NodeSpec, PodOptions};
+
+#[tokio::test]
+async fn a_predicted_capacity_shortfall_really_happens() {
+    let mut env = TestEnv::new("shortfall").await;
+    let node_2 = env.add_node("node-2").await;
+    let big = PodOptions {
+        cpu: Some("600m"),
+        ..Default::default()
+    };
+    env.create(&fixtures::deployment(env.ns(), "big", 2, &big))
+        .await;
+    env.wait_ready("app=big", 2).await;
+    let small = NodeSpec {
+        cpu: "1",
+        ..Default::default()
+    };
+    let node_1 = env.add_node_with("node-1", small).await;
+
+    let plan = env.run_kordon(&["plan", &node_2]);
+    assert_eq!(plan.code, Some(3), "unsafe plan exits 3: {plan:#?}");
+    assert_eq!(
+        plan.stdout.matches("Fits nowhere:").count(),
+        1,
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("Resources on 1 node(s)"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains(&format!("-> {node_1}")),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("Would lose availability: Deployment"),
+        "{}",
+        plan.stdout
+    );
+    assert!(!env.is_cordoned(&node_2).await, "plan changes nothing");
+
+    let run = env.run_kordon(&["drain", &node_2, "--timeout", "20s"]);
+    assert!(run.stdout.contains("replacements Ready 1/2"), "{run:#?}");
+    let pods = env
+        .pods()
+        .list(&Default::default())
+        .await
+        .expect("pods")
+        .items;
+    let pending: Vec<_> = pods
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"))
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none())
+        .collect();
+    assert_eq!(
+        pending.len(),
+        1,
+        "one replacement cannot be scheduled, as predicted"
+    );
+}
+
+#[tokio::test]
+async fn a_safe_plan_is_followed_by_a_drain_that_succeeds_and_a_dump_plans_the_same() {
+    let mut env = TestEnv::new("safeplan").await;
+    env.add_node("node-1").await;
+    let node_2 = env.add_node("node-2").await;
+    let spread = PodOptions {
+        spread: true,
+        ..Default::default()
+    };
+    env.create(&fixtures::deployment(env.ns(), "nginx", 4, &spread))
+        .await;
+    env.wait_ready("app=nginx", 4).await;
+
+    let live = env.run_kordon(&["plan", &node_2, "-o", "json"]);
+    live.assert_ok();
+    let dump = std::env::temp_dir().join(format!("kordon-dump-{}.json", env.id));
+    let out = env
+        .kubectl()
+        .args(["get", "nodes,pods,pdb,deploy,rs,sts,ds", "-A", "-o", "json"])
+        .output()
+        .expect("kubectl get");
+    assert!(out.status.success());
+    std::fs::write(&dump, &out.stdout).expect("write dump");
+    let offline = support::Run::from(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kordon"))
+            .args(["plan", "--from-file"])
+            .arg(&dump)
+            .args([&node_2, "-o", "json"])
+            .env("KUBECONFIG", "/nonexistent")
+            .output()
+            .expect("kordon"),
+    );
+    let _ = std::fs::remove_file(&dump);
+    offline.assert_ok();
+    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("json");
+    assert_eq!(
+        parse(&live.stdout),
+        parse(&offline.stdout),
+        "the dump plans like the live cluster"
+    );
+    let plan = parse(&live.stdout);
+    assert_eq!(plan["safe"], true);
+    assert_eq!(
+        plan["waves"], 2,
+        "two pods of a 4-replica Deployment, one at a time"
+    );
+
+    let run = env.run_kordon(&["drain", &node_2]);
+    run.assert_ok();
+    env.wait_ready("app=nginx", 4).await;
+}
