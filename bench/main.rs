@@ -1,0 +1,260 @@
+//! Side-by-side benchmark of `kordon drain` and `kubectl drain` on the real testbed.
+//! Every scenario runs twice on fresh, identical setups (one per tool) in the same
+//! cluster, with an independent watcher recording each workload's fewest Ready pods,
+//! the API requests each tool made (from the audit log, by the tool's own identity)
+//! and its peak memory. Run through `bench/run`, which starts a cluster with
+//! realistic pod delays and prints the table.
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use serde_json::json;
+use support::TestEnv;
+use support::fixtures::{self, PodOptions};
+use support::watcher::ReadyWatcher;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Tool {
+    Kordon,
+    Kubectl,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Kordon => "kordon",
+            Tool::Kubectl => "kubectl",
+        }
+    }
+}
+
+struct Scenario {
+    name: &'static str,
+    /// (app, replicas, budget floor: the fewest Ready pods the workload's budget allows)
+    workloads: Vec<(String, i32, usize)>,
+    pdb: bool,
+    spread: bool,
+    kordon_flags: Vec<&'static str>,
+}
+
+struct Outcome {
+    seconds: f64,
+    /// Per workload: fewest Ready pods seen, and its budget floor.
+    min_ready: Vec<(usize, usize)>,
+    requests: usize,
+    evicted: usize,
+    peak_mib: f64,
+    ok: bool,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "1. article: 4 nginx, 2 per node",
+            workloads: vec![("nginx".into(), 4, 3)],
+            pdb: false,
+            spread: true,
+            kordon_flags: vec![],
+        },
+        Scenario {
+            name: "2. 100 pods, 10 Deployments, PDB maxUnavailable 1",
+            workloads: (0..10).map(|i| (format!("app{i}"), 10, 9)).collect(),
+            pdb: true,
+            spread: false,
+            kordon_flags: vec![],
+        },
+        Scenario {
+            name: "3. all 4 replicas co-located, no PDB",
+            workloads: vec![("web".into(), 4, 3)],
+            pdb: false,
+            spread: false,
+            kordon_flags: vec![],
+        },
+        Scenario {
+            name: "4. single replica (kordon --surge)",
+            workloads: vec![("solo".into(), 1, 1)],
+            pdb: false,
+            spread: false,
+            kordon_flags: vec!["--surge"],
+        },
+    ]
+}
+
+/// A cluster-admin service account whose requests the audit log attributes to the
+/// tool under test (the watcher and the setup use the admin user).
+async fn tool_kubeconfig(env: &TestEnv) -> (PathBuf, String) {
+    let user = format!("system:serviceaccount:{}:tool", env.ns());
+    let run = |args: &[&str]| {
+        let out = env.kubectl().args(args).output().expect("kubectl");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    run(&["create", "serviceaccount", "tool", "-n", env.ns()]);
+    run(&[
+        "create",
+        "clusterrolebinding",
+        env.ns(),
+        "--clusterrole=cluster-admin",
+        &format!("--serviceaccount={}:tool", env.ns()),
+    ]);
+    let token = run(&["create", "token", "tool", "-n", env.ns(), "--duration=2h"]);
+    let admin = std::fs::read_to_string(support::kubeconfig()).expect("kubeconfig");
+    let line = admin.lines().find(|l| l.trim_start().starts_with("token:")).expect("token line");
+    let path = std::env::temp_dir().join(format!("{}.kubeconfig", env.ns()));
+    std::fs::write(&path, admin.replace(line, &format!("    token: {token}"))).expect("write");
+    (path, user)
+}
+
+fn audit_log() -> PathBuf {
+    support::kubeconfig().parent().expect("dir").join("logs/audit.log")
+}
+
+fn requests_by(user: &str, from_byte: u64) -> usize {
+    let text = std::fs::read(audit_log()).unwrap_or_default();
+    let start = (from_byte as usize).min(text.len());
+    String::from_utf8_lossy(&text[start..])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["user"]["username"] == user)
+        .count()
+}
+
+async fn run(scenario: &Scenario, tool: Tool) -> Outcome {
+    let mut env = TestEnv::new(&format!("bench{}", scenario.name.as_bytes()[0] as char)).await;
+    let node_1 = env.add_node("node-1").await;
+    let opts = PodOptions {
+        spread: scenario.spread,
+        ..Default::default()
+    };
+    if scenario.spread {
+        env.add_node("node-2").await;
+    }
+    for (app, replicas, _) in &scenario.workloads {
+        env.create(&fixtures::deployment(env.ns(), app, *replicas, &opts)).await;
+        if scenario.pdb {
+            env.create::<PodDisruptionBudget>(&fixtures::pdb(app, app, ("maxUnavailable", json!(1))))
+                .await;
+        }
+    }
+    for (app, replicas, _) in &scenario.workloads {
+        env.wait_ready(&format!("app={app}"), *replicas as usize).await;
+    }
+    if !scenario.spread {
+        env.add_node("node-2").await;
+    }
+    let evicted = env.pods_on(&node_1).await.len();
+    let (kubeconfig, user) = tool_kubeconfig(&env).await;
+    let mut watchers = Vec::new();
+    for (app, _, floor) in &scenario.workloads {
+        watchers.push((ReadyWatcher::start(env.pods(), &format!("app={app}")).await, *floor));
+    }
+
+    let audit_from = std::fs::metadata(audit_log()).map(|m| m.len()).unwrap_or(0);
+    let rss = std::env::temp_dir().join(format!("{}.rss", env.ns()));
+    let mut cmd = std::process::Command::new("/usr/bin/time");
+    cmd.arg("-f").arg("%M").arg("-o").arg(&rss);
+    match tool {
+        Tool::Kordon => {
+            cmd.arg(env!("CARGO_BIN_EXE_kordon"))
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["drain", &node_1, "--timeout", "600s"])
+                .args(&scenario.kordon_flags);
+        }
+        Tool::Kubectl => {
+            cmd.arg("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["drain", &node_1, "--ignore-daemonsets", "--timeout=600s"]);
+        }
+    }
+    let started = Instant::now();
+    let out = cmd.output().expect("run tool");
+    let seconds = started.elapsed().as_secs_f64();
+    // Let the watchers see the replacements come up before reading them.
+    for (app, replicas, _) in &scenario.workloads {
+        env.wait_ready(&format!("app={app}"), *replicas as usize).await;
+    }
+    let requests = requests_by(&user, audit_from);
+    let peak_mib = std::fs::read_to_string(&rss)
+        .ok()
+        .and_then(|s| s.lines().last().and_then(|l| l.trim().parse::<f64>().ok()))
+        .unwrap_or(0.0)
+        / 1024.0;
+    let _ = std::fs::remove_file(&rss);
+    let _ = std::fs::remove_file(&kubeconfig);
+    let _ = env.kubectl().args(["delete", "clusterrolebinding", env.ns()]).output();
+    if !out.status.success() {
+        eprintln!("{} failed: {}", tool.name(), String::from_utf8_lossy(&out.stderr));
+    }
+    Outcome {
+        seconds,
+        min_ready: watchers.iter().map(|(w, floor)| (w.min_ready(), *floor)).collect(),
+        requests,
+        evicted,
+        peak_mib,
+        ok: out.status.success(),
+    }
+}
+
+/// "3/3" when every workload kept its floor, else the worst shortfall.
+fn availability(o: &Outcome) -> String {
+    let worst = o
+        .min_ready
+        .iter()
+        .min_by_key(|(min, floor)| *min as i64 - *floor as i64)
+        .copied()
+        .unwrap_or((0, 0));
+    let below = o.min_ready.iter().filter(|(m, f)| m < f).count();
+    if below == 0 {
+        format!("kept ({}>={})", worst.0, worst.1)
+    } else {
+        format!("BELOW in {below}: {}<{}", worst.0, worst.1)
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let mut rows = Vec::new();
+    let mut ratios = BTreeMap::new();
+    for scenario in scenarios() {
+        let kordon = run(&scenario, Tool::Kordon).await;
+        let kubectl = run(&scenario, Tool::Kubectl).await;
+        for (tool, o) in [(Tool::Kordon, &kordon), (Tool::Kubectl, &kubectl)] {
+            rows.push(format!(
+                "| {} | {} | {}{:.1} | {} | {} ({:.1}/pod) | {:.0} |",
+                scenario.name,
+                tool.name(),
+                if o.ok { "" } else { "FAILED " },
+                o.seconds,
+                availability(o),
+                o.requests,
+                o.requests as f64 / o.evicted.max(1) as f64,
+                o.peak_mib
+            ));
+        }
+        ratios.insert(
+            scenario.name,
+            (
+                kordon.seconds / kubectl.seconds,
+                (kordon.requests as f64 / kordon.evicted.max(1) as f64)
+                    / (kubectl.requests as f64 / kubectl.evicted.max(1) as f64).max(f64::MIN_POSITIVE),
+            ),
+        );
+    }
+    println!("| scenario | tool | drain wall s | budget floor (min Ready seen) | API requests | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    println!();
+    println!("| scenario | kordon/kubectl time | kordon/kubectl requests per evicted pod |");
+    println!("|---|---|---|");
+    for (name, (time, req)) in ratios {
+        println!("| {name} | {time:.2}x | {req:.2}x |");
+    }
+}
