@@ -90,7 +90,11 @@ async fn tool_kubeconfig(env: &TestEnv) -> (PathBuf, String) {
     let user = format!("system:serviceaccount:{}:tool", env.ns());
     let run = |args: &[&str]| {
         let out = env.kubectl().args(args).output().expect("kubectl");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     run(&["create", "serviceaccount", "tool", "-n", env.ns()]);
@@ -103,14 +107,20 @@ async fn tool_kubeconfig(env: &TestEnv) -> (PathBuf, String) {
     ]);
     let token = run(&["create", "token", "tool", "-n", env.ns(), "--duration=2h"]);
     let admin = std::fs::read_to_string(support::kubeconfig()).expect("kubeconfig");
-    let line = admin.lines().find(|l| l.trim_start().starts_with("token:")).expect("token line");
+    let line = admin
+        .lines()
+        .find(|l| l.trim_start().starts_with("token:"))
+        .expect("token line");
     let path = std::env::temp_dir().join(format!("{}.kubeconfig", env.ns()));
     std::fs::write(&path, admin.replace(line, &format!("    token: {token}"))).expect("write");
     (path, user)
 }
 
 fn audit_log() -> PathBuf {
-    support::kubeconfig().parent().expect("dir").join("logs/audit.log")
+    support::kubeconfig()
+        .parent()
+        .expect("dir")
+        .join("logs/audit.log")
 }
 
 fn requests_by(user: &str, from_byte: u64) -> usize {
@@ -134,14 +144,20 @@ async fn run(scenario: &Scenario, tool: Tool) -> Outcome {
         env.add_node("node-2").await;
     }
     for (app, replicas, _) in &scenario.workloads {
-        env.create(&fixtures::deployment(env.ns(), app, *replicas, &opts)).await;
+        env.create(&fixtures::deployment(env.ns(), app, *replicas, &opts))
+            .await;
         if scenario.pdb {
-            env.create::<PodDisruptionBudget>(&fixtures::pdb(app, app, ("maxUnavailable", json!(1))))
-                .await;
+            env.create::<PodDisruptionBudget>(&fixtures::pdb(
+                app,
+                app,
+                ("maxUnavailable", json!(1)),
+            ))
+            .await;
         }
     }
     for (app, replicas, _) in &scenario.workloads {
-        env.wait_ready(&format!("app={app}"), *replicas as usize).await;
+        env.wait_ready(&format!("app={app}"), *replicas as usize)
+            .await;
     }
     if !scenario.spread {
         env.add_node("node-2").await;
@@ -150,7 +166,10 @@ async fn run(scenario: &Scenario, tool: Tool) -> Outcome {
     let (kubeconfig, user) = tool_kubeconfig(&env).await;
     let mut watchers = Vec::new();
     for (app, _, floor) in &scenario.workloads {
-        watchers.push((ReadyWatcher::start(env.pods(), &format!("app={app}")).await, *floor));
+        watchers.push((
+            ReadyWatcher::start(env.pods(), &format!("app={app}")).await,
+            *floor,
+        ));
     }
 
     let audit_from = std::fs::metadata(audit_log()).map(|m| m.len()).unwrap_or(0);
@@ -177,7 +196,8 @@ async fn run(scenario: &Scenario, tool: Tool) -> Outcome {
     let seconds = started.elapsed().as_secs_f64();
     // Let the watchers see the replacements come up before reading them.
     for (app, replicas, _) in &scenario.workloads {
-        env.wait_ready(&format!("app={app}"), *replicas as usize).await;
+        env.wait_ready(&format!("app={app}"), *replicas as usize)
+            .await;
     }
     let requests = requests_by(&user, audit_from);
     let peak_mib = std::fs::read_to_string(&rss)
@@ -187,13 +207,23 @@ async fn run(scenario: &Scenario, tool: Tool) -> Outcome {
         / 1024.0;
     let _ = std::fs::remove_file(&rss);
     let _ = std::fs::remove_file(&kubeconfig);
-    let _ = env.kubectl().args(["delete", "clusterrolebinding", env.ns()]).output();
+    let _ = env
+        .kubectl()
+        .args(["delete", "clusterrolebinding", env.ns()])
+        .output();
     if !out.status.success() {
-        eprintln!("{} failed: {}", tool.name(), String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "{} failed: {}",
+            tool.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Outcome {
         seconds,
-        min_ready: watchers.iter().map(|(w, floor)| (w.min_ready(), *floor)).collect(),
+        min_ready: watchers
+            .iter()
+            .map(|(w, floor)| (w.min_ready(), *floor))
+            .collect(),
         requests,
         evicted,
         peak_mib,
@@ -242,11 +272,14 @@ async fn main() {
             (
                 kordon.seconds / kubectl.seconds,
                 (kordon.requests as f64 / kordon.evicted.max(1) as f64)
-                    / (kubectl.requests as f64 / kubectl.evicted.max(1) as f64).max(f64::MIN_POSITIVE),
+                    / (kubectl.requests as f64 / kubectl.evicted.max(1) as f64)
+                        .max(f64::MIN_POSITIVE),
             ),
         );
     }
-    println!("| scenario | tool | drain wall s | budget floor (min Ready seen) | API requests | peak RSS MiB |");
+    println!(
+        "| scenario | tool | drain wall s | budget floor (min Ready seen) | API requests | peak RSS MiB |"
+    );
     println!("|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");

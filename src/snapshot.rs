@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, ResourceRequirements};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::api::ListParams;
 use serde::de::DeserializeOwned;
 
 use crate::cluster::{ClusterError, Connection};
+use crate::plan::placement::{self, Resources};
 use crate::pod;
 use crate::selector;
 use crate::workload::{self, Workload};
@@ -19,7 +20,12 @@ use crate::workload::{self, Workload};
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub nodes: Vec<Node>,
+    /// Pods in full: every pod from the live cluster; from a dump, only those on the
+    /// nodes being planned (the others count only through `usage`).
     pub pods: Vec<Pod>,
+    /// What the scheduler has reserved on each node: the requests of its pods that
+    /// have not finished.
+    pub usage: HashMap<String, Resources>,
     pub budgets: Vec<PodDisruptionBudget>,
     deployments: HashMap<(String, String), Deployment>,
     replica_sets: HashMap<(String, String), ReplicaSet>,
@@ -49,12 +55,12 @@ fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (St
     )
 }
 
-/// One item of a kubectl list, typed by its `kind`; other kinds are ignored.
+/// One item of a kubectl list other than a pod, typed by its `kind`; other kinds are
+/// ignored.
 #[derive(serde::Deserialize)]
 #[serde(tag = "kind")]
 enum Item {
     Node(Box<Node>),
-    Pod(Box<Pod>),
     PodDisruptionBudget(Box<PodDisruptionBudget>),
     Deployment(Box<Deployment>),
     ReplicaSet(Box<ReplicaSet>),
@@ -64,26 +70,81 @@ enum Item {
 }
 
 #[derive(serde::Deserialize)]
-struct List {
-    items: Vec<Item>,
+struct RawList<'a> {
+    #[serde(borrow)]
+    items: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// The few fields of an item read before deciding whether to parse it in full.
+#[derive(serde::Deserialize)]
+struct Probe {
+    kind: String,
+    #[serde(default)]
+    spec: Option<ProbeSpec>,
+    #[serde(default)]
+    status: Option<ProbeStatus>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ProbeSpec {
+    node_name: Option<String>,
+    #[serde(default)]
+    containers: Vec<ProbeContainer>,
+    #[serde(default)]
+    init_containers: Vec<ProbeContainer>,
+}
+
+#[derive(serde::Deserialize)]
+struct ProbeContainer {
+    resources: Option<ResourceRequirements>,
+}
+
+#[derive(serde::Deserialize)]
+struct ProbeStatus {
+    phase: Option<String>,
 }
 
 impl Snapshot {
-    pub fn from_file(path: &Path) -> Result<Self, SnapshotError> {
+    /// Reads a dump. Pods on other nodes than `keep` are reduced to their resource
+    /// requests as they are read, which keeps a 150,000-pod dump small in memory.
+    pub fn from_file(path: &Path, keep: &[&str]) -> Result<Self, SnapshotError> {
         let shown = path.display().to_string();
+        let parse = |source| SnapshotError::Parse {
+            path: shown.clone(),
+            source,
+        };
         let text = std::fs::read(path).map_err(|source| SnapshotError::Read {
             path: shown.clone(),
             source,
         })?;
-        let list: List = serde_json::from_slice(&text).map_err(|source| SnapshotError::Parse {
-            path: shown,
-            source,
-        })?;
+        let list: RawList = serde_json::from_slice(&text).map_err(parse)?;
         let mut s = Snapshot::default();
-        for item in list.items {
-            match item {
+        for raw in list.items {
+            let probe: Probe = serde_json::from_str(raw.get()).map_err(parse)?;
+            if probe.kind == "Pod" {
+                let spec = probe.spec.unwrap_or_default();
+                let Some(node) = spec.node_name else { continue };
+                if probe
+                    .status
+                    .and_then(|st| st.phase)
+                    .is_some_and(|p| p == "Succeeded" || p == "Failed")
+                {
+                    continue;
+                }
+                let r = placement::reserved(
+                    spec.containers.iter().map(|c| c.resources.as_ref()),
+                    spec.init_containers.iter().map(|c| c.resources.as_ref()),
+                );
+                let used = s.usage.entry(node.clone()).or_default();
+                *used = used.plus(&r);
+                if keep.contains(&node.as_str()) {
+                    s.pods.push(serde_json::from_str(raw.get()).map_err(parse)?);
+                }
+                continue;
+            }
+            match serde_json::from_str::<Item>(raw.get()).map_err(parse)? {
                 Item::Node(n) => s.nodes.push(*n),
-                Item::Pod(p) => s.pods.push(*p),
                 Item::PodDisruptionBudget(b) => s.budgets.push(*b),
                 Item::Deployment(d) => {
                     s.deployments.insert(key(&d.metadata), *d);
@@ -105,6 +166,12 @@ impl Snapshot {
         let mut s = Self::workloads(conn).await?;
         s.nodes = list(conn, "nodes").await?;
         s.pods = list(conn, "pods").await?;
+        for p in s.pods.iter().filter(|p| pod::finished_phase(p).is_none()) {
+            if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                let used = s.usage.entry(node).or_default();
+                *used = used.plus(&placement::requests(p));
+            }
+        }
         Ok(s)
     }
 

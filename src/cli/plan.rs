@@ -40,8 +40,9 @@ pub struct PlanArgs {
 pub struct PlanUnsafe;
 
 pub async fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<()> {
+    let keep: Vec<&str> = args.nodes.iter().map(String::as_str).collect();
     let snapshot = match &args.from_file {
-        Some(path) => Snapshot::from_file(path)?,
+        Some(path) => Snapshot::from_file(path, &keep)?,
         None => Snapshot::live(&Connection::open(&global.connection()).await?).await?,
     };
     let options = PlanOptions {

@@ -171,21 +171,6 @@ struct Remaining<'a> {
 
 impl<'a> Remaining<'a> {
     fn new(snapshot: &'a Snapshot, draining: &HashSet<&str>) -> Self {
-        let mut used: HashMap<&str, Resources> = HashMap::new();
-        for p in &snapshot.pods {
-            if pod::finished_phase(p).is_some() {
-                continue;
-            }
-            if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
-                let r = placement::requests(p);
-                let u = used.entry(node).or_default();
-                *u = Resources {
-                    cpu_milli: u.cpu_milli + r.cpu_milli,
-                    memory: u.memory + r.memory,
-                    pods: u.pods + r.pods,
-                };
-            }
-        }
         let nodes = snapshot
             .nodes
             .iter()
@@ -196,8 +181,8 @@ impl<'a> Remaining<'a> {
             })
             .map(|n| {
                 let name = n.metadata.name.as_deref().unwrap_or_default();
-                let free =
-                    placement::allocatable(n).minus(&used.get(name).copied().unwrap_or_default());
+                let free = placement::allocatable(n)
+                    .minus(&snapshot.usage.get(name).copied().unwrap_or_default());
                 (n, free)
             })
             .collect();

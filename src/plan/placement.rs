@@ -3,7 +3,9 @@
 //! and taints against tolerations.
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{
+    Node, NodeSelectorRequirement, Pod, ResourceRequirements, Taint, Toleration,
+};
 
 /// cpu in millicores, memory in bytes, pods as a count.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -16,6 +18,14 @@ pub struct Resources {
 impl Resources {
     pub fn fits_in(&self, free: &Resources) -> bool {
         self.cpu_milli <= free.cpu_milli && self.memory <= free.memory && self.pods <= free.pods
+    }
+
+    pub fn plus(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu_milli: self.cpu_milli + other.cpu_milli,
+            memory: self.memory + other.memory,
+            pods: self.pods + other.pods,
+        }
     }
 
     pub fn minus(&self, other: &Resources) -> Resources {
@@ -63,8 +73,22 @@ pub fn requests(pod: &Pod) -> Resources {
     let Some(spec) = pod.spec.as_ref() else {
         return Resources::default();
     };
-    let of = |c: &k8s_openapi::api::core::v1::Container| {
-        let r = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+    reserved(
+        spec.containers.iter().map(|c| c.resources.as_ref()),
+        spec.init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.resources.as_ref()),
+    )
+}
+
+/// [`requests`] from the containers' resource requirements alone.
+pub fn reserved<'a>(
+    containers: impl Iterator<Item = Option<&'a ResourceRequirements>>,
+    init_containers: impl Iterator<Item = Option<&'a ResourceRequirements>>,
+) -> Resources {
+    let of = |r: Option<&ResourceRequirements>| {
+        let r = r.and_then(|r| r.requests.as_ref());
         let get = |k: &str| {
             r.and_then(|r| r.get(k))
                 .and_then(|q| quantity(&q.0))
@@ -72,13 +96,10 @@ pub fn requests(pod: &Pod) -> Resources {
         };
         (get("cpu") * 1000.0, get("memory"))
     };
-    let (mut cpu, mut memory) = spec
-        .containers
-        .iter()
+    let (mut cpu, mut memory) = containers
         .map(of)
         .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-    for init in spec.init_containers.iter().flatten() {
-        let (c, m) = of(init);
+    for (c, m) in init_containers.map(of) {
         cpu = f64::max(cpu, c);
         memory = f64::max(memory, m);
     }
