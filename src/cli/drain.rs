@@ -102,11 +102,12 @@ pub async fn drain_node(
     let plan = drain::plan(conn, node, options).await?;
     let verdicts = plan.verdicts();
     printer.progress(format!("{node}: {} pod(s)", verdicts.len()));
-    let plan_report = kordon::output::drain::PlanReport {
+    let plan_report = kordon::output::drain::PodVerdicts {
         node: node.clone(),
         pods: verdicts,
     };
     printer.progress(plan_report.text());
+    printer.progress(kordon::output::plan::forecast(&plan.forecast).trim_end());
     if !plan.refused().is_empty() && printer.format() == kordon::output::Format::Json {
         printer.report(&plan_report);
     }

@@ -65,6 +65,7 @@ pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> anyhow::Result<()>
     let node = NodeName::new(args.node.as_str());
     let on_progress = |p: Progress| {
         let line = match p {
+            Progress::Planned(plan) => kordon::output::plan::forecast(&plan).trim_end().to_string(),
             Progress::Step(step) => format!("== {step}"),
             Progress::Drain(e) => kordon::output::drain::event_line(&e),
             Progress::Drained(report) => report.text(),

@@ -23,6 +23,7 @@ use crate::node_state::{NodeState, Readiness};
 use crate::pod::{self, Lifecycle};
 
 use crate::plan::guards::{self, Guard, GuardOptions};
+use crate::plan::{PlanOptions, PlanReport};
 pub use tracker::ReplacementStatus;
 
 #[derive(Debug, Clone)]
@@ -57,6 +58,9 @@ pub struct Plan {
     pub cordoned_by_kordon: bool,
     pods: Vec<(Pod, Verdict)>,
     guards: HashMap<String, Guard>,
+    /// What the pre-flight plan expects: where replacements land, what fits nowhere,
+    /// budgets at 0, eviction waves.
+    pub forecast: PlanReport,
 }
 
 impl Plan {
@@ -207,14 +211,24 @@ pub async fn plan(
             (p, v)
         })
         .collect();
-    let snapshot = crate::snapshot::Snapshot::workloads(conn).await?;
+    let snapshot = crate::snapshot::Snapshot::live(conn).await?;
     let guards = guards::assign(&snapshot, &mut pods, opts.guards);
+    let forecast = crate::plan::plan(
+        &snapshot,
+        std::slice::from_ref(node),
+        PlanOptions {
+            permissions: opts.permissions,
+            guards: opts.guards,
+        },
+    )
+    .map_err(|_| ClusterError::NodeNotFound(node.clone()))?;
     Ok(Plan {
         node: node.clone(),
         state,
         cordoned_by_kordon: nodes::cordoned_by_kordon(&found),
         pods,
         guards,
+        forecast,
     })
 }
 

@@ -10,12 +10,12 @@ use crate::pod::Lifecycle;
 /// A node's pods and their verdicts, before anything changes; refused ones name the
 /// flag that would change them. Printed as JSON when a drain is refused.
 #[derive(Serialize)]
-pub struct PlanReport {
+pub struct PodVerdicts {
     pub node: NodeName,
     pub pods: Vec<PodVerdict>,
 }
 
-impl Report for PlanReport {
+impl Report for PodVerdicts {
     fn text(&self) -> String {
         self.pods
             .iter()

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 pub mod drain;
 mod maintain;
-mod plan;
+pub mod plan;
 pub mod status;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

@@ -15,29 +15,7 @@ impl Report for PlanReport {
                 None => out.push_str(&format!("  {}  {}\n", p.pod, p.verdict)),
             }
         }
-        for b in &self.budgets_at_zero {
-            out.push_str(&format!(
-                "Budget at 0 now: PodDisruptionBudget {} ({} healthy, needs {}): its pods wait for replacements\n",
-                b.budget, b.current_healthy, b.desired_healthy
-            ));
-        }
-        for u in &self.fits_nowhere {
-            let why: Vec<String> = u
-                .nodes_rejecting
-                .iter()
-                .map(|(m, n)| format!("{m:?} on {n} node(s)"))
-                .collect();
-            let why = if why.is_empty() {
-                "no other node is schedulable".to_string()
-            } else {
-                why.join(", ")
-            };
-            out.push_str(&format!("Fits nowhere: {} ({why})\n", u.pod));
-        }
-        for w in &self.at_risk {
-            out.push_str(&format!("Would lose availability: {w}\n"));
-        }
-        out.push_str(&format!("Eviction waves: {}\n", self.waves));
+        out.push_str(&forecast(self));
         out.push_str(if self.safe {
             "Verdict: safe\n"
         } else {
@@ -45,4 +23,34 @@ impl Report for PlanReport {
         });
         out
     }
+}
+
+/// The plan's findings without the pod list: what `drain` and `maintain` print before
+/// they change anything.
+pub fn forecast(plan: &PlanReport) -> String {
+    let mut out = String::new();
+    for b in &plan.budgets_at_zero {
+        out.push_str(&format!(
+            "Budget at 0 now: PodDisruptionBudget {} ({} healthy, needs {}): its pods wait for replacements\n",
+            b.budget, b.current_healthy, b.desired_healthy
+        ));
+    }
+    for u in &plan.fits_nowhere {
+        let why: Vec<String> = u
+            .nodes_rejecting
+            .iter()
+            .map(|(m, n)| format!("{m:?} on {n} node(s)"))
+            .collect();
+        let why = if why.is_empty() {
+            "no other node is schedulable".to_string()
+        } else {
+            why.join(", ")
+        };
+        out.push_str(&format!("Fits nowhere: {} ({why})\n", u.pod));
+    }
+    for w in &plan.at_risk {
+        out.push_str(&format!("Would lose availability: {w}\n"));
+    }
+    out.push_str(&format!("Eviction waves: {}\n", plan.waves));
+    out
 }

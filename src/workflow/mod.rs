@@ -60,6 +60,8 @@ pub struct MaintainOptions {
 /// Progress, step by step.
 #[derive(Debug, Clone)]
 pub enum Progress {
+    /// The pre-flight plan, before anything changes.
+    Planned(crate::plan::PlanReport),
     Step(Step),
     Drain(Event),
     Drained(DrainReport),
@@ -126,6 +128,7 @@ pub async fn maintain(
         })?;
     // Someone else's cordon is theirs to lift; a cordon kordon left behind is not.
     let cordoned_before = plan.state.cordoned && !plan.cordoned_by_kordon;
+    on_progress(Progress::Planned(plan.forecast.clone()));
     let ready_before = ready::snapshot(conn, node)
         .await
         .map_err(|e| fail_unchanged(node, Step::Cordon, e.into()))?;
