@@ -1,4 +1,3 @@
-use anyhow::bail;
 use clap::Args;
 use kordon::cluster::Connection;
 use kordon::cluster::nodes::{self, DryRun};
@@ -58,23 +57,7 @@ impl Report for Transitions {
 /// any is changed, so one unknown name changes nothing.
 pub async fn run(global: &GlobalArgs, args: &CordonArgs, cordon: bool) -> anyhow::Result<()> {
     let conn = Connection::open(&global.connection()).await?;
-    let targets = match &args.selector {
-        Some(selector) => {
-            let found = nodes::select(&conn, selector).await?;
-            if found.is_empty() {
-                bail!("no nodes match the selector \"{selector}\"");
-            }
-            found
-        }
-        None if args.nodes.is_empty() => bail!("name at least one node, or pass --selector"),
-        None => {
-            let mut found = Vec::new();
-            for name in &args.nodes {
-                found.push(nodes::get(&conn, &NodeName::new(name.as_str())).await?);
-            }
-            found
-        }
-    };
+    let targets = super::target_nodes(&conn, &args.nodes, args.selector.as_deref()).await?;
 
     let mut report = Transitions {
         nodes: Vec::new(),

@@ -1,10 +1,9 @@
 use std::time::Duration;
 
-use anyhow::bail;
 use clap::Args;
 use kordon::classify::Permissions;
 use kordon::cluster::Connection;
-use kordon::cluster::nodes::{self, DryRun};
+use kordon::cluster::nodes::DryRun;
 use kordon::drain::{self, DrainError, DrainOptions, DrainReport};
 use kordon::names::NodeName;
 use kordon::output::{Printer, Report};
@@ -24,9 +23,9 @@ pub struct DrainArgs {
     pub drain: DrainFlags,
 }
 
-/// The flags that say how to drain, shared by `drain` and `maintain`.
+/// The decisions a drain needs from the user, shared by `drain`, `maintain` and `plan`.
 #[derive(Debug, Args)]
-pub struct DrainFlags {
+pub struct PolicyFlags {
     /// Leave DaemonSet pods in place instead of refusing to drain.
     #[arg(long)]
     pub ignore_daemonsets: bool,
@@ -36,6 +35,44 @@ pub struct DrainFlags {
     /// Evict pods that no controller manages; they are gone for good.
     #[arg(long)]
     pub force: bool,
+    /// Which budgets pace evictions: PodDisruptionBudgets plus an implicit budget for
+    /// workloads without one (implicit), or PodDisruptionBudgets only (pdb-only, as
+    /// kubectl drain).
+    #[arg(long, value_enum, default_value_t)]
+    pub budget: BudgetMode,
+    /// For a pod that cannot go without an outage (a lone replica, a budget that never
+    /// allows), restart its Deployment so a replacement is Ready first.
+    #[arg(long)]
+    pub surge: bool,
+    /// Accept that a workload may drop to zero Ready pods (lone replicas).
+    #[arg(long)]
+    pub allow_disruption: bool,
+}
+
+impl PolicyFlags {
+    pub fn permissions(&self) -> Permissions {
+        Permissions {
+            ignore_daemonsets: self.ignore_daemonsets,
+            delete_emptydir_data: self.delete_emptydir_data,
+            force: self.force,
+        }
+    }
+
+    pub fn guards(&self, disable_eviction: bool) -> GuardOptions {
+        GuardOptions {
+            budget: self.budget,
+            surge: self.surge,
+            allow_disruption: self.allow_disruption,
+            disable_eviction,
+        }
+    }
+}
+
+/// The flags that say how to drain, shared by `drain` and `maintain`.
+#[derive(Debug, Args)]
+pub struct DrainFlags {
+    #[command(flatten)]
+    pub policy: PolicyFlags,
     /// Only drain pods matching this label selector.
     #[arg(long, value_name = "SELECTOR")]
     pub pod_selector: Option<String>,
@@ -51,18 +88,6 @@ pub struct DrainFlags {
     /// Evictions in flight at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
-    /// Which budgets pace evictions: PodDisruptionBudgets plus an implicit budget for
-    /// workloads without one (implicit), or PodDisruptionBudgets only (pdb-only, as
-    /// kubectl drain).
-    #[arg(long, value_enum, default_value_t)]
-    pub budget: BudgetMode,
-    /// For a pod that cannot go without an outage (a lone replica, a budget that never
-    /// allows), restart its Deployment so a replacement is Ready first.
-    #[arg(long)]
-    pub surge: bool,
-    /// Accept that a workload may drop to zero Ready pods (lone replicas).
-    #[arg(long)]
-    pub allow_disruption: bool,
     /// Only print what would happen (client), or let the server check it (server).
     #[arg(long, value_enum, default_value_t, num_args = 0..=1, default_missing_value = "client", require_equals = true)]
     pub dry_run: DryRun,
@@ -71,23 +96,14 @@ pub struct DrainFlags {
 impl DrainFlags {
     pub fn options(&self) -> DrainOptions {
         DrainOptions {
-            permissions: Permissions {
-                ignore_daemonsets: self.ignore_daemonsets,
-                delete_emptydir_data: self.delete_emptydir_data,
-                force: self.force,
-            },
+            permissions: self.policy.permissions(),
             pod_selector: self.pod_selector.clone(),
             grace_period: u32::try_from(self.grace_period).ok(),
             disable_eviction: self.disable_eviction,
             dry_run: self.dry_run,
             timeout: (!self.timeout.is_zero()).then_some(self.timeout),
             concurrency: self.concurrency,
-            guards: GuardOptions {
-                budget: self.budget,
-                surge: self.surge,
-                allow_disruption: self.allow_disruption,
-                disable_eviction: self.disable_eviction,
-            },
+            guards: self.policy.guards(self.disable_eviction),
         }
     }
 }
@@ -120,28 +136,11 @@ pub async fn drain_node(
 pub async fn run(global: &GlobalArgs, args: &DrainArgs) -> anyhow::Result<()> {
     let conn = Connection::open(&global.connection()).await?;
     let printer = Printer::new(global.output);
-    let targets: Vec<NodeName> = match &args.selector {
-        Some(selector) => {
-            let found = nodes::select(&conn, selector).await?;
-            if found.is_empty() {
-                bail!("no nodes match the selector \"{selector}\"");
-            }
-            found
-                .iter()
-                .filter_map(|n| n.metadata.name.as_deref().map(NodeName::from))
-                .collect()
-        }
-        None if args.nodes.is_empty() => bail!("name at least one node, or pass --selector"),
-        None => args
-            .nodes
-            .iter()
-            .map(|n| NodeName::new(n.as_str()))
-            .collect(),
-    };
-    // Unknown names fail before anything changes.
-    for node in &targets {
-        nodes::get(&conn, node).await?;
-    }
+    let targets: Vec<NodeName> = super::target_nodes(&conn, &args.nodes, args.selector.as_deref())
+        .await?
+        .iter()
+        .filter_map(|n| n.metadata.name.as_deref().map(NodeName::from))
+        .collect();
     if args.drain.disable_eviction {
         tracing::warn!(
             "--disable-eviction deletes pods directly: PodDisruptionBudgets are NOT honoured"

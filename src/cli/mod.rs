@@ -7,7 +7,7 @@ use kordon::cluster::ConnectionOptions;
 use kordon::output::Format;
 
 mod cordon;
-mod drain;
+pub mod drain;
 mod maintain;
 pub mod plan;
 mod status;
@@ -53,6 +53,33 @@ impl GlobalArgs {
         ConnectionOptions {
             kubeconfig: self.kubeconfig.clone(),
             context: self.context.clone(),
+        }
+    }
+}
+
+/// The nodes a command acts on, named (each must exist) or chosen by a label selector,
+/// all looked up before anything changes.
+pub async fn target_nodes(
+    conn: &kordon::cluster::Connection,
+    names: &[String],
+    selector: Option<&str>,
+) -> anyhow::Result<Vec<k8s_openapi::api::core::v1::Node>> {
+    use kordon::cluster::nodes;
+    match selector {
+        Some(selector) => {
+            let found = nodes::select(conn, selector).await?;
+            if found.is_empty() {
+                anyhow::bail!("no nodes match the selector \"{selector}\"");
+            }
+            Ok(found)
+        }
+        None if names.is_empty() => anyhow::bail!("name at least one node, or pass --selector"),
+        None => {
+            let mut found = Vec::new();
+            for name in names {
+                found.push(nodes::get(conn, &kordon::names::NodeName::new(name.as_str())).await?);
+            }
+            Ok(found)
         }
     }
 }

@@ -1,11 +1,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use kordon::classify::Permissions;
 use kordon::cluster::Connection;
 use kordon::names::NodeName;
 use kordon::output::Printer;
-use kordon::plan::guards::{BudgetMode, GuardOptions};
 use kordon::plan::{self, PlanOptions};
 use kordon::snapshot::Snapshot;
 
@@ -20,18 +18,8 @@ pub struct PlanArgs {
     /// instead of the live cluster.
     #[arg(long, value_name = "FILE")]
     pub from_file: Option<PathBuf>,
-    #[arg(long)]
-    pub ignore_daemonsets: bool,
-    #[arg(long)]
-    pub delete_emptydir_data: bool,
-    #[arg(long)]
-    pub force: bool,
-    #[arg(long, value_enum, default_value_t)]
-    pub budget: BudgetMode,
-    #[arg(long)]
-    pub surge: bool,
-    #[arg(long)]
-    pub allow_disruption: bool,
+    #[command(flatten)]
+    pub policy: super::drain::PolicyFlags,
 }
 
 /// Exit code 0 when the plan is safe; [`PlanUnsafe`] (exit 3) when not.
@@ -46,17 +34,8 @@ pub async fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<()> {
         None => Snapshot::live(&Connection::open(&global.connection()).await?).await?,
     };
     let options = PlanOptions {
-        permissions: Permissions {
-            ignore_daemonsets: args.ignore_daemonsets,
-            delete_emptydir_data: args.delete_emptydir_data,
-            force: args.force,
-        },
-        guards: GuardOptions {
-            budget: args.budget,
-            surge: args.surge,
-            allow_disruption: args.allow_disruption,
-            disable_eviction: false,
-        },
+        permissions: args.policy.permissions(),
+        guards: args.policy.guards(false),
     };
     let targets: Vec<NodeName> = args
         .nodes
