@@ -6,6 +6,7 @@ use kordon::cluster::Connection;
 use kordon::cluster::nodes::DryRun;
 use kordon::drain::{self, DrainError, DrainOptions, DrainReport};
 use kordon::names::NodeName;
+use kordon::output::progress::DrainProgress;
 use kordon::output::{Printer, Report};
 use kordon::plan::guards::{BudgetMode, GuardOptions};
 
@@ -127,10 +128,10 @@ pub async fn drain_node(
     if !plan.refused().is_empty() && printer.format() == kordon::output::Format::Json {
         printer.report(&plan_report);
     }
-    drain::execute(conn, plan, options, &|e| {
-        printer.progress(kordon::output::drain::event_line(&e))
-    })
-    .await
+    let progress = DrainProgress::new(*printer, plan.evictable());
+    let result = drain::execute(conn, plan, options, &|e| progress.event(&e)).await;
+    progress.finish();
+    result
 }
 
 pub async fn run(global: &GlobalArgs, args: &DrainArgs) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 //! `--concurrency` requests are in flight.
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -24,6 +24,16 @@ use crate::workload::{Workload, WorkloadId};
 
 /// Wakes a waiter even if no event comes, in case one was missed.
 const RECHECK: Duration = Duration::from_secs(5);
+
+/// How often a hold that lasts is reported again.
+const REMIND_EVERY: Duration = Duration::from_secs(30);
+
+/// The hold last reported for a pod.
+struct Shown {
+    blocked: Blocked,
+    since: Instant,
+    reported: Instant,
+}
 
 pub struct Engine<'a> {
     pub conn: &'a Connection,
@@ -190,20 +200,31 @@ impl<'a> Engine<'a> {
         Ok(evict::evict(self.conn, target, self.request).await?)
     }
 
-    /// Reports a hold once per change of what holds the pod.
-    fn blocked(&self, target: &Pod, blocked: Blocked, shown: &mut Option<Blocked>) {
-        if shown.as_ref() == Some(&blocked) {
-            return;
+    /// Reports a hold when what holds the pod changes, and again every
+    /// [`REMIND_EVERY`] while it keeps holding, with how long it has held.
+    fn blocked(&self, target: &Pod, blocked: Blocked, shown: &mut Option<Shown>) {
+        let now = Instant::now();
+        match shown {
+            Some(s) if s.blocked == blocked && now - s.reported < REMIND_EVERY => return,
+            Some(s) if s.blocked == blocked => s.reported = now,
+            _ => {
+                *shown = Some(Shown {
+                    blocked: blocked.clone(),
+                    since: now,
+                    reported: now,
+                })
+            }
         }
+        let since = shown.as_ref().map_or(now, |s| s.since);
         let key = pod::key(target);
         if let Ok(mut b) = self.progress.blocks.lock() {
             b.push((key.clone(), blocked.clone()));
         }
         (self.on_event)(Event::Blocked {
             pod: key,
-            blocked: blocked.clone(),
+            blocked,
+            waited: now - since,
         });
-        *shown = Some(blocked);
     }
 
     /// One turn at a time per workload or budget, named by `key`.

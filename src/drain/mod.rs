@@ -74,6 +74,14 @@ impl Plan {
             .collect()
     }
 
+    /// How many pods the drain will evict.
+    pub fn evictable(&self) -> usize {
+        self.pods
+            .iter()
+            .filter(|(_, v)| matches!(v, Verdict::Evict(_)))
+            .count()
+    }
+
     /// Pods that block the drain, each with its reasons.
     pub fn refused(&self) -> Vec<(String, Vec<Refusal>)> {
         self.pods
@@ -99,9 +107,11 @@ pub enum Event {
     Evicting {
         pod: String,
     },
+    /// A budget holds the pod; repeated while it keeps holding, with how long so far.
     Blocked {
         pod: String,
         blocked: Blocked,
+        waited: Duration,
     },
     Gone {
         pod: String,

@@ -81,13 +81,24 @@ pub fn event_line(event: &Event) -> String {
             after,
         } => format!("{node}: {before} -> {after}"),
         Event::Evicting { pod } => format!("evicting {pod}"),
-        Event::Blocked { pod, blocked } => match &blocked.budget {
-            Some(budget) => format!(
-                "{pod}: waiting for PodDisruptionBudget {budget}: {}",
-                blocked.detail
-            ),
-            None => format!("{pod}: waiting: {}", blocked.detail),
-        },
+        Event::Blocked {
+            pod,
+            blocked,
+            waited,
+        } => {
+            let waited = if waited.as_secs() > 0 {
+                format!(" (waiting {}s)", waited.as_secs())
+            } else {
+                String::new()
+            };
+            match &blocked.budget {
+                Some(budget) => format!(
+                    "{pod}: waiting for PodDisruptionBudget {budget}: {}{waited}",
+                    blocked.detail
+                ),
+                None => format!("{pod}: waiting: {}{waited}", blocked.detail),
+            }
+        }
         Event::Gone { pod } => format!("{pod}: gone"),
         Event::Surged { workload } => {
             format!(

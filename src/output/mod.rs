@@ -7,6 +7,7 @@ use serde::Serialize;
 pub mod drain;
 mod maintain;
 pub mod plan;
+pub mod progress;
 pub mod status;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
