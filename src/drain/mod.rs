@@ -204,15 +204,31 @@ pub async fn plan(
     node: &NodeName,
     opts: &DrainOptions,
 ) -> Result<Plan, DrainError> {
-    let found: Node = nodes::get(conn, node).await?;
-    let state = NodeState::of(&found);
+    // One read of the cluster serves the node's state, its pods, the guards and the
+    // forecast.
+    let snapshot = crate::snapshot::Snapshot::live(conn).await?;
+    let found: &Node = snapshot
+        .nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(node.as_str()))
+        .ok_or_else(|| ClusterError::NodeNotFound(node.clone()))?;
+    let state = NodeState::of(found);
     if state.readiness != Readiness::Ready {
         return Err(DrainError::NotReady {
             node: node.clone(),
             state,
         });
     }
-    let mut pods = pods_on(conn, node, opts.pod_selector.as_deref()).await?;
+    let mut pods = match &opts.pod_selector {
+        // The API server parses and applies the selector, as for kubectl.
+        Some(selector) => pods_on(conn, node, selector).await?,
+        None => snapshot
+            .pods
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str()))
+            .cloned()
+            .collect(),
+    };
     pods.sort_by_key(pod::key);
     let mut pods: Vec<(Pod, Verdict)> = pods
         .into_iter()
@@ -221,7 +237,6 @@ pub async fn plan(
             (p, v)
         })
         .collect();
-    let snapshot = crate::snapshot::Snapshot::live(conn).await?;
     let guards = guards::assign(&snapshot, &mut pods, opts.guards);
     let forecast = crate::plan::plan(
         &snapshot,
@@ -235,30 +250,28 @@ pub async fn plan(
     Ok(Plan {
         node: node.clone(),
         state,
-        cordoned_by_kordon: nodes::cordoned_by_kordon(&found),
+        cordoned_by_kordon: nodes::cordoned_by_kordon(found),
         pods,
         guards,
         forecast,
     })
 }
 
+/// The node's pods matching a label selector, which the API server validates.
 async fn pods_on(
     conn: &Connection,
     node: &NodeName,
-    selector: Option<&str>,
+    selector: &str,
 ) -> Result<Vec<Pod>, DrainError> {
     let api: Api<Pod> = Api::all(conn.client.clone());
-    let mut lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
-    if let Some(s) = selector {
-        lp = lp.labels(s);
-    }
+    let lp = ListParams::default()
+        .fields(&format!("spec.nodeName={node}"))
+        .labels(selector);
     api.list(&lp).await.map(|l| l.items).map_err(|e| match e {
-        kube::Error::Api(status) if status.code == 400 && selector.is_some() => {
-            DrainError::InvalidPodSelector {
-                selector: selector.unwrap_or_default().to_string(),
-                message: status.message.clone(),
-            }
-        }
+        kube::Error::Api(status) if status.code == 400 => DrainError::InvalidPodSelector {
+            selector: selector.to_string(),
+            message: status.message.clone(),
+        },
         e => conn.error(format!("list pods on node {node}"), e).into(),
     })
 }
