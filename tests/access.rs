@@ -8,7 +8,6 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::TestEnv;
-use support::fixtures::{self, PodOptions};
 
 /// A kubeconfig for a service account that may read nodes, pods, workloads and budgets
 /// but change nothing.
@@ -73,16 +72,8 @@ async fn delete_rbac(env: &TestEnv) {
 
 #[tokio::test]
 async fn missing_rbac_permissions_are_named_before_anything_changes() {
-    let mut env = TestEnv::new("rbac").await;
-    let node = env.add_node("node-1").await;
-    env.add_node("node-2").await;
-    let spread = PodOptions {
-        spread: true,
-        ..Default::default()
-    };
-    env.create(&fixtures::deployment(env.ns(), "web", 2, &spread))
-        .await;
-    env.wait_ready("app=web", 2).await;
+    let env = TestEnv::two_nodes_with_web("rbac").await;
+    let node = env.node("node-1");
     let before = env.pod_uids().await;
     let (kubeconfig, _user) = read_only_kubeconfig(&env).await;
     let kubeconfig = kubeconfig.display().to_string();

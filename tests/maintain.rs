@@ -2,25 +2,10 @@
 mod support;
 
 use support::TestEnv;
-use support::fixtures::{self, PodOptions};
-
-async fn two_nodes_with_web(name: &str) -> TestEnv {
-    let mut env = TestEnv::new(name).await;
-    env.add_node("node-1").await;
-    env.add_node("node-2").await;
-    let spread = PodOptions {
-        spread: true,
-        ..Default::default()
-    };
-    env.create(&fixtures::deployment(env.ns(), "web", 2, &spread))
-        .await;
-    env.wait_ready("app=web", 2).await;
-    env
-}
 
 #[tokio::test]
 async fn maintain_drains_runs_the_command_with_the_node_in_its_environment_and_uncordons() {
-    let env = two_nodes_with_web("maintain").await;
+    let env = TestEnv::two_nodes_with_web("maintain").await;
     let node = env.node("node-2");
     let marker = std::env::temp_dir().join(format!("kordon-{}", env.id));
     let script = format!("echo \"$KORDON_NODE\" > {}", marker.display());
@@ -51,7 +36,7 @@ async fn maintain_drains_runs_the_command_with_the_node_in_its_environment_and_u
 
 #[tokio::test]
 async fn a_failing_command_stops_the_run_and_leaves_the_node_cordoned() {
-    let env = two_nodes_with_web("maintfail").await;
+    let env = TestEnv::two_nodes_with_web("maintfail").await;
     let node = env.node("node-2");
     let run = env.run_kordon(&["maintain", &node, "--", "sh", "-c", "exit 7"]);
     assert_eq!(run.code, Some(1), "{run:#?}");
@@ -74,7 +59,7 @@ async fn a_failing_command_stops_the_run_and_leaves_the_node_cordoned() {
 
 #[tokio::test]
 async fn expect_reboot_waits_for_a_new_boot_id() {
-    let env = two_nodes_with_web("reboot").await;
+    let env = TestEnv::two_nodes_with_web("reboot").await;
     let node = env.node("node-2");
     let kubeconfig = support::kubeconfig().display().to_string();
 
@@ -116,7 +101,7 @@ async fn expect_reboot_waits_for_a_new_boot_id() {
 
 #[tokio::test]
 async fn maintain_needs_a_command_or_manual() {
-    let env = two_nodes_with_web("maintargs").await;
+    let env = TestEnv::two_nodes_with_web("maintargs").await;
     let node = env.node("node-2");
     let run = env.run_kordon(&["maintain", &node]);
     assert_eq!(run.code, Some(1));
@@ -137,7 +122,7 @@ async fn maintain_needs_a_command_or_manual() {
 
 #[tokio::test]
 async fn a_node_someone_else_cordoned_stays_cordoned() {
-    let env = two_nodes_with_web("othercordon").await;
+    let env = TestEnv::two_nodes_with_web("othercordon").await;
     let node = env.node("node-2");
     let out = env
         .kubectl()
@@ -158,7 +143,7 @@ async fn a_node_someone_else_cordoned_stays_cordoned() {
 
 #[tokio::test]
 async fn manual_mode_waits_for_enter_on_a_terminal() {
-    let env = two_nodes_with_web("manual").await;
+    let env = TestEnv::two_nodes_with_web("manual").await;
     let node = env.node("node-2");
     // `script` gives kordon a pseudo-terminal and feeds it our Enter.
     let command = format!(

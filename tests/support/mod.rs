@@ -114,6 +114,21 @@ impl TestEnv {
         }
     }
 
+    /// node-1 and node-2 with a Deployment `web` of two Ready pods, one on each.
+    pub async fn two_nodes_with_web(name: &str) -> Self {
+        let mut env = Self::new(name).await;
+        env.add_node("node-1").await;
+        env.add_node("node-2").await;
+        let spread = fixtures::PodOptions {
+            spread: true,
+            ..Default::default()
+        };
+        env.create(&fixtures::deployment(env.ns(), "web", 2, &spread))
+            .await;
+        env.wait_ready("app=web", 2).await;
+        env
+    }
+
     pub fn ns(&self) -> &str {
         &self.id
     }
