@@ -11,10 +11,10 @@ use kube::Api;
 use kube::api::ListParams;
 use serde::de::DeserializeOwned;
 
+use crate::budget;
 use crate::cluster::{ClusterError, Connection};
 use crate::plan::placement::{self, Resources};
 use crate::pod;
-use crate::selector;
 use crate::workload::{self, Workload};
 
 #[derive(Debug, Default)]
@@ -215,17 +215,9 @@ impl Snapshot {
 
     /// Budgets whose selector matches the pod.
     pub fn budgets_covering(&self, p: &Pod) -> Vec<&PodDisruptionBudget> {
-        let empty = Default::default();
-        let labels = p.metadata.labels.as_ref().unwrap_or(&empty);
         self.budgets
             .iter()
-            .filter(|b| b.metadata.namespace == p.metadata.namespace)
-            .filter(|b| {
-                b.spec
-                    .as_ref()
-                    .and_then(|s| s.selector.as_ref())
-                    .is_some_and(|sel| selector::matches(sel, labels))
-            })
+            .filter(|b| budget::covers(b, p))
             .collect()
     }
 }

@@ -43,37 +43,34 @@ fn missing_kubeconfig_is_one_sentence() {
     assert_one_sentence_error(&out, "/nonexistent/kubeconfig");
 }
 
-#[test]
-fn garbage_kubeconfig_is_one_sentence() {
-    let dir = std::env::temp_dir().join(format!("kordon-garbage-{}", std::process::id()));
-    std::fs::write(&dir, "this: [is not a kubeconfig").expect("write");
+/// Runs `kordon version` with a kubeconfig holding `contents`.
+fn version_with_kubeconfig(name: &str, contents: &str) -> std::process::Output {
+    let path = std::env::temp_dir().join(format!("kordon-{name}-{}", std::process::id()));
+    std::fs::write(&path, contents).expect("write");
     let out = kordon()
         .arg("--kubeconfig")
-        .arg(&dir)
+        .arg(&path)
         .arg("version")
         .output()
         .expect("run kordon");
-    let _ = std::fs::remove_file(&dir);
+    let _ = std::fs::remove_file(&path);
+    out
+}
+
+#[test]
+fn garbage_kubeconfig_is_one_sentence() {
+    let out = version_with_kubeconfig("garbage", "this: [is not a kubeconfig");
     assert_one_sentence_error(&out, "cannot load kubeconfig");
 }
 
 #[test]
 fn unreachable_server_is_one_sentence() {
-    let dir = std::env::temp_dir().join(format!("kordon-unreachable-{}", std::process::id()));
-    std::fs::write(
-        &dir,
+    let out = version_with_kubeconfig(
+        "unreachable",
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\n\
          users:\n- name: u\n  user: {token: t}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\n\
          current-context: x\n",
-    )
-    .expect("write");
-    let out = kordon()
-        .arg("--kubeconfig")
-        .arg(&dir)
-        .arg("version")
-        .output()
-        .expect("run kordon");
-    let _ = std::fs::remove_file(&dir);
+    );
     assert_one_sentence_error(
         &out,
         "cannot reach the Kubernetes API server at https://127.0.0.1:1",

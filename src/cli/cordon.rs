@@ -10,12 +10,8 @@ use super::GlobalArgs;
 
 #[derive(Debug, Args)]
 pub struct CordonArgs {
-    /// Nodes to act on.
-    #[arg(value_name = "NODE")]
-    pub nodes: Vec<String>,
-    /// Act on the nodes matching this label selector instead.
-    #[arg(short = 'l', long, conflicts_with = "nodes")]
-    pub selector: Option<String>,
+    #[command(flatten)]
+    pub targets: super::NodeSelection,
     /// Only print what would change (client), or have the server validate it (server).
     #[arg(long, value_enum, default_value_t, num_args = 0..=1, default_missing_value = "client", require_equals = true)]
     pub dry_run: DryRun,
@@ -57,7 +53,7 @@ impl Report for Transitions {
 /// any is changed, so one unknown name changes nothing.
 pub async fn run(global: &GlobalArgs, args: &CordonArgs, cordon: bool) -> anyhow::Result<()> {
     let conn = Connection::open(&global.connection()).await?;
-    let targets = super::target_nodes(&conn, &args.nodes, args.selector.as_deref()).await?;
+    let targets = args.targets.resolve(&conn, false).await?;
 
     let mut report = Transitions {
         nodes: Vec::new(),

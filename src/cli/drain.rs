@@ -14,12 +14,8 @@ use super::GlobalArgs;
 
 #[derive(Debug, Args)]
 pub struct DrainArgs {
-    /// Nodes to drain, one after the other.
-    #[arg(value_name = "NODE")]
-    pub nodes: Vec<String>,
-    /// Drain the nodes matching this label selector instead.
-    #[arg(short = 'l', long, conflicts_with = "nodes")]
-    pub selector: Option<String>,
+    #[command(flatten)]
+    pub targets: super::NodeSelection,
     #[command(flatten)]
     pub drain: DrainFlags,
 }
@@ -137,7 +133,9 @@ pub async fn drain_node(
 pub async fn run(global: &GlobalArgs, args: &DrainArgs) -> anyhow::Result<()> {
     let conn = Connection::open(&global.connection()).await?;
     let printer = Printer::new(global.output);
-    let targets: Vec<NodeName> = super::target_nodes(&conn, &args.nodes, args.selector.as_deref())
+    let targets: Vec<NodeName> = args
+        .targets
+        .resolve(&conn, false)
         .await?
         .iter()
         .filter_map(|n| n.metadata.name.as_deref().map(NodeName::from))

@@ -57,29 +57,48 @@ impl GlobalArgs {
     }
 }
 
-/// The nodes a command acts on, named (each must exist) or chosen by a label selector,
-/// all looked up before anything changes.
-pub async fn target_nodes(
-    conn: &kordon::cluster::Connection,
-    names: &[String],
-    selector: Option<&str>,
-) -> anyhow::Result<Vec<k8s_openapi::api::core::v1::Node>> {
-    use kordon::cluster::nodes;
-    match selector {
-        Some(selector) => {
-            let found = nodes::select(conn, selector).await?;
-            if found.is_empty() {
-                anyhow::bail!("no nodes match the selector \"{selector}\"");
+/// Which nodes a command acts on: named, or chosen by a label selector.
+#[derive(Debug, Args)]
+pub struct NodeSelection {
+    /// Nodes by name.
+    #[arg(value_name = "NODE")]
+    pub nodes: Vec<String>,
+    /// The nodes matching this label selector instead.
+    #[arg(short = 'l', long, conflicts_with = "nodes")]
+    pub selector: Option<String>,
+}
+
+impl NodeSelection {
+    /// Looks every node up before anything changes: one unknown name fails the
+    /// command. With neither names nor selector, `all_when_empty` decides between
+    /// every node and an error.
+    pub async fn resolve(
+        &self,
+        conn: &kordon::cluster::Connection,
+        all_when_empty: bool,
+    ) -> anyhow::Result<Vec<k8s_openapi::api::core::v1::Node>> {
+        use kordon::cluster::nodes;
+        match &self.selector {
+            Some(selector) => {
+                let found = nodes::select(conn, selector).await?;
+                if found.is_empty() {
+                    anyhow::bail!("no nodes match the selector \"{selector}\"");
+                }
+                Ok(found)
             }
-            Ok(found)
-        }
-        None if names.is_empty() => anyhow::bail!("name at least one node, or pass --selector"),
-        None => {
-            let mut found = Vec::new();
-            for name in names {
-                found.push(nodes::get(conn, &kordon::names::NodeName::new(name.as_str())).await?);
+            None if self.nodes.is_empty() && all_when_empty => Ok(nodes::all(conn).await?),
+            None if self.nodes.is_empty() => {
+                anyhow::bail!("name at least one node, or pass --selector")
             }
-            Ok(found)
+            None => {
+                let mut found = Vec::new();
+                for name in &self.nodes {
+                    found.push(
+                        nodes::get(conn, &kordon::names::NodeName::new(name.as_str())).await?,
+                    );
+                }
+                Ok(found)
+            }
         }
     }
 }
