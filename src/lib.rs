@@ -10,6 +10,7 @@ pub mod classify;
 pub mod cluster;
 pub mod drain;
 pub mod evict;
+pub mod fleet;
 pub mod guard;
 pub mod names;
 pub mod node_state;

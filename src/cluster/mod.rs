@@ -1,8 +1,11 @@
 //! Cluster access: a client from kubeconfig, API errors turned into sentences a user
-//! can act on, and the few reads and writes the workflow needs on nodes.
+//! can act on, and the few reads and writes the workflow needs on nodes, leases and
+//! events.
 pub mod access;
 mod connect;
 mod error;
+pub mod events;
+pub mod lease;
 pub mod nodes;
 
 pub use connect::{Connection, ConnectionOptions};

@@ -1,4 +1,6 @@
 //! Reads and writes on Node objects.
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -73,24 +75,54 @@ pub async fn set_unschedulable(
     unschedulable: bool,
     dry_run: DryRun,
 ) -> Result<Node, ClusterError> {
+    patch(
+        conn,
+        name,
+        Some(unschedulable),
+        &Annotations::new(),
+        dry_run,
+    )
+    .await
+}
+
+/// Annotation changes: `None` removes the key.
+pub type Annotations = BTreeMap<String, Option<String>>;
+
+/// One merge patch: the annotations and, when given, the cordon state (with kordon's
+/// cordon mark set or removed to match). Being one request, a node is never cordoned
+/// by kordon without the annotations that say why.
+pub async fn patch(
+    conn: &Connection,
+    name: &NodeName,
+    unschedulable: Option<bool>,
+    annotations: &Annotations,
+    dry_run: DryRun,
+) -> Result<Node, ClusterError> {
     let api: Api<Node> = Api::all(conn.client.clone());
     let params = PatchParams {
         dry_run: dry_run == DryRun::Server,
         ..Default::default()
     };
-    let mark = unschedulable.then(|| jiff::Timestamp::now().to_string());
-    let patch = json!({
-        "metadata": { "annotations": { CORDONED_BY_KORDON: mark } },
-        "spec": { "unschedulable": unschedulable },
-    });
+    let mut annotations = annotations.clone();
+    let mut body = json!({});
+    if let Some(unschedulable) = unschedulable {
+        let mark = unschedulable.then(|| jiff::Timestamp::now().to_string());
+        annotations.insert(CORDONED_BY_KORDON.to_string(), mark);
+        body["spec"] = json!({ "unschedulable": unschedulable });
+    }
+    body["metadata"] = json!({ "annotations": annotations });
     match api
-        .patch(name.as_str(), &params, &Patch::Merge(&patch))
+        .patch(name.as_str(), &params, &Patch::Merge(&body))
         .await
     {
         Ok(node) => Ok(node),
         Err(e) if ClusterError::is_not_found(&e) => Err(ClusterError::NodeNotFound(name.clone())),
         Err(e) => {
-            let verb = if unschedulable { "cordon" } else { "uncordon" };
+            let verb = match unschedulable {
+                Some(true) => "cordon",
+                Some(false) => "uncordon",
+                None => "annotate",
+            };
             Err(conn.error(format!("{verb} node {name} (patch nodes)"), e))
         }
     }

@@ -1,7 +1,7 @@
 //! The four steps of node maintenance — cordon, drain, maintenance, uncordon — run in
 //! order; a failure stops the run and says which step failed and what state the node
 //! is left in.
-mod ready;
+pub(crate) mod ready;
 
 use std::fmt;
 use std::time::Duration;
@@ -144,7 +144,7 @@ pub async fn maintain(
         on_progress(Progress::Drained(report.clone()));
 
         on_progress(Progress::Step(Step::Maintenance));
-        run_work(node, &opts.work, on_progress)
+        run_work(node, &opts.work, false, on_progress)
             .await
             .map_err(|e| (Step::Maintenance, e))?;
         on_progress(Progress::WaitingForReady);
@@ -212,14 +212,21 @@ async fn current_state(conn: &Connection, node: &NodeName) -> String {
     }
 }
 
-async fn run_work(
+/// With `own_group`, the command runs in its own process group, so a Ctrl-C meant for
+/// kordon (which then stops at a safe point) does not kill the maintenance midway.
+pub(crate) async fn run_work(
     node: &NodeName,
     work: &Work,
+    own_group: bool,
     on_progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<(), StepError> {
     match work {
         Work::Command { program, args } => {
-            let status = tokio::process::Command::new(program)
+            let mut command = tokio::process::Command::new(program);
+            if own_group {
+                command.process_group(0);
+            }
+            let status = command
                 .args(args)
                 .env("KORDON_NODE", node.as_str())
                 .env("KORDON_STEP", "maintenance")

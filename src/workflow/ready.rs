@@ -20,16 +20,21 @@ pub struct ReadyCriteria {
 
 /// What the node reported before the work started.
 pub struct Snapshot {
-    heartbeat: Option<Time>,
-    boot_id: Option<String>,
+    pub heartbeat: Option<Time>,
+    pub boot_id: Option<String>,
 }
 
 pub async fn snapshot(conn: &Connection, node: &NodeName) -> Result<Snapshot, ClusterError> {
-    let n = nodes::get(conn, node).await?;
-    Ok(Snapshot {
-        heartbeat: heartbeat(&n),
-        boot_id: boot_id(&n),
-    })
+    Ok(Snapshot::of(&nodes::get(conn, node).await?))
+}
+
+impl Snapshot {
+    pub fn of(n: &Node) -> Self {
+        Snapshot {
+            heartbeat: heartbeat(n),
+            boot_id: boot_id(n),
+        }
+    }
 }
 
 fn ready_condition(n: &Node) -> Option<&k8s_openapi::api::core::v1::NodeCondition> {

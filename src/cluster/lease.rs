@@ -1,0 +1,308 @@
+//! A cluster-wide lock on a `coordination.k8s.io` Lease, as leader election does it:
+//! whoever holds an unexpired lease runs; the holder renews it; a holder that died
+//! loses it when it expires. Writes carry the resourceVersion they read, so two runs
+//! racing for a free lease cannot both win.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Api;
+use kube::api::{PostParams, Resource};
+use tokio::sync::watch;
+
+use super::{ClusterError, Connection};
+
+/// Where the lock lives and who asks for it.
+#[derive(Debug, Clone)]
+pub struct LockSpec {
+    pub namespace: String,
+    pub name: String,
+    /// Shown to anyone who finds the lock taken: user, host, process, run.
+    pub holder: String,
+    pub duration: Duration,
+}
+
+/// The lease as last read: who holds it, until when, and the record its holder keeps in
+/// its annotations.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseState {
+    pub holder: Option<String>,
+    pub renewed: Option<Timestamp>,
+    pub expires: Option<Timestamp>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl LeaseState {
+    fn of(lease: &Lease) -> Self {
+        let spec = lease.spec.as_ref();
+        let holder = spec
+            .and_then(|s| s.holder_identity.clone())
+            .filter(|h| !h.is_empty());
+        let renewed = spec
+            .and_then(|s| s.renew_time.as_ref().or(s.acquire_time.as_ref()))
+            .map(|t| t.0);
+        let seconds = spec.and_then(|s| s.lease_duration_seconds).unwrap_or(0);
+        Self {
+            expires: renewed.map(|r| r + SignedDuration::from_secs(i64::from(seconds))),
+            holder,
+            renewed,
+            annotations: lease.metadata.annotations.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Held by someone whose lease has not expired.
+    pub fn is_held(&self, now: Timestamp) -> bool {
+        self.holder.is_some() && self.expires.is_some_and(|e| e > now)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "another kordon run holds the lock (lease {namespace}/{name}): {holder}, renewed {renewed_ago} ago; it expires in {expires_in} unless renewed; wait for it with --lock-timeout, or try again later"
+    )]
+    Held {
+        namespace: String,
+        name: String,
+        holder: String,
+        renewed_ago: String,
+        expires_in: String,
+    },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// Reads the lease; `None` when it was never created.
+pub async fn read(
+    conn: &Connection,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<LeaseState>, ClusterError> {
+    let api: Api<Lease> = Api::namespaced(conn.client.clone(), namespace);
+    api.get_opt(name)
+        .await
+        .map(|l| l.as_ref().map(LeaseState::of))
+        .map_err(|e| conn.error(format!("read lease {namespace}/{name}"), e))
+}
+
+/// A lock this process holds, renewed in the background until released or dropped.
+pub struct HeldLock {
+    api: Api<Lease>,
+    spec: LockSpec,
+    renewer: tokio::task::JoinHandle<()>,
+    lost: watch::Receiver<bool>,
+}
+
+/// Takes the lock, writing `annotations` into the lease. A live holder is waited for
+/// up to `wait` (polling at its expiry, since that is when it can change hands), then
+/// named in [`LockError::Held`].
+pub async fn acquire(
+    conn: &Connection,
+    spec: &LockSpec,
+    wait: Duration,
+    annotations: BTreeMap<String, String>,
+) -> Result<HeldLock, LockError> {
+    let api: Api<Lease> = Api::namespaced(conn.client.clone(), &spec.namespace);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let current = api
+            .get_opt(&spec.name)
+            .await
+            .map_err(|e| conn.error(format!("read lease {}/{}", spec.namespace, spec.name), e))?;
+        let now = Timestamp::now();
+        let state = current.as_ref().map(LeaseState::of).unwrap_or_default();
+        if state.is_held(now) && state.holder.as_deref() != Some(spec.holder.as_str()) {
+            let expires = state.expires.unwrap_or(now);
+            let until_expiry = expires.duration_since(now).unsigned_abs();
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(LockError::Held {
+                    namespace: spec.namespace.clone(),
+                    name: spec.name.clone(),
+                    holder: state.holder.unwrap_or_default(),
+                    renewed_ago: seconds(now.duration_since(state.renewed.unwrap_or(now))),
+                    expires_in: seconds(expires.duration_since(now)),
+                });
+            }
+            tokio::time::sleep(until_expiry.min(remaining) + Duration::from_millis(200)).await;
+            continue;
+        }
+        let mut lease = current.unwrap_or_else(|| Lease {
+            metadata: ObjectMeta {
+                name: Some(spec.name.clone()),
+                namespace: Some(spec.namespace.clone()),
+                ..Default::default()
+            },
+            spec: None,
+        });
+        lease
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .extend(annotations.clone());
+        lease.spec = Some(LeaseSpec {
+            holder_identity: Some(spec.holder.clone()),
+            lease_duration_seconds: Some(duration_seconds(spec.duration)),
+            acquire_time: Some(MicroTime(now)),
+            renew_time: Some(MicroTime(now)),
+            lease_transitions: Some(
+                lease
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.lease_transitions)
+                    .unwrap_or(0)
+                    + 1,
+            ),
+            ..Default::default()
+        });
+        let written = if lease.meta().resource_version.is_some() {
+            api.replace(&spec.name, &PostParams::default(), &lease)
+                .await
+        } else {
+            api.create(&PostParams::default(), &lease).await
+        };
+        match written {
+            Ok(_) => {
+                let (tx, lost) = watch::channel(false);
+                let renewer = tokio::spawn(renew(api.clone(), spec.clone(), tx));
+                return Ok(HeldLock {
+                    api,
+                    spec: spec.clone(),
+                    renewer,
+                    lost,
+                });
+            }
+            // Someone else wrote in between: read again and decide again.
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => {
+                return Err(conn
+                    .error(
+                        format!(
+                            "take lease {}/{} (create/update leases)",
+                            spec.namespace, spec.name
+                        ),
+                        e,
+                    )
+                    .into());
+            }
+        }
+    }
+}
+
+fn seconds(d: SignedDuration) -> String {
+    format!("{}s", d.as_secs().max(0))
+}
+
+fn duration_seconds(d: Duration) -> i32 {
+    i32::try_from(d.as_secs().max(1)).unwrap_or(i32::MAX)
+}
+
+/// Renews at a third of the duration; a lease found taken by someone else (or not
+/// renewable until it expired) is reported lost.
+async fn renew(api: Api<Lease>, spec: LockSpec, lost: watch::Sender<bool>) {
+    let period = spec.duration / 3;
+    let mut last_renewed = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(period).await;
+        match renew_once(&api, &spec).await {
+            Ok(true) => last_renewed = tokio::time::Instant::now(),
+            Ok(false) => {
+                let _ = lost.send(true);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "renewing lease {}/{} failed: {e}",
+                    spec.namespace,
+                    spec.name
+                );
+                if last_renewed.elapsed() >= spec.duration {
+                    let _ = lost.send(true);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `Ok(false)` when the lease is no longer ours.
+async fn renew_once(api: &Api<Lease>, spec: &LockSpec) -> Result<bool, kube::Error> {
+    let Some(mut lease) = api.get_opt(&spec.name).await? else {
+        return Ok(false);
+    };
+    let Some(lease_spec) = lease.spec.as_mut() else {
+        return Ok(false);
+    };
+    if lease_spec.holder_identity.as_deref() != Some(spec.holder.as_str()) {
+        return Ok(false);
+    }
+    lease_spec.renew_time = Some(MicroTime(Timestamp::now()));
+    api.replace(&spec.name, &PostParams::default(), &lease)
+        .await
+        .map(|_| true)
+}
+
+impl HeldLock {
+    /// Becomes true if the lock was lost (taken over, or not renewed in time).
+    pub fn lost(&self) -> watch::Receiver<bool> {
+        self.lost.clone()
+    }
+
+    /// Gives the lock up, leaving `annotations` as the record of the run.
+    pub async fn release(self, annotations: BTreeMap<String, String>) -> Result<(), kube::Error> {
+        self.renewer.abort();
+        for _ in 0..5 {
+            let Some(mut lease) = self.api.get_opt(&self.spec.name).await? else {
+                return Ok(());
+            };
+            let ours = lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.as_deref())
+                == Some(self.spec.holder.as_str());
+            if !ours {
+                return Ok(());
+            }
+            lease
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .extend(annotations.clone());
+            if let Some(s) = lease.spec.as_mut() {
+                s.holder_identity = None;
+                s.renew_time = None;
+                s.acquire_time = None;
+            }
+            match self
+                .api
+                .replace(&self.spec.name, &PostParams::default(), &lease)
+                .await
+            {
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Updates the run record while holding the lock.
+    pub async fn annotate(&self, annotations: BTreeMap<String, String>) -> Result<(), kube::Error> {
+        let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
+        self.api
+            .patch(
+                &self.spec.name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}

@@ -1,0 +1,235 @@
+//! What a roll records on each node it works on, in annotations, so that any machine
+//! can see where a run stands (`kordon status`, `kubectl describe node`) and a re-run
+//! after a crash continues each node from its phase.
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Node;
+use serde::Serialize;
+
+use crate::cluster::nodes::Annotations;
+use crate::workload::WorkloadId;
+
+const RUN: &str = "kordon.dev/run";
+const PHASE: &str = "kordon.dev/phase";
+const PHASE_SINCE: &str = "kordon.dev/phase-since";
+const STARTED: &str = "kordon.dev/started-at";
+const WAS_UNSCHEDULABLE: &str = "kordon.dev/was-unschedulable";
+const BOOT_ID: &str = "kordon.dev/boot-id-before";
+const HEARTBEAT: &str = "kordon.dev/heartbeat-before";
+const EVICTED: &str = "kordon.dev/evicted";
+const WORKLOADS: &str = "kordon.dev/workloads";
+const ERROR: &str = "kordon.dev/error";
+
+/// Where a node is in its maintenance. Each phase is entered by one patch that also
+/// makes the change the phase is named after (the cordon enters `Draining`, the
+/// uncordon enters `Verifying`), so a crash between two requests resumes correctly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Cordoned; pods are being evicted.
+    Draining,
+    /// Empty; the maintenance command runs (a re-run runs it again).
+    Maintaining,
+    /// The work is done; waiting for the node to be Ready with its DaemonSet pods.
+    AwaitingReady,
+    /// Uncordoned; waiting for the workloads it touched to recover.
+    Verifying,
+    Done,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Draining => "draining",
+            Phase::Maintaining => "maintaining",
+            Phase::AwaitingReady => "awaiting-ready",
+            Phase::Verifying => "verifying",
+            Phase::Done => "done",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Phase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            Phase::Draining,
+            Phase::Maintaining,
+            Phase::AwaitingReady,
+            Phase::Verifying,
+            Phase::Done,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+        .ok_or_else(|| format!("unknown phase \"{s}\""))
+    }
+}
+
+/// The node's record for one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mark {
+    pub run: String,
+    pub phase: Phase,
+    pub phase_since: Timestamp,
+    pub started: Timestamp,
+    /// Someone else had cordoned the node before kordon came: it stays cordoned.
+    pub was_unschedulable: bool,
+    /// The node's bootID and Ready heartbeat before the work, to tell "back" from
+    /// "never left" after a crash.
+    pub boot_id_before: Option<String>,
+    pub heartbeat_before: Option<Timestamp>,
+    pub evicted: usize,
+    /// Workloads whose pods were on the node: the health gate waits for them.
+    pub workloads: Vec<WorkloadId>,
+    /// Set when the phase failed; a re-run retries the phase.
+    pub error: Option<String>,
+}
+
+impl Mark {
+    pub fn new(run: &str, was_unschedulable: bool, workloads: Vec<WorkloadId>) -> Self {
+        let now = Timestamp::now();
+        Self {
+            run: run.to_string(),
+            phase: Phase::Draining,
+            phase_since: now,
+            started: now,
+            was_unschedulable,
+            boot_id_before: None,
+            heartbeat_before: None,
+            evicted: 0,
+            workloads,
+            error: None,
+        }
+    }
+
+    /// Reads the node's mark; `None` when kordon's roll never touched it (or the
+    /// annotations are not ones it wrote).
+    pub fn of(node: &Node) -> Option<Self> {
+        let a = node.metadata.annotations.as_ref()?;
+        let time = |key: &str| a.get(key).and_then(|v| v.parse::<Timestamp>().ok());
+        Some(Self {
+            run: a.get(RUN)?.clone(),
+            phase: a.get(PHASE)?.parse().ok()?,
+            phase_since: time(PHASE_SINCE)?,
+            started: time(STARTED)?,
+            was_unschedulable: a.get(WAS_UNSCHEDULABLE).is_some_and(|v| v == "true"),
+            boot_id_before: a.get(BOOT_ID).cloned(),
+            heartbeat_before: time(HEARTBEAT),
+            evicted: a.get(EVICTED).and_then(|v| v.parse().ok()).unwrap_or(0),
+            workloads: a
+                .get(WORKLOADS)
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or_default(),
+            error: a.get(ERROR).cloned(),
+        })
+    }
+
+    /// Moves to `phase`, clearing a failure.
+    pub fn enter(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.phase_since = Timestamp::now();
+        self.error = None;
+    }
+
+    /// The annotations as a merge patch: every key, with absent values removed.
+    pub fn annotations(&self) -> Annotations {
+        let mut a: Annotations = BTreeMap::new();
+        let mut set = |k: &str, v: Option<String>| {
+            a.insert(k.to_string(), v);
+        };
+        set(RUN, Some(self.run.clone()));
+        set(PHASE, Some(self.phase.to_string()));
+        set(PHASE_SINCE, Some(self.phase_since.to_string()));
+        set(STARTED, Some(self.started.to_string()));
+        set(WAS_UNSCHEDULABLE, Some(self.was_unschedulable.to_string()));
+        set(BOOT_ID, self.boot_id_before.clone());
+        set(HEARTBEAT, self.heartbeat_before.map(|t| t.to_string()));
+        set(EVICTED, Some(self.evicted.to_string()));
+        let workloads = (!self.workloads.is_empty())
+            .then(|| serde_json::to_string(&self.workloads).unwrap_or_default());
+        set(WORKLOADS, workloads);
+        set(ERROR, self.error.clone());
+        a
+    }
+
+    /// One line for people: "draining since 12:03:04Z (run r-…)" or the failure.
+    pub fn describe(&self) -> String {
+        match &self.error {
+            Some(e) => format!("failed in {} (run {}): {e}", self.phase, self.run),
+            None => format!(
+                "{} since {} (run {})",
+                self.phase,
+                self.phase_since.strftime("%Y-%m-%d %H:%M:%SZ"),
+                self.run
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn node_with(annotations: Annotations) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                annotations: Some(
+                    annotations
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k, v?)))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_mark_survives_the_round_trip_through_annotations() {
+        let mut mark = Mark::new(
+            "r-1",
+            true,
+            vec![WorkloadId {
+                kind: "Deployment".into(),
+                namespace: "shop".into(),
+                name: "web".into(),
+            }],
+        );
+        mark.enter(Phase::AwaitingReady);
+        mark.boot_id_before = Some("boot-a".into());
+        mark.evicted = 4;
+        mark.error = Some("command exited with 1".into());
+        let back = Mark::of(&node_with(mark.annotations())).expect("a mark");
+        assert_eq!(back, mark);
+        assert!(back.describe().starts_with("failed in awaiting-ready"));
+    }
+
+    #[test]
+    fn clearing_an_error_removes_its_annotation() {
+        let mut mark = Mark::new("r-1", false, Vec::new());
+        mark.error = Some("boom".into());
+        mark.enter(Phase::Maintaining);
+        assert_eq!(mark.annotations().get(ERROR), Some(&None));
+    }
+
+    #[test]
+    fn nodes_without_a_complete_mark_have_none() {
+        assert_eq!(Mark::of(&Node::default()), None);
+        let mut partial = Annotations::new();
+        partial.insert(RUN.into(), Some("r-1".into()));
+        partial.insert(PHASE.into(), Some("sleeping".into()));
+        assert_eq!(Mark::of(&node_with(partial)), None);
+    }
+}

@@ -1,0 +1,508 @@
+//! Rolling maintenance over many nodes (`kordon roll`): plan the whole fleet first,
+//! take a cluster-wide lock, then run the four steps on up to N nodes at a time, each
+//! behind health gates, inside maintenance windows, recording every phase on its node
+//! so that a re-run after a crash continues where the last one stopped.
+pub mod gate;
+pub mod mark;
+mod node;
+pub mod run;
+pub mod window;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use k8s_openapi::api::core::v1::Node;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::cluster::access::{self, Permission};
+use crate::cluster::events::NodeEvents;
+use crate::cluster::lease::{self, LockError, LockSpec};
+use crate::cluster::{ClusterError, Connection, nodes};
+use crate::drain::{DrainOptions, Event};
+use crate::names::NodeName;
+use crate::plan::{PlanOptions, PlanReport};
+use crate::snapshot::Snapshot;
+use crate::workflow::{ReadyCriteria, Work};
+use mark::{Mark, Phase};
+pub use node::{NodeResult, Outcome};
+pub use run::{MaxUnavailable, Order, RunRecord, RunSpec, RunState};
+use window::{Availability, Window};
+
+#[derive(Debug, Clone)]
+pub struct RollOptions {
+    pub drain: DrainOptions,
+    pub work: Work,
+    pub ready: ReadyCriteria,
+    pub ready_timeout: Duration,
+    /// How long each health gate may take.
+    pub gate_timeout: Duration,
+    pub max_unavailable: MaxUnavailable,
+    pub order: Order,
+    pub windows: Vec<Window>,
+    /// Soak time after a node is done before the next one starts.
+    pub pause_between: Duration,
+    /// The roll halts once this many nodes failed.
+    pub max_failures: usize,
+    pub lock: LockOptions,
+    /// What the run was asked to do, kept in the lease to recognise a re-run.
+    pub spec: RunSpec,
+    /// `--resume`: continue the last unfinished run (which must exist).
+    pub resume: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LockOptions {
+    pub namespace: String,
+    /// How long to wait for another run's lock before refusing.
+    pub wait: Duration,
+    /// The lease duration: how soon a crashed run's lock can be taken over.
+    pub duration: Duration,
+}
+
+/// The lease every roll takes, in the lock namespace.
+pub const LOCK_NAME: &str = "kordon-roll";
+
+/// Progress as it happens, for the output layer.
+#[derive(Debug, Clone)]
+pub enum RollProgress {
+    Started {
+        run: String,
+        resumed: bool,
+        max_unavailable: usize,
+        order: Vec<NodeName>,
+    },
+    /// The pre-flight plan of one wave: nodes that may be down together.
+    Planned {
+        wave: Vec<NodeName>,
+        report: PlanReport,
+    },
+    /// No new node starts before `until`.
+    Waiting {
+        until: jiff::Timestamp,
+        why: WaitReason,
+    },
+    Phase {
+        node: NodeName,
+        phase: Phase,
+    },
+    Drain {
+        node: NodeName,
+        event: Event,
+    },
+    Failed {
+        node: NodeName,
+        phase: Phase,
+        error: String,
+    },
+    /// Ctrl-C or a lost lock: nodes in progress stop at their next safe point.
+    Stopping {
+        why: RunState,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitReason {
+    /// Outside every maintenance window: the next one opens then.
+    Window,
+    /// `--pause-between` after the last node.
+    Pause,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollReport {
+    pub run: String,
+    pub resumed: bool,
+    pub state: RunState,
+    pub max_unavailable: usize,
+    pub nodes: Vec<NodeResult>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RollError {
+    #[error("{0}")]
+    MaxUnavailable(String),
+    #[error("nothing to resume: {0}")]
+    NothingToResume(String),
+    #[error(
+        "{} is still in the middle of another run ({}); resume that run with `kordon roll --resume`, or finish those nodes by hand (uncordon, remove their kordon.dev/ annotations); nothing was changed",
+        plural(.nodes.len(), "node"), .nodes.join("; ")
+    )]
+    Unfinished { nodes: Vec<String> },
+    #[error(
+        "the fleet plan is unsafe: {}; nothing was changed",
+        .waves.join("; ")
+    )]
+    Unsafe { waves: Vec<String> },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// What the node tasks share.
+pub(crate) struct Job<'a> {
+    conn: &'a Connection,
+    options: &'a RollOptions,
+    run: String,
+    events: NodeEvents,
+    /// Set when the roll must stop at the next safe point, with why.
+    stop: watch::Receiver<Option<RunState>>,
+    on_progress: &'a (dyn Fn(RollProgress) + Sync),
+}
+
+pub async fn roll(
+    conn: &Connection,
+    targets: Vec<Node>,
+    opts: &RollOptions,
+    on_progress: &(dyn Fn(RollProgress) + Sync),
+) -> Result<RollReport, RollError> {
+    let cap = opts
+        .max_unavailable
+        .resolve(targets.len())
+        .map_err(RollError::MaxUnavailable)?;
+    let last = run::last(conn, &opts.lock.namespace).await?;
+    let (run_id, resumed) =
+        run::decide(last.as_ref(), &opts.spec, opts.resume).map_err(RollError::NothingToResume)?;
+
+    // One read of the cluster: marks, pods to plan with, the workloads each node holds.
+    let snapshot = Snapshot::live(conn).await?;
+    let unfinished: Vec<String> = snapshot
+        .nodes
+        .iter()
+        .filter_map(|n| Some((n.metadata.name.clone()?, Mark::of(n)?)))
+        .filter(|(_, m)| m.run != run_id && m.phase != Phase::Done)
+        .map(|(n, m)| format!("node {n} is {}", m.describe()))
+        .collect();
+    if !unfinished.is_empty() {
+        return Err(RollError::Unfinished { nodes: unfinished });
+    }
+
+    let mut results = Vec::new();
+    let mut in_progress = Vec::new();
+    let mut fresh = Vec::new();
+    for node in targets {
+        let name = NodeName::new(node.metadata.name.as_deref().unwrap_or_default());
+        match Mark::of(&node).filter(|m| m.run == run_id) {
+            Some(m) if m.phase == Phase::Done => results.push(NodeResult::untouched(
+                name,
+                Outcome::AlreadyDone,
+                Some(&m),
+                crate::node_state::NodeState::of(&node).to_string(),
+            )),
+            Some(m) => in_progress.push((node, Some(m))),
+            None => fresh.push((node, None)),
+        }
+    }
+    run::order(&mut fresh, opts.order, &snapshot);
+    let queue: VecDeque<(Node, Option<Mark>)> = in_progress.into_iter().chain(fresh).collect();
+    let order: Vec<NodeName> = queue.iter().map(|(n, _)| name_of(n)).collect();
+    on_progress(RollProgress::Started {
+        run: run_id.clone(),
+        resumed,
+        max_unavailable: cap,
+        order: order.clone(),
+    });
+
+    plan_fleet(&snapshot, &queue, cap, opts, on_progress)?;
+    access::require(
+        conn,
+        "roll nodes",
+        &needed_permissions(&opts.lock.namespace),
+    )
+    .await?;
+
+    let holder = run::holder(&run_id);
+    let lock = lease::acquire(
+        conn,
+        &LockSpec {
+            namespace: opts.lock.namespace.clone(),
+            name: LOCK_NAME.into(),
+            holder: holder.clone(),
+            duration: opts.lock.duration,
+        },
+        opts.lock.wait,
+        run::record(&run_id, &opts.spec, RunState::Running, &order),
+    )
+    .await?;
+
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let watcher = spawn_stop_watch(stop_tx, lock.lost());
+    let job = Job {
+        conn,
+        options: opts,
+        run: run_id.clone(),
+        events: NodeEvents::new(conn, &holder),
+        stop: stop_rx,
+        on_progress,
+    };
+    let state = schedule(&job, &snapshot, queue, cap, &mut results).await;
+    watcher.abort();
+    let state = if state == RunState::Done && results.iter().any(|r| r.outcome == Outcome::Failed) {
+        RunState::Failed
+    } else {
+        state
+    };
+    if let Err(e) = lock
+        .release(run::record(&run_id, &opts.spec, state, &order))
+        .await
+    {
+        tracing::warn!("cannot release the lock: {e}; it expires on its own");
+    }
+    results.sort_by_key(|r| order.iter().position(|n| *n == r.node));
+    Ok(RollReport {
+        run: run_id,
+        resumed,
+        state,
+        max_unavailable: cap,
+        nodes: results,
+    })
+}
+
+fn name_of(node: &Node) -> NodeName {
+    NodeName::new(node.metadata.name.as_deref().unwrap_or_default())
+}
+
+/// Plans the nodes still to drain in waves of `cap`, each wave as if its nodes were
+/// cordoned together (the others of the wave are where replacements cannot go).
+fn plan_fleet(
+    snapshot: &Snapshot,
+    queue: &VecDeque<(Node, Option<Mark>)>,
+    cap: usize,
+    opts: &RollOptions,
+    on_progress: &(dyn Fn(RollProgress) + Sync),
+) -> Result<(), RollError> {
+    let to_drain: Vec<NodeName> = queue
+        .iter()
+        .filter(|(_, m)| m.as_ref().is_none_or(|m| m.phase == Phase::Draining))
+        .map(|(n, _)| name_of(n))
+        .collect();
+    let options = PlanOptions {
+        permissions: opts.drain.permissions,
+        guards: opts.drain.guards,
+    };
+    let mut unsafe_waves = Vec::new();
+    for wave in to_drain.chunks(cap) {
+        let report = crate::plan::plan(snapshot, wave, options)
+            .map_err(|e| ClusterError::NodeNotFound(NodeName::new(e.to_string())))?;
+        if !report.safe {
+            unsafe_waves.push(run::unsafe_reason(wave, &report));
+        }
+        on_progress(RollProgress::Planned {
+            wave: wave.to_vec(),
+            report,
+        });
+    }
+    if unsafe_waves.is_empty() {
+        Ok(())
+    } else {
+        Err(RollError::Unsafe {
+            waves: unsafe_waves,
+        })
+    }
+}
+
+/// Beyond what each drain checks itself: the lock, the node records, the events.
+fn needed_permissions(lock_namespace: &str) -> Vec<Permission> {
+    vec![
+        Permission::cluster("patch", "", "nodes"),
+        Permission::namespaced("get", "coordination.k8s.io", "leases", None, lock_namespace),
+        Permission::namespaced(
+            "create",
+            "coordination.k8s.io",
+            "leases",
+            None,
+            lock_namespace,
+        ),
+        Permission::namespaced(
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            None,
+            lock_namespace,
+        ),
+        Permission::namespaced("create", "events.k8s.io", "events", None, "default"),
+    ]
+}
+
+/// The first Ctrl-C (or losing the lock) asks every node to stop at its next safe
+/// point; a second Ctrl-C exits at once, leaving each node's phase recorded for a
+/// re-run.
+fn spawn_stop_watch(
+    stop: watch::Sender<Option<RunState>>,
+    mut lost: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let state = tokio::select! {
+            _ = tokio::signal::ctrl_c() => RunState::Interrupted,
+            _ = lost.wait_for(|l| *l) => RunState::LockLost,
+        };
+        let _ = stop.send(Some(state));
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "interrupted again: exiting now; every node's phase is recorded, re-run the roll to continue"
+            );
+            std::process::exit(130);
+        }
+    })
+}
+
+/// Starts nodes while slots, windows and pauses allow; collects their results.
+async fn schedule(
+    job: &Job<'_>,
+    snapshot: &Snapshot,
+    mut queue: VecDeque<(Node, Option<Mark>)>,
+    cap: usize,
+    results: &mut Vec<NodeResult>,
+) -> RunState {
+    let opts = job.options;
+    let mut running = FuturesUnordered::new();
+    let mut failures = 0;
+    let mut pause_until: Option<tokio::time::Instant> = None;
+    let mut announced: Option<jiff::Timestamp> = None;
+    let mut stop = job.stop.clone();
+    loop {
+        let stopping = stop.borrow().is_some();
+        let halted = failures >= opts.max_failures;
+        // Failed nodes stay cordoned, so they keep their slot.
+        let mut wait_until: Option<tokio::time::Instant> = None;
+        while !stopping && !halted && running.len() + failures < cap {
+            let Some((_, previous)) = queue.front() else {
+                break;
+            };
+            if previous.is_none() {
+                let now = tokio::time::Instant::now();
+                if let Some(t) = pause_until.filter(|t| *t > now) {
+                    wait_until = Some(t);
+                    announce(job, &mut announced, t, WaitReason::Pause);
+                    break;
+                }
+                if let Some(Availability::Closed { opens }) =
+                    window::availability(&opts.windows, jiff::Timestamp::now())
+                {
+                    let wait = opens.duration_since(jiff::Timestamp::now()).unsigned_abs();
+                    let t = now + wait;
+                    wait_until = Some(t);
+                    if announced != Some(opens) {
+                        announced = Some(opens);
+                        (job.on_progress)(RollProgress::Waiting {
+                            until: opens,
+                            why: WaitReason::Window,
+                        });
+                    }
+                    break;
+                }
+            }
+            let Some((node, previous)) = queue.pop_front() else {
+                break;
+            };
+            let fresh = fresh_mark(&node, snapshot, &job.run);
+            running.push(async move { node::maintain(job, &node, previous, fresh).await });
+        }
+        if running.is_empty() && (queue.is_empty() || stopping || halted) {
+            break;
+        }
+        if running.is_empty() && wait_until.is_none() {
+            // Every slot is held by a failed node: nothing can start.
+            break;
+        }
+        let sleep = async {
+            match wait_until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => futures::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(result) = running.next(), if !running.is_empty() => {
+                match result.outcome {
+                    Outcome::Failed => failures += 1,
+                    Outcome::Done => {
+                        pause_until = Some(tokio::time::Instant::now() + opts.pause_between);
+                    }
+                    _ => {}
+                }
+                results.push(result);
+            }
+            _ = sleep => {}
+            _ = stop.changed() => {
+                if let Some(state) = *stop.borrow() {
+                    (job.on_progress)(RollProgress::Stopping { why: state });
+                }
+            }
+        }
+    }
+    for (node, previous) in queue {
+        let name = name_of(&node);
+        let state = state_of(job.conn, &name).await;
+        results.push(NodeResult::untouched(
+            name,
+            Outcome::NotStarted,
+            previous.as_ref(),
+            state,
+        ));
+    }
+    let not_started = results.iter().any(|r| r.outcome == Outcome::NotStarted);
+    if let Some(state) = *stop.borrow() {
+        state
+    } else if not_started {
+        RunState::Halted
+    } else {
+        RunState::Done
+    }
+}
+
+fn announce(
+    job: &Job<'_>,
+    announced: &mut Option<jiff::Timestamp>,
+    t: tokio::time::Instant,
+    why: WaitReason,
+) {
+    let wait = t.saturating_duration_since(tokio::time::Instant::now());
+    let until = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::try_from(wait).unwrap_or_default())
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    // Announce a pause once per node finished, not on every loop turn.
+    let key = until.round(jiff::Unit::Second).unwrap_or(until);
+    if *announced != Some(key) {
+        *announced = Some(key);
+        (job.on_progress)(RollProgress::Waiting { until, why });
+    }
+}
+
+/// The mark a node gets when the roll reaches it: whether it was already cordoned by
+/// someone else, and which workloads it holds (the health gate waits for them).
+fn fresh_mark(node: &Node, snapshot: &Snapshot, run: &str) -> Mark {
+    let name = node.metadata.name.as_deref().unwrap_or_default();
+    let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+    let workloads: BTreeSet<_> = snapshot
+        .pods
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name))
+        .filter_map(|p| snapshot.workload_of(p))
+        .map(|w| w.id)
+        .collect();
+    Mark::new(
+        run,
+        cordoned && !nodes::cordoned_by_kordon(node),
+        workloads.into_iter().collect(),
+    )
+}
+
+/// The node's state as `kubectl get nodes` shows it, for reports.
+pub(crate) async fn state_of(conn: &Connection, node: &NodeName) -> String {
+    match nodes::get(conn, node).await {
+        Ok(n) => crate::node_state::NodeState::of(&n).to_string(),
+        Err(_) => "unknown (it could not be read)".into(),
+    }
+}

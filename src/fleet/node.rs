@@ -1,0 +1,267 @@
+//! One node of a roll, phase by phase, each phase recorded on the node before the next
+//! begins. A node resumed from a mark continues from its phase; a failure is recorded
+//! on the node (which stays cordoned) and ends this node's part of the roll.
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Node;
+use serde::Serialize;
+
+use super::mark::{Mark, Phase};
+use super::{Job, RollProgress, gate};
+use crate::cluster::events::Severity;
+use crate::cluster::nodes::{self, DryRun};
+use crate::cluster::{ClusterError, Connection};
+use crate::drain::{self, DrainError};
+use crate::names::NodeName;
+use crate::workflow::{StepError, ready};
+
+/// How a node's part of the roll ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    /// All four steps and the health gate passed.
+    Done,
+    /// A previous attempt of this run had finished it.
+    AlreadyDone,
+    /// A phase failed; the node stays cordoned with the error in its annotations.
+    Failed,
+    /// Ctrl-C or a lost lock stopped it at a safe point; a re-run continues it.
+    Stopped,
+    /// The roll ended (halted, interrupted, window) before it started.
+    NotStarted,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeResult {
+    pub node: NodeName,
+    pub outcome: Outcome,
+    /// The furthest phase reached, if the node was touched.
+    pub phase: Option<Phase>,
+    pub evicted: usize,
+    pub duration_seconds: f64,
+    /// What held it up or made it fail.
+    pub blockers: Vec<String>,
+    /// The node as `kubectl get nodes` shows it at the end.
+    pub state: String,
+}
+
+impl NodeResult {
+    pub fn untouched(node: NodeName, outcome: Outcome, mark: Option<&Mark>, state: String) -> Self {
+        Self {
+            node,
+            outcome,
+            phase: mark.map(|m| m.phase),
+            evicted: mark.map_or(0, |m| m.evicted),
+            duration_seconds: 0.0,
+            blockers: mark.and_then(|m| m.error.clone()).into_iter().collect(),
+            state,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PhaseError {
+    #[error(transparent)]
+    Drain(#[from] DrainError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error(transparent)]
+    Gate(#[from] gate::GateError),
+}
+
+enum Flow {
+    Finished,
+    Stopped,
+}
+
+/// Runs the node from its mark (or from the start) to done, a failure or a stop.
+pub(super) async fn maintain(
+    job: &Job<'_>,
+    node: &Node,
+    previous: Option<Mark>,
+    fresh: Mark,
+) -> NodeResult {
+    let started = Instant::now();
+    let name = NodeName::new(node.metadata.name.as_deref().unwrap_or_default());
+    let resumed = previous.is_some();
+    let mut mark = previous.unwrap_or(fresh);
+    let flow = advance(job, node, &name, &mut mark, resumed).await;
+    let (outcome, blockers) = match flow {
+        Ok(Flow::Finished) => (Outcome::Done, Vec::new()),
+        Ok(Flow::Stopped) => (Outcome::Stopped, Vec::new()),
+        Err(e) => {
+            let message = e.to_string();
+            (job.on_progress)(RollProgress::Failed {
+                node: name.clone(),
+                phase: mark.phase,
+                error: message.clone(),
+            });
+            mark.error = Some(message.clone());
+            if let Err(e) = record(job.conn, &name, &mark, None).await {
+                tracing::warn!("cannot record the failure on node {name}: {e}");
+            }
+            job.events
+                .publish(
+                    node,
+                    Severity::Warning,
+                    "MaintenanceFailed",
+                    format!("{} failed: {message}; the node stays cordoned", mark.phase),
+                )
+                .await;
+            (Outcome::Failed, vec![message])
+        }
+    };
+    NodeResult {
+        node: name.clone(),
+        outcome,
+        phase: Some(mark.phase),
+        evicted: mark.evicted,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        blockers,
+        state: super::state_of(job.conn, &name).await,
+    }
+}
+
+async fn advance(
+    job: &Job<'_>,
+    node: &Node,
+    name: &NodeName,
+    mark: &mut Mark,
+    resumed: bool,
+) -> Result<Flow, PhaseError> {
+    let conn = job.conn;
+    let opts = job.options;
+    if !resumed {
+        // The cordon and the record of it are one request.
+        let cordon = (!mark.was_unschedulable).then_some(true);
+        record(conn, name, mark, cordon).await?;
+        entered(job, node, name, mark).await;
+    } else {
+        // A resumed node retries its phase; until uncordoned it must stay cordoned.
+        mark.error = None;
+        let cordon = (mark.phase < Phase::Verifying && !mark.was_unschedulable).then_some(true);
+        record(conn, name, mark, cordon).await?;
+    }
+    loop {
+        match mark.phase {
+            Phase::Draining => {
+                let plan = drain::plan(conn, name, &opts.drain).await?;
+                let on_event = |e| {
+                    (job.on_progress)(RollProgress::Drain {
+                        node: name.clone(),
+                        event: e,
+                    })
+                };
+                let report = match drain::execute(conn, plan, &opts.drain, &on_event).await {
+                    Ok(report) => report,
+                    Err(DrainError::Interrupted { .. }) => return Ok(Flow::Stopped),
+                    Err(e) => return Err(e.into()),
+                };
+                mark.evicted += report.evicted.len();
+                let before = ready::Snapshot::of(&nodes::get(conn, name).await?);
+                mark.boot_id_before = before.boot_id;
+                mark.heartbeat_before = before
+                    .heartbeat
+                    .and_then(|t| jiff::Timestamp::from_nanosecond(t.0.as_nanosecond()).ok());
+                mark.enter(Phase::Maintaining);
+                record(conn, name, mark, None).await?;
+            }
+            Phase::Maintaining => {
+                crate::workflow::run_work(name, &opts.work, true, &|_| {}).await?;
+                mark.enter(Phase::AwaitingReady);
+                record(conn, name, mark, None).await?;
+            }
+            Phase::AwaitingReady => {
+                let before = ready::Snapshot {
+                    heartbeat: mark.heartbeat_before.and_then(|t| {
+                        k8s_openapi::jiff::Timestamp::from_nanosecond(t.as_nanosecond())
+                            .ok()
+                            .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
+                    }),
+                    boot_id: mark.boot_id_before.clone(),
+                };
+                ready::wait(conn, name, &before, opts.ready, opts.ready_timeout).await?;
+                gate::daemon_pods_ready(conn, name, opts.gate_timeout).await?;
+                mark.enter(Phase::Verifying);
+                // Someone else's cordon is theirs to lift.
+                let uncordon = (!mark.was_unschedulable).then_some(false);
+                record(conn, name, mark, uncordon).await?;
+            }
+            Phase::Verifying => {
+                gate::workloads_recovered(conn, &mark.workloads, opts.gate_timeout).await?;
+                mark.enter(Phase::Done);
+                mark.boot_id_before = None;
+                mark.heartbeat_before = None;
+                record(conn, name, mark, None).await?;
+                entered(job, node, name, mark).await;
+                return Ok(Flow::Finished);
+            }
+            Phase::Done => return Ok(Flow::Finished),
+        }
+        entered(job, node, name, mark).await;
+        if job.stop.borrow().is_some() {
+            return Ok(Flow::Stopped);
+        }
+    }
+}
+
+/// Writes the mark, with the cordon change that goes with it.
+async fn record(
+    conn: &Connection,
+    name: &NodeName,
+    mark: &Mark,
+    unschedulable: Option<bool>,
+) -> Result<(), ClusterError> {
+    nodes::patch(conn, name, unschedulable, &mark.annotations(), DryRun::None)
+        .await
+        .map(|_| ())
+}
+
+/// Tells the terminal and the cluster (an Event on the node) that a phase began.
+async fn entered(job: &Job<'_>, node: &Node, name: &NodeName, mark: &Mark) {
+    (job.on_progress)(RollProgress::Phase {
+        node: name.clone(),
+        phase: mark.phase,
+    });
+    let (reason, note) = match mark.phase {
+        Phase::Draining if mark.was_unschedulable => (
+            "Draining",
+            "already cordoned by someone else; evicting its pods".to_string(),
+        ),
+        Phase::Draining => ("Draining", "cordoned; evicting its pods".to_string()),
+        Phase::Maintaining => (
+            "Maintaining",
+            format!(
+                "drained ({} pods evicted); maintenance running",
+                mark.evicted
+            ),
+        ),
+        Phase::AwaitingReady => (
+            "AwaitingReady",
+            "maintenance done; waiting for the node and its DaemonSet pods to be Ready".into(),
+        ),
+        Phase::Verifying if mark.was_unschedulable => (
+            "Verifying",
+            "Ready; left cordoned as it was before; waiting for its workloads to recover".into(),
+        ),
+        Phase::Verifying => (
+            "Uncordoned",
+            "Ready and uncordoned; waiting for its workloads to recover".into(),
+        ),
+        Phase::Done => (
+            "MaintenanceDone",
+            "maintenance done and workloads recovered".into(),
+        ),
+    };
+    job.events
+        .publish(
+            node,
+            Severity::Normal,
+            reason,
+            format!("kordon run {}: {note}", mark.run),
+        )
+        .await;
+}
