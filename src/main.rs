@@ -30,8 +30,22 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
         err.downcast_ref::<MaintainError>()
             .and_then(MaintainError::drain_error)
     });
+    use kordon::fleet::{RollError, RunState};
     if err.downcast_ref::<cli::plan::PlanUnsafe>().is_some() {
         return ExitCode::from(3);
+    }
+    match err.downcast_ref::<RollError>() {
+        Some(
+            RollError::Unsafe { .. }
+            | RollError::Unfinished { .. }
+            | RollError::Lock(kordon::cluster::lease::LockError::Held { .. }),
+        ) => {
+            return ExitCode::from(3);
+        }
+        _ => {}
+    }
+    if let Some(cli::roll::RollIncomplete(_, RunState::Interrupted)) = err.downcast_ref() {
+        return ExitCode::from(130);
     }
     match drain {
         Some(DrainError::Refused { .. }) => ExitCode::from(3),

@@ -14,6 +14,9 @@ pub struct NodeStatus {
     pub name: String,
     pub state: String,
     pub cordoned: bool,
+    /// Where a roll stands on this node (from its annotations), if one touched it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<crate::fleet::mark::Mark>,
     pub pods: Vec<PodStatus>,
 }
 
@@ -57,6 +60,7 @@ pub fn build(nodes: &[Node], pods: &[Pod]) -> Vec<NodeStatus> {
                 name,
                 state: state.to_string(),
                 cordoned: state.cordoned,
+                maintenance: crate::fleet::mark::Mark::of(n),
                 pods,
             }
         })

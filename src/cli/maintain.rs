@@ -36,21 +36,7 @@ pub struct MaintainArgs {
 }
 
 pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> anyhow::Result<()> {
-    let work = match (args.manual, args.command.split_first()) {
-        (true, _) if !std::io::stdin().is_terminal() => {
-            bail!(
-                "--manual waits for Enter on a terminal, but standard input is not one; pass a command after -- instead"
-            )
-        }
-        (true, _) => Work::Manual,
-        (false, Some((program, rest))) => Work::Command {
-            program: program.clone(),
-            args: rest.to_vec(),
-        },
-        (false, None) => bail!(
-            "say what the maintenance is: `kordon maintain NODE -- COMMAND [ARGS…]`, or --manual"
-        ),
-    };
+    let work = work(args.manual, &args.command, "kordon maintain NODE")?;
     let conn = Connection::open(&global.connection()).await?;
     let printer = Printer::new(global.output);
     let options = MaintainOptions {
@@ -82,4 +68,23 @@ pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> anyhow::Result<()>
     let report = workflow::maintain(&conn, &node, &options, &on_progress).await?;
     printer.report(&report);
     Ok(())
+}
+
+/// The maintenance to run: a command after `--`, or `--manual` on a terminal.
+pub fn work(manual: bool, command: &[String], usage: &str) -> anyhow::Result<Work> {
+    match (manual, command.split_first()) {
+        (true, _) if !std::io::stdin().is_terminal() => {
+            bail!(
+                "--manual waits for Enter on a terminal, but standard input is not one; pass a command after -- instead"
+            )
+        }
+        (true, _) => Ok(Work::Manual),
+        (false, Some((program, rest))) => Ok(Work::Command {
+            program: program.clone(),
+            args: rest.to_vec(),
+        }),
+        (false, None) => {
+            bail!("say what the maintenance is: `{usage} -- COMMAND [ARGS…]`, or --manual")
+        }
+    }
 }

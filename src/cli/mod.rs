@@ -10,6 +10,7 @@ mod cordon;
 pub mod drain;
 mod maintain;
 pub mod plan;
+pub mod roll;
 mod status;
 mod version;
 
@@ -115,6 +116,8 @@ pub enum Command {
     Drain(drain::DrainArgs),
     /// All four steps: cordon, drain, run the maintenance, wait for Ready, uncordon.
     Maintain(maintain::MaintainArgs),
+    /// Maintain many nodes, N at a time, behind health gates, resumable after a crash.
+    Roll(roll::RollArgs),
     /// Before anything changes: where every pod would go, what blocks, how long.
     Plan(plan::PlanArgs),
     /// Show nodes with their state and their pods.
@@ -128,6 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Uncordon(args) => cordon::run(&cli.global, &args, false).await,
         Command::Drain(args) => drain::run(&cli.global, &args).await,
         Command::Maintain(args) => maintain::run(&cli.global, &args).await,
+        Command::Roll(args) => roll::run(&cli.global, &args).await,
         Command::Plan(args) => plan::run(&cli.global, &args).await,
         Command::Status(args) => status::run(&cli.global, &args).await,
     }

@@ -12,6 +12,8 @@ use super::GlobalArgs;
 pub struct StatusArgs {
     #[command(flatten)]
     pub targets: super::NodeSelection,
+    #[command(flatten)]
+    pub lock: super::roll::LockArgs,
 }
 
 pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<()> {
@@ -23,7 +25,16 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| conn.error("list pods", e))?
         .items;
+    // The run record is extra: without rights to read the lease, status still works.
+    let run = match kordon::fleet::run::last(&conn, &args.lock.lock_namespace).await {
+        Ok(run) => run,
+        Err(e) => {
+            tracing::info!("cannot read the roll's lease: {e}");
+            None
+        }
+    };
     let report = StatusReport {
+        run,
         nodes: kordon::status::build(&node_list, &pods),
     };
     Printer::new(global.output).report(&report);

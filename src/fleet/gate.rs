@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -39,12 +39,7 @@ pub async fn daemon_pods_ready(
     let api: Api<Pod> = Api::all(conn.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let (reader, writer) = reflector::store();
-    let mut stream = std::pin::pin!(
-        watcher(api, config)
-            .default_backoff()
-            .reflect(writer)
-            .touched_objects()
-    );
+    let mut stream = std::pin::pin!(watcher(api, config).default_backoff().reflect(writer));
     let waiting = || {
         let mut names: Vec<String> = reader
             .state()
@@ -56,10 +51,11 @@ pub async fn daemon_pods_ready(
         names
     };
     let watched = async {
-        // An empty node sends no object at all: check once the first list is in.
-        reader.wait_until_ready().await.ok();
-        while !waiting().is_empty() {
-            if stream.try_next().await.ok().flatten().is_none() {
+        let mut listed = false;
+        while let Some(event) = stream.next().await {
+            // An empty node sends no object at all: the end of the first list counts.
+            listed |= matches!(event, Ok(watcher::Event::InitDone));
+            if listed && waiting().is_empty() {
                 return;
             }
         }

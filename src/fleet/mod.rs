@@ -97,6 +97,11 @@ pub enum RollProgress {
         phase: Phase,
         error: String,
     },
+    /// `--manual`: asking the person at the terminal to do the work.
+    Prompt {
+        node: NodeName,
+        text: String,
+    },
     /// Ctrl-C or a lost lock: nodes in progress stop at their next safe point.
     Stopping {
         why: RunState,
@@ -178,8 +183,9 @@ pub async fn roll(
 
     // One read of the cluster: marks, pods to plan with, the workloads each node holds.
     let snapshot = Snapshot::live(conn).await?;
-    let unfinished: Vec<String> = snapshot
-        .nodes
+    // The lock keeps runs apart; a selected node left mid-phase by another run (one
+    // that crashed, or a different roll) must be finished first.
+    let unfinished: Vec<String> = targets
         .iter()
         .filter_map(|n| Some((n.metadata.name.clone()?, Mark::of(n)?)))
         .filter(|(_, m)| m.run != run_id && m.phase != Phase::Done)

@@ -170,7 +170,15 @@ async fn advance(
                 record(conn, name, mark, None).await?;
             }
             Phase::Maintaining => {
-                crate::workflow::run_work(name, &opts.work, true, &|_| {}).await?;
+                let prompt = |p| {
+                    if let crate::workflow::Progress::Prompt(text) = p {
+                        (job.on_progress)(RollProgress::Prompt {
+                            node: name.clone(),
+                            text,
+                        });
+                    }
+                };
+                crate::workflow::run_work(name, &opts.work, true, &prompt).await?;
                 mark.enter(Phase::AwaitingReady);
                 record(conn, name, mark, None).await?;
             }

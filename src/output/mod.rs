@@ -8,6 +8,7 @@ pub mod drain;
 mod maintain;
 pub mod plan;
 pub mod progress;
+pub mod roll;
 pub mod status;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

@@ -2,18 +2,35 @@
 use serde::Serialize;
 
 use super::Report;
+use crate::fleet::RunRecord;
 use crate::status::{Mark, NodeStatus};
 
 #[derive(Serialize)]
 pub struct StatusReport {
+    /// The last roll, from its lease (absent when none ran or it cannot be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunRecord>,
     pub nodes: Vec<NodeStatus>,
 }
 
 impl Report for StatusReport {
     fn text(&self) -> String {
         let mut out = String::new();
+        if let Some(run) = &self.run {
+            out.push_str(&format!("roll {}: {}", run.run, run.state));
+            if let Some(holder) = &run.holder {
+                out.push_str(&format!(", held by {holder}"));
+            }
+            if let Some(updated) = &run.updated {
+                out.push_str(&format!(" (updated {updated})"));
+            }
+            out.push('\n');
+        }
         for node in &self.nodes {
             out.push_str(&format!("{}  {}\n", node.name, node.state));
+            if let Some(mark) = &node.maintenance {
+                out.push_str(&format!("│   roll: {}\n", mark.describe()));
+            }
             if node.pods.is_empty() {
                 out.push_str("└── (no pods)\n");
             }

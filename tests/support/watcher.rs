@@ -64,3 +64,54 @@ impl Drop for ReadyWatcher {
         self.task.abort();
     }
 }
+
+/// Watches the test's nodes and remembers the most that were ever unschedulable at
+/// the same time: the independent check of `--max-unavailable`.
+pub struct CordonWatcher {
+    max: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CordonWatcher {
+    pub async fn start(nodes: Api<k8s_openapi::api::core::v1::Node>, selector: &str) -> Self {
+        let max = Arc::new(AtomicUsize::new(0));
+        let synced = Arc::new(AtomicBool::new(false));
+        let (max2, synced2) = (max.clone(), synced.clone());
+        let stream = watcher(nodes, watcher::Config::default().labels(selector)).default_backoff();
+        let task = tokio::spawn(async move {
+            let mut cordoned: HashMap<String, bool> = HashMap::new();
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                let Ok(event) = event else { continue };
+                match event {
+                    watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
+                        let off = n.spec.and_then(|s| s.unschedulable).unwrap_or(false);
+                        cordoned.insert(n.metadata.name.unwrap_or_default(), off);
+                    }
+                    watcher::Event::Delete(n) => {
+                        cordoned.remove(&n.metadata.name.unwrap_or_default());
+                    }
+                    watcher::Event::Init => cordoned.clear(),
+                    watcher::Event::InitDone => synced2.store(true, Ordering::SeqCst),
+                }
+                let now = cordoned.values().filter(|c| **c).count();
+                max2.fetch_max(now, Ordering::SeqCst);
+            }
+        });
+        while !synced.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self { max, task }
+    }
+
+    /// The most nodes seen unschedulable at once.
+    pub fn max_cordoned(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CordonWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,206 @@
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Args;
+use kordon::cluster::Connection;
+use kordon::fleet::window::Window;
+use kordon::fleet::{
+    self, LockOptions, MaxUnavailable, Order, RollOptions, RollProgress, RunSpec, RunState,
+    WaitReason,
+};
+use kordon::output::Printer;
+use kordon::workflow::ReadyCriteria;
+
+use super::drain::DrainFlags;
+use super::{GlobalArgs, NodeSelection};
+
+#[derive(Debug, Args)]
+pub struct RollArgs {
+    #[command(flatten)]
+    pub targets: NodeSelection,
+    /// How many nodes may be out of service at once: a number or a percentage of the
+    /// selected nodes (rounded down, at least 1). Failed nodes stay cordoned and count.
+    #[arg(long, default_value = "1", value_name = "N|N%")]
+    pub max_unavailable: MaxUnavailable,
+    /// Which nodes go first.
+    #[arg(long, value_enum, default_value_t)]
+    pub order: Order,
+    /// Only start nodes inside this window, e.g. "Mon-Fri 02:00-05:00 Europe/Berlin"
+    /// (days, HH:MM[:SS]-HH:MM[:SS], IANA time zone, default UTC). Repeatable.
+    #[arg(long = "window", value_name = "WINDOW")]
+    pub windows: Vec<Window>,
+    /// Soak time after a node is done before the next one starts.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub pause_between: Duration,
+    /// Halt once this many nodes have failed.
+    #[arg(long, default_value_t = 1)]
+    pub max_failures: usize,
+    /// Continue the last unfinished roll (its nodes and command, unless given again).
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+    /// How long to wait for another run's lock before refusing (0: refuse at once).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub lock_timeout: Duration,
+    /// How long the lock outlives a run that stopped renewing it (a crash).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    pub lock_duration: Duration,
+    #[command(flatten)]
+    pub drain: DrainFlags,
+    /// Pause after each drain until you press Enter, instead of running a command.
+    #[arg(long, conflicts_with = "command")]
+    pub manual: bool,
+    /// Each node must come back with a new bootID (it reboots during maintenance).
+    #[arg(long)]
+    pub expect_reboot: bool,
+    /// How long a node may take to be Ready again after the maintenance.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    pub ready_timeout: Duration,
+    /// How long each health gate may take (DaemonSet pods Ready; workloads recovered).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    pub gate_timeout: Duration,
+    /// The maintenance command and its arguments, after `--`. Runs with KORDON_NODE set.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Where the roll's lock (and the record of the last run) lives.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Namespace of the roll's lock, a coordination.k8s.io Lease named kordon-roll.
+    #[arg(long, default_value = "kube-system", value_name = "NAMESPACE")]
+    pub lock_namespace: String,
+}
+
+/// The roll stopped before every node was done; the report says where each stands.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RollIncomplete(pub String, pub RunState);
+
+pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
+    if args.drain.dry_run != kordon::cluster::nodes::DryRun::None {
+        bail!(
+            "roll has no --dry-run: it plans the whole fleet before touching anything; `kordon plan NODE…` shows a plan alone"
+        );
+    }
+    let conn = Connection::open(&global.connection()).await?;
+    let mut spec = RunSpec {
+        nodes: args.targets.nodes.clone(),
+        selector: args.targets.selector.clone(),
+        command: args.command.clone(),
+        manual: args.manual,
+    };
+    let given = !spec.nodes.is_empty() || spec.selector.is_some();
+    if args.resume && !given {
+        // The last run's nodes and command.
+        match fleet::run::last(&conn, &args.lock.lock_namespace).await? {
+            Some(record) => match record.spec {
+                Some(recorded) => spec = recorded,
+                None => bail!(
+                    "nothing to resume: the last run {} recorded no command",
+                    record.run
+                ),
+            },
+            None => bail!(
+                "nothing to resume: no roll has run in this cluster (or in --lock-namespace {})",
+                args.lock.lock_namespace
+            ),
+        }
+    }
+    let work = super::maintain::work(spec.manual, &spec.command, "kordon roll NODE…")?;
+    let selection = NodeSelection {
+        nodes: spec.nodes.clone(),
+        selector: spec.selector.clone(),
+    };
+    let targets = selection.resolve(&conn, false).await?;
+    if spec.manual && !matches!(args.max_unavailable, MaxUnavailable::Count(1)) {
+        bail!("--manual prompts for one node at a time; use it with --max-unavailable 1");
+    }
+    let options = RollOptions {
+        drain: args.drain.options(),
+        work,
+        ready: ReadyCriteria {
+            expect_reboot: args.expect_reboot,
+        },
+        ready_timeout: args.ready_timeout,
+        gate_timeout: args.gate_timeout,
+        max_unavailable: args.max_unavailable,
+        order: args.order,
+        windows: args.windows.clone(),
+        pause_between: args.pause_between,
+        max_failures: args.max_failures.max(1),
+        lock: LockOptions {
+            namespace: args.lock.lock_namespace.clone(),
+            wait: args.lock_timeout,
+            duration: args.lock_duration,
+        },
+        spec,
+        resume: args.resume,
+    };
+    let printer = Printer::new(global.output);
+    let on_progress = |p: RollProgress| {
+        if let Some(line) = progress_line(p) {
+            printer.progress(line);
+        }
+    };
+    let report = fleet::roll(&conn, targets, &options, &on_progress).await?;
+    printer.report(&report);
+    match report.state {
+        RunState::Done => Ok(()),
+        state => Err(RollIncomplete(kordon::output::roll::why_incomplete(&report), state).into()),
+    }
+}
+
+fn progress_line(p: RollProgress) -> Option<String> {
+    use kordon::output::roll::when;
+    Some(match p {
+        RollProgress::Started {
+            run,
+            resumed,
+            max_unavailable,
+            order,
+        } => {
+            let names: Vec<&str> = order.iter().map(|n| n.as_str()).collect();
+            format!(
+                "{} run {run}: {} node(s), at most {max_unavailable} at a time, in this order: {}",
+                if resumed { "resuming" } else { "starting" },
+                order.len(),
+                names.join(", ")
+            )
+        }
+        RollProgress::Planned { wave, report } => {
+            let names: Vec<&str> = wave.iter().map(|n| n.as_str()).collect();
+            if report.safe {
+                format!(
+                    "plan with {} down: {} pod(s) to move, about {} wave(s) of evictions; safe",
+                    names.join(" and "),
+                    report.pods.len(),
+                    report.waves
+                )
+            } else {
+                kordon::output::plan::forecast(&report).trim_end().to_string()
+            }
+        }
+        RollProgress::Waiting { until, why } => match why {
+            WaitReason::Window => format!(
+                "outside every maintenance window: no new node starts until {}",
+                when(until)
+            ),
+            WaitReason::Pause => format!("pausing: the next node starts at {}", when(until)),
+        },
+        RollProgress::Phase { node, phase } => format!("[{node}] {phase}"),
+        RollProgress::Drain { node, event } => {
+            format!("[{node}] {}", kordon::output::drain::event_line(&event))
+        }
+        RollProgress::Failed { node, phase, error } => {
+            format!("[{node}] FAILED in {phase}: {error}; it stays cordoned")
+        }
+        RollProgress::Prompt { node, text } => format!("[{node}] {text}"),
+        RollProgress::Stopping { why } => match why {
+            RunState::LockLost => "the lock was lost: no new node starts; nodes in progress stop at their next safe point".into(),
+            _ => "interrupted: no new node starts; nodes in progress stop at their next safe point (Ctrl-C again exits at once)".into(),
+        },
+    })
+    .filter(|l| !l.is_empty())
+}

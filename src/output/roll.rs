@@ -1,0 +1,102 @@
+//! The end of a roll: one row per node, and why a roll that stopped early stopped.
+use super::Report;
+use crate::fleet::{Outcome, RollReport};
+
+impl Report for RollReport {
+    fn text(&self) -> String {
+        let mut rows = vec![[
+            "NODE".to_string(),
+            "RESULT".into(),
+            "PHASE".into(),
+            "EVICTED".into(),
+            "DURATION".into(),
+            "STATE".into(),
+            "BLOCKERS".into(),
+        ]];
+        for n in &self.nodes {
+            rows.push([
+                n.node.to_string(),
+                outcome(n.outcome).into(),
+                n.phase.map_or("-".into(), |p| p.to_string()),
+                n.evicted.to_string(),
+                format!("{:.0}s", n.duration_seconds),
+                n.state.clone(),
+                if n.blockers.is_empty() {
+                    "-".into()
+                } else {
+                    n.blockers.join("; ")
+                },
+            ]);
+        }
+        let widths: Vec<usize> = (0..7)
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        let mut out = format!(
+            "run {}: {} ({} node(s), at most {} at a time)\n",
+            self.run,
+            self.state.as_str(),
+            self.nodes.len(),
+            self.max_unavailable
+        );
+        for row in rows {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            out.push_str(cells.join("  ").trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn outcome(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Done => "done",
+        Outcome::AlreadyDone => "done earlier",
+        Outcome::Failed => "FAILED",
+        Outcome::Stopped => "stopped",
+        Outcome::NotStarted => "not started",
+    }
+}
+
+/// One sentence for a roll that did not finish every node.
+pub fn why_incomplete(report: &RollReport) -> String {
+    let failed: Vec<String> = report
+        .nodes
+        .iter()
+        .filter(|n| n.outcome == Outcome::Failed)
+        .map(|n| {
+            format!(
+                "{} failed in {} and stays cordoned",
+                n.node,
+                n.phase.map_or("-".into(), |p| p.to_string())
+            )
+        })
+        .collect();
+    let not_done = report
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.outcome, Outcome::Stopped | Outcome::NotStarted))
+        .count();
+    let mut parts = vec![format!("roll {} {}", report.run, report.state.as_str())];
+    parts.extend(failed);
+    if not_done > 0 {
+        parts.push(format!(
+            "{not_done} node(s) not finished; re-run the same command (or `kordon roll --resume`) to continue"
+        ));
+    }
+    parts.join(": ")
+}
+
+/// An instant for people: UTC, and how far away it is.
+pub fn when(t: jiff::Timestamp) -> String {
+    let now = jiff::Timestamp::now();
+    let wait = t.duration_since(now).as_secs().max(0) as u64;
+    format!(
+        "{} (in {})",
+        t.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        humantime::format_duration(std::time::Duration::from_secs(wait))
+    )
+}

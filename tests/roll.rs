@@ -1,0 +1,472 @@
+//! `kordon roll` over several fake nodes on the real control plane: the concurrency cap
+//! and budgets seen by independent watchers, crashes (`kill -9`) at several points
+//! followed by a re-run, the lock, windows, failures, and bad input.
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use serde_json::json;
+use support::fixtures::{self, PodOptions};
+use support::watcher::{CordonWatcher, ReadyWatcher};
+use support::{ENV_LABEL, Run, TestEnv, eventually};
+
+/// `count` nodes and a Deployment `web` with one pod per node, plus a DaemonSet.
+async fn fleet(name: &str, count: usize) -> (TestEnv, Vec<String>) {
+    let mut env = TestEnv::new(name).await;
+    let mut nodes = Vec::new();
+    for i in 1..=count {
+        nodes.push(env.add_node(&format!("node-{i}")).await);
+    }
+    let spread = PodOptions {
+        spread: true,
+        ..Default::default()
+    };
+    env.create(&fixtures::deployment(
+        env.ns(),
+        "web",
+        count as i32,
+        &spread,
+    ))
+    .await;
+    env.create(&fixtures::daemonset(env.ns(), "agent")).await;
+    env.wait_ready("app=web", count).await;
+    env.wait_ready("app=agent", count).await;
+    (env, nodes)
+}
+
+/// The roll's common flags: this test's own lock, short enough to take over quickly.
+fn roll_args<'a>(env: &'a TestEnv, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "roll",
+        "--lock-namespace",
+        env.ns(),
+        "--lock-duration",
+        "3s",
+        "--ignore-daemonsets",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn annotations(node: &Node) -> BTreeMap<String, String> {
+    node.metadata.annotations.clone().unwrap_or_default()
+}
+
+async fn phase(env: &TestEnv, node: &str) -> Option<String> {
+    annotations(&env.get_node(node).await)
+        .get("kordon.dev/phase")
+        .cloned()
+}
+
+/// Every node done, schedulable, and `web` whole again.
+async fn assert_all_done(env: &TestEnv, nodes: &[String]) {
+    for node in nodes {
+        assert_eq!(phase(env, node).await.as_deref(), Some("done"), "{node}");
+        assert!(!env.is_cordoned(node).await, "{node} is uncordoned");
+    }
+    env.wait_ready("app=web", nodes.len()).await;
+}
+
+async fn roll_keeps_budgets_and_the_cap(name: &str, cap: usize) {
+    let (env, nodes) = fleet(name, 4).await;
+    let web = ReadyWatcher::start(env.pods(), "app=web").await;
+    let cordons = CordonWatcher::start(
+        Api::all(env.client.clone()),
+        &format!("{ENV_LABEL}={}", env.ns()),
+    )
+    .await;
+    let selector = format!("{ENV_LABEL}={}", env.ns());
+    let cap_arg = cap.to_string();
+    let run = env.run_kordon(&roll_args(
+        &env,
+        &[
+            "--selector",
+            &selector,
+            "--max-unavailable",
+            &cap_arg,
+            "--",
+            "true",
+        ],
+    ));
+    run.assert_ok();
+    assert_all_done(&env, &nodes).await;
+    assert!(
+        cordons.max_cordoned() <= cap,
+        "at most {cap} node(s) unschedulable at once, saw {}",
+        cordons.max_cordoned()
+    );
+    assert!(cordons.max_cordoned() >= 1);
+    // 4 replicas, maxUnavailable 25% → at least 3 Ready throughout.
+    assert!(web.min_ready() >= 3, "web dipped to {}", web.min_ready());
+    assert!(run.stdout.contains("done (4 node(s)"), "{}", run.stdout);
+
+    // The story is in `kubectl describe node`, as Events.
+    let out = env
+        .kubectl()
+        .args(["describe", "node", &nodes[0]])
+        .output()
+        .expect("kubectl describe");
+    let described = String::from_utf8_lossy(&out.stdout);
+    for reason in [
+        "Draining",
+        "Maintaining",
+        "AwaitingReady",
+        "Uncordoned",
+        "MaintenanceDone",
+    ] {
+        assert!(described.contains(reason), "{reason} in:\n{described}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roll_one_at_a_time_keeps_every_budget() {
+    roll_keeps_budgets_and_the_cap("roll1", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roll_two_at_a_time_never_has_more_than_two_nodes_out() {
+    roll_keeps_budgets_and_the_cap("roll2", 2).await;
+}
+
+/// Starts a roll in the background.
+fn spawn_roll(env: &TestEnv, args: &[&str]) -> Child {
+    env.kordon()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kordon")
+}
+
+fn finish(child: Child) -> Run {
+    Run::from(child.wait_with_output().expect("wait for kordon"))
+}
+
+/// Where the crash happens.
+#[derive(Clone, Copy, Debug)]
+enum KillPoint {
+    AfterCordon,
+    MidDrain,
+    DuringCommand,
+    BeforeUncordon,
+}
+
+/// A roll over three nodes, the first cordoned by someone else before the run, killed
+/// with SIGKILL while the second node is at `point`; a re-run of the same command
+/// completes, leaving no node cordoned but the one that was cordoned before.
+async fn crash_and_resume(name: &str, point: KillPoint) {
+    let (env, nodes) = fleet(name, 3).await;
+    // Someone else cordoned node-1 before the run.
+    let cordon = |node: &str, on: bool| {
+        let verb = if on { "cordon" } else { "uncordon" };
+        let out = env.kubectl().args([verb, node]).output().expect("kubectl");
+        assert!(out.status.success(), "{out:?}");
+    };
+    cordon(&nodes[0], true);
+    // Two more pods on node-2, which a budget lets go one at a time, slowly; placed
+    // there by keeping node-3 cordoned while they are scheduled.
+    cordon(&nodes[2], true);
+    let slow = PodOptions {
+        delete_delay: Some("3s"),
+        ..Default::default()
+    };
+    env.create(&fixtures::deployment(env.ns(), "slow", 2, &slow))
+        .await;
+    env.create(&fixtures::pdb("slow", "slow", ("maxUnavailable", json!(1))))
+        .await;
+    env.wait_ready("app=slow", 2).await;
+    cordon(&nodes[2], false);
+
+    let command = "case \"$KORDON_NODE\" in *node-2) sleep 4;; esac";
+    let args = roll_args(
+        &env,
+        &[
+            &nodes[0],
+            &nodes[1],
+            &nodes[2],
+            "--order",
+            "given",
+            "--lock-timeout",
+            "60s",
+            "--",
+            "sh",
+            "-c",
+            command,
+        ],
+    );
+    let mut child = spawn_roll(&env, &args);
+    let target = nodes[1].clone();
+    eventually(
+        &format!("{target} at {point:?}"),
+        Duration::from_secs(90),
+        || async {
+            let phase = phase(&env, &target).await;
+            match point {
+                KillPoint::AfterCordon => {
+                    phase.as_deref() == Some("draining") && env.is_cordoned(&target).await
+                }
+                KillPoint::MidDrain => {
+                    let on_node = env.pods_on(&target).await;
+                    phase.as_deref() == Some("draining")
+                        && on_node.iter().filter(|p| label(p) == "slow").count() == 1
+                }
+                KillPoint::DuringCommand => phase.as_deref() == Some("maintaining"),
+                KillPoint::BeforeUncordon => phase.as_deref() == Some("awaiting-ready"),
+            }
+        },
+    )
+    .await;
+    child.kill().expect("kill -9 kordon");
+    let crashed = finish(child);
+    assert_ne!(crashed.code, Some(0), "{crashed:#?}");
+    assert!(
+        env.is_cordoned(&target).await,
+        "left cordoned, with its phase"
+    );
+
+    // Anyone can see where the run stands.
+    let status = env.run_kordon(&["status", "--lock-namespace", env.ns(), &target]);
+    status.assert_ok();
+    assert!(status.stdout.contains("roll: "), "{}", status.stdout);
+    assert!(status.stdout.contains("roll roll-"), "{}", status.stdout);
+
+    let rerun = env.run_kordon(&args);
+    rerun.assert_ok();
+    assert!(rerun.stdout.contains("resuming run"), "{}", rerun.stdout);
+    assert!(
+        env.is_cordoned(&nodes[0]).await,
+        "the node cordoned before the run stays cordoned"
+    );
+    for node in &nodes[1..] {
+        assert_eq!(phase(&env, node).await.as_deref(), Some("done"), "{node}");
+        assert!(!env.is_cordoned(node).await, "{node} is uncordoned");
+    }
+    assert_eq!(phase(&env, &nodes[0]).await.as_deref(), Some("done"));
+    env.wait_ready("app=web", 3).await;
+    env.wait_ready("app=slow", 2).await;
+}
+
+fn label(p: &Pod) -> String {
+    p.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("app").cloned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_crash_right_after_the_cordon_resumes() {
+    crash_and_resume("killcordon", KillPoint::AfterCordon).await;
+}
+
+#[tokio::test]
+async fn a_crash_mid_drain_resumes() {
+    crash_and_resume("killdrain", KillPoint::MidDrain).await;
+}
+
+#[tokio::test]
+async fn a_crash_during_the_command_resumes() {
+    crash_and_resume("killcmd", KillPoint::DuringCommand).await;
+}
+
+#[tokio::test]
+async fn a_crash_before_the_uncordon_resumes() {
+    crash_and_resume("killready", KillPoint::BeforeUncordon).await;
+}
+
+#[tokio::test]
+async fn a_second_run_is_refused_while_the_first_holds_the_lock() {
+    let (env, nodes) = fleet("rolllock", 2).await;
+    let first_args = roll_args(&env, &[&nodes[0], "--", "sleep", "6"]);
+    let first = spawn_roll(&env, &first_args);
+    eventually(
+        "the first run maintaining",
+        Duration::from_secs(60),
+        || async { phase(&env, &nodes[0]).await.as_deref() == Some("maintaining") },
+    )
+    .await;
+    let second = env.run_kordon(&roll_args(&env, &[&nodes[1], "--", "true"]));
+    assert_eq!(second.code, Some(3), "{second:#?}");
+    assert!(
+        second.stderr.contains("another kordon run holds the lock")
+            && second.stderr.contains(&format!("pid {}", first.id())),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        !env.is_cordoned(&nodes[1]).await,
+        "the second run changed nothing"
+    );
+    assert_eq!(phase(&env, &nodes[1]).await, None);
+    finish(first).assert_ok();
+
+    // Once the first is done, the lock is free.
+    env.run_kordon(&roll_args(&env, &[&nodes[1], "--", "true"]))
+        .assert_ok();
+}
+
+#[tokio::test]
+async fn a_closed_window_makes_the_run_wait_for_it() {
+    let (env, nodes) = fleet("rollwindow", 2).await;
+    let opens = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(6);
+    let closes = opens + jiff::SignedDuration::from_hours(1);
+    let window = format!(
+        "daily {}-{} UTC",
+        opens.strftime("%H:%M:%S"),
+        closes.strftime("%H:%M:%S")
+    );
+    let run = env.run_kordon(&roll_args(
+        &env,
+        &[&nodes[0], "--window", &window, "--", "true"],
+    ));
+    run.assert_ok();
+    assert!(
+        run.stdout
+            .contains("outside every maintenance window: no new node starts until"),
+        "{}",
+        run.stdout
+    );
+    let node = env.get_node(&nodes[0]).await;
+    let started: jiff::Timestamp = annotations(&node)["kordon.dev/started-at"]
+        .parse()
+        .expect("a timestamp");
+    assert!(
+        started
+            >= opens.round(jiff::Unit::Second).expect("round") - jiff::SignedDuration::from_secs(1),
+        "started {started}, the window opened {opens}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_command_on_the_third_node_halts_the_roll() {
+    let (env, nodes) = fleet("rollfail", 4).await;
+    let fail_on = format!("test \"$KORDON_NODE\" != {}", nodes[2]);
+    let mut args = roll_args(&env, &["--order", "given"]);
+    args.extend(nodes.iter().map(String::as_str));
+    args.extend(["--", "sh", "-c", &fail_on]);
+    let run = env.run_kordon(&args);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "{} failed in maintaining and stays cordoned",
+            nodes[2]
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("FAILED") && run.stdout.contains("not started"));
+    for node in &nodes[..2] {
+        assert_eq!(phase(&env, node).await.as_deref(), Some("done"));
+        assert!(!env.is_cordoned(node).await);
+    }
+    let third = env.get_node(&nodes[2]).await;
+    assert!(
+        env.is_cordoned(&nodes[2]).await,
+        "the failed node stays cordoned"
+    );
+    assert_eq!(annotations(&third)["kordon.dev/phase"], "maintaining");
+    assert!(annotations(&third)["kordon.dev/error"].contains("exited with"));
+    let fourth = env.get_node(&nodes[3]).await;
+    assert!(!env.is_cordoned(&nodes[3]).await, "the fourth is untouched");
+    assert!(!annotations(&fourth).contains_key("kordon.dev/phase"));
+}
+
+/// Each bad input: exit code, one sentence, and nothing changed.
+#[tokio::test]
+async fn bad_input_is_one_sentence_and_changes_nothing() {
+    let (env, nodes) = fleet("rollbad", 2).await;
+    env.create(&fixtures::bare_pod(
+        "lonely",
+        &nodes[0],
+        &PodOptions::default(),
+    ))
+    .await;
+    let uids = env.pod_uids().await;
+    let no_match = format!("{ENV_LABEL}=nobody");
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["--selector", &no_match, "--", "true"],
+            1,
+            "no nodes match the selector",
+        ),
+        (
+            vec![&nodes[1], "--window", "Mon 03:00-03:00 UTC", "--", "true"],
+            2,
+            "can never open",
+        ),
+        (
+            vec![&nodes[1], "--max-unavailable", "0", "--", "true"],
+            1,
+            "--max-unavailable of 0",
+        ),
+        (
+            vec![&nodes[0], &nodes[1], "--max-unavailable", "3", "--", "true"],
+            1,
+            "more than the 2 node(s) selected",
+        ),
+        (
+            vec![&nodes[0], &nodes[1], "--", "true"],
+            3,
+            "the fleet plan is unsafe",
+        ),
+        (vec![&nodes[0]], 1, "say what the maintenance is"),
+    ];
+    for (extra, code, message) in cases {
+        let run = env.run_kordon(&roll_args(&env, &extra));
+        assert_eq!(run.code, Some(code), "{extra:?}: {run:#?}");
+        let first = run.stderr.lines().next().unwrap_or_default();
+        assert!(first.contains(message), "{extra:?}: {}", run.stderr);
+        for node in &nodes {
+            assert!(!env.is_cordoned(node).await, "{extra:?} cordoned {node}");
+            assert_eq!(phase(&env, node).await, None, "{extra:?} marked {node}");
+        }
+        assert_eq!(env.pod_uids().await, uids, "{extra:?} touched pods");
+    }
+    // The unsafe plan names the pod and its flag.
+    let run = env.run_kordon(&roll_args(&env, &[&nodes[0], "--", "true"]));
+    assert!(run.stdout.contains("lonely"), "{}", run.stdout);
+}
+
+/// Ctrl-C during the command lets it finish, then stops with the node's phase
+/// recorded; the report says where each node is.
+#[tokio::test]
+async fn ctrl_c_stops_at_a_safe_point_and_reports_every_node() {
+    let (env, nodes) = fleet("rollint", 2).await;
+    let args = roll_args(
+        &env,
+        &["--order", "given", &nodes[0], &nodes[1], "--", "sleep", "3"],
+    );
+    let child = spawn_roll(&env, &args);
+    eventually("maintaining", Duration::from_secs(60), || async {
+        phase(&env, &nodes[0]).await.as_deref() == Some("maintaining")
+    })
+    .await;
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(killed.success());
+    let run = finish(child);
+    assert_eq!(run.code, Some(130), "{run:#?}");
+    assert!(
+        run.stdout.contains("interrupted: no new node starts"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("stopped") && run.stdout.contains("not started"));
+    // The command finished; the node waits, cordoned, in the next phase.
+    assert_eq!(
+        phase(&env, &nodes[0]).await.as_deref(),
+        Some("awaiting-ready")
+    );
+    assert!(env.is_cordoned(&nodes[0]).await);
+    assert!(!env.is_cordoned(&nodes[1]).await);
+
+    let rerun = env.run_kordon(&args);
+    rerun.assert_ok();
+    assert_all_done(&env, &nodes).await;
+}
