@@ -428,7 +428,11 @@ async fn bad_input_is_one_sentence_and_changes_nothing() {
     }
     // The unsafe plan names the pod and its flag.
     let run = env.run_kordon(&roll_args(&env, &[&nodes[0], "--", "true"]));
-    assert!(run.stdout.contains("lonely"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("/lonely needs --force"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// Ctrl-C during the command lets it finish, then stops with the node's phase

@@ -52,6 +52,22 @@ impl LeaseState {
         }
     }
 
+    /// [`LockError::Held`] when someone else holds the lease now.
+    pub fn refusal(&self, namespace: &str, name: &str) -> Option<LockError> {
+        let now = Timestamp::now();
+        if !self.is_held(now) {
+            return None;
+        }
+        let expires = self.expires.unwrap_or(now);
+        Some(LockError::Held {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            holder: self.holder.clone().unwrap_or_default(),
+            renewed_ago: seconds(now.duration_since(self.renewed.unwrap_or(now))),
+            expires_in: seconds(expires.duration_since(now)),
+        })
+    }
+
     /// Held by someone whose lease has not expired.
     pub fn is_held(&self, now: Timestamp) -> bool {
         self.holder.is_some() && self.expires.is_some_and(|e| e > now)
@@ -117,14 +133,10 @@ pub async fn acquire(
             let expires = state.expires.unwrap_or(now);
             let until_expiry = expires.duration_since(now).unsigned_abs();
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if remaining.is_zero() {
-                return Err(LockError::Held {
-                    namespace: spec.namespace.clone(),
-                    name: spec.name.clone(),
-                    holder: state.holder.unwrap_or_default(),
-                    renewed_ago: seconds(now.duration_since(state.renewed.unwrap_or(now))),
-                    expires_in: seconds(expires.duration_since(now)),
-                });
+            if remaining.is_zero()
+                && let Some(refusal) = state.refusal(&spec.namespace, &spec.name)
+            {
+                return Err(refusal);
             }
             tokio::time::sleep(until_expiry.min(remaining) + Duration::from_millis(200)).await;
             continue;

@@ -181,8 +181,17 @@ pub async fn roll(
     let (run_id, resumed) =
         run::decide(last.as_ref(), &opts.spec, opts.resume).map_err(RollError::NothingToResume)?;
 
+    // Another run holding the lock is the first thing to say, when not waiting for it.
+    if opts.lock.wait.is_zero()
+        && let Some(held) = lease::read(conn, &opts.lock.namespace, LOCK_NAME)
+            .await?
+            .and_then(|l| l.refusal(&opts.lock.namespace, LOCK_NAME))
+    {
+        return Err(held.into());
+    }
+
     // One read of the cluster: marks, pods to plan with, the workloads each node holds.
-    let snapshot = Snapshot::live(conn).await?;
+    let mut snapshot = Snapshot::live(conn).await?;
     // The lock keeps runs apart; a selected node left mid-phase by another run (one
     // that crashed, or a different roll) must be finished first.
     let unfinished: Vec<String> = targets
@@ -221,7 +230,7 @@ pub async fn roll(
         order: order.clone(),
     });
 
-    plan_fleet(&snapshot, &queue, cap, opts, on_progress)?;
+    plan_fleet(&mut snapshot, &queue, cap, opts, on_progress)?;
     access::require(
         conn,
         "roll nodes",
@@ -283,7 +292,7 @@ fn name_of(node: &Node) -> NodeName {
 /// Plans the nodes still to drain in waves of `cap`, each wave as if its nodes were
 /// cordoned together (the others of the wave are where replacements cannot go).
 fn plan_fleet(
-    snapshot: &Snapshot,
+    snapshot: &mut Snapshot,
     queue: &VecDeque<(Node, Option<Mark>)>,
     cap: usize,
     opts: &RollOptions,
@@ -294,6 +303,20 @@ fn plan_fleet(
         .filter(|(_, m)| m.as_ref().is_none_or(|m| m.phase == Phase::Draining))
         .map(|(n, _)| name_of(n))
         .collect();
+    // Nodes this roll has cordoned are back before a later wave starts.
+    let returning: BTreeSet<String> = queue
+        .iter()
+        .filter(|(n, m)| match m {
+            Some(m) => !m.was_unschedulable,
+            None => !is_cordoned(n) || nodes::cordoned_by_kordon(n),
+        })
+        .map(|(n, _)| name_of(n).to_string())
+        .collect();
+    for node in &mut snapshot.nodes {
+        if returning.contains(node.metadata.name.as_deref().unwrap_or_default()) {
+            uncordoned(node);
+        }
+    }
     let options = PlanOptions {
         permissions: opts.drain.permissions,
         guards: opts.drain.guards,
@@ -316,6 +339,21 @@ fn plan_fleet(
         Err(RollError::Unsafe {
             waves: unsafe_waves,
         })
+    }
+}
+
+fn is_cordoned(node: &Node) -> bool {
+    node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true)
+}
+
+/// The node as it will be once uncordoned: schedulable, without the taint the node
+/// controller adds to cordoned nodes.
+fn uncordoned(node: &mut Node) {
+    if let Some(spec) = node.spec.as_mut() {
+        spec.unschedulable = None;
+        if let Some(taints) = spec.taints.as_mut() {
+            taints.retain(|t| t.key != "node.kubernetes.io/unschedulable");
+        }
     }
 }
 
@@ -490,7 +528,7 @@ fn announce(
 /// someone else, and which workloads it holds (the health gate waits for them).
 fn fresh_mark(node: &Node, snapshot: &Snapshot, run: &str) -> Mark {
     let name = node.metadata.name.as_deref().unwrap_or_default();
-    let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+    let cordoned = is_cordoned(node);
     let workloads: BTreeSet<_> = snapshot
         .pods
         .iter()

@@ -248,15 +248,17 @@ pub(super) fn order(nodes: &mut [(Node, Option<Mark>)], order: Order, snapshot: 
 
 /// One line on why a wave cannot be drained.
 pub(super) fn unsafe_reason(wave: &[NodeName], report: &PlanReport) -> String {
-    let mut reasons = Vec::new();
-    let refused = report
+    let mut reasons: Vec<String> = report
         .pods
         .iter()
-        .filter(|p| matches!(p.verdict, Verdict::Refuse { .. }))
-        .count();
-    if refused > 0 {
-        reasons.push(format!("{refused} pod(s) need a decision (see above)"));
-    }
+        .filter_map(|p| match &p.verdict {
+            Verdict::Refuse { reasons } => {
+                let flags: Vec<&str> = reasons.iter().map(|r| r.flag()).collect();
+                Some(format!("{} needs {}", p.pod, flags.join(" and ")))
+            }
+            _ => None,
+        })
+        .collect();
     if !report.fits_nowhere.is_empty() {
         let pods: Vec<&str> = report.fits_nowhere.iter().map(|u| u.pod.as_str()).collect();
         reasons.push(format!("no remaining node can take {}", pods.join(", ")));
