@@ -34,15 +34,13 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
     if err.downcast_ref::<cli::plan::PlanUnsafe>().is_some() {
         return ExitCode::from(3);
     }
-    match err.downcast_ref::<RollError>() {
-        Some(
-            RollError::Unsafe { .. }
-            | RollError::Unfinished { .. }
-            | RollError::Lock(kordon::cluster::lease::LockError::Held { .. }),
-        ) => {
-            return ExitCode::from(3);
-        }
-        _ => {}
+    if let Some(
+        RollError::Unsafe { .. }
+        | RollError::Unfinished { .. }
+        | RollError::Lock(kordon::cluster::lease::LockError::Held { .. }),
+    ) = err.downcast_ref::<RollError>()
+    {
+        return ExitCode::from(3);
     }
     if let Some(cli::roll::RollIncomplete(_, RunState::Interrupted)) = err.downcast_ref() {
         return ExitCode::from(130);
