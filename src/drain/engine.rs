@@ -35,6 +35,19 @@ struct Shown {
     reported: Instant,
 }
 
+/// Shared by every drain in this process, because a roll drains several nodes at once
+/// and two pods of one workload on different nodes must still take turns.
+#[derive(Default)]
+struct Shared {
+    /// One decision at a time per workload or budget.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// UIDs kordon evicted: no longer counted Ready even before the watch shows them
+    /// terminating.
+    evicted: Mutex<HashSet<String>>,
+}
+
+static SHARED: std::sync::LazyLock<Shared> = std::sync::LazyLock::new(Shared::default);
+
 pub struct Engine<'a> {
     pub conn: &'a Connection,
     pub request: evict::Request,
@@ -43,10 +56,6 @@ pub struct Engine<'a> {
     pub on_event: &'a (dyn Fn(Event) + Sync),
     pub allow_disruption: bool,
     pub slots: tokio::sync::Semaphore,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// UIDs kordon evicted: no longer counted Ready even before the watch shows them
-    /// terminating.
-    evicted: Mutex<HashSet<String>>,
     surged: tokio::sync::Mutex<HashSet<WorkloadId>>,
 }
 
@@ -68,8 +77,6 @@ impl<'a> Engine<'a> {
             on_event,
             allow_disruption,
             slots: tokio::sync::Semaphore::new(concurrency.max(1)),
-            locks: Mutex::default(),
-            evicted: Mutex::default(),
             surged: tokio::sync::Mutex::default(),
         }
     }
@@ -139,7 +146,7 @@ impl<'a> Engine<'a> {
                 match guard::admit(w, ready, pod::is_ready(target), self.allow_disruption) {
                     Admission::Go => match self.evict(target).await? {
                         Outcome::Accepted | Outcome::AlreadyGone => {
-                            if let (Ok(mut evicted), Some(uid)) = (self.evicted.lock(), &target.metadata.uid) {
+                            if let (Ok(mut evicted), Some(uid)) = (SHARED.evicted.lock(), &target.metadata.uid) {
                                 evicted.insert(uid.clone());
                             }
                             return Ok(());
@@ -229,7 +236,7 @@ impl<'a> Engine<'a> {
 
     /// One turn at a time per workload or budget, named by `key`.
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        match self.locks.lock() {
+        match SHARED.locks.lock() {
             Ok(mut locks) => locks.entry(key.to_string()).or_default().clone(),
             Err(_) => Arc::default(),
         }
@@ -237,7 +244,7 @@ impl<'a> Engine<'a> {
 
     /// The workload's pods that serve now: Ready, not terminating, not evicted by us.
     fn ready_count(&self, w: &Workload) -> i32 {
-        let evicted = self.evicted.lock().map(|e| e.clone()).unwrap_or_default();
+        let evicted = SHARED.evicted.lock().map(|e| e.clone()).unwrap_or_default();
         let empty = Default::default();
         let count = self
             .watch
