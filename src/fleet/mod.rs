@@ -413,7 +413,7 @@ async fn schedule(
     let opts = job.options;
     let mut running = FuturesUnordered::new();
     let mut failures = 0;
-    let mut pause_until: Option<tokio::time::Instant> = None;
+    let mut pause_until: Option<jiff::Timestamp> = None;
     let mut announced: Option<jiff::Timestamp> = None;
     let mut stop = job.stop.clone();
     loop {
@@ -425,28 +425,17 @@ async fn schedule(
             let Some((_, previous)) = queue.front() else {
                 break;
             };
-            if previous.is_none() {
-                let now = tokio::time::Instant::now();
-                if let Some(t) = pause_until.filter(|t| *t > now) {
-                    wait_until = Some(t);
-                    announce(job, &mut announced, t, WaitReason::Pause);
-                    break;
+            let now = jiff::Timestamp::now();
+            if previous.is_none()
+                && let Some((until, why)) = next_start(pause_until, &opts.windows, now)
+            {
+                if announced != Some(until) {
+                    announced = Some(until);
+                    (job.on_progress)(RollProgress::Waiting { until, why });
                 }
-                if let Some(Availability::Closed { opens }) =
-                    window::availability(&opts.windows, jiff::Timestamp::now())
-                {
-                    let wait = opens.duration_since(jiff::Timestamp::now()).unsigned_abs();
-                    let t = now + wait;
-                    wait_until = Some(t);
-                    if announced != Some(opens) {
-                        announced = Some(opens);
-                        (job.on_progress)(RollProgress::Waiting {
-                            until: opens,
-                            why: WaitReason::Window,
-                        });
-                    }
-                    break;
-                }
+                let wait = until.duration_since(now).unsigned_abs();
+                wait_until = Some(tokio::time::Instant::now() + wait);
+                break;
             }
             let Some((node, previous)) = queue.pop_front() else {
                 break;
@@ -472,7 +461,8 @@ async fn schedule(
                 match result.outcome {
                     Outcome::Failed => failures += 1,
                     Outcome::Done => {
-                        pause_until = Some(tokio::time::Instant::now() + opts.pause_between);
+                        let pause = jiff::SignedDuration::try_from(opts.pause_between).unwrap_or_default();
+                        pause_until = jiff::Timestamp::now().checked_add(pause).ok();
                     }
                     _ => {}
                 }
@@ -488,7 +478,7 @@ async fn schedule(
     }
     for (node, previous) in queue {
         let name = name_of(&node);
-        let state = state_of(job.conn, &name).await;
+        let state = crate::workflow::current_state(job.conn, &name).await;
         results.push(NodeResult::untouched(
             name,
             Outcome::NotStarted,
@@ -506,21 +496,19 @@ async fn schedule(
     }
 }
 
-fn announce(
-    job: &Job<'_>,
-    announced: &mut Option<jiff::Timestamp>,
-    t: tokio::time::Instant,
-    why: WaitReason,
-) {
-    let wait = t.saturating_duration_since(tokio::time::Instant::now());
-    let until = jiff::Timestamp::now()
-        .checked_add(jiff::SignedDuration::try_from(wait).unwrap_or_default())
-        .unwrap_or_else(|_| jiff::Timestamp::now());
-    // Announce a pause once per node finished, not on every loop turn.
-    let key = until.round(jiff::Unit::Second).unwrap_or(until);
-    if *announced != Some(key) {
-        *announced = Some(key);
-        (job.on_progress)(RollProgress::Waiting { until, why });
+/// When the next node that has not started yet may start, if not now: after the pause
+/// that follows a finished node, and inside a maintenance window.
+fn next_start(
+    pause_until: Option<jiff::Timestamp>,
+    windows: &[Window],
+    now: jiff::Timestamp,
+) -> Option<(jiff::Timestamp, WaitReason)> {
+    if let Some(t) = pause_until.filter(|t| *t > now) {
+        return Some((t, WaitReason::Pause));
+    }
+    match window::availability(windows, now) {
+        Some(Availability::Closed { opens }) => Some((opens, WaitReason::Window)),
+        _ => None,
     }
 }
 
@@ -543,10 +531,25 @@ fn fresh_mark(node: &Node, snapshot: &Snapshot, run: &str) -> Mark {
     )
 }
 
-/// The node's state as `kubectl get nodes` shows it, for reports.
-pub(crate) async fn state_of(conn: &Connection, node: &NodeName) -> String {
-    match nodes::get(conn, node).await {
-        Ok(n) => crate::node_state::NodeState::of(&n).to_string(),
-        Err(_) => "unknown (it could not be read)".into(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_waits_for_the_pause_then_for_a_window() {
+        // Tuesday 2026-11-24 12:00 UTC; the window opens on Mondays.
+        let now: jiff::Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
+        let monday: Window = "Mon 02:00-03:00 UTC".parse().unwrap();
+        let later = now + jiff::SignedDuration::from_secs(30);
+        assert_eq!(next_start(None, &[], now), None);
+        assert_eq!(
+            next_start(Some(later), &[], now),
+            Some((later, WaitReason::Pause))
+        );
+        let opens: jiff::Timestamp = "2026-11-30T02:00:00Z".parse().unwrap();
+        assert_eq!(
+            next_start(Some(now), std::slice::from_ref(&monday), now),
+            Some((opens, WaitReason::Window))
+        );
     }
 }

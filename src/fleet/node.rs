@@ -121,7 +121,7 @@ pub(super) async fn maintain(
         evicted: mark.evicted,
         duration_seconds: started.elapsed().as_secs_f64(),
         blockers,
-        state: super::state_of(job.conn, &name).await,
+        state: crate::workflow::current_state(job.conn, &name).await,
     }
 }
 

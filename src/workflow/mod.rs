@@ -205,7 +205,8 @@ fn fail_unchanged(node: &NodeName, step: Step, cause: StepError) -> MaintainErro
     }
 }
 
-async fn current_state(conn: &Connection, node: &NodeName) -> String {
+/// The node's state as `kubectl get nodes` shows it, for reports.
+pub(crate) async fn current_state(conn: &Connection, node: &NodeName) -> String {
     match nodes::get(conn, node).await {
         Ok(n) => NodeState::of(&n).to_string(),
         Err(_) => "in an unknown state (it could not be read)".into(),
