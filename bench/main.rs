@@ -15,7 +15,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::json;
 use support::TestEnv;
 use support::fixtures::{self, PodOptions};
-use support::watcher::ReadyWatcher;
+use support::watcher::{CordonWatcher, ReadyWatcher};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Tool {
@@ -39,6 +39,9 @@ struct Scenario {
     pdb: bool,
     spread: bool,
     kordon_flags: Vec<&'static str>,
+    /// Maintain this many nodes one after another (`kordon roll` against a loop of
+    /// `kubectl drain` + `kubectl uncordon`) instead of draining one node.
+    roll: Option<usize>,
 }
 
 struct Outcome {
@@ -48,6 +51,8 @@ struct Outcome {
     requests: usize,
     evicted: usize,
     peak_mib: f64,
+    /// The most nodes seen unschedulable at once.
+    max_cordoned: usize,
     ok: bool,
 }
 
@@ -59,6 +64,7 @@ fn scenarios() -> Vec<Scenario> {
             pdb: false,
             spread: true,
             kordon_flags: vec![],
+            roll: None,
         },
         Scenario {
             name: "2. 100 pods, 10 Deployments, PDB maxUnavailable 1",
@@ -66,6 +72,7 @@ fn scenarios() -> Vec<Scenario> {
             pdb: true,
             spread: false,
             kordon_flags: vec![],
+            roll: None,
         },
         Scenario {
             name: "3. all 4 replicas co-located, no PDB",
@@ -73,6 +80,7 @@ fn scenarios() -> Vec<Scenario> {
             pdb: false,
             spread: false,
             kordon_flags: vec![],
+            roll: None,
         },
         Scenario {
             name: "4. single replica (kordon --surge)",
@@ -80,6 +88,15 @@ fn scenarios() -> Vec<Scenario> {
             pdb: false,
             spread: false,
             kordon_flags: vec!["--surge"],
+            roll: None,
+        },
+        Scenario {
+            name: "5. roll 4 nodes: 8 replicas spread, PDB maxUnavailable 1",
+            workloads: vec![("web".into(), 8, 7)],
+            pdb: true,
+            spread: true,
+            kordon_flags: vec![],
+            roll: Some(4),
         },
     ]
 }
@@ -135,13 +152,15 @@ fn requests_by(user: &str, from_byte: u64) -> usize {
 
 async fn run(scenario: &Scenario, tool: Tool) -> Outcome {
     let mut env = TestEnv::new(&format!("bench{}", scenario.name.as_bytes()[0] as char)).await;
-    let node_1 = env.add_node("node-1").await;
+    let mut nodes = vec![env.add_node("node-1").await];
     let opts = PodOptions {
         spread: scenario.spread,
         ..Default::default()
     };
     if scenario.spread {
-        env.add_node("node-2").await;
+        for i in 2..=scenario.roll.unwrap_or(2) {
+            nodes.push(env.add_node(&format!("node-{i}")).await);
+        }
     }
     for (app, replicas, _) in &scenario.workloads {
         env.create(&fixtures::deployment(env.ns(), app, *replicas, &opts))
@@ -160,9 +179,17 @@ async fn run(scenario: &Scenario, tool: Tool) -> Outcome {
             .await;
     }
     if !scenario.spread {
-        env.add_node("node-2").await;
+        nodes.push(env.add_node("node-2").await);
     }
-    let evicted = env.pods_on(&node_1).await.len();
+    let node_1 = nodes[0].clone();
+    let evicted = match scenario.roll {
+        Some(_) => env
+            .pods()
+            .list(&Default::default())
+            .await
+            .map_or(0, |l| l.items.len()),
+        None => env.pods_on(&node_1).await.len(),
+    };
     let (kubeconfig, user) = tool_kubeconfig(&env).await;
     let mut watchers = Vec::new();
     for (app, _, floor) in &scenario.workloads {
@@ -176,19 +203,45 @@ async fn run(scenario: &Scenario, tool: Tool) -> Outcome {
     let rss = std::env::temp_dir().join(format!("{}.rss", env.ns()));
     let mut cmd = std::process::Command::new("/usr/bin/time");
     cmd.arg("-f").arg("%M").arg("-o").arg(&rss);
-    match tool {
-        Tool::Kordon => {
+    let selector = format!("{}={}", support::ENV_LABEL, env.ns());
+    let cordons = CordonWatcher::start(kube::Api::all(env.client.clone()), &selector).await;
+    match (tool, scenario.roll) {
+        (Tool::Kordon, None) => {
             cmd.arg(env!("CARGO_BIN_EXE_kordon"))
                 .arg("--kubeconfig")
                 .arg(&kubeconfig)
                 .args(["drain", &node_1, "--timeout", "600s"])
                 .args(&scenario.kordon_flags);
         }
-        Tool::Kubectl => {
+        (Tool::Kubectl, None) => {
             cmd.arg("kubectl")
                 .arg("--kubeconfig")
                 .arg(&kubeconfig)
                 .args(["drain", &node_1, "--ignore-daemonsets", "--timeout=600s"]);
+        }
+        (Tool::Kordon, Some(_)) => {
+            cmd.arg(env!("CARGO_BIN_EXE_kordon"))
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args([
+                    "roll",
+                    "--selector",
+                    &selector,
+                    "--lock-namespace",
+                    env.ns(),
+                ])
+                .args(&scenario.kordon_flags)
+                .args(["--", "true"]);
+        }
+        (Tool::Kubectl, Some(_)) => {
+            // The usual script: drain, maintain, uncordon, node after node.
+            let script = format!(
+                "for n in {}; do kubectl --kubeconfig {} drain $n --ignore-daemonsets --timeout=600s && true && kubectl --kubeconfig {} uncordon $n || exit 1; done",
+                nodes.join(" "),
+                kubeconfig.display(),
+                kubeconfig.display()
+            );
+            cmd.args(["sh", "-c", &script]);
         }
     }
     let started = Instant::now();
@@ -227,6 +280,7 @@ async fn run(scenario: &Scenario, tool: Tool) -> Outcome {
         requests,
         evicted,
         peak_mib,
+        max_cordoned: cordons.max_cordoned(),
         ok: out.status.success(),
     }
 }
@@ -256,12 +310,13 @@ async fn main() {
         let kubectl = run(&scenario, Tool::Kubectl).await;
         for (tool, o) in [(Tool::Kordon, &kordon), (Tool::Kubectl, &kubectl)] {
             rows.push(format!(
-                "| {} | {} | {}{:.1} | {} | {} ({:.1}/pod) | {:.0} |",
+                "| {} | {} | {}{:.1} | {} | {} | {} ({:.1}/pod) | {:.0} |",
                 scenario.name,
                 tool.name(),
                 if o.ok { "" } else { "FAILED " },
                 o.seconds,
                 availability(o),
+                o.max_cordoned,
                 o.requests,
                 o.requests as f64 / o.evicted.max(1) as f64,
                 o.peak_mib
@@ -278,9 +333,9 @@ async fn main() {
         );
     }
     println!(
-        "| scenario | tool | drain wall s | budget floor (min Ready seen) | API requests | peak RSS MiB |"
+        "| scenario | tool | wall s | budget floor (min Ready seen) | max nodes out | API requests | peak RSS MiB |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
