@@ -324,7 +324,7 @@ fn plan_fleet(
     let mut unsafe_waves = Vec::new();
     for wave in to_drain.chunks(cap) {
         let report = crate::plan::plan(snapshot, wave, options)
-            .map_err(|e| ClusterError::NodeNotFound(NodeName::new(e.to_string())))?;
+            .map_err(|crate::plan::PlanError::UnknownNode(n)| ClusterError::NodeNotFound(n))?;
         if !report.safe {
             unsafe_waves.push(run::unsafe_reason(wave, &report));
         }
