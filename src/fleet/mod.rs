@@ -177,18 +177,18 @@ pub async fn roll(
         .max_unavailable
         .resolve(targets.len())
         .map_err(RollError::MaxUnavailable)?;
-    let last = run::last(conn, &opts.lock.namespace).await?;
-    let (run_id, resumed) =
-        run::decide(last.as_ref(), &opts.spec, opts.resume).map_err(RollError::NothingToResume)?;
-
+    let lease = lease::read(conn, &opts.lock.namespace, LOCK_NAME).await?;
     // Another run holding the lock is the first thing to say, when not waiting for it.
     if opts.lock.wait.is_zero()
-        && let Some(held) = lease::read(conn, &opts.lock.namespace, LOCK_NAME)
-            .await?
+        && let Some(held) = lease
+            .as_ref()
             .and_then(|l| l.refusal(&opts.lock.namespace, LOCK_NAME))
     {
         return Err(held.into());
     }
+    let last = lease.as_ref().and_then(run::of_lease);
+    let (run_id, resumed) =
+        run::decide(last.as_ref(), &opts.spec, opts.resume).map_err(RollError::NothingToResume)?;
 
     // One read of the cluster: marks, pods to plan with, the workloads each node holds.
     let mut snapshot = Snapshot::live(conn).await?;

@@ -75,18 +75,19 @@ pub struct RunRecord {
 
 /// Reads the last run from the lock's lease.
 pub async fn last(conn: &Connection, namespace: &str) -> Result<Option<RunRecord>, ClusterError> {
-    let Some(state) = lease::read(conn, namespace, LOCK_NAME).await? else {
-        return Ok(None);
-    };
+    let lease = lease::read(conn, namespace, LOCK_NAME).await?;
+    Ok(lease.as_ref().and_then(of_lease))
+}
+
+/// The run record a lease carries, if any.
+pub fn of_lease(state: &lease::LeaseState) -> Option<RunRecord> {
     let a = &state.annotations;
-    let Some(run) = a.get(RUN) else {
-        return Ok(None);
-    };
+    let run = a.get(RUN)?;
     let holder = state
         .is_held(k8s_openapi::jiff::Timestamp::now())
         .then(|| state.holder.clone())
         .flatten();
-    Ok(Some(RunRecord {
+    Some(RunRecord {
         run: run.clone(),
         spec: a.get(SPEC).and_then(|s| serde_json::from_str(s).ok()),
         state: a.get(STATE).cloned().unwrap_or_default(),
@@ -101,7 +102,7 @@ pub async fn last(conn: &Connection, namespace: &str) -> Result<Option<RunRecord
             .unwrap_or_default(),
         updated: a.get(UPDATED).cloned(),
         holder,
-    }))
+    })
 }
 
 /// The lease annotations recording a run.
