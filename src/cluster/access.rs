@@ -11,7 +11,7 @@ use super::{ClusterError, Connection};
 
 /// One permission: `verb` on `resource` (with optional subresource), in a namespace
 /// or cluster-wide.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Permission {
     pub verb: &'static str,
     pub group: &'static str,
@@ -60,6 +60,15 @@ impl Permission {
     }
 }
 
+/// Permissions already granted in this process: a roll drains node after node with
+/// the same needs, and asking again each time only costs requests.
+static GRANTED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<Permission>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn granted(p: &Permission) -> bool {
+    GRANTED.lock().is_ok_and(|g| g.contains(p))
+}
+
 /// Fails with [`ClusterError::Forbidden`] naming every permission that is missing.
 pub async fn require(
     conn: &Connection,
@@ -68,7 +77,7 @@ pub async fn require(
 ) -> Result<(), ClusterError> {
     let api: Api<SelfSubjectAccessReview> = Api::all(conn.client.clone());
     let mut missing = Vec::new();
-    for p in wanted {
+    for p in wanted.iter().filter(|p| !granted(p)) {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
@@ -87,7 +96,11 @@ pub async fn require(
             .create(&PostParams::default(), &review)
             .await
             .map_err(|e| conn.error("check permissions (create selfsubjectaccessreviews)", e))?;
-        if !answer.status.is_some_and(|s| s.allowed) {
+        if answer.status.is_some_and(|s| s.allowed) {
+            if let Ok(mut g) = GRANTED.lock() {
+                g.insert(p.clone());
+            }
+        } else {
             missing.push(p.describe());
         }
     }

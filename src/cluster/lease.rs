@@ -176,9 +176,9 @@ pub async fn acquire(
             api.create(&PostParams::default(), &lease).await
         };
         match written {
-            Ok(_) => {
+            Ok(written) => {
                 let (tx, lost) = watch::channel(false);
-                let renewer = tokio::spawn(renew(api.clone(), spec.clone(), tx));
+                let renewer = tokio::spawn(renew(api.clone(), spec.clone(), written, tx));
                 return Ok(HeldLock {
                     api,
                     spec: spec.clone(),
@@ -211,14 +211,15 @@ fn duration_seconds(d: Duration) -> i32 {
     i32::try_from(d.as_secs().max(1)).unwrap_or(i32::MAX)
 }
 
-/// Renews at a third of the duration; a lease found taken by someone else (or not
-/// renewable until it expired) is reported lost.
-async fn renew(api: Api<Lease>, spec: LockSpec, lost: watch::Sender<bool>) {
+/// Renews at a third of the duration, writing over the lease it last wrote (one
+/// request); a lease found taken by someone else (or not renewable until it expired)
+/// is reported lost.
+async fn renew(api: Api<Lease>, spec: LockSpec, mut last: Lease, lost: watch::Sender<bool>) {
     let period = spec.duration / 3;
     let mut last_renewed = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(period).await;
-        match renew_once(&api, &spec).await {
+        match renew_once(&api, &spec, &mut last).await {
             Ok(true) => last_renewed = tokio::time::Instant::now(),
             Ok(false) => {
                 let _ = lost.send(true);
@@ -239,21 +240,37 @@ async fn renew(api: Api<Lease>, spec: LockSpec, lost: watch::Sender<bool>) {
     }
 }
 
-/// `Ok(false)` when the lease is no longer ours.
-async fn renew_once(api: &Api<Lease>, spec: &LockSpec) -> Result<bool, kube::Error> {
-    let Some(mut lease) = api.get_opt(&spec.name).await? else {
-        return Ok(false);
-    };
-    let Some(lease_spec) = lease.spec.as_mut() else {
-        return Ok(false);
-    };
-    if lease_spec.holder_identity.as_deref() != Some(spec.holder.as_str()) {
-        return Ok(false);
+/// `Ok(false)` when the lease is no longer ours. A write that finds the lease changed
+/// since (409) reads it again and retries once.
+async fn renew_once(
+    api: &Api<Lease>,
+    spec: &LockSpec,
+    last: &mut Lease,
+) -> Result<bool, kube::Error> {
+    for fresh_read in [false, true] {
+        if fresh_read {
+            match api.get_opt(&spec.name).await? {
+                Some(lease) => *last = lease,
+                None => return Ok(false),
+            }
+        }
+        let Some(lease_spec) = last.spec.as_mut() else {
+            return Ok(false);
+        };
+        if lease_spec.holder_identity.as_deref() != Some(spec.holder.as_str()) {
+            return Ok(false);
+        }
+        lease_spec.renew_time = Some(MicroTime(Timestamp::now()));
+        match api.replace(&spec.name, &PostParams::default(), last).await {
+            Ok(written) => {
+                *last = written;
+                return Ok(true);
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 && !fresh_read => continue,
+            Err(e) => return Err(e),
+        }
     }
-    lease_spec.renew_time = Some(MicroTime(Timestamp::now()));
-    api.replace(&spec.name, &PostParams::default(), &lease)
-        .await
-        .map(|_| true)
+    Ok(false)
 }
 
 impl HeldLock {
@@ -297,19 +314,6 @@ impl HeldLock {
             }
         }
         Ok(())
-    }
-
-    /// Updates the run record while holding the lock.
-    pub async fn annotate(&self, annotations: BTreeMap<String, String>) -> Result<(), kube::Error> {
-        let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
-        self.api
-            .patch(
-                &self.spec.name,
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(&patch),
-            )
-            .await
-            .map(|_| ())
     }
 }
 
