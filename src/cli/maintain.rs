@@ -18,34 +18,48 @@ pub struct MaintainArgs {
     pub node: String,
     #[command(flatten)]
     pub drain: DrainFlags,
-    /// Pause after the drain until you press Enter, instead of running a command.
+    /// Uncordon the node even if a step fails (default: leave it cordoned).
+    #[arg(long)]
+    pub uncordon_on_failure: bool,
+    #[command(flatten)]
+    pub work: WorkArgs,
+}
+
+/// What the maintenance is and how a node must come back from it; `maintain` and
+/// `roll` share them.
+#[derive(Debug, Args)]
+pub struct WorkArgs {
+    /// Pause after each drain until you press Enter, instead of running a command.
     #[arg(long, conflicts_with = "command")]
     pub manual: bool,
     /// The node must come back with a new bootID (it reboots during maintenance).
     #[arg(long)]
     pub expect_reboot: bool,
-    /// How long the node may take to be Ready again after the maintenance.
+    /// How long a node may take to be Ready again after the maintenance.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
     pub ready_timeout: Duration,
-    /// Uncordon the node even if a step fails (default: leave it cordoned).
-    #[arg(long)]
-    pub uncordon_on_failure: bool,
     /// The maintenance command and its arguments, after `--`. Runs with KORDON_NODE set.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
+impl WorkArgs {
+    pub fn ready(&self) -> ReadyCriteria {
+        ReadyCriteria {
+            expect_reboot: self.expect_reboot,
+        }
+    }
+}
+
 pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> anyhow::Result<()> {
-    let work = work(args.manual, &args.command, "kordon maintain NODE")?;
+    let work = work(args.work.manual, &args.work.command, "kordon maintain NODE")?;
     let conn = Connection::open(&global.connection()).await?;
     let printer = Printer::new(global.output);
     let options = MaintainOptions {
         drain: args.drain.options(),
         work,
-        ready: ReadyCriteria {
-            expect_reboot: args.expect_reboot,
-        },
-        ready_timeout: args.ready_timeout,
+        ready: args.work.ready(),
+        ready_timeout: args.work.ready_timeout,
         uncordon_on_failure: args.uncordon_on_failure,
     };
     let node = NodeName::new(args.node.as_str());

@@ -8,7 +8,7 @@ use kordon::output::Format;
 
 mod cordon;
 pub mod drain;
-mod maintain;
+pub mod maintain;
 pub mod plan;
 pub mod roll;
 mod status;

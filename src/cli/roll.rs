@@ -9,9 +9,9 @@ use kordon::fleet::{
     WaitReason,
 };
 use kordon::output::Printer;
-use kordon::workflow::ReadyCriteria;
 
 use super::drain::DrainFlags;
+use super::maintain::WorkArgs;
 use super::{GlobalArgs, NodeSelection};
 
 #[derive(Debug, Args)]
@@ -48,21 +48,11 @@ pub struct RollArgs {
     pub lock_duration: Duration,
     #[command(flatten)]
     pub drain: DrainFlags,
-    /// Pause after each drain until you press Enter, instead of running a command.
-    #[arg(long, conflicts_with = "command")]
-    pub manual: bool,
-    /// Each node must come back with a new bootID (it reboots during maintenance).
-    #[arg(long)]
-    pub expect_reboot: bool,
-    /// How long a node may take to be Ready again after the maintenance.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
-    pub ready_timeout: Duration,
     /// How long each health gate may take (DaemonSet pods Ready; workloads recovered).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
     pub gate_timeout: Duration,
-    /// The maintenance command and its arguments, after `--`. Runs with KORDON_NODE set.
-    #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<String>,
+    #[command(flatten)]
+    pub work: WorkArgs,
 }
 
 /// Where the roll's lock (and the record of the last run) lives.
@@ -88,8 +78,8 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
     let mut spec = RunSpec {
         nodes: args.targets.nodes.clone(),
         selector: args.targets.selector.clone(),
-        command: args.command.clone(),
-        manual: args.manual,
+        command: args.work.command.clone(),
+        manual: args.work.manual,
     };
     let given = !spec.nodes.is_empty() || spec.selector.is_some();
     if args.resume && !given {
@@ -120,10 +110,8 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
     let options = RollOptions {
         drain: args.drain.options(),
         work,
-        ready: ReadyCriteria {
-            expect_reboot: args.expect_reboot,
-        },
-        ready_timeout: args.ready_timeout,
+        ready: args.work.ready(),
+        ready_timeout: args.work.ready_timeout,
         gate_timeout: args.gate_timeout,
         max_unavailable: args.max_unavailable,
         order: args.order,

@@ -3,6 +3,7 @@
 //!   network, logging, storage);
 //! - before the next node starts, every workload the node's drain touched is back to
 //!   its full Ready replicas, and the budgets covering it allow disruptions again.
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +12,9 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::ListParams;
+use kube::Api;
 use kube::runtime::wait::await_condition;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, Resource};
 
 use crate::budget;
 use crate::cluster::Connection;
@@ -84,14 +84,7 @@ pub async fn workloads_recovered(
     workloads: &[WorkloadId],
     timeout: Duration,
 ) -> Result<(), GateError> {
-    let waits = workloads.iter().map(|w| async move {
-        recovered(conn, w).await?;
-        for pdb in budgets_of(conn, w).await? {
-            budget_allows(conn, w, &pdb).await?;
-        }
-        Ok::<_, GateError>(())
-    });
-    let all = futures::future::try_join_all(waits);
+    let all = futures::future::try_join_all(workloads.iter().map(|w| recovered(conn, w)));
     match tokio::time::timeout(timeout, all).await {
         Ok(result) => result.map(|_| ()),
         Err(_) => Err(GateError::TimedOut {
@@ -109,55 +102,94 @@ pub async fn workloads_recovered(
 }
 
 async fn recovered(conn: &Connection, w: &WorkloadId) -> Result<(), GateError> {
-    let client = conn.client.clone();
-    let ns = w.namespace.as_str();
-    let name = w.name.as_str();
-    let result = match w.kind.as_str() {
-        "Deployment" => await_condition(
-            Api::<Deployment>::namespaced(client, ns),
-            name,
-            |d: Option<&Deployment>| d.is_none_or(deployment_recovered),
-        )
-        .await
-        .map(|_| ()),
-        "StatefulSet" => await_condition(
-            Api::<StatefulSet>::namespaced(client, ns),
-            name,
-            |s: Option<&StatefulSet>| {
-                s.is_none_or(|s| {
-                    let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                    s.status
-                        .as_ref()
-                        .and_then(|s| s.ready_replicas)
-                        .unwrap_or(0)
-                        >= want
-                })
-            },
-        )
-        .await
-        .map(|_| ()),
-        "ReplicaSet" => await_condition(
-            Api::<ReplicaSet>::namespaced(client, ns),
-            name,
-            |r: Option<&ReplicaSet>| {
-                r.is_none_or(|r| {
-                    let want = r.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                    r.status
-                        .as_ref()
-                        .and_then(|s| s.ready_replicas)
-                        .unwrap_or(0)
-                        >= want
-                })
-            },
-        )
-        .await
-        .map(|_| ()),
+    match w.kind.as_str() {
+        "Deployment" => {
+            recovered_as::<Deployment>(conn, w, deployment_recovered, |d| {
+                d.spec.as_ref()?.template.metadata.as_ref()?.labels.clone()
+            })
+            .await
+        }
+        "StatefulSet" => {
+            let back = |s: &StatefulSet| {
+                all_ready(
+                    s.spec.as_ref().and_then(|s| s.replicas),
+                    s.status.as_ref().and_then(|s| s.ready_replicas),
+                )
+            };
+            recovered_as(conn, w, back, |s| {
+                s.spec.as_ref()?.template.metadata.as_ref()?.labels.clone()
+            })
+            .await
+        }
+        "ReplicaSet" => {
+            let back = |r: &ReplicaSet| {
+                all_ready(
+                    r.spec.as_ref().and_then(|s| s.replicas),
+                    r.status.as_ref().and_then(|s| s.ready_replicas),
+                )
+            };
+            recovered_as(conn, w, back, |r| {
+                r.spec
+                    .as_ref()?
+                    .template
+                    .as_ref()?
+                    .metadata
+                    .as_ref()?
+                    .labels
+                    .clone()
+            })
+            .await
+        }
         _ => Ok(()),
-    };
-    result.map_err(|e| GateError::Watch {
+    }
+}
+
+/// Waits until the workload is back, then until each budget covering its pod
+/// template (as the watch last saw it) allows a disruption.
+async fn recovered_as<K>(
+    conn: &Connection,
+    w: &WorkloadId,
+    back: impl Fn(&K) -> bool + Send + 'static,
+    template_labels: impl Fn(&K) -> Option<BTreeMap<String, String>>,
+) -> Result<(), GateError>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+{
+    let watch_error = |message: String| GateError::Watch {
         what: w.to_string(),
-        message: e.to_string(),
-    })
+        message,
+    };
+    let api = Api::<K>::namespaced(conn.client.clone(), &w.namespace);
+    let seen = await_condition(api, &w.name, move |k: Option<&K>| k.is_none_or(&back))
+        .await
+        .map_err(|e| watch_error(e.to_string()))?;
+    let Some(labels) = seen.as_ref().and_then(template_labels) else {
+        return Ok(());
+    };
+    let template = Pod {
+        metadata: ObjectMeta {
+            namespace: Some(w.namespace.clone()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let budgets = budget::covering(conn, &template)
+        .await
+        .map_err(|e| watch_error(e.to_string()))?;
+    for pdb in budgets {
+        budget_allows(conn, w, &pdb).await?;
+    }
+    Ok(())
+}
+
+fn all_ready(want: Option<i32>, ready: Option<i32>) -> bool {
+    ready.unwrap_or(0) >= want.unwrap_or(1)
 }
 
 /// All replicas Ready and updated, as observed for the current generation.
@@ -171,54 +203,6 @@ fn deployment_recovered(d: &Deployment) -> bool {
         && status.ready_replicas.unwrap_or(0) >= want
         && status.updated_replicas.unwrap_or(0) >= want
         && status.available_replicas.unwrap_or(0) >= want
-}
-
-/// The budgets whose selector matches the workload's pod template.
-async fn budgets_of(conn: &Connection, w: &WorkloadId) -> Result<Vec<String>, GateError> {
-    let watch_error = |e: kube::Error| GateError::Watch {
-        what: w.to_string(),
-        message: e.to_string(),
-    };
-    let client = conn.client.clone();
-    let labels = match w.kind.as_str() {
-        "Deployment" => Api::<Deployment>::namespaced(client.clone(), &w.namespace)
-            .get_opt(&w.name)
-            .await
-            .map_err(watch_error)?
-            .and_then(|d| d.spec?.template.metadata?.labels),
-        "StatefulSet" => Api::<StatefulSet>::namespaced(client.clone(), &w.namespace)
-            .get_opt(&w.name)
-            .await
-            .map_err(watch_error)?
-            .and_then(|s| s.spec?.template.metadata?.labels),
-        "ReplicaSet" => Api::<ReplicaSet>::namespaced(client.clone(), &w.namespace)
-            .get_opt(&w.name)
-            .await
-            .map_err(watch_error)?
-            .and_then(|r| r.spec?.template?.metadata?.labels),
-        _ => None,
-    };
-    let Some(labels) = labels else {
-        return Ok(Vec::new());
-    };
-    let template = Pod {
-        metadata: ObjectMeta {
-            namespace: Some(w.namespace.clone()),
-            labels: Some(labels),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let pdbs = Api::<PodDisruptionBudget>::namespaced(client, &w.namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(watch_error)?;
-    Ok(pdbs
-        .items
-        .iter()
-        .filter(|b| budget::covers(b, &template))
-        .filter_map(|b| b.meta().name.clone())
-        .collect())
 }
 
 async fn budget_allows(conn: &Connection, w: &WorkloadId, pdb: &str) -> Result<(), GateError> {

@@ -8,7 +8,7 @@ mod node;
 pub mod run;
 pub mod window;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -220,7 +220,8 @@ pub async fn roll(
             None => fresh.push((node, None)),
         }
     }
-    run::order(&mut fresh, opts.order, &snapshot);
+    let holdings = run::holdings(&snapshot);
+    run::order(&mut fresh, opts.order, &holdings);
     let queue: VecDeque<(Node, Option<Mark>)> = in_progress.into_iter().chain(fresh).collect();
     let order: Vec<NodeName> = queue.iter().map(|(n, _)| name_of(n)).collect();
     on_progress(RollProgress::Started {
@@ -262,7 +263,7 @@ pub async fn roll(
         stop: stop_rx,
         on_progress,
     };
-    let state = schedule(&job, &snapshot, queue, cap, &mut results).await;
+    let state = schedule(&job, &holdings, queue, cap, &mut results).await;
     watcher.abort();
     let state = if state == RunState::Done && results.iter().any(|r| r.outcome == Outcome::Failed) {
         RunState::Failed
@@ -405,7 +406,7 @@ fn spawn_stop_watch(
 /// Starts nodes while slots, windows and pauses allow; collects their results.
 async fn schedule(
     job: &Job<'_>,
-    snapshot: &Snapshot,
+    holdings: &HashMap<String, run::Holding>,
     mut queue: VecDeque<(Node, Option<Mark>)>,
     cap: usize,
     results: &mut Vec<NodeResult>,
@@ -440,7 +441,7 @@ async fn schedule(
             let Some((node, previous)) = queue.pop_front() else {
                 break;
             };
-            let fresh = fresh_mark(&node, snapshot, &job.run);
+            let fresh = fresh_mark(&node, holdings, &job.run);
             running.push(async move { node::maintain(job, &node, previous, fresh).await });
         }
         if running.is_empty() && (queue.is_empty() || stopping || halted) {
@@ -514,20 +515,16 @@ fn next_start(
 
 /// The mark a node gets when the roll reaches it: whether it was already cordoned by
 /// someone else, and which workloads it holds (the health gate waits for them).
-fn fresh_mark(node: &Node, snapshot: &Snapshot, run: &str) -> Mark {
+fn fresh_mark(node: &Node, holdings: &HashMap<String, run::Holding>, run: &str) -> Mark {
     let name = node.metadata.name.as_deref().unwrap_or_default();
-    let cordoned = is_cordoned(node);
-    let workloads: BTreeSet<_> = snapshot
-        .pods
-        .iter()
-        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name))
-        .filter_map(|p| snapshot.workload_of(p))
-        .map(|w| w.id)
-        .collect();
+    let workloads = holdings
+        .get(name)
+        .map(|h| h.workloads.iter().cloned().collect())
+        .unwrap_or_default();
     Mark::new(
         run,
-        cordoned && !nodes::cordoned_by_kordon(node),
-        workloads.into_iter().collect(),
+        is_cordoned(node) && !nodes::cordoned_by_kordon(node),
+        workloads,
     )
 }
 

@@ -1,7 +1,7 @@
 //! A roll as a whole: what it was asked to do (kept in the lock's lease, so a re-run of
 //! the same command is recognised and continues the same run), its limits and its
 //! order.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 
 use k8s_openapi::api::core::v1::Node;
@@ -14,6 +14,7 @@ use crate::cluster::{ClusterError, Connection, lease};
 use crate::names::NodeName;
 use crate::plan::PlanReport;
 use crate::snapshot::Snapshot;
+use crate::workload::WorkloadId;
 
 const RUN: &str = "kordon.dev/run";
 const SPEC: &str = "kordon.dev/run-spec";
@@ -222,27 +223,50 @@ pub enum Order {
     Given,
 }
 
-pub(super) fn order(nodes: &mut [(Node, Option<Mark>)], order: Order, snapshot: &Snapshot) {
+/// What a node holds, read once from the snapshot for the whole fleet.
+#[derive(Debug, Default)]
+pub(super) struct Holding {
+    /// Pods a drain would evict, whatever the flags.
+    pub evictable: usize,
+    /// Workloads with pods on the node: its health gate waits for them.
+    pub workloads: BTreeSet<WorkloadId>,
+}
+
+/// Every node's [`Holding`], in one pass over the pods.
+pub(super) fn holdings(snapshot: &Snapshot) -> HashMap<String, Holding> {
+    let everything = Permissions {
+        ignore_daemonsets: true,
+        delete_emptydir_data: true,
+        force: true,
+    };
+    let mut by_node: HashMap<String, Holding> = HashMap::new();
+    for p in &snapshot.pods {
+        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            continue;
+        };
+        let holding = by_node.entry(node).or_default();
+        if matches!(classify(p, everything), Verdict::Evict(_)) {
+            holding.evictable += 1;
+        }
+        if let Some(w) = snapshot.workload_of(p) {
+            holding.workloads.insert(w.id);
+        }
+    }
+    by_node
+}
+
+pub(super) fn order(
+    nodes: &mut [(Node, Option<Mark>)],
+    order: Order,
+    holdings: &HashMap<String, Holding>,
+) {
     let name = |n: &Node| n.metadata.name.clone().unwrap_or_default();
     match order {
         Order::Given => {}
         Order::Name => nodes.sort_by_key(|(n, _)| name(n)),
         Order::LeastDisruptive => nodes.sort_by_cached_key(|(n, _)| {
-            let everything = Permissions {
-                ignore_daemonsets: true,
-                delete_emptydir_data: true,
-                force: true,
-            };
             let node = name(n);
-            let pods = snapshot
-                .pods
-                .iter()
-                .filter(|p| {
-                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
-                })
-                .filter(|p| matches!(classify(p, everything), Verdict::Evict(_)))
-                .count();
-            (pods, node)
+            (holdings.get(&node).map_or(0, |h| h.evictable), node)
         }),
     }
 }

@@ -120,12 +120,7 @@ pub async fn maintain(
 ) -> Result<MaintainReport, MaintainError> {
     let plan = drain::plan(conn, node, &opts.drain)
         .await
-        .map_err(|e| MaintainError {
-            step: Step::Cordon,
-            node: node.clone(),
-            state: "unchanged".into(),
-            cause: e.into(),
-        })?;
+        .map_err(|e| fail_unchanged(node, Step::Cordon, e.into()))?;
     // Someone else's cordon is theirs to lift; a cordon kordon left behind is not.
     let cordoned_before = plan.state.cordoned && !plan.cordoned_by_kordon;
     on_progress(Progress::Planned(plan.forecast.clone()));
