@@ -440,13 +440,20 @@ async fn bad_input_is_one_sentence_and_changes_nothing() {
 #[tokio::test]
 async fn ctrl_c_stops_at_a_safe_point_and_reports_every_node() {
     let (env, nodes) = fleet("rollint", 2).await;
+    // The command says when it has started, so the interrupt lands while it runs
+    // (not in the moment between the phase change and the command's start).
+    let started = std::env::temp_dir().join(format!("kordon-{}-started", env.id));
+    let _ = std::fs::remove_file(&started);
+    let script = format!("touch {}; sleep 3", started.display());
     let args = roll_args(
         &env,
-        &["--order", "given", &nodes[0], &nodes[1], "--", "sleep", "3"],
+        &[
+            "--order", "given", &nodes[0], &nodes[1], "--", "sh", "-c", &script,
+        ],
     );
     let child = spawn_roll(&env, &args);
-    eventually("maintaining", Duration::from_secs(60), || async {
-        phase(&env, &nodes[0]).await.as_deref() == Some("maintaining")
+    eventually("the command started", Duration::from_secs(60), || async {
+        started.exists()
     })
     .await;
     let killed = Command::new("kill")
