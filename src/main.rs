@@ -37,6 +37,7 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
     if let Some(
         RollError::Unsafe { .. }
         | RollError::Unfinished { .. }
+        | RollError::NoRoom { .. }
         | RollError::Lock(kordon::cluster::lease::LockError::Held { .. }),
     ) = err.downcast_ref::<RollError>()
     {

@@ -375,6 +375,62 @@ async fn a_failing_command_on_the_third_node_halts_the_roll() {
     assert!(!annotations(&fourth).contains_key("kordon.dev/phase"));
 }
 
+/// A node an earlier run left out of service (here: failed, cordoned) takes one of
+/// the cap's slots in the next run under the same lock; a re-run on that node takes
+/// it over and finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_left_out_by_an_earlier_run_counts_against_the_cap() {
+    let (env, nodes) = fleet("rollroom", 3).await;
+    let failed = env.run_kordon(&roll_args(&env, &[&nodes[2], "--", "false"]));
+    assert_eq!(failed.code, Some(1), "{failed:#?}");
+    assert!(env.is_cordoned(&nodes[2]).await);
+
+    // With room for one node, the left-over one fills it: refused, nothing changed.
+    let uids = env.pod_uids().await;
+    let others = ["--order", "given", &nodes[0], &nodes[1], "--", "true"];
+    let refused = env.run_kordon(&roll_args(&env, &others));
+    assert_eq!(refused.code, Some(3), "{refused:#?}");
+    assert!(
+        refused
+            .stderr
+            .contains("--max-unavailable 1 leaves no room")
+            && refused
+                .stderr
+                .contains(&format!("node {} is failed in maintaining", nodes[2])),
+        "{}",
+        refused.stderr
+    );
+    for node in &nodes[..2] {
+        assert!(!env.is_cordoned(node).await);
+        assert_eq!(phase(&env, node).await, None);
+    }
+    assert_eq!(env.pod_uids().await, uids);
+
+    // With room for two, the run takes one node at a time.
+    let cordons = CordonWatcher::start(
+        Api::all(env.client.clone()),
+        &format!("{ENV_LABEL}={}", env.ns()),
+    )
+    .await;
+    let mut args = roll_args(&env, &["--max-unavailable", "2"]);
+    args.extend(others);
+    let run = env.run_kordon(&args);
+    run.assert_ok();
+    assert!(run.stdout.contains("at most 1 at a time"), "{}", run.stdout);
+    assert_eq!(cordons.max_cordoned(), 2, "the left-over node and one more");
+    for node in &nodes[..2] {
+        assert_eq!(phase(&env, node).await.as_deref(), Some("done"));
+        assert!(!env.is_cordoned(node).await);
+    }
+    assert_eq!(phase(&env, &nodes[2]).await.as_deref(), Some("maintaining"));
+
+    // A new roll over the left-over node continues it from its phase.
+    let finish = env.run_kordon(&roll_args(&env, &[&nodes[2], "--", "true"]));
+    finish.assert_ok();
+    assert!(!finish.stdout.contains("] draining"), "{}", finish.stdout);
+    assert_all_done(&env, &nodes).await;
+}
+
 /// Each bad input: exit code, one sentence, and nothing changed.
 #[tokio::test]
 async fn bad_input_is_one_sentence_and_changes_nothing() {

@@ -146,12 +146,22 @@ fn progress_line(p: RollProgress) -> Option<String> {
         RollProgress::Started {
             run,
             resumed,
-            max_unavailable,
+            slots,
+            out_elsewhere,
             order,
         } => {
             let names: Vec<&str> = order.iter().map(|n| n.as_str()).collect();
+            let taken = if out_elsewhere.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (other runs left {} out of service: {})",
+                    out_elsewhere.len(),
+                    out_elsewhere.join("; ")
+                )
+            };
             format!(
-                "{} run {run}: {} node(s), at most {max_unavailable} at a time, in this order: {}",
+                "{} run {run}: {} node(s), at most {slots} at a time{taken}, in this order: {}",
                 if resumed { "resuming" } else { "starting" },
                 order.len(),
                 names.join(", ")

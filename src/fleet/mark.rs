@@ -13,6 +13,7 @@ use crate::cluster::nodes::Annotations;
 use crate::workload::WorkloadId;
 
 const RUN: &str = "kordon.dev/run";
+const LOCK: &str = "kordon.dev/lock-namespace";
 const PHASE: &str = "kordon.dev/phase";
 const PHASE_SINCE: &str = "kordon.dev/phase-since";
 const STARTED: &str = "kordon.dev/started-at";
@@ -79,6 +80,9 @@ impl FromStr for Phase {
 #[serde(rename_all = "camelCase")]
 pub struct Mark {
     pub run: String,
+    /// Where the run's lock lives: runs sharing it share the concurrency cap, so a
+    /// node another of them left out of service takes one of the cap's slots.
+    pub lock_namespace: String,
     pub phase: Phase,
     pub phase_since: Timestamp,
     pub started: Timestamp,
@@ -96,10 +100,16 @@ pub struct Mark {
 }
 
 impl Mark {
-    pub fn new(run: &str, was_unschedulable: bool, workloads: Vec<WorkloadId>) -> Self {
+    pub fn new(
+        run: &str,
+        lock_namespace: &str,
+        was_unschedulable: bool,
+        workloads: Vec<WorkloadId>,
+    ) -> Self {
         let now = Timestamp::now();
         Self {
             run: run.to_string(),
+            lock_namespace: lock_namespace.to_string(),
             phase: Phase::Draining,
             phase_since: now,
             started: now,
@@ -119,6 +129,7 @@ impl Mark {
         let time = |key: &str| a.get(key).and_then(|v| v.parse::<Timestamp>().ok());
         Some(Self {
             run: a.get(RUN)?.clone(),
+            lock_namespace: a.get(LOCK)?.clone(),
             phase: a.get(PHASE)?.parse().ok()?,
             phase_since: time(PHASE_SINCE)?,
             started: time(STARTED)?,
@@ -148,6 +159,7 @@ impl Mark {
             a.insert(k.to_string(), v);
         };
         set(RUN, Some(self.run.clone()));
+        set(LOCK, Some(self.lock_namespace.clone()));
         set(PHASE, Some(self.phase.to_string()));
         set(PHASE_SINCE, Some(self.phase_since.to_string()));
         set(STARTED, Some(self.started.to_string()));
@@ -200,6 +212,7 @@ mod tests {
     fn a_mark_survives_the_round_trip_through_annotations() {
         let mut mark = Mark::new(
             "r-1",
+            "kube-system",
             true,
             vec![WorkloadId {
                 kind: "Deployment".into(),
@@ -218,7 +231,7 @@ mod tests {
 
     #[test]
     fn clearing_an_error_removes_its_annotation() {
-        let mut mark = Mark::new("r-1", false, Vec::new());
+        let mut mark = Mark::new("r-1", "kube-system", false, Vec::new());
         mark.error = Some("boom".into());
         mark.enter(Phase::Maintaining);
         assert_eq!(mark.annotations().get(ERROR), Some(&None));

@@ -71,7 +71,10 @@ pub enum RollProgress {
     Started {
         run: String,
         resumed: bool,
-        max_unavailable: usize,
+        /// How many nodes of this run may be out at once: the cap less the nodes
+        /// other runs sharing the lock left out of service (`out_elsewhere`).
+        slots: usize,
+        out_elsewhere: Vec<String>,
         order: Vec<NodeName>,
     },
     /// The pre-flight plan of one wave: nodes that may be down together.
@@ -138,6 +141,14 @@ pub enum RollError {
     )]
     Unfinished { nodes: Vec<String> },
     #[error(
+        "--max-unavailable {max_unavailable} leaves no room: {} still out of service from another run ({}); finish that run first (`kordon roll --resume`, or re-run it), or raise --max-unavailable; nothing was changed",
+        plural(.nodes.len(), "node"), .nodes.join("; ")
+    )]
+    NoRoom {
+        max_unavailable: usize,
+        nodes: Vec<String>,
+    },
+    #[error(
         "the fleet plan is unsafe: {}; nothing was changed",
         .waves.join("; ")
     )]
@@ -192,24 +203,26 @@ pub async fn roll(
 
     // One read of the cluster: marks, pods to plan with, the workloads each node holds.
     let mut snapshot = Snapshot::live(conn).await?;
-    // The lock keeps runs apart; a selected node left mid-phase by another run (one
-    // that crashed, or a different roll) must be finished first.
-    let unfinished: Vec<String> = targets
-        .iter()
-        .filter_map(|n| Some((n.metadata.name.clone()?, Mark::of(n)?)))
-        .filter(|(_, m)| m.run != run_id && m.phase != Phase::Done)
-        .map(|(n, m)| format!("node {n} is {}", m.describe()))
-        .collect();
-    if !unfinished.is_empty() {
-        return Err(RollError::Unfinished { nodes: unfinished });
+    let out = out_of_service(&snapshot.nodes, &targets, &run_id, &opts.lock.namespace);
+    if !out.unfinished.is_empty() {
+        return Err(RollError::Unfinished {
+            nodes: out.unfinished,
+        });
     }
+    if out.elsewhere.len() >= cap {
+        return Err(RollError::NoRoom {
+            max_unavailable: cap,
+            nodes: out.elsewhere,
+        });
+    }
+    let slots = cap - out.elsewhere.len();
 
     let mut results = Vec::new();
     let mut in_progress = Vec::new();
     let mut fresh = Vec::new();
     for node in targets {
         let name = NodeName::new(node.metadata.name.as_deref().unwrap_or_default());
-        match Mark::of(&node).filter(|m| m.run == run_id) {
+        match continued(&node, &run_id, &opts.lock.namespace) {
             Some(m) if m.phase == Phase::Done => results.push(NodeResult::untouched(
                 name,
                 Outcome::AlreadyDone,
@@ -227,11 +240,12 @@ pub async fn roll(
     on_progress(RollProgress::Started {
         run: run_id.clone(),
         resumed,
-        max_unavailable: cap,
+        slots,
+        out_elsewhere: out.elsewhere,
         order: order.clone(),
     });
 
-    plan_fleet(&mut snapshot, &queue, cap, opts, on_progress)?;
+    plan_fleet(&mut snapshot, &queue, slots, opts, on_progress)?;
     access::require(
         conn,
         "roll nodes",
@@ -263,7 +277,7 @@ pub async fn roll(
         stop: stop_rx,
         on_progress,
     };
-    let state = schedule(&job, &holdings, queue, cap, &mut results).await;
+    let state = schedule(&job, &holdings, queue, slots, &mut results).await;
     watcher.abort();
     let state = if state == RunState::Done && results.iter().any(|r| r.outcome == Outcome::Failed) {
         RunState::Failed
@@ -284,6 +298,52 @@ pub async fn roll(
         max_unavailable: cap,
         nodes: results,
     })
+}
+
+/// Nodes other runs left out of service (crashed, halted on a failure, stopped).
+struct OutOfService {
+    /// Selected nodes that a run under a different lock may still be working on.
+    unfinished: Vec<String>,
+    /// Nodes outside the selection, left by a run sharing this lock: each takes one
+    /// of the cap's slots, so the cap holds across runs.
+    elsewhere: Vec<String>,
+}
+
+fn out_of_service(all: &[Node], targets: &[Node], run: &str, lock_namespace: &str) -> OutOfService {
+    let selected: BTreeSet<&str> = targets
+        .iter()
+        .filter_map(|n| n.metadata.name.as_deref())
+        .collect();
+    let mut out = OutOfService {
+        unfinished: Vec::new(),
+        elsewhere: Vec::new(),
+    };
+    for node in all {
+        let (Some(name), Some(mark)) = (node.metadata.name.as_deref(), Mark::of(node)) else {
+            continue;
+        };
+        if mark.run == run || mark.phase == Phase::Done {
+            continue;
+        }
+        let ours = mark.lock_namespace == lock_namespace;
+        let line = format!("node {name} is {}", mark.describe());
+        match (selected.contains(name), ours) {
+            (true, false) => out.unfinished.push(line),
+            (false, true) => out.elsewhere.push(line),
+            // A selected node left by a run under this lock is continued (below);
+            // another lock's nodes outside the selection belong to another fleet.
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The mark a selected node is continued from: this run's, or an unfinished one that
+/// an earlier run under the same lock left behind (that run can no longer be live,
+/// as this one is about to hold the lock).
+fn continued(node: &Node, run: &str, lock_namespace: &str) -> Option<Mark> {
+    Mark::of(node)
+        .filter(|m| m.run == run || (m.phase != Phase::Done && m.lock_namespace == lock_namespace))
 }
 
 fn name_of(node: &Node) -> NodeName {
@@ -441,7 +501,7 @@ async fn schedule(
             let Some((node, previous)) = queue.pop_front() else {
                 break;
             };
-            let fresh = fresh_mark(&node, holdings, &job.run);
+            let fresh = fresh_mark(&node, holdings, job);
             running.push(async move { node::maintain(job, &node, previous, fresh).await });
         }
         if running.is_empty() && (queue.is_empty() || stopping || halted) {
@@ -515,14 +575,15 @@ fn next_start(
 
 /// The mark a node gets when the roll reaches it: whether it was already cordoned by
 /// someone else, and which workloads it holds (the health gate waits for them).
-fn fresh_mark(node: &Node, holdings: &HashMap<String, run::Holding>, run: &str) -> Mark {
+fn fresh_mark(node: &Node, holdings: &HashMap<String, run::Holding>, job: &Job<'_>) -> Mark {
     let name = node.metadata.name.as_deref().unwrap_or_default();
     let workloads = holdings
         .get(name)
         .map(|h| h.workloads.iter().cloned().collect())
         .unwrap_or_default();
     Mark::new(
-        run,
+        &job.run,
+        &job.options.lock.namespace,
         is_cordoned(node) && !nodes::cordoned_by_kordon(node),
         workloads,
     )
@@ -531,6 +592,65 @@ fn fresh_mark(node: &Node, holdings: &HashMap<String, run::Holding>, run: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn node(name: &str, mark: Option<(&str, &str, Phase)>) -> Node {
+        let annotations = mark.map(|(run, lock, phase)| {
+            let mut m = Mark::new(run, lock, false, Vec::new());
+            m.enter(phase);
+            m.annotations()
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect()
+        });
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                annotations,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn nodes_other_runs_left_out_take_slots_or_block_or_are_continued() {
+        let all = vec![
+            node("a", Some(("old", "ops", Phase::Maintaining))),
+            node("b", Some(("old", "ops", Phase::Draining))),
+            node("c", Some(("old", "ops", Phase::Done))),
+            node("d", Some(("other", "elsewhere", Phase::Verifying))),
+            node("e", Some(("other", "elsewhere", Phase::Draining))),
+            node("f", Some(("now", "ops", Phase::Draining))),
+            node("g", None),
+        ];
+        let selected: Vec<Node> = ["a", "d", "f", "g"]
+            .iter()
+            .filter_map(|n| all.iter().find(|x| x.metadata.name.as_deref() == Some(n)))
+            .cloned()
+            .collect();
+        let out = out_of_service(&all, &selected, "now", "ops");
+        // Another lock's run may still be working on a selected node.
+        assert_eq!(out.unfinished.len(), 1);
+        assert!(out.unfinished[0].starts_with("node d is verifying"));
+        // An unselected node this lock's earlier run left out takes a slot; done
+        // nodes and other fleets' nodes do not.
+        assert_eq!(out.elsewhere.len(), 1);
+        assert!(out.elsewhere[0].starts_with("node b is draining"));
+        // Selected nodes continue from this run's mark or an earlier run's unfinished
+        // one under the same lock; a done or foreign mark starts afresh.
+        let from = |name: &str| {
+            let n = all
+                .iter()
+                .find(|x| x.metadata.name.as_deref() == Some(name));
+            n.and_then(|n| continued(n, "now", "ops")).map(|m| m.run)
+        };
+        assert_eq!(from("a").as_deref(), Some("old"));
+        assert_eq!(from("c"), None);
+        assert_eq!(from("d"), None);
+        assert_eq!(from("f").as_deref(), Some("now"));
+        assert_eq!(from("g"), None);
+    }
 
     #[test]
     fn a_node_waits_for_the_pause_then_for_a_window() {

@@ -88,6 +88,8 @@ pub(super) async fn maintain(
     let name = NodeName::new(node.metadata.name.as_deref().unwrap_or_default());
     let resumed = previous.is_some();
     let mut mark = previous.unwrap_or(fresh);
+    // A node an earlier run left behind is continued, and from now on is this run's.
+    mark.run = job.run.clone();
     let flow = advance(job, node, &name, &mut mark, resumed).await;
     let (outcome, blockers) = match flow {
         Ok(Flow::Finished) => (Outcome::Done, Vec::new()),
