@@ -302,11 +302,17 @@ async fn a_second_run_is_refused_while_the_first_holds_the_lock() {
         "the second run changed nothing"
     );
     assert_eq!(phase(&env, &nodes[1]).await, None);
-    finish(first).assert_ok();
 
-    // Once the first is done, the lock is free.
-    env.run_kordon(&roll_args(&env, &[&nodes[1], "--", "true"]))
-        .assert_ok();
+    // A run told to wait starts once the first is done, from what the cluster is then:
+    // the first run's node is done, not mid-phase.
+    let both = [&nodes[0], &nodes[1], "--lock-timeout", "60s", "--", "true"];
+    let waiting = spawn_roll(&env, &roll_args(&env, &both));
+    finish(first).assert_ok();
+    let third = finish(waiting);
+    third.assert_ok();
+    assert!(third.stdout.contains("starting run"), "{}", third.stdout);
+    assert!(third.stdout.contains("done (2 node(s)"), "{}", third.stdout);
+    assert_all_done(&env, &nodes).await;
 }
 
 #[tokio::test]

@@ -111,17 +111,40 @@ pub struct HeldLock {
     lost: watch::Receiver<bool>,
 }
 
-/// Takes the lock, writing `annotations` into the lease. A live holder is waited for
-/// up to `wait` (polling at its expiry, since that is when it can change hands), then
-/// named in [`LockError::Held`].
+/// Waits until no one else holds the lease, up to `wait` (polling at its expiry, since
+/// that is when it can change hands), and returns it as then read; past `wait`, names
+/// the holder in [`LockError::Held`].
+pub async fn wait_free(
+    conn: &Connection,
+    namespace: &str,
+    name: &str,
+    wait: Duration,
+) -> Result<Option<LeaseState>, LockError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let state = read(conn, namespace, name).await?;
+        let Some(refusal) = state.as_ref().and_then(|s| s.refusal(namespace, name)) else {
+            return Ok(state);
+        };
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            return Err(refusal);
+        }
+        let now = Timestamp::now();
+        let expires = state.and_then(|s| s.expires).unwrap_or(now);
+        let until_expiry = expires.duration_since(now).unsigned_abs();
+        tokio::time::sleep(until_expiry.min(remaining) + Duration::from_millis(200)).await;
+    }
+}
+
+/// Takes the lock, writing `annotations` into the lease; refuses with
+/// [`LockError::Held`] when someone else holds it (wait with [`wait_free`] first).
 pub async fn acquire(
     conn: &Connection,
     spec: &LockSpec,
-    wait: Duration,
     annotations: BTreeMap<String, String>,
 ) -> Result<HeldLock, LockError> {
     let api: Api<Lease> = Api::namespaced(conn.client.clone(), &spec.namespace);
-    let deadline = tokio::time::Instant::now() + wait;
     loop {
         let current = api
             .get_opt(&spec.name)
@@ -129,17 +152,8 @@ pub async fn acquire(
             .map_err(|e| conn.error(format!("read lease {}/{}", spec.namespace, spec.name), e))?;
         let now = Timestamp::now();
         let state = current.as_ref().map(LeaseState::of).unwrap_or_default();
-        if state.is_held(now) && state.holder.as_deref() != Some(spec.holder.as_str()) {
-            let expires = state.expires.unwrap_or(now);
-            let until_expiry = expires.duration_since(now).unsigned_abs();
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if remaining.is_zero()
-                && let Some(refusal) = state.refusal(&spec.namespace, &spec.name)
-            {
-                return Err(refusal);
-            }
-            tokio::time::sleep(until_expiry.min(remaining) + Duration::from_millis(200)).await;
-            continue;
+        if let Some(refusal) = state.refusal(&spec.namespace, &spec.name) {
+            return Err(refusal);
         }
         let mut lease = current.unwrap_or_else(|| Lease {
             metadata: ObjectMeta {

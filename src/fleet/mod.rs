@@ -188,15 +188,9 @@ pub async fn roll(
         .max_unavailable
         .resolve(targets.len())
         .map_err(RollError::MaxUnavailable)?;
-    let lease = lease::read(conn, &opts.lock.namespace, LOCK_NAME).await?;
-    // Another run holding the lock is the first thing to say, when not waiting for it.
-    if opts.lock.wait.is_zero()
-        && let Some(held) = lease
-            .as_ref()
-            .and_then(|l| l.refusal(&opts.lock.namespace, LOCK_NAME))
-    {
-        return Err(held.into());
-    }
+    // Another run holding the lock is the first thing to say (or to wait for): what
+    // this run decides below must be read after that run has let go.
+    let lease = lease::wait_free(conn, &opts.lock.namespace, LOCK_NAME, opts.lock.wait).await?;
     let last = lease.as_ref().and_then(run::of_lease);
     let (run_id, resumed) =
         run::decide(last.as_ref(), &opts.spec, opts.resume).map_err(RollError::NothingToResume)?;
@@ -262,7 +256,6 @@ pub async fn roll(
             holder: holder.clone(),
             duration: opts.lock.duration,
         },
-        opts.lock.wait,
         run::record(&run_id, &opts.spec, RunState::Running, &order),
     )
     .await?;
