@@ -5,14 +5,14 @@
 pub mod gate;
 pub mod mark;
 mod node;
+mod preflight;
 pub mod run;
+mod schedule;
 pub mod window;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::Node;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -20,16 +20,17 @@ use tokio::sync::watch;
 use crate::cluster::access::{self, Permission};
 use crate::cluster::events::NodeEvents;
 use crate::cluster::lease::{self, LockError, LockSpec};
-use crate::cluster::{ClusterError, Connection, nodes};
+use crate::cluster::{ClusterError, Connection};
 use crate::drain::{DrainOptions, Event};
 use crate::names::NodeName;
-use crate::plan::{PlanOptions, PlanReport};
+use crate::plan::PlanReport;
 use crate::snapshot::Snapshot;
 use crate::workflow::{ReadyCriteria, Work};
 use mark::{Mark, Phase};
 pub use node::{NodeResult, Outcome};
+use preflight::{continued, out_of_service, plan_fleet};
 pub use run::{MaxUnavailable, Order, RunRecord, RunSpec, RunState};
-use window::{Availability, Window};
+use window::Window;
 
 #[derive(Debug, Clone)]
 pub struct RollOptions {
@@ -270,7 +271,7 @@ pub async fn roll(
         stop: stop_rx,
         on_progress,
     };
-    let state = schedule(&job, &holdings, queue, slots, &mut results).await;
+    let state = schedule::schedule(&job, &holdings, queue, slots, &mut results).await;
     watcher.abort();
     let state = if state == RunState::Done && results.iter().any(|r| r.outcome == Outcome::Failed) {
         RunState::Failed
@@ -293,122 +294,8 @@ pub async fn roll(
     })
 }
 
-/// Nodes other runs left out of service (crashed, halted on a failure, stopped).
-struct OutOfService {
-    /// Selected nodes that a run under a different lock may still be working on.
-    unfinished: Vec<String>,
-    /// Nodes outside the selection, left by a run sharing this lock: each takes one
-    /// of the cap's slots, so the cap holds across runs.
-    elsewhere: Vec<String>,
-}
-
-fn out_of_service(all: &[Node], targets: &[Node], run: &str, lock_namespace: &str) -> OutOfService {
-    let selected: BTreeSet<&str> = targets
-        .iter()
-        .filter_map(|n| n.metadata.name.as_deref())
-        .collect();
-    let mut out = OutOfService {
-        unfinished: Vec::new(),
-        elsewhere: Vec::new(),
-    };
-    for node in all {
-        let (Some(name), Some(mark)) = (node.metadata.name.as_deref(), Mark::of(node)) else {
-            continue;
-        };
-        if mark.run == run || mark.phase == Phase::Done {
-            continue;
-        }
-        let ours = mark.lock_namespace == lock_namespace;
-        let line = format!("node {name} is {}", mark.describe());
-        match (selected.contains(name), ours) {
-            (true, false) => out.unfinished.push(line),
-            (false, true) => out.elsewhere.push(line),
-            // A selected node left by a run under this lock is continued (below);
-            // another lock's nodes outside the selection belong to another fleet.
-            _ => {}
-        }
-    }
-    out
-}
-
-/// The mark a selected node is continued from: this run's, or an unfinished one that
-/// an earlier run under the same lock left behind (that run can no longer be live,
-/// as this one is about to hold the lock).
-fn continued(node: &Node, run: &str, lock_namespace: &str) -> Option<Mark> {
-    Mark::of(node)
-        .filter(|m| m.run == run || (m.phase != Phase::Done && m.lock_namespace == lock_namespace))
-}
-
 fn name_of(node: &Node) -> NodeName {
     NodeName::new(node.metadata.name.as_deref().unwrap_or_default())
-}
-
-/// Plans the nodes still to drain in waves of `cap`, each wave as if its nodes were
-/// cordoned together (the others of the wave are where replacements cannot go).
-fn plan_fleet(
-    snapshot: &mut Snapshot,
-    queue: &VecDeque<(Node, Option<Mark>)>,
-    cap: usize,
-    opts: &RollOptions,
-    on_progress: &(dyn Fn(RollProgress) + Sync),
-) -> Result<(), RollError> {
-    let to_drain: Vec<NodeName> = queue
-        .iter()
-        .filter(|(_, m)| m.as_ref().is_none_or(|m| m.phase == Phase::Draining))
-        .map(|(n, _)| name_of(n))
-        .collect();
-    // Nodes this roll has cordoned are back before a later wave starts.
-    let returning: BTreeSet<String> = queue
-        .iter()
-        .filter(|(n, m)| match m {
-            Some(m) => !m.was_unschedulable,
-            None => !is_cordoned(n) || nodes::cordoned_by_kordon(n),
-        })
-        .map(|(n, _)| name_of(n).to_string())
-        .collect();
-    for node in &mut snapshot.nodes {
-        if returning.contains(node.metadata.name.as_deref().unwrap_or_default()) {
-            uncordoned(node);
-        }
-    }
-    let options = PlanOptions {
-        permissions: opts.drain.permissions,
-        guards: opts.drain.guards,
-    };
-    let mut unsafe_waves = Vec::new();
-    for wave in to_drain.chunks(cap) {
-        let report = crate::plan::plan(snapshot, wave, options)
-            .map_err(|crate::plan::PlanError::UnknownNode(n)| ClusterError::NodeNotFound(n))?;
-        if !report.safe {
-            unsafe_waves.push(run::unsafe_reason(wave, &report));
-        }
-        on_progress(RollProgress::Planned {
-            wave: wave.to_vec(),
-            report,
-        });
-    }
-    if unsafe_waves.is_empty() {
-        Ok(())
-    } else {
-        Err(RollError::Unsafe {
-            waves: unsafe_waves,
-        })
-    }
-}
-
-fn is_cordoned(node: &Node) -> bool {
-    node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true)
-}
-
-/// The node as it will be once uncordoned: schedulable, without the taint the node
-/// controller adds to cordoned nodes.
-fn uncordoned(node: &mut Node) {
-    if let Some(spec) = node.spec.as_mut() {
-        spec.unschedulable = None;
-        if let Some(taints) = spec.taints.as_mut() {
-            taints.retain(|t| t.key != "node.kubernetes.io/unschedulable");
-        }
-    }
 }
 
 /// Beyond what each drain checks itself: the lock, the node records, the events.
@@ -454,212 +341,4 @@ fn spawn_stop_watch(
             std::process::exit(130);
         }
     })
-}
-
-/// Starts nodes while slots, windows and pauses allow; collects their results.
-async fn schedule(
-    job: &Job<'_>,
-    holdings: &HashMap<String, run::Holding>,
-    mut queue: VecDeque<(Node, Option<Mark>)>,
-    cap: usize,
-    results: &mut Vec<NodeResult>,
-) -> RunState {
-    let opts = job.options;
-    let mut running = FuturesUnordered::new();
-    let mut failures = 0;
-    let mut pause_until: Option<jiff::Timestamp> = None;
-    let mut announced: Option<jiff::Timestamp> = None;
-    let mut stop = job.stop.clone();
-    loop {
-        let stopping = stop.borrow().is_some();
-        let halted = failures >= opts.max_failures;
-        // Failed nodes stay cordoned, so they keep their slot.
-        let mut wait_until: Option<tokio::time::Instant> = None;
-        while !stopping && !halted && running.len() + failures < cap {
-            let Some((_, previous)) = queue.front() else {
-                break;
-            };
-            let now = jiff::Timestamp::now();
-            if previous.is_none()
-                && let Some((until, why)) = next_start(pause_until, &opts.windows, now)
-            {
-                if announced != Some(until) {
-                    announced = Some(until);
-                    (job.on_progress)(RollProgress::Waiting { until, why });
-                }
-                let wait = until.duration_since(now).unsigned_abs();
-                wait_until = Some(tokio::time::Instant::now() + wait);
-                break;
-            }
-            let Some((node, previous)) = queue.pop_front() else {
-                break;
-            };
-            let fresh = fresh_mark(&node, holdings, job);
-            running.push(async move { node::maintain(job, &node, previous, fresh).await });
-        }
-        if running.is_empty() && (queue.is_empty() || stopping || halted) {
-            break;
-        }
-        if running.is_empty() && wait_until.is_none() {
-            // Every slot is held by a failed node: nothing can start.
-            break;
-        }
-        let sleep = async {
-            match wait_until {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => futures::future::pending().await,
-            }
-        };
-        tokio::select! {
-            Some(result) = running.next(), if !running.is_empty() => {
-                match result.outcome {
-                    Outcome::Failed => failures += 1,
-                    Outcome::Done => {
-                        let pause = jiff::SignedDuration::try_from(opts.pause_between).unwrap_or_default();
-                        pause_until = jiff::Timestamp::now().checked_add(pause).ok();
-                    }
-                    _ => {}
-                }
-                results.push(result);
-            }
-            _ = sleep => {}
-            _ = stop.changed() => {
-                if let Some(state) = *stop.borrow() {
-                    (job.on_progress)(RollProgress::Stopping { why: state });
-                }
-            }
-        }
-    }
-    for (node, previous) in queue {
-        let name = name_of(&node);
-        let state = crate::workflow::current_state(job.conn, &name).await;
-        results.push(NodeResult::untouched(
-            name,
-            Outcome::NotStarted,
-            previous.as_ref(),
-            state,
-        ));
-    }
-    let not_started = results.iter().any(|r| r.outcome == Outcome::NotStarted);
-    if let Some(state) = *stop.borrow() {
-        state
-    } else if not_started {
-        RunState::Halted
-    } else {
-        RunState::Done
-    }
-}
-
-/// When the next node that has not started yet may start, if not now: after the pause
-/// that follows a finished node, and inside a maintenance window.
-fn next_start(
-    pause_until: Option<jiff::Timestamp>,
-    windows: &[Window],
-    now: jiff::Timestamp,
-) -> Option<(jiff::Timestamp, WaitReason)> {
-    if let Some(t) = pause_until.filter(|t| *t > now) {
-        return Some((t, WaitReason::Pause));
-    }
-    match window::availability(windows, now) {
-        Some(Availability::Closed { opens }) => Some((opens, WaitReason::Window)),
-        _ => None,
-    }
-}
-
-/// The mark a node gets when the roll reaches it: whether it was already cordoned by
-/// someone else, and which workloads it holds (the health gate waits for them).
-fn fresh_mark(node: &Node, holdings: &HashMap<String, run::Holding>, job: &Job<'_>) -> Mark {
-    let name = node.metadata.name.as_deref().unwrap_or_default();
-    let workloads = holdings
-        .get(name)
-        .map(|h| h.workloads.iter().cloned().collect())
-        .unwrap_or_default();
-    Mark::new(
-        &job.run,
-        &job.options.lock.namespace,
-        is_cordoned(node) && !nodes::cordoned_by_kordon(node),
-        workloads,
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    fn node(name: &str, mark: Option<(&str, &str, Phase)>) -> Node {
-        let annotations = mark.map(|(run, lock, phase)| {
-            let mut m = Mark::new(run, lock, false, Vec::new());
-            m.enter(phase);
-            m.annotations()
-                .into_iter()
-                .filter_map(|(k, v)| Some((k, v?)))
-                .collect()
-        });
-        Node {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                annotations,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn nodes_other_runs_left_out_take_slots_or_block_or_are_continued() {
-        let all = vec![
-            node("a", Some(("old", "ops", Phase::Maintaining))),
-            node("b", Some(("old", "ops", Phase::Draining))),
-            node("c", Some(("old", "ops", Phase::Done))),
-            node("d", Some(("other", "elsewhere", Phase::Verifying))),
-            node("e", Some(("other", "elsewhere", Phase::Draining))),
-            node("f", Some(("now", "ops", Phase::Draining))),
-            node("g", None),
-        ];
-        let selected: Vec<Node> = ["a", "d", "f", "g"]
-            .iter()
-            .filter_map(|n| all.iter().find(|x| x.metadata.name.as_deref() == Some(n)))
-            .cloned()
-            .collect();
-        let out = out_of_service(&all, &selected, "now", "ops");
-        // Another lock's run may still be working on a selected node.
-        assert_eq!(out.unfinished.len(), 1);
-        assert!(out.unfinished[0].starts_with("node d is verifying"));
-        // An unselected node this lock's earlier run left out takes a slot; done
-        // nodes and other fleets' nodes do not.
-        assert_eq!(out.elsewhere.len(), 1);
-        assert!(out.elsewhere[0].starts_with("node b is draining"));
-        // Selected nodes continue from this run's mark or an earlier run's unfinished
-        // one under the same lock; a done or foreign mark starts afresh.
-        let from = |name: &str| {
-            let n = all
-                .iter()
-                .find(|x| x.metadata.name.as_deref() == Some(name));
-            n.and_then(|n| continued(n, "now", "ops")).map(|m| m.run)
-        };
-        assert_eq!(from("a").as_deref(), Some("old"));
-        assert_eq!(from("c"), None);
-        assert_eq!(from("d"), None);
-        assert_eq!(from("f").as_deref(), Some("now"));
-        assert_eq!(from("g"), None);
-    }
-
-    #[test]
-    fn a_node_waits_for_the_pause_then_for_a_window() {
-        // Tuesday 2026-11-24 12:00 UTC; the window opens on Mondays.
-        let now: jiff::Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
-        let monday: Window = "Mon 02:00-03:00 UTC".parse().unwrap();
-        let later = now + jiff::SignedDuration::from_secs(30);
-        assert_eq!(next_start(None, &[], now), None);
-        assert_eq!(
-            next_start(Some(later), &[], now),
-            Some((later, WaitReason::Pause))
-        );
-        let opens: jiff::Timestamp = "2026-11-30T02:00:00Z".parse().unwrap();
-        assert_eq!(
-            next_start(Some(now), std::slice::from_ref(&monday), now),
-            Some((opens, WaitReason::Window))
-        );
-    }
 }

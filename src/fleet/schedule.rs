@@ -1,0 +1,163 @@
+//! The roll's scheduler: starts nodes while the cap's slots, the windows and the
+//! pause allow, and halts or stops as failures and Ctrl-C say.
+use std::collections::{HashMap, VecDeque};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use k8s_openapi::api::core::v1::Node;
+
+use super::mark::Mark;
+use super::node::{self, NodeResult, Outcome};
+use super::preflight::is_cordoned;
+use super::window::{self, Availability, Window};
+use super::{Job, RollProgress, RunState, WaitReason, name_of, run};
+use crate::cluster::nodes;
+
+/// Starts nodes while slots, windows and pauses allow; collects their results.
+pub(super) async fn schedule(
+    job: &Job<'_>,
+    holdings: &HashMap<String, run::Holding>,
+    mut queue: VecDeque<(Node, Option<Mark>)>,
+    cap: usize,
+    results: &mut Vec<NodeResult>,
+) -> RunState {
+    let opts = job.options;
+    let mut running = FuturesUnordered::new();
+    let mut failures = 0;
+    let mut pause_until: Option<jiff::Timestamp> = None;
+    let mut announced: Option<jiff::Timestamp> = None;
+    let mut stop = job.stop.clone();
+    loop {
+        let stopping = stop.borrow().is_some();
+        let halted = failures >= opts.max_failures;
+        // Failed nodes stay cordoned, so they keep their slot.
+        let mut wait_until: Option<tokio::time::Instant> = None;
+        while !stopping && !halted && running.len() + failures < cap {
+            let Some((_, previous)) = queue.front() else {
+                break;
+            };
+            let now = jiff::Timestamp::now();
+            if previous.is_none()
+                && let Some((until, why)) = next_start(pause_until, &opts.windows, now)
+            {
+                if announced != Some(until) {
+                    announced = Some(until);
+                    (job.on_progress)(RollProgress::Waiting { until, why });
+                }
+                let wait = until.duration_since(now).unsigned_abs();
+                wait_until = Some(tokio::time::Instant::now() + wait);
+                break;
+            }
+            let Some((node, previous)) = queue.pop_front() else {
+                break;
+            };
+            let fresh = fresh_mark(&node, holdings, job);
+            running.push(async move { node::maintain(job, &node, previous, fresh).await });
+        }
+        if running.is_empty() && (queue.is_empty() || stopping || halted) {
+            break;
+        }
+        if running.is_empty() && wait_until.is_none() {
+            // Every slot is held by a failed node: nothing can start.
+            break;
+        }
+        let sleep = async {
+            match wait_until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => futures::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(result) = running.next(), if !running.is_empty() => {
+                match result.outcome {
+                    Outcome::Failed => failures += 1,
+                    Outcome::Done => {
+                        let pause = jiff::SignedDuration::try_from(opts.pause_between).unwrap_or_default();
+                        pause_until = jiff::Timestamp::now().checked_add(pause).ok();
+                    }
+                    _ => {}
+                }
+                results.push(result);
+            }
+            _ = sleep => {}
+            _ = stop.changed() => {
+                if let Some(state) = *stop.borrow() {
+                    (job.on_progress)(RollProgress::Stopping { why: state });
+                }
+            }
+        }
+    }
+    for (node, previous) in queue {
+        let name = name_of(&node);
+        let state = crate::workflow::current_state(job.conn, &name).await;
+        results.push(NodeResult::untouched(
+            name,
+            Outcome::NotStarted,
+            previous.as_ref(),
+            state,
+        ));
+    }
+    let not_started = results.iter().any(|r| r.outcome == Outcome::NotStarted);
+    if let Some(state) = *stop.borrow() {
+        state
+    } else if not_started {
+        RunState::Halted
+    } else {
+        RunState::Done
+    }
+}
+
+/// When the next node that has not started yet may start, if not now: after the pause
+/// that follows a finished node, and inside a maintenance window.
+fn next_start(
+    pause_until: Option<jiff::Timestamp>,
+    windows: &[Window],
+    now: jiff::Timestamp,
+) -> Option<(jiff::Timestamp, WaitReason)> {
+    if let Some(t) = pause_until.filter(|t| *t > now) {
+        return Some((t, WaitReason::Pause));
+    }
+    match window::availability(windows, now) {
+        Some(Availability::Closed { opens }) => Some((opens, WaitReason::Window)),
+        _ => None,
+    }
+}
+
+/// The mark a node gets when the roll reaches it: whether it was already cordoned by
+/// someone else, and which workloads it holds (the health gate waits for them).
+fn fresh_mark(node: &Node, holdings: &HashMap<String, run::Holding>, job: &Job<'_>) -> Mark {
+    let name = node.metadata.name.as_deref().unwrap_or_default();
+    let workloads = holdings
+        .get(name)
+        .map(|h| h.workloads.iter().cloned().collect())
+        .unwrap_or_default();
+    Mark::new(
+        &job.run,
+        &job.options.lock.namespace,
+        is_cordoned(node) && !nodes::cordoned_by_kordon(node),
+        workloads,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_waits_for_the_pause_then_for_a_window() {
+        // Tuesday 2026-11-24 12:00 UTC; the window opens on Mondays.
+        let now: jiff::Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
+        let monday: Window = "Mon 02:00-03:00 UTC".parse().unwrap();
+        let later = now + jiff::SignedDuration::from_secs(30);
+        assert_eq!(next_start(None, &[], now), None);
+        assert_eq!(
+            next_start(Some(later), &[], now),
+            Some((later, WaitReason::Pause))
+        );
+        let opens: jiff::Timestamp = "2026-11-30T02:00:00Z".parse().unwrap();
+        assert_eq!(
+            next_start(Some(now), std::slice::from_ref(&monday), now),
+            Some((opens, WaitReason::Window))
+        );
+    }
+}
