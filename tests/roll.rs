@@ -437,6 +437,49 @@ async fn a_node_left_out_by_an_earlier_run_counts_against_the_cap() {
     assert_all_done(&env, &nodes).await;
 }
 
+/// Someone uncordoning a node while it is out for maintenance (another tool, a person
+/// with kubectl) would let pods land on a node about to go down: kordon cordons it
+/// again at once, says so, and the roll goes on.
+#[tokio::test]
+async fn a_node_uncordoned_by_someone_else_while_out_is_cordoned_again() {
+    let (env, nodes) = fleet("rollhold", 2).await;
+    let started = std::env::temp_dir().join(format!("kordon-{}-started", env.id));
+    let _ = std::fs::remove_file(&started);
+    let script = format!("touch {}; sleep 6", started.display());
+    let child = spawn_roll(
+        &env,
+        &roll_args(&env, &[&nodes[0], "--", "sh", "-c", &script]),
+    );
+    eventually("the command started", Duration::from_secs(60), || async {
+        started.exists()
+    })
+    .await;
+    let out = env
+        .kubectl()
+        .args(["uncordon", &nodes[0]])
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success(), "{out:?}");
+    eventually("cordoned again", Duration::from_secs(10), || async {
+        env.is_cordoned(&nodes[0]).await
+    })
+    .await;
+    assert_eq!(phase(&env, &nodes[0]).await.as_deref(), Some("maintaining"));
+
+    let run = finish(child);
+    run.assert_ok();
+    assert!(run.stdout.contains("cordoned again"), "{}", run.stdout);
+    assert_eq!(phase(&env, &nodes[0]).await.as_deref(), Some("done"));
+    assert!(!env.is_cordoned(&nodes[0]).await);
+    let out = env
+        .kubectl()
+        .args(["describe", "node", &nodes[0]])
+        .output()
+        .expect("kubectl describe");
+    let described = String::from_utf8_lossy(&out.stdout);
+    assert!(described.contains("Recordoned"), "{described}");
+}
+
 /// Each bad input: exit code, one sentence, and nothing changed.
 #[tokio::test]
 async fn bad_input_is_one_sentence_and_changes_nothing() {

@@ -195,6 +195,9 @@ fn progress_line(p: RollProgress) -> Option<String> {
             format!("[{node}] FAILED in {phase}: {error}; it stays cordoned")
         }
         RollProgress::Prompt { node, text } => format!("[{node}] {text}"),
+        RollProgress::Recordoned { node } => format!(
+            "[{node}] was uncordoned by someone else while out for maintenance: cordoned again"
+        ),
         RollProgress::Stopping { why } => match why {
             RunState::LockLost => "the lock was lost: no new node starts; nodes in progress stop at their next safe point".into(),
             _ => "interrupted: no new node starts; nodes in progress stop at their next safe point (Ctrl-C again exits at once)".into(),

@@ -3,6 +3,7 @@
 //! behind health gates, inside maintenance windows, recording every phase on its node
 //! so that a re-run after a crash continues where the last one stopped.
 pub mod gate;
+mod hold;
 pub mod mark;
 mod node;
 mod preflight;
@@ -105,6 +106,10 @@ pub enum RollProgress {
     Prompt {
         node: NodeName,
         text: String,
+    },
+    /// Someone uncordoned a node this run has out; it was cordoned again.
+    Recordoned {
+        node: NodeName,
     },
     /// Ctrl-C or a lost lock: nodes in progress stop at their next safe point.
     Stopping {

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Node;
 use serde::Serialize;
 
 use super::mark::{Mark, Phase};
-use super::{Job, RollProgress, gate};
+use super::{Job, RollProgress, gate, hold};
 use crate::cluster::events::Severity;
 use crate::cluster::nodes::{self, DryRun};
 use crate::cluster::{ClusterError, Connection};
@@ -90,7 +90,15 @@ pub(super) async fn maintain(
     let mut mark = previous.unwrap_or(fresh);
     // A node an earlier run left behind is continued, and from now on is this run's.
     mark.run = job.run.clone();
-    let flow = advance(job, node, &name, &mut mark, resumed).await;
+    let flow = {
+        let work = advance(job, node, &name, &mut mark, resumed);
+        tokio::pin!(work);
+        tokio::select! {
+            flow = &mut work => flow,
+            // The hold watches until dropped; should its watch end, the work goes on.
+            () = hold::keep_cordoned(job, &name) => work.await,
+        }
+    };
     let (outcome, blockers) = match flow {
         Ok(Flow::Finished) => (Outcome::Done, Vec::new()),
         Ok(Flow::Stopped) => (Outcome::Stopped, Vec::new()),
