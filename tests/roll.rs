@@ -146,6 +146,29 @@ fn finish(child: Child) -> Run {
     Run::from(child.wait_with_output().expect("wait for kordon"))
 }
 
+/// A maintenance command (`sh -c SCRIPT`) that marks its start with a file, so a test
+/// can act while it runs rather than in the moment between the phase change and its start.
+struct Announced {
+    file: std::path::PathBuf,
+    script: String,
+}
+
+impl Announced {
+    fn sleeping(env: &TestEnv, seconds: u32) -> Self {
+        let file = std::env::temp_dir().join(format!("kordon-{}-started", env.id));
+        let _ = std::fs::remove_file(&file);
+        let script = format!("touch {}; sleep {seconds}", file.display());
+        Self { file, script }
+    }
+
+    async fn started(&self) {
+        eventually("the command started", Duration::from_secs(60), || async {
+            self.file.exists()
+        })
+        .await;
+    }
+}
+
 /// Where the crash happens.
 #[derive(Clone, Copy, Debug)]
 enum KillPoint {
@@ -443,17 +466,12 @@ async fn a_node_left_out_by_an_earlier_run_counts_against_the_cap() {
 #[tokio::test]
 async fn a_node_uncordoned_by_someone_else_while_out_is_cordoned_again() {
     let (env, nodes) = fleet("rollhold", 2).await;
-    let started = std::env::temp_dir().join(format!("kordon-{}-started", env.id));
-    let _ = std::fs::remove_file(&started);
-    let script = format!("touch {}; sleep 6", started.display());
+    let command = Announced::sleeping(&env, 6);
     let child = spawn_roll(
         &env,
-        &roll_args(&env, &[&nodes[0], "--", "sh", "-c", &script]),
+        &roll_args(&env, &[&nodes[0], "--", "sh", "-c", &command.script]),
     );
-    eventually("the command started", Duration::from_secs(60), || async {
-        started.exists()
-    })
-    .await;
+    command.started().await;
     let out = env
         .kubectl()
         .args(["uncordon", &nodes[0]])
@@ -545,22 +563,22 @@ async fn bad_input_is_one_sentence_and_changes_nothing() {
 #[tokio::test]
 async fn ctrl_c_stops_at_a_safe_point_and_reports_every_node() {
     let (env, nodes) = fleet("rollint", 2).await;
-    // The command says when it has started, so the interrupt lands while it runs
-    // (not in the moment between the phase change and the command's start).
-    let started = std::env::temp_dir().join(format!("kordon-{}-started", env.id));
-    let _ = std::fs::remove_file(&started);
-    let script = format!("touch {}; sleep 3", started.display());
+    let command = Announced::sleeping(&env, 3);
     let args = roll_args(
         &env,
         &[
-            "--order", "given", &nodes[0], &nodes[1], "--", "sh", "-c", &script,
+            "--order",
+            "given",
+            &nodes[0],
+            &nodes[1],
+            "--",
+            "sh",
+            "-c",
+            &command.script,
         ],
     );
     let child = spawn_roll(&env, &args);
-    eventually("the command started", Duration::from_secs(60), || async {
-        started.exists()
-    })
-    .await;
+    command.started().await;
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
