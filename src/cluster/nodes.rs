@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::{ClusterError, Connection};
 use crate::names::NodeName;
+use crate::node_state::NodeState;
 
 /// `--dry-run` as kubectl has it: `client` sends nothing that changes the cluster,
 /// `server` sends the request with `dryRun=All` so admission and validation still run.
@@ -64,6 +65,11 @@ pub fn cordoned_by_kordon(node: &Node) -> bool {
         .annotations
         .as_ref()
         .is_some_and(|a| a.contains_key(CORDONED_BY_KORDON))
+}
+
+/// Cordoned, and not by kordon: that cordon is its owner's to lift.
+pub fn cordoned_by_someone_else(node: &Node) -> bool {
+    NodeState::of(node).cordoned && !cordoned_by_kordon(node)
 }
 
 /// Sets `spec.unschedulable`, which is all cordon and uncordon are, and marks the node

@@ -12,6 +12,7 @@ use super::{Job, RollProgress};
 use crate::cluster::events::Severity;
 use crate::cluster::nodes::{self, Annotations, DryRun};
 use crate::names::NodeName;
+use crate::node_state::NodeState;
 
 /// Watches the node until dropped. The node's own mark says whether it is out: from
 /// the cordon that enters `draining` until the uncordon that enters `verifying`
@@ -59,35 +60,25 @@ pub(super) async fn keep_cordoned(job: &Job<'_>, name: &NodeName) {
 
 /// Schedulable although this run has it out for maintenance.
 fn taken_back(node: &Node, run: &str) -> bool {
-    let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
-    !cordoned && Mark::of(node).is_some_and(|m| m.run == run && m.phase < Phase::Verifying)
+    !NodeState::of(node).cordoned
+        && Mark::of(node).is_some_and(|m| m.run == run && m.phase < Phase::Verifying)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::mark::node_with;
     use k8s_openapi::api::core::v1::NodeSpec;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn node(unschedulable: bool, run: &str, phase: Phase) -> Node {
         let mut mark = Mark::new(run, "kube-system", false, Vec::new());
         mark.enter(phase);
-        Node {
-            metadata: ObjectMeta {
-                annotations: Some(
-                    mark.annotations()
-                        .into_iter()
-                        .filter_map(|(k, v)| Some((k, v?)))
-                        .collect(),
-                ),
-                ..Default::default()
-            },
-            spec: Some(NodeSpec {
-                unschedulable: unschedulable.then_some(true),
-                ..Default::default()
-            }),
+        let mut node = node_with(mark.annotations());
+        node.spec = Some(NodeSpec {
+            unschedulable: unschedulable.then_some(true),
             ..Default::default()
-        }
+        });
+        node
     }
 
     #[test]

@@ -188,25 +188,22 @@ impl Mark {
     }
 }
 
+/// A node carrying these annotations (those set to `None` left out), for tests.
+#[cfg(test)]
+pub(super) fn node_with(annotations: Annotations) -> Node {
+    let mut node = Node::default();
+    node.metadata.annotations = Some(
+        annotations
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect(),
+    );
+    node
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    fn node_with(annotations: Annotations) -> Node {
-        Node {
-            metadata: ObjectMeta {
-                annotations: Some(
-                    annotations
-                        .into_iter()
-                        .filter_map(|(k, v)| Some((k, v?)))
-                        .collect(),
-                ),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn a_mark_survives_the_round_trip_through_annotations() {

@@ -221,7 +221,7 @@ pub async fn roll(
     let mut in_progress = Vec::new();
     let mut fresh = Vec::new();
     for node in targets {
-        let name = NodeName::new(node.metadata.name.as_deref().unwrap_or_default());
+        let name = name_of(&node);
         match continued(&node, &run_id, &opts.lock.namespace) {
             Some(m) if m.phase == Phase::Done => results.push(NodeResult::untouched(
                 name,

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Node;
 use serde::Serialize;
 
 use super::mark::{Mark, Phase};
-use super::{Job, RollProgress, gate, hold};
+use super::{Job, RollProgress, gate, hold, name_of};
 use crate::cluster::events::Severity;
 use crate::cluster::nodes::{self, DryRun};
 use crate::cluster::{ClusterError, Connection};
@@ -85,7 +85,7 @@ pub(super) async fn maintain(
     fresh: Mark,
 ) -> NodeResult {
     let started = Instant::now();
-    let name = NodeName::new(node.metadata.name.as_deref().unwrap_or_default());
+    let name = name_of(node);
     let resumed = previous.is_some();
     let mut mark = previous.unwrap_or(fresh);
     // A node an earlier run left behind is continued, and from now on is this run's.

@@ -81,7 +81,7 @@ pub(super) fn plan_fleet(
         .iter()
         .filter(|(n, m)| match m {
             Some(m) => !m.was_unschedulable,
-            None => !is_cordoned(n) || nodes::cordoned_by_kordon(n),
+            None => !nodes::cordoned_by_someone_else(n),
         })
         .map(|(n, _)| name_of(n).to_string())
         .collect();
@@ -115,10 +115,6 @@ pub(super) fn plan_fleet(
     }
 }
 
-pub(super) fn is_cordoned(node: &Node) -> bool {
-    node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true)
-}
-
 /// The node as it will be once uncordoned: schedulable, without the taint the node
 /// controller adds to cordoned nodes.
 pub(super) fn uncordoned(node: &mut Node) {
@@ -133,25 +129,18 @@ pub(super) fn uncordoned(node: &mut Node) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use crate::fleet::mark::node_with;
 
     fn node(name: &str, mark: Option<(&str, &str, Phase)>) -> Node {
-        let annotations = mark.map(|(run, lock, phase)| {
-            let mut m = Mark::new(run, lock, false, Vec::new());
-            m.enter(phase);
-            m.annotations()
-                .into_iter()
-                .filter_map(|(k, v)| Some((k, v?)))
-                .collect()
-        });
-        Node {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                annotations,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
+        let mut node = mark
+            .map(|(run, lock, phase)| {
+                let mut m = Mark::new(run, lock, false, Vec::new());
+                m.enter(phase);
+                node_with(m.annotations())
+            })
+            .unwrap_or_default();
+        node.metadata.name = Some(name.into());
+        node
     }
 
     #[test]

@@ -8,7 +8,6 @@ use k8s_openapi::api::core::v1::Node;
 
 use super::mark::Mark;
 use super::node::{self, NodeResult, Outcome};
-use super::preflight::is_cordoned;
 use super::window::{self, Availability, Window};
 use super::{Job, RollProgress, RunState, WaitReason, name_of, run};
 use crate::cluster::nodes;
@@ -134,7 +133,7 @@ fn fresh_mark(node: &Node, holdings: &HashMap<String, run::Holding>, job: &Job<'
     Mark::new(
         &job.run,
         &job.options.lock.namespace,
-        is_cordoned(node) && !nodes::cordoned_by_kordon(node),
+        nodes::cordoned_by_someone_else(node),
         workloads,
     )
 }
