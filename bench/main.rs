@@ -101,55 +101,6 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// A cluster-admin service account whose requests the audit log attributes to the
-/// tool under test (the watcher and the setup use the admin user).
-async fn tool_kubeconfig(env: &TestEnv) -> (PathBuf, String) {
-    let user = format!("system:serviceaccount:{}:tool", env.ns());
-    let run = |args: &[&str]| {
-        let out = env.kubectl().args(args).output().expect("kubectl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    run(&["create", "serviceaccount", "tool", "-n", env.ns()]);
-    run(&[
-        "create",
-        "clusterrolebinding",
-        env.ns(),
-        "--clusterrole=cluster-admin",
-        &format!("--serviceaccount={}:tool", env.ns()),
-    ]);
-    let token = run(&["create", "token", "tool", "-n", env.ns(), "--duration=2h"]);
-    let admin = std::fs::read_to_string(support::kubeconfig()).expect("kubeconfig");
-    let line = admin
-        .lines()
-        .find(|l| l.trim_start().starts_with("token:"))
-        .expect("token line");
-    let path = std::env::temp_dir().join(format!("{}.kubeconfig", env.ns()));
-    std::fs::write(&path, admin.replace(line, &format!("    token: {token}"))).expect("write");
-    (path, user)
-}
-
-fn audit_log() -> PathBuf {
-    support::kubeconfig()
-        .parent()
-        .expect("dir")
-        .join("logs/audit.log")
-}
-
-fn requests_by(user: &str, from_byte: u64) -> usize {
-    let text = std::fs::read(audit_log()).unwrap_or_default();
-    let start = (from_byte as usize).min(text.len());
-    String::from_utf8_lossy(&text[start..])
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["user"]["username"] == user)
-        .count()
-}
-
 async fn run(scenario: &Scenario, tool: Tool) -> Outcome {
     let mut env = TestEnv::new(&format!("bench{}", scenario.name.as_bytes()[0] as char)).await;
     let mut nodes = vec![env.add_node("node-1").await];
@@ -190,7 +141,7 @@ async fn run(scenario: &Scenario, tool: Tool) -> Outcome {
             .map_or(0, |l| l.items.len()),
         None => env.pods_on(&node_1).await.len(),
     };
-    let (kubeconfig, user) = tool_kubeconfig(&env).await;
+    let (kubeconfig, user) = support::audit::tool_identity(&env);
     let mut watchers = Vec::new();
     for (app, _, floor) in &scenario.workloads {
         watchers.push((
@@ -199,7 +150,7 @@ async fn run(scenario: &Scenario, tool: Tool) -> Outcome {
         ));
     }
 
-    let audit_from = std::fs::metadata(audit_log()).map(|m| m.len()).unwrap_or(0);
+    let audit = support::audit::Audit::start();
     let rss = std::env::temp_dir().join(format!("{}.rss", env.ns()));
     let mut cmd = std::process::Command::new("/usr/bin/time");
     cmd.arg("-f").arg("%M").arg("-o").arg(&rss);
@@ -252,7 +203,7 @@ async fn run(scenario: &Scenario, tool: Tool) -> Outcome {
         env.wait_ready(&format!("app={app}"), *replicas as usize)
             .await;
     }
-    let requests = requests_by(&user, audit_from);
+    let requests = audit.requests_by(&user).len();
     let peak_mib = std::fs::read_to_string(&rss)
         .ok()
         .and_then(|s| s.lines().last().and_then(|l| l.trim().parse::<f64>().ok()))

@@ -8,6 +8,7 @@
 pub mod budget;
 pub mod classify;
 pub mod cluster;
+pub mod context;
 pub mod drain;
 pub mod evict;
 pub mod fleet;

@@ -1,18 +1,24 @@
-//! Everything a plan looks at, read once: from the live cluster, or from a dump made by
+//! Everything a plan looks at, read once: from the live cluster through the [`View`]
+//! (scoped to the nodes planned), or from a dump made by
 //! `kubectl get nodes,pods,pdb,deploy,rs,sts,ds -A -o json`, so a plan can be made
-//! against production data with no access to production.
+//! against production data with no access to production. Both reduce the pods of
+//! other nodes to their requests while reading, the same way.
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, Pod, ResourceRequirements};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::ListParams;
-use serde::de::DeserializeOwned;
 
 use crate::budget;
+use crate::cluster::nodes;
+use crate::cluster::view::{PAGE, View, Workloads, list_all};
 use crate::cluster::{ClusterError, Connection};
+use crate::names::NodeName;
 use crate::plan::placement::{self, Resources};
 use crate::pod;
 use crate::workload::{self, Workload};
@@ -20,16 +26,25 @@ use crate::workload::{self, Workload};
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub nodes: Vec<Node>,
-    /// Pods in full: every pod from the live cluster; from a dump, only those on the
-    /// nodes being planned (the others count only through `usage`).
+    /// Pods in full, only those on the nodes being planned (the others count only
+    /// through `usage`).
     pub pods: Vec<Pod>,
     /// What the scheduler has reserved on each node: the requests of its pods that
-    /// have not finished.
+    /// have not finished. Empty when the read left placement out.
     pub usage: HashMap<String, Resources>,
     pub budgets: Vec<PodDisruptionBudget>,
-    deployments: HashMap<(String, String), Deployment>,
-    replica_sets: HashMap<(String, String), ReplicaSet>,
-    stateful_sets: HashMap<(String, String), StatefulSet>,
+    /// Deployments, ReplicaSets and StatefulSets by namespace.
+    workloads: HashMap<String, Arc<Workloads>>,
+}
+
+/// What a live read covers besides the targets' pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Only the target nodes, their pods, and the budgets and workloads of those pods.
+    Targets,
+    /// Also every node and every node's usage, which placement needs; the pods of
+    /// other nodes are read page by page and reduced to their requests.
+    Placement,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,13 +61,6 @@ pub enum SnapshotError {
     },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
-}
-
-fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
-    (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
 }
 
 /// One item of a kubectl list other than a pod, typed by its `kind`; other kinds are
@@ -73,12 +81,22 @@ enum Item {
 struct RawList<'a> {
     #[serde(borrow)]
     items: Vec<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    metadata: RawListMeta,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RawListMeta {
+    #[serde(rename = "continue", default)]
+    continue_: Option<String>,
 }
 
 /// The few fields of an item read before deciding whether to parse it in full.
 #[derive(serde::Deserialize)]
 struct Probe {
-    kind: String,
+    /// Absent in the items of a typed list (`/api/v1/pods`), where every item is a pod.
+    #[serde(default)]
+    kind: Option<String>,
     #[serde(default)]
     spec: Option<ProbeSpec>,
     #[serde(default)]
@@ -120,77 +138,154 @@ impl Snapshot {
         })?;
         let list: RawList = serde_json::from_slice(&text).map_err(parse)?;
         let mut s = Snapshot::default();
+        let mut workloads: HashMap<String, Workloads> = HashMap::new();
         for raw in list.items {
-            let probe: Probe = serde_json::from_str(raw.get()).map_err(parse)?;
-            if probe.kind == "Pod" {
-                let spec = probe.spec.unwrap_or_default();
-                let Some(node) = spec.node_name else { continue };
-                if probe
-                    .status
-                    .and_then(|st| st.phase)
-                    .is_some_and(|p| p == "Succeeded" || p == "Failed")
-                {
-                    continue;
-                }
-                let r = placement::reserved(
-                    spec.containers.iter().map(|c| c.resources.as_ref()),
-                    spec.init_containers.iter().map(|c| c.resources.as_ref()),
-                );
-                let used = s.usage.entry(node.clone()).or_default();
-                *used = used.plus(&r);
-                if keep.contains(&node.as_str()) {
-                    s.pods.push(serde_json::from_str(raw.get()).map_err(parse)?);
-                }
+            if s.absorb_pod(raw, keep).map_err(parse)? {
                 continue;
             }
             match serde_json::from_str::<Item>(raw.get()).map_err(parse)? {
                 Item::Node(n) => s.nodes.push(*n),
                 Item::PodDisruptionBudget(b) => s.budgets.push(*b),
                 Item::Deployment(d) => {
-                    s.deployments.insert(key(&d.metadata), *d);
+                    let (w, name) = slot(&mut workloads, &d.metadata);
+                    w.deployments.insert(name, *d);
                 }
                 Item::ReplicaSet(r) => {
-                    s.replica_sets.insert(key(&r.metadata), *r);
+                    let (w, name) = slot(&mut workloads, &r.metadata);
+                    w.replica_sets.insert(name, *r);
                 }
                 Item::StatefulSet(x) => {
-                    s.stateful_sets.insert(key(&x.metadata), *x);
+                    let (w, name) = slot(&mut workloads, &x.metadata);
+                    w.stateful_sets.insert(name, *x);
                 }
                 Item::Other => {}
             }
         }
+        s.workloads = workloads
+            .into_iter()
+            .map(|(ns, w)| (ns, Arc::new(w)))
+            .collect();
         Ok(s)
     }
 
-    /// Lists what a plan needs, cluster-wide.
-    pub async fn live(conn: &Connection) -> Result<Self, ClusterError> {
-        let mut s = Self::workloads(conn).await?;
-        s.nodes = list(conn, "nodes").await?;
-        s.pods = list(conn, "pods").await?;
-        for p in s.pods.iter().filter(|p| pod::finished_phase(p).is_none()) {
-            if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
-                let used = s.usage.entry(node).or_default();
-                *used = used.plus(&placement::requests(p));
+    /// Takes one item of a list if it is a pod: its requests count towards its node's
+    /// usage, and it is kept in full only when it is on one of the `keep` nodes.
+    /// Returns false for other kinds.
+    fn absorb_pod(
+        &mut self,
+        raw: &serde_json::value::RawValue,
+        keep: &[&str],
+    ) -> Result<bool, serde_json::Error> {
+        let probe: Probe = serde_json::from_str(raw.get())?;
+        if probe.kind.as_deref().is_some_and(|k| k != "Pod") {
+            return Ok(false);
+        }
+        let spec = probe.spec.unwrap_or_default();
+        let Some(node) = spec.node_name else {
+            return Ok(true);
+        };
+        if probe
+            .status
+            .and_then(|st| st.phase)
+            .is_some_and(|p| p == "Succeeded" || p == "Failed")
+        {
+            return Ok(true);
+        }
+        let r = placement::reserved(
+            spec.containers.iter().map(|c| c.resources.as_ref()),
+            spec.init_containers.iter().map(|c| c.resources.as_ref()),
+        );
+        let used = self.usage.entry(node.clone()).or_default();
+        *used = used.plus(&r);
+        if keep.contains(&node.as_str()) {
+            self.pods.push(serde_json::from_str(raw.get())?);
+        }
+        Ok(true)
+    }
+
+    /// Reads what a plan of `targets` needs through the view: see [`Reach`].
+    pub async fn live(
+        view: &View,
+        targets: &[NodeName],
+        reach: Reach,
+    ) -> Result<Self, ClusterError> {
+        let conn = view.conn();
+        let mut s = Snapshot::default();
+        match reach {
+            Reach::Targets => {
+                for node in targets {
+                    s.nodes.push(nodes::get(conn, node).await?);
+                    let api: Api<Pod> = Api::all(conn.client.clone());
+                    let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
+                    let pods = api
+                        .list(&lp)
+                        .await
+                        .map_err(|e| conn.error(format!("list pods on node {node}"), e))?;
+                    s.pods.extend(pods.items);
+                }
+            }
+            Reach::Placement => {
+                let api: Api<Node> = Api::all(conn.client.clone());
+                s.nodes = list_all(&api, conn, "list nodes", ListParams::default()).await?;
+                for n in &mut s.nodes {
+                    n.metadata.managed_fields = None;
+                    if let Some(status) = n.status.as_mut() {
+                        status.images = None;
+                    }
+                }
+                let keep: Vec<&str> = targets.iter().map(NodeName::as_str).collect();
+                s.read_pods(conn, &keep).await?;
             }
         }
+        s.read_budgets_and_workloads(view).await?;
         Ok(s)
     }
 
-    /// Only budgets and workloads: what pacing a drain's evictions needs.
-    pub async fn workloads(conn: &Connection) -> Result<Self, ClusterError> {
-        let mut s = Snapshot {
-            budgets: list(conn, "poddisruptionbudgets").await?,
-            ..Default::default()
-        };
-        for d in list::<Deployment>(conn, "deployments").await? {
-            s.deployments.insert(key(&d.metadata), d);
+    /// Every pod that has not finished, page by page, through [`Self::absorb_pod`].
+    async fn read_pods(&mut self, conn: &Connection, keep: &[&str]) -> Result<(), ClusterError> {
+        let action = "list pods";
+        let mut params = ListParams::default()
+            .fields("status.phase!=Succeeded,status.phase!=Failed")
+            .limit(PAGE);
+        loop {
+            let request = kube::core::Request::new("/api/v1/pods")
+                .list(&params)
+                .map_err(|e| conn.error(action, kube::Error::BuildRequest(e)))?;
+            let text = conn
+                .client
+                .request_text(request)
+                .await
+                .map_err(|e| conn.error(action, e))?;
+            let page: RawList = serde_json::from_str(&text)
+                .map_err(|e| conn.error(action, kube::Error::SerdeError(e)))?;
+            for raw in &page.items {
+                self.absorb_pod(raw, keep)
+                    .map_err(|e| conn.error(action, kube::Error::SerdeError(e)))?;
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(()),
+            }
         }
-        for r in list::<ReplicaSet>(conn, "replicasets").await? {
-            s.replica_sets.insert(key(&r.metadata), r);
+    }
+
+    /// The budgets and workloads of the namespaces the kept pods are in.
+    async fn read_budgets_and_workloads(&mut self, view: &View) -> Result<(), ClusterError> {
+        let mut namespaces: Vec<String> = self
+            .pods
+            .iter()
+            .filter_map(|p| p.metadata.namespace.clone())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        for ns in namespaces {
+            let budgets = view.budgets(&ns).await?;
+            self.budgets
+                .extend(budgets.state().iter().map(|b| (**b).clone()));
+            self.workloads
+                .insert(ns.clone(), view.workloads(&ns).await?);
         }
-        for x in list::<StatefulSet>(conn, "statefulsets").await? {
-            s.stateful_sets.insert(key(&x.metadata), x);
-        }
-        Ok(s)
+        Ok(())
     }
 
     /// The pod's workload: a Deployment (through its ReplicaSet), a StatefulSet or a
@@ -198,17 +293,16 @@ impl Snapshot {
     pub fn workload_of(&self, p: &Pod) -> Option<Workload> {
         let owner = pod::controller(p)?;
         let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let known = self.workloads.get(&ns)?;
         match owner.kind.as_str() {
             "ReplicaSet" => {
-                let rs = self.replica_sets.get(&(ns.clone(), owner.name.clone()))?;
+                let rs = known.replica_sets.get(&owner.name)?;
                 match pod_owner(&rs.metadata, "Deployment") {
-                    Some(d) => workload::from_deployment(self.deployments.get(&(ns, d))?),
+                    Some(d) => workload::from_deployment(known.deployments.get(&d)?),
                     None => workload::from_replica_set(rs),
                 }
             }
-            "StatefulSet" => {
-                workload::from_stateful_set(self.stateful_sets.get(&(ns, owner.name.clone()))?)
-            }
+            "StatefulSet" => workload::from_stateful_set(known.stateful_sets.get(&owner.name)?),
             _ => None,
         }
     }
@@ -222,25 +316,23 @@ impl Snapshot {
     }
 }
 
-fn pod_owner(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    kind: &str,
-) -> Option<String> {
+/// Where a dump's workload object goes: its namespace's workloads, under its name.
+fn slot<'a>(
+    workloads: &'a mut HashMap<String, Workloads>,
+    meta: &ObjectMeta,
+) -> (&'a mut Workloads, String) {
+    (
+        workloads
+            .entry(meta.namespace.clone().unwrap_or_default())
+            .or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+fn pod_owner(meta: &ObjectMeta, kind: &str) -> Option<String> {
     meta.owner_references
         .iter()
         .flatten()
         .find(|o| o.controller == Some(true) && o.kind == kind)
         .map(|o| o.name.clone())
-}
-
-async fn list<K>(conn: &Connection, what: &str) -> Result<Vec<K>, ClusterError>
-where
-    K: kube::Resource + Clone + std::fmt::Debug + DeserializeOwned,
-    K::DynamicType: Default,
-{
-    let api: Api<K> = Api::all(conn.client.clone());
-    api.list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .map_err(|e| conn.error(format!("list {what}"), e))
 }

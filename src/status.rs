@@ -1,6 +1,6 @@
 //! What `kordon status` shows: each node's state and the pods on it, marked the way a
 //! drain would treat them.
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde::Serialize;
@@ -38,23 +38,39 @@ pub enum Mark {
     LocalStorage,
 }
 
-/// Joins nodes and pods; pods on nodes not listed are left out.
-pub fn build(nodes: &[Node], pods: &[Pod]) -> Vec<NodeStatus> {
-    let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
-    for p in pods {
-        if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
-            by_node.entry(node).or_default().push(p);
+/// Pods grouped by node, kept as the few facts `status` shows, so a whole cluster's
+/// pods can be read page by page.
+#[derive(Debug, Default)]
+pub struct PodsByNode(HashMap<String, Vec<PodStatus>>);
+
+impl PodsByNode {
+    /// Adds the pods bound to nodes that `wanted` accepts.
+    pub fn add<'a>(
+        &mut self,
+        pods: impl IntoIterator<Item = &'a Pod>,
+        wanted: impl Fn(&str) -> bool,
+    ) {
+        for p in pods {
+            if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                && wanted(node)
+            {
+                self.0
+                    .entry(node.to_string())
+                    .or_default()
+                    .push(pod_status(p));
+            }
         }
     }
+}
+
+/// Joins nodes and pods; pods on nodes not listed are left out.
+pub fn build(nodes: &[Node], mut pods: PodsByNode) -> Vec<NodeStatus> {
     nodes
         .iter()
         .map(|n| {
             let name = n.metadata.name.clone().unwrap_or_default();
             let state = NodeState::of(n);
-            let mut pods: Vec<PodStatus> = by_node
-                .get(name.as_str())
-                .map(|ps| ps.iter().map(|p| pod_status(p)).collect())
-                .unwrap_or_default();
+            let mut pods = pods.0.remove(name.as_str()).unwrap_or_default();
             pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
             NodeStatus {
                 name,

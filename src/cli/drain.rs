@@ -2,13 +2,14 @@ use std::time::Duration;
 
 use clap::Args;
 use kordon::classify::Permissions;
-use kordon::cluster::Connection;
 use kordon::cluster::nodes::DryRun;
+use kordon::context::Context;
 use kordon::drain::{self, DrainError, DrainOptions, DrainReport};
 use kordon::names::NodeName;
 use kordon::output::progress::DrainProgress;
 use kordon::output::{Printer, Report};
 use kordon::plan::guards::{BudgetMode, GuardOptions};
+use kordon::snapshot::Reach;
 
 use super::GlobalArgs;
 
@@ -107,12 +108,12 @@ impl DrainFlags {
 
 /// Drains one node, printing its plan first.
 pub async fn drain_node(
-    conn: &Connection,
+    ctx: &Context,
     printer: &Printer,
     node: &NodeName,
     options: &DrainOptions,
 ) -> Result<DrainReport, DrainError> {
-    let plan = drain::plan(conn, node, options).await?;
+    let plan = drain::plan(ctx, node, options, Reach::Placement).await?;
     let verdicts = plan.verdicts();
     printer.progress(format!("{node}: {} pod(s)", verdicts.len()));
     let plan_report = kordon::output::drain::PodVerdicts {
@@ -120,22 +121,24 @@ pub async fn drain_node(
         pods: verdicts,
     };
     printer.progress(plan_report.text());
-    printer.progress(kordon::output::plan::forecast(&plan.forecast).trim_end());
+    if let Some(forecast) = &plan.forecast {
+        printer.progress(kordon::output::plan::forecast(forecast).trim_end());
+    }
     if !plan.refused().is_empty() && printer.format() == kordon::output::Format::Json {
         printer.report(&plan_report);
     }
     let progress = DrainProgress::new(*printer, plan.evictable());
-    let result = drain::execute(conn, plan, options, &|e| progress.event(&e)).await;
+    let result = drain::execute(ctx, plan, options, &|e| progress.event(&e)).await;
     progress.finish();
     result
 }
 
 pub async fn run(global: &GlobalArgs, args: &DrainArgs) -> anyhow::Result<()> {
-    let conn = Connection::open(&global.connection()).await?;
+    let ctx = Context::open(&global.connection()).await?;
     let printer = Printer::new(global.output);
     let targets: Vec<NodeName> = args
         .targets
-        .resolve(&conn, false)
+        .resolve(&ctx.conn, false)
         .await?
         .iter()
         .filter_map(|n| n.metadata.name.as_deref().map(NodeName::from))
@@ -151,7 +154,7 @@ pub async fn run(global: &GlobalArgs, args: &DrainArgs) -> anyhow::Result<()> {
     let options = args.drain.options();
     let mut reports = Vec::new();
     for node in &targets {
-        let report = drain_node(&conn, &printer, node, &options).await?;
+        let report = drain_node(&ctx, &printer, node, &options).await?;
         printer.progress(report.text());
         reports.push(report);
     }

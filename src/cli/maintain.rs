@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
-use kordon::cluster::Connection;
+use kordon::context::Context;
 use kordon::names::NodeName;
 use kordon::output::{Printer, Report};
 use kordon::workflow::{self, MaintainOptions, Progress, ReadyCriteria, Work};
@@ -53,7 +53,7 @@ impl WorkArgs {
 
 pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> anyhow::Result<()> {
     let work = work(args.work.manual, &args.work.command, "kordon maintain NODE")?;
-    let conn = Connection::open(&global.connection()).await?;
+    let ctx = Context::open(&global.connection()).await?;
     let printer = Printer::new(global.output);
     let options = MaintainOptions {
         drain: args.drain.options(),
@@ -79,7 +79,7 @@ pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> anyhow::Result<()>
         };
         printer.progress(line);
     };
-    let report = workflow::maintain(&conn, &node, &options, &on_progress).await?;
+    let report = workflow::maintain(&ctx, &node, &options, &on_progress).await?;
     printer.report(&report);
     Ok(())
 }

@@ -1,11 +1,11 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use kordon::cluster::Connection;
+use kordon::context::Context;
 use kordon::names::NodeName;
 use kordon::output::Printer;
 use kordon::plan::{self, PlanOptions};
-use kordon::snapshot::Snapshot;
+use kordon::snapshot::{Reach, Snapshot};
 
 use super::GlobalArgs;
 
@@ -28,20 +28,23 @@ pub struct PlanArgs {
 pub struct PlanUnsafe;
 
 pub async fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<()> {
-    let keep: Vec<&str> = args.nodes.iter().map(String::as_str).collect();
-    let snapshot = match &args.from_file {
-        Some(path) => Snapshot::from_file(path, &keep)?,
-        None => Snapshot::live(&Connection::open(&global.connection()).await?).await?,
-    };
-    let options = PlanOptions {
-        permissions: args.policy.permissions(),
-        guards: args.policy.guards(false),
-    };
     let targets: Vec<NodeName> = args
         .nodes
         .iter()
         .map(|n| NodeName::new(n.as_str()))
         .collect();
+    let keep: Vec<&str> = args.nodes.iter().map(String::as_str).collect();
+    let snapshot = match &args.from_file {
+        Some(path) => Snapshot::from_file(path, &keep)?,
+        None => {
+            let ctx = Context::open(&global.connection()).await?;
+            Snapshot::live(&ctx.view, &targets, Reach::Placement).await?
+        }
+    };
+    let options = PlanOptions {
+        permissions: args.policy.permissions(),
+        guards: args.policy.guards(false),
+    };
     let report = plan::plan(&snapshot, &targets, options)?;
     Printer::new(global.output).report(&report);
     if report.safe {

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
-use kordon::cluster::Connection;
+use kordon::context::Context;
 use kordon::fleet::window::Window;
 use kordon::fleet::{
     self, LockOptions, MaxUnavailable, Order, RollOptions, RollProgress, RunSpec, RunState,
@@ -74,7 +74,8 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
             "roll has no --dry-run: it plans the whole fleet before touching anything; `kordon plan NODE…` shows a plan alone"
         );
     }
-    let conn = Connection::open(&global.connection()).await?;
+    let ctx = Context::open(&global.connection()).await?;
+    let conn = &ctx.conn;
     let mut spec = RunSpec {
         nodes: args.targets.nodes.clone(),
         selector: args.targets.selector.clone(),
@@ -84,7 +85,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
     let given = !spec.nodes.is_empty() || spec.selector.is_some();
     if args.resume && !given {
         // The last run's nodes and command.
-        match fleet::run::last(&conn, &args.lock.lock_namespace).await? {
+        match fleet::run::last(conn, &args.lock.lock_namespace).await? {
             Some(record) => match record.spec {
                 Some(recorded) => spec = recorded,
                 None => bail!(
@@ -103,7 +104,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
         nodes: spec.nodes.clone(),
         selector: spec.selector.clone(),
     };
-    let targets = selection.resolve(&conn, false).await?;
+    let targets = selection.resolve(conn, false).await?;
     if spec.manual && !matches!(args.max_unavailable, MaxUnavailable::Count(1)) {
         bail!("--manual prompts for one node at a time; use it with --max-unavailable 1");
     }
@@ -132,7 +133,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
             printer.progress(line);
         }
     };
-    let report = fleet::roll(&conn, targets, &options, &on_progress).await?;
+    let report = fleet::roll(&ctx, targets, &options, &on_progress).await?;
     printer.report(&report);
     match report.state {
         RunState::Done => Ok(()),

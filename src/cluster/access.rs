@@ -7,7 +7,7 @@ use k8s_openapi::api::authorization::v1::{
 use kube::Api;
 use kube::api::PostParams;
 
-use super::{ClusterError, Connection};
+use super::ClusterError;
 
 /// One permission: `verb` on `resource` (with optional subresource), in a namespace
 /// or cluster-wide.
@@ -62,22 +62,31 @@ impl Permission {
 
 /// Permissions already granted in this process: a roll drains node after node with
 /// the same needs, and asking again each time only costs requests.
-static GRANTED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<Permission>>> =
-    std::sync::LazyLock::new(Default::default);
+#[derive(Default)]
+pub struct Granted(std::sync::Mutex<std::collections::HashSet<Permission>>);
 
-fn granted(p: &Permission) -> bool {
-    GRANTED.lock().is_ok_and(|g| g.contains(p))
+impl Granted {
+    fn contains(&self, p: &Permission) -> bool {
+        self.0.lock().is_ok_and(|g| g.contains(p))
+    }
+
+    fn insert(&self, p: &Permission) {
+        if let Ok(mut g) = self.0.lock() {
+            g.insert(p.clone());
+        }
+    }
 }
 
 /// Fails with [`ClusterError::Forbidden`] naming every permission that is missing.
 pub async fn require(
-    conn: &Connection,
+    ctx: &crate::context::Context,
     action: &str,
     wanted: &[Permission],
 ) -> Result<(), ClusterError> {
+    let conn = &ctx.conn;
     let api: Api<SelfSubjectAccessReview> = Api::all(conn.client.clone());
     let mut missing = Vec::new();
-    for p in wanted.iter().filter(|p| !granted(p)) {
+    for p in wanted.iter().filter(|p| !ctx.granted.contains(p)) {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
@@ -97,9 +106,7 @@ pub async fn require(
             .await
             .map_err(|e| conn.error("check permissions (create selfsubjectaccessreviews)", e))?;
         if answer.status.is_some_and(|s| s.allowed) {
-            if let Ok(mut g) = GRANTED.lock() {
-                g.insert(p.clone());
-            }
+            ctx.granted.insert(p);
         } else {
             missing.push(p.describe());
         }

@@ -14,12 +14,11 @@ use serde_json::json;
 
 use super::tracker::Watches;
 use super::{DrainError, Event, Progress};
-use crate::cluster::Connection;
+use crate::context::Context;
 use crate::evict::{self, Blocked, Outcome};
 use crate::guard::{self, Admission};
 use crate::plan::guards::Guard;
 use crate::pod;
-use crate::selector;
 use crate::workload::{Workload, WorkloadId};
 
 /// Wakes a waiter even if no event comes, in case one was missed.
@@ -35,10 +34,10 @@ struct Shown {
     reported: Instant,
 }
 
-/// Shared by every drain in this process, because a roll drains several nodes at once
+/// Shared by every drain of a [`Context`], because a roll drains several nodes at once
 /// and two pods of one workload on different nodes must still take turns.
 #[derive(Default)]
-struct Shared {
+pub struct Turns {
     /// One decision at a time per workload or budget.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// UIDs kordon evicted: no longer counted Ready even before the watch shows them
@@ -46,12 +45,10 @@ struct Shared {
     evicted: Mutex<HashSet<String>>,
 }
 
-static SHARED: std::sync::LazyLock<Shared> = std::sync::LazyLock::new(Shared::default);
-
 pub struct Engine<'a> {
-    pub conn: &'a Connection,
+    pub ctx: &'a Context,
     pub request: evict::Request,
-    pub watch: &'a Watches,
+    pub watch: &'a Watches<'a>,
     pub progress: &'a Progress,
     pub on_event: &'a (dyn Fn(Event) + Sync),
     pub allow_disruption: bool,
@@ -61,16 +58,16 @@ pub struct Engine<'a> {
 
 impl<'a> Engine<'a> {
     pub fn new(
-        conn: &'a Connection,
+        ctx: &'a Context,
         request: evict::Request,
-        watch: &'a Watches,
+        watch: &'a Watches<'a>,
         progress: &'a Progress,
         on_event: &'a (dyn Fn(Event) + Sync),
         allow_disruption: bool,
         concurrency: usize,
     ) -> Self {
         Self {
-            conn,
+            ctx,
             request,
             watch,
             progress,
@@ -109,7 +106,6 @@ impl<'a> Engine<'a> {
         let mut turn = None;
         loop {
             let mut changes = self.watch.subscribe();
-            changes.borrow_and_update();
             match self.evict(target).await? {
                 Outcome::Accepted | Outcome::AlreadyGone => return Ok(()),
                 Outcome::Blocked(b) => {
@@ -139,14 +135,15 @@ impl<'a> Engine<'a> {
         let mut shown = None;
         loop {
             let mut changes = self.watch.subscribe();
-            changes.borrow_and_update();
             {
                 let _decide = lock.lock().await;
                 let ready = self.ready_count(w);
                 match guard::admit(w, ready, pod::is_ready(target), self.allow_disruption) {
                     Admission::Go => match self.evict(target).await? {
                         Outcome::Accepted | Outcome::AlreadyGone => {
-                            if let (Ok(mut evicted), Some(uid)) = (SHARED.evicted.lock(), &target.metadata.uid) {
+                            if let (Ok(mut evicted), Some(uid)) =
+                                (self.ctx.turns.evicted.lock(), &target.metadata.uid)
+                            {
                                 evicted.insert(uid.clone());
                             }
                             return Ok(());
@@ -178,7 +175,8 @@ impl<'a> Engine<'a> {
         if surged.contains(&w.id) {
             return Ok(());
         }
-        let api: Api<Deployment> = Api::namespaced(self.conn.client.clone(), &w.id.namespace);
+        let conn = &self.ctx.conn;
+        let api: Api<Deployment> = Api::namespaced(conn.client.clone(), &w.id.namespace);
         let now = jiff::Timestamp::now().to_string();
         let patch = json!({ "spec": { "template": { "metadata": { "annotations": {
             "kubectl.kubernetes.io/restartedAt": now,
@@ -190,7 +188,7 @@ impl<'a> Engine<'a> {
         api.patch(&w.id.name, &params, &Patch::Merge(&patch))
             .await
             .map_err(|e| {
-                self.conn.error(
+                conn.error(
                     format!("restart {} for --surge (patch deployments)", w.id),
                     e,
                 )
@@ -204,7 +202,7 @@ impl<'a> Engine<'a> {
 
     async fn evict(&self, target: &Pod) -> Result<Outcome, DrainError> {
         let _slot = self.slots.acquire().await;
-        Ok(evict::evict(self.conn, target, self.request).await?)
+        Ok(evict::evict(&self.ctx.conn, target, self.request).await?)
     }
 
     /// Reports a hold when what holds the pod changes, and again every
@@ -236,7 +234,7 @@ impl<'a> Engine<'a> {
 
     /// One turn at a time per workload or budget, named by `key`.
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        match SHARED.locks.lock() {
+        match self.ctx.turns.locks.lock() {
             Ok(mut locks) => locks.entry(key.to_string()).or_default().clone(),
             Err(_) => Arc::default(),
         }
@@ -244,16 +242,17 @@ impl<'a> Engine<'a> {
 
     /// The workload's pods that serve now: Ready, not terminating, not evicted by us.
     fn ready_count(&self, w: &Workload) -> i32 {
-        let evicted = SHARED.evicted.lock().map(|e| e.clone()).unwrap_or_default();
-        let empty = Default::default();
+        let evicted = self
+            .ctx
+            .turns
+            .evicted
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default();
         let count = self
             .watch
-            .pods()
+            .pods_of(&w.id)
             .iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(w.id.namespace.as_str()))
-            .filter(|p| {
-                selector::matches(&w.selector, p.metadata.labels.as_ref().unwrap_or(&empty))
-            })
             .filter(|p| p.metadata.deletion_timestamp.is_none() && pod::is_ready(p))
             .filter(|p| !p.metadata.uid.as_ref().is_some_and(|u| evicted.contains(u)))
             .count();

@@ -4,7 +4,9 @@
 mod engine;
 mod tracker;
 
-use std::collections::HashMap;
+pub use engine::Turns;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,7 @@ use crate::classify::{self, Permissions, Refusal, Verdict};
 use crate::cluster::access::{self, Permission};
 use crate::cluster::nodes::{self, DryRun};
 use crate::cluster::{ClusterError, Connection};
+use crate::context::Context;
 use crate::evict::{self, Blocked, EvictError};
 use crate::names::NodeName;
 use crate::node_state::{NodeState, Readiness};
@@ -24,6 +27,8 @@ use crate::pod::{self, Lifecycle};
 
 use crate::plan::guards::{self, Guard, GuardOptions};
 use crate::plan::{PlanOptions, PlanReport};
+use crate::snapshot::{Reach, Snapshot};
+use crate::workload::Workload;
 pub use tracker::ReplacementStatus;
 
 #[derive(Debug, Clone)]
@@ -58,9 +63,11 @@ pub struct Plan {
     pub cordoned_by_kordon: bool,
     pods: Vec<(Pod, Verdict)>,
     guards: HashMap<String, Guard>,
+    /// Each pod's workload, by pod key, for pods that have one.
+    workloads: HashMap<String, Workload>,
     /// What the pre-flight plan expects: where replacements land, what fits nowhere,
-    /// budgets at 0, eviction waves.
-    pub forecast: PlanReport,
+    /// budgets at 0, eviction waves. Left out when a fleet plan made it already.
+    pub forecast: Option<PlanReport>,
 }
 
 impl Plan {
@@ -198,15 +205,17 @@ fn describe(remaining: &[Remaining]) -> String {
         .join(", ")
 }
 
-/// Reads the node and classifies its pods. Changes nothing.
+/// Reads the node and classifies its pods. Changes nothing. With
+/// [`Reach::Placement`] it also forecasts where the replacements land, which reads
+/// every node's usage.
 pub async fn plan(
-    conn: &Connection,
+    ctx: &Context,
     node: &NodeName,
     opts: &DrainOptions,
+    reach: Reach,
 ) -> Result<Plan, DrainError> {
-    // One read of the cluster serves the node's state, its pods, the guards and the
-    // forecast.
-    let snapshot = crate::snapshot::Snapshot::live(conn).await?;
+    // One scoped read serves the node's state, its pods, the guards and the forecast.
+    let mut snapshot = Snapshot::live(&ctx.view, std::slice::from_ref(node), reach).await?;
     let found: &Node = snapshot
         .nodes
         .iter()
@@ -219,55 +228,68 @@ pub async fn plan(
             state,
         });
     }
-    let mut pods = match &opts.pod_selector {
-        // The API server parses and applies the selector, as for kubectl.
-        Some(selector) => pods_on(conn, node, selector).await?,
-        None => snapshot
-            .pods
-            .iter()
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str()))
-            .cloned()
-            .collect(),
-    };
-    pods.sort_by_key(pod::key);
-    let mut pods: Vec<(Pod, Verdict)> = pods
-        .into_iter()
-        .map(|p| {
-            let v = classify::classify(&p, opts.permissions);
-            (p, v)
-        })
+    let cordoned_by_kordon = nodes::cordoned_by_kordon(found);
+    if let Some(selector) = &opts.pod_selector {
+        // The API server parses and applies the selector, as for kubectl; the forecast
+        // then covers exactly the pods that are drained.
+        let selected = selected_uids(&ctx.conn, node, selector).await?;
+        snapshot.pods.retain(|p| {
+            p.metadata
+                .uid
+                .as_ref()
+                .is_some_and(|u| selected.contains(u))
+        });
+    }
+    let mut pods: Vec<(Pod, Verdict)> = snapshot
+        .pods
+        .iter()
+        .map(|p| (p.clone(), classify::classify(p, opts.permissions)))
         .collect();
+    pods.sort_by_key(|(p, _)| pod::key(p));
     let guards = guards::assign(&snapshot, &mut pods, opts.guards);
-    let forecast = crate::plan::plan(
-        &snapshot,
-        std::slice::from_ref(node),
-        PlanOptions {
-            permissions: opts.permissions,
-            guards: opts.guards,
-        },
-    )
-    .map_err(|_| ClusterError::NodeNotFound(node.clone()))?;
+    let workloads = pods
+        .iter()
+        .filter_map(|(p, _)| Some((pod::key(p), snapshot.workload_of(p)?)))
+        .collect();
+    let forecast = match reach {
+        Reach::Targets => None,
+        Reach::Placement => Some(
+            crate::plan::plan(
+                &snapshot,
+                std::slice::from_ref(node),
+                PlanOptions {
+                    permissions: opts.permissions,
+                    guards: opts.guards,
+                },
+            )
+            .map_err(|_| ClusterError::NodeNotFound(node.clone()))?,
+        ),
+    };
     Ok(Plan {
         node: node.clone(),
         state,
-        cordoned_by_kordon: nodes::cordoned_by_kordon(found),
+        cordoned_by_kordon,
         pods,
         guards,
+        workloads,
         forecast,
     })
 }
 
-/// The node's pods matching a label selector, which the API server validates.
-async fn pods_on(
+/// UIDs of the node's pods matching a label selector, which the API server validates.
+async fn selected_uids(
     conn: &Connection,
     node: &NodeName,
     selector: &str,
-) -> Result<Vec<Pod>, DrainError> {
+) -> Result<HashSet<String>, DrainError> {
     let api: Api<Pod> = Api::all(conn.client.clone());
     let lp = ListParams::default()
         .fields(&format!("spec.nodeName={node}"))
         .labels(selector);
-    api.list(&lp).await.map(|l| l.items).map_err(|e| match e {
+    let uids = |l: kube::core::ObjectList<Pod>| {
+        l.items.into_iter().filter_map(|p| p.metadata.uid).collect()
+    };
+    api.list(&lp).await.map(uids).map_err(|e| match e {
         kube::Error::Api(status) if status.code == 400 => DrainError::InvalidPodSelector {
             selector: selector.to_string(),
             message: status.message.clone(),
@@ -278,7 +300,7 @@ async fn pods_on(
 
 /// Cordons the node and empties it. The plan must have no refused pods.
 pub async fn execute(
-    conn: &Connection,
+    ctx: &Context,
     plan: Plan,
     opts: &DrainOptions,
     on_event: &(dyn Fn(Event) + Sync),
@@ -293,8 +315,9 @@ pub async fn execute(
     }
     let verdicts = plan.verdicts();
     let dry_run = opts.dry_run != DryRun::None;
+    let conn = &ctx.conn;
     access::require(
-        conn,
+        ctx,
         &format!("drain node {}", plan.node),
         &needed_permissions(&plan, opts),
     )
@@ -351,16 +374,24 @@ pub async fn execute(
         });
     }
 
-    let watch = tracker::Watches::start(conn).await?;
+    let involved: Vec<&Workload> = {
+        let mut seen = HashSet::new();
+        to_evict
+            .iter()
+            .filter_map(|p| plan.workloads.get(&pod::key(p)))
+            .filter(|w| seen.insert(&w.id))
+            .collect()
+    };
+    let watch =
+        tracker::Watches::start(&ctx.view, &plan.node, &involved, &namespaces(&to_evict)).await?;
     let progress = Progress::default();
     let replacements = tracker::Replacements::new(&plan.node, &to_evict, |p| {
-        match plan.guards.get(&pod::key(p)) {
-            Some(Guard::Surge(w)) => Some(w.clone()),
-            _ => None,
-        }
+        let key = pod::key(p);
+        let surged = matches!(plan.guards.get(&key), Some(Guard::Surge(_)));
+        plan.workloads.get(&key).map(|w| (w.id.clone(), surged))
     });
     let engine = engine::Engine::new(
-        conn,
+        ctx,
         request,
         &watch,
         &progress,
@@ -374,7 +405,11 @@ pub async fn execute(
     }));
     let awaited = futures::future::join_all(to_await.iter().map(|p| async {
         watch.gone(p).await;
-        on_event(Event::Gone { pod: pod::key(p) });
+        let key = pod::key(p);
+        if let Ok(mut gone) = progress.gone.lock() {
+            gone.push(key.clone());
+        }
+        on_event(Event::Gone { pod: key });
     }));
     let work = async {
         let (results, _) = futures::join!(evictions, awaited);
@@ -456,17 +491,21 @@ fn needed_permissions(plan: &Plan, opts: &DrainOptions) -> Vec<Permission> {
     let mut wanted = vec![
         Permission::cluster("patch", "", "nodes"),
         Permission::cluster("watch", "", "pods"),
-        Permission::cluster("watch", "policy", "poddisruptionbudgets"),
     ];
-    let mut namespaces: Vec<String> = plan
+    let evicted: Vec<&Pod> = plan
         .pods
         .iter()
         .filter(|(_, v)| matches!(v, Verdict::Evict(_)))
-        .filter_map(|(p, _)| p.metadata.namespace.clone())
+        .map(|(p, _)| p)
         .collect();
-    namespaces.sort();
-    namespaces.dedup();
-    for ns in namespaces {
+    for ns in namespaces(&evicted) {
+        wanted.push(Permission::namespaced(
+            "watch",
+            "policy",
+            "poddisruptionbudgets",
+            None,
+            &ns,
+        ));
         wanted.push(if opts.disable_eviction {
             Permission::namespaced("delete", "", "pods", None, &ns)
         } else {
@@ -485,6 +524,17 @@ fn needed_permissions(plan: &Plan, opts: &DrainOptions) -> Vec<Permission> {
         }
     }
     wanted
+}
+
+/// The namespaces of the pods, each once.
+fn namespaces(pods: &[&Pod]) -> Vec<String> {
+    let mut namespaces: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.metadata.namespace.clone())
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    namespaces
 }
 
 /// What has happened so far, kept outside the futures so that a timeout or Ctrl-C can

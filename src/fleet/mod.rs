@@ -22,10 +22,11 @@ use crate::cluster::access::{self, Permission};
 use crate::cluster::events::NodeEvents;
 use crate::cluster::lease::{self, LockError, LockSpec};
 use crate::cluster::{ClusterError, Connection};
+use crate::context::Context;
 use crate::drain::{DrainOptions, Event};
 use crate::names::NodeName;
 use crate::plan::PlanReport;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Reach, Snapshot};
 use crate::workflow::{ReadyCriteria, Work};
 use mark::{Mark, Phase};
 pub use node::{NodeResult, Outcome};
@@ -175,6 +176,7 @@ fn plural(n: usize, word: &str) -> String {
 
 /// What the node tasks share.
 pub(crate) struct Job<'a> {
+    ctx: &'a Context,
     conn: &'a Connection,
     options: &'a RollOptions,
     run: String,
@@ -185,11 +187,12 @@ pub(crate) struct Job<'a> {
 }
 
 pub async fn roll(
-    conn: &Connection,
+    ctx: &Context,
     targets: Vec<Node>,
     opts: &RollOptions,
     on_progress: &(dyn Fn(RollProgress) + Sync),
 ) -> Result<RollReport, RollError> {
+    let conn = &ctx.conn;
     let cap = opts
         .max_unavailable
         .resolve(targets.len())
@@ -202,7 +205,8 @@ pub async fn roll(
         run::decide(last.as_ref(), &opts.spec, opts.resume).map_err(RollError::NothingToResume)?;
 
     // One read of the cluster: marks, pods to plan with, the workloads each node holds.
-    let mut snapshot = Snapshot::live(conn).await?;
+    let names: Vec<NodeName> = targets.iter().map(name_of).collect();
+    let mut snapshot = Snapshot::live(&ctx.view, &names, Reach::Placement).await?;
     let out = out_of_service(&snapshot.nodes, &targets, &run_id, &opts.lock.namespace);
     if !out.unfinished.is_empty() {
         return Err(RollError::Unfinished {
@@ -246,12 +250,7 @@ pub async fn roll(
     });
 
     plan_fleet(&mut snapshot, &queue, slots, opts, on_progress)?;
-    access::require(
-        conn,
-        "roll nodes",
-        &needed_permissions(&opts.lock.namespace),
-    )
-    .await?;
+    access::require(ctx, "roll nodes", &needed_permissions(&opts.lock.namespace)).await?;
 
     let holder = run::holder(&run_id);
     let lock = lease::acquire(
@@ -269,6 +268,7 @@ pub async fn roll(
     let (stop_tx, stop_rx) = watch::channel(None);
     let watcher = spawn_stop_watch(stop_tx, lock.lost());
     let job = Job {
+        ctx,
         conn,
         options: opts,
         run: run_id.clone(),

@@ -13,6 +13,7 @@ use crate::cluster::nodes::{self, DryRun};
 use crate::cluster::{ClusterError, Connection};
 use crate::drain::{self, DrainError};
 use crate::names::NodeName;
+use crate::snapshot::Reach;
 use crate::workflow::{StepError, ready};
 
 /// How a node's part of the roll ended.
@@ -158,14 +159,15 @@ async fn advance(
     loop {
         match mark.phase {
             Phase::Draining => {
-                let plan = drain::plan(conn, name, &opts.drain).await?;
+                // The fleet plan has forecast placement already.
+                let plan = drain::plan(job.ctx, name, &opts.drain, Reach::Targets).await?;
                 let on_event = |e| {
                     (job.on_progress)(RollProgress::Drain {
                         node: name.clone(),
                         event: e,
                     })
                 };
-                let report = match drain::execute(conn, plan, &opts.drain, &on_event).await {
+                let report = match drain::execute(job.ctx, plan, &opts.drain, &on_event).await {
                     Ok(report) => report,
                     Err(DrainError::Interrupted { .. }) => return Ok(Flow::Stopped),
                     Err(e) => return Err(e.into()),

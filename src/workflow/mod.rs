@@ -10,9 +10,11 @@ use serde::Serialize;
 
 use crate::cluster::nodes::{self, DryRun};
 use crate::cluster::{ClusterError, Connection};
+use crate::context::Context;
 use crate::drain::{self, DrainError, DrainOptions, DrainReport, Event};
 use crate::names::NodeName;
 use crate::node_state::NodeState;
+use crate::snapshot::Reach;
 
 pub use ready::ReadyCriteria;
 
@@ -113,17 +115,20 @@ impl MaintainError {
 }
 
 pub async fn maintain(
-    conn: &Connection,
+    ctx: &Context,
     node: &NodeName,
     opts: &MaintainOptions,
     on_progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<MaintainReport, MaintainError> {
-    let plan = drain::plan(conn, node, &opts.drain)
+    let conn = &ctx.conn;
+    let plan = drain::plan(ctx, node, &opts.drain, Reach::Placement)
         .await
         .map_err(|e| fail_unchanged(node, Step::Cordon, e.into()))?;
     // Someone else's cordon is theirs to lift; a cordon kordon left behind is not.
     let cordoned_before = plan.state.cordoned && !plan.cordoned_by_kordon;
-    on_progress(Progress::Planned(plan.forecast.clone()));
+    if let Some(forecast) = &plan.forecast {
+        on_progress(Progress::Planned(forecast.clone()));
+    }
     let ready_before = ready::snapshot(conn, node)
         .await
         .map_err(|e| fail_unchanged(node, Step::Cordon, e.into()))?;
@@ -131,11 +136,9 @@ pub async fn maintain(
     let result = async {
         on_progress(Progress::Step(Step::Cordon));
         on_progress(Progress::Step(Step::Drain));
-        let report = drain::execute(conn, plan, &opts.drain, &|e| {
-            on_progress(Progress::Drain(e))
-        })
-        .await
-        .map_err(|e| (Step::Drain, StepError::from(e)))?;
+        let report = drain::execute(ctx, plan, &opts.drain, &|e| on_progress(Progress::Drain(e)))
+            .await
+            .map_err(|e| (Step::Drain, StepError::from(e)))?;
         on_progress(Progress::Drained(report.clone()));
 
         on_progress(Progress::Step(Step::Maintenance));

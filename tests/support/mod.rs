@@ -6,6 +6,7 @@
 //! command sets it); otherwise `testbed/cluster up` starts one, or reuses a healthy one.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod audit;
 pub mod fixtures;
 pub mod watcher;
 

@@ -1,0 +1,367 @@
+//! One view of the cluster per process, scoped to the work and kept current by watches.
+//!
+//! Every drain of a process (one `drain`, each node of a `roll`) reads the cluster
+//! through this view, and it is the only place that knows how things are fetched:
+//! - the pods of a node being drained, through a `spec.nodeName` field selector;
+//! - the pods of a workload involved, through the workload's label selector, reduced
+//!   to what decisions read (see [`slim`]);
+//! - the PodDisruptionBudgets of the namespaces involved;
+//! - the workload objects (Deployments, ReplicaSets, StatefulSets) of those
+//!   namespaces, read once.
+//!
+//! Scoped watches are shared: two drains that need the pods of one workload share one
+//! watch, which stops when the last of them lets go. Every event bumps one change
+//! counter, so waiters wake on what the watches saw instead of polling.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Api;
+use kube::api::ListParams;
+use kube::core::Selector;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::de::DeserializeOwned;
+
+use super::{ClusterError, Connection};
+use crate::names::NodeName;
+use crate::workload::Workload;
+
+/// Which pods a scoped watch sees.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PodScope {
+    /// The pods bound to one node, in full: the drain classifies and evicts them.
+    Node(NodeName),
+    /// The pods of one workload (its namespace and label selector), slimmed.
+    Workload { namespace: String, selector: String },
+}
+
+impl PodScope {
+    /// The scope of a workload's pods; `None` when its selector cannot be expressed
+    /// as a label selector string (then it selects nothing we could watch).
+    pub fn of_workload(w: &Workload) -> Option<Self> {
+        let selector = Selector::try_from(w.selector.clone()).ok()?;
+        Some(Self::Workload {
+            namespace: w.id.namespace.clone(),
+            selector: selector.to_string(),
+        })
+    }
+}
+
+/// A running reflector; the watch stops when the last holder drops it.
+pub struct Watched<K: kube::Resource<DynamicType = ()> + 'static> {
+    store: Store<K>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Watched<K> {
+    pub fn state(&self) -> Vec<Arc<K>> {
+        self.store.state()
+    }
+
+    pub fn store(&self) -> &Store<K> {
+        &self.store
+    }
+}
+
+impl<K: kube::Resource<DynamicType = ()> + 'static> Drop for Watched<K> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Registry<S, K> = Mutex<HashMap<S, Weak<Watched<K>>>>;
+
+/// The workload objects of one namespace, read once per view.
+#[derive(Debug, Default)]
+pub struct Workloads {
+    pub deployments: HashMap<String, Deployment>,
+    pub replica_sets: HashMap<String, ReplicaSet>,
+    pub stateful_sets: HashMap<String, StatefulSet>,
+}
+
+pub struct View {
+    conn: Connection,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+    pods: Registry<PodScope, Pod>,
+    budgets: Registry<String, PodDisruptionBudget>,
+    workloads: tokio::sync::Mutex<HashMap<String, Arc<Workloads>>>,
+}
+
+/// How long a new watch may take to deliver its first list.
+const START_WITHIN: Duration = Duration::from_secs(30);
+
+/// Page size of lists that cover the whole cluster: big enough for few requests, small
+/// enough that one page is a few MiB.
+pub const PAGE: u32 = 1000;
+
+impl View {
+    pub fn new(conn: &Connection) -> Self {
+        Self {
+            conn: conn.clone(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            pods: Mutex::default(),
+            budgets: Mutex::default(),
+            workloads: tokio::sync::Mutex::default(),
+        }
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// A receiver that has seen every event so far; `changed()` on it returns at the
+    /// next one. Take it before looking at the stores, wait on it after.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        let mut rx = self.changes.subscribe();
+        rx.borrow_and_update();
+        rx
+    }
+
+    /// The pods of a scope, watched; shared with every other holder of the scope.
+    pub async fn pods(&self, scope: &PodScope) -> Result<Arc<Watched<Pod>>, ClusterError> {
+        let (api, config, slim_pods) = match scope {
+            PodScope::Node(node) => (
+                Api::all(self.conn.client.clone()),
+                watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+                false,
+            ),
+            PodScope::Workload {
+                namespace,
+                selector,
+            } => (
+                Api::namespaced(self.conn.client.clone(), namespace),
+                watcher::Config::default().labels(selector),
+                true,
+            ),
+        };
+        let what = match scope {
+            PodScope::Node(node) => format!("pods on node {node}"),
+            PodScope::Workload {
+                namespace,
+                selector,
+            } => format!("pods in {namespace} matching {selector}"),
+        };
+        let modify: fn(&mut Pod) = if slim_pods { slim } else { |_| {} };
+        self.shared(&self.pods, scope, &what, || (api, config), modify)
+            .await
+    }
+
+    /// The PodDisruptionBudgets of a namespace, watched.
+    pub async fn budgets(
+        &self,
+        namespace: &str,
+    ) -> Result<Arc<Watched<PodDisruptionBudget>>, ClusterError> {
+        let api = Api::namespaced(self.conn.client.clone(), namespace);
+        self.shared(
+            &self.budgets,
+            &namespace.to_string(),
+            &format!("PodDisruptionBudgets in {namespace}"),
+            || (api, watcher::Config::default()),
+            |b: &mut PodDisruptionBudget| b.metadata.managed_fields = None,
+        )
+        .await
+    }
+
+    /// The Deployments, ReplicaSets and StatefulSets of a namespace, read once.
+    pub async fn workloads(&self, namespace: &str) -> Result<Arc<Workloads>, ClusterError> {
+        let mut cache = self.workloads.lock().await;
+        if let Some(w) = cache.get(namespace) {
+            return Ok(w.clone());
+        }
+        let w = Arc::new(Workloads {
+            deployments: named(self.list(namespace, "deployments").await?),
+            replica_sets: named(self.list(namespace, "replicasets").await?),
+            stateful_sets: named(self.list(namespace, "statefulsets").await?),
+        });
+        cache.insert(namespace.to_string(), w.clone());
+        Ok(w)
+    }
+
+    async fn list<K>(&self, namespace: &str, what: &str) -> Result<Vec<K>, ClusterError>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + DeserializeOwned,
+    {
+        list_all(
+            &Api::namespaced(self.conn.client.clone(), namespace),
+            &self.conn,
+            &format!("list {what} in {namespace}"),
+            ListParams::default(),
+        )
+        .await
+    }
+
+    /// Returns the live watch of `scope`, or starts one and waits for its first list.
+    async fn shared<S, K>(
+        &self,
+        registry: &Registry<S, K>,
+        scope: &S,
+        what: &str,
+        source: impl FnOnce() -> (Api<K>, watcher::Config),
+        modify: fn(&mut K),
+    ) -> Result<Arc<Watched<K>>, ClusterError>
+    where
+        S: std::hash::Hash + Eq + Clone,
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        if let Some(live) = registry
+            .lock()
+            .ok()
+            .and_then(|r| r.get(scope).and_then(Weak::upgrade))
+        {
+            live.store.wait_until_ready().await.ok();
+            return Ok(live);
+        }
+        let (api, config) = source();
+        let (store, writer) = reflector::store();
+        let stream = watcher(api, config)
+            .default_backoff()
+            .modify(modify)
+            .reflect(writer);
+        let changes = self.changes.clone();
+        let task = tokio::spawn(async move {
+            stream
+                .for_each(|event| {
+                    match event {
+                        Ok(_) => changes.send_modify(|n| *n += 1),
+                        Err(e) => tracing::warn!("watch: {e}"),
+                    }
+                    futures::future::ready(())
+                })
+                .await;
+        });
+        let watched = Arc::new(Watched { store, task });
+        if let Ok(mut r) = registry.lock() {
+            r.insert(scope.clone(), Arc::downgrade(&watched));
+        }
+        match tokio::time::timeout(START_WITHIN, watched.store.wait_until_ready()).await {
+            Ok(Ok(())) => Ok(watched),
+            _ => Err(ClusterError::Unreachable {
+                server: self.conn.server.clone(),
+                reason: format!("could not start watching {what} within {START_WITHIN:?}"),
+            }),
+        }
+    }
+}
+
+fn named<K: kube::Resource>(items: Vec<K>) -> HashMap<String, K> {
+    items
+        .into_iter()
+        .map(|mut k| {
+            k.meta_mut().managed_fields = None;
+            (k.meta().name.clone().unwrap_or_default(), k)
+        })
+        .collect()
+}
+
+/// Every item of a list, read page by page, so that no single response holds the
+/// whole cluster.
+pub async fn list_all<K>(
+    api: &Api<K>,
+    conn: &Connection,
+    action: &str,
+    params: ListParams,
+) -> Result<Vec<K>, ClusterError>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + DeserializeOwned,
+{
+    let mut items = Vec::new();
+    for_each_page(api, conn, action, params, |page| items.extend(page)).await?;
+    Ok(items)
+}
+
+/// Hands each page of a list to `take` as it arrives: memory holds one page at a time.
+pub async fn for_each_page<K>(
+    api: &Api<K>,
+    conn: &Connection,
+    action: &str,
+    params: ListParams,
+    mut take: impl FnMut(Vec<K>),
+) -> Result<(), ClusterError>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + DeserializeOwned,
+{
+    let mut params = params.limit(PAGE);
+    loop {
+        let page = api
+            .list(&params)
+            .await
+            .map_err(|e| conn.error(action.to_string(), e))?;
+        take(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Keeps of a workload's pod what the engine reads (identity, labels, owner, node,
+/// readiness, lifecycle stage) and drops the rest (the spec's containers and volumes,
+/// managed fields), so watching a big workload stays cheap.
+fn slim(p: &mut Pod) {
+    p.metadata.managed_fields = None;
+    p.metadata.annotations = None;
+    if let Some(spec) = p.spec.as_mut() {
+        *spec = k8s_openapi::api::core::v1::PodSpec {
+            node_name: spec.node_name.take(),
+            ..Default::default()
+        };
+    }
+    if let Some(status) = p.status.as_mut() {
+        status.init_container_statuses = None;
+        status.pod_ips = None;
+        status.host_ips = None;
+        if let Some(cs) = status.container_statuses.as_mut() {
+            for c in cs {
+                c.image = String::new();
+                c.image_id = String::new();
+                c.last_state = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::WorkloadId;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    #[test]
+    fn a_workload_scope_is_its_namespace_and_selector_as_the_api_reads_it() {
+        let w = Workload {
+            id: WorkloadId {
+                kind: "Deployment".into(),
+                namespace: "shop".into(),
+                name: "web".into(),
+            },
+            selector: LabelSelector {
+                match_labels: Some([("app".to_string(), "web".to_string())].into()),
+                ..Default::default()
+            },
+            replicas: 4,
+            max_unavailable: 1,
+            can_surge: true,
+        };
+        assert_eq!(
+            PodScope::of_workload(&w),
+            Some(PodScope::Workload {
+                namespace: "shop".into(),
+                selector: "app=web".into()
+            })
+        );
+    }
+}
