@@ -16,7 +16,7 @@ use kube::api::ListParams;
 
 use crate::budget;
 use crate::cluster::nodes;
-use crate::cluster::view::{PAGE, View, Workloads, list_all};
+use crate::cluster::view::{PAGE, View, Watched, Workloads, list_all};
 use crate::cluster::{ClusterError, Connection};
 use crate::names::NodeName;
 use crate::plan::placement::{self, Resources};
@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub budgets: Vec<PodDisruptionBudget>,
     /// Deployments, ReplicaSets and StatefulSets by namespace.
     workloads: HashMap<String, Arc<Workloads>>,
+    /// The view's watches of the budgets read, kept alive for a drain that follows.
+    pub(crate) budget_watches: Vec<Arc<Watched<PodDisruptionBudget>>>,
 }
 
 /// What a live read covers besides the targets' pods.
@@ -184,19 +186,19 @@ impl Snapshot {
         let Some(node) = spec.node_name else {
             return Ok(true);
         };
-        if probe
+        // A finished pod reserves nothing, but a drain still removes it.
+        let finished = probe
             .status
             .and_then(|st| st.phase)
-            .is_some_and(|p| p == "Succeeded" || p == "Failed")
-        {
-            return Ok(true);
+            .is_some_and(|p| p == "Succeeded" || p == "Failed");
+        if !finished {
+            let r = placement::reserved(
+                spec.containers.iter().map(|c| c.resources.as_ref()),
+                spec.init_containers.iter().map(|c| c.resources.as_ref()),
+            );
+            let used = self.usage.entry(node.clone()).or_default();
+            *used = used.plus(&r);
         }
-        let r = placement::reserved(
-            spec.containers.iter().map(|c| c.resources.as_ref()),
-            spec.init_containers.iter().map(|c| c.resources.as_ref()),
-        );
-        let used = self.usage.entry(node.clone()).or_default();
-        *used = used.plus(&r);
         if keep.contains(&node.as_str()) {
             self.pods.push(serde_json::from_str(raw.get())?);
         }
@@ -241,12 +243,10 @@ impl Snapshot {
         Ok(s)
     }
 
-    /// Every pod that has not finished, page by page, through [`Self::absorb_pod`].
+    /// Every pod, page by page, through [`Self::absorb_pod`].
     async fn read_pods(&mut self, conn: &Connection, keep: &[&str]) -> Result<(), ClusterError> {
         let action = "list pods";
-        let mut params = ListParams::default()
-            .fields("status.phase!=Succeeded,status.phase!=Failed")
-            .limit(PAGE);
+        let mut params = ListParams::default().limit(PAGE);
         loop {
             let request = kube::core::Request::new("/api/v1/pods")
                 .list(&params)
@@ -282,6 +282,7 @@ impl Snapshot {
             let budgets = view.budgets(&ns).await?;
             self.budgets
                 .extend(budgets.state().iter().map(|b| (**b).clone()));
+            self.budget_watches.push(budgets);
             self.workloads
                 .insert(ns.clone(), view.workloads(&ns).await?);
         }

@@ -242,6 +242,29 @@ async fn a_budget_at_zero_times_out_naming_the_pdb_and_its_numbers() {
 }
 
 #[tokio::test]
+async fn a_pod_terminating_before_the_drain_is_not_reported_left_once_gone() {
+    let (env, node) = budget_at_zero_for_now("leaving").await;
+    let slow_exit = PodOptions {
+        delete_delay: Some("3s"),
+        ..Default::default()
+    };
+    env.create(&fixtures::bare_pod("leaving", &node, &slow_exit))
+        .await;
+    env.wait_ready("app=leaving", 1).await;
+    env.pods()
+        .delete("leaving", &Default::default())
+        .await
+        .expect("delete");
+
+    // The budget holds web's pod past the timeout; the terminating pod is gone by then.
+    let run = env.run_kordon(&["drain", &node, "--timeout", "10s"]);
+    assert_eq!(run.code, Some(4), "{run:#?}");
+    assert!(run.stderr.contains("with 1 pod(s) left"), "{}", run.stderr);
+    assert!(run.stderr.contains("/web-"), "{}", run.stderr);
+    assert!(!run.stderr.contains("/leaving"), "{}", run.stderr);
+}
+
+#[tokio::test]
 async fn a_budget_that_can_never_allow_is_refused_up_front_with_the_flag_that_helps() {
     let mut env = TestEnv::new("pdbnever").await;
     let node = env.add_node("node-1").await;

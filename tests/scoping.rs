@@ -65,7 +65,11 @@ fn scoped(r: &Request, env: &TestEnv) -> bool {
 
 /// A whole-cluster read of pods, which placement needs: paged.
 fn paged_usage_read(r: &Request) -> bool {
-    r.verb == "list" && r.namespace.is_none() && r.param("limit").is_some()
+    r.verb == "list"
+        && r.namespace.is_none()
+        && r.param("limit").is_some()
+        && r.param("fieldSelector").is_none()
+        && r.param("labelSelector").is_none()
 }
 
 fn assert_nothing_unrelated(requests: &[Request], env: &TestEnv, noise: &TestEnv) {

@@ -49,9 +49,12 @@ pub async fn select(conn: &Connection, selector: &str) -> Result<Vec<Node>, Clus
     Ok(nodes)
 }
 
-/// Every node in the cluster, sorted by name.
+/// Every node in the cluster, sorted by name, read page by page.
 pub async fn all(conn: &Connection) -> Result<Vec<Node>, ClusterError> {
-    select(conn, "").await
+    let api: Api<Node> = Api::all(conn.client.clone());
+    let mut nodes = super::view::list_all(&api, conn, "list nodes", ListParams::default()).await?;
+    nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    Ok(nodes)
 }
 
 /// Set on nodes kordon cordoned (the value is when), removed when it uncordons. A

@@ -68,6 +68,12 @@ impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Watched<K> {
     }
 }
 
+impl<K: kube::Resource<DynamicType = ()> + 'static> std::fmt::Debug for Watched<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Watched")
+    }
+}
+
 impl<K: kube::Resource<DynamicType = ()> + 'static> Drop for Watched<K> {
     fn drop(&mut self) {
         self.task.abort();

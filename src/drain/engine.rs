@@ -12,11 +12,11 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
+use super::step::{self, Seen, Step};
 use super::tracker::Watches;
 use super::{DrainError, Event, Progress};
 use crate::context::Context;
 use crate::evict::{self, Blocked, Outcome};
-use crate::guard::{self, Admission};
 use crate::plan::guards::Guard;
 use crate::pod;
 use crate::workload::{Workload, WorkloadId};
@@ -78,18 +78,85 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Gets one pod off the node and waits until it is gone.
-    pub async fn drain_pod(&self, target: &Pod, guard: &Guard) -> Result<(), DrainError> {
-        (self.on_event)(Event::Evicting {
-            pod: pod::key(target),
-        });
-        match guard {
-            Guard::Api => self.evict_when_allowed(target).await?,
-            Guard::Implicit(w) => self.evict_within(target, w).await?,
-            Guard::Surge(w) => self.surge(w).await?,
-        }
-        self.watch.gone(target).await;
+    /// Gets one pod off the node and waits until it is gone. `guard` is `None` for a
+    /// pod that was terminating already: it is only waited for. Each round observes,
+    /// lets [`step::next`] decide, carries the decision out, and sleeps until the view
+    /// changes.
+    pub async fn drain_pod(&self, target: &Pod, guard: Option<&Guard>) -> Result<(), DrainError> {
         let key = pod::key(target);
+        let mut leaving = guard.is_none();
+        if !leaving {
+            (self.on_event)(Event::Evicting { pod: key.clone() });
+        }
+        // Pods of one workload decide one at a time, so two never see the same count.
+        let decide = match guard {
+            Some(Guard::Implicit(w)) => Some(self.lock_for(&w.id.to_string())),
+            _ => None,
+        };
+        let mut held_by: Option<String> = None;
+        let mut turn = None;
+        let mut shown = None;
+        loop {
+            let mut changes = self.watch.subscribe();
+            let deciding = match &decide {
+                Some(lock) => Some(lock.lock().await),
+                None => None,
+            };
+            let seen = self.seen(target, guard, leaving, held_by.as_deref());
+            match step::next(guard.unwrap_or(&Guard::Api), &seen, self.allow_disruption) {
+                Step::Done => break,
+                Step::AwaitGone | Step::WaitForBudget(_) => {}
+                Step::Surge => {
+                    if let Some(Guard::Surge(w)) = guard {
+                        self.surge(w).await?;
+                    }
+                    leaving = true;
+                    continue;
+                }
+                Step::Evict => match self.evict(target).await? {
+                    Outcome::Accepted | Outcome::AlreadyGone => {
+                        if let (Ok(mut evicted), Some(uid)) =
+                            (self.ctx.turns.evicted.lock(), &target.metadata.uid)
+                        {
+                            evicted.insert(uid.clone());
+                        }
+                        leaving = true;
+                        continue;
+                    }
+                    Outcome::Blocked(b) => {
+                        drop(deciding);
+                        held_by = b.budget.clone();
+                        self.blocked(target, b, &mut shown);
+                        // Pods under one budget take turns, so a freed disruption is not
+                        // met by a burst of requests of which all but one are refused.
+                        if let (Some(budget), None) = (&held_by, &turn) {
+                            let namespace =
+                                target.metadata.namespace.as_deref().unwrap_or_default();
+                            let lock = self.lock_for(&format!("pdb {namespace}/{budget}"));
+                            turn = Some(lock.lock_owned().await);
+                            continue;
+                        }
+                    }
+                },
+                Step::WaitForReplacement { serving, floor } => {
+                    let Some(Guard::Implicit(w)) = guard else {
+                        break;
+                    };
+                    self.blocked(
+                        target,
+                        Blocked {
+                            budget: None,
+                            detail: format!(
+                                "{} has {serving} Ready pod(s) and keeps at least {floor}; waiting for a replacement to be Ready",
+                                w.id
+                            ),
+                        },
+                        &mut shown,
+                    );
+                }
+            }
+            let _ = tokio::time::timeout(RECHECK, changes.changed()).await;
+        }
         if let Ok(mut gone) = self.progress.gone.lock() {
             gone.push(key.clone());
         }
@@ -97,73 +164,25 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// Evicts; on a 429 waits until the named budget allows a disruption again. Pods
-    /// under the same budget then take turns, so a freed disruption is not met by a
-    /// burst of requests of which all but one are refused.
-    async fn evict_when_allowed(&self, target: &Pod) -> Result<(), DrainError> {
-        let mut shown = None;
+    /// What the view shows of the pod now.
+    fn seen(
+        &self,
+        target: &Pod,
+        guard: Option<&Guard>,
+        leaving: bool,
+        held_by: Option<&str>,
+    ) -> Seen {
+        let live = self.watch.current(target);
         let namespace = target.metadata.namespace.as_deref().unwrap_or_default();
-        let mut turn = None;
-        loop {
-            let mut changes = self.watch.subscribe();
-            match self.evict(target).await? {
-                Outcome::Accepted | Outcome::AlreadyGone => return Ok(()),
-                Outcome::Blocked(b) => {
-                    let budget = b.budget.clone();
-                    self.blocked(target, b, &mut shown);
-                    match budget {
-                        Some(name) => {
-                            if turn.is_none() {
-                                let lock = self.lock_for(&format!("pdb {namespace}/{name}"));
-                                turn = Some(lock.lock_owned().await);
-                            }
-                            self.watch.budget_allows(namespace, &name).await;
-                        }
-                        None => {
-                            let _ = tokio::time::timeout(RECHECK, changes.changed()).await;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Evicts only while the workload stays within its implicit budget. One decision
-    /// per workload at a time, so two pods of it never see the same Ready count.
-    async fn evict_within(&self, target: &Pod, w: &Workload) -> Result<(), DrainError> {
-        let lock = self.lock_for(&w.id.to_string());
-        let mut shown = None;
-        loop {
-            let mut changes = self.watch.subscribe();
-            {
-                let _decide = lock.lock().await;
-                let ready = self.ready_count(w);
-                match guard::admit(w, ready, pod::is_ready(target), self.allow_disruption) {
-                    Admission::Go => match self.evict(target).await? {
-                        Outcome::Accepted | Outcome::AlreadyGone => {
-                            if let (Ok(mut evicted), Some(uid)) =
-                                (self.ctx.turns.evicted.lock(), &target.metadata.uid)
-                            {
-                                evicted.insert(uid.clone());
-                            }
-                            return Ok(());
-                        }
-                        Outcome::Blocked(b) => self.blocked(target, b, &mut shown),
-                    },
-                    Admission::Wait { ready, floor } => self.blocked(
-                        target,
-                        Blocked {
-                            budget: None,
-                            detail: format!(
-                                "{} has {ready} Ready pod(s) and keeps at least {floor}; waiting for a replacement to be Ready",
-                                w.id
-                            ),
-                        },
-                        &mut shown,
-                    ),
-                }
-            }
-            let _ = tokio::time::timeout(RECHECK, changes.changed()).await;
+        Seen {
+            gone: live.is_none(),
+            leaving,
+            ready: live.as_deref().is_some_and(pod::is_ready),
+            serving: match guard {
+                Some(Guard::Implicit(w)) => self.ready_count(w),
+                _ => 0,
+            },
+            held_by: held_by.map(|b| (b.to_string(), self.watch.budget_allows(namespace, b))),
         }
     }
 

@@ -2,12 +2,13 @@
 //! needs a flag, then cordon, evict with bounded concurrency, and confirm each pod gone
 //! by its UID while following its replacement on another node.
 mod engine;
+mod step;
 mod tracker;
 
 pub use engine::Turns;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -18,12 +19,14 @@ use serde::Serialize;
 use crate::classify::{self, Permissions, Refusal, Verdict};
 use crate::cluster::access::{self, Permission};
 use crate::cluster::nodes::{self, DryRun};
+use crate::cluster::view::Watched;
 use crate::cluster::{ClusterError, Connection};
 use crate::context::Context;
 use crate::evict::{self, Blocked, EvictError};
 use crate::names::NodeName;
 use crate::node_state::{NodeState, Readiness};
 use crate::pod::{self, Lifecycle};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::plan::guards::{self, Guard, GuardOptions};
 use crate::plan::{PlanOptions, PlanReport};
@@ -68,6 +71,8 @@ pub struct Plan {
     /// What the pre-flight plan expects: where replacements land, what fits nowhere,
     /// budgets at 0, eviction waves. Left out when a fleet plan made it already.
     pub forecast: Option<PlanReport>,
+    /// Keeps the view watching the budgets the plan read, for the drain to use.
+    _budgets: Vec<Arc<Watched<PodDisruptionBudget>>>,
 }
 
 impl Plan {
@@ -273,6 +278,7 @@ pub async fn plan(
         guards,
         workloads,
         forecast,
+        _budgets: std::mem::take(&mut snapshot.budget_watches),
     })
 }
 
@@ -399,21 +405,21 @@ pub async fn execute(
         opts.guards.allow_disruption,
         opts.concurrency,
     );
-    let evictions = futures::future::join_all(to_evict.iter().map(|p| {
-        let guard = plan.guards.get(&pod::key(p)).unwrap_or(&Guard::Api);
-        engine.drain_pod(p, guard)
-    }));
-    let awaited = futures::future::join_all(to_await.iter().map(|p| async {
-        watch.gone(p).await;
-        let key = pod::key(p);
-        if let Ok(mut gone) = progress.gone.lock() {
-            gone.push(key.clone());
-        }
-        on_event(Event::Gone { pod: key });
-    }));
+    // Pods terminating already are only waited for (no guard).
     let work = async {
-        let (results, _) = futures::join!(evictions, awaited);
-        results.into_iter().collect::<Result<Vec<_>, _>>()
+        let pods = to_evict
+            .iter()
+            .map(|p| {
+                (
+                    p,
+                    Some(plan.guards.get(&pod::key(p)).unwrap_or(&Guard::Api)),
+                )
+            })
+            .chain(to_await.iter().map(|p| (p, None)));
+        futures::future::join_all(pods.map(|(p, guard)| engine.drain_pod(p, guard)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
     };
     let work = async {
         let tracking = replacements.follow(&watch, on_event);
@@ -478,7 +484,15 @@ pub async fn execute(
     Ok(DrainReport {
         node: plan.node,
         pods: verdicts,
-        evicted: progress.gone.lock().map(|g| g.clone()).unwrap_or_default(),
+        // Gone pods that this drain evicted (not those that were leaving already).
+        evicted: progress
+            .gone
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|k| to_evict.iter().any(|p| pod::key(p) == *k))
+            .collect(),
         replacements: replacements.statuses(),
         elapsed_seconds: started.elapsed().as_secs_f64(),
         dry_run,

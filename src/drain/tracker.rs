@@ -59,22 +59,14 @@ impl<'a> Watches<'a> {
         })
     }
 
-    /// Returns once no pod with this pod's UID is on the node. A new pod with the same
-    /// name (a StatefulSet's replacement) has another UID and does not count.
-    pub async fn gone(&self, target: &Pod) {
-        let key = ObjectRef::from_obj(target);
-        loop {
-            let mut changes = self.subscribe();
-            let there = self
-                .node
-                .store()
-                .get(&key)
-                .is_some_and(|p| p.metadata.uid == target.metadata.uid);
-            if !there {
-                return;
-            }
-            let _ = changes.changed().await;
-        }
+    /// The pod as the view has it now; `None` once no pod with its UID is on the node.
+    /// A new pod with the same name (a StatefulSet's replacement) has another UID and
+    /// does not count.
+    pub fn current(&self, target: &Pod) -> Option<Arc<Pod>> {
+        self.node
+            .store()
+            .get(&ObjectRef::from_obj(target))
+            .filter(|p| p.metadata.uid == target.metadata.uid)
     }
 
     /// The workload's pods as last seen (empty if its pods are not watched).
@@ -82,25 +74,14 @@ impl<'a> Watches<'a> {
         self.workloads.get(w).map(|s| s.state()).unwrap_or_default()
     }
 
-    /// Returns once the budget allows a disruption again (as the disruption
-    /// controller reports it), or it is gone. Waits on watch events, so a 429 is
-    /// retried when the budget moves, not on a timer.
-    pub async fn budget_allows(&self, namespace: &str, name: &str) {
-        let Some(budgets) = self.budgets.get(namespace) else {
-            return;
-        };
+    /// Whether the budget allows a disruption now (as the disruption controller
+    /// reports it), or is gone.
+    pub fn budget_allows(&self, namespace: &str, name: &str) -> bool {
         let key = ObjectRef::new(name).within(namespace);
-        loop {
-            let mut changes = self.subscribe();
-            let allowed = match budgets.store().get(&key) {
-                None => true,
-                Some(b) => b.status.as_ref().is_some_and(|s| s.disruptions_allowed > 0),
-            };
-            if allowed {
-                return;
-            }
-            let _ = changes.changed().await;
-        }
+        self.budgets
+            .get(namespace)
+            .and_then(|b| b.store().get(&key))
+            .is_none_or(|b| b.status.as_ref().is_some_and(|s| s.disruptions_allowed > 0))
     }
 
     /// A receiver that has seen everything so far; `changed()` on it returns at the
