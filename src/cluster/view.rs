@@ -14,7 +14,7 @@
 //! counter, so waiters wake on what the watches saw instead of polling.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
@@ -95,8 +95,11 @@ pub struct View {
     changes: Arc<tokio::sync::watch::Sender<u64>>,
     pods: Registry<PodScope, Pod>,
     budgets: Registry<String, PodDisruptionBudget>,
-    workloads: tokio::sync::Mutex<HashMap<String, Arc<Workloads>>>,
+    workloads: tokio::sync::Mutex<HashMap<String, (Instant, Arc<Workloads>)>>,
 }
+
+/// How long a read of a namespace's workloads serves.
+const WORKLOADS_FRESH: Duration = Duration::from_secs(60);
 
 /// How long a new watch may take to deliver its first list.
 const START_WITHIN: Duration = Duration::from_secs(30);
@@ -173,10 +176,14 @@ impl View {
         .await
     }
 
-    /// The Deployments, ReplicaSets and StatefulSets of a namespace, read once.
+    /// The Deployments, ReplicaSets and StatefulSets of a namespace. A roll's drains
+    /// share one read, renewed after [`WORKLOADS_FRESH`] so that replica counts
+    /// changed meanwhile (an autoscaler) reach the implicit budgets.
     pub async fn workloads(&self, namespace: &str) -> Result<Arc<Workloads>, ClusterError> {
         let mut cache = self.workloads.lock().await;
-        if let Some(w) = cache.get(namespace) {
+        if let Some((read, w)) = cache.get(namespace)
+            && read.elapsed() < WORKLOADS_FRESH
+        {
             return Ok(w.clone());
         }
         let w = Arc::new(Workloads {
@@ -184,7 +191,7 @@ impl View {
             replica_sets: named(self.list(namespace, "replicasets").await?),
             stateful_sets: named(self.list(namespace, "statefulsets").await?),
         });
-        cache.insert(namespace.to_string(), w.clone());
+        cache.insert(namespace.to_string(), (Instant::now(), w.clone()));
         Ok(w)
     }
 
