@@ -98,7 +98,7 @@ impl<'a> Engine<'a> {
         let mut shown = None;
         loop {
             let mut changes = self.watch.subscribe();
-            let deciding = match &decide {
+            let mut deciding = match &decide {
                 Some(lock) => Some(lock.lock().await),
                 None => None,
             };
@@ -124,7 +124,7 @@ impl<'a> Engine<'a> {
                         continue;
                     }
                     Outcome::Blocked(b) => {
-                        drop(deciding);
+                        deciding = None;
                         held_by = b.budget.clone();
                         self.blocked(target, b, &mut shown);
                         // Pods under one budget take turns, so a freed disruption is not
@@ -155,6 +155,7 @@ impl<'a> Engine<'a> {
                     );
                 }
             }
+            drop(deciding);
             let _ = tokio::time::timeout(RECHECK, changes.changed()).await;
         }
         if let Ok(mut gone) = self.progress.gone.lock() {
