@@ -12,7 +12,7 @@
 //! Scoped watches are shared: two drains that need the pods of one workload share one
 //! watch, which stops when the last of them lets go. Every event bumps one change
 //! counter, so waiters wake on what the watches saw instead of polling.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::Api;
 use kube::api::ListParams;
 use kube::core::Selector;
@@ -49,6 +50,70 @@ impl PodScope {
             namespace: w.id.namespace.clone(),
             selector: selector.to_string(),
         })
+    }
+
+    /// Few scopes that together cover the pods of these workloads, each with the
+    /// workloads it covers. In one namespace, workloads selected by a single label of
+    /// the same key (`app=a`, `app=b`: the common case) share one set-based selector
+    /// (`app in (a,b)`), so a drain touching ten Deployments holds one pod watch, not
+    /// ten. Other selectors get a scope of their own.
+    pub fn of_workloads<'w>(workloads: &[&'w Workload]) -> Vec<(Self, Vec<&'w Workload>)> {
+        let mut by_key: BTreeMap<(String, String), BTreeMap<String, Vec<&'w Workload>>> =
+            BTreeMap::new();
+        let mut scopes = Vec::new();
+        for &w in workloads {
+            match single_label(&w.selector) {
+                Some((key, value)) => by_key
+                    .entry((w.id.namespace.clone(), key.to_string()))
+                    .or_default()
+                    .entry(value.to_string())
+                    .or_default()
+                    .push(w),
+                None => scopes.extend(Self::of_workload(w).map(|s| (s, vec![w]))),
+            }
+        }
+        for ((namespace, key), values) in by_key {
+            let values: Vec<_> = values.into_iter().collect();
+            for chunk in values.chunks(MAX_VALUES) {
+                let selector = match chunk {
+                    [(value, _)] => format!("{key}={value}"),
+                    _ => {
+                        let list: Vec<&str> = chunk.iter().map(|(v, _)| v.as_str()).collect();
+                        format!("{key} in ({})", list.join(","))
+                    }
+                };
+                let covered = chunk
+                    .iter()
+                    .flat_map(|(_, ws)| ws.iter().copied())
+                    .collect();
+                scopes.push((
+                    Self::Workload {
+                        namespace: namespace.clone(),
+                        selector,
+                    },
+                    covered,
+                ));
+            }
+        }
+        scopes
+    }
+}
+
+/// Values in one set-based selector: keeps the request line short.
+const MAX_VALUES: usize = 64;
+
+/// The key and value of a selector that is exactly one `matchLabels` entry.
+fn single_label(selector: &LabelSelector) -> Option<(&str, &str)> {
+    if selector
+        .match_expressions
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        return None;
+    }
+    match selector.match_labels.as_ref()?.iter().collect::<Vec<_>>()[..] {
+        [(key, value)] => Some((key, value)),
+        _ => None,
     }
 }
 
@@ -80,7 +145,36 @@ impl<K: kube::Resource<DynamicType = ()> + 'static> Drop for Watched<K> {
     }
 }
 
-type Registry<S, K> = Mutex<HashMap<S, Weak<Watched<K>>>>;
+pub type Registry<S, K> = Mutex<HashMap<S, Weak<Watched<K>>>>;
+
+/// A namespaced kind the view watches per namespace.
+pub trait Kept:
+    kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    const WHAT: &'static str;
+    fn registry(view: &View) -> &Registry<String, Self>;
+}
+
+macro_rules! kept {
+    ($kind:ty, $what:literal, $field:ident) => {
+        impl Kept for $kind {
+            const WHAT: &'static str = $what;
+            fn registry(view: &View) -> &Registry<String, Self> {
+                &view.$field
+            }
+        }
+    };
+}
+kept!(PodDisruptionBudget, "PodDisruptionBudgets", budgets);
+kept!(Deployment, "Deployments", deployments);
+kept!(ReplicaSet, "ReplicaSets", replica_sets);
+kept!(StatefulSet, "StatefulSets", stateful_sets);
 
 /// The workload objects of one namespace, read once per view.
 #[derive(Debug, Default)]
@@ -95,6 +189,9 @@ pub struct View {
     changes: Arc<tokio::sync::watch::Sender<u64>>,
     pods: Registry<PodScope, Pod>,
     budgets: Registry<String, PodDisruptionBudget>,
+    deployments: Registry<String, Deployment>,
+    replica_sets: Registry<String, ReplicaSet>,
+    stateful_sets: Registry<String, StatefulSet>,
     workloads: tokio::sync::Mutex<HashMap<String, (Instant, Arc<Workloads>)>>,
 }
 
@@ -115,6 +212,9 @@ impl View {
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             pods: Mutex::default(),
             budgets: Mutex::default(),
+            deployments: Mutex::default(),
+            replica_sets: Mutex::default(),
+            stateful_sets: Mutex::default(),
             workloads: tokio::sync::Mutex::default(),
         }
     }
@@ -165,13 +265,20 @@ impl View {
         &self,
         namespace: &str,
     ) -> Result<Arc<Watched<PodDisruptionBudget>>, ClusterError> {
+        self.objects(namespace).await
+    }
+
+    /// The objects of one kind in a namespace (budgets, or workloads whose recovery a
+    /// roll waits for), watched and shared: a roll's nodes share one watch per kind
+    /// and namespace instead of one per workload and node.
+    pub async fn objects<K: Kept>(&self, namespace: &str) -> Result<Arc<Watched<K>>, ClusterError> {
         let api = Api::namespaced(self.conn.client.clone(), namespace);
         self.shared(
-            &self.budgets,
+            K::registry(self),
             &namespace.to_string(),
-            &format!("PodDisruptionBudgets in {namespace}"),
+            &format!("{} in {namespace}", K::WHAT),
             || (api, watcher::Config::default()),
-            |b: &mut PodDisruptionBudget| b.metadata.managed_fields = None,
+            |k: &mut K| k.meta_mut().managed_fields = None,
         )
         .await
     }
@@ -351,30 +458,69 @@ fn slim(p: &mut Pod) {
 mod tests {
     use super::*;
     use crate::workload::WorkloadId;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-    #[test]
-    fn a_workload_scope_is_its_namespace_and_selector_as_the_api_reads_it() {
-        let w = Workload {
+    fn workload(namespace: &str, name: &str, labels: &[(&str, &str)]) -> Workload {
+        Workload {
             id: WorkloadId {
                 kind: "Deployment".into(),
-                namespace: "shop".into(),
-                name: "web".into(),
+                namespace: namespace.into(),
+                name: name.into(),
             },
             selector: LabelSelector {
-                match_labels: Some([("app".to_string(), "web".to_string())].into()),
+                match_labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
                 ..Default::default()
             },
             replicas: 4,
             max_unavailable: 1,
             can_surge: true,
-        };
+        }
+    }
+
+    fn scope(namespace: &str, selector: &str) -> PodScope {
+        PodScope::Workload {
+            namespace: namespace.into(),
+            selector: selector.into(),
+        }
+    }
+
+    #[test]
+    fn a_workload_scope_is_its_namespace_and_selector_as_the_api_reads_it() {
+        let w = workload("shop", "web", &[("app", "web")]);
         assert_eq!(
             PodScope::of_workload(&w),
             Some(PodScope::Workload {
                 namespace: "shop".into(),
                 selector: "app=web".into()
             })
+        );
+    }
+
+    #[test]
+    fn workloads_selected_by_one_label_of_one_key_share_a_set_based_scope() {
+        let web = workload("shop", "web", &[("app", "web")]);
+        let api = workload("shop", "api", &[("app", "api")]);
+        let db = workload("shop", "db", &[("app", "db"), ("tier", "data")]);
+        let other = workload("ops", "log", &[("app", "log")]);
+        let names = |ws: &[&Workload]| ws.iter().map(|w| w.id.name.clone()).collect::<Vec<_>>();
+        let scopes: Vec<_> = PodScope::of_workloads(&[&web, &api, &db, &other])
+            .into_iter()
+            .map(|(s, ws)| (s, names(&ws)))
+            .collect();
+        assert_eq!(
+            scopes,
+            vec![
+                (scope("shop", "app=db,tier=data"), vec!["db".to_string()]),
+                (scope("ops", "app=log"), vec!["log".to_string()]),
+                (
+                    scope("shop", "app in (api,web)"),
+                    vec!["api".to_string(), "web".to_string()]
+                ),
+            ]
         );
     }
 }

@@ -5,8 +5,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::reflector::ObjectRef;
 use serde::Serialize;
 
@@ -15,46 +17,53 @@ use crate::cluster::ClusterError;
 use crate::cluster::view::{PodScope, View, Watched};
 use crate::names::NodeName;
 use crate::pod::{self, Lifecycle};
+use crate::selector;
 use crate::workload::{Workload, WorkloadId};
 
 /// The watches one drain holds; dropping them lets the view stop what no one else uses.
 pub struct Watches<'a> {
     view: &'a View,
     node: Arc<Watched<Pod>>,
-    workloads: HashMap<WorkloadId, Arc<Watched<Pod>>>,
+    /// Each workload's pods: a watch that may cover other workloads too, and the
+    /// selector that picks its own.
+    workloads: HashMap<WorkloadId, (Arc<Watched<Pod>>, LabelSelector)>,
     budgets: HashMap<String, Arc<Watched<PodDisruptionBudget>>>,
     /// UIDs of the workloads' pods when the drain began: a replacement is not among them.
     initial: HashSet<String>,
 }
 
 impl<'a> Watches<'a> {
+    /// Starts every watch at once: a drain waits for the slowest first list, not
+    /// for the sum of them.
     pub async fn start(
         view: &'a View,
         node: &NodeName,
         workloads: &[&Workload],
         namespaces: &[String],
     ) -> Result<Self, ClusterError> {
-        let node = view.pods(&PodScope::Node(node.clone())).await?;
-        let mut watched = HashMap::new();
-        for w in workloads {
-            if let Some(scope) = PodScope::of_workload(w) {
-                watched.insert(w.id.clone(), view.pods(&scope).await?);
-            }
-        }
-        let mut budgets = HashMap::new();
-        for ns in namespaces {
-            budgets.insert(ns.clone(), view.budgets(ns).await?);
-        }
-        let initial = watched
-            .values()
+        let scopes = PodScope::of_workloads(workloads);
+        let node_scope = PodScope::Node(node.clone());
+        let node_pods = view.pods(&node_scope);
+        let workload_pods = try_join_all(scopes.iter().map(|(scope, _)| view.pods(scope)));
+        let budget_watches = try_join_all(namespaces.iter().map(|ns| view.budgets(ns)));
+        let (node, pods, budget_watches) =
+            futures::try_join!(node_pods, workload_pods, budget_watches)?;
+        let initial = pods
+            .iter()
             .flat_map(|w| w.state())
             .filter_map(|p| p.metadata.uid.clone())
             .collect();
+        let mut watched = HashMap::new();
+        for ((_, covered), pods) in scopes.iter().zip(&pods) {
+            for w in covered {
+                watched.insert(w.id.clone(), (pods.clone(), w.selector.clone()));
+            }
+        }
         Ok(Self {
             view,
             node,
             workloads: watched,
-            budgets,
+            budgets: namespaces.iter().cloned().zip(budget_watches).collect(),
             initial,
         })
     }
@@ -71,7 +80,14 @@ impl<'a> Watches<'a> {
 
     /// The workload's pods as last seen (empty if its pods are not watched).
     pub fn pods_of(&self, w: &WorkloadId) -> Vec<Arc<Pod>> {
-        self.workloads.get(w).map(|s| s.state()).unwrap_or_default()
+        let Some((pods, selector)) = self.workloads.get(w) else {
+            return Vec::new();
+        };
+        let empty = Default::default();
+        pods.state()
+            .into_iter()
+            .filter(|p| selector::matches(selector, p.metadata.labels.as_ref().unwrap_or(&empty)))
+            .collect()
     }
 
     /// Whether the budget allows a disruption now (as the disruption controller

@@ -7,17 +7,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Api;
-use kube::runtime::wait::await_condition;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::reflector::ObjectRef;
 
 use crate::budget;
-use crate::cluster::Connection;
+use crate::cluster::ClusterError;
+use crate::cluster::view::{Kept, PodScope, View, Watched};
 use crate::names::NodeName;
 use crate::pod;
 use crate::workload::WorkloadId;
@@ -32,16 +30,16 @@ pub enum GateError {
 
 /// Waits until every DaemonSet pod on the node is Ready.
 pub async fn daemon_pods_ready(
-    conn: &Connection,
+    view: &View,
     node: &NodeName,
     timeout: Duration,
 ) -> Result<(), GateError> {
-    let api: Api<Pod> = Api::all(conn.client.clone());
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-    let (reader, writer) = reflector::store();
-    let mut stream = std::pin::pin!(watcher(api, config).default_backoff().reflect(writer));
+    let pods = view
+        .pods(&PodScope::Node(node.clone()))
+        .await
+        .map_err(|e| watch_error(format!("pods on {node}"), e))?;
     let waiting = || {
-        let mut names: Vec<String> = reader
+        let mut names: Vec<String> = pods
             .state()
             .iter()
             .filter(|p| !daemon_pod_ready(p))
@@ -50,25 +48,10 @@ pub async fn daemon_pods_ready(
         names.sort();
         names
     };
-    let watched = async {
-        let mut listed = false;
-        while let Some(event) = stream.next().await {
-            // An empty node sends no object at all: the end of the first list counts.
-            listed |= matches!(event, Ok(watcher::Event::InitDone));
-            if listed && waiting().is_empty() {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(timeout, watched)
-        .await
-        .map_err(|_| GateError::TimedOut {
-            timeout,
-            waiting: format!(
-                "DaemonSet pods not Ready on {node}: {}",
-                waiting().join(", ")
-            ),
-        })
+    until(view, timeout, waiting, |names| {
+        format!("DaemonSet pods not Ready on {node}: {}", names.join(", "))
+    })
+    .await
 }
 
 /// A pod that is not a live DaemonSet pod, or one that is Ready.
@@ -78,114 +61,161 @@ fn daemon_pod_ready(p: &Arc<Pod>) -> bool {
 }
 
 /// Waits until each workload has all its replicas Ready (and, for Deployments, on the
-/// current revision), then until the budgets covering its pods allow a disruption.
+/// current revision) and the budgets covering its pods allow a disruption, from the
+/// view's watches of their namespaces (shared by every node of a roll).
 pub async fn workloads_recovered(
-    conn: &Connection,
+    view: &View,
     workloads: &[WorkloadId],
     timeout: Duration,
 ) -> Result<(), GateError> {
-    let all = futures::future::try_join_all(workloads.iter().map(|w| recovered(conn, w)));
-    match tokio::time::timeout(timeout, all).await {
-        Ok(result) => result.map(|_| ()),
-        Err(_) => Err(GateError::TimedOut {
+    let mut watched: BTreeMap<&str, Watches> = BTreeMap::new();
+    for w in workloads {
+        if !watched.contains_key(w.namespace.as_str()) {
+            watched.insert(&w.namespace, Watches::start(view, &w.namespace).await?);
+        }
+    }
+    let waiting = || {
+        workloads
+            .iter()
+            .filter(|w| {
+                !watched
+                    .get(w.namespace.as_str())
+                    .is_some_and(|n| n.recovered(w))
+            })
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    until(view, timeout, waiting, |names| {
+        format!("workloads not recovered: {}", names.join(", "))
+    })
+    .await
+}
+
+/// Waits, waking on the view's changes, until `waiting` names nothing.
+async fn until(
+    view: &View,
+    timeout: Duration,
+    waiting: impl Fn() -> Vec<String>,
+    describe: impl Fn(&[String]) -> String,
+) -> Result<(), GateError> {
+    let wait = async {
+        loop {
+            let mut changes = view.subscribe();
+            if waiting().is_empty() {
+                return;
+            }
+            let _ = changes.changed().await;
+        }
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| GateError::TimedOut {
             timeout,
-            waiting: format!(
-                "workloads not recovered: {}",
-                workloads
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }),
+            waiting: describe(&waiting()),
+        })
+}
+
+fn watch_error(what: String, e: ClusterError) -> GateError {
+    GateError::Watch {
+        what,
+        message: e.to_string(),
     }
 }
 
-async fn recovered(conn: &Connection, w: &WorkloadId) -> Result<(), GateError> {
-    match w.kind.as_str() {
-        "Deployment" => {
-            recovered_as::<Deployment>(conn, w, deployment_recovered, |d| {
+/// One namespace's workloads and budgets, as watched.
+struct Watches {
+    deployments: Arc<Watched<Deployment>>,
+    replica_sets: Arc<Watched<ReplicaSet>>,
+    stateful_sets: Arc<Watched<StatefulSet>>,
+    budgets: Arc<Watched<PodDisruptionBudget>>,
+}
+
+impl Watches {
+    async fn start(view: &View, namespace: &str) -> Result<Self, GateError> {
+        let (deployments, replica_sets, stateful_sets, budgets) = futures::try_join!(
+            view.objects(namespace),
+            view.objects(namespace),
+            view.objects(namespace),
+            view.objects(namespace),
+        )
+        .map_err(|e| watch_error(format!("workloads in {namespace}"), e))?;
+        Ok(Self {
+            deployments,
+            replica_sets,
+            stateful_sets,
+            budgets,
+        })
+    }
+
+    /// The workload is back (or gone), and every budget covering its pod template
+    /// allows a disruption again.
+    fn recovered(&self, w: &WorkloadId) -> bool {
+        match w.kind.as_str() {
+            "Deployment" => self.check(&self.deployments, w, deployment_recovered, |d| {
                 d.spec.as_ref()?.template.metadata.as_ref()?.labels.clone()
-            })
-            .await
+            }),
+            "StatefulSet" => self.check(
+                &self.stateful_sets,
+                w,
+                |s| {
+                    all_ready(
+                        s.spec.as_ref().and_then(|s| s.replicas),
+                        s.status.as_ref().and_then(|s| s.ready_replicas),
+                    )
+                },
+                |s| s.spec.as_ref()?.template.metadata.as_ref()?.labels.clone(),
+            ),
+            "ReplicaSet" => self.check(
+                &self.replica_sets,
+                w,
+                |r| {
+                    all_ready(
+                        r.spec.as_ref().and_then(|s| s.replicas),
+                        r.status.as_ref().and_then(|s| s.ready_replicas),
+                    )
+                },
+                |r| {
+                    let template = r.spec.as_ref()?.template.as_ref()?;
+                    template.metadata.as_ref()?.labels.clone()
+                },
+            ),
+            _ => true,
         }
-        "StatefulSet" => {
-            let back = |s: &StatefulSet| {
-                all_ready(
-                    s.spec.as_ref().and_then(|s| s.replicas),
-                    s.status.as_ref().and_then(|s| s.ready_replicas),
-                )
-            };
-            recovered_as(conn, w, back, |s| {
-                s.spec.as_ref()?.template.metadata.as_ref()?.labels.clone()
-            })
-            .await
-        }
-        "ReplicaSet" => {
-            let back = |r: &ReplicaSet| {
-                all_ready(
-                    r.spec.as_ref().and_then(|s| s.replicas),
-                    r.status.as_ref().and_then(|s| s.ready_replicas),
-                )
-            };
-            recovered_as(conn, w, back, |r| {
-                r.spec
-                    .as_ref()?
-                    .template
-                    .as_ref()?
-                    .metadata
-                    .as_ref()?
-                    .labels
-                    .clone()
-            })
-            .await
-        }
-        _ => Ok(()),
     }
-}
 
-/// Waits until the workload is back, then until each budget covering its pod
-/// template (as the watch last saw it) allows a disruption.
-async fn recovered_as<K>(
-    conn: &Connection,
-    w: &WorkloadId,
-    back: impl Fn(&K) -> bool + Send + 'static,
-    template_labels: impl Fn(&K) -> Option<BTreeMap<String, String>>,
-) -> Result<(), GateError>
-where
-    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + 'static,
-{
-    let watch_error = |message: String| GateError::Watch {
-        what: w.to_string(),
-        message,
-    };
-    let api = Api::<K>::namespaced(conn.client.clone(), &w.namespace);
-    let seen = await_condition(api, &w.name, move |k: Option<&K>| k.is_none_or(&back))
-        .await
-        .map_err(|e| watch_error(e.to_string()))?;
-    let Some(labels) = seen.as_ref().and_then(template_labels) else {
-        return Ok(());
-    };
-    let template = Pod {
-        metadata: ObjectMeta {
-            namespace: Some(w.namespace.clone()),
-            labels: Some(labels),
+    fn check<K: Kept>(
+        &self,
+        objects: &Watched<K>,
+        w: &WorkloadId,
+        back: impl Fn(&K) -> bool,
+        template_labels: impl Fn(&K) -> Option<BTreeMap<String, String>>,
+    ) -> bool {
+        let Some(k) = objects
+            .store()
+            .get(&ObjectRef::new(&w.name).within(&w.namespace))
+        else {
+            return true;
+        };
+        if !back(&k) {
+            return false;
+        }
+        let Some(labels) = template_labels(&k) else {
+            return true;
+        };
+        let template = Pod {
+            metadata: ObjectMeta {
+                namespace: Some(w.namespace.clone()),
+                labels: Some(labels),
+                ..Default::default()
+            },
             ..Default::default()
-        },
-        ..Default::default()
-    };
-    let budgets = budget::covering(conn, &template)
-        .await
-        .map_err(|e| watch_error(e.to_string()))?;
-    for pdb in budgets {
-        budget_allows(conn, w, &pdb).await?;
+        };
+        self.budgets
+            .state()
+            .iter()
+            .filter(|b| budget::covers(b, &template))
+            .all(|b| budget_recovered(b))
     }
-    Ok(())
 }
 
 fn all_ready(want: Option<i32>, ready: Option<i32>) -> bool {
@@ -203,19 +233,6 @@ fn deployment_recovered(d: &Deployment) -> bool {
         && status.ready_replicas.unwrap_or(0) >= want
         && status.updated_replicas.unwrap_or(0) >= want
         && status.available_replicas.unwrap_or(0) >= want
-}
-
-async fn budget_allows(conn: &Connection, w: &WorkloadId, pdb: &str) -> Result<(), GateError> {
-    let api = Api::<PodDisruptionBudget>::namespaced(conn.client.clone(), &w.namespace);
-    await_condition(api, pdb, |b: Option<&PodDisruptionBudget>| {
-        b.is_none_or(budget_recovered)
-    })
-    .await
-    .map(|_| ())
-    .map_err(|e| GateError::Watch {
-        what: format!("PodDisruptionBudget {}/{pdb}", w.namespace),
-        message: e.to_string(),
-    })
 }
 
 /// A budget that allows a disruption again, or has every pod it expects healthy (one

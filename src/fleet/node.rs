@@ -204,14 +204,15 @@ async fn advance(
                     boot_id: mark.boot_id_before.clone(),
                 };
                 ready::wait(conn, name, &before, opts.ready, opts.ready_timeout).await?;
-                gate::daemon_pods_ready(conn, name, opts.gate_timeout).await?;
+                gate::daemon_pods_ready(&job.ctx.view, name, opts.gate_timeout).await?;
                 mark.enter(Phase::Verifying);
                 // Someone else's cordon is theirs to lift.
                 let uncordon = (!mark.was_unschedulable).then_some(false);
                 record(conn, name, mark, uncordon).await?;
             }
             Phase::Verifying => {
-                gate::workloads_recovered(conn, &mark.workloads, opts.gate_timeout).await?;
+                gate::workloads_recovered(&job.ctx.view, &mark.workloads, opts.gate_timeout)
+                    .await?;
                 mark.enter(Phase::Done);
                 mark.boot_id_before = None;
                 mark.heartbeat_before = None;
