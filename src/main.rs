@@ -47,7 +47,7 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
         return ExitCode::from(130);
     }
     match drain {
-        Some(DrainError::Refused { .. }) => ExitCode::from(3),
+        Some(DrainError::Refused { .. } | DrainError::WouldStrand { .. }) => ExitCode::from(3),
         Some(DrainError::TimedOut { .. }) => ExitCode::from(4),
         Some(DrainError::Interrupted { .. }) => ExitCode::from(130),
         _ => ExitCode::FAILURE,

@@ -228,15 +228,16 @@ impl Snapshot {
             }
             Reach::Placement => {
                 let api: Api<Node> = Api::all(conn.client.clone());
-                s.nodes = list_all(&api, conn, "list nodes", ListParams::default()).await?;
+                let keep: Vec<&str> = targets.iter().map(NodeName::as_str).collect();
+                let nodes = list_all(&api, conn, "list nodes", ListParams::default());
+                let (nodes, ()) = futures::try_join!(nodes, s.read_pods(conn, &keep))?;
+                s.nodes = nodes;
                 for n in &mut s.nodes {
                     n.metadata.managed_fields = None;
                     if let Some(status) = n.status.as_mut() {
                         status.images = None;
                     }
                 }
-                let keep: Vec<&str> = targets.iter().map(NodeName::as_str).collect();
-                s.read_pods(conn, &keep).await?;
             }
         }
         s.read_budgets_and_workloads(view).await?;
@@ -278,13 +279,15 @@ impl Snapshot {
             .collect();
         namespaces.sort();
         namespaces.dedup();
-        for ns in namespaces {
-            let budgets = view.budgets(&ns).await?;
+        let read = namespaces.into_iter().map(|ns| async move {
+            let (budgets, workloads) = futures::try_join!(view.budgets(&ns), view.workloads(&ns))?;
+            Ok::<_, ClusterError>((ns, budgets, workloads))
+        });
+        for (ns, budgets, workloads) in futures::future::try_join_all(read).await? {
             self.budgets
                 .extend(budgets.state().iter().map(|b| (**b).clone()));
             self.budget_watches.push(budgets);
-            self.workloads
-                .insert(ns.clone(), view.workloads(&ns).await?);
+            self.workloads.insert(ns, workloads);
         }
         Ok(())
     }

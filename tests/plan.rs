@@ -47,7 +47,26 @@ async fn a_predicted_capacity_shortfall_really_happens() {
     );
     assert!(!env.is_cordoned(&node_2).await, "plan changes nothing");
 
-    let run = env.run_kordon(&["drain", &node_2, "--timeout", "20s"]);
+    // drain and maintain refuse what the plan says would strand a replacement.
+    for args in [
+        vec!["drain", node_2.as_str()],
+        vec!["maintain", node_2.as_str(), "--", "true"],
+    ] {
+        let refused = env.run_kordon(&args);
+        assert_eq!(refused.code, Some(3), "{args:?}: {refused:#?}");
+        assert!(
+            refused
+                .stderr
+                .contains("no other node can take the replacement of")
+                && refused.stderr.contains("Resources on 1 node(s)")
+                && refused.stderr.contains("--allow-pending"),
+            "{refused:#?}"
+        );
+        assert!(!env.is_cordoned(&node_2).await, "{args:?} changed nothing");
+        env.wait_ready("app=big", 2).await;
+    }
+
+    let run = env.run_kordon(&["drain", &node_2, "--timeout", "20s", "--allow-pending"]);
     assert!(run.stdout.contains("replacements Ready 1/2"), "{run:#?}");
     let pods = env
         .pods()

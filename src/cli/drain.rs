@@ -86,6 +86,10 @@ pub struct DrainFlags {
     /// Evictions in flight at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Drain even when the plan finds pods whose replacements no other node can take:
+    /// they stay Pending and their workloads lose availability.
+    #[arg(long)]
+    pub allow_pending: bool,
     /// Only print what would happen (client), or let the server check it (server).
     #[arg(long, value_enum, default_value_t, num_args = 0..=1, default_missing_value = "client", require_equals = true)]
     pub dry_run: DryRun,
@@ -102,6 +106,7 @@ impl DrainFlags {
             timeout: (!self.timeout.is_zero()).then_some(self.timeout),
             concurrency: self.concurrency,
             guards: self.policy.guards(self.disable_eviction),
+            allow_pending: self.allow_pending,
         }
     }
 }

@@ -85,8 +85,8 @@ pub async fn require(
 ) -> Result<(), ClusterError> {
     let conn = &ctx.conn;
     let api: Api<SelfSubjectAccessReview> = Api::all(conn.client.clone());
-    let mut missing = Vec::new();
-    for p in wanted.iter().filter(|p| !ctx.granted.contains(p)) {
+    // Asked all at once: each review is one round trip.
+    let reviews = wanted.iter().filter(|p| !ctx.granted.contains(p)).map(|p| {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
@@ -101,11 +101,20 @@ pub async fn require(
             },
             ..Default::default()
         };
-        let answer = api
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| conn.error("check permissions (create selfsubjectaccessreviews)", e))?;
-        if answer.status.is_some_and(|s| s.allowed) {
+        let api = &api;
+        async move {
+            let answer = api
+                .create(&PostParams::default(), &review)
+                .await
+                .map_err(|e| {
+                    conn.error("check permissions (create selfsubjectaccessreviews)", e)
+                })?;
+            Ok::<_, ClusterError>((p, answer.status.is_some_and(|s| s.allowed)))
+        }
+    });
+    let mut missing = Vec::new();
+    for (p, allowed) in futures::future::try_join_all(reviews).await? {
+        if allowed {
             ctx.granted.insert(p);
         } else {
             missing.push(p.describe());

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -96,6 +97,32 @@ impl PodScope {
             }
         }
         scopes
+    }
+}
+
+impl PodScope {
+    /// Whether this scope's watch sees every pod of the workload.
+    fn covers(&self, w: &Workload) -> bool {
+        let Self::Workload {
+            namespace,
+            selector,
+        } = self
+        else {
+            return false;
+        };
+        if *namespace != w.id.namespace {
+            return false;
+        }
+        match single_label(&w.selector) {
+            Some((key, value)) => {
+                *selector == format!("{key}={value}")
+                    || selector
+                        .strip_prefix(&format!("{key} in ("))
+                        .and_then(|rest| rest.strip_suffix(')'))
+                        .is_some_and(|list| list.split(',').any(|v| v == value))
+            }
+            None => Self::of_workload(w).as_ref() == Some(self),
+        }
     }
 }
 
@@ -260,6 +287,44 @@ impl View {
             .await
     }
 
+    /// Watches that together see the pods of these workloads, each with the workloads
+    /// it covers. A workload whose pods a live watch already sees (another drain of
+    /// the roll holds it) shares that watch; the others are grouped as
+    /// [`PodScope::of_workloads`] says. All start at once.
+    pub async fn pods_of_workloads<'w>(
+        &self,
+        workloads: &[&'w Workload],
+    ) -> Result<Vec<(Arc<Watched<Pod>>, Vec<&'w Workload>)>, ClusterError> {
+        let live: Vec<PodScope> = self
+            .pods
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter(|(_, w)| w.strong_count() > 0)
+                    .map(|(s, _)| s.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut scopes: Vec<(PodScope, Vec<&'w Workload>)> = Vec::new();
+        let mut rest = Vec::new();
+        for &w in workloads {
+            match live.iter().find(|s| s.covers(w)) {
+                Some(s) => match scopes.iter_mut().find(|(known, _)| known == s) {
+                    Some((_, covered)) => covered.push(w),
+                    None => scopes.push((s.clone(), vec![w])),
+                },
+                None => rest.push(w),
+            }
+        }
+        scopes.extend(PodScope::of_workloads(&rest));
+        let watched = try_join_all(scopes.iter().map(|(s, _)| self.pods(s))).await?;
+        Ok(watched
+            .into_iter()
+            .zip(scopes)
+            .map(|(w, (_, covered))| (w, covered))
+            .collect())
+    }
+
     /// The PodDisruptionBudgets of a namespace, watched.
     pub async fn budgets(
         &self,
@@ -293,10 +358,15 @@ impl View {
         {
             return Ok(w.clone());
         }
+        let (deployments, replica_sets, stateful_sets) = futures::try_join!(
+            self.list(namespace, "deployments"),
+            self.list(namespace, "replicasets"),
+            self.list(namespace, "statefulsets"),
+        )?;
         let w = Arc::new(Workloads {
-            deployments: named(self.list(namespace, "deployments").await?),
-            replica_sets: named(self.list(namespace, "replicasets").await?),
-            stateful_sets: named(self.list(namespace, "statefulsets").await?),
+            deployments: named(deployments),
+            replica_sets: named(replica_sets),
+            stateful_sets: named(stateful_sets),
         });
         cache.insert(namespace.to_string(), (Instant::now(), w.clone()));
         Ok(w)
@@ -522,5 +592,18 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_set_based_scope_covers_each_workload_it_lists_and_no_other() {
+        let web = workload("shop", "web", &[("app", "web")]);
+        let db = workload("shop", "db", &[("app", "db"), ("tier", "data")]);
+        let set = scope("shop", "app in (api,web)");
+        assert!(set.covers(&web));
+        assert!(!set.covers(&workload("shop", "webx", &[("app", "webx")])));
+        assert!(!set.covers(&workload("ops", "web", &[("app", "web")])));
+        assert!(scope("shop", "app=web").covers(&web));
+        assert!(scope("shop", "app=db,tier=data").covers(&db));
+        assert!(!set.covers(&db));
     }
 }

@@ -48,6 +48,8 @@ pub struct DrainOptions {
     pub concurrency: usize,
     /// How evictions are paced (see [`crate::guard`]).
     pub guards: GuardOptions,
+    /// Drain even when the forecast finds replacements that no other node can take.
+    pub allow_pending: bool,
 }
 
 /// A pod and what draining does with it.
@@ -169,6 +171,8 @@ pub enum DrainError {
         node: NodeName,
         pods: Vec<(String, Vec<Refusal>)>,
     },
+    #[error("cannot drain node {node}: no other node can take the replacement of {}; they would stay Pending and their workloads lose availability. Nothing was changed: free capacity (or uncordon a node) first, or pass --allow-pending to drain anyway", .pods.join("; "))]
+    WouldStrand { node: NodeName, pods: Vec<String> },
     #[error("drain of node {node} timed out after {timeout:?} with {} pod(s) left: {}; the node stays cordoned", .remaining.len(), describe(.remaining))]
     TimedOut {
         node: NodeName,
@@ -317,6 +321,18 @@ pub async fn execute(
         return Err(DrainError::Refused {
             node: plan.node.clone(),
             pods: refused,
+        });
+    }
+    if let Some(forecast) = plan.forecast.as_ref().filter(|_| !opts.allow_pending)
+        && !forecast.fits_nowhere.is_empty()
+    {
+        return Err(DrainError::WouldStrand {
+            node: plan.node.clone(),
+            pods: forecast
+                .fits_nowhere
+                .iter()
+                .map(|u| format!("{} ({})", u.pod, u.why()))
+                .collect(),
         });
     }
     let verdicts = plan.verdicts();

@@ -41,20 +41,20 @@ impl<'a> Watches<'a> {
         workloads: &[&Workload],
         namespaces: &[String],
     ) -> Result<Self, ClusterError> {
-        let scopes = PodScope::of_workloads(workloads);
         let node_scope = PodScope::Node(node.clone());
-        let node_pods = view.pods(&node_scope);
-        let workload_pods = try_join_all(scopes.iter().map(|(scope, _)| view.pods(scope)));
         let budget_watches = try_join_all(namespaces.iter().map(|ns| view.budgets(ns)));
-        let (node, pods, budget_watches) =
-            futures::try_join!(node_pods, workload_pods, budget_watches)?;
+        let (node, pods, budget_watches) = futures::try_join!(
+            view.pods(&node_scope),
+            view.pods_of_workloads(workloads),
+            budget_watches
+        )?;
         let initial = pods
             .iter()
-            .flat_map(|w| w.state())
+            .flat_map(|(w, _)| w.state())
             .filter_map(|p| p.metadata.uid.clone())
             .collect();
         let mut watched = HashMap::new();
-        for ((_, covered), pods) in scopes.iter().zip(&pods) {
+        for (pods, covered) in &pods {
             for w in covered {
                 watched.insert(w.id.clone(), (pods.clone(), w.selector.clone()));
             }

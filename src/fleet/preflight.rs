@@ -98,7 +98,7 @@ pub(super) fn plan_fleet(
     for wave in to_drain.chunks(cap) {
         let report = crate::plan::plan(snapshot, wave, options)
             .map_err(|crate::plan::PlanError::UnknownNode(n)| ClusterError::NodeNotFound(n))?;
-        if !report.safe {
+        if report.blocks(opts.drain.allow_pending) {
             unsafe_waves.push(run::unsafe_reason(wave, &report));
         }
         on_progress(RollProgress::Planned {

@@ -36,17 +36,7 @@ pub fn forecast(plan: &PlanReport) -> String {
         ));
     }
     for u in &plan.fits_nowhere {
-        let why: Vec<String> = u
-            .nodes_rejecting
-            .iter()
-            .map(|(m, n)| format!("{m:?} on {n} node(s)"))
-            .collect();
-        let why = if why.is_empty() {
-            "no other node is schedulable".to_string()
-        } else {
-            why.join(", ")
-        };
-        out.push_str(&format!("Fits nowhere: {} ({why})\n", u.pod));
+        out.push_str(&format!("Fits nowhere: {} ({})\n", u.pod, u.why()));
     }
     for w in &plan.at_risk {
         out.push_str(&format!("Would lose availability: {w}\n"));

@@ -58,6 +58,32 @@ pub struct Unplaceable {
     pub nodes_rejecting: BTreeMap<Misfit, usize>,
 }
 
+impl PlanReport {
+    /// Whether draining must not start: a pod needs a flag, or (unless the operator
+    /// accepts Pending replacements, `--allow-pending`) a replacement fits nowhere.
+    pub fn blocks(&self, allow_pending: bool) -> bool {
+        let refused = self
+            .pods
+            .iter()
+            .any(|p| matches!(p.verdict, Verdict::Refuse { .. }));
+        refused || (!allow_pending && !self.fits_nowhere.is_empty())
+    }
+}
+
+impl Unplaceable {
+    /// Why no node takes it: "Resources on 1 node(s), Taint on 2 node(s)".
+    pub fn why(&self) -> String {
+        if self.nodes_rejecting.is_empty() {
+            return "no other node is schedulable".to_string();
+        }
+        self.nodes_rejecting
+            .iter()
+            .map(|(m, n)| format!("{m:?} on {n} node(s)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BudgetAtZero {
