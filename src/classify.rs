@@ -15,7 +15,17 @@ pub struct Permissions {
     pub delete_emptydir_data: bool,
     /// `--force`: evict pods that no controller will recreate.
     pub force: bool,
+    /// `--ignore-do-not-disrupt`: evict pods that other tools' markers protect
+    /// (see [`DO_NOT_DISRUPT`]).
+    pub ignore_do_not_disrupt: bool,
 }
+
+/// The annotations, and their values, by which other node tools (Karpenter, the
+/// cluster autoscaler) mark a pod as never to be disrupted; kordon honours them too.
+pub const DO_NOT_DISRUPT: [(&str, &str); 2] = [
+    ("karpenter.sh/do-not-disrupt", "true"),
+    ("cluster-autoscaler.kubernetes.io/safe-to-evict", "false"),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "verdict", rename_all = "camelCase")]
@@ -67,6 +77,10 @@ pub enum Refusal {
         volumes: Vec<String>,
     },
     Unmanaged,
+    /// Marked as never to be disrupted (`annotation` = the marker's `key=value`).
+    DoNotDisrupt {
+        annotation: String,
+    },
     /// No eviction can ever fit the pod's budget (found by [`crate::guard`]).
     Budget {
         #[serde(flatten)]
@@ -82,6 +96,7 @@ impl Refusal {
             Self::DaemonSet => "--ignore-daemonsets",
             Self::LocalStorage { .. } => "--delete-emptydir-data",
             Self::Unmanaged => "--force",
+            Self::DoNotDisrupt { .. } => "--ignore-do-not-disrupt",
             Self::Budget { flag, .. } => flag,
         }
     }
@@ -98,6 +113,9 @@ impl Refusal {
                 )
             }
             Self::Unmanaged => "has no controller, so nothing would recreate it".into(),
+            Self::DoNotDisrupt { annotation } => {
+                format!("is marked {annotation}: its owner asked that it never be disrupted")
+            }
             Self::Budget { impossible, .. } => impossible.explain(),
         }
     }
@@ -181,6 +199,11 @@ pub fn classify(pod: &Pod, permissions: Permissions) -> Verdict {
     }
 
     let mut refusals = Vec::new();
+    if !permissions.ignore_do_not_disrupt
+        && let Some(annotation) = do_not_disrupt(pod)
+    {
+        refusals.push(Refusal::DoNotDisrupt { annotation });
+    }
     let volumes = pod::empty_dir_volumes(pod);
     if !volumes.is_empty() && !permissions.delete_emptydir_data {
         refusals.push(Refusal::LocalStorage {
@@ -203,6 +226,15 @@ pub fn classify(pod: &Pod, permissions: Permissions) -> Verdict {
         },
         lost_volumes: volumes,
     })
+}
+
+/// The first [`DO_NOT_DISRUPT`] marker the pod carries, as `key=value`.
+fn do_not_disrupt(pod: &Pod) -> Option<String> {
+    let annotations = pod.metadata.annotations.as_ref()?;
+    DO_NOT_DISRUPT
+        .iter()
+        .find(|(key, value)| annotations.get(*key).map(String::as_str) == Some(*value))
+        .map(|(key, value)| format!("{key}={value}"))
 }
 
 impl std::fmt::Display for Verdict {
@@ -278,6 +310,7 @@ mod tests {
         ignore_daemonsets: false,
         delete_emptydir_data: false,
         force: false,
+        ignore_do_not_disrupt: false,
     };
 
     #[test]
@@ -328,9 +361,9 @@ mod tests {
             ["--delete-emptydir-data", "--force"]
         );
         let all = Permissions {
-            ignore_daemonsets: false,
             delete_emptydir_data: true,
             force: true,
+            ..NONE
         };
         assert_eq!(
             classify(&p, all),
@@ -339,6 +372,42 @@ mod tests {
                 lost_volumes: vec!["cache".into()]
             })
         );
+    }
+
+    #[test]
+    fn pods_other_tools_mark_do_not_disrupt_are_refused_until_overridden() {
+        for (key, value) in DO_NOT_DISRUPT {
+            let mut marked = pod(owned_by("ReplicaSet"));
+            marked.metadata.annotations = Some([(key.to_string(), value.to_string())].into());
+            let Verdict::Refuse { reasons } = classify(&marked, NONE) else {
+                panic!("refused")
+            };
+            assert_eq!(
+                reasons.iter().map(Refusal::flag).collect::<Vec<_>>(),
+                ["--ignore-do-not-disrupt"]
+            );
+            let allowed = Permissions {
+                ignore_do_not_disrupt: true,
+                ..NONE
+            };
+            assert!(matches!(classify(&marked, allowed), Verdict::Evict(_)));
+        }
+        // The opposite values are no marker.
+        let mut willing = pod(owned_by("ReplicaSet"));
+        willing.metadata.annotations = Some(
+            [
+                (
+                    "karpenter.sh/do-not-disrupt".to_string(),
+                    "false".to_string(),
+                ),
+                (
+                    "cluster-autoscaler.kubernetes.io/safe-to-evict".to_string(),
+                    "true".to_string(),
+                ),
+            ]
+            .into(),
+        );
+        assert!(matches!(classify(&willing, NONE), Verdict::Evict(_)));
     }
 
     #[test]

@@ -16,6 +16,7 @@ const SPREAD: PodOptions = PodOptions {
     spread: true,
     pin_to: None,
     cpu: None,
+    annotations: &[],
 };
 
 /// The article's Real Example: node-1 and node-2, four nginx pods, two on each.
@@ -178,6 +179,33 @@ async fn standalone_pods_are_refused_without_force_and_gone_for_good_with_it() {
     assert!(
         env.pod_uids().await.is_empty(),
         "nothing recreates a standalone pod"
+    );
+}
+
+#[tokio::test]
+async fn pods_marked_do_not_disrupt_are_refused_up_front_and_move_with_the_override() {
+    let mut env = TestEnv::new("dnd").await;
+    let node = env.add_node("node-1").await;
+    let marked = PodOptions {
+        annotations: &[("karpenter.sh/do-not-disrupt", "true")],
+        ..Default::default()
+    };
+    env.create(&fixtures::deployment(env.ns(), "batch", 2, &marked))
+        .await;
+    env.wait_ready("app=batch", 2).await;
+    env.add_node("node-2").await;
+
+    assert_refused_unchanged(&env, &node, &[], "--ignore-do-not-disrupt", "batch").await;
+
+    env.run_kordon(&["drain", &node, "--ignore-do-not-disrupt"])
+        .assert_ok();
+    let moved = env.wait_ready("app=batch", 2).await;
+    assert!(
+        moved
+            .iter()
+            .all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                == Some(env.node("node-2").as_str())),
+        "both replicas run on node-2 now"
     );
 }
 

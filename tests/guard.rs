@@ -16,6 +16,7 @@ const SLOW_READY: PodOptions = PodOptions {
     spread: false,
     pin_to: None,
     cpu: None,
+    annotations: &[],
 };
 
 /// All `replicas` pods of `web` on node-1, then an empty node-2 to move to.

@@ -33,6 +33,10 @@ pub struct PolicyFlags {
     /// Evict pods that no controller manages; they are gone for good.
     #[arg(long)]
     pub force: bool,
+    /// Evict pods marked never to be disrupted by other tools' annotations
+    /// (karpenter.sh/do-not-disrupt=true, cluster-autoscaler.kubernetes.io/safe-to-evict=false).
+    #[arg(long)]
+    pub ignore_do_not_disrupt: bool,
     /// Which budgets pace evictions: PodDisruptionBudgets plus an implicit budget for
     /// workloads without one (implicit), or PodDisruptionBudgets only (pdb-only, as
     /// kubectl drain).
@@ -53,6 +57,7 @@ impl PolicyFlags {
             ignore_daemonsets: self.ignore_daemonsets,
             delete_emptydir_data: self.delete_emptydir_data,
             force: self.force,
+            ignore_do_not_disrupt: self.ignore_do_not_disrupt,
         }
     }
 

@@ -238,6 +238,7 @@ pub(super) fn holdings(snapshot: &Snapshot) -> HashMap<String, Holding> {
         ignore_daemonsets: true,
         delete_emptydir_data: true,
         force: true,
+        ignore_do_not_disrupt: true,
     };
     let mut by_node: HashMap<String, Holding> = HashMap::new();
     for p in &snapshot.pods {

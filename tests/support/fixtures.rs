@@ -61,6 +61,8 @@ pub struct PodOptions {
     pub pin_to: Option<String>,
     /// The container's CPU request, e.g. "600m".
     pub cpu: Option<&'static str>,
+    /// More annotations on the pod.
+    pub annotations: &'static [(&'static str, &'static str)],
 }
 
 /// A pod template running "nginx" on the test's nodes.
@@ -71,6 +73,9 @@ pub fn pod_template(env: &str, app: &str, opts: &PodOptions) -> Value {
     }
     if let Some(d) = opts.delete_delay {
         annotations.insert("pod-delete.stage.kwok.x-k8s.io/delay".into(), d.into());
+    }
+    for (key, value) in opts.annotations {
+        annotations.insert(key.to_string(), json!(value));
     }
     let mut container = json!({ "name": "nginx", "image": "nginx:1.27" });
     if let Some(cpu) = opts.cpu {
