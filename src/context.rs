@@ -10,6 +10,8 @@ pub struct Context {
     pub conn: Connection,
     pub view: View,
     pub granted: Granted,
+    /// Names what this process creates in the cluster (see [`crate::drain::shared`]).
+    pub run: String,
     pub(crate) turns: Turns,
 }
 
@@ -19,6 +21,11 @@ impl Context {
             view: View::new(&conn),
             conn,
             granted: Granted::default(),
+            run: format!(
+                "{:x}",
+                (k8s_openapi::jiff::Timestamp::now().as_millisecond() as u64 & 0xffff_ffff)
+                    ^ u64::from(std::process::id())
+            ),
             turns: Turns::default(),
         }
     }

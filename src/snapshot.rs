@@ -311,11 +311,12 @@ impl Snapshot {
         }
     }
 
-    /// Budgets whose selector matches the pod.
+    /// Budgets whose selector matches the pod. Those kordon shares for a drain stand
+    /// for an implicit budget, which the plan works out itself.
     pub fn budgets_covering(&self, p: &Pod) -> Vec<&PodDisruptionBudget> {
         self.budgets
             .iter()
-            .filter(|b| budget::covers(b, p))
+            .filter(|b| budget::covers(b, p) && !crate::drain::shared::is_shared(b))
             .collect()
     }
 }

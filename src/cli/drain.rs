@@ -95,6 +95,10 @@ pub struct DrainFlags {
     /// they stay Pending and their workloads lose availability.
     #[arg(long)]
     pub allow_pending: bool,
+    /// Keep implicit budgets inside this process instead of making them
+    /// PodDisruptionBudgets that every other evictor honours while the drain runs.
+    #[arg(long)]
+    pub no_shared_budgets: bool,
     /// Only print what would happen (client), or let the server check it (server).
     #[arg(long, value_enum, default_value_t, num_args = 0..=1, default_missing_value = "client", require_equals = true)]
     pub dry_run: DryRun,
@@ -112,6 +116,7 @@ impl DrainFlags {
             concurrency: self.concurrency,
             guards: self.policy.guards(self.disable_eviction),
             allow_pending: self.allow_pending,
+            shared_budgets: !self.no_shared_budgets,
         }
     }
 }

@@ -35,7 +35,7 @@ pub struct LeaseState {
 }
 
 impl LeaseState {
-    fn of(lease: &Lease) -> Self {
+    pub fn of(lease: &Lease) -> Self {
         let spec = lease.spec.as_ref();
         let holder = spec
             .and_then(|s| s.holder_identity.clone())

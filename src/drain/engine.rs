@@ -12,6 +12,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
+use super::shared;
 use super::step::{self, Seen, Step};
 use super::tracker::Watches;
 use super::{DrainError, Event, Progress};
@@ -53,6 +54,8 @@ pub struct Engine<'a> {
     pub on_event: &'a (dyn Fn(Event) + Sync),
     pub allow_disruption: bool,
     pub slots: tokio::sync::Semaphore,
+    /// The shared budgets this drain holds, as namespace/name.
+    shared: Vec<String>,
     surged: tokio::sync::Mutex<HashSet<WorkloadId>>,
 }
 
@@ -63,8 +66,8 @@ impl<'a> Engine<'a> {
         watch: &'a Watches<'a>,
         progress: &'a Progress,
         on_event: &'a (dyn Fn(Event) + Sync),
-        allow_disruption: bool,
-        concurrency: usize,
+        opts: &super::DrainOptions,
+        shared: Vec<String>,
     ) -> Self {
         Self {
             ctx,
@@ -72,8 +75,9 @@ impl<'a> Engine<'a> {
             watch,
             progress,
             on_event,
-            allow_disruption,
-            slots: tokio::sync::Semaphore::new(concurrency.max(1)),
+            allow_disruption: opts.guards.allow_disruption,
+            slots: tokio::sync::Semaphore::new(opts.concurrency.max(1)),
+            shared,
             surged: tokio::sync::Mutex::default(),
         }
     }
@@ -220,9 +224,28 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
+    /// Evicts the pod. If a user's budget appeared next to one of our shared ones,
+    /// ours gives way and the eviction is asked again.
     async fn evict(&self, target: &Pod) -> Result<Outcome, DrainError> {
         let _slot = self.slots.acquire().await;
-        Ok(evict::evict(&self.ctx.conn, target, self.request).await?)
+        match evict::evict(&self.ctx.conn, target, self.request).await {
+            Err(evict::EvictError::SeveralBudgets { pod, budgets }) => {
+                let ns = target.metadata.namespace.as_deref().unwrap_or_default();
+                let ours: Vec<String> = budgets
+                    .iter()
+                    .map(|b| format!("{ns}/{b}"))
+                    .filter(|b| self.shared.contains(b))
+                    .collect();
+                if ours.is_empty() {
+                    return Err(evict::EvictError::SeveralBudgets { pod, budgets }.into());
+                }
+                for b in &ours {
+                    shared::give_way(&self.ctx.conn, b, target).await?;
+                }
+                Ok(evict::evict(&self.ctx.conn, target, self.request).await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Reports a hold when what holds the pod changes, and again every

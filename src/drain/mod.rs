@@ -2,6 +2,7 @@
 //! needs a flag, then cordon, evict with bounded concurrency, and confirm each pod gone
 //! by its UID while following its replacement on another node.
 mod engine;
+pub mod shared;
 mod step;
 mod tracker;
 
@@ -50,6 +51,9 @@ pub struct DrainOptions {
     pub guards: GuardOptions,
     /// Drain even when the forecast finds replacements that no other node can take.
     pub allow_pending: bool,
+    /// Make implicit budgets real PodDisruptionBudgets while the drain runs (see
+    /// [`shared`]).
+    pub shared_budgets: bool,
 }
 
 /// A pod and what draining does with it.
@@ -412,14 +416,22 @@ pub async fn execute(
         let surged = matches!(plan.guards.get(&key), Some(Guard::Surge(_)));
         plan.workloads.get(&key).map(|w| (w.id.clone(), surged))
     });
+    let shared = if opts.shared_budgets && !dry_run && !opts.disable_eviction {
+        Some(share_budgets(ctx, &plan, &to_evict, &watch).await?)
+    } else {
+        None
+    };
     let engine = engine::Engine::new(
         ctx,
         request,
         &watch,
         &progress,
         on_event,
-        opts.guards.allow_disruption,
-        opts.concurrency,
+        opts,
+        shared
+            .as_ref()
+            .map(|s| s.budgets.clone())
+            .unwrap_or_default(),
     );
     // Pods terminating already are only waited for (no guard).
     let work = async {
@@ -475,6 +487,7 @@ pub async fn execute(
             None => futures::future::pending().await,
         }
     };
+    let outcome = async {
     tokio::select! {
         result = work => { result?; }
         _ = deadline => {
@@ -496,6 +509,13 @@ pub async fn execute(
         .map(|t| t.saturating_sub(started.elapsed()))
         .unwrap_or(Duration::from_secs(60));
     let _ = tokio::time::timeout(settle, replacements.until_ready(&watch, on_event)).await;
+    Ok(())
+    }
+    .await;
+    if let Some(shared) = shared {
+        shared.release().await;
+    }
+    outcome?;
 
     Ok(DrainReport {
         node: plan.node,
@@ -513,6 +533,51 @@ pub async fn execute(
         elapsed_seconds: started.elapsed().as_secs_f64(),
         dry_run,
     })
+}
+
+/// Makes the implicit budgets of the workloads being drained real (see [`shared`]) and
+/// waits until the disruption controller has counted each, so that the first
+/// evictions are not turned away by a budget it has not seen yet.
+async fn share_budgets(
+    ctx: &Context,
+    plan: &Plan,
+    to_evict: &[&Pod],
+    watch: &tracker::Watches<'_>,
+) -> Result<shared::SharedBudgets, DrainError> {
+    let mut seen = HashSet::new();
+    let uncovered: Vec<shared::Uncovered> = to_evict
+        .iter()
+        .filter_map(|p| match plan.guards.get(&pod::key(p)) {
+            Some(Guard::Implicit(w)) => Some(shared::Uncovered {
+                workload: w,
+                pod: p,
+            }),
+            _ => None,
+        })
+        .filter(|u| seen.insert(u.workload.id.clone()))
+        .collect();
+    let held = shared::SharedBudgets::hold(&ctx.conn, &ctx.run, &plan.node, &uncovered, |ns| {
+        watch.budgets_in(ns)
+    })
+    .await?;
+    let counted = async {
+        loop {
+            let mut changes = watch.subscribe();
+            if held.budgets.iter().all(|b| watch.budget_counted(b)) {
+                return;
+            }
+            let _ = changes.changed().await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(30), counted)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the disruption controller has not counted kordon's shared budgets within 30 s; evictions may be turned away until it does"
+        );
+    }
+    Ok(held)
 }
 
 /// Cordoning, watching pods and budgets, evicting (or deleting) pods in each
@@ -543,6 +608,30 @@ fn needed_permissions(plan: &Plan, opts: &DrainOptions) -> Vec<Permission> {
         });
     }
     for guard in plan.guards.values() {
+        if let Guard::Implicit(w) = guard
+            && opts.shared_budgets
+            && !opts.disable_eviction
+        {
+            let ns = &w.id.namespace;
+            for verb in ["create", "patch"] {
+                wanted.push(Permission::namespaced(
+                    verb,
+                    "policy",
+                    "poddisruptionbudgets",
+                    None,
+                    ns,
+                ));
+            }
+            for verb in ["create", "list", "patch", "delete"] {
+                wanted.push(Permission::namespaced(
+                    verb,
+                    "coordination.k8s.io",
+                    "leases",
+                    None,
+                    ns,
+                ));
+            }
+        }
         if let Guard::Surge(w) = guard {
             wanted.push(Permission::namespaced(
                 "patch",

@@ -100,6 +100,31 @@ impl<'a> Watches<'a> {
             .is_none_or(|b| b.status.as_ref().is_some_and(|s| s.disruptions_allowed > 0))
     }
 
+    /// The budgets of a namespace as last seen.
+    pub fn budgets_in(&self, namespace: &str) -> Vec<Arc<PodDisruptionBudget>> {
+        self.budgets
+            .get(namespace)
+            .map(|b| b.state())
+            .unwrap_or_default()
+    }
+
+    /// Whether the disruption controller has counted the budget `namespace/name` as it
+    /// is now (or it is gone).
+    pub fn budget_counted(&self, key: &str) -> bool {
+        let Some((namespace, name)) = key.split_once('/') else {
+            return true;
+        };
+        let key = ObjectRef::new(name).within(namespace);
+        self.budgets
+            .get(namespace)
+            .and_then(|b| b.store().get(&key))
+            .is_none_or(|b| {
+                b.status
+                    .as_ref()
+                    .is_some_and(|s| s.observed_generation >= b.metadata.generation)
+            })
+    }
+
     /// A receiver that has seen everything so far; `changed()` on it returns at the
     /// next event. Take it before looking at the stores, wait on it after.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -1,0 +1,322 @@
+//! Shared budgets: while a drain runs, each implicit budget it keeps (a workload that
+//! no PodDisruptionBudget covers) is also a real PodDisruptionBudget, so every other
+//! evictor in the cluster (another kordon, `kubectl drain`, the cluster autoscaler,
+//! Karpenter) meets it at the Eviction API, which admits evictions one at a time
+//! against the disruption controller's count. No in-process lock can do that.
+//!
+//! What is created, per namespace involved:
+//! - a Lease `kordon-run-<run>-<node>`, the drain's token, renewed while it runs;
+//! - for each uncovered workload, a PodDisruptionBudget `kordon-<kind>-<name>` with the
+//!   workload's selector and its implicit `maxUnavailable`, owned by that Lease.
+//!
+//! The drain deletes its Lease when it ends and Kubernetes' garbage collector deletes
+//! the budgets it alone owned. Two drains sharing a workload both own its budget, so it
+//! lives until the last one ends. After a crash the Lease expires and the next drain in
+//! that namespace deletes it, and with it the budgets. `--no-shared-budgets` opts out.
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::budget;
+use crate::cluster::lease::LeaseState;
+use crate::cluster::{ClusterError, Connection};
+use crate::names::NodeName;
+use crate::workload::Workload;
+
+/// The label that marks what kordon created, and its value for each kind of object.
+pub const ROLE: &str = "kordon.dev/role";
+const ROLE_RUN: &str = "drain-run";
+const ROLE_BUDGET: &str = "shared-budget";
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kordon");
+
+/// A drain's Lease expires this long after its last renewal: short, so that what a
+/// crashed drain left is cleared soon by the next one.
+const LEASE_SECONDS: i32 = 15;
+
+/// A workload whose implicit budget is to be shared, with one of its pods (to find the
+/// budgets that cover it).
+pub struct Uncovered<'a> {
+    pub workload: &'a Workload,
+    pub pod: &'a Pod,
+}
+
+/// What the drain holds; [`SharedBudgets::release`] gives it back.
+pub struct SharedBudgets {
+    conn: Connection,
+    leases: Vec<(String, String)>,
+    /// Budgets this drain owns (created or joined), as namespace/name.
+    pub budgets: Vec<String>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl SharedBudgets {
+    /// Makes each uncovered workload's implicit budget a PodDisruptionBudget, or joins
+    /// the one another drain made. `existing` are the namespace's budgets as the view
+    /// has them: a workload that a budget of someone else's covers is left alone.
+    pub async fn hold(
+        conn: &Connection,
+        run: &str,
+        node: &NodeName,
+        uncovered: &[Uncovered<'_>],
+        existing: impl Fn(&str) -> Vec<Arc<PodDisruptionBudget>>,
+    ) -> Result<Self, ClusterError> {
+        let mut namespaces: Vec<&str> = uncovered
+            .iter()
+            .map(|u| u.workload.id.namespace.as_str())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        let lease_name = format!("kordon-run-{run}-{node}");
+        let mut held = Self {
+            conn: conn.clone(),
+            leases: Vec::new(),
+            budgets: Vec::new(),
+            renewer: tokio::spawn(async {}),
+        };
+        for ns in namespaces {
+            remove_expired(conn, ns).await?;
+            let owner = create_lease(conn, ns, &lease_name).await?;
+            held.leases.push((ns.to_string(), lease_name.clone()));
+            let budgets = existing(ns);
+            for u in uncovered.iter().filter(|u| u.workload.id.namespace == ns) {
+                let covering: Vec<&Arc<PodDisruptionBudget>> = budgets
+                    .iter()
+                    .filter(|b| budget::covers(b, u.pod))
+                    .collect();
+                if covering.iter().any(|b| !is_shared(b)) {
+                    continue;
+                }
+                let name = budget_name(u.workload);
+                join_or_create(conn, ns, &name, u.workload, &owner).await?;
+                held.budgets.push(format!("{ns}/{name}"));
+            }
+        }
+        held.renewer = tokio::spawn(renew(conn.clone(), held.leases.clone()));
+        Ok(held)
+    }
+
+    /// Deletes the drain's Leases: the garbage collector removes the budgets no other
+    /// drain owns. Failures are logged; the Leases expire anyway.
+    pub async fn release(self) {
+        self.renewer.abort();
+        for (ns, name) in &self.leases {
+            let api: Api<Lease> = Api::namespaced(self.conn.client.clone(), ns);
+            if let Err(e) = api.delete(name, &DeleteParams::background()).await {
+                tracing::warn!("could not delete lease {ns}/{name}: {e}; it expires by itself");
+            }
+        }
+    }
+}
+
+/// Steps aside for a budget of the user's that now covers the same pods as a shared
+/// one: two budgets on one pod make every eviction of it fail, for everyone.
+///
+/// While two budgets covered them, the disruption controller counted the pods' changes
+/// under one of the two only, so the user's may be stale until one of its pods changes
+/// again: marking `leaving` (a pod being drained, which goes anyway) makes it recount.
+pub async fn give_way(conn: &Connection, key: &str, leaving: &Pod) -> Result<(), ClusterError> {
+    let Some((ns, name)) = key.split_once('/') else {
+        return Ok(());
+    };
+    tracing::warn!(
+        "a PodDisruptionBudget of someone else's now covers the pods of kordon's shared budget {key}: removing kordon's, the other governs"
+    );
+    let api: Api<PodDisruptionBudget> = Api::namespaced(conn.client.clone(), ns);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(conn.error(format!("delete PodDisruptionBudget {key}"), e)),
+    }
+    let pods: Api<Pod> = Api::namespaced(conn.client.clone(), ns);
+    let mark = json!({ "metadata": { "annotations": {
+        "kordon.dev/budget-handover": Timestamp::now().to_string() } } });
+    let pod = leaving.metadata.name.as_deref().unwrap_or_default();
+    if let Err(e) = pods
+        .patch(pod, &PatchParams::default(), &Patch::Merge(mark))
+        .await
+    {
+        tracing::warn!(
+            "could not mark pod {ns}/{pod} for the disruption controller to recount: {e}"
+        );
+    }
+    Ok(())
+}
+
+/// Whether kordon made this budget (and may share it).
+pub fn is_shared(b: &PodDisruptionBudget) -> bool {
+    b.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(ROLE))
+        .is_some_and(|r| r == ROLE_BUDGET)
+}
+
+/// `kordon-deployment-web`, cut to the 253 characters a name may have.
+fn budget_name(w: &Workload) -> String {
+    let mut name = format!("kordon-{}-{}", w.id.kind.to_lowercase(), w.id.name);
+    name.truncate(253);
+    name
+}
+
+fn labels(role: &str) -> std::collections::BTreeMap<String, String> {
+    [
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (ROLE.to_string(), role.to_string()),
+    ]
+    .into()
+}
+
+/// Deletes drain Leases in the namespace that expired (their drain crashed); the
+/// garbage collector follows with their budgets.
+async fn remove_expired(conn: &Connection, ns: &str) -> Result<(), ClusterError> {
+    let api: Api<Lease> = Api::namespaced(conn.client.clone(), ns);
+    let leases = api
+        .list(&ListParams::default().labels(&format!("{ROLE}={ROLE_RUN}")))
+        .await
+        .map_err(|e| conn.error(format!("list kordon's leases in {ns}"), e))?;
+    let now = Timestamp::now();
+    for lease in leases.items {
+        if LeaseState::of(&lease).is_held(now) {
+            continue;
+        }
+        let name = lease.metadata.name.unwrap_or_default();
+        tracing::info!("removing expired lease {ns}/{name} of a drain that did not finish");
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(conn.error(format!("delete lease {ns}/{name}"), e)),
+        }
+    }
+    Ok(())
+}
+
+async fn create_lease(
+    conn: &Connection,
+    ns: &str,
+    name: &str,
+) -> Result<OwnerReference, ClusterError> {
+    let api: Api<Lease> = Api::namespaced(conn.client.clone(), ns);
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(ns.to_string()),
+            labels: Some(labels(ROLE_RUN)),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(name.to_string()),
+            lease_duration_seconds: Some(LEASE_SECONDS),
+            renew_time: Some(MicroTime(Timestamp::now())),
+            ..Default::default()
+        }),
+    };
+    let created = api
+        .create(&PostParams::default(), &lease)
+        .await
+        .map_err(|e| conn.error(format!("create lease {ns}/{name}"), e))?;
+    Ok(OwnerReference {
+        api_version: "coordination.k8s.io/v1".into(),
+        kind: "Lease".into(),
+        name: name.to_string(),
+        uid: created.metadata.uid.unwrap_or_default(),
+        ..Default::default()
+    })
+}
+
+/// Creates the workload's budget owned by `owner`, or adds `owner` to the owners of
+/// the one another drain made (a strategic merge adds to the list, so two drains
+/// joining at once both stay owners).
+async fn join_or_create(
+    conn: &Connection,
+    ns: &str,
+    name: &str,
+    w: &Workload,
+    owner: &OwnerReference,
+) -> Result<(), ClusterError> {
+    let api: Api<PodDisruptionBudget> = Api::namespaced(conn.client.clone(), ns);
+    let pdb = PodDisruptionBudget {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(ns.to_string()),
+            labels: Some(labels(ROLE_BUDGET)),
+            owner_references: Some(vec![owner.clone()]),
+            annotations: Some(
+                [(
+                    "kordon.dev/stands-for".to_string(),
+                    format!("the implicit budget of {} while kordon drains", w.id),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(PodDisruptionBudgetSpec {
+            selector: Some(w.selector.clone()),
+            max_unavailable: Some(IntOrString::Int(w.max_unavailable)),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    // A budget that a crashed drain left may vanish under us (the garbage collector
+    // follows its expired Lease): then create it anew.
+    for _ in 0..5 {
+        match api.create(&PostParams::default(), &pdb).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(conn.error(format!("create PodDisruptionBudget {ns}/{name}"), e)),
+        }
+        let found = api
+            .get_opt(name)
+            .await
+            .map_err(|e| conn.error(format!("read PodDisruptionBudget {ns}/{name}"), e))?;
+        let Some(found) = found.filter(|b| b.metadata.deletion_timestamp.is_none()) else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        if !is_shared(&found) {
+            // Someone else's budget by that name: the implicit budget stays in this
+            // process.
+            tracing::warn!(
+                "PodDisruptionBudget {ns}/{name} is not kordon's; not sharing the implicit budget of {}",
+                w.id
+            );
+            return Ok(());
+        }
+        let patch = json!({ "metadata": { "ownerReferences": [owner] } });
+        return api
+            .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| conn.error(format!("join PodDisruptionBudget {ns}/{name}"), e));
+    }
+    Err(ClusterError::Unreachable {
+        server: conn.server.clone(),
+        reason: format!("PodDisruptionBudget {ns}/{name} kept appearing and vanishing"),
+    })
+}
+
+/// Renews every lease a third of its duration, until aborted.
+async fn renew(conn: Connection, leases: Vec<(String, String)>) {
+    let every = Duration::from_secs(u64::try_from(LEASE_SECONDS / 3).unwrap_or(20));
+    loop {
+        tokio::time::sleep(every).await;
+        for (ns, name) in &leases {
+            let api: Api<Lease> = Api::namespaced(conn.client.clone(), ns);
+            let patch = json!({ "spec": { "renewTime": MicroTime(Timestamp::now()) } });
+            if let Err(e) = api
+                .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+            {
+                tracing::warn!("could not renew lease {ns}/{name}: {e}");
+            }
+        }
+    }
+}
