@@ -85,8 +85,12 @@ pub async fn require(
 ) -> Result<(), ClusterError> {
     let conn = &ctx.conn;
     let api: Api<SelfSubjectAccessReview> = Api::all(conn.client.clone());
-    // Asked all at once: each review is one round trip.
-    let reviews = wanted.iter().filter(|p| !ctx.granted.contains(p)).map(|p| {
+    // Each permission asked once, all at once: each review is one round trip.
+    let mut asked = std::collections::HashSet::new();
+    let unknown = wanted
+        .iter()
+        .filter(|p| !ctx.granted.contains(p) && asked.insert(*p));
+    let reviews = unknown.map(|p| {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {

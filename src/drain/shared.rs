@@ -76,32 +76,43 @@ impl SharedBudgets {
         namespaces.sort();
         namespaces.dedup();
         let lease_name = format!("kordon-run-{run}-{node}");
-        let mut held = Self {
-            conn: conn.clone(),
-            leases: Vec::new(),
-            budgets: Vec::new(),
-            renewer: tokio::spawn(async {}),
-        };
-        for ns in namespaces {
-            remove_expired(conn, ns).await?;
-            let owner = create_lease(conn, ns, &lease_name).await?;
-            held.leases.push((ns.to_string(), lease_name.clone()));
-            let budgets = existing(ns);
-            for u in uncovered.iter().filter(|u| u.workload.id.namespace == ns) {
-                let covering: Vec<&Arc<PodDisruptionBudget>> = budgets
-                    .iter()
-                    .filter(|b| budget::covers(b, u.pod))
-                    .collect();
-                if covering.iter().any(|b| !is_shared(b)) {
-                    continue;
+        let mut leases = Vec::new();
+        let mut budgets = Vec::new();
+        let made = async {
+            for ns in namespaces {
+                remove_expired(conn, ns).await?;
+                let owner = create_lease(conn, ns, &lease_name).await?;
+                leases.push((ns.to_string(), lease_name.clone()));
+                let existing = existing(ns);
+                for u in uncovered.iter().filter(|u| u.workload.id.namespace == ns) {
+                    let covered_by_others = existing
+                        .iter()
+                        .any(|b| budget::covers(b, u.pod) && !is_shared(b));
+                    if covered_by_others {
+                        continue;
+                    }
+                    let name = budget_name(u.workload);
+                    join_or_create(conn, ns, &name, u.workload, &owner).await?;
+                    budgets.push(format!("{ns}/{name}"));
                 }
-                let name = budget_name(u.workload);
-                join_or_create(conn, ns, &name, u.workload, &owner).await?;
-                held.budgets.push(format!("{ns}/{name}"));
+            }
+            Ok::<_, ClusterError>(())
+        }
+        .await;
+        let held = Self {
+            conn: conn.clone(),
+            renewer: tokio::spawn(renew(conn.clone(), leases.clone())),
+            leases,
+            budgets,
+        };
+        match made {
+            Ok(()) => Ok(held),
+            // Nothing half made stays behind.
+            Err(e) => {
+                held.release().await;
+                Err(e)
             }
         }
-        held.renewer = tokio::spawn(renew(conn.clone(), held.leases.clone()));
-        Ok(held)
     }
 
     /// Deletes the drain's Leases: the garbage collector removes the budgets no other
