@@ -488,28 +488,28 @@ pub async fn execute(
         }
     };
     let outcome = async {
-    tokio::select! {
-        result = work => { result?; }
-        _ = deadline => {
-            return Err(DrainError::TimedOut {
-                node: plan.node.clone(),
-                timeout: opts.timeout.unwrap_or_default(),
-                remaining: remaining(&progress),
-            });
+        tokio::select! {
+            result = work => { result?; }
+            _ = deadline => {
+                return Err(DrainError::TimedOut {
+                    node: plan.node.clone(),
+                    timeout: opts.timeout.unwrap_or_default(),
+                    remaining: remaining(&progress),
+                });
+            }
+            _ = tokio::signal::ctrl_c() => {
+                return Err(DrainError::Interrupted { node: plan.node.clone(), remaining: remaining(&progress) });
+            }
         }
-        _ = tokio::signal::ctrl_c() => {
-            return Err(DrainError::Interrupted { node: plan.node.clone(), remaining: remaining(&progress) });
-        }
-    }
 
-    // Evicted pods are gone; give their replacements until the timeout (or a minute)
-    // to become Ready, so the report can say whether the workloads recovered.
-    let settle = opts
-        .timeout
-        .map(|t| t.saturating_sub(started.elapsed()))
-        .unwrap_or(Duration::from_secs(60));
-    let _ = tokio::time::timeout(settle, replacements.until_ready(&watch, on_event)).await;
-    Ok(())
+        // Evicted pods are gone; give their replacements until the timeout (or a minute)
+        // to become Ready, so the report can say whether the workloads recovered.
+        let settle = opts
+            .timeout
+            .map(|t| t.saturating_sub(started.elapsed()))
+            .unwrap_or(Duration::from_secs(60));
+        let _ = tokio::time::timeout(settle, replacements.until_ready(&watch, on_event)).await;
+        Ok(())
     }
     .await;
     if let Some(shared) = shared {
