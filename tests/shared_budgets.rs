@@ -80,6 +80,26 @@ fn spawn(mut command: std::process::Command, args: &[&str]) -> std::process::Chi
         .expect("spawn")
 }
 
+/// `replicas` pods of web, all on node-1 (`ready_delay` long each).
+async fn on_node_1(name: &str, replicas: i32, ready_delay: &'static str) -> (TestEnv, String) {
+    let mut env = TestEnv::new(name).await;
+    let n1 = env.add_node("node-1").await;
+    let co_located = PodOptions {
+        ready_delay: Some(ready_delay),
+        spread: false,
+        ..SLOW_READY
+    };
+    env.create(&fixtures::deployment(
+        env.ns(),
+        "web",
+        replicas,
+        &co_located,
+    ))
+    .await;
+    env.wait_ready("app=web", replicas as usize).await;
+    (env, n1)
+}
+
 /// web: 4 replicas, two on node-1 and two on node-2, and an empty node-3 to move to.
 async fn split_over_two_nodes(name: &str) -> (TestEnv, String, String) {
     let mut env = TestEnv::new(name).await;
@@ -118,15 +138,7 @@ async fn two_kordon_drains_at_once_keep_one_implicit_budget_between_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_drain_meets_kordons_implicit_budget() {
     // web: 3 replicas on node-1 (kordon's), 1 on node-2 (kubectl's).
-    let mut env = TestEnv::new("withkubectl").await;
-    let n1 = env.add_node("node-1").await;
-    let co_located = PodOptions {
-        spread: false,
-        ..SLOW_READY
-    };
-    env.create(&fixtures::deployment(env.ns(), "web", 3, &co_located))
-        .await;
-    env.wait_ready("app=web", 3).await;
+    let (mut env, n1) = on_node_1("withkubectl", 3, "1500ms").await;
     let n2 = env.add_node("node-2").await;
     // The fourth replica goes to node-2 while node-1 is cordoned.
     let kubectl = |args: &[&str]| {
@@ -172,16 +184,7 @@ async fn kubectl_drain_meets_kordons_implicit_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_drain_leaves_no_budget_once_the_next_one_runs() {
     // Replacements that take 10 s to be Ready keep the drain mid-run.
-    let mut env = TestEnv::new("killed").await;
-    let n1 = env.add_node("node-1").await;
-    let slow = PodOptions {
-        ready_delay: Some("10s"),
-        spread: false,
-        ..SLOW_READY
-    };
-    env.create(&fixtures::deployment(env.ns(), "web", 4, &slow))
-        .await;
-    env.wait_ready("app=web", 4).await;
+    let (mut env, n1) = on_node_1("killed", 4, "10s").await;
     env.add_node("node-2").await;
 
     let mut first = spawn(env.kordon(), &["drain", &n1, "--timeout", "120s"]);
@@ -200,15 +203,7 @@ async fn a_killed_drain_leaves_no_budget_once_the_next_one_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_budget_created_mid_drain_takes_over_from_kordons() {
-    let mut env = TestEnv::new("userpdb").await;
-    let n1 = env.add_node("node-1").await;
-    let co_located = PodOptions {
-        spread: false,
-        ..SLOW_READY
-    };
-    env.create(&fixtures::deployment(env.ns(), "web", 4, &co_located))
-        .await;
-    env.wait_ready("app=web", 4).await;
+    let (mut env, n1) = on_node_1("userpdb", 4, "1500ms").await;
     env.add_node("node-2").await;
     let watcher = ReadyWatcher::start(env.pods(), "app=web").await;
 

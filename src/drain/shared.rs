@@ -142,11 +142,9 @@ pub async fn give_way(conn: &Connection, key: &str, leaving: &Pod) -> Result<(),
         "a PodDisruptionBudget of someone else's now covers the pods of kordon's shared budget {key}: removing kordon's, the other governs"
     );
     let api: Api<PodDisruptionBudget> = Api::namespaced(conn.client.clone(), ns);
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => return Err(conn.error(format!("delete PodDisruptionBudget {key}"), e)),
-    }
+    delete(&api, name, &DeleteParams::default())
+        .await
+        .map_err(|e| conn.error(format!("delete PodDisruptionBudget {key}"), e))?;
     let pods: Api<Pod> = Api::namespaced(conn.client.clone(), ns);
     let mark = json!({ "metadata": { "annotations": {
         "kordon.dev/budget-handover": Timestamp::now().to_string() } } });
@@ -160,6 +158,18 @@ pub async fn give_way(conn: &Connection, key: &str, leaving: &Pod) -> Result<(),
         );
     }
     Ok(())
+}
+
+/// Deletes the object; one already gone is fine.
+async fn delete<K>(api: &Api<K>, name: &str, params: &DeleteParams) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    match api.delete(name, params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether kordon made this budget (and may share it).
@@ -201,11 +211,9 @@ async fn remove_expired(conn: &Connection, ns: &str) -> Result<(), ClusterError>
         }
         let name = lease.metadata.name.unwrap_or_default();
         tracing::info!("removing expired lease {ns}/{name} of a drain that did not finish");
-        match api.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(conn.error(format!("delete lease {ns}/{name}"), e)),
-        }
+        delete(&api, &name, &DeleteParams::background())
+            .await
+            .map_err(|e| conn.error(format!("delete lease {ns}/{name}"), e))?;
     }
     Ok(())
 }

@@ -68,11 +68,13 @@ pub async fn workloads_recovered(
     workloads: &[WorkloadId],
     timeout: Duration,
 ) -> Result<(), GateError> {
-    let mut watched: BTreeMap<&str, Watches> = BTreeMap::new();
+    let mut kinds: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for w in workloads {
-        if !watched.contains_key(w.namespace.as_str()) {
-            watched.insert(&w.namespace, Watches::start(view, &w.namespace).await?);
-        }
+        kinds.entry(&w.namespace).or_default().push(&w.kind);
+    }
+    let mut watched: BTreeMap<&str, Watches> = BTreeMap::new();
+    for (namespace, kinds) in kinds {
+        watched.insert(namespace, Watches::start(view, namespace, &kinds).await?);
     }
     let waiting = || {
         workloads
@@ -122,20 +124,32 @@ fn watch_error(what: String, e: ClusterError) -> GateError {
     }
 }
 
-/// One namespace's workloads and budgets, as watched.
+/// One namespace's workloads and budgets, as watched. Only the kinds of the workloads
+/// waited for: a namespace's ReplicaSets (every Deployment's history) can be many.
 struct Watches {
-    deployments: Arc<Watched<Deployment>>,
-    replica_sets: Arc<Watched<ReplicaSet>>,
-    stateful_sets: Arc<Watched<StatefulSet>>,
+    deployments: Option<Arc<Watched<Deployment>>>,
+    replica_sets: Option<Arc<Watched<ReplicaSet>>>,
+    stateful_sets: Option<Arc<Watched<StatefulSet>>>,
     budgets: Arc<Watched<PodDisruptionBudget>>,
 }
 
 impl Watches {
-    async fn start(view: &View, namespace: &str) -> Result<Self, GateError> {
+    async fn start(view: &View, namespace: &str, kinds: &[&str]) -> Result<Self, GateError> {
+        async fn kind<K: Kept>(
+            view: &View,
+            namespace: &str,
+            wanted: bool,
+        ) -> Result<Option<Arc<Watched<K>>>, ClusterError> {
+            match wanted {
+                true => view.objects(namespace).await.map(Some),
+                false => Ok(None),
+            }
+        }
+        let wants = |k: &str| kinds.contains(&k);
         let (deployments, replica_sets, stateful_sets, budgets) = futures::try_join!(
-            view.objects(namespace),
-            view.objects(namespace),
-            view.objects(namespace),
+            kind(view, namespace, wants("Deployment")),
+            kind(view, namespace, wants("ReplicaSet")),
+            kind(view, namespace, wants("StatefulSet")),
             view.objects(namespace),
         )
         .map_err(|e| watch_error(format!("workloads in {namespace}"), e))?;
@@ -151,11 +165,11 @@ impl Watches {
     /// allows a disruption again.
     fn recovered(&self, w: &WorkloadId) -> bool {
         match w.kind.as_str() {
-            "Deployment" => self.check(&self.deployments, w, deployment_recovered, |d| {
+            "Deployment" => self.check(self.deployments.as_deref(), w, deployment_recovered, |d| {
                 d.spec.as_ref()?.template.metadata.as_ref()?.labels.clone()
             }),
             "StatefulSet" => self.check(
-                &self.stateful_sets,
+                self.stateful_sets.as_deref(),
                 w,
                 |s| {
                     all_ready(
@@ -166,7 +180,7 @@ impl Watches {
                 |s| s.spec.as_ref()?.template.metadata.as_ref()?.labels.clone(),
             ),
             "ReplicaSet" => self.check(
-                &self.replica_sets,
+                self.replica_sets.as_deref(),
                 w,
                 |r| {
                     all_ready(
@@ -185,14 +199,13 @@ impl Watches {
 
     fn check<K: Kept>(
         &self,
-        objects: &Watched<K>,
+        objects: Option<&Watched<K>>,
         w: &WorkloadId,
         back: impl Fn(&K) -> bool,
         template_labels: impl Fn(&K) -> Option<BTreeMap<String, String>>,
     ) -> bool {
-        let Some(k) = objects
-            .store()
-            .get(&ObjectRef::new(&w.name).within(&w.namespace))
+        let Some(k) =
+            objects.and_then(|o| o.store().get(&ObjectRef::new(&w.name).within(&w.namespace)))
         else {
             return true;
         };
