@@ -80,6 +80,11 @@ pub async fn evict(
         };
         api.evict(name, &params).await.map(|_| ())
     };
+    let verb = if request.bypass_budgets {
+        "delete"
+    } else {
+        "evict"
+    };
     match result {
         Ok(()) => Ok(Outcome::Accepted),
         Err(kube::Error::Api(status)) => match status.code {
@@ -93,13 +98,13 @@ pub async fn evict(
             }
             _ => Err(conn
                 .error(
-                    format!("evict pod {}", pod::key(target)),
+                    format!("{verb} pod {}", pod::key(target)),
                     kube::Error::Api(status),
                 )
                 .into()),
         },
         Err(e) => Err(conn
-            .error(format!("evict pod {}", pod::key(target)), e)
+            .error(format!("{verb} pod {}", pod::key(target)), e)
             .into()),
     }
 }

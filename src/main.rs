@@ -49,6 +49,7 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
     match drain {
         Some(DrainError::Refused { .. } | DrainError::WouldStrand { .. }) => ExitCode::from(3),
         Some(DrainError::TimedOut { .. }) => ExitCode::from(4),
+        Some(DrainError::Abandoned { .. }) => ExitCode::from(5),
         Some(DrainError::Interrupted { .. }) => ExitCode::from(130),
         _ => ExitCode::FAILURE,
     }

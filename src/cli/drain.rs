@@ -4,6 +4,7 @@ use clap::Args;
 use kordon::classify::Permissions;
 use kordon::cluster::nodes::DryRun;
 use kordon::context::Context;
+use kordon::drain::ladder::{AfterDeadline, DeleteRule, Ladder};
 use kordon::drain::{self, DrainError, DrainOptions, DrainReport};
 use kordon::names::NodeName;
 use kordon::output::progress::DrainProgress;
@@ -99,14 +100,66 @@ pub struct DrainFlags {
     /// PodDisruptionBudgets that every other evictor honours while the drain runs.
     #[arg(long)]
     pub no_shared_budgets: bool,
+    #[command(flatten)]
+    pub ladder: LadderFlags,
     /// Only print what would happen (client), or let the server check it (server).
     #[arg(long, value_enum, default_value_t, num_args = 0..=1, default_missing_value = "client", require_equals = true)]
     pub dry_run: DryRun,
 }
 
+/// The escalation ladder: what happens to pods a budget still holds at a deadline.
+#[derive(Debug, Args)]
+pub struct LadderFlags {
+    /// After this long (e.g. 10m), pods a budget still holds are handled by
+    /// --delete-past-budget, --delete-unhealthy-past-budget and --on-deadline instead of
+    /// waited on.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub deadline: Option<Duration>,
+    /// After --deadline, delete the held pods this rule names past their budgets:
+    /// NAMESPACE, NAMESPACE:SELECTOR, or *:SELECTOR. Repeatable. Each deletion leaves a
+    /// Warning Event on the pod and the node and is listed on the node.
+    #[arg(
+        long = "delete-past-budget",
+        value_name = "NAMESPACE[:SELECTOR]",
+        requires = "deadline"
+    )]
+    pub delete: Vec<DeleteRule>,
+    /// After --deadline, delete held pods that are not Ready past their budgets: they
+    /// serve nothing (a budget's unhealthyPodEvictionPolicy: AlwaysAllow).
+    #[arg(long, requires = "deadline")]
+    pub delete_unhealthy_past_budget: bool,
+    /// After --deadline, what happens to held pods no rule allows: wait (until
+    /// --timeout), or abandon (stop, uncordon the node if kordon cordoned it, report).
+    #[arg(long, value_enum, requires = "deadline")]
+    pub on_deadline: Option<AfterDeadline>,
+}
+
+impl LadderFlags {
+    fn ladder(&self) -> Ladder {
+        Ladder {
+            deadline: self.deadline,
+            delete: self.delete.clone(),
+            unhealthy: self.delete_unhealthy_past_budget,
+            then: self.on_deadline.unwrap_or_default(),
+        }
+    }
+}
+
 impl DrainFlags {
-    pub fn options(&self) -> DrainOptions {
-        DrainOptions {
+    /// The drain's options; a deadline that could never come before the timeout is
+    /// refused.
+    pub fn options(&self) -> anyhow::Result<DrainOptions> {
+        if let Some(deadline) = self.ladder.deadline
+            && !self.timeout.is_zero()
+            && deadline >= self.timeout
+        {
+            anyhow::bail!(
+                "--deadline {} is not before --timeout {}: the drain would time out before its ladder engages; shorten --deadline or lengthen --timeout",
+                humantime::format_duration(deadline),
+                humantime::format_duration(self.timeout)
+            );
+        }
+        Ok(DrainOptions {
             permissions: self.policy.permissions(),
             pod_selector: self.pod_selector.clone(),
             grace_period: u32::try_from(self.grace_period).ok(),
@@ -117,7 +170,9 @@ impl DrainFlags {
             guards: self.policy.guards(self.disable_eviction),
             allow_pending: self.allow_pending,
             shared_budgets: !self.no_shared_budgets,
-        }
+            ladder: self.ladder.ladder(),
+            keep_cordon: false,
+        })
     }
 }
 
@@ -149,6 +204,7 @@ pub async fn drain_node(
 }
 
 pub async fn run(global: &GlobalArgs, args: &DrainArgs) -> anyhow::Result<()> {
+    let options = args.drain.options()?;
     let ctx = Context::open(&global.connection()).await?;
     let printer = Printer::new(global.output);
     let targets: Vec<NodeName> = args
@@ -166,7 +222,6 @@ pub async fn run(global: &GlobalArgs, args: &DrainArgs) -> anyhow::Result<()> {
             "warning: --disable-eviction deletes pods directly: PodDisruptionBudgets are NOT honoured"
         );
     }
-    let options = args.drain.options();
     let mut reports = Vec::new();
     for node in &targets {
         let report = drain_node(&ctx, &printer, node, &options).await?;

@@ -53,10 +53,11 @@ impl WorkArgs {
 
 pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> anyhow::Result<()> {
     let work = work(args.work.manual, &args.work.command, "kordon maintain NODE")?;
+    let drain = args.drain.options()?;
     let ctx = Context::open(&global.connection()).await?;
     let printer = Printer::new(global.output);
     let options = MaintainOptions {
-        drain: args.drain.options(),
+        drain,
         work,
         ready: args.work.ready(),
         ready_timeout: args.work.ready_timeout,

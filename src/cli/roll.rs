@@ -74,6 +74,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
             "roll has no --dry-run: it plans the whole fleet before touching anything; `kordon plan NODE…` shows a plan alone"
         );
     }
+    let drain = args.drain.options()?;
     let ctx = Context::open(&global.connection()).await?;
     let conn = &ctx.conn;
     let mut spec = RunSpec {
@@ -109,7 +110,11 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
         bail!("--manual prompts for one node at a time; use it with --max-unavailable 1");
     }
     let options = RollOptions {
-        drain: args.drain.options(),
+        // The roll holds its nodes cordoned and lifts the cordon itself.
+        drain: kordon::drain::DrainOptions {
+            keep_cordon: true,
+            ..drain
+        },
         work,
         ready: args.work.ready(),
         ready_timeout: args.work.ready_timeout,

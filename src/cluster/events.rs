@@ -1,11 +1,11 @@
-//! Kubernetes Events on nodes, so `kubectl describe node` tells the maintenance story
-//! to anyone, not only to the terminal that ran kordon.
-use k8s_openapi::api::core::v1::{Node, ObjectReference};
+//! Kubernetes Events on nodes and pods, so `kubectl describe` tells the maintenance
+//! story to anyone, not only to the terminal that ran kordon.
+use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use super::Connection;
 
-pub struct NodeEvents {
+pub struct Events {
     recorder: Recorder,
 }
 
@@ -16,7 +16,7 @@ pub enum Severity {
     Warning,
 }
 
-impl NodeEvents {
+impl Events {
     pub fn new(conn: &Connection, instance: &str) -> Self {
         let reporter = Reporter {
             controller: "kordon".into(),
@@ -29,14 +29,14 @@ impl NodeEvents {
 
     /// Publishes an event; failing to is logged, never fatal: the annotations, not the
     /// events, are the record kordon resumes from.
-    pub async fn publish(&self, node: &Node, severity: Severity, reason: &str, note: String) {
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: node.metadata.name.clone(),
-            uid: node.metadata.uid.clone(),
-            ..Default::default()
-        };
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        severity: Severity,
+        reason: &str,
+        note: String,
+    ) {
+        let reference = object.object_ref(&());
         let event = Event {
             type_: match severity {
                 Severity::Normal => EventType::Normal,
@@ -49,8 +49,9 @@ impl NodeEvents {
         };
         if let Err(e) = self.recorder.publish(&event, &reference).await {
             tracing::warn!(
-                "cannot record event {reason} on node {}: {e}",
-                node.metadata.name.as_deref().unwrap_or_default()
+                "cannot record event {reason} on {} {}: {e}",
+                K::kind(&()),
+                reference.name.as_deref().unwrap_or_default()
             );
         }
     }

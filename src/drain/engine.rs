@@ -23,7 +23,7 @@ use crate::pod;
 use crate::workload::{Workload, WorkloadId};
 
 /// Wakes a waiter even if no event comes, in case one was missed.
-const RECHECK: Duration = Duration::from_secs(5);
+pub(super) const RECHECK: Duration = Duration::from_secs(5);
 
 /// How often a hold that lasts is reported again.
 const REMIND_EVERY: Duration = Duration::from_secs(30);
@@ -43,7 +43,7 @@ pub struct Turns {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// UIDs kordon evicted: no longer counted Ready even before the watch shows them
     /// terminating.
-    evicted: Mutex<HashSet<String>>,
+    pub(super) evicted: Mutex<HashSet<String>>,
 }
 
 pub struct Engine<'a> {
@@ -181,7 +181,11 @@ impl<'a> Engine<'a> {
         let namespace = target.metadata.namespace.as_deref().unwrap_or_default();
         Seen {
             gone: live.is_none(),
-            leaving,
+            // Someone (the deadline's ladder, a user) may have deleted it meanwhile.
+            leaving: leaving
+                || live
+                    .as_deref()
+                    .is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
             ready: live.as_deref().is_some_and(pod::is_ready),
             serving: match guard {
                 Some(Guard::Implicit(w)) => self.ready_count(w),

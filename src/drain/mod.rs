@@ -2,11 +2,14 @@
 //! needs a flag, then cordon, evict with bounded concurrency, and confirm each pod gone
 //! by its UID while following its replacement on another node.
 mod engine;
+mod escalate;
+pub mod ladder;
 pub mod shared;
 mod step;
 mod tracker;
 
 pub use engine::Turns;
+pub use escalate::{DELETED_PAST_BUDGET, Escalation};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -54,6 +57,11 @@ pub struct DrainOptions {
     /// Make implicit budgets real PodDisruptionBudgets while the drain runs (see
     /// [`shared`]).
     pub shared_budgets: bool,
+    /// What happens to pods a budget still holds at the deadline (see [`ladder`]).
+    pub ladder: ladder::Ladder,
+    /// The caller owns the node's cordon (a roll, which holds it cordoned): an
+    /// abandoned drain leaves it to the caller to lift.
+    pub keep_cordon: bool,
 }
 
 /// A pod and what draining does with it.
@@ -138,6 +146,8 @@ pub enum Event {
     Surged {
         workload: String,
     },
+    /// The deadline passed and the ladder deleted this pod past its budget.
+    DeletedPastBudget(Escalation),
     Replacement {
         replaces: String,
         pod: String,
@@ -153,6 +163,8 @@ pub struct DrainReport {
     pub pods: Vec<PodVerdict>,
     pub evicted: Vec<String>,
     pub replacements: Vec<ReplacementStatus>,
+    /// Pods deleted past their budgets after the deadline, and by which rule.
+    pub deleted_past_budget: Vec<Escalation>,
     pub elapsed_seconds: f64,
     pub dry_run: bool,
 }
@@ -162,6 +174,9 @@ pub struct DrainReport {
 pub struct Remaining {
     pub pod: String,
     pub blocked_by: Option<Blocked>,
+    /// Not Ready: it serves nothing and a budget holds it only because the budget is
+    /// short already (`--delete-unhealthy-past-budget` allows it after the deadline).
+    pub unhealthy: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +198,15 @@ pub enum DrainError {
         timeout: Duration,
         remaining: Vec<Remaining>,
     },
+    #[error("drain of node {node} abandoned at its {deadline:?} deadline with {} pod(s) still held by their budgets: {}; nothing was deleted past a budget, and the node {}", .remaining.len(), describe(.remaining), if *.uncordoned { "is uncordoned again" } else { "stays cordoned (kordon did not cordon it here)" })]
+    Abandoned {
+        node: NodeName,
+        deadline: Duration,
+        remaining: Vec<Remaining>,
+        uncordoned: bool,
+    },
+    #[error("invalid --delete-past-budget {rule}: {message}")]
+    InvalidRule { rule: String, message: String },
     #[error("interrupted: stopped issuing evictions with {} pod(s) left on node {node}, which stays cordoned", .remaining.len())]
     Interrupted {
         node: NodeName,
@@ -210,9 +234,13 @@ fn flags(pods: &[(String, Vec<Refusal>)]) -> String {
 fn describe(remaining: &[Remaining]) -> String {
     remaining
         .iter()
-        .map(|r| match &r.blocked_by {
-            Some(b) => format!("{} (held by {})", r.pod, b.detail),
-            None => r.pod.clone(),
+        .map(|r| {
+            let unhealthy = if r.unhealthy { "not Ready, " } else { "" };
+            match &r.blocked_by {
+                Some(b) => format!("{} ({unhealthy}held by {})", r.pod, b.detail),
+                None if r.unhealthy => format!("{} (not Ready)", r.pod),
+                None => r.pod.clone(),
+            }
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -348,12 +376,21 @@ pub async fn execute(
         &needed_permissions(&plan, opts),
     )
     .await?;
+    // Resolved before anything changes, so a bad rule changes nothing.
+    let named = match opts.ladder.deadline {
+        Some(_) => escalate::named_pods(ctx, &plan.node, &opts.ladder.delete).await?,
+        None => HashMap::new(),
+    };
+    // Whether an abandoned drain lifts the cordon: kordon cordoned the node (now, or
+    // in an earlier run), and no caller holds it cordoned.
+    let lift_on_abandon = !opts.keep_cordon && (!plan.state.cordoned || plan.cordoned_by_kordon);
     if opts.dry_run == DryRun::Client {
         return Ok(DrainReport {
             node: plan.node,
             pods: verdicts,
             evicted: Vec::new(),
             replacements: Vec::new(),
+            deleted_past_budget: Vec::new(),
             elapsed_seconds: started.elapsed().as_secs_f64(),
             dry_run,
         });
@@ -395,6 +432,7 @@ pub async fn execute(
             pods: verdicts,
             evicted: to_evict.iter().map(|p| pod::key(p)).collect(),
             replacements: Vec::new(),
+            deleted_past_budget: Vec::new(),
             elapsed_seconds: started.elapsed().as_secs_f64(),
             dry_run,
         });
@@ -468,17 +506,70 @@ pub async fn execute(
         to_evict
             .iter()
             .chain(&to_await)
-            .map(|p| pod::key(p))
-            .filter(|k| !gone.contains(k))
-            .map(|k| Remaining {
+            .map(|p| Remaining {
                 blocked_by: blocks
                     .iter()
                     .rev()
-                    .find(|(p, _)| *p == k)
+                    .find(|(k, _)| *k == pod::key(p))
                     .map(|(_, b)| b.clone()),
-                pod: k,
+                unhealthy: watch.current(p).is_some_and(|live| !pod::is_ready(&live)),
+                pod: pod::key(p),
             })
+            .filter(|r| !gone.contains(&r.pod))
             .collect()
+    };
+
+    // The ladder: from the deadline on, what still blocks is handled by policy. Runs
+    // until the drain ends, unless it abandons the drain.
+    let escalation = async {
+        let Some(deadline) = opts.ladder.deadline else {
+            return futures::future::pending().await;
+        };
+        tokio::time::sleep_until((started + deadline).into()).await;
+        loop {
+            let mut changes = watch.subscribe();
+            match opts
+                .ladder
+                .decide(blockers(ctx, &to_evict, &watch, &progress, &named))
+            {
+                ladder::Decision::Abandon(held) => return Ok::<_, DrainError>(held),
+                ladder::Decision::Delete(allowed) => {
+                    for (b, allowance) in allowed {
+                        let Some(p) = to_evict.iter().find(|p| pod::key(p) == b.pod) else {
+                            continue;
+                        };
+                        let so_far = progress
+                            .escalations
+                            .lock()
+                            .map(|e| e.clone())
+                            .unwrap_or_default();
+                        let deleted = escalate::delete_past_budget(
+                            ctx,
+                            &plan.node,
+                            p,
+                            allowance,
+                            b.held,
+                            opts.grace_period,
+                            &so_far,
+                        )
+                        .await?;
+                        if let Some(e) = deleted {
+                            if let (Ok(mut evicted), Some(uid)) =
+                                (ctx.turns.evicted.lock(), &p.metadata.uid)
+                            {
+                                evicted.insert(uid.clone());
+                            }
+                            if let Ok(mut all) = progress.escalations.lock() {
+                                all.push(e.clone());
+                            }
+                            on_event(Event::DeletedPastBudget(e));
+                        }
+                    }
+                }
+                ladder::Decision::Wait => {}
+            }
+            let _ = tokio::time::timeout(engine::RECHECK, changes.changed()).await;
+        }
     };
 
     let deadline = async {
@@ -495,6 +586,21 @@ pub async fn execute(
                     node: plan.node.clone(),
                     timeout: opts.timeout.unwrap_or_default(),
                     remaining: remaining(&progress),
+                });
+            }
+            held = escalation => {
+                return Err(DrainError::Abandoned {
+                    node: plan.node.clone(),
+                    deadline: opts.ladder.deadline.unwrap_or_default(),
+                    remaining: held?
+                        .into_iter()
+                        .map(|b| Remaining {
+                            pod: b.pod,
+                            blocked_by: Some(b.held),
+                            unhealthy: !b.ready,
+                        })
+                        .collect(),
+                    uncordoned: false,
                 });
             }
             _ = tokio::signal::ctrl_c() => {
@@ -515,6 +621,28 @@ pub async fn execute(
     if let Some(shared) = shared {
         shared.release().await;
     }
+    if let Err(DrainError::Abandoned {
+        node,
+        deadline,
+        remaining,
+        ..
+    }) = outcome
+    {
+        let uncordoned = lift_on_abandon
+            && match nodes::set_unschedulable(conn, &node, false, DryRun::None).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!("cannot uncordon abandoned node {node}: {e}");
+                    false
+                }
+            };
+        return Err(DrainError::Abandoned {
+            node,
+            deadline,
+            remaining,
+            uncordoned,
+        });
+    }
     outcome?;
 
     Ok(DrainReport {
@@ -530,6 +658,11 @@ pub async fn execute(
             .filter(|k| to_evict.iter().any(|p| pod::key(p) == *k))
             .collect(),
         replacements: replacements.statuses(),
+        deleted_past_budget: progress
+            .escalations
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default(),
         elapsed_seconds: started.elapsed().as_secs_f64(),
         dry_run,
     })
@@ -606,6 +739,17 @@ fn needed_permissions(plan: &Plan, opts: &DrainOptions) -> Vec<Permission> {
         } else {
             Permission::namespaced("create", "", "pods", Some("eviction"), &ns)
         });
+        // The ladder may delete pods past their budgets here.
+        let ladder = &opts.ladder;
+        if ladder.engaged() && !opts.disable_eviction {
+            let named = ladder
+                .delete
+                .iter()
+                .any(|r| r.namespace.as_deref().is_none_or(|n| n == ns));
+            if named || ladder.unhealthy {
+                wanted.push(Permission::namespaced("delete", "", "pods", None, &ns));
+            }
+        }
     }
     for guard in plan.guards.values() {
         if let Guard::Implicit(w) = guard
@@ -662,4 +806,44 @@ fn namespaces(pods: &[&Pod]) -> Vec<String> {
 struct Progress {
     gone: Mutex<Vec<String>>,
     blocks: Mutex<Vec<(String, Blocked)>>,
+    escalations: Mutex<Vec<Escalation>>,
+}
+
+/// The pods a budget holds now: held at least once, still on the node, and not leaving.
+fn blockers(
+    ctx: &Context,
+    to_evict: &[&Pod],
+    watch: &tracker::Watches<'_>,
+    progress: &Progress,
+    named: &HashMap<String, ladder::DeleteRule>,
+) -> Vec<ladder::Blocker> {
+    let blocks = progress
+        .blocks
+        .lock()
+        .map(|b| b.clone())
+        .unwrap_or_default();
+    let evicted = ctx
+        .turns
+        .evicted
+        .lock()
+        .map(|e| e.clone())
+        .unwrap_or_default();
+    to_evict
+        .iter()
+        .filter_map(|p| {
+            let live = watch.current(p)?;
+            let uid = p.metadata.uid.as_deref()?;
+            if live.metadata.deletion_timestamp.is_some() || evicted.contains(uid) {
+                return None;
+            }
+            let key = pod::key(p);
+            let (_, held) = blocks.iter().rev().find(|(k, _)| *k == key)?;
+            Some(ladder::Blocker {
+                ready: pod::is_ready(&live),
+                held: held.clone(),
+                named_by: named.get(uid).cloned(),
+                pod: key,
+            })
+        })
+        .collect()
 }

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::cluster::access::{self, Permission};
-use crate::cluster::events::NodeEvents;
+use crate::cluster::events::Events;
 use crate::cluster::lease::{self, LockError, LockSpec};
 use crate::cluster::{ClusterError, Connection};
 use crate::context::Context;
@@ -180,7 +180,7 @@ pub(crate) struct Job<'a> {
     conn: &'a Connection,
     options: &'a RollOptions,
     run: String,
-    events: NodeEvents,
+    events: Events,
     /// Set when the roll must stop at the next safe point, with why.
     stop: watch::Receiver<Option<RunState>>,
     on_progress: &'a (dyn Fn(RollProgress) + Sync),
@@ -272,13 +272,17 @@ pub async fn roll(
         conn,
         options: opts,
         run: run_id.clone(),
-        events: NodeEvents::new(conn, &holder),
+        events: Events::new(conn, &holder),
         stop: stop_rx,
         on_progress,
     };
     let state = schedule::schedule(&job, &holdings, queue, slots, &mut results).await;
     watcher.abort();
-    let state = if state == RunState::Done && results.iter().any(|r| r.outcome == Outcome::Failed) {
+    let state = if state == RunState::Done
+        && results
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::Failed | Outcome::Abandoned))
+    {
         RunState::Failed
     } else {
         state

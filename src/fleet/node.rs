@@ -26,6 +26,9 @@ pub enum Outcome {
     AlreadyDone,
     /// A phase failed; the node stays cordoned with the error in its annotations.
     Failed,
+    /// Its drain's deadline passed with pods no ladder rule allows: the drain was
+    /// abandoned and the node put back as it was (uncordoned, mark removed).
+    Abandoned,
     /// Ctrl-C or a lost lock stopped it at a safe point; a re-run continues it.
     Stopped,
     /// The roll ended (halted, interrupted, window) before it started.
@@ -103,6 +106,42 @@ pub(super) async fn maintain(
     let (outcome, blockers) = match flow {
         Ok(Flow::Finished) => (Outcome::Done, Vec::new()),
         Ok(Flow::Stopped) => (Outcome::Stopped, Vec::new()),
+        Err(PhaseError::Drain(DrainError::Abandoned {
+            node: _,
+            deadline,
+            remaining,
+            uncordoned: _,
+        })) => {
+            // Back as before the roll touched it: its cordon (if the roll's) and its mark
+            // go in one request.
+            let lift = (!mark.was_unschedulable).then_some(false);
+            let unmark = mark.annotations().into_keys().map(|k| (k, None)).collect();
+            let restored = nodes::patch(job.conn, &name, lift, &unmark, DryRun::None).await;
+            if let Err(e) = &restored {
+                tracing::warn!("cannot put abandoned node {name} back: {e}");
+            }
+            let message = DrainError::Abandoned {
+                node: name.clone(),
+                deadline,
+                remaining,
+                uncordoned: restored.is_ok() && lift.is_some(),
+            }
+            .to_string();
+            (job.on_progress)(RollProgress::Failed {
+                node: name.clone(),
+                phase: mark.phase,
+                error: message.clone(),
+            });
+            job.events
+                .publish(
+                    node,
+                    Severity::Warning,
+                    "MaintenanceAbandoned",
+                    message.clone(),
+                )
+                .await;
+            (Outcome::Abandoned, vec![message])
+        }
         Err(e) => {
             let message = e.to_string();
             (job.on_progress)(RollProgress::Failed {

@@ -69,7 +69,7 @@ pub(super) async fn schedule(
         tokio::select! {
             Some(result) = running.next(), if !running.is_empty() => {
                 match result.outcome {
-                    Outcome::Failed => failures += 1,
+                    Outcome::Failed | Outcome::Abandoned => failures += 1,
                     Outcome::Done => {
                         let pause = jiff::SignedDuration::try_from(opts.pause_between).unwrap_or_default();
                         pause_until = jiff::Timestamp::now().checked_add(pause).ok();

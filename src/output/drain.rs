@@ -63,12 +63,16 @@ impl Report for DrainReport {
             .iter()
             .filter(|r| r.stage == Some(Lifecycle::Ready))
             .count();
-        format!(
+        let mut text = format!(
             "{}: drained in {:.1}s: {evicted} evicted, {skipped} skipped, replacements Ready {ready}/{}",
             self.node,
             self.elapsed_seconds,
             self.replacements.len()
-        )
+        );
+        for e in &self.deleted_past_budget {
+            text.push_str(&format!("\n  {}", e.describe()));
+        }
+        text
     }
 }
 
@@ -105,6 +109,7 @@ pub fn event_line(event: &Event) -> String {
                 "{workload}: rollout restarted (--surge) so a replacement is Ready before the old pod goes"
             )
         }
+        Event::DeletedPastBudget(e) => format!("past the deadline: {}", e.describe()),
         Event::Replacement {
             replaces,
             pod,

@@ -56,6 +56,7 @@ fn outcome(o: Outcome) -> &'static str {
         Outcome::Done => "done",
         Outcome::AlreadyDone => "done earlier",
         Outcome::Failed => "FAILED",
+        Outcome::Abandoned => "ABANDONED",
         Outcome::Stopped => "stopped",
         Outcome::NotStarted => "not started",
     }
@@ -66,8 +67,11 @@ pub fn why_incomplete(report: &RollReport) -> String {
     let failed: Vec<String> = report
         .nodes
         .iter()
-        .filter(|n| n.outcome == Outcome::Failed)
+        .filter(|n| matches!(n.outcome, Outcome::Failed | Outcome::Abandoned))
         .map(|n| {
+            if n.outcome == Outcome::Abandoned {
+                return format!("{} abandoned at its drain deadline and put back", n.node);
+            }
             format!(
                 "{} failed in {} and stays cordoned",
                 n.node,
