@@ -5,10 +5,12 @@
 //! objects; doing (patching, evicting, watching) lives in [`cluster`] and is kept thin.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod budget;
 pub mod classify;
 pub mod cluster;
 pub mod context;
+pub mod controller;
 pub mod drain;
 pub mod evict;
 pub mod fleet;

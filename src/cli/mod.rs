@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use kordon::cluster::ConnectionOptions;
 use kordon::output::Format;
 
+mod controller;
 mod cordon;
 pub mod drain;
 pub mod maintain;
@@ -122,11 +123,17 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Show nodes with their state and their pods.
     Status(status::StatusArgs),
+    /// Run in the cluster: carry out NodeMaintenance objects.
+    Controller(controller::ControllerArgs),
+    /// Print the CustomResourceDefinitions of kordon's resources (YAML).
+    Crd,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Version => version::run(&cli.global).await,
+        Command::Controller(args) => controller::run(&cli.global, &args).await,
+        Command::Crd => controller::print_crds(),
         Command::Cordon(args) => cordon::run(&cli.global, &args, true).await,
         Command::Uncordon(args) => cordon::run(&cli.global, &args, false).await,
         Command::Drain(args) => drain::run(&cli.global, &args).await,

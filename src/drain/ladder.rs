@@ -27,7 +27,18 @@ pub struct Ladder {
 }
 
 /// What happens to what still blocks after the deadline, past the delete rules.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum AfterDeadline {
     /// Keep waiting (until `--timeout`, if any).
     #[default]

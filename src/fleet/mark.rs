@@ -2,14 +2,13 @@
 //! can see where a run stands (`kordon status`, `kubectl describe node`) and a re-run
 //! after a crash continues each node from its phase.
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use serde::Serialize;
 
 use crate::cluster::nodes::Annotations;
+pub use crate::workflow::machine::Phase;
 use crate::workload::WorkloadId;
 
 const RUN: &str = "kordon.dev/run";
@@ -23,57 +22,6 @@ const HEARTBEAT: &str = "kordon.dev/heartbeat-before";
 const EVICTED: &str = "kordon.dev/evicted";
 const WORKLOADS: &str = "kordon.dev/workloads";
 const ERROR: &str = "kordon.dev/error";
-
-/// Where a node is in its maintenance. Each phase is entered by one patch that also
-/// makes the change the phase is named after (the cordon enters `Draining`, the
-/// uncordon enters `Verifying`), so a crash between two requests resumes correctly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    /// Cordoned; pods are being evicted.
-    Draining,
-    /// Empty; the maintenance command runs (a re-run runs it again).
-    Maintaining,
-    /// The work is done; waiting for the node to be Ready with its DaemonSet pods.
-    AwaitingReady,
-    /// Uncordoned; waiting for the workloads it touched to recover.
-    Verifying,
-    Done,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Draining => "draining",
-            Phase::Maintaining => "maintaining",
-            Phase::AwaitingReady => "awaiting-ready",
-            Phase::Verifying => "verifying",
-            Phase::Done => "done",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Phase {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        [
-            Phase::Draining,
-            Phase::Maintaining,
-            Phase::AwaitingReady,
-            Phase::Verifying,
-            Phase::Done,
-        ]
-        .into_iter()
-        .find(|p| p.as_str() == s)
-        .ok_or_else(|| format!("unknown phase \"{s}\""))
-    }
-}
 
 /// The node's record for one run.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -14,6 +14,7 @@ use crate::cluster::{ClusterError, Connection};
 use crate::drain::{self, DrainError};
 use crate::names::NodeName;
 use crate::snapshot::Reach;
+use crate::workflow::machine::{self, Observed};
 use crate::workflow::{StepError, ready};
 
 /// How a node's part of the roll ended.
@@ -114,7 +115,12 @@ pub(super) async fn maintain(
         })) => {
             // Back as before the roll touched it: its cordon (if the roll's) and its mark
             // go in one request.
-            let lift = (!mark.was_unschedulable).then_some(false);
+            let back = machine::next(
+                Some(mark.phase),
+                mark.was_unschedulable,
+                Observed::Abandoned,
+            );
+            let lift = back.cordon;
             let unmark = mark.annotations().into_keys().map(|k| (k, None)).collect();
             let restored = nodes::patch(job.conn, &name, lift, &unmark, DryRun::None).await;
             if let Err(e) = &restored {
@@ -184,16 +190,18 @@ async fn advance(
 ) -> Result<Flow, PhaseError> {
     let conn = job.conn;
     let opts = job.options;
-    if !resumed {
-        // The cordon and the record of it are one request.
-        let cordon = (!mark.was_unschedulable).then_some(true);
-        record(conn, name, mark, cordon).await?;
-        entered(job, node, name, mark).await;
+    // The cordon and the record of it are one request. A resumed node retries its
+    // phase, and until uncordoned it must stay cordoned.
+    let (current, observed) = if resumed {
+        (Some(mark.phase), Observed::Resume)
     } else {
-        // A resumed node retries its phase; until uncordoned it must stay cordoned.
-        mark.error = None;
-        let cordon = (mark.phase < Phase::Verifying && !mark.was_unschedulable).then_some(true);
-        record(conn, name, mark, cordon).await?;
+        (None, Observed::Start)
+    };
+    let entry = machine::next(current, mark.was_unschedulable, observed);
+    mark.error = None;
+    record(conn, name, mark, entry.cordon).await?;
+    if !resumed {
+        entered(job, node, name, mark).await;
     }
     loop {
         match mark.phase {
@@ -217,8 +225,7 @@ async fn advance(
                 mark.heartbeat_before = before
                     .heartbeat
                     .and_then(|t| jiff::Timestamp::from_nanosecond(t.0.as_nanosecond()).ok());
-                mark.enter(Phase::Maintaining);
-                record(conn, name, mark, None).await?;
+                complete(conn, name, mark).await?;
             }
             Phase::Maintaining => {
                 let prompt = |p| {
@@ -230,8 +237,7 @@ async fn advance(
                     }
                 };
                 crate::workflow::run_work(name, &opts.work, true, &prompt).await?;
-                mark.enter(Phase::AwaitingReady);
-                record(conn, name, mark, None).await?;
+                complete(conn, name, mark).await?;
             }
             Phase::AwaitingReady => {
                 let before = ready::Snapshot {
@@ -244,18 +250,14 @@ async fn advance(
                 };
                 ready::wait(conn, name, &before, opts.ready, opts.ready_timeout).await?;
                 gate::daemon_pods_ready(&job.ctx.view, name, opts.gate_timeout).await?;
-                mark.enter(Phase::Verifying);
-                // Someone else's cordon is theirs to lift.
-                let uncordon = (!mark.was_unschedulable).then_some(false);
-                record(conn, name, mark, uncordon).await?;
+                complete(conn, name, mark).await?;
             }
             Phase::Verifying => {
                 gate::workloads_recovered(&job.ctx.view, &mark.workloads, opts.gate_timeout)
                     .await?;
-                mark.enter(Phase::Done);
                 mark.boot_id_before = None;
                 mark.heartbeat_before = None;
-                record(conn, name, mark, None).await?;
+                complete(conn, name, mark).await?;
                 entered(job, node, name, mark).await;
                 return Ok(Flow::Finished);
             }
@@ -266,6 +268,18 @@ async fn advance(
             return Ok(Flow::Stopped);
         }
     }
+}
+
+/// The phase's work is complete: records the next phase with the cordon change the
+/// machine makes with it.
+async fn complete(conn: &Connection, name: &NodeName, mark: &mut Mark) -> Result<(), ClusterError> {
+    let t = machine::next(
+        Some(mark.phase),
+        mark.was_unschedulable,
+        Observed::Completed,
+    );
+    mark.enter(t.phase.unwrap_or(Phase::Done));
+    record(conn, name, mark, t.cordon).await
 }
 
 /// Writes the mark, with the cordon change that goes with it.

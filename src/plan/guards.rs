@@ -13,7 +13,18 @@ use crate::workload::Workload;
 
 /// `--budget`: PodDisruptionBudgets plus implicit budgets for uncovered workloads
 /// (default), or PodDisruptionBudgets only, as `kubectl drain` behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum BudgetMode {
     #[default]
     Implicit,

@@ -1,6 +1,7 @@
 //! The four steps of node maintenance — cordon, drain, maintenance, uncordon — run in
 //! order; a failure stops the run and says which step failed and what state the node
 //! is left in.
+pub mod machine;
 pub(crate) mod ready;
 
 use std::fmt;
@@ -156,7 +157,12 @@ pub async fn maintain(
     match result {
         Ok(report) => {
             on_progress(Progress::Step(Step::Uncordon));
-            let state = if cordoned_before {
+            let back = machine::next(
+                Some(machine::Phase::AwaitingReady),
+                cordoned_before,
+                machine::Observed::Completed,
+            );
+            let state = if back.cordon.is_none() {
                 on_progress(Progress::LeftCordoned);
                 current_state(conn, node).await
             } else {
@@ -181,7 +187,17 @@ pub async fn maintain(
                 cause,
                 StepError::Drain(DrainError::Refused { .. } | DrainError::NotReady { .. })
             );
-            if opts.uncordon_on_failure && !cordoned_before && !refused {
+            let phase = match step {
+                Step::Cordon | Step::Drain => machine::Phase::Draining,
+                Step::Maintenance => machine::Phase::Maintaining,
+                Step::Uncordon => machine::Phase::AwaitingReady,
+            };
+            let failed = machine::Observed::Failed {
+                uncordon: opts.uncordon_on_failure,
+            };
+            // A refused drain changed nothing: there is nothing to put back.
+            if !refused && machine::next(Some(phase), cordoned_before, failed).cordon == Some(false)
+            {
                 let _ = nodes::set_unschedulable(conn, node, false, DryRun::None).await;
             }
             Err(MaintainError {

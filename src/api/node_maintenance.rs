@@ -1,0 +1,256 @@
+//! `NodeMaintenance` (kordon.dev/v1alpha1, cluster-scoped): "take this node out of
+//! service, do this, bring it back", written as an object and carried out by
+//! `kordon controller` with the CLI's guard, plan, ladder and state machine.
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+
+use crate::drain::ladder::AfterDeadline;
+use crate::plan::guards::BudgetMode;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "kordon.dev",
+    version = "v1alpha1",
+    kind = "NodeMaintenance",
+    plural = "nodemaintenances",
+    shortname = "nm",
+    status = "NodeMaintenanceStatus",
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.nodeName"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Evicted","type":"integer","jsonPath":".status.drain.evicted"}"#,
+    printcolumn = r#"{"name":"Waiting","type":"integer","jsonPath":".status.drain.waiting"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".spec.reason","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeMaintenanceSpec {
+    /// The node to take out of service.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("nodeName is immutable: create another NodeMaintenance"))]
+    pub node_name: String,
+    /// Why, for people: shown in Events on the node and by `kubectl get -o wide`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How the node is drained: the CLI's drain flags.
+    #[serde(default)]
+    pub drain: DrainPolicy,
+    /// What happens while the node is empty; exactly one.
+    pub step: MaintenanceStep,
+}
+
+/// The CLI's drain flags, as fields.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DrainPolicy {
+    /// Leave DaemonSet pods in place (`--ignore-daemonsets`). Default true: a
+    /// declarative maintenance has no one to ask.
+    pub ignore_daemon_sets: bool,
+    /// Evict pods with emptyDir volumes; their data is lost.
+    pub delete_empty_dir_data: bool,
+    /// Evict pods no controller manages; they are gone for good.
+    pub force: bool,
+    /// Evict pods other tools mark never to disrupt.
+    pub ignore_do_not_disrupt: bool,
+    /// Only drain pods matching this label selector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<String>,
+    /// Seconds each pod gets to terminate; unset uses the pod's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace_period_seconds: Option<u32>,
+    /// Give up draining after this long, e.g. "30m"; unset waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// `Implicit` (PodDisruptionBudgets plus an implicit budget per workload without
+    /// one) or `PdbOnly` (as kubectl drain).
+    pub budget: BudgetMode,
+    /// Restart a lone Deployment replica's Deployment so its replacement is Ready first.
+    pub surge: bool,
+    /// Accept that a workload may drop to zero Ready pods.
+    pub allow_disruption: bool,
+    /// Drain even when some replacements fit on no other node.
+    pub allow_pending: bool,
+    /// What happens to pods a budget still holds at a deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ladder: Option<LadderPolicy>,
+}
+
+impl Default for DrainPolicy {
+    fn default() -> Self {
+        Self {
+            ignore_daemon_sets: true,
+            delete_empty_dir_data: false,
+            force: false,
+            ignore_do_not_disrupt: false,
+            pod_selector: None,
+            grace_period_seconds: None,
+            timeout: None,
+            budget: BudgetMode::Implicit,
+            surge: false,
+            allow_disruption: false,
+            allow_pending: false,
+            ladder: None,
+        }
+    }
+}
+
+/// The escalation ladder (`--deadline` and its rules).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LadderPolicy {
+    /// e.g. "20m".
+    pub deadline: String,
+    /// NAMESPACE, NAMESPACE:SELECTOR or *:SELECTOR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delete_past_budget: Vec<String>,
+    #[serde(default)]
+    pub delete_unhealthy_past_budget: bool,
+    #[serde(default)]
+    pub on_deadline: AfterDeadline,
+}
+
+/// What happens while the node is empty. Exactly one member is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.hold), has(self.reboot), has(self.external)].filter(x, x).size() == 1").message("set exactly one of hold, reboot, external"))]
+pub struct MaintenanceStep {
+    /// The node stays cordoned and drained while the object exists; deleting the
+    /// object brings it back (medik8s' model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldStep>,
+    /// Done when the node has rebooted (its bootID changed) and is Ready again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<RebootStep>,
+    /// Done when another actor sets the condition `conditionType` to True on this
+    /// object's status (a driver operator, an OS updater).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalStep>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct HoldStep {}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebootStep {
+    /// How long the reboot may take, e.g. "30m"; unset waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalStep {
+    /// The condition the other actor sets to True when its work is done.
+    #[serde(default = "ExternalStep::default_condition")]
+    pub condition_type: String,
+}
+
+impl ExternalStep {
+    pub const DEFAULT_CONDITION: &str = "MaintenanceComplete";
+    fn default_condition() -> String {
+        Self::DEFAULT_CONDITION.to_string()
+    }
+}
+
+impl Default for ExternalStep {
+    fn default() -> Self {
+        Self {
+            condition_type: Self::default_condition(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeMaintenanceStatus {
+    /// Pending, Draining, Maintaining, AwaitingReady, Verifying, Done, Failed or
+    /// Abandoned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<StatusPhase>,
+    /// `Progressing`, `Blocked`, `Complete`, and the external step's condition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Someone else had cordoned the node before: it stays cordoned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub was_unschedulable: Option<bool>,
+    /// The node's bootID when the maintenance step began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainProgress>,
+    /// Why the drain was refused before anything changed (pods that need a flag,
+    /// replacements that fit nowhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_since: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum StatusPhase {
+    /// Not started: waiting for its turn or for a refusal to be resolved.
+    Pending,
+    Draining,
+    Maintaining,
+    AwaitingReady,
+    Verifying,
+    Done,
+    /// A step failed; the node stays cordoned (see lastError).
+    Failed,
+    /// The drain's ladder gave up at its deadline; the node is back as it was.
+    Abandoned,
+}
+
+impl StatusPhase {
+    /// No more work: the object only waits to be deleted.
+    pub fn finished(self) -> bool {
+        matches!(self, Self::Done | Self::Failed | Self::Abandoned)
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainProgress {
+    /// Pods the drain evicts.
+    pub total: u32,
+    pub evicted: u32,
+    /// Pods a budget holds now.
+    pub waiting: u32,
+    /// Each held pod with what holds it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<HeldPod>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldPod {
+    pub pod: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
+    /// e.g. "The disruption budget web needs 3 healthy pods and has 3 currently".
+    pub detail: String,
+}
+
+/// Conditions as a map keyed by type, so the external actor's condition and kordon's
+/// own are each owned by their writer.
+fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<Condition>>();
+    if let Some(object) = schema.as_object_mut() {
+        object.insert("x-kubernetes-list-type".into(), "map".into());
+        object.insert(
+            "x-kubernetes-list-map-keys".into(),
+            serde_json::json!(["type"]),
+        );
+    }
+    schema
+}

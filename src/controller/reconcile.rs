@@ -1,0 +1,509 @@
+//! One NodeMaintenance, one step at a time: start when the node is free and the plan is
+//! safe, drain, run the maintenance step, wait for Ready, bring the node back. Every
+//! cordon change comes from the state machine and goes to the node before the status
+//! records it, so a restart (or a new leader) resumes from the status and the node's
+//! kordon mark says whose cordon it is.
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, finalizer};
+use kube::{Api, ResourceExt};
+
+use super::Ctx;
+use super::options::drain_options;
+use super::runs::Ended;
+use super::status::{self, Hold};
+use crate::api::NodeMaintenance;
+use crate::api::node_maintenance::{NodeMaintenanceStatus, StatusPhase};
+use crate::cluster::ClusterError;
+use crate::cluster::events::Severity;
+use crate::cluster::nodes::{self, Annotations, DryRun};
+use crate::drain;
+use crate::names::NodeName;
+use crate::node_state::{NodeState, Readiness};
+use crate::snapshot::Reach;
+use crate::workflow::machine::{self, Observed, Phase};
+
+/// Keeps a NodeMaintenance until the node is put back.
+pub const FINALIZER: &str = "kordon.dev/node-maintenance";
+
+/// On a node while a NodeMaintenance holds it: the object's name.
+pub const HELD_BY: &str = "kordon.dev/node-maintenance";
+
+/// How often a running phase looks again (drain progress, reboot, Ready).
+const LOOK_AGAIN: Duration = Duration::from_secs(5);
+
+/// How long a blocked start waits before it looks again.
+const RETRY_START: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("write status: {0}")]
+    Status(#[from] kube::Error),
+    #[error("{0}")]
+    Finalizer(#[source] Box<finalizer::Error<ReconcileError>>),
+}
+
+pub async fn reconcile(nm: Arc<NodeMaintenance>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    let api: Api<NodeMaintenance> = Api::all(ctx.kordon.conn.client.clone());
+    finalizer(&api, FINALIZER, nm, |event| async {
+        match event {
+            finalizer::Event::Apply(nm) => apply(&nm, &ctx).await,
+            finalizer::Event::Cleanup(nm) => withdraw(&nm, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
+}
+
+/// Conflicts (another writer was first) retry at once; anything else after a pause.
+pub fn error_policy(nm: Arc<NodeMaintenance>, error: &ReconcileError, _: Arc<Ctx>) -> Action {
+    tracing::warn!("NodeMaintenance {}: {error}", nm.name_any());
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn apply(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError> {
+    let status = nm.status.clone().unwrap_or_default();
+    match status.phase.unwrap_or(StatusPhase::Pending) {
+        StatusPhase::Pending => start(nm, ctx).await,
+        phase if phase.finished() => Ok(Action::await_change()),
+        StatusPhase::Draining => draining(nm, ctx, status).await,
+        StatusPhase::Maintaining => maintaining(nm, ctx, status).await,
+        StatusPhase::AwaitingReady => awaiting_ready(nm, ctx, status).await,
+        _ => advance(nm, ctx, status, Observed::Completed).await,
+    }
+}
+
+fn node_of(nm: &NodeMaintenance) -> NodeName {
+    NodeName::from(nm.spec.node_name.as_str())
+}
+
+/// Starts once the spec is valid, the node is free and its plan is safe; until then
+/// the status says what holds it, and nothing changes.
+async fn start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError> {
+    let status = nm.status.clone().unwrap_or_default();
+    match may_start(nm, ctx).await? {
+        Err(hold) => {
+            let pending = NodeMaintenanceStatus {
+                phase: Some(StatusPhase::Pending),
+                refused: match hold.reason {
+                    "DrainRefused" => hold.message.split("; ").map(str::to_string).collect(),
+                    _ => Vec::new(),
+                },
+                ..status
+            };
+            status::write(&ctx.kordon.conn, nm, pending, Some(&hold)).await?;
+            Ok(Action::requeue(RETRY_START))
+        }
+        Ok(was_unschedulable) => {
+            let started = NodeMaintenanceStatus {
+                was_unschedulable: Some(was_unschedulable),
+                started_at: Some(status::now()),
+                refused: Vec::new(),
+                ..status
+            };
+            let action = advance(nm, ctx, started, Observed::Start).await?;
+            announce(
+                ctx,
+                nm,
+                Severity::Normal,
+                "MaintenanceStarted",
+                "cordoned; draining",
+            )
+            .await;
+            Ok(action)
+        }
+    }
+}
+
+/// `Ok(was_unschedulable)` when the maintenance may start, or what holds it.
+async fn may_start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Result<bool, Hold>, ReconcileError> {
+    let hold = |reason, message: String| Ok(Err(Hold { reason, message }));
+    let options = match drain_options(&nm.spec.drain) {
+        Ok(o) => o,
+        Err(message) => return hold("InvalidSpec", message),
+    };
+    let node = node_of(nm);
+    if let Some(other) = earlier_claim(nm, ctx) {
+        return hold(
+            "AnotherMaintenance",
+            format!(
+                "NodeMaintenance {other} holds node {node} first; this one waits for it to be deleted"
+            ),
+        );
+    }
+    let found = match nodes::get(&ctx.kordon.conn, &node).await {
+        Ok(n) => n,
+        Err(ClusterError::NodeNotFound(_)) => {
+            return hold("NodeNotFound", format!("node {node} does not exist"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(mark) = crate::fleet::mark::Mark::of(&found).filter(|m| m.phase != Phase::Done) {
+        return hold(
+            "RollInProgress",
+            format!("a kordon roll holds node {node}: {}", mark.describe()),
+        );
+    }
+    let plan = match drain::plan(&ctx.kordon, &node, &options, Reach::Placement).await {
+        Ok(plan) => plan,
+        Err(e) => return hold("DrainRefused", e.to_string()),
+    };
+    let refused = plan.refused();
+    if !refused.is_empty() {
+        let pods = refused
+            .iter()
+            .map(|(pod, reasons)| {
+                let flags: Vec<&str> = reasons.iter().map(|r| r.flag()).collect();
+                format!("{pod} needs {}", flags.join(" and "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return hold("DrainRefused", pods);
+    }
+    if let Some(forecast) = plan.forecast.as_ref().filter(|_| !options.allow_pending)
+        && !forecast.fits_nowhere.is_empty()
+    {
+        let pods: Vec<String> = forecast
+            .fits_nowhere
+            .iter()
+            .map(|u| format!("{} ({})", u.pod, u.why()))
+            .collect();
+        return hold(
+            "WouldStrand",
+            format!(
+                "no other node can take the replacement of {}",
+                pods.join("; ")
+            ),
+        );
+    }
+    Ok(Ok(plan.state.cordoned && !plan.cordoned_by_kordon))
+}
+
+/// Another NodeMaintenance of the same node that acts first: one that has started, or
+/// an older one still pending.
+fn earlier_claim(nm: &NodeMaintenance, ctx: &Ctx) -> Option<String> {
+    let key = |o: &NodeMaintenance| (o.creation_timestamp(), o.name_any());
+    ctx.store
+        .state()
+        .into_iter()
+        .filter(|o| o.spec.node_name == nm.spec.node_name && o.name_any() != nm.name_any())
+        .filter(|o| o.metadata.deletion_timestamp.is_none())
+        .find(|o| match o.status.as_ref().and_then(|s| s.phase) {
+            None | Some(StatusPhase::Pending) => key(o) < key(nm),
+            Some(p) => !p.finished(),
+        })
+        .map(|o| o.name_any())
+}
+
+async fn draining(
+    nm: &NodeMaintenance,
+    ctx: &Ctx,
+    status: NodeMaintenanceStatus,
+) -> Result<Action, ReconcileError> {
+    let name = nm.name_any();
+    let Some((progress, ended)) = ctx.runs.state(&name) else {
+        // Started by an earlier process (or leader): the node must still be cordoned,
+        // and the drain goes on from what is left.
+        let options = match drain_options(&nm.spec.drain) {
+            Ok(o) => o,
+            Err(message) => return fail(nm, ctx, status, message).await,
+        };
+        let action = advance(nm, ctx, status, Observed::Resume).await?;
+        ctx.runs
+            .start(&name, ctx.kordon.clone(), node_of(nm), options);
+        return Ok(action);
+    };
+    let status = NodeMaintenanceStatus {
+        drain: Some(progress),
+        ..status
+    };
+    match ended {
+        None => {
+            status::write(&ctx.kordon.conn, nm, status, None).await?;
+            Ok(Action::requeue(LOOK_AGAIN))
+        }
+        Some(Ended::Drained) => {
+            ctx.runs.stop(&name);
+            let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
+            let status = NodeMaintenanceStatus {
+                boot_id_before: crate::workflow::ready::Snapshot::of(&node).boot_id,
+                ..status
+            };
+            announce(
+                ctx,
+                nm,
+                Severity::Normal,
+                "Drained",
+                "drained; the maintenance step runs",
+            )
+            .await;
+            advance(nm, ctx, status, Observed::Completed).await
+        }
+        Some(Ended::Abandoned(message)) => {
+            ctx.runs.stop(&name);
+            let back = machine::next(
+                Some(Phase::Draining),
+                was_unschedulable(&status),
+                Observed::Abandoned,
+            );
+            put_node(ctx, nm, back.cordon, false).await?;
+            let status = NodeMaintenanceStatus {
+                phase: Some(StatusPhase::Abandoned),
+                last_error: Some(message.clone()),
+                finished_at: Some(status::now()),
+                ..status
+            };
+            status::write(&ctx.kordon.conn, nm, status, None).await?;
+            announce(ctx, nm, Severity::Warning, "MaintenanceAbandoned", &message).await;
+            Ok(Action::await_change())
+        }
+        Some(Ended::Failed(message)) => {
+            ctx.runs.stop(&name);
+            fail(nm, ctx, status, message).await
+        }
+    }
+}
+
+/// The maintenance step: `hold` waits for the object's deletion, `reboot` for a new
+/// bootID, `external` for its condition.
+async fn maintaining(
+    nm: &NodeMaintenance,
+    ctx: &Ctx,
+    status: NodeMaintenanceStatus,
+) -> Result<Action, ReconcileError> {
+    let step = &nm.spec.step;
+    if let Some(external) = &step.external {
+        if status::is_true(&status, &external.condition_type) {
+            return advance(nm, ctx, status, Observed::Completed).await;
+        }
+        let hold = Hold {
+            reason: "AwaitingExternal",
+            message: format!(
+                "waiting for condition {} to be True",
+                external.condition_type
+            ),
+        };
+        status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
+        return Ok(Action::await_change());
+    }
+    if let Some(reboot) = &step.reboot {
+        let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
+        let boot = crate::workflow::ready::Snapshot::of(&node).boot_id;
+        if boot.is_some() && boot != status.boot_id_before {
+            return advance(nm, ctx, status, Observed::Completed).await;
+        }
+        if let Some(limit) = reboot
+            .timeout
+            .as_deref()
+            .and_then(|t| humantime::parse_duration(t).ok())
+            && elapsed(&status) > limit
+        {
+            let message = format!(
+                "node {} did not reboot within {}",
+                node_of(nm),
+                humantime::format_duration(limit)
+            );
+            return fail(nm, ctx, status, message).await;
+        }
+        let hold = Hold {
+            reason: "AwaitingReboot",
+            message: "waiting for the node to reboot (a new bootID)".into(),
+        };
+        status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
+        return Ok(Action::requeue(LOOK_AGAIN));
+    }
+    // hold: the node stays out until the object is deleted.
+    let hold = Hold {
+        reason: "Held",
+        message: "drained and held until this NodeMaintenance is deleted".into(),
+    };
+    status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
+    Ok(Action::await_change())
+}
+
+async fn awaiting_ready(
+    nm: &NodeMaintenance,
+    ctx: &Ctx,
+    status: NodeMaintenanceStatus,
+) -> Result<Action, ReconcileError> {
+    let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
+    if NodeState::of(&node).readiness == Readiness::Ready {
+        let action = advance(nm, ctx, status, Observed::Completed).await?;
+        announce(
+            ctx,
+            nm,
+            Severity::Normal,
+            "Uncordoned",
+            "Ready again; back in service",
+        )
+        .await;
+        return Ok(action);
+    }
+    status::write(&ctx.kordon.conn, nm, status, None).await?;
+    Ok(Action::requeue(LOOK_AGAIN))
+}
+
+/// The object is deleted: no eviction goes out any more, and the node is put back
+/// (uncordoned if this maintenance cordoned it).
+async fn withdraw(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError> {
+    ctx.runs.stop(&nm.name_any());
+    let status = nm.status.clone().unwrap_or_default();
+    let node = match nodes::get(&ctx.kordon.conn, &node_of(nm)).await {
+        Ok(n) => n,
+        Err(ClusterError::NodeNotFound(_)) => return Ok(Action::await_change()),
+        Err(e) => return Err(e.into()),
+    };
+    // Only a node this object holds is ours to put back.
+    if held_by(&node) != Some(nm.name_any().as_str()) {
+        return Ok(Action::await_change());
+    }
+    let at = Some(Phase::Draining);
+    let back = machine::next(at, was_unschedulable(&status), Observed::Withdrawn);
+    put_node(ctx, nm, back.cordon, false).await?;
+    let note = match back.cordon {
+        Some(false) => "NodeMaintenance deleted: evictions stopped, node uncordoned",
+        _ => {
+            "NodeMaintenance deleted: evictions stopped; the node stays cordoned as someone else had it"
+        }
+    };
+    announce(ctx, nm, Severity::Normal, "MaintenanceWithdrawn", note).await;
+    Ok(Action::await_change())
+}
+
+/// A step failed: the node stays cordoned (the machine's rule), the status says why.
+async fn fail(
+    nm: &NodeMaintenance,
+    ctx: &Ctx,
+    status: NodeMaintenanceStatus,
+    message: String,
+) -> Result<Action, ReconcileError> {
+    let status = NodeMaintenanceStatus {
+        phase: Some(StatusPhase::Failed),
+        last_error: Some(message.clone()),
+        finished_at: Some(status::now()),
+        ..status
+    };
+    status::write(&ctx.kordon.conn, nm, status, None).await?;
+    announce(
+        ctx,
+        nm,
+        Severity::Warning,
+        "MaintenanceFailed",
+        &format!("{message}; the node stays cordoned"),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Carries out the machine's transition: the node first (cordon and kordon's marks),
+/// then the status.
+async fn advance(
+    nm: &NodeMaintenance,
+    ctx: &Ctx,
+    status: NodeMaintenanceStatus,
+    observed: Observed,
+) -> Result<Action, ReconcileError> {
+    let current = status.phase.and_then(machine_phase);
+    let t = machine::next(current, was_unschedulable(&status), observed);
+    let phase = t.phase.unwrap_or(Phase::Done);
+    put_node(ctx, nm, t.cordon, phase.out_of_service()).await?;
+    let entered = t.phase != current;
+    let status = NodeMaintenanceStatus {
+        phase: Some(status_phase(phase)),
+        phase_since: if entered {
+            Some(status::now())
+        } else {
+            status.phase_since
+        },
+        finished_at: (phase == Phase::Done)
+            .then(status::now)
+            .or(status.finished_at),
+        ..status
+    };
+    status::write(&ctx.kordon.conn, nm, status, None).await?;
+    if phase == Phase::Done && entered {
+        announce(
+            ctx,
+            nm,
+            Severity::Normal,
+            "MaintenanceDone",
+            "maintenance done; the node is back",
+        )
+        .await;
+    }
+    Ok(match phase {
+        Phase::Done => Action::await_change(),
+        _ if entered => Action::requeue(Duration::from_millis(200)),
+        _ => Action::requeue(LOOK_AGAIN),
+    })
+}
+
+/// One patch: the cordon change and whether the node carries this object's name.
+async fn put_node(
+    ctx: &Ctx,
+    nm: &NodeMaintenance,
+    cordon: Option<bool>,
+    held: bool,
+) -> Result<(), ReconcileError> {
+    let mark: Annotations = [(HELD_BY.to_string(), held.then(|| nm.name_any()))].into();
+    nodes::patch(&ctx.kordon.conn, &node_of(nm), cordon, &mark, DryRun::None).await?;
+    Ok(())
+}
+
+fn held_by(node: &Node) -> Option<&str> {
+    node.metadata
+        .annotations
+        .as_ref()?
+        .get(HELD_BY)
+        .map(String::as_str)
+}
+
+fn was_unschedulable(status: &NodeMaintenanceStatus) -> bool {
+    status.was_unschedulable.unwrap_or(false)
+}
+
+fn elapsed(status: &NodeMaintenanceStatus) -> Duration {
+    status
+        .phase_since
+        .as_ref()
+        .and_then(|t| {
+            let since = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
+            Duration::try_from(since).ok()
+        })
+        .unwrap_or_default()
+}
+
+fn machine_phase(p: StatusPhase) -> Option<Phase> {
+    match p {
+        StatusPhase::Draining => Some(Phase::Draining),
+        StatusPhase::Maintaining => Some(Phase::Maintaining),
+        StatusPhase::AwaitingReady => Some(Phase::AwaitingReady),
+        StatusPhase::Verifying => Some(Phase::Verifying),
+        StatusPhase::Done => Some(Phase::Done),
+        StatusPhase::Pending | StatusPhase::Failed | StatusPhase::Abandoned => None,
+    }
+}
+
+fn status_phase(p: Phase) -> StatusPhase {
+    match p {
+        Phase::Draining => StatusPhase::Draining,
+        Phase::Maintaining => StatusPhase::Maintaining,
+        Phase::AwaitingReady => StatusPhase::AwaitingReady,
+        Phase::Verifying => StatusPhase::Verifying,
+        Phase::Done => StatusPhase::Done,
+    }
+}
+
+/// An Event on the object and on its node.
+async fn announce(ctx: &Ctx, nm: &NodeMaintenance, severity: Severity, reason: &str, note: &str) {
+    let note = format!("NodeMaintenance {}: {note}", nm.name_any());
+    ctx.events.publish(nm, severity, reason, note.clone()).await;
+    if let Ok(node) = nodes::get(&ctx.kordon.conn, &node_of(nm)).await {
+        ctx.events.publish(&node, severity, reason, note).await;
+    }
+}

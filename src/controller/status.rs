@@ -1,0 +1,199 @@
+//! Writing a NodeMaintenance's status: the phase, and the standard conditions derived
+//! from it (`Progressing`, `Blocked`, `Complete`), next to any condition another actor
+//! owns (the external step's). Written whole with the object's resourceVersion, so a
+//! concurrent write by that actor is never lost: the API says 409 and the reconcile
+//! runs again on the fresh object.
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::PostParams;
+use kube::{Api, ResourceExt};
+
+use crate::api::NodeMaintenance;
+use crate::api::node_maintenance::{NodeMaintenanceStatus, StatusPhase};
+use crate::cluster::Connection;
+
+pub const PROGRESSING: &str = "Progressing";
+pub const BLOCKED: &str = "Blocked";
+pub const COMPLETE: &str = "Complete";
+
+/// Why a maintenance does not move on now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// CamelCase, e.g. `DrainRefused`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+pub fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// The status with its conditions brought in line with its phase and `hold`.
+pub fn with_conditions(
+    mut status: NodeMaintenanceStatus,
+    generation: Option<i64>,
+    hold: Option<&Hold>,
+) -> NodeMaintenanceStatus {
+    let phase = status.phase.unwrap_or(StatusPhase::Pending);
+    let progressing = matches!(
+        phase,
+        StatusPhase::Draining
+            | StatusPhase::Maintaining
+            | StatusPhase::AwaitingReady
+            | StatusPhase::Verifying
+    );
+    let waiting = status
+        .drain
+        .as_ref()
+        .filter(|_| phase == StatusPhase::Draining)
+        .and_then(|d| d.held.first())
+        .map(|h| Hold {
+            reason: "DisruptionBudget",
+            message: format!("{}: {}", h.pod, h.detail),
+        });
+    let blocked = hold.cloned().or(waiting);
+    let phase_name = format!("{phase:?}");
+    let set =
+        |conditions: &mut Vec<Condition>, type_: &str, on: bool, reason: &str, message: &str| {
+            set_condition(conditions, type_, on, reason, message, generation)
+        };
+    set(
+        &mut status.conditions,
+        PROGRESSING,
+        progressing,
+        &phase_name,
+        &phase_message(phase),
+    );
+    match &blocked {
+        Some(b) => set(&mut status.conditions, BLOCKED, true, b.reason, &b.message),
+        None => set(&mut status.conditions, BLOCKED, false, "NotBlocked", ""),
+    }
+    let done = phase == StatusPhase::Done;
+    set(
+        &mut status.conditions,
+        COMPLETE,
+        done,
+        &phase_name,
+        if done {
+            "maintenance done; the node is back"
+        } else {
+            ""
+        },
+    );
+    status.observed_generation = generation;
+    status
+}
+
+fn phase_message(phase: StatusPhase) -> String {
+    match phase {
+        StatusPhase::Pending => "not started",
+        StatusPhase::Draining => "cordoned; evicting pods within their budgets",
+        StatusPhase::Maintaining => "drained; the maintenance step runs",
+        StatusPhase::AwaitingReady => "maintenance done; waiting for the node to be Ready",
+        StatusPhase::Verifying => "Ready and back in service",
+        StatusPhase::Done => "done",
+        StatusPhase::Failed => "failed; the node stays cordoned (see lastError)",
+        StatusPhase::Abandoned => "abandoned at the drain's deadline; the node is back as it was",
+    }
+    .to_string()
+}
+
+/// Sets a condition, keeping its transition time when its status did not change.
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    on: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let status = if on { "True" } else { "False" }.to_string();
+    let since = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(now, |c| c.last_transition_time.clone());
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message: message.to_string(),
+        last_transition_time: since,
+        observed_generation: generation,
+    });
+}
+
+/// Whether another actor set condition `type_` to True.
+pub fn is_true(status: &NodeMaintenanceStatus, type_: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// Replaces the status, unless the object changed since it was read.
+pub async fn write(
+    conn: &Connection,
+    nm: &NodeMaintenance,
+    status: NodeMaintenanceStatus,
+    hold: Option<&Hold>,
+) -> Result<(), kube::Error> {
+    let status = with_conditions(status, nm.metadata.generation, hold);
+    if nm.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let mut updated = nm.clone();
+    updated.status = Some(status);
+    let api: Api<NodeMaintenance> = Api::all(conn.client.clone());
+    api.replace_status(&nm.name_any(), &PostParams::default(), &updated)
+        .await
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition<'a>(s: &'a NodeMaintenanceStatus, type_: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == type_).expect(type_)
+    }
+
+    #[test]
+    fn conditions_follow_the_phase_and_keep_others() {
+        let mut status = NodeMaintenanceStatus {
+            phase: Some(StatusPhase::Pending),
+            ..Default::default()
+        };
+        status.conditions.push(Condition {
+            type_: "MaintenanceComplete".into(),
+            status: "True".into(),
+            reason: "Updated".into(),
+            message: String::new(),
+            last_transition_time: now(),
+            observed_generation: None,
+        });
+        let hold = Hold {
+            reason: "DrainRefused",
+            message: "shop/solo needs --force".into(),
+        };
+        let pending = with_conditions(status, Some(1), Some(&hold));
+        assert_eq!(condition(&pending, BLOCKED).status, "True");
+        assert_eq!(condition(&pending, BLOCKED).reason, "DrainRefused");
+        assert_eq!(condition(&pending, PROGRESSING).status, "False");
+        assert!(
+            is_true(&pending, "MaintenanceComplete"),
+            "another actor's condition stays"
+        );
+
+        let done = with_conditions(
+            NodeMaintenanceStatus {
+                phase: Some(StatusPhase::Done),
+                ..pending.clone()
+            },
+            Some(1),
+            None,
+        );
+        assert_eq!(condition(&done, COMPLETE).status, "True");
+        assert_eq!(condition(&done, BLOCKED).status, "False");
+        assert_eq!(done.conditions.len(), 4);
+    }
+}

@@ -1,0 +1,345 @@
+//! `kordon controller` carrying out NodeMaintenance objects on the real control plane,
+//! one controller process per test limited to that test's objects by label: each
+//! maintenance step, a refused plan, deletion mid-drain, and someone else's cordon.
+mod support;
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kordon::api::NodeMaintenance;
+use kordon::api::node_maintenance::StatusPhase;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::fixtures::{self, PodOptions};
+use support::watcher::ReadyWatcher;
+use support::{ENV_LABEL, TestEnv, eventually};
+
+/// The controller for one test's objects; killed when dropped.
+struct Controller(Child);
+
+impl Controller {
+    fn start(env: &TestEnv) -> Self {
+        let crds = env
+            .kubectl()
+            .args(["apply", "-f"])
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/crds/kordon.dev.yaml"
+            ))
+            .output()
+            .expect("kubectl apply");
+        assert!(
+            crds.status.success(),
+            "{}",
+            String::from_utf8_lossy(&crds.stderr)
+        );
+        let child = env
+            .kordon()
+            .args([
+                "controller",
+                "--selector",
+                &format!("{ENV_LABEL}={}", env.ns()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the controller");
+        Self(child)
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn api() -> Api<NodeMaintenance> {
+    Api::all(support::client().await)
+}
+
+/// Creates a NodeMaintenance of this test for `node` with `step` (and more `spec`).
+async fn create(env: &TestEnv, name: &str, node: &str, spec: Value) -> String {
+    let name = format!("{}-{name}", env.ns());
+    let mut body = json!({
+        "apiVersion": "kordon.dev/v1alpha1",
+        "kind": "NodeMaintenance",
+        "metadata": { "name": name, "labels": { ENV_LABEL: env.ns() } },
+        "spec": { "nodeName": node, "reason": "kernel update" },
+    });
+    if let (Some(target), Some(extra)) = (body["spec"].as_object_mut(), spec.as_object()) {
+        target.extend(extra.clone());
+    }
+    let nm: NodeMaintenance = serde_json::from_value(body).expect("NodeMaintenance");
+    api()
+        .await
+        .create(&PostParams::default(), &nm)
+        .await
+        .expect("create");
+    name
+}
+
+async fn phase_of(name: &str) -> Option<StatusPhase> {
+    let nm = api().await.get(name).await.ok()?;
+    nm.status?.phase
+}
+
+async fn wait_phase(name: &str, phase: StatusPhase) -> NodeMaintenance {
+    eventually(
+        &format!("{name} to be {phase:?}"),
+        Duration::from_secs(60),
+        || async { phase_of(name).await == Some(phase) },
+    )
+    .await;
+    api().await.get(name).await.expect("get")
+}
+
+fn condition(nm: &NodeMaintenance, type_: &str) -> (String, String) {
+    nm.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| (c.status.clone(), c.reason.clone()))
+        .unwrap_or_default()
+}
+
+/// Deletes the object and waits until the controller has let it go.
+async fn delete(name: &str) {
+    let _ = api().await.delete(name, &DeleteParams::default()).await;
+    eventually(
+        &format!("{name} to be gone"),
+        Duration::from_secs(60),
+        || async { api().await.get_opt(name).await.ok().flatten().is_none() },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_drains_within_budget_keeps_the_node_out_and_deleting_brings_it_back() {
+    let env = TestEnv::two_nodes_with_web("nm-hold").await;
+    let node = env.node("node-1");
+    let web = ReadyWatcher::start(env.pods(), "app=web").await;
+    let _controller = Controller::start(&env);
+
+    let name = create(&env, "hold", &node, json!({ "step": { "hold": {} } })).await;
+    let held = wait_phase(&name, StatusPhase::Maintaining).await;
+    assert_eq!(condition(&held, "Blocked"), ("True".into(), "Held".into()));
+    assert_eq!(condition(&held, "Progressing").0, "True");
+    assert!(env.is_cordoned(&node).await);
+    assert!(env.pods_on(&node).await.is_empty(), "node-1 is drained");
+    assert!(web.min_ready() >= 1, "web kept a Ready pod throughout");
+    let drain = held.status.and_then(|s| s.drain).expect("drain progress");
+    assert_eq!((drain.total, drain.evicted), (1, 1));
+
+    // `kubectl get` tells the story at a glance.
+    let table = env
+        .kubectl()
+        .args(["get", "nodemaintenances", &name])
+        .output()
+        .expect("kubectl get");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("Maintaining") && table.contains(&node),
+        "{table}"
+    );
+
+    delete(&name).await;
+    assert!(
+        !env.is_cordoned(&node).await,
+        "deleting the object uncordons"
+    );
+    let annotations = env
+        .get_node(&node)
+        .await
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        !annotations.keys().any(|k| k.starts_with("kordon.dev/")),
+        "no kordon mark is left: {annotations:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_step_is_done_when_another_actor_sets_its_condition() {
+    let env = TestEnv::two_nodes_with_web("nm-external").await;
+    let node = env.node("node-1");
+    let _controller = Controller::start(&env);
+
+    let name = create(&env, "ext", &node, json!({ "step": { "external": {} } })).await;
+    let waiting = wait_phase(&name, StatusPhase::Maintaining).await;
+    assert_eq!(
+        condition(&waiting, "Blocked"),
+        ("True".into(), "AwaitingExternal".into())
+    );
+    // The other actor (a driver operator, an OS updater) says it is done.
+    let mut conditions = waiting.status.map(|s| s.conditions).unwrap_or_default();
+    conditions.push(
+        serde_json::from_value(json!({
+            "type": "MaintenanceComplete", "status": "True", "reason": "DriverUpdated",
+            "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }))
+        .expect("condition"),
+    );
+    api()
+        .await
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "conditions": conditions } })),
+        )
+        .await
+        .expect("set the condition");
+    let done = wait_phase(&name, StatusPhase::Done).await;
+    assert_eq!(condition(&done, "Complete").0, "True");
+    assert!(!env.is_cordoned(&node).await, "back in service");
+    delete(&name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reboot_step_waits_for_a_new_boot_id_and_someone_elses_cordon_stays() {
+    let env = TestEnv::two_nodes_with_web("nm-reboot").await;
+    let node = env.node("node-1");
+    env.kubectl()
+        .args(["cordon", &node])
+        .output()
+        .expect("kubectl cordon");
+    let _controller = Controller::start(&env);
+
+    let name = create(&env, "reboot", &node, json!({ "step": { "reboot": {} } })).await;
+    let rebooting = wait_phase(&name, StatusPhase::Maintaining).await;
+    assert_eq!(
+        condition(&rebooting, "Blocked").1,
+        "AwaitingReboot",
+        "{:?}",
+        rebooting.status
+    );
+    let reboot = env
+        .kubectl()
+        .args([
+            "patch",
+            "node",
+            &node,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+        ])
+        .arg(r#"{"status":{"nodeInfo":{"bootID":"boot-after"}}}"#)
+        .output()
+        .expect("kubectl patch");
+    assert!(
+        reboot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reboot.stderr)
+    );
+    wait_phase(&name, StatusPhase::Done).await;
+    assert!(
+        env.is_cordoned(&node).await,
+        "the node had been cordoned by someone else: it stays cordoned"
+    );
+    delete(&name).await;
+    assert!(env.is_cordoned(&node).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_plan_changes_nothing_and_says_why() {
+    let mut env = TestEnv::new("nm-refused").await;
+    let node = env.add_node("node-1").await;
+    env.add_node("node-2").await;
+    env.create(&fixtures::bare_pod("solo", &node, &PodOptions::default()))
+        .await;
+    env.wait_ready("app=solo", 1).await;
+    let _controller = Controller::start(&env);
+
+    let name = create(&env, "refused", &node, json!({ "step": { "hold": {} } })).await;
+    let pending = wait_phase(&name, StatusPhase::Pending).await;
+    eventually(
+        "the refusal in the status",
+        Duration::from_secs(30),
+        || async {
+            let nm = api().await.get(&name).await.expect("get");
+            condition(&nm, "Blocked") == ("True".into(), "DrainRefused".into())
+        },
+    )
+    .await;
+    let status = api()
+        .await
+        .get(&name)
+        .await
+        .expect("get")
+        .status
+        .expect("status");
+    assert!(
+        status
+            .refused
+            .iter()
+            .any(|r| r.contains("solo") && r.contains("--force")),
+        "{status:?} {pending:?}"
+    );
+    assert!(!env.is_cordoned(&node).await, "nothing changed");
+    assert_eq!(env.pods_on(&node).await.len(), 1);
+    delete(&name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_mid_drain_stops_evicting_and_uncordons() {
+    let mut env = TestEnv::new("nm-withdraw").await;
+    let node = env.add_node("node-1").await;
+    env.add_node("node-2").await;
+    let spread = PodOptions {
+        spread: true,
+        ..Default::default()
+    };
+    env.create(&fixtures::deployment(env.ns(), "web", 2, &spread))
+        .await;
+    // A third pod under the budget never becomes Ready: 2 of 3 healthy, none may go now.
+    let never_ready = PodOptions {
+        ready_delay: Some("1h"),
+        pin_to: Some(env.node("node-2")),
+        ..Default::default()
+    };
+    env.create(&fixtures::deployment(env.ns(), "warming", 1, &never_ready))
+        .await;
+    env.create::<PodDisruptionBudget>(&fixtures::pdb_over(
+        "web-pdb",
+        &["web", "warming"],
+        ("minAvailable", json!(2)),
+    ))
+    .await;
+    env.wait_ready("app=web", 2).await;
+    let pods = env.pods();
+    eventually("the warming pod", Duration::from_secs(30), || async {
+        pods.list(&Default::default())
+            .await
+            .is_ok_and(|l| l.items.len() == 3)
+    })
+    .await;
+    let before = env.pod_uids().await;
+    let _controller = Controller::start(&env);
+
+    let name = create(&env, "withdraw", &node, json!({ "step": { "hold": {} } })).await;
+    eventually(
+        "the budget to hold the drain",
+        Duration::from_secs(60),
+        || async {
+            let nm = api().await.get(&name).await.expect("get");
+            nm.status.and_then(|s| s.drain).is_some_and(|d| {
+                d.held
+                    .iter()
+                    .any(|h| h.budget.as_deref() == Some("web-pdb"))
+            })
+        },
+    )
+    .await;
+    assert!(env.is_cordoned(&node).await);
+
+    delete(&name).await;
+    assert!(
+        !env.is_cordoned(&node).await,
+        "the controller's cordon is lifted"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.pod_uids().await, before, "no pod was evicted");
+}
