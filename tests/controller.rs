@@ -21,6 +21,10 @@ struct Controller(Child);
 
 impl Controller {
     fn start(env: &TestEnv) -> Self {
+        Self::start_with(env, &[])
+    }
+
+    fn start_with(env: &TestEnv, args: &[&str]) -> Self {
         let crds = env
             .kubectl()
             .args(["apply", "-f"])
@@ -35,15 +39,24 @@ impl Controller {
             "{}",
             String::from_utf8_lossy(&crds.stderr)
         );
+        // Its log, for when a test fails: target/tmp/controller.log.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(concat!(env!("CARGO_TARGET_TMPDIR"), "/controller.log"))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
         let child = env
             .kordon()
+            .args(["-v"])
             .args([
                 "controller",
                 "--selector",
                 &format!("{ENV_LABEL}={}", env.ns()),
             ])
+            .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start the controller");
         Self(child)
@@ -342,4 +355,82 @@ async fn deleting_mid_drain_stops_evicting_and_uncordons() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(env.pod_uids().await, before, "no pod was evicted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_mid_drain_when_the_leader_dies_and_keeps_the_budget() {
+    let mut env = TestEnv::new("nm-leader").await;
+    let node = env.add_node("node-1").await;
+    env.add_node("node-2").await;
+    // Replacements take 3 s to be Ready and web may lose one pod at a time: the two
+    // pods on node-1 go one after the other, slowly enough to kill the leader between.
+    let slow = PodOptions {
+        spread: true,
+        ready_delay: Some("3s"),
+        ..Default::default()
+    };
+    env.create(&fixtures::deployment(env.ns(), "web", 4, &slow))
+        .await;
+    env.wait_ready("app=web", 4).await;
+    let web = ReadyWatcher::start(env.pods(), "app=web").await;
+    let election = [
+        "--leader-election-namespace",
+        env.ns(),
+        "--lease-duration",
+        "3s",
+    ];
+    let mut a = Controller::start_with(
+        &env,
+        &[&election[..], &["--identity", "replica-a"]].concat(),
+    );
+    let mut b = Controller::start_with(
+        &env,
+        &[&election[..], &["--identity", "replica-b"]].concat(),
+    );
+
+    let name = create(&env, "failover", &node, json!({ "step": { "hold": {} } })).await;
+    eventually("the first eviction", Duration::from_secs(60), || async {
+        let nm = api().await.get(&name).await.expect("get");
+        nm.status
+            .and_then(|s| s.drain)
+            .is_some_and(|d| d.evicted >= 1)
+    })
+    .await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(support::client().await, env.ns());
+    let holder = leases
+        .get("kordon-controller")
+        .await
+        .expect("the leader lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    // kill -9: no goodbye, the lease just stops being renewed.
+    let leader = if holder.starts_with("replica-a") {
+        &mut a
+    } else {
+        &mut b
+    };
+    leader.0.kill().expect("kill the leader");
+
+    let held = wait_phase(&name, StatusPhase::Maintaining).await;
+    let taken_over = leases
+        .get("kordon-controller")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert_ne!(taken_over, holder, "the standby leads now");
+    assert!(env.pods_on(&node).await.is_empty(), "the drain finished");
+    assert_eq!(
+        held.status.and_then(|s| s.phase),
+        Some(StatusPhase::Maintaining)
+    );
+    assert!(
+        web.min_ready() >= 3,
+        "web never lost more than one pod: {}",
+        web.min_ready()
+    );
+    delete(&name).await;
 }

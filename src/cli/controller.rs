@@ -1,5 +1,9 @@
+use std::time::Duration;
+
 use clap::Args;
+use kordon::cluster::lease::LockSpec;
 use kordon::context::Context;
+use kordon::controller::ControllerOptions;
 
 use super::GlobalArgs;
 
@@ -9,11 +13,40 @@ pub struct ControllerArgs {
     /// version on some nodes first).
     #[arg(long, value_name = "SELECTOR")]
     pub selector: Option<String>,
+    /// Act only while holding the Lease kordon-controller in this namespace, so that of
+    /// several replicas one acts and the others stand by.
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        env = "KORDON_LEADER_ELECTION_NAMESPACE"
+    )]
+    pub leader_election_namespace: Option<String>,
+    /// How long the leader lease outlives a leader that stopped renewing it.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    pub lease_duration: Duration,
+    /// This replica's name in the lease (default: the pod's name from $POD_NAME, else
+    /// the host name), with the process's run id.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &ControllerArgs) -> anyhow::Result<()> {
     let ctx = Context::open(&global.connection()).await?;
-    kordon::controller::run(ctx, args.selector.as_deref()).await?;
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "kordon-controller".into());
+    let options = ControllerOptions {
+        selector: args.selector.clone(),
+        election: args.leader_election_namespace.as_ref().map(|ns| LockSpec {
+            namespace: ns.clone(),
+            name: "kordon-controller".into(),
+            holder: format!("{identity} (run {})", ctx.run),
+            duration: args.lease_duration,
+        }),
+    };
+    kordon::controller::run(ctx, &options).await?;
     Ok(())
 }
 

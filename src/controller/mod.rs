@@ -7,7 +7,9 @@ mod reconcile;
 mod runs;
 mod status;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::Api;
@@ -18,6 +20,7 @@ use kube::runtime::{Controller, watcher};
 use crate::api::NodeMaintenance;
 use crate::cluster::ClusterError;
 use crate::cluster::events::Events;
+use crate::cluster::lease::{self, LockError, LockSpec};
 use crate::context::Context;
 
 pub use reconcile::FINALIZER;
@@ -31,8 +34,24 @@ pub struct Ctx {
     pub store: Store<NodeMaintenance>,
 }
 
+/// How the controller runs.
+#[derive(Debug, Clone, Default)]
+pub struct ControllerOptions {
+    /// Only the NodeMaintenance objects these labels select.
+    pub selector: Option<String>,
+    /// Leader election: only the holder of this Lease acts; `None` acts at once (one
+    /// replica, or tests).
+    pub election: Option<LockSpec>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
+    #[error(
+        "lost the leader lease {0}: stopping so that only the new leader acts (the Deployment restarts this replica as a standby)"
+    )]
+    LostLeadership(String),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error(
         "the NodeMaintenance CRD is not installed: apply deploy/crds/kordon.dev.yaml (or install the Helm chart) first"
     )]
@@ -43,23 +62,37 @@ pub enum ControllerError {
     Cluster(#[from] ClusterError),
 }
 
-/// Runs until SIGINT or SIGTERM; with `selector`, only for the objects it matches.
-pub async fn run(kordon: Context, selector: Option<&str>) -> Result<(), ControllerError> {
+/// Runs until SIGINT or SIGTERM, or until it loses the leader lease.
+pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), ControllerError> {
     let conn = &kordon.conn;
     let api: Api<NodeMaintenance> = Api::all(conn.client.clone());
     let mut lp = ListParams::default().limit(1);
     let mut config = watcher::Config::default();
-    if let Some(selector) = selector {
+    if let Some(selector) = &opts.selector {
         lp = lp.labels(selector);
         config = config.labels(selector);
     }
-    if let Err(e) = api.list(&lp).await {
-        return Err(match e {
-            kube::Error::Api(s) if s.code == 404 => ControllerError::CrdMissing,
-            kube::Error::Api(s) if s.code == 400 => ControllerError::InvalidSelector(s.message),
-            e => conn.error("list nodemaintenances", e).into(),
-        });
+    // The API server may answer 429 or 5xx for a moment (a CRD just installed): that
+    // is waited out; a missing CRD or a bad selector is said at once.
+    let mut attempts = 0;
+    while let Err(e) = api.list(&lp).await {
+        attempts += 1;
+        match e {
+            kube::Error::Api(s) if s.code == 404 => return Err(ControllerError::CrdMissing),
+            kube::Error::Api(s) if s.code == 400 => {
+                return Err(ControllerError::InvalidSelector(s.message));
+            }
+            kube::Error::Api(s) if (s.code == 429 || s.code >= 500) && attempts < 30 => {
+                tracing::info!("waiting for the API server: {}", s.message);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            e => return Err(conn.error("list nodemaintenances", e).into()),
+        }
     }
+    let leader = match &opts.election {
+        Some(spec) => Some(lead(&kordon, spec).await?),
+        None => None,
+    };
     let controller = Controller::new(api, config);
     let ctx = Arc::new(Ctx {
         events: Events::new(conn, &format!("kordon-controller-{}", kordon.run)),
@@ -68,15 +101,51 @@ pub async fn run(kordon: Context, selector: Option<&str>) -> Result<(), Controll
         kordon: Arc::new(kordon),
     });
     tracing::info!("kordon controller started");
-    controller
+    let work = controller
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!("reconcile: {e}");
             }
-        })
-        .await;
-    tracing::info!("kordon controller stopped");
-    Ok(())
+        });
+    let Some(leader) = leader else {
+        work.await;
+        return Ok(());
+    };
+    let mut lost = leader.lost();
+    tokio::select! {
+        () = work => {
+            tracing::info!("kordon controller stopped");
+            let _ = leader.release(BTreeMap::new()).await;
+            Ok(())
+        }
+        _ = lost.wait_for(|lost| *lost) => {
+            let spec = opts.election.as_ref().map(|s| format!("{}/{}", s.namespace, s.name));
+            Err(ControllerError::LostLeadership(spec.unwrap_or_default()))
+        }
+    }
+}
+
+/// Waits, as a standby, until this replica holds the leader lease.
+async fn lead(kordon: &Context, spec: &LockSpec) -> Result<lease::HeldLock, ControllerError> {
+    // A year: a standby waits for as long as the leader lives.
+    let forever = Duration::from_secs(365 * 24 * 3600);
+    loop {
+        lease::wait_free(&kordon.conn, &spec.namespace, &spec.name, forever).await?;
+        match lease::acquire(&kordon.conn, spec, BTreeMap::new()).await {
+            Ok(held) => {
+                tracing::info!(
+                    "leading as {} (lease {}/{})",
+                    spec.holder,
+                    spec.namespace,
+                    spec.name
+                );
+                return Ok(held);
+            }
+            // Another standby was faster: wait for its lease in turn.
+            Err(LockError::Held { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }

@@ -60,10 +60,38 @@ pub async fn reconcile(nm: Arc<NodeMaintenance>, ctx: Arc<Ctx>) -> Result<Action
     .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
 }
 
-/// Conflicts (another writer was first) retry at once; anything else after a pause.
+/// Conflicts (another writer was first: the object is read again) retry at once;
+/// anything else is logged and retried after a pause.
 pub fn error_policy(nm: Arc<NodeMaintenance>, error: &ReconcileError, _: Arc<Ctx>) -> Action {
+    if error.is_conflict() {
+        tracing::debug!("NodeMaintenance {}: {error}", nm.name_any());
+        return Action::requeue(Duration::from_millis(200));
+    }
     tracing::warn!("NodeMaintenance {}: {error}", nm.name_any());
     Action::requeue(Duration::from_secs(5))
+}
+
+impl ReconcileError {
+    fn is_conflict(&self) -> bool {
+        let api = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 409);
+        // The finalizer is added by a JSON patch whose test of the old value fails
+        // (422) when the object changed in between.
+        let patched =
+            |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 422);
+        match self {
+            Self::Status(e) => api(e),
+            Self::Cluster(_) => false,
+            Self::Finalizer(f) => match f.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    e.is_conflict()
+                }
+                finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
+                    patched(e)
+                }
+                _ => false,
+            },
+        }
+    }
 }
 
 async fn apply(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError> {
