@@ -134,7 +134,12 @@ async fn hold_drains_within_budget_keeps_the_node_out_and_deleting_brings_it_bac
     let env = TestEnv::two_nodes_with_web("nm-hold").await;
     let node = env.node("node-1");
     let web = ReadyWatcher::start(env.pods(), "app=web").await;
-    let _controller = Controller::start(&env);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let _controller = Controller::start_with(&env, &["--metrics-address", &address]);
 
     let name = create(&env, "hold", &node, json!({ "step": { "hold": {} } })).await;
     let held = wait_phase(&name, StatusPhase::Maintaining).await;
@@ -145,6 +150,25 @@ async fn hold_drains_within_budget_keeps_the_node_out_and_deleting_brings_it_bac
     assert!(web.min_ready() >= 1, "web kept a Ready pod throughout");
     let drain = held.status.and_then(|s| s.drain).expect("drain progress");
     assert_eq!((drain.total, drain.evicted), (1, 1));
+
+    // Prometheus sees the same story.
+    let curl = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-fsS", &format!("http://{address}{path}")])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl("/readyz"), "ready");
+    let scraped = curl("/metrics");
+    for line in [
+        "kordon_nodes{phase=\"Maintaining\"} 1",
+        "kordon_evictions_total{outcome=\"done\"} 1",
+        "kordon_reconciles_total{result=\"ok\"}",
+        "kordon_reconcile_duration_seconds_count",
+    ] {
+        assert!(scraped.contains(line), "{line} in:\n{scraped}");
+    }
 
     // `kubectl get` tells the story at a glance.
     let table = env

@@ -28,6 +28,9 @@ pub struct ControllerArgs {
     /// the host name), with the process's run id.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Serve /metrics, /healthz and /readyz here (e.g. 0.0.0.0:8080).
+    #[arg(long, value_name = "ADDRESS")]
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &ControllerArgs) -> anyhow::Result<()> {
@@ -45,6 +48,7 @@ pub async fn run(global: &GlobalArgs, args: &ControllerArgs) -> anyhow::Result<(
             holder: format!("{identity} (run {})", ctx.run),
             duration: args.lease_duration,
         }),
+        metrics_address: args.metrics_address,
     };
     kordon::controller::run(ctx, &options).await?;
     Ok(())

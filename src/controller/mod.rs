@@ -2,12 +2,14 @@
 //! ladder and state machine ([`crate::workflow::machine`]). The reconcile reads like
 //! the rule it enforces ([`reconcile`]); drains run as tasks ([`runs`]) whose progress
 //! the reconcile reports; the status says where each object stands ([`status`]).
+mod metrics;
 mod options;
 mod reconcile;
 mod runs;
 mod status;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +32,7 @@ pub struct Ctx {
     pub kordon: Arc<Context>,
     pub events: Events,
     pub runs: runs::Runs,
+    pub metrics: Arc<metrics::Metrics>,
     /// Every NodeMaintenance, as the controller's watch sees them: one per node acts.
     pub store: Store<NodeMaintenance>,
 }
@@ -42,6 +45,8 @@ pub struct ControllerOptions {
     /// Leader election: only the holder of this Lease acts; `None` acts at once (one
     /// replica, or tests).
     pub election: Option<LockSpec>,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +70,15 @@ pub enum ControllerError {
 /// Runs until SIGINT or SIGTERM, or until it loses the leader lease.
 pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), ControllerError> {
     let conn = &kordon.conn;
+    let metrics = Arc::new(metrics::Metrics::default());
+    if let Some(address) = opts.metrics_address {
+        let serving = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(address, serving).await {
+                tracing::error!("cannot serve metrics on {address}: {e}");
+            }
+        });
+    }
     let api: Api<NodeMaintenance> = Api::all(conn.client.clone());
     let mut lp = ListParams::default().limit(1);
     let mut config = watcher::Config::default();
@@ -89,14 +103,17 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
             e => return Err(conn.error("list nodemaintenances", e).into()),
         }
     }
+    metrics.set_ready();
     let leader = match &opts.election {
         Some(spec) => Some(lead(&kordon, spec).await?),
         None => None,
     };
     let controller = Controller::new(api, config);
+    metrics.watch_objects(controller.store());
     let ctx = Arc::new(Ctx {
         events: Events::new(conn, &format!("kordon-controller-{}", kordon.run)),
-        runs: runs::Runs::default(),
+        runs: runs::Runs::new(metrics.clone()),
+        metrics,
         store: controller.store(),
         kordon: Arc::new(kordon),
     });

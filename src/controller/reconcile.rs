@@ -49,15 +49,18 @@ pub enum ReconcileError {
 }
 
 pub async fn reconcile(nm: Arc<NodeMaintenance>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    let started = std::time::Instant::now();
     let api: Api<NodeMaintenance> = Api::all(ctx.kordon.conn.client.clone());
-    finalizer(&api, FINALIZER, nm, |event| async {
+    let result = finalizer(&api, FINALIZER, nm, |event| async {
         match event {
             finalizer::Event::Apply(nm) => apply(&nm, &ctx).await,
             finalizer::Event::Cleanup(nm) => withdraw(&nm, &ctx).await,
         }
     })
     .await
-    .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
+    .map_err(|e| ReconcileError::Finalizer(Box::new(e)));
+    ctx.metrics.reconciled(started.elapsed(), result.is_ok());
+    result
 }
 
 /// Conflicts (another writer was first: the object is read again) retry at once;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
 
+use super::metrics::{Eviction, Metrics};
 use crate::api::node_maintenance::{DrainProgress, HeldPod};
 use crate::context::Context;
 use crate::drain::{self, DrainError, DrainOptions, Event};
@@ -35,12 +36,19 @@ struct Run {
     task: JoinHandle<()>,
 }
 
-#[derive(Default)]
 pub struct Runs {
     runs: Mutex<HashMap<String, Run>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Runs {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            runs: Mutex::default(),
+            metrics,
+        }
+    }
+
     /// The drain's progress and, once it ended, how; `None` when this process runs no
     /// drain for the object (it never started one, or a new leader took over).
     pub fn state(&self, name: &str) -> Option<(DrainProgress, Option<Ended>)> {
@@ -68,17 +76,26 @@ impl Runs {
     pub fn start(&self, name: &str, ctx: Arc<Context>, node: NodeName, opts: DrainOptions) {
         let tally = Arc::new(Mutex::new(Tally::default()));
         let counts = tally.clone();
+        let metrics = self.metrics.clone();
         let task = tokio::spawn(async move {
             let on_event = |e: Event| {
                 let Ok(mut t) = counts.lock() else { return };
                 match e {
-                    Event::Blocked { pod, blocked, .. } => {
+                    Event::Blocked {
+                        pod,
+                        blocked,
+                        waited,
+                    } => {
+                        metrics.eviction(Eviction::Refused);
+                        metrics.held(&pod, waited);
                         t.held.insert(pod, blocked);
                     }
                     Event::Gone { pod } => {
+                        metrics.eviction(Eviction::Done);
                         t.held.remove(&pod);
                         t.gone += 1;
                     }
+                    Event::DeletedPastBudget(_) => metrics.eviction(Eviction::DeletedPastBudget),
                     _ => {}
                 }
             };
