@@ -3,131 +3,17 @@
 //! maintenance step, a refused plan, deletion mid-drain, and someone else's cordon.
 mod support;
 
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kordon::api::NodeMaintenance;
 use kordon::api::node_maintenance::StatusPhase;
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
 use support::fixtures::{self, PodOptions};
+use support::nm::{Controller, api, condition, create, delete, wait_phase};
 use support::watcher::ReadyWatcher;
-use support::{ENV_LABEL, TestEnv, eventually};
-
-/// The controller for one test's objects; killed when dropped.
-struct Controller(Child);
-
-impl Controller {
-    fn start(env: &TestEnv) -> Self {
-        Self::start_with(env, &[])
-    }
-
-    fn start_with(env: &TestEnv, args: &[&str]) -> Self {
-        let crds = env
-            .kubectl()
-            .args(["apply", "-f"])
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/deploy/crds/kordon.dev.yaml"
-            ))
-            .output()
-            .expect("kubectl apply");
-        assert!(
-            crds.status.success(),
-            "{}",
-            String::from_utf8_lossy(&crds.stderr)
-        );
-        // Its log, for when a test fails: target/tmp/controller.log.
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(concat!(env!("CARGO_TARGET_TMPDIR"), "/controller.log"))
-            .map(Stdio::from)
-            .unwrap_or_else(|_| Stdio::null());
-        let child = env
-            .kordon()
-            .args(["-v"])
-            .args([
-                "controller",
-                "--selector",
-                &format!("{ENV_LABEL}={}", env.ns()),
-            ])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the controller");
-        Self(child)
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn api() -> Api<NodeMaintenance> {
-    Api::all(support::client().await)
-}
-
-/// Creates a NodeMaintenance of this test for `node` with `step` (and more `spec`).
-async fn create(env: &TestEnv, name: &str, node: &str, spec: Value) -> String {
-    let name = format!("{}-{name}", env.ns());
-    let mut body = json!({
-        "apiVersion": "kordon.dev/v1alpha1",
-        "kind": "NodeMaintenance",
-        "metadata": { "name": name, "labels": { ENV_LABEL: env.ns() } },
-        "spec": { "nodeName": node, "reason": "kernel update" },
-    });
-    if let (Some(target), Some(extra)) = (body["spec"].as_object_mut(), spec.as_object()) {
-        target.extend(extra.clone());
-    }
-    let nm: NodeMaintenance = serde_json::from_value(body).expect("NodeMaintenance");
-    api()
-        .await
-        .create(&PostParams::default(), &nm)
-        .await
-        .expect("create");
-    name
-}
-
-async fn phase_of(name: &str) -> Option<StatusPhase> {
-    let nm = api().await.get(name).await.ok()?;
-    nm.status?.phase
-}
-
-async fn wait_phase(name: &str, phase: StatusPhase) -> NodeMaintenance {
-    eventually(
-        &format!("{name} to be {phase:?}"),
-        Duration::from_secs(60),
-        || async { phase_of(name).await == Some(phase) },
-    )
-    .await;
-    api().await.get(name).await.expect("get")
-}
-
-fn condition(nm: &NodeMaintenance, type_: &str) -> (String, String) {
-    nm.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-        .map(|c| (c.status.clone(), c.reason.clone()))
-        .unwrap_or_default()
-}
-
-/// Deletes the object and waits until the controller has let it go.
-async fn delete(name: &str) {
-    let _ = api().await.delete(name, &DeleteParams::default()).await;
-    eventually(
-        &format!("{name} to be gone"),
-        Duration::from_secs(60),
-        || async { api().await.get_opt(name).await.ok().flatten().is_none() },
-    )
-    .await;
-}
+use support::{TestEnv, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_drains_within_budget_keeps_the_node_out_and_deleting_brings_it_back() {

@@ -28,14 +28,7 @@ pub fn tool_identity(env: &TestEnv) -> (PathBuf, String) {
         &format!("--serviceaccount={}:tool", env.ns()),
     ]);
     let token = run(&["create", "token", "tool", "-n", env.ns(), "--duration=2h"]);
-    let admin = std::fs::read_to_string(super::kubeconfig()).expect("kubeconfig");
-    let line = admin
-        .lines()
-        .find(|l| l.trim_start().starts_with("token:"))
-        .expect("token line");
-    let path = std::env::temp_dir().join(format!("{}.kubeconfig", env.ns()));
-    std::fs::write(&path, admin.replace(line, &format!("    token: {token}"))).expect("write");
-    (path, user)
+    (super::kubeconfig_with_token(env.ns(), &token), user)
 }
 
 fn log_path() -> PathBuf {

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod fixtures;
+pub mod nm;
 pub mod watcher;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +55,19 @@ pub fn kubeconfig() -> &'static Path {
                 .trim(),
         )
     })
+}
+
+/// A kubeconfig for the test cluster that authenticates with `token` (a service
+/// account's, from `kubectl create token`), written under `name`.
+pub fn kubeconfig_with_token(name: &str, token: &str) -> PathBuf {
+    let admin = std::fs::read_to_string(kubeconfig()).expect("kubeconfig");
+    let line = admin
+        .lines()
+        .find(|l| l.trim_start().starts_with("token:"))
+        .expect("token line");
+    let path = std::env::temp_dir().join(format!("{name}.kubeconfig"));
+    std::fs::write(&path, admin.replace(line, &format!("    token: {token}"))).expect("write");
+    path
 }
 
 pub async fn client() -> Client {
