@@ -31,12 +31,19 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
             .and_then(MaintainError::drain_error)
     });
     use kordon::fleet::{RollError, RunState};
-    if err.downcast_ref::<cli::plan::PlanUnsafe>().is_some() {
+    let held = err.downcast_ref::<MaintainError>().is_some_and(|e| {
+        matches!(
+            e.cause,
+            kordon::workflow::StepError::HeldByNodeMaintenance(_)
+        )
+    });
+    if held || err.downcast_ref::<cli::plan::PlanUnsafe>().is_some() {
         return ExitCode::from(3);
     }
     if let Some(
         RollError::Unsafe { .. }
         | RollError::Unfinished { .. }
+        | RollError::Held { .. }
         | RollError::NoRoom { .. }
         | RollError::Lock(kordon::cluster::lease::LockError::Held { .. }),
     ) = err.downcast_ref::<RollError>()

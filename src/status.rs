@@ -17,6 +17,9 @@ pub struct NodeStatus {
     /// Where a roll stands on this node (from its annotations), if one touched it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<crate::fleet::mark::Mark>,
+    /// The NodeMaintenance holding the node out of service, if one does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_maintenance: Option<String>,
     pub pods: Vec<PodStatus>,
 }
 
@@ -77,6 +80,7 @@ pub fn build(nodes: &[Node], mut pods: PodsByNode) -> Vec<NodeStatus> {
                 state: state.to_string(),
                 cordoned: state.cordoned,
                 maintenance: crate::fleet::mark::Mark::of(n),
+                node_maintenance: crate::api::node_maintenance::holder_of(n).map(str::to_string),
                 pods,
             }
         })

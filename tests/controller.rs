@@ -56,6 +56,31 @@ async fn hold_drains_within_budget_keeps_the_node_out_and_deleting_brings_it_bac
         assert!(scraped.contains(line), "{line} in:\n{scraped}");
     }
 
+    // The CLI sees the node is the controller's and leaves it alone.
+    let status = env.run_kordon(&["status", &node]);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("held by NodeMaintenance {name}")),
+        "{}",
+        status.stdout
+    );
+    let maintain = env.run_kordon(&["maintain", &node, "--", "true"]);
+    assert_eq!(maintain.code, Some(3), "{maintain:#?}");
+    assert!(
+        maintain
+            .stderr
+            .contains(&format!("NodeMaintenance {name} holds the node"))
+    );
+    let roll = env.run_kordon(&["roll", &node, "--lock-namespace", env.ns(), "--", "true"]);
+    assert_eq!(roll.code, Some(3), "{roll:#?}");
+    assert!(
+        roll.stderr
+            .contains("carries out a NodeMaintenance on node"),
+        "{}",
+        roll.stderr
+    );
+
     // `kubectl get` tells the story at a glance.
     let table = env
         .kubectl()

@@ -9,6 +9,19 @@ use crate::plan::guards::BudgetMode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// On a node while a NodeMaintenance holds it out of service: the object's name.
+/// `roll` and `maintain` leave such a node alone, and a roll counts it against its cap.
+pub const HELD_BY: &str = "kordon.dev/node-maintenance";
+
+/// The NodeMaintenance holding the node out of service, if one does.
+pub fn holder_of(node: &k8s_openapi::api::core::v1::Node) -> Option<&str> {
+    node.metadata
+        .annotations
+        .as_ref()?
+        .get(HELD_BY)
+        .map(String::as_str)
+}
+
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "kordon.dev",

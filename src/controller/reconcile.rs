@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Api, ResourceExt};
@@ -16,7 +15,7 @@ use super::options::drain_options;
 use super::runs::Ended;
 use super::status::{self, Hold};
 use crate::api::NodeMaintenance;
-use crate::api::node_maintenance::{NodeMaintenanceStatus, StatusPhase};
+use crate::api::node_maintenance::{HELD_BY, NodeMaintenanceStatus, StatusPhase, holder_of};
 use crate::cluster::ClusterError;
 use crate::cluster::events::Severity;
 use crate::cluster::nodes::{self, Annotations, DryRun};
@@ -28,9 +27,6 @@ use crate::workflow::machine::{self, Observed, Phase};
 
 /// Keeps a NodeMaintenance until the node is put back.
 pub const FINALIZER: &str = "kordon.dev/node-maintenance";
-
-/// On a node while a NodeMaintenance holds it: the object's name.
-pub const HELD_BY: &str = "kordon.dev/node-maintenance";
 
 /// How often a running phase looks again (drain progress, reboot, Ready).
 const LOOK_AGAIN: Duration = Duration::from_secs(5);
@@ -390,7 +386,7 @@ async fn withdraw(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileEr
         Err(e) => return Err(e.into()),
     };
     // Only a node this object holds is ours to put back.
-    if held_by(&node) != Some(nm.name_any().as_str()) {
+    if holder_of(&node) != Some(nm.name_any().as_str()) {
         return Ok(Action::await_change());
     }
     let at = Some(Phase::Draining);
@@ -484,14 +480,6 @@ async fn put_node(
     let mark: Annotations = [(HELD_BY.to_string(), held.then(|| nm.name_any()))].into();
     nodes::patch(&ctx.kordon.conn, &node_of(nm), cordon, &mark, DryRun::None).await?;
     Ok(())
-}
-
-fn held_by(node: &Node) -> Option<&str> {
-    node.metadata
-        .annotations
-        .as_ref()?
-        .get(HELD_BY)
-        .map(String::as_str)
 }
 
 fn was_unschedulable(status: &NodeMaintenanceStatus) -> bool {

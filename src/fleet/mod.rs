@@ -148,6 +148,11 @@ pub enum RollError {
     )]
     Unfinished { nodes: Vec<String> },
     #[error(
+        "the controller carries out a NodeMaintenance on {}; leave those nodes out of the roll, or delete their NodeMaintenance first; nothing was changed",
+        .nodes.join("; ")
+    )]
+    Held { nodes: Vec<String> },
+    #[error(
         "--max-unavailable {max_unavailable} leaves no room: {} still out of service from another run ({}); finish that run first (`kordon roll --resume`, or re-run it), or raise --max-unavailable; nothing was changed",
         plural(.nodes.len(), "node"), .nodes.join("; ")
     )]
@@ -208,6 +213,9 @@ pub async fn roll(
     let names: Vec<NodeName> = targets.iter().map(name_of).collect();
     let mut snapshot = Snapshot::live(&ctx.view, &names, Reach::Placement).await?;
     let out = out_of_service(&snapshot.nodes, &targets, &run_id, &opts.lock.namespace);
+    if !out.held.is_empty() {
+        return Err(RollError::Held { nodes: out.held });
+    }
     if !out.unfinished.is_empty() {
         return Err(RollError::Unfinished {
             nodes: out.unfinished,

@@ -15,6 +15,8 @@ use crate::snapshot::Snapshot;
 pub(super) struct OutOfService {
     /// Selected nodes that a run under a different lock may still be working on.
     pub unfinished: Vec<String>,
+    /// Selected nodes a NodeMaintenance holds: the controller's, not the roll's.
+    pub held: Vec<String>,
     /// Nodes outside the selection, left by a run sharing this lock: each takes one
     /// of the cap's slots, so the cap holds across runs.
     pub elsewhere: Vec<String>,
@@ -32,9 +34,23 @@ pub(super) fn out_of_service(
         .collect();
     let mut out = OutOfService {
         unfinished: Vec::new(),
+        held: Vec::new(),
         elsewhere: Vec::new(),
     };
     for node in all {
+        // A NodeMaintenance's node is the controller's: never this roll's, and out of
+        // service for the cap.
+        if let (Some(name), Some(holder)) = (
+            node.metadata.name.as_deref(),
+            crate::api::node_maintenance::holder_of(node),
+        ) {
+            let line = format!("node {name} (NodeMaintenance {holder})");
+            match selected.contains(name) {
+                true => out.held.push(line),
+                false => out.elsewhere.push(line),
+            }
+            continue;
+        }
         let (Some(name), Some(mark)) = (node.metadata.name.as_deref(), Mark::of(node)) else {
             continue;
         };

@@ -31,6 +31,11 @@ impl Report for StatusReport {
             if let Some(mark) = &node.maintenance {
                 out.push_str(&format!("│   roll: {}\n", mark.describe()));
             }
+            if let Some(holder) = &node.node_maintenance {
+                out.push_str(&format!(
+                    "│   held by NodeMaintenance {holder} (kubectl get nodemaintenance {holder})\n"
+                ));
+            }
             if node.pods.is_empty() {
                 out.push_str("└── (no pods)\n");
             }

@@ -101,6 +101,10 @@ pub enum StepError {
     Cluster(#[from] ClusterError),
     #[error("{0}")]
     Work(String),
+    #[error(
+        "NodeMaintenance {0} holds the node: the controller carries it out; delete that NodeMaintenance first"
+    )]
+    HeldByNodeMaintenance(String),
     #[error("node did not become Ready within {0:?}")]
     NotReadyInTime(Duration),
 }
@@ -122,6 +126,14 @@ pub async fn maintain(
     on_progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<MaintainReport, MaintainError> {
     let conn = &ctx.conn;
+    let found = nodes::get(conn, node)
+        .await
+        .map_err(|e| fail_unchanged(node, Step::Cordon, e.into()))?;
+    if let Some(holder) = crate::api::node_maintenance::holder_of(&found) {
+        let held = StepError::HeldByNodeMaintenance(holder.to_string());
+        return Err(fail_unchanged(node, Step::Cordon, held));
+    }
+    let ready_before = ready::Snapshot::of(&found);
     let plan = drain::plan(ctx, node, &opts.drain, Reach::Placement)
         .await
         .map_err(|e| fail_unchanged(node, Step::Cordon, e.into()))?;
@@ -130,9 +142,6 @@ pub async fn maintain(
     if let Some(forecast) = &plan.forecast {
         on_progress(Progress::Planned(forecast.clone()));
     }
-    let ready_before = ready::snapshot(conn, node)
-        .await
-        .map_err(|e| fail_unchanged(node, Step::Cordon, e.into()))?;
 
     let result = async {
         on_progress(Progress::Step(Step::Cordon));

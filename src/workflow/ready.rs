@@ -9,7 +9,7 @@ use kube::Api;
 use kube::runtime::wait::await_condition;
 
 use super::StepError;
-use crate::cluster::{ClusterError, Connection, nodes};
+use crate::cluster::Connection;
 use crate::names::NodeName;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -22,10 +22,6 @@ pub struct ReadyCriteria {
 pub struct Snapshot {
     pub heartbeat: Option<Time>,
     pub boot_id: Option<String>,
-}
-
-pub async fn snapshot(conn: &Connection, node: &NodeName) -> Result<Snapshot, ClusterError> {
-    Ok(Snapshot::of(&nodes::get(conn, node).await?))
 }
 
 impl Snapshot {
