@@ -11,7 +11,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use support::fixtures::{self, PodOptions};
-use support::nm::{Controller, api, condition, create, delete, wait_phase};
+use support::nm::{Controller, api, condition, create, delete, wait_condition, wait_phase};
 use support::watcher::ReadyWatcher;
 use support::{TestEnv, eventually};
 
@@ -28,8 +28,11 @@ async fn hold_drains_within_budget_keeps_the_node_out_and_deleting_brings_it_bac
     let _controller = Controller::start_with(&env, &["--metrics-address", &address]);
 
     let name = create(&env, "hold", &node, json!({ "step": { "hold": {} } })).await;
-    let held = wait_phase(&name, StatusPhase::Maintaining).await;
-    assert_eq!(condition(&held, "Blocked"), ("True".into(), "Held".into()));
+    let held = wait_condition(&name, "Blocked", "Held").await;
+    assert_eq!(
+        held.status.as_ref().and_then(|s| s.phase),
+        Some(StatusPhase::Maintaining)
+    );
     assert_eq!(condition(&held, "Progressing").0, "True");
     assert!(env.is_cordoned(&node).await);
     assert!(env.pods_on(&node).await.is_empty(), "node-1 is drained");
@@ -117,11 +120,7 @@ async fn external_step_is_done_when_another_actor_sets_its_condition() {
     let _controller = Controller::start(&env);
 
     let name = create(&env, "ext", &node, json!({ "step": { "external": {} } })).await;
-    let waiting = wait_phase(&name, StatusPhase::Maintaining).await;
-    assert_eq!(
-        condition(&waiting, "Blocked"),
-        ("True".into(), "AwaitingExternal".into())
-    );
+    let waiting = wait_condition(&name, "Blocked", "AwaitingExternal").await;
     // The other actor (a driver operator, an OS updater) says it is done.
     let mut conditions = waiting.status.map(|s| s.conditions).unwrap_or_default();
     conditions.push(
@@ -157,13 +156,7 @@ async fn reboot_step_waits_for_a_new_boot_id_and_someone_elses_cordon_stays() {
     let _controller = Controller::start(&env);
 
     let name = create(&env, "reboot", &node, json!({ "step": { "reboot": {} } })).await;
-    let rebooting = wait_phase(&name, StatusPhase::Maintaining).await;
-    assert_eq!(
-        condition(&rebooting, "Blocked").1,
-        "AwaitingReboot",
-        "{:?}",
-        rebooting.status
-    );
+    wait_condition(&name, "Blocked", "AwaitingReboot").await;
     let reboot = env
         .kubectl()
         .args([
@@ -368,4 +361,64 @@ async fn a_standby_takes_over_mid_drain_when_the_leader_dies_and_keeps_the_budge
         web.min_ready()
     );
     delete(&name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_step_runs_on_the_node_and_a_failing_job_leaves_it_cordoned() {
+    let env = TestEnv::two_nodes_with_web("nm-job").await;
+    let node = env.node("node-1");
+    let _controller = Controller::start(&env);
+    let job = |fail: bool| {
+        let annotations = if fail {
+            json!({ "pod-fail.stage.kwok.x-k8s.io/delay": "1s" })
+        } else {
+            json!({ "pod-complete.stage.kwok.x-k8s.io/delay": "1s" })
+        };
+        json!({ "step": { "job": {
+            "namespace": env.ns(),
+            "template": {
+                "metadata": { "annotations": annotations },
+                "spec": { "containers": [{ "name": "update", "image": "os-updater:1" }] },
+            },
+        }}})
+    };
+
+    let name = create(&env, "job-ok", &node, job(false)).await;
+    let done = wait_phase(&name, StatusPhase::Done).await;
+    assert_eq!(condition(&done, "Complete").0, "True");
+    assert!(!env.is_cordoned(&node).await, "back in service");
+    let ran: Vec<_> = env
+        .pods()
+        .list(&Default::default())
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("kordon-"))
+        })
+        .collect();
+    assert!(
+        ran.iter()
+            .all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())),
+        "the Job's pod ran on the node"
+    );
+    delete(&name).await;
+
+    let name = create(&env, "job-fails", &node, job(true)).await;
+    let failed = wait_phase(&name, StatusPhase::Failed).await;
+    let error = failed.status.and_then(|s| s.last_error).unwrap_or_default();
+    assert!(error.contains("failed"), "{error}");
+    assert!(
+        env.is_cordoned(&node).await,
+        "a failed step leaves the node cordoned"
+    );
+    delete(&name).await;
+    assert!(
+        !env.is_cordoned(&node).await,
+        "deleting the object brings it back"
+    );
 }

@@ -125,12 +125,16 @@ pub struct LadderPolicy {
 /// What happens while the node is empty. Exactly one member is set.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.hold), has(self.reboot), has(self.external)].filter(x, x).size() == 1").message("set exactly one of hold, reboot, external"))]
+#[x_kube(validation = Rule::new("[has(self.hold), has(self.job), has(self.reboot), has(self.external)].filter(x, x).size() == 1").message("set exactly one of hold, job, reboot, external"))]
 pub struct MaintenanceStep {
     /// The node stays cordoned and drained while the object exists; deleting the
     /// object brings it back (medik8s' model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<HoldStep>,
+    /// A pod run as a Job on the node (system-upgrade-controller's model): done when the
+    /// Job succeeds, failed (the node stays cordoned) when it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobStep>,
     /// Done when the node has rebooted (its bootID changed) and is Ready again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot: Option<RebootStep>,
@@ -142,6 +146,22 @@ pub struct MaintenanceStep {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct HoldStep {}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStep {
+    /// Where the Job runs.
+    pub namespace: String,
+    /// The pod that does the work. kordon pins it to the node (`nodeName`), lets it
+    /// tolerate the cordon, and defaults `restartPolicy` to Never. An OS update needs a
+    /// privileged pod with the host's filesystem (hostPID, a hostPath of /), in a
+    /// namespace whose Pod Security level allows it.
+    #[schemars(schema_with = "any_object")]
+    pub template: k8s_openapi::api::core::v1::PodTemplateSpec,
+    /// Retries before the Job counts as failed (its backoffLimit; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_limit: Option<i32>,
+}
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -252,6 +272,15 @@ pub struct HeldPod {
     pub budget: Option<String>,
     /// e.g. "The disruption budget web needs 3 healthy pods and has 3 currently".
     pub detail: String,
+}
+
+/// A whole pod template is validated by the API server when the Job is created, not in
+/// this CRD's schema (where it would be thousands of lines).
+fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 /// Conditions as a map keyed by type, so the external actor's condition and kordon's

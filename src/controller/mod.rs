@@ -2,6 +2,7 @@
 //! ladder and state machine ([`crate::workflow::machine`]). The reconcile reads like
 //! the rule it enforces ([`reconcile`]); drains run as tasks ([`runs`]) whose progress
 //! the reconcile reports; the status says where each object stands ([`status`]).
+mod job;
 mod metrics;
 mod options;
 mod reconcile;

@@ -11,6 +11,7 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::{Api, ResourceExt};
 
 use super::Ctx;
+use super::job::JobState;
 use super::options::drain_options;
 use super::runs::Ended;
 use super::status::{self, Hold};
@@ -296,14 +297,28 @@ async fn draining(
     }
 }
 
-/// The maintenance step: `hold` waits for the object's deletion, `reboot` for a new
-/// bootID, `external` for its condition.
+/// The maintenance step: `hold` waits for the object's deletion, `job` for its Job,
+/// `reboot` for a new bootID, `external` for its condition.
 async fn maintaining(
     nm: &NodeMaintenance,
     ctx: &Ctx,
     status: NodeMaintenanceStatus,
 ) -> Result<Action, ReconcileError> {
     let step = &nm.spec.step;
+    if let Some(job) = &step.job {
+        return match super::job::ensure(&ctx.kordon.conn, nm, job).await? {
+            JobState::Succeeded => advance(nm, ctx, status, Observed::Completed).await,
+            JobState::Failed(message) => fail(nm, ctx, status, message).await,
+            JobState::Running(message) => {
+                let hold = Hold {
+                    reason: "AwaitingJob",
+                    message,
+                };
+                status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
+                Ok(Action::requeue(LOOK_AGAIN))
+            }
+        };
+    }
     if let Some(external) = &step.external {
         if status::is_true(&status, &external.condition_type) {
             return advance(nm, ctx, status, Observed::Completed).await;

@@ -41,6 +41,17 @@ impl Controller {
             String::from_utf8_lossy(&crds.stderr)
         );
         // Its log, for when a test fails: target/tmp/controller.log.
+        let established = env
+            .kubectl()
+            .args(["wait", "--for=condition=Established", "--timeout=60s"])
+            .arg("crd/nodemaintenances.kordon.dev")
+            .output()
+            .expect("kubectl wait");
+        assert!(
+            established.status.success(),
+            "{}",
+            String::from_utf8_lossy(&established.stderr)
+        );
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -129,4 +140,20 @@ pub async fn delete(name: &str) {
         || async { api().await.get_opt(name).await.ok().flatten().is_none() },
     )
     .await;
+}
+
+/// Waits until condition `type_` is True with `reason`, and returns the object then.
+pub async fn wait_condition(name: &str, type_: &str, reason: &str) -> NodeMaintenance {
+    eventually(
+        &format!("{name} to have {type_}={reason}"),
+        Duration::from_secs(60),
+        || async {
+            let Ok(nm) = api().await.get(name).await else {
+                return false;
+            };
+            condition(&nm, type_) == ("True".to_string(), reason.to_string())
+        },
+    )
+    .await;
+    api().await.get(name).await.expect("get")
 }
