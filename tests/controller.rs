@@ -5,7 +5,6 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kordon::api::node_maintenance::StatusPhase;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -228,35 +227,10 @@ async fn a_refused_plan_changes_nothing_and_says_why() {
 async fn deleting_mid_drain_stops_evicting_and_uncordons() {
     let mut env = TestEnv::new("nm-withdraw").await;
     let node = env.add_node("node-1").await;
-    env.add_node("node-2").await;
-    let spread = PodOptions {
-        spread: true,
-        ..Default::default()
-    };
-    env.create(&fixtures::deployment(env.ns(), "web", 2, &spread))
+    let other = env.add_node("node-2").await;
+    env.create(&fixtures::deployment(env.ns(), "web", 2, &fixtures::SPREAD))
         .await;
-    // A third pod under the budget never becomes Ready: 2 of 3 healthy, none may go now.
-    let never_ready = PodOptions {
-        ready_delay: Some("1h"),
-        pin_to: Some(env.node("node-2")),
-        ..Default::default()
-    };
-    env.create(&fixtures::deployment(env.ns(), "warming", 1, &never_ready))
-        .await;
-    env.create::<PodDisruptionBudget>(&fixtures::pdb_over(
-        "web-pdb",
-        &["web", "warming"],
-        ("minAvailable", json!(2)),
-    ))
-    .await;
-    env.wait_ready("app=web", 2).await;
-    let pods = env.pods();
-    eventually("the warming pod", Duration::from_secs(30), || async {
-        pods.list(&Default::default())
-            .await
-            .is_ok_and(|l| l.items.len() == 3)
-    })
-    .await;
+    env.hold_with_budgets(&["web"], &other).await;
     let before = env.pod_uids().await;
     let _controller = Controller::start(&env);
 

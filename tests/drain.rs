@@ -8,24 +8,18 @@ use serde_json::json;
 use support::fixtures::{self, PodOptions};
 use support::{Run, TestEnv};
 
-const SPREAD: PodOptions = PodOptions {
-    ready_delay: None,
-    delete_delay: None,
-    grace_period: None,
-    empty_dir: false,
-    spread: true,
-    pin_to: None,
-    cpu: None,
-    annotations: &[],
-};
-
 /// The article's Real Example: node-1 and node-2, four nginx pods, two on each.
 async fn article_cluster(name: &str) -> TestEnv {
     let mut env = TestEnv::new(name).await;
     env.add_node("node-1").await;
     env.add_node("node-2").await;
-    env.create(&fixtures::deployment(env.ns(), "nginx", 4, &SPREAD))
-        .await;
+    env.create(&fixtures::deployment(
+        env.ns(),
+        "nginx",
+        4,
+        &fixtures::SPREAD,
+    ))
+    .await;
     env.wait_ready("app=nginx", 4).await;
     assert_eq!(env.pods_on(&env.node("node-2")).await.len(), 2);
     env
@@ -144,7 +138,7 @@ async fn emptydir_pods_are_refused_without_delete_emptydir_data_and_evicted_with
     env.add_node("node-2").await;
     let opts = PodOptions {
         empty_dir: true,
-        ..SPREAD
+        ..fixtures::SPREAD
     };
     env.create(&fixtures::deployment(env.ns(), "cache", 2, &opts))
         .await;
@@ -215,35 +209,10 @@ async fn pods_marked_do_not_disrupt_are_refused_up_front_and_move_with_the_overr
 async fn budget_at_zero_for_now(name: &str) -> (TestEnv, String) {
     let mut env = TestEnv::new(name).await;
     let node = env.add_node("node-1").await;
-    env.add_node("node-2").await;
-    env.create(&fixtures::deployment(env.ns(), "web", 2, &SPREAD))
+    let other = env.add_node("node-2").await;
+    env.create(&fixtures::deployment(env.ns(), "web", 2, &fixtures::SPREAD))
         .await;
-    let never_ready = PodOptions {
-        ready_delay: Some("1h"),
-        pin_to: Some(env.node("node-2")),
-        ..Default::default()
-    };
-    env.create(&fixtures::deployment(env.ns(), "warming", 1, &never_ready))
-        .await;
-    env.create::<PodDisruptionBudget>(&fixtures::pdb_over(
-        "web-pdb",
-        &["web", "warming"],
-        ("minAvailable", json!(2)),
-    ))
-    .await;
-    env.wait_ready("app=web", 2).await;
-    let pods = env.pods();
-    support::eventually(
-        "the warming pod to run",
-        std::time::Duration::from_secs(30),
-        || async {
-            pods.list(&Default::default())
-                .await
-                .map(|l| l.items.len() == 3)
-                .unwrap_or(false)
-        },
-    )
-    .await;
+    env.hold_with_budgets(&["web"], &other).await;
     (env, node)
 }
 
@@ -297,7 +266,7 @@ async fn a_budget_that_can_never_allow_is_refused_up_front_with_the_flag_that_he
     let mut env = TestEnv::new("pdbnever").await;
     let node = env.add_node("node-1").await;
     env.add_node("node-2").await;
-    env.create(&fixtures::deployment(env.ns(), "web", 2, &SPREAD))
+    env.create(&fixtures::deployment(env.ns(), "web", 2, &fixtures::SPREAD))
         .await;
     env.create::<PodDisruptionBudget>(&fixtures::pdb("web-pdb", "web", ("minAvailable", json!(2))))
         .await;
@@ -316,7 +285,7 @@ async fn a_pod_under_two_budgets_is_an_error_naming_both() {
     let mut env = TestEnv::new("pdb2").await;
     let node = env.add_node("node-1").await;
     env.add_node("node-2").await;
-    env.create(&fixtures::deployment(env.ns(), "web", 2, &SPREAD))
+    env.create(&fixtures::deployment(env.ns(), "web", 2, &fixtures::SPREAD))
         .await;
     for name in ["budget-a", "budget-b"] {
         env.create::<PodDisruptionBudget>(&fixtures::pdb(
@@ -433,7 +402,7 @@ async fn blocked_by_budget(name: &str) -> (TestEnv, String) {
     let mut env = TestEnv::new(name).await;
     let node = env.add_node("node-1").await;
     env.add_node("node-2").await;
-    env.create(&fixtures::deployment(env.ns(), "web", 2, &SPREAD))
+    env.create(&fixtures::deployment(env.ns(), "web", 2, &fixtures::SPREAD))
         .await;
     env.create::<PodDisruptionBudget>(&fixtures::pdb(
         "web-pdb",

@@ -16,43 +16,18 @@ use support::fixtures::{self, PodOptions};
 use support::watcher::ReadyWatcher;
 use support::{TestEnv, eventually};
 
-const SPREAD: PodOptions = PodOptions {
-    ready_delay: None,
-    delete_delay: None,
-    grace_period: None,
-    empty_dir: false,
-    spread: true,
-    pin_to: None,
-    cpu: None,
-    annotations: &[],
-};
-
 /// node-1 and node-2, and `apps` Deployments of two (one pod per node), each under a
 /// budget that allows nothing now: `minAvailable: 2` over its pods and one pod on
 /// node-2 that never becomes Ready, so 2 of 3 expected are healthy.
 async fn held_by_budgets(name: &str, apps: &[&str]) -> (TestEnv, String) {
     let mut env = TestEnv::new(name).await;
     let node = env.add_node("node-1").await;
-    env.add_node("node-2").await;
-    let never_ready = PodOptions {
-        ready_delay: Some("1h"),
-        pin_to: Some(env.node("node-2")),
-        ..Default::default()
-    };
-    env.create(&fixtures::deployment(env.ns(), "warming", 1, &never_ready))
-        .await;
+    let other = env.add_node("node-2").await;
     for app in apps {
-        env.create(&fixtures::deployment(env.ns(), app, 2, &SPREAD))
+        env.create(&fixtures::deployment(env.ns(), app, 2, &fixtures::SPREAD))
             .await;
-        env.create::<PodDisruptionBudget>(&fixtures::pdb_over(
-            &format!("{app}-pdb"),
-            &[app, "warming"],
-            ("minAvailable", json!(2)),
-        ))
-        .await;
-        env.wait_ready(&format!("app={app}"), 2).await;
     }
-    wait_for_pods(&env, 1 + 2 * apps.len()).await;
+    env.hold_with_budgets(apps, &other).await;
     (env, node)
 }
 
@@ -275,11 +250,11 @@ async fn held_pods_that_are_not_ready_are_named_and_deleted_only_when_allowed() 
     let mut env = TestEnv::new("ladder-unready").await;
     let node = env.add_node("node-1").await;
     env.add_node("node-2").await;
-    env.create(&fixtures::deployment(env.ns(), "web", 2, &SPREAD))
+    env.create(&fixtures::deployment(env.ns(), "web", 2, &fixtures::SPREAD))
         .await;
     let never_ready = PodOptions {
         ready_delay: Some("1h"),
-        ..SPREAD
+        ..fixtures::SPREAD
     };
     env.create(&fixtures::deployment(env.ns(), "warming", 2, &never_ready))
         .await;

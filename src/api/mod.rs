@@ -1,5 +1,6 @@
 //! kordon's own resources (`kordon.dev/v1alpha1`). The CRDs under `deploy/crds/` are
 //! generated from these types (`kordon crd`); a test fails when they drift apart.
+pub mod maintenance_plan;
 pub mod node_maintenance;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -9,7 +10,10 @@ pub use node_maintenance::{NodeMaintenance, NodeMaintenanceSpec, NodeMaintenance
 
 /// Every CRD kordon defines.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![NodeMaintenance::crd()]
+    vec![
+        NodeMaintenance::crd(),
+        maintenance_plan::MaintenancePlan::crd(),
+    ]
 }
 
 /// The CRDs as one YAML stream, as committed under `deploy/crds/`.

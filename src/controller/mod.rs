@@ -5,6 +5,7 @@
 mod job;
 mod metrics;
 mod options;
+mod plan;
 mod reconcile;
 mod runs;
 mod status;
@@ -21,6 +22,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 
 use crate::api::NodeMaintenance;
+use crate::api::maintenance_plan::MaintenancePlan;
 use crate::cluster::ClusterError;
 use crate::cluster::events::Events;
 use crate::cluster::lease::{self, LockError, LockSpec};
@@ -59,7 +61,7 @@ pub enum ControllerError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(
-        "the NodeMaintenance CRD is not installed: apply deploy/crds/kordon.dev.yaml (or install the Helm chart) first"
+        "kordon's CRDs (NodeMaintenance, MaintenancePlan) are not installed: apply deploy/crds/kordon.dev.yaml (or install the Helm chart) first"
     )]
     CrdMissing,
     #[error("invalid --selector: {0}")]
@@ -89,8 +91,12 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
     }
     // The API server may answer 429 or 5xx for a moment (a CRD just installed): that
     // is waited out; a missing CRD or a bad selector is said at once.
+    let plans: Api<MaintenancePlan> = Api::all(conn.client.clone());
     let mut attempts = 0;
-    while let Err(e) = api.list(&lp).await {
+    while let Err(e) = match api.list(&lp).await {
+        Ok(_) => plans.list(&lp).await.map(|_| ()),
+        Err(e) => Err(e),
+    } {
         attempts += 1;
         match e {
             kube::Error::Api(s) if s.code == 404 => return Err(ControllerError::CrdMissing),
@@ -109,7 +115,9 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
         Some(spec) => Some(lead(&kordon, spec).await?),
         None => None,
     };
-    let controller = Controller::new(api, config);
+    let controller = Controller::new(api.clone(), config.clone());
+    // A plan wakes when one of its NodeMaintenances changes.
+    let plan_controller = Controller::new(plans, config.clone()).owns(api, config);
     metrics.watch_objects(controller.store());
     let ctx = Arc::new(Ctx {
         events: Events::new(conn, &format!("kordon-controller-{}", kordon.run)),
@@ -119,14 +127,25 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
         kordon: Arc::new(kordon),
     });
     tracing::info!("kordon controller started");
-    let work = controller
+    let nodes = controller
         .shutdown_on_signal()
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!("reconcile: {e}");
             }
         });
+    let fleets = plan_controller
+        .shutdown_on_signal()
+        .run(plan::reconcile, plan::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!("reconcile plan: {e}");
+            }
+        });
+    let work = async {
+        futures::join!(nodes, fleets);
+    };
     let Some(leader) = leader else {
         work.await;
         return Ok(());

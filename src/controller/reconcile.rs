@@ -96,6 +96,7 @@ impl ReconcileError {
 
 async fn apply(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError> {
     let status = nm.status.clone().unwrap_or_default();
+    tracing::debug!("NodeMaintenance {}: {:?}", nm.name_any(), status.phase);
     match status.phase.unwrap_or(StatusPhase::Pending) {
         StatusPhase::Pending => start(nm, ctx).await,
         phase if phase.finished() => Ok(Action::await_change()),
@@ -177,10 +178,12 @@ async fn may_start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Result<bool, Hold>
             format!("a kordon roll holds node {node}: {}", mark.describe()),
         );
     }
+    tracing::debug!("NodeMaintenance {}: planning node {node}", nm.name_any());
     let plan = match drain::plan(&ctx.kordon, &node, &options, Reach::Placement).await {
         Ok(plan) => plan,
         Err(e) => return hold("DrainRefused", e.to_string()),
     };
+    tracing::debug!("NodeMaintenance {}: planned node {node}", nm.name_any());
     let refused = plan.refused();
     if !refused.is_empty() {
         let pods = refused

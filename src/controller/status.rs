@@ -98,7 +98,7 @@ fn phase_message(phase: StatusPhase) -> String {
 }
 
 /// Sets a condition, keeping its transition time when its status did not change.
-fn set_condition(
+pub(super) fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
     on: bool,

@@ -2,6 +2,7 @@
 //! take a cluster-wide lock, then run the four steps on up to N nodes at a time, each
 //! behind health gates, inside maintenance windows, recording every phase on its node
 //! so that a re-run after a crash continues where the last one stopped.
+pub mod caps;
 pub mod gate;
 mod hold;
 pub mod mark;

@@ -65,6 +65,18 @@ pub struct PodOptions {
     pub annotations: &'static [(&'static str, &'static str)],
 }
 
+/// One pod per node first, over the test's schedulable nodes.
+pub const SPREAD: PodOptions = PodOptions {
+    ready_delay: None,
+    delete_delay: None,
+    grace_period: None,
+    empty_dir: false,
+    spread: true,
+    pin_to: None,
+    cpu: None,
+    annotations: &[],
+};
+
 /// A pod template running "nginx" on the test's nodes.
 pub fn pod_template(env: &str, app: &str, opts: &PodOptions) -> Value {
     let mut annotations = serde_json::Map::new();

@@ -205,6 +205,38 @@ impl TestEnv {
     }
 
     /// Waits until `count` pods matching `selector` are Ready, and returns them.
+    /// Budgets that allow no eviction now: a Deployment `warming` of one pod on `node`
+    /// that never becomes Ready, and for each of `apps` (two Ready pods each, created
+    /// already) a budget `<app>-pdb` of `minAvailable: 2` over its pods and warming's.
+    /// 2 of 3 are healthy, so none may go, yet one could once warming is Ready: no plan
+    /// refuses such a budget up front.
+    pub async fn hold_with_budgets(&self, apps: &[&str], node: &str) {
+        let never_ready = fixtures::PodOptions {
+            ready_delay: Some("1h"),
+            pin_to: Some(node.to_string()),
+            ..Default::default()
+        };
+        self.create(&fixtures::deployment(self.ns(), "warming", 1, &never_ready))
+            .await;
+        for app in apps {
+            self.create(&fixtures::pdb_over(
+                &format!("{app}-pdb"),
+                &[app, "warming"],
+                ("minAvailable", json!(2)),
+            ))
+            .await;
+            self.wait_ready(&format!("app={app}"), 2).await;
+        }
+        let pods = self.pods();
+        let warming = ListParams::default().labels("app=warming");
+        eventually(
+            "the warming pod to run",
+            Duration::from_secs(30),
+            || async { pods.list(&warming).await.is_ok_and(|l| l.items.len() == 1) },
+        )
+        .await;
+    }
+
     pub async fn wait_ready(&self, selector: &str, count: usize) -> Vec<Pod> {
         let lp = ListParams::default().labels(selector);
         let pods = self.pods();

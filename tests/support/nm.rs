@@ -62,6 +62,7 @@ impl Controller {
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["-v"])
+            .env("RUST_LOG", "kordon=debug")
             .args([
                 "controller",
                 "--selector",

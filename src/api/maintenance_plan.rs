@@ -1,0 +1,112 @@
+//! `MaintenancePlan` (kordon.dev/v1alpha1, cluster-scoped): the declarative `roll`.
+//! The controller maintains the selected nodes a few at a time, within caps over the
+//! whole fleet and per topology domain (a zone, a rack), by creating one
+//! NodeMaintenance per node it starts.
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::node_maintenance::{DrainPolicy, MaintenanceStep, StatusPhase};
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kordon.dev",
+    version = "v1alpha1",
+    kind = "MaintenancePlan",
+    plural = "maintenanceplans",
+    shortname = "mp",
+    status = "MaintenancePlanStatus",
+    printcolumn = r#"{"name":"Selector","type":"string","jsonPath":".spec.nodeSelector"}"#,
+    printcolumn = r#"{"name":"Done","type":"integer","jsonPath":".status.done"}"#,
+    printcolumn = r#"{"name":"Active","type":"integer","jsonPath":".status.active"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.failed"}"#,
+    printcolumn = r#"{"name":"Waiting","type":"string","jsonPath":".status.waiting"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenancePlanSpec {
+    /// The nodes to maintain, as a label selector (`kubectl get nodes -l` syntax).
+    pub node_selector: String,
+    /// How many selected nodes may be out of service at once: "2" or "25%" (rounded
+    /// down, at least 1). Nodes out for any reason kordon knows (another plan, a
+    /// NodeMaintenance, a `kordon roll`) count.
+    #[serde(default = "one")]
+    pub max_unavailable: String,
+    /// At most this many nodes out at once per value of a node label, e.g.
+    /// `{"topology.kubernetes.io/zone": 1}`: never two in one zone.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub max_unavailable_per: BTreeMap<String, u32>,
+    /// Only start nodes inside one of these windows (the CLI's `--window` syntax, e.g.
+    /// "Mon-Fri 02:00-05:00 Europe/Berlin"); none: any time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<String>,
+    /// Wait this long after a node is done before the next starts, e.g. "5m".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_between: Option<String>,
+    /// Stop starting nodes once this many have failed in the current round.
+    #[serde(default = "one_failure")]
+    pub max_failures: u32,
+    /// No new node starts while set; nodes under way go on.
+    #[serde(default)]
+    pub paused: bool,
+    /// How each node is drained.
+    #[serde(default)]
+    pub drain: DrainPolicy,
+    /// What happens on each node while it is empty.
+    pub step: MaintenanceStep,
+}
+
+fn one() -> String {
+    "1".into()
+}
+
+fn one_failure() -> u32 {
+    1
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenancePlanStatus {
+    /// The round: a hash of what each node's maintenance is (drain policy and step). A
+    /// new one starts a new round; nodes Done in this round are skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<String>,
+    /// Selected nodes done in this round.
+    #[serde(default)]
+    pub done: u32,
+    /// Nodes under way (a NodeMaintenance not finished).
+    #[serde(default)]
+    pub active: u32,
+    #[serde(default)]
+    pub failed: u32,
+    /// Selected nodes not started yet.
+    #[serde(default)]
+    pub pending: u32,
+    /// Why no more nodes start now (window, cap, paused, failures), if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// When the next window opens, while outside every window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_window: Option<Time>,
+    /// Each selected node: its NodeMaintenance of this round and that one's phase (a
+    /// node is done for the round once it is Done; the object stays as the record).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<String, PlanNode>,
+    /// When the last node finished, for `pauseBetween`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_finished: Option<Time>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanNode {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<StatusPhase>,
+}

@@ -1,0 +1,365 @@
+//! One MaintenancePlan: reads where each selected node stands, and starts the next
+//! nodes (one NodeMaintenance each, owned by the plan) when the window is open, the
+//! plan is not paused or halted, and the caps leave room. Each node's own work is its
+//! NodeMaintenance's ([`super::reconcile`]).
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{ListParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+
+use super::Ctx;
+use super::reconcile::ReconcileError;
+use super::status::set_condition;
+use crate::api::maintenance_plan::{MaintenancePlan, MaintenancePlanStatus, PlanNode};
+use crate::api::node_maintenance::{NodeMaintenance, NodeMaintenanceSpec, StatusPhase, holder_of};
+use crate::cluster::events::Severity;
+use crate::fleet::MaxUnavailable;
+use crate::fleet::caps::{self, Slot};
+use crate::fleet::mark::{Mark, Phase};
+use crate::fleet::window::{self, Availability, Window};
+
+/// On each NodeMaintenance a plan creates: the plan, the node, and the round.
+pub const PLAN_LABEL: &str = "kordon.dev/plan";
+const NODE_LABEL: &str = "kordon.dev/node";
+const ROUND_LABEL: &str = "kordon.dev/round";
+
+/// How often a plan under way looks again (windows open, pauses end).
+const LOOK_AGAIN: Duration = Duration::from_secs(5);
+
+pub async fn reconcile(
+    plan: Arc<MaintenancePlan>,
+    ctx: Arc<Ctx>,
+) -> Result<Action, ReconcileError> {
+    let conn = &ctx.kordon.conn;
+    let name = plan.name_any();
+    let spec = &plan.spec;
+    let round = round_of(plan.as_ref());
+    let mut status = plan.status.clone().unwrap_or_default();
+    status.round = Some(round.clone());
+
+    let nodes: Api<Node> = Api::all(conn.client.clone());
+    let selected = match nodes
+        .list(&ListParams::default().labels(&spec.node_selector))
+        .await
+    {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(s)) if s.code == 400 => {
+            return blocked(&ctx, &plan, status, "InvalidSelector", s.message).await;
+        }
+        Err(e) => return Err(conn.error("list the plan's nodes", e).into()),
+    };
+    let cap = match spec
+        .max_unavailable
+        .parse::<MaxUnavailable>()
+        .and_then(|m| m.resolve(selected.len().max(1)))
+    {
+        Ok(cap) => cap,
+        Err(e) => {
+            return blocked(
+                &ctx,
+                &plan,
+                status,
+                "InvalidSpec",
+                format!("maxUnavailable: {e}"),
+            )
+            .await;
+        }
+    };
+    let windows: Vec<Window> = match spec.windows.iter().map(|w| w.parse()).collect() {
+        Ok(w) => w,
+        Err(e) => {
+            return blocked(&ctx, &plan, status, "InvalidSpec", format!("windows: {e}")).await;
+        }
+    };
+
+    // Where each selected node stands in this round, read fresh from the API (not a
+    // cache that may lag behind the NodeMaintenances this plan just created), so that
+    // no reconcile ever counts fewer nodes out than there are.
+    let api: Api<NodeMaintenance> = Api::all(conn.client.clone());
+    let mine = ListParams::default().labels(&format!("{PLAN_LABEL}={name},{ROUND_LABEL}={round}"));
+    let children: BTreeMap<String, NodeMaintenance> = api
+        .list(&mine)
+        .await
+        .map_err(|e| conn.error("list the plan's NodeMaintenances", e))?
+        .items
+        .into_iter()
+        .filter_map(|nm| Some((label(&nm, NODE_LABEL)?.clone(), nm)))
+        .collect();
+    let mut slots = Vec::new();
+    let (mut done, mut active, mut failed) = (0, 0, 0);
+    let mut records = BTreeMap::new();
+    for node in &selected {
+        let node_name = node.name_any();
+        let child = children.get(&node_name);
+        // A NodeMaintenance just created has no phase yet: it is under way.
+        let phase = child.map(|c| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .unwrap_or(StatusPhase::Pending)
+        });
+        let out_here = match phase {
+            Some(StatusPhase::Done) => {
+                done += 1;
+                false
+            }
+            Some(StatusPhase::Failed) => {
+                failed += 1;
+                true
+            }
+            Some(StatusPhase::Abandoned) => {
+                failed += 1;
+                false
+            }
+            Some(_) => {
+                active += 1;
+                true
+            }
+            None => false,
+        };
+        slots.push(Slot {
+            node: node_name.clone(),
+            out: out_here || (child.is_none() && out_of_service_elsewhere(node)),
+            pending: child.is_none(),
+            domains: spec
+                .max_unavailable_per
+                .keys()
+                .map(|l| (l.clone(), node.labels().get(l).cloned()))
+                .collect(),
+        });
+        records.insert(
+            node_name,
+            PlanNode {
+                maintenance: child.map(|c| c.name_any()),
+                phase,
+            },
+        );
+    }
+    // The last node done, for pauseBetween.
+    status.last_finished = children
+        .values()
+        .filter_map(|c| c.status.as_ref()?.finished_at.clone())
+        .max_by_key(|t| t.0);
+    status.nodes = records;
+    status.done = done;
+    status.active = active;
+    status.failed = failed;
+    status.pending = u32::try_from(slots.iter().filter(|s| s.pending).count()).unwrap_or(u32::MAX);
+    status.next_window = None;
+
+    // Whether nodes may start now, and which.
+    let now = jiff::Timestamp::now();
+    let waiting = if spec.paused {
+        Some("paused".to_string())
+    } else if failed >= spec.max_failures {
+        Some(format!(
+            "halted: {failed} node(s) failed (maxFailures {})",
+            spec.max_failures
+        ))
+    } else if let Some(Availability::Closed { opens }) = window::availability(&windows, now) {
+        status.next_window = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(opens.as_second()).unwrap_or_default(),
+        ));
+        Some(format!("outside its windows until {opens}"))
+    } else {
+        pause_ends(spec.pause_between.as_deref(), status.last_finished.as_ref())
+            .filter(|t| *t > now)
+            .map(|until| format!("pausing between nodes until {until}"))
+    };
+    let start = match &waiting {
+        Some(_) => Vec::new(),
+        None => caps::choose(&slots, cap, &spec.max_unavailable_per),
+    };
+    let full = waiting.is_none() && start.is_empty() && status.pending > 0;
+    status.waiting = waiting
+        .or_else(|| full.then(|| format!("at its caps (maxUnavailable {cap}{})", per_text(spec))));
+    for node in &start {
+        let created = start_node(&ctx, &plan, &round, node).await?;
+        status.active += 1;
+        status.pending = status.pending.saturating_sub(1);
+        if let Some(record) = status.nodes.get_mut(node) {
+            record.maintenance = Some(created);
+            record.phase = Some(StatusPhase::Pending);
+        }
+        let note = format!("round {round}: started node {node}");
+        ctx.events
+            .publish(plan.as_ref(), Severity::Normal, "NodeStarted", note)
+            .await;
+    }
+
+    let complete = status.pending == 0 && status.active == 0 && status.failed == 0;
+    let generation = plan.metadata.generation;
+    let progressing = status.active > 0 || (status.pending > 0 && status.waiting.is_none());
+    set_condition(
+        &mut status.conditions,
+        "Progressing",
+        progressing,
+        if progressing { "NodesUnderWay" } else { "Idle" },
+        "",
+        generation,
+    );
+    match &status.waiting {
+        Some(why) => set_condition(
+            &mut status.conditions,
+            "Blocked",
+            true,
+            "Waiting",
+            why,
+            generation,
+        ),
+        None => set_condition(
+            &mut status.conditions,
+            "Blocked",
+            false,
+            "NotBlocked",
+            "",
+            generation,
+        ),
+    }
+    set_condition(
+        &mut status.conditions,
+        "Complete",
+        complete,
+        if complete {
+            "AllNodesDone"
+        } else {
+            "NodesLeft"
+        },
+        "",
+        generation,
+    );
+    write(&ctx, &plan, status).await?;
+    Ok(if complete {
+        Action::await_change()
+    } else {
+        Action::requeue(LOOK_AGAIN)
+    })
+}
+
+pub fn error_policy(plan: Arc<MaintenancePlan>, error: &ReconcileError, _: Arc<Ctx>) -> Action {
+    tracing::warn!("MaintenancePlan {}: {error}", plan.name_any());
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// The round: a short hash of what a node's maintenance is (its drain policy and
+/// step), so that changing it starts a new round and changing caps or windows does not.
+pub fn round_of(plan: &MaintenancePlan) -> String {
+    let what = serde_json::json!({ "drain": plan.spec.drain, "step": plan.spec.step });
+    // FNV-1a: stable across builds, unlike std's hasher.
+    let hash = what
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{:012x}", hash >> 16)
+}
+
+/// Out of service for a reason other than this plan: another NodeMaintenance, or a
+/// `kordon roll` that has not finished it.
+fn out_of_service_elsewhere(node: &Node) -> bool {
+    holder_of(node).is_some() || Mark::of(node).is_some_and(|m| m.phase != Phase::Done)
+}
+
+fn label<'a>(nm: &'a NodeMaintenance, key: &str) -> Option<&'a String> {
+    nm.metadata.labels.as_ref()?.get(key)
+}
+
+fn per_text(spec: &crate::api::maintenance_plan::MaintenancePlanSpec) -> String {
+    spec.max_unavailable_per
+        .iter()
+        .map(|(l, n)| format!(", {n} per {l}"))
+        .collect()
+}
+
+fn pause_ends(
+    pause: Option<&str>,
+    last: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> Option<jiff::Timestamp> {
+    let pause = humantime::parse_duration(pause?).ok()?;
+    let last = jiff::Timestamp::from_second(last?.0.as_second()).ok()?;
+    last.checked_add(jiff::SignedDuration::try_from(pause).ok()?)
+        .ok()
+}
+
+/// The node's NodeMaintenance for this round, owned by the plan.
+async fn start_node(
+    ctx: &Ctx,
+    plan: &MaintenancePlan,
+    round: &str,
+    node: &str,
+) -> Result<String, ReconcileError> {
+    let conn = &ctx.kordon.conn;
+    let name: String = format!("{}-{node}-{round}", plan.name_any())
+        .chars()
+        .take(253)
+        .collect();
+    let mut labels: BTreeMap<String, String> = plan.labels().clone();
+    labels.insert(PLAN_LABEL.into(), plan.name_any());
+    labels.insert(NODE_LABEL.into(), node.into());
+    labels.insert(ROUND_LABEL.into(), round.into());
+    let nm = NodeMaintenance {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(labels),
+            owner_references: plan.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: NodeMaintenanceSpec {
+            node_name: node.into(),
+            reason: Some(format!("MaintenancePlan {} round {round}", plan.name_any())),
+            drain: plan.spec.drain.clone(),
+            step: plan.spec.step.clone(),
+        },
+        status: None,
+    };
+    let api: Api<NodeMaintenance> = Api::all(conn.client.clone());
+    match api.create(&PostParams::default(), &nm).await {
+        Ok(_) => Ok(name),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(name),
+        Err(e) => Err(conn
+            .error(format!("create NodeMaintenance {name}"), e)
+            .into()),
+    }
+}
+
+async fn blocked(
+    ctx: &Ctx,
+    plan: &MaintenancePlan,
+    mut status: MaintenancePlanStatus,
+    reason: &str,
+    message: String,
+) -> Result<Action, ReconcileError> {
+    let generation = plan.metadata.generation;
+    status.waiting = Some(message.clone());
+    set_condition(
+        &mut status.conditions,
+        "Blocked",
+        true,
+        reason,
+        &message,
+        generation,
+    );
+    write(ctx, plan, status).await?;
+    Ok(Action::await_change())
+}
+
+async fn write(
+    ctx: &Ctx,
+    plan: &MaintenancePlan,
+    status: MaintenancePlanStatus,
+) -> Result<(), ReconcileError> {
+    if plan.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let mut updated = plan.clone();
+    updated.status = Some(status);
+    let api: Api<MaintenancePlan> = Api::all(ctx.kordon.conn.client.clone());
+    api.replace_status(&plan.name_any(), &PostParams::default(), &updated)
+        .await?;
+    Ok(())
+}

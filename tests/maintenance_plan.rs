@@ -1,0 +1,238 @@
+//! `MaintenancePlan` carried out by `kordon controller` on the real control plane: six
+//! nodes in three zones at maxUnavailable 2 and one per zone, watched independently;
+//! a paused plan and a plan outside its window start nothing and say why.
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kordon::api::maintenance_plan::MaintenancePlan;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+use support::fixtures::{self, PodOptions};
+use support::nm::Controller;
+use support::watcher::ReadyWatcher;
+use support::{ENV_LABEL, TestEnv, eventually};
+
+const ZONE: &str = "topology.kubernetes.io/zone";
+
+async fn plans() -> Api<MaintenancePlan> {
+    Api::all(support::client().await)
+}
+
+async fn create_plan(env: &TestEnv, name: &str, spec: Value) -> String {
+    let name = format!("{}-{name}", env.ns());
+    let mut body = json!({
+        "apiVersion": "kordon.dev/v1alpha1",
+        "kind": "MaintenancePlan",
+        "metadata": { "name": name, "labels": { ENV_LABEL: env.ns() } },
+        "spec": {
+            "nodeSelector": format!("{ENV_LABEL}={}", env.ns()),
+            "step": { "job": {
+                "namespace": env.ns(),
+                "template": {
+                    "metadata": { "annotations": { "pod-complete.stage.kwok.x-k8s.io/delay": "2s" } },
+                    "spec": { "containers": [{ "name": "update", "image": "os-updater:1" }] },
+                },
+            }},
+        },
+    });
+    if let (Some(target), Some(extra)) = (body["spec"].as_object_mut(), spec.as_object()) {
+        target.extend(extra.clone());
+    }
+    let plan: MaintenancePlan = serde_json::from_value(body).expect("MaintenancePlan");
+    plans()
+        .await
+        .create(&PostParams::default(), &plan)
+        .await
+        .expect("create plan");
+    name
+}
+
+/// The most nodes cordoned at once, overall and in any one zone, from a watch of the
+/// test's nodes.
+struct ZoneWatcher {
+    overall: Arc<AtomicUsize>,
+    per_zone: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ZoneWatcher {
+    fn start(env: &TestEnv, nodes: Api<Node>) -> Self {
+        let overall = Arc::new(AtomicUsize::new(0));
+        let per_zone = Arc::new(AtomicUsize::new(0));
+        let (o, z) = (overall.clone(), per_zone.clone());
+        let config = watcher::Config::default().labels(&format!("{ENV_LABEL}={}", env.ns()));
+        let task = tokio::spawn(async move {
+            let seen: Mutex<BTreeMap<String, (String, bool)>> = Mutex::default();
+            let mut events =
+                std::pin::pin!(watcher(nodes, config).default_backoff().applied_objects());
+            while let Some(Ok(node)) = events.next().await {
+                let zone = node.labels().get(ZONE).cloned().unwrap_or_default();
+                let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+                let Ok(mut seen) = seen.lock() else { return };
+                seen.insert(node.name_any(), (zone, cordoned));
+                let out: Vec<&String> = seen.values().filter(|(_, c)| *c).map(|(z, _)| z).collect();
+                o.fetch_max(out.len(), Ordering::SeqCst);
+                let mut by_zone: BTreeMap<&String, usize> = BTreeMap::new();
+                for zone in out {
+                    *by_zone.entry(zone).or_default() += 1;
+                }
+                z.fetch_max(
+                    by_zone.values().copied().max().unwrap_or(0),
+                    Ordering::SeqCst,
+                );
+            }
+        });
+        Self {
+            overall,
+            per_zone,
+            task,
+        }
+    }
+}
+
+impl Drop for ZoneWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn six_nodes_in_three_zones(name: &str) -> TestEnv {
+    let mut env = TestEnv::new(name).await;
+    for (i, zone) in ["z-a", "z-a", "z-b", "z-b", "z-c", "z-c"]
+        .iter()
+        .enumerate()
+    {
+        let node = env.add_node(&format!("node-{}", i + 1)).await;
+        let labelled = env
+            .kubectl()
+            .args(["label", "node", &node, &format!("{ZONE}={zone}")])
+            .output()
+            .expect("kubectl label");
+        assert!(labelled.status.success());
+    }
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_over_three_zones_keeps_its_caps_and_every_budget() {
+    let env = six_nodes_in_three_zones("plan-zones").await;
+    let spread = PodOptions {
+        spread: true,
+        ..Default::default()
+    };
+    env.create(&fixtures::deployment(env.ns(), "web", 6, &spread))
+        .await;
+    // Two nodes drain at once: a budget that lets both go keeps the test about caps.
+    env.create::<PodDisruptionBudget>(&fixtures::pdb(
+        "web-pdb",
+        "web",
+        ("maxUnavailable", json!(2)),
+    ))
+    .await;
+    env.wait_ready("app=web", 6).await;
+    let web = ReadyWatcher::start(env.pods(), "app=web").await;
+    let zones = ZoneWatcher::start(&env, Api::all(support::client().await));
+    let _controller = Controller::start(&env);
+
+    let name = create_plan(
+        &env,
+        "zones",
+        json!({ "maxUnavailable": "2", "maxUnavailablePer": { ZONE: 1 } }),
+    )
+    .await;
+    eventually("all six nodes done", Duration::from_secs(300), || async {
+        let plan = plans().await.get(&name).await.expect("plan");
+        plan.status.is_some_and(|s| s.done == 6)
+    })
+    .await;
+    let status = plans()
+        .await
+        .get(&name)
+        .await
+        .expect("plan")
+        .status
+        .expect("status");
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True"),
+        "{status:?}"
+    );
+    assert!(
+        zones.overall.load(Ordering::SeqCst) <= 2,
+        "at most 2 nodes out"
+    );
+    assert!(
+        zones.overall.load(Ordering::SeqCst) >= 2,
+        "the plan used its cap"
+    );
+    assert_eq!(
+        zones.per_zone.load(Ordering::SeqCst),
+        1,
+        "never two nodes of one zone"
+    );
+    assert!(
+        web.min_ready() >= 4,
+        "web kept its budget: {}",
+        web.min_ready()
+    );
+    for i in 1..=6 {
+        assert!(!env.is_cordoned(&env.node(&format!("node-{i}"))).await);
+    }
+    let _ = plans().await.delete(&name, &DeleteParams::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_plan_and_a_plan_outside_its_window_start_nothing_and_say_why() {
+    let env = six_nodes_in_three_zones("plan-wait").await;
+    let _controller = Controller::start(&env);
+    let paused = create_plan(&env, "paused", json!({ "paused": true })).await;
+    // A window of an hour that opens in twelve hours, every day.
+    let in_day = (jiff::Timestamp::now().as_second() + 12 * 3600).rem_euclid(86_400);
+    let (hour, minute) = (in_day / 3600, in_day % 3600 / 60);
+    let window = format!(
+        "Mon-Sun {hour:02}:{minute:02}-{:02}:{minute:02} UTC",
+        (hour + 1) % 24
+    );
+    let closed = create_plan(&env, "window", json!({ "windows": [window] })).await;
+    for (name, why) in [(&paused, "paused"), (&closed, "outside its windows until")] {
+        eventually(
+            &format!("{name} to say why it waits"),
+            Duration::from_secs(30),
+            || async {
+                let plan = plans().await.get(name).await.expect("plan");
+                plan.status
+                    .and_then(|s| s.waiting)
+                    .is_some_and(|w| w.contains(why))
+            },
+        )
+        .await;
+    }
+    let status = plans()
+        .await
+        .get(&closed)
+        .await
+        .expect("plan")
+        .status
+        .expect("status");
+    assert!(status.next_window.is_some(), "{status:?}");
+    for i in 1..=6 {
+        assert!(
+            !env.is_cordoned(&env.node(&format!("node-{i}"))).await,
+            "nothing started"
+        );
+    }
+    for name in [paused, closed] {
+        let _ = plans().await.delete(&name, &DeleteParams::default()).await;
+    }
+}
