@@ -310,11 +310,15 @@ async fn join_or_create(
             return Ok(());
         }
         let patch = json!({ "metadata": { "ownerReferences": [owner] } });
-        return api
+        match api
             .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
             .await
-            .map(|_| ())
-            .map_err(|e| conn.error(format!("join PodDisruptionBudget {ns}/{name}"), e));
+        {
+            Ok(_) => return Ok(()),
+            // Collected between the read and the join: create it anew.
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(e) => return Err(conn.error(format!("join PodDisruptionBudget {ns}/{name}"), e)),
+        }
     }
     Err(ClusterError::Unreachable {
         server: conn.server.clone(),
