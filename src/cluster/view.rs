@@ -148,6 +148,10 @@ fn single_label(selector: &LabelSelector) -> Option<(&str, &str)> {
 pub struct Watched<K: kube::Resource<DynamicType = ()> + 'static> {
     store: Store<K>,
     task: tokio::task::JoinHandle<()>,
+    /// True once the first list is in the store. Kept here rather than asked of the
+    /// store: its `wait_until_ready` wakes only the last of several concurrent
+    /// waiters, and two drains planned at once each wait for the same watch.
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Watched<K> {
@@ -412,8 +416,15 @@ impl View {
             .ok()
             .and_then(|r| r.get(scope).and_then(Weak::upgrade))
         {
-            live.store.wait_until_ready().await.ok();
-            return Ok(live);
+            let mut ready = live.ready.clone();
+            let started = tokio::time::timeout(START_WITHIN, ready.wait_for(|r| *r)).await;
+            return match started {
+                Ok(Ok(_)) => Ok(live),
+                _ => Err(ClusterError::Unreachable {
+                    server: self.conn.server.clone(),
+                    reason: format!("could not start watching {what} within {START_WITHIN:?}"),
+                }),
+            };
         }
         let (api, config) = source();
         let (store, writer) = reflector::store();
@@ -422,23 +433,30 @@ impl View {
             .modify(modify)
             .reflect(writer);
         let changes = self.changes.clone();
+        let (listed, ready) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             stream
                 .for_each(|event| {
                     match event {
-                        Ok(_) => changes.send_modify(|n| *n += 1),
+                        Ok(event) => {
+                            if matches!(event, watcher::Event::InitDone) {
+                                listed.send_replace(true);
+                            }
+                            changes.send_modify(|n| *n += 1);
+                        }
                         Err(e) => tracing::warn!("watch: {e}"),
                     }
                     futures::future::ready(())
                 })
                 .await;
         });
-        let watched = Arc::new(Watched { store, task });
+        let watched = Arc::new(Watched { store, task, ready });
         if let Ok(mut r) = registry.lock() {
             r.insert(scope.clone(), Arc::downgrade(&watched));
         }
-        match tokio::time::timeout(START_WITHIN, watched.store.wait_until_ready()).await {
-            Ok(Ok(())) => Ok(watched),
+        let mut ready = watched.ready.clone();
+        match tokio::time::timeout(START_WITHIN, ready.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => Ok(watched),
             _ => Err(ClusterError::Unreachable {
                 server: self.conn.server.clone(),
                 reason: format!("could not start watching {what} within {START_WITHIN:?}"),
