@@ -11,8 +11,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kordon::api::NodeMaintenance;
 use kordon::api::maintenance_plan::MaintenancePlan;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
@@ -235,4 +236,125 @@ async fn a_paused_plan_and_a_plan_outside_its_window_start_nothing_and_say_why()
     for name in [paused, closed] {
         let _ = plans().await.delete(&name, &DeleteParams::default()).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_spec_starts_a_new_round_the_same_spec_changes_nothing_and_failures_halt() {
+    let mut env = TestEnv::new("plan-rounds").await;
+    for i in 1..=3 {
+        env.add_node(&format!("node-{i}")).await;
+    }
+    let _controller = Controller::start(&env);
+    let name = create_plan(&env, "rounds", json!({})).await;
+    let api: Api<NodeMaintenance> = Api::all(support::client().await);
+    let ours = ListParams::default().labels(&format!("kordon.dev/plan={name}"));
+    eventually("round 1 done", Duration::from_secs(120), || async {
+        let plan = plans().await.get(&name).await.expect("plan");
+        plan.status.is_some_and(|s| s.done == 3)
+    })
+    .await;
+    let first = plans().await.get(&name).await.expect("plan");
+    let round = first.status.as_ref().and_then(|s| s.round.clone());
+
+    // The same spec again: nothing new starts.
+    let same = json!({ "spec": { "paused": false } });
+    plans()
+        .await
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&same))
+        .await
+        .expect("re-apply");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        api.list(&ours).await.expect("list").items.len(),
+        3,
+        "no new NodeMaintenance"
+    );
+    let again = plans().await.get(&name).await.expect("plan");
+    assert_eq!(again.status.as_ref().and_then(|s| s.round.clone()), round);
+
+    // A new maintenance (its Job now fails): a new round, which halts at the first
+    // failure with that node left cordoned and the others untouched.
+    let failing = json!({ "spec": { "step": { "job": {
+        "namespace": env.ns(),
+        "template": {
+            "metadata": { "annotations": { "pod-fail.stage.kwok.x-k8s.io/delay": "1s" } },
+            "spec": { "containers": [{ "name": "update", "image": "os-updater:2" }] },
+        },
+    }}}});
+    plans()
+        .await
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&failing))
+        .await
+        .expect("new spec");
+    eventually(
+        "the new round to halt",
+        Duration::from_secs(120),
+        || async {
+            let plan = plans().await.get(&name).await.expect("plan");
+            plan.status
+                .and_then(|s| s.waiting)
+                .is_some_and(|w| w.contains("halted: 1 node(s) failed"))
+        },
+    )
+    .await;
+    let status = plans()
+        .await
+        .get(&name)
+        .await
+        .expect("plan")
+        .status
+        .expect("status");
+    assert_ne!(status.round, round, "a new round");
+    assert_eq!((status.done, status.failed), (0, 1), "{status:?}");
+    assert_eq!(
+        api.list(&ours).await.expect("list").items.len(),
+        4,
+        "one more started"
+    );
+    let cordoned: Vec<String> = futures::future::join_all((1..=3).map(|i| {
+        let node = env.node(&format!("node-{i}"));
+        let env = &env;
+        async move { env.is_cordoned(&node).await.then_some(node) }
+    }))
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    assert_eq!(
+        cordoned.len(),
+        1,
+        "the failed node stays cordoned, no other started"
+    );
+    let _ = plans().await.delete(&name, &DeleteParams::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_plan_continues_after_a_restart_without_repeating_a_node() {
+    let mut env = TestEnv::new("plan-restart").await;
+    for i in 1..=3 {
+        env.add_node(&format!("node-{i}")).await;
+    }
+    let mut controller = Controller::start(&env);
+    let name = create_plan(&env, "restart", json!({})).await;
+    eventually("the first node done", Duration::from_secs(120), || async {
+        let plan = plans().await.get(&name).await.expect("plan");
+        plan.status.is_some_and(|s| s.done >= 1)
+    })
+    .await;
+    controller.0.kill().expect("kill -9");
+    let _ = controller.0.wait();
+    let _restarted = Controller::start(&env);
+    eventually("every node done", Duration::from_secs(120), || async {
+        let plan = plans().await.get(&name).await.expect("plan");
+        plan.status.is_some_and(|s| s.done == 3)
+    })
+    .await;
+    let api: Api<NodeMaintenance> = Api::all(support::client().await);
+    let ours = ListParams::default().labels(&format!("kordon.dev/plan={name}"));
+    assert_eq!(
+        api.list(&ours).await.expect("list").items.len(),
+        3,
+        "one NodeMaintenance per node: none repeated"
+    );
+    let _ = plans().await.delete(&name, &DeleteParams::default()).await;
 }
