@@ -3,26 +3,22 @@
 //! a paused plan and a plan outside its window start nothing and say why.
 mod support;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kordon::api::NodeMaintenance;
 use kordon::api::maintenance_plan::MaintenancePlan;
+use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use support::fixtures::{self, PodOptions};
 use support::nm::Controller;
-use support::watcher::ReadyWatcher;
+use support::watcher::{ReadyWatcher, ZONE, ZoneWatcher};
 use support::{ENV_LABEL, TestEnv, eventually};
 
-const ZONE: &str = "topology.kubernetes.io/zone";
+fn env_selector(env: &TestEnv) -> String {
+    format!("{ENV_LABEL}={}", env.ns())
+}
 
 async fn plans() -> Api<MaintenancePlan> {
     Api::all(support::client().await)
@@ -57,53 +53,25 @@ async fn create_plan(env: &TestEnv, name: &str, spec: Value) -> String {
     name
 }
 
-/// The most nodes cordoned at once, overall and in any one zone, from a watch of the
-/// test's nodes.
-struct ZoneWatcher {
-    overall: Arc<AtomicUsize>,
-    per_zone: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+/// Waits until at least `count` nodes of the plan are done in its round.
+async fn wait_done(name: &str, count: u32) {
+    eventually(
+        &format!("{count} node(s) of {name} done"),
+        Duration::from_secs(300),
+        || async {
+            let plan = plans().await.get(name).await.expect("plan");
+            plan.status.is_some_and(|s| s.done >= count)
+        },
+    )
+    .await;
 }
 
-impl ZoneWatcher {
-    fn start(env: &TestEnv, nodes: Api<Node>) -> Self {
-        let overall = Arc::new(AtomicUsize::new(0));
-        let per_zone = Arc::new(AtomicUsize::new(0));
-        let (o, z) = (overall.clone(), per_zone.clone());
-        let config = watcher::Config::default().labels(&format!("{ENV_LABEL}={}", env.ns()));
-        let task = tokio::spawn(async move {
-            let seen: Mutex<BTreeMap<String, (String, bool)>> = Mutex::default();
-            let mut events =
-                std::pin::pin!(watcher(nodes, config).default_backoff().applied_objects());
-            while let Some(Ok(node)) = events.next().await {
-                let zone = node.labels().get(ZONE).cloned().unwrap_or_default();
-                let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
-                let Ok(mut seen) = seen.lock() else { return };
-                seen.insert(node.name_any(), (zone, cordoned));
-                let out: Vec<&String> = seen.values().filter(|(_, c)| *c).map(|(z, _)| z).collect();
-                o.fetch_max(out.len(), Ordering::SeqCst);
-                let mut by_zone: BTreeMap<&String, usize> = BTreeMap::new();
-                for zone in out {
-                    *by_zone.entry(zone).or_default() += 1;
-                }
-                z.fetch_max(
-                    by_zone.values().copied().max().unwrap_or(0),
-                    Ordering::SeqCst,
-                );
-            }
-        });
-        Self {
-            overall,
-            per_zone,
-            task,
-        }
+async fn three_nodes(name: &str) -> TestEnv {
+    let mut env = TestEnv::new(name).await;
+    for i in 1..=3 {
+        env.add_node(&format!("node-{i}")).await;
     }
-}
-
-impl Drop for ZoneWatcher {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    env
 }
 
 async fn six_nodes_in_three_zones(name: &str) -> TestEnv {
@@ -141,7 +109,7 @@ async fn a_plan_over_three_zones_keeps_its_caps_and_every_budget() {
     .await;
     env.wait_ready("app=web", 6).await;
     let web = ReadyWatcher::start(env.pods(), "app=web").await;
-    let zones = ZoneWatcher::start(&env, Api::all(support::client().await));
+    let zones = ZoneWatcher::start(Api::all(support::client().await), &env_selector(&env));
     let _controller = Controller::start(&env);
 
     let name = create_plan(
@@ -150,11 +118,7 @@ async fn a_plan_over_three_zones_keeps_its_caps_and_every_budget() {
         json!({ "maxUnavailable": "2", "maxUnavailablePer": { ZONE: 1 } }),
     )
     .await;
-    eventually("all six nodes done", Duration::from_secs(300), || async {
-        let plan = plans().await.get(&name).await.expect("plan");
-        plan.status.is_some_and(|s| s.done == 6)
-    })
-    .await;
+    wait_done(&name, 6).await;
     let status = plans()
         .await
         .get(&name)
@@ -169,19 +133,9 @@ async fn a_plan_over_three_zones_keeps_its_caps_and_every_budget() {
             .any(|c| c.type_ == "Complete" && c.status == "True"),
         "{status:?}"
     );
-    assert!(
-        zones.overall.load(Ordering::SeqCst) <= 2,
-        "at most 2 nodes out"
-    );
-    assert!(
-        zones.overall.load(Ordering::SeqCst) >= 2,
-        "the plan used its cap"
-    );
-    assert_eq!(
-        zones.per_zone.load(Ordering::SeqCst),
-        1,
-        "never two nodes of one zone"
-    );
+    assert!(zones.max_out() <= 2, "at most 2 nodes out");
+    assert!(zones.max_out() >= 2, "the plan used its cap");
+    assert_eq!(zones.max_out_per_zone(), 1, "never two nodes of one zone");
     assert!(
         web.min_ready() >= 4,
         "web kept its budget: {}",
@@ -240,19 +194,12 @@ async fn a_paused_plan_and_a_plan_outside_its_window_start_nothing_and_say_why()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_spec_starts_a_new_round_the_same_spec_changes_nothing_and_failures_halt() {
-    let mut env = TestEnv::new("plan-rounds").await;
-    for i in 1..=3 {
-        env.add_node(&format!("node-{i}")).await;
-    }
+    let env = three_nodes("plan-rounds").await;
     let _controller = Controller::start(&env);
     let name = create_plan(&env, "rounds", json!({})).await;
     let api: Api<NodeMaintenance> = Api::all(support::client().await);
     let ours = ListParams::default().labels(&format!("kordon.dev/plan={name}"));
-    eventually("round 1 done", Duration::from_secs(120), || async {
-        let plan = plans().await.get(&name).await.expect("plan");
-        plan.status.is_some_and(|s| s.done == 3)
-    })
-    .await;
+    wait_done(&name, 3).await;
     let first = plans().await.get(&name).await.expect("plan");
     let round = first.status.as_ref().and_then(|s| s.round.clone());
 
@@ -330,25 +277,14 @@ async fn a_new_spec_starts_a_new_round_the_same_spec_changes_nothing_and_failure
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_killed_mid_plan_continues_after_a_restart_without_repeating_a_node() {
-    let mut env = TestEnv::new("plan-restart").await;
-    for i in 1..=3 {
-        env.add_node(&format!("node-{i}")).await;
-    }
+    let env = three_nodes("plan-restart").await;
     let mut controller = Controller::start(&env);
     let name = create_plan(&env, "restart", json!({})).await;
-    eventually("the first node done", Duration::from_secs(120), || async {
-        let plan = plans().await.get(&name).await.expect("plan");
-        plan.status.is_some_and(|s| s.done >= 1)
-    })
-    .await;
+    wait_done(&name, 1).await;
     controller.0.kill().expect("kill -9");
     let _ = controller.0.wait();
     let _restarted = Controller::start(&env);
-    eventually("every node done", Duration::from_secs(120), || async {
-        let plan = plans().await.get(&name).await.expect("plan");
-        plan.status.is_some_and(|s| s.done == 3)
-    })
-    .await;
+    wait_done(&name, 3).await;
     let api: Api<NodeMaintenance> = Api::all(support::client().await);
     let ours = ListParams::default().labels(&format!("kordon.dev/plan={name}"));
     assert_eq!(

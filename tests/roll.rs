@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use serde_json::json;
 use support::fixtures::{self, PodOptions};
-use support::watcher::{CordonWatcher, ReadyWatcher};
+use support::watcher::{CordonWatcher, ReadyWatcher, ZONE, ZoneWatcher};
 use support::{ENV_LABEL, Run, TestEnv, eventually};
 
 /// `count` nodes and a Deployment `web` with one pod per node, plus a DaemonSet.
@@ -603,4 +603,37 @@ async fn ctrl_c_stops_at_a_safe_point_and_reports_every_node() {
     let rerun = env.run_kordon(&args);
     rerun.assert_ok();
     assert_all_done(&env, &nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_unavailable_per_zone_never_takes_two_nodes_of_one_zone() {
+    let (env, nodes) = fleet("roll-zones", 4).await;
+    for (node, zone) in nodes.iter().zip(["z-a", "z-a", "z-b", "z-b"]) {
+        let labelled = env
+            .kubectl()
+            .args(["label", "node", node, &format!("{ZONE}={zone}")])
+            .output()
+            .expect("kubectl label");
+        assert!(labelled.status.success());
+    }
+    let selector = format!("{ENV_LABEL}={}", env.ns());
+    let zones = ZoneWatcher::start(Api::all(env.client.clone()), &selector);
+    let per_zone = format!("{ZONE}=1");
+    let run = env.run_kordon(&roll_args(
+        &env,
+        &[
+            "--selector",
+            &selector,
+            "--max-unavailable",
+            "2",
+            "--max-unavailable-per",
+            &per_zone,
+            "--",
+            "true",
+        ],
+    ));
+    run.assert_ok();
+    assert_all_done(&env, &nodes).await;
+    assert_eq!(zones.max_out_per_zone(), 1, "never two nodes of one zone");
+    assert_eq!(zones.max_out(), 2, "two zones, one node each, at once");
 }

@@ -17,13 +17,7 @@ use support::{Run, TestEnv, eventually};
 
 const SLOW_READY: PodOptions = PodOptions {
     ready_delay: Some("1500ms"),
-    delete_delay: None,
-    grace_period: None,
-    empty_dir: false,
-    spread: true,
-    pin_to: None,
-    cpu: None,
-    annotations: &[],
+    ..fixtures::SPREAD
 };
 
 const KORDONS: &str = "app.kubernetes.io/managed-by=kordon";

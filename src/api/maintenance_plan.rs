@@ -24,7 +24,8 @@ use super::node_maintenance::{DrainPolicy, MaintenanceStep, StatusPhase};
     printcolumn = r#"{"name":"Active","type":"integer","jsonPath":".status.active"}"#,
     printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.failed"}"#,
     printcolumn = r#"{"name":"Waiting","type":"string","jsonPath":".status.waiting"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.size() <= 63").message("a MaintenancePlan's name is a label value on its NodeMaintenances: at most 63 characters")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MaintenancePlanSpec {

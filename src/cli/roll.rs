@@ -22,6 +22,10 @@ pub struct RollArgs {
     /// selected nodes (rounded down, at least 1). Failed nodes stay cordoned and count.
     #[arg(long, default_value = "1", value_name = "N|N%")]
     pub max_unavailable: MaxUnavailable,
+    /// At most N nodes out at once per value of a node label, e.g.
+    /// topology.kubernetes.io/zone=1 (never two nodes of one zone). Repeatable.
+    #[arg(long = "max-unavailable-per", value_name = "LABEL=N", value_parser = per_label)]
+    pub max_unavailable_per: Vec<(String, u32)>,
     /// Which nodes go first.
     #[arg(long, value_enum, default_value_t)]
     pub order: Order,
@@ -53,6 +57,20 @@ pub struct RollArgs {
     pub gate_timeout: Duration,
     #[command(flatten)]
     pub work: WorkArgs,
+}
+
+/// `LABEL=N` for `--max-unavailable-per`.
+fn per_label(s: &str) -> Result<(String, u32), String> {
+    let (label, n) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("\"{s}\" is not LABEL=N, e.g. topology.kubernetes.io/zone=1"))?;
+    let n: u32 = n
+        .parse()
+        .map_err(|_| format!("\"{n}\" in \"{s}\" is not a number of nodes"))?;
+    if label.is_empty() || n == 0 {
+        return Err(format!("\"{s}\" needs a label and at least 1 node"));
+    }
+    Ok((label.to_string(), n))
 }
 
 /// Where the roll's lock (and the record of the last run) lives.
@@ -120,6 +138,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
         ready_timeout: args.work.ready_timeout,
         gate_timeout: args.gate_timeout,
         max_unavailable: args.max_unavailable,
+        max_unavailable_per: args.max_unavailable_per.iter().cloned().collect(),
         order: args.order,
         windows: args.windows.clone(),
         pause_between: args.pause_between,

@@ -69,15 +69,14 @@ fn build(nm: &NodeMaintenance, step: &JobStep) -> Job {
             name: Some(name_of(nm)),
             namespace: Some(step.namespace.clone()),
             labels: Some(
-                [
-                    (
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "kordon".to_string(),
-                    ),
-                    (HELD_BY.to_string(), nm.name_any()),
-                ]
+                [(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "kordon".to_string(),
+                )]
                 .into(),
             ),
+            // A name may be longer than a label value may be.
+            annotations: Some([(HELD_BY.to_string(), nm.name_any())].into()),
             owner_references: nm.controller_owner_ref(&()).map(|o| vec![o]),
             ..Default::default()
         },

@@ -44,6 +44,9 @@ pub struct RollOptions {
     /// How long each health gate may take.
     pub gate_timeout: Duration,
     pub max_unavailable: MaxUnavailable,
+    /// At most this many nodes out at once per value of a node label (e.g. one per
+    /// `topology.kubernetes.io/zone`); see [`caps`].
+    pub max_unavailable_per: std::collections::BTreeMap<String, u32>,
     pub order: Order,
     pub windows: Vec<Window>,
     /// Soak time after a node is done before the next one starts.

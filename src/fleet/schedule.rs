@@ -1,11 +1,13 @@
 //! The roll's scheduler: starts nodes while the cap's slots, the windows and the
 //! pause allow, and halts or stops as failures and Ctrl-C say.
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
 
+use super::caps::{self, Slot};
 use super::mark::Mark;
 use super::node::{self, NodeResult, Outcome};
 use super::window::{self, Availability, Window};
@@ -26,15 +28,19 @@ pub(super) async fn schedule(
     let mut pause_until: Option<jiff::Timestamp> = None;
     let mut announced: Option<jiff::Timestamp> = None;
     let mut stop = job.stop.clone();
+    // Nodes this roll has out of service: running, or failed and left cordoned.
+    let mut out: HashMap<String, Node> = HashMap::new();
     loop {
         let stopping = stop.borrow().is_some();
         let halted = failures >= opts.max_failures;
         // Failed nodes stay cordoned, so they keep their slot.
         let mut wait_until: Option<tokio::time::Instant> = None;
         while !stopping && !halted && running.len() + failures < cap {
-            let Some((_, previous)) = queue.front() else {
+            // The first node in order that the per-label caps let start now.
+            let Some(index) = next_fitting(&queue, &out, &opts.max_unavailable_per) else {
                 break;
             };
+            let (_, previous) = &queue[index];
             let now = jiff::Timestamp::now();
             if previous.is_none()
                 && let Some((until, why)) = next_start(pause_until, &opts.windows, now)
@@ -47,9 +53,10 @@ pub(super) async fn schedule(
                 wait_until = Some(tokio::time::Instant::now() + wait);
                 break;
             }
-            let Some((node, previous)) = queue.pop_front() else {
+            let Some((node, previous)) = queue.remove(index) else {
                 break;
             };
+            out.insert(name_of(&node).to_string(), node.clone());
             let fresh = fresh_mark(&node, holdings, job);
             running.push(async move { node::maintain(job, &node, previous, fresh).await });
         }
@@ -68,6 +75,10 @@ pub(super) async fn schedule(
         };
         tokio::select! {
             Some(result) = running.next(), if !running.is_empty() => {
+                // A failed node stays cordoned: it keeps its place in the caps.
+                if result.outcome != Outcome::Failed {
+                    out.remove(result.node.as_str());
+                }
                 match result.outcome {
                     Outcome::Failed | Outcome::Abandoned => failures += 1,
                     Outcome::Done => {
@@ -104,6 +115,31 @@ pub(super) async fn schedule(
     } else {
         RunState::Done
     }
+}
+
+/// The index of the first queued node that the per-label caps let start beside the
+/// nodes out now (`None`: every queued node waits for one of those to return).
+fn next_fitting(
+    queue: &VecDeque<(Node, Option<Mark>)>,
+    out: &HashMap<String, Node>,
+    per: &BTreeMap<String, u32>,
+) -> Option<usize> {
+    let slot = |node: &Node, out: bool| Slot {
+        node: name_of(node).to_string(),
+        out,
+        pending: !out,
+        domains: per
+            .keys()
+            .map(|l| (l.clone(), node.labels().get(l).cloned()))
+            .collect(),
+    };
+    let slots: Vec<Slot> = out
+        .values()
+        .map(|n| slot(n, true))
+        .chain(queue.iter().map(|(n, _)| slot(n, false)))
+        .collect();
+    let first = caps::choose(&slots, usize::MAX, per).into_iter().next()?;
+    queue.iter().position(|(n, _)| name_of(n).as_str() == first)
 }
 
 /// When the next node that has not started yet may start, if not now: after the pause

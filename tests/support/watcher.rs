@@ -3,14 +3,14 @@
 //! pods of a workload, the most nodes unschedulable at once. Tests that use them run on
 //! a multi-threaded runtime, so the watch keeps flowing while the test blocks on the
 //! kordon process.
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource};
+use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::pod_ready;
@@ -112,5 +112,69 @@ impl CordonWatcher {
     /// The most nodes seen unschedulable at once.
     pub fn max_cordoned(&self) -> usize {
         self.0.get()
+    }
+}
+
+/// The zone label.
+pub const ZONE: &str = "topology.kubernetes.io/zone";
+
+/// The most nodes cordoned at once, overall and in any one zone, from a watch of the
+/// test's nodes.
+pub struct ZoneWatcher {
+    overall: Arc<AtomicUsize>,
+    per_zone: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ZoneWatcher {
+    pub fn start(nodes: Api<Node>, selector: &str) -> Self {
+        let overall = Arc::new(AtomicUsize::new(0));
+        let per_zone = Arc::new(AtomicUsize::new(0));
+        let (o, z) = (overall.clone(), per_zone.clone());
+        let config = watcher::Config::default().labels(selector);
+        let task = tokio::spawn(async move {
+            let seen: Mutex<BTreeMap<String, (String, bool)>> = Mutex::default();
+            let mut events =
+                std::pin::pin!(watcher(nodes, config).default_backoff().applied_objects());
+            while let Some(Ok(node)) = events.next().await {
+                let zone = node.labels().get(ZONE).cloned().unwrap_or_default();
+                let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+                let Ok(mut seen) = seen.lock() else { return };
+                seen.insert(node.name_any(), (zone, cordoned));
+                let out: Vec<&String> = seen.values().filter(|(_, c)| *c).map(|(z, _)| z).collect();
+                o.fetch_max(out.len(), Ordering::SeqCst);
+                let mut by_zone: BTreeMap<&String, usize> = BTreeMap::new();
+                for zone in out {
+                    *by_zone.entry(zone).or_default() += 1;
+                }
+                z.fetch_max(
+                    by_zone.values().copied().max().unwrap_or(0),
+                    Ordering::SeqCst,
+                );
+            }
+        });
+        Self {
+            overall,
+            per_zone,
+            task,
+        }
+    }
+}
+
+impl ZoneWatcher {
+    /// The most nodes seen cordoned at once.
+    pub fn max_out(&self) -> usize {
+        self.overall.load(Ordering::SeqCst)
+    }
+
+    /// The most nodes of one zone seen cordoned at once.
+    pub fn max_out_per_zone(&self) -> usize {
+        self.per_zone.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ZoneWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
