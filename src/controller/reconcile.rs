@@ -407,7 +407,13 @@ async fn withdraw(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileEr
     if holder_of(&node) != Some(nm.name_any().as_str()) {
         return Ok(Action::await_change());
     }
-    let at = Some(Phase::Draining);
+    // A node this object holds is out of service, whatever the object's own phase
+    // (a failed step keeps it out too).
+    let at = status
+        .phase
+        .and_then(machine_phase)
+        .filter(|p| p.out_of_service())
+        .or(Some(Phase::Draining));
     let back = machine::next(at, was_unschedulable(&status), Observed::Withdrawn);
     put_node(ctx, nm, back.cordon, false).await?;
     let note = match back.cordon {
