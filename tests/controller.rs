@@ -396,3 +396,28 @@ async fn job_step_runs_on_the_node_and_a_failing_job_leaves_it_cordoned() {
         "deleting the object brings it back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_api_refuses_fails_the_maintenance_with_the_reason() {
+    let env = TestEnv::two_nodes_with_web("nm-badjob").await;
+    let node = env.node("node-1");
+    let _controller = Controller::start(&env);
+    // A container without an image: the API server refuses the Job.
+    let step = json!({ "step": { "job": {
+        "namespace": env.ns(),
+        "template": { "spec": { "containers": [{ "name": "update" }] } },
+    }}});
+    let name = create(&env, "badjob", &node, step).await;
+    let failed = wait_phase(&name, StatusPhase::Failed).await;
+    let error = failed.status.and_then(|s| s.last_error).unwrap_or_default();
+    assert!(
+        error.contains("create job") && error.contains("422"),
+        "{error}"
+    );
+    assert!(
+        env.is_cordoned(&node).await,
+        "a failed step leaves the node cordoned"
+    );
+    delete(&name).await;
+    assert!(!env.is_cordoned(&node).await);
+}

@@ -309,7 +309,20 @@ async fn maintaining(
 ) -> Result<Action, ReconcileError> {
     let step = &nm.spec.step;
     if let Some(job) = &step.job {
-        return match super::job::ensure(&ctx.kordon.conn, nm, job).await? {
+        let state = match super::job::ensure(&ctx.kordon.conn, nm, job).await {
+            Ok(state) => state,
+            // The API refuses the Job as written: retrying cannot help; the spec must
+            // change.
+            Err(
+                e @ ClusterError::Api {
+                    code: 400 | 422, ..
+                },
+            ) => {
+                return fail(nm, ctx, status, e.to_string()).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        return match state {
             JobState::Succeeded => advance(nm, ctx, status, Observed::Completed).await,
             JobState::Failed(message) => fail(nm, ctx, status, message).await,
             JobState::Running(message) => {
