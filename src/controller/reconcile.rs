@@ -20,7 +20,7 @@ use crate::api::node_maintenance::{HELD_BY, NodeMaintenanceStatus, StatusPhase, 
 use crate::cluster::ClusterError;
 use crate::cluster::events::Severity;
 use crate::cluster::nodes::{self, Annotations, DryRun};
-use crate::drain;
+use crate::drain::{self, DrainError};
 use crate::names::NodeName;
 use crate::node_state::{NodeState, Readiness};
 use crate::snapshot::Reach;
@@ -184,35 +184,18 @@ async fn may_start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Result<bool, Hold>
         Err(e) => return hold("DrainRefused", e.to_string()),
     };
     tracing::debug!("NodeMaintenance {}: planned node {node}", nm.name_any());
-    let refused = plan.refused();
-    if !refused.is_empty() {
-        let pods = refused
-            .iter()
-            .map(|(pod, reasons)| {
-                let flags: Vec<&str> = reasons.iter().map(|r| r.flag()).collect();
-                format!("{pod} needs {}", flags.join(" and "))
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        return hold("DrainRefused", pods);
-    }
-    if let Some(forecast) = plan.forecast.as_ref().filter(|_| !options.allow_pending)
-        && !forecast.fits_nowhere.is_empty()
-    {
-        let pods: Vec<String> = forecast
-            .fits_nowhere
-            .iter()
-            .map(|u| format!("{} ({})", u.pod, u.why()))
-            .collect();
-        return hold(
+    match plan.refusal(options.allow_pending) {
+        None => Ok(Ok(plan.state.cordoned && !plan.cordoned_by_kordon)),
+        Some(DrainError::Refused { pods, .. }) => hold("DrainRefused", drain::needs(&pods)),
+        Some(DrainError::WouldStrand { pods, .. }) => hold(
             "WouldStrand",
             format!(
                 "no other node can take the replacement of {}",
                 pods.join("; ")
             ),
-        );
+        ),
+        Some(other) => hold("DrainRefused", other.to_string()),
     }
-    Ok(Ok(plan.state.cordoned && !plan.cordoned_by_kordon))
 }
 
 /// Another NodeMaintenance of the same node that acts first: one that has started, or

@@ -108,6 +108,27 @@ impl Plan {
             .count()
     }
 
+    /// Why the plan may not be carried out, before anything changes: pods that need a
+    /// flag ([`DrainError::Refused`]), or, unless `allow_pending`, replacements that no
+    /// other node can take ([`DrainError::WouldStrand`]).
+    pub fn refusal(&self, allow_pending: bool) -> Option<DrainError> {
+        let refused = self.refused();
+        if !refused.is_empty() {
+            return Some(DrainError::Refused {
+                node: self.node.clone(),
+                pods: refused,
+            });
+        }
+        let stranded = &self.forecast.as_ref()?.fits_nowhere;
+        (!allow_pending && !stranded.is_empty()).then(|| DrainError::WouldStrand {
+            node: self.node.clone(),
+            pods: stranded
+                .iter()
+                .map(|u| format!("{} ({})", u.pod, u.why()))
+                .collect(),
+        })
+    }
+
     /// Pods that block the drain, each with its reasons.
     pub fn refused(&self) -> Vec<(String, Vec<Refusal>)> {
         self.pods
@@ -185,7 +206,7 @@ pub enum DrainError {
         "node {node} is {state}: its kubelet would not confirm pods leaving; fix the node first (kordon refuses to drain a node that is not Ready)"
     )]
     NotReady { node: NodeName, state: NodeState },
-    #[error("cannot drain node {node}: {} pod(s) need a decision ({}); nothing was changed", .pods.len(), flags(.pods))]
+    #[error("cannot drain node {node}: {} pod(s) need a decision ({}); nothing was changed", .pods.len(), needs(.pods))]
     Refused {
         node: NodeName,
         pods: Vec<(String, Vec<Refusal>)>,
@@ -220,8 +241,8 @@ pub enum DrainError {
     Cluster(#[from] ClusterError),
 }
 
-/// "pass --force for default/a; pass --ignore-daemonsets for kube-system/b".
-fn flags(pods: &[(String, Vec<Refusal>)]) -> String {
+/// "default/a needs --force; kube-system/b needs --ignore-daemonsets".
+pub fn needs(pods: &[(String, Vec<Refusal>)]) -> String {
     pods.iter()
         .map(|(pod, reasons)| {
             let flags: Vec<&str> = reasons.iter().map(Refusal::flag).collect();
@@ -348,24 +369,8 @@ pub async fn execute(
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<DrainReport, DrainError> {
     let started = Instant::now();
-    let refused = plan.refused();
-    if !refused.is_empty() {
-        return Err(DrainError::Refused {
-            node: plan.node.clone(),
-            pods: refused,
-        });
-    }
-    if let Some(forecast) = plan.forecast.as_ref().filter(|_| !opts.allow_pending)
-        && !forecast.fits_nowhere.is_empty()
-    {
-        return Err(DrainError::WouldStrand {
-            node: plan.node.clone(),
-            pods: forecast
-                .fits_nowhere
-                .iter()
-                .map(|u| format!("{} ({})", u.pod, u.why()))
-                .collect(),
-        });
+    if let Some(refusal) = plan.refusal(opts.allow_pending) {
+        return Err(refusal);
     }
     let verdicts = plan.verdicts();
     let dry_run = opts.dry_run != DryRun::None;
