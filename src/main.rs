@@ -2,16 +2,21 @@
 //! clear sentence and an exit code.
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use tracing_subscriber::EnvFilter;
 
 mod cli;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
     init_logging(cli.global.verbose);
     match cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -22,8 +27,68 @@ async fn main() -> ExitCode {
     }
 }
 
+/// A command line clap refused: one line on stderr and exit 2, as clap's own errors
+/// (help and `--version` print as clap prints them and exit 0).
+fn usage_error(err: &clap::Error) -> ExitCode {
+    if !err.use_stderr() {
+        let _ = err.print();
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("error: {}", usage_sentence(err));
+    ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+}
+
+/// clap's message as one line. A value our parsers refused is `FLAG VALUE: why`, or
+/// our message alone when it quotes the value itself (a bad node name); anything else
+/// is clap's rendering with its usage and help hints dropped.
+fn usage_sentence(err: &clap::Error) -> String {
+    let context = |kind| match err.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    if err.kind() == ErrorKind::ValueValidation
+        && let (Some(arg), Some(value), Some(why)) = (
+            context(ContextKind::InvalidArg),
+            context(ContextKind::InvalidValue),
+            std::error::Error::source(err),
+        )
+    {
+        let why = why.to_string();
+        if why.contains(&format!("\"{value}\"")) {
+            return why;
+        }
+        // `--timeout <TIMEOUT>` is shown as `--timeout`, a positional `[NODE]...` as `NODE`.
+        let flag = arg.split(' ').next().unwrap_or(arg);
+        let flag = flag.trim_matches(|c| c == '[' || c == ']' || c == '<' || c == '>' || c == '.');
+        return format!("{flag} {value}: {why}");
+    }
+    let rendered = err.render().to_string();
+    let mut line = String::new();
+    for part in rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+    {
+        if !line.is_empty() {
+            line.push_str(if part.starts_with("tip:") { "; " } else { " " });
+        }
+        line.push_str(part);
+    }
+    line.trim_start_matches("error: ").to_string()
+}
+
 /// Exit codes scripts can branch on (documented in the README).
 fn exit_code(err: &anyhow::Error) -> ExitCode {
+    if err.downcast_ref::<cli::UsageError>().is_some()
+        || matches!(
+            err.downcast_ref::<kordon::cluster::ClusterError>(),
+            Some(kordon::cluster::ClusterError::InvalidSelector { .. })
+        )
+        || err.downcast_ref::<kordon::names::InvalidName>().is_some()
+    {
+        return ExitCode::from(2);
+    }
     use kordon::drain::DrainError;
     use kordon::workflow::MaintainError;
     let drain = err.downcast_ref::<DrainError>().or_else(|| {
@@ -62,7 +127,8 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
     }
 }
 
-/// Logs go to stderr so stdout stays clean for reports and `-o json`.
+/// Logs go to stderr so stdout stays clean for reports and `-o json`. They are
+/// coloured only on a terminal, and never with `NO_COLOR` set (no-color.org).
 fn init_logging(verbose: u8) {
     let default = match verbose {
         // kube-client logs transport errors itself; we report them once, as a sentence.
@@ -74,7 +140,14 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour(std::io::stderr().is_terminal()))
         .init();
+}
+
+/// Whether output to a stream may carry ANSI colour: only on a terminal, and not when
+/// `NO_COLOR` holds any non-empty value.
+fn colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// The error and its causes as one line, without repeating a cause that a message

@@ -18,11 +18,12 @@ pub struct ControllerArgs {
     #[arg(
         long,
         value_name = "NAMESPACE",
-        env = "KORDON_LEADER_ELECTION_NAMESPACE"
+        env = "KORDON_LEADER_ELECTION_NAMESPACE",
+        value_parser = super::values::namespace
     )]
     pub leader_election_namespace: Option<String>,
     /// How long the leader lease outlives a leader that stopped renewing it.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    #[arg(long, value_parser = super::values::lease_duration, default_value = "15s")]
     pub lease_duration: Duration,
     /// This replica's name in the lease (default: the pod's name from $POD_NAME, else
     /// the host name), with the process's run id.

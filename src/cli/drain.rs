@@ -12,7 +12,7 @@ use kordon::output::{Printer, Report};
 use kordon::plan::guards::{BudgetMode, GuardOptions};
 use kordon::snapshot::Reach;
 
-use super::GlobalArgs;
+use super::{GlobalArgs, UsageError, values};
 
 #[derive(Debug, Args)]
 pub struct DrainArgs {
@@ -80,17 +80,17 @@ pub struct DrainFlags {
     /// Only drain pods matching this label selector.
     #[arg(long, value_name = "SELECTOR")]
     pub pod_selector: Option<String>,
-    /// Seconds each pod gets to terminate; negative uses the pod's own.
-    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    /// Seconds each pod gets to terminate; -1 uses the pod's own.
+    #[arg(long, default_value = "-1", allow_negative_numbers = true, value_parser = values::grace_period)]
     pub grace_period: i64,
     /// Give up after this long (e.g. 90s, 5m); 0 waits forever.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    #[arg(long, value_parser = values::duration, default_value = "0s")]
     pub timeout: Duration,
     /// Delete pods instead of evicting them: bypasses every PodDisruptionBudget.
     #[arg(long)]
     pub disable_eviction: bool,
     /// Evictions in flight at once.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value = "8", value_parser = values::at_least_one)]
     pub concurrency: usize,
     /// Drain even when the plan finds pods whose replacements no other node can take:
     /// they stay Pending and their workloads lose availability.
@@ -113,7 +113,7 @@ pub struct LadderFlags {
     /// After this long (e.g. 10m), pods a budget still holds are handled by
     /// --delete-past-budget, --delete-unhealthy-past-budget and --on-deadline instead of
     /// waited on.
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = values::duration, value_name = "DURATION")]
     pub deadline: Option<Duration>,
     /// After --deadline, delete the held pods this rule names past their budgets:
     /// NAMESPACE, NAMESPACE:SELECTOR, or *:SELECTOR. Repeatable. Each deletion leaves a
@@ -121,6 +121,7 @@ pub struct LadderFlags {
     #[arg(
         long = "delete-past-budget",
         value_name = "NAMESPACE[:SELECTOR]",
+        value_parser = values::delete_rule,
         requires = "deadline"
     )]
     pub delete: Vec<DeleteRule>,
@@ -153,11 +154,12 @@ impl DrainFlags {
             && !self.timeout.is_zero()
             && deadline >= self.timeout
         {
-            anyhow::bail!(
+            return Err(UsageError(format!(
                 "--deadline {} is not before --timeout {}: the drain would time out before its ladder engages; shorten --deadline or lengthen --timeout",
                 humantime::format_duration(deadline),
                 humantime::format_duration(self.timeout)
-            );
+            ))
+            .into());
         }
         Ok(DrainOptions {
             permissions: self.policy.permissions(),
@@ -194,7 +196,7 @@ pub async fn drain_node(
     if let Some(forecast) = &plan.forecast {
         printer.progress(kordon::output::plan::forecast(forecast).trim_end());
     }
-    if !plan.refused().is_empty() && printer.format() == kordon::output::Format::Json {
+    if !plan.refused().is_empty() && printer.format().is_document() {
         printer.report(&plan_report);
     }
     let progress = DrainProgress::new(*printer, plan.evictable());
@@ -228,7 +230,7 @@ pub async fn run(global: &GlobalArgs, args: &DrainArgs) -> anyhow::Result<()> {
         printer.progress(report.text());
         reports.push(report);
     }
-    if printer.format() == kordon::output::Format::Json {
+    if printer.format().is_document() {
         printer.report(&kordon::output::drain::DrainReports(reports));
     }
     Ok(())

@@ -1,7 +1,6 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use anyhow::bail;
 use clap::Args;
 use kordon::context::Context;
 use kordon::names::NodeName;
@@ -14,8 +13,8 @@ use super::drain::DrainFlags;
 #[derive(Debug, Args)]
 pub struct MaintainArgs {
     /// The node to maintain.
-    #[arg(value_name = "NODE")]
-    pub node: String,
+    #[arg(value_name = "NODE", value_parser = NodeName::parse)]
+    pub node: NodeName,
     #[command(flatten)]
     pub drain: DrainFlags,
     /// Uncordon the node even if a step fails (default: leave it cordoned).
@@ -36,7 +35,7 @@ pub struct WorkArgs {
     #[arg(long)]
     pub expect_reboot: bool,
     /// How long a node may take to be Ready again after the maintenance.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    #[arg(long, value_parser = super::values::positive_duration, default_value = "10m")]
     pub ready_timeout: Duration,
     /// The maintenance command and its arguments, after `--`. Runs with KORDON_NODE set.
     #[arg(last = true, value_name = "COMMAND")]
@@ -63,7 +62,7 @@ pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> anyhow::Result<()>
         ready_timeout: args.work.ready_timeout,
         uncordon_on_failure: args.uncordon_on_failure,
     };
-    let node = NodeName::new(args.node.as_str());
+    let node = args.node.clone();
     let on_progress = |p: Progress| {
         let line = match p {
             Progress::Planned(plan) => kordon::output::plan::forecast(&plan).trim_end().to_string(),
@@ -88,18 +87,18 @@ pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> anyhow::Result<()>
 /// The maintenance to run: a command after `--`, or `--manual` on a terminal.
 pub fn work(manual: bool, command: &[String], usage: &str) -> anyhow::Result<Work> {
     match (manual, command.split_first()) {
-        (true, _) if !std::io::stdin().is_terminal() => {
-            bail!(
-                "--manual waits for Enter on a terminal, but standard input is not one; pass a command after -- instead"
-            )
-        }
+        (true, _) if !std::io::stdin().is_terminal() => Err(super::UsageError(
+            "--manual waits for Enter on a terminal, but standard input is not one; pass a command after -- instead".into(),
+        )
+        .into()),
         (true, _) => Ok(Work::Manual),
         (false, Some((program, rest))) => Ok(Work::Command {
             program: program.clone(),
             args: rest.to_vec(),
         }),
-        (false, None) => {
-            bail!("say what the maintenance is: `{usage} -- COMMAND [ARGS…]`, or --manual")
-        }
+        (false, None) => Err(super::UsageError(format!(
+            "say what the maintenance is: `{usage} -- COMMAND [ARGS…]`, or --manual"
+        ))
+        .into()),
     }
 }

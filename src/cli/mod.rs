@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use kordon::cluster::ConnectionOptions;
+use kordon::names::NodeName;
 use kordon::output::Format;
 
 mod controller;
@@ -13,6 +14,7 @@ pub mod maintain;
 pub mod plan;
 pub mod roll;
 mod status;
+mod values;
 mod version;
 
 #[derive(Debug, Parser)]
@@ -63,8 +65,8 @@ impl GlobalArgs {
 #[derive(Debug, Args)]
 pub struct NodeSelection {
     /// Nodes by name.
-    #[arg(value_name = "NODE")]
-    pub nodes: Vec<String>,
+    #[arg(value_name = "NODE", value_parser = NodeName::parse)]
+    pub nodes: Vec<NodeName>,
     /// The nodes matching this label selector instead.
     #[arg(short = 'l', long, conflicts_with = "nodes")]
     pub selector: Option<String>,
@@ -90,20 +92,24 @@ impl NodeSelection {
             }
             None if self.nodes.is_empty() && all_when_empty => Ok(nodes::all(conn).await?),
             None if self.nodes.is_empty() => {
-                anyhow::bail!("name at least one node, or pass --selector")
+                Err(UsageError("name at least one node, or pass --selector".into()).into())
             }
             None => {
                 let mut found = Vec::new();
                 for name in &self.nodes {
-                    found.push(
-                        nodes::get(conn, &kordon::names::NodeName::new(name.as_str())).await?,
-                    );
+                    found.push(nodes::get(conn, name).await?);
                 }
                 Ok(found)
             }
         }
     }
 }
+
+/// A command line that cannot be right whatever the cluster holds, found after
+/// parsing (flags that only conflict in some combinations): exit 2, as clap's own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

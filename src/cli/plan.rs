@@ -12,8 +12,8 @@ use super::GlobalArgs;
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// Nodes that would be drained together.
-    #[arg(value_name = "NODE", required = true)]
-    pub nodes: Vec<String>,
+    #[arg(value_name = "NODE", required = true, value_parser = NodeName::parse)]
+    pub nodes: Vec<NodeName>,
     /// Plan against a dump (`kubectl get nodes,pods,pdb,deploy,rs,sts,ds -A -o json`)
     /// instead of the live cluster.
     #[arg(long, value_name = "FILE")]
@@ -28,24 +28,20 @@ pub struct PlanArgs {
 pub struct PlanUnsafe;
 
 pub async fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<()> {
-    let targets: Vec<NodeName> = args
-        .nodes
-        .iter()
-        .map(|n| NodeName::new(n.as_str()))
-        .collect();
-    let keep: Vec<&str> = args.nodes.iter().map(String::as_str).collect();
+    let targets = &args.nodes;
+    let keep: Vec<&str> = args.nodes.iter().map(NodeName::as_str).collect();
     let snapshot = match &args.from_file {
         Some(path) => Snapshot::from_file(path, &keep)?,
         None => {
             let ctx = Context::open(&global.connection()).await?;
-            Snapshot::live(&ctx.view, &targets, Reach::Placement).await?
+            Snapshot::live(&ctx.view, targets, Reach::Placement).await?
         }
     };
     let options = PlanOptions {
         permissions: args.policy.permissions(),
         guards: args.policy.guards(false),
     };
-    let report = plan::plan(&snapshot, &targets, options)?;
+    let report = plan::plan(&snapshot, targets, options)?;
     Printer::new(global.output).report(&report);
     if report.safe {
         Ok(())

@@ -12,7 +12,7 @@ use kordon::output::Printer;
 
 use super::drain::DrainFlags;
 use super::maintain::WorkArgs;
-use super::{GlobalArgs, NodeSelection};
+use super::{GlobalArgs, NodeSelection, UsageError, values};
 
 #[derive(Debug, Args)]
 pub struct RollArgs {
@@ -20,7 +20,7 @@ pub struct RollArgs {
     pub targets: NodeSelection,
     /// How many nodes may be out of service at once: a number or a percentage of the
     /// selected nodes (rounded down, at least 1). Failed nodes stay cordoned and count.
-    #[arg(long, default_value = "1", value_name = "N|N%")]
+    #[arg(long, default_value = "1", value_name = "N|N%", value_parser = values::max_unavailable)]
     pub max_unavailable: MaxUnavailable,
     /// At most N nodes out at once per value of a node label, e.g.
     /// topology.kubernetes.io/zone=1 (never two nodes of one zone). Repeatable.
@@ -34,10 +34,10 @@ pub struct RollArgs {
     #[arg(long = "window", value_name = "WINDOW")]
     pub windows: Vec<Window>,
     /// Soak time after a node is done before the next one starts.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    #[arg(long, value_parser = values::duration, default_value = "0s")]
     pub pause_between: Duration,
     /// Halt once this many nodes have failed.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value = "1", value_parser = values::at_least_one)]
     pub max_failures: usize,
     /// Continue the last unfinished roll (its nodes and command, unless given again).
     #[arg(long)]
@@ -45,15 +45,15 @@ pub struct RollArgs {
     #[command(flatten)]
     pub lock: LockArgs,
     /// How long to wait for another run's lock before refusing (0: refuse at once).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    #[arg(long, value_parser = values::duration, default_value = "0s")]
     pub lock_timeout: Duration,
     /// How long the lock outlives a run that stopped renewing it (a crash).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    #[arg(long, value_parser = values::lease_duration, default_value = "15s")]
     pub lock_duration: Duration,
     #[command(flatten)]
     pub drain: DrainFlags,
     /// How long each health gate may take (DaemonSet pods Ready; workloads recovered).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    #[arg(long, value_parser = values::positive_duration, default_value = "10m")]
     pub gate_timeout: Duration,
     #[command(flatten)]
     pub work: WorkArgs,
@@ -77,7 +77,7 @@ fn per_label(s: &str) -> Result<(String, u32), String> {
 #[derive(Debug, Args)]
 pub struct LockArgs {
     /// Namespace of the roll's lock, a coordination.k8s.io Lease named kordon-roll.
-    #[arg(long, default_value = "kube-system", value_name = "NAMESPACE")]
+    #[arg(long, default_value = "kube-system", value_name = "NAMESPACE", value_parser = values::namespace)]
     pub lock_namespace: String,
 }
 
@@ -88,15 +88,22 @@ pub struct RollIncomplete(pub String, pub RunState);
 
 pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
     if args.drain.dry_run != kordon::cluster::nodes::DryRun::None {
-        bail!(
-            "roll has no --dry-run: it plans the whole fleet before touching anything; `kordon plan NODE…` shows a plan alone"
-        );
+        return Err(UsageError(
+            "roll has no --dry-run: it plans the whole fleet before touching anything; `kordon plan NODE…` shows a plan alone".into(),
+        )
+        .into());
+    }
+    if args.work.manual && !matches!(args.max_unavailable, MaxUnavailable::Count(1)) {
+        return Err(UsageError(
+            "--manual prompts for one node at a time; use it with --max-unavailable 1".into(),
+        )
+        .into());
     }
     let drain = args.drain.options()?;
     let ctx = Context::open(&global.connection()).await?;
     let conn = &ctx.conn;
     let mut spec = RunSpec {
-        nodes: args.targets.nodes.clone(),
+        nodes: args.targets.nodes.iter().map(ToString::to_string).collect(),
         selector: args.targets.selector.clone(),
         command: args.work.command.clone(),
         manual: args.work.manual,
@@ -119,8 +126,15 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
         }
     }
     let work = super::maintain::work(spec.manual, &spec.command, "kordon roll NODE…")?;
+    // A recorded run's names were checked when it started; check them again anyway,
+    // as a record is only an annotation anyone could have edited.
+    let nodes = spec
+        .nodes
+        .iter()
+        .map(|n| kordon::names::NodeName::parse(n))
+        .collect::<Result<Vec<_>, _>>()?;
     let selection = NodeSelection {
-        nodes: spec.nodes.clone(),
+        nodes,
         selector: spec.selector.clone(),
     };
     let targets = selection.resolve(conn, false).await?;
@@ -142,7 +156,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
         order: args.order,
         windows: args.windows.clone(),
         pause_between: args.pause_between,
-        max_failures: args.max_failures.max(1),
+        max_failures: args.max_failures,
         lock: LockOptions {
             namespace: args.lock.lock_namespace.clone(),
             wait: args.lock_timeout,

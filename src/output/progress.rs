@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{Format, Printer};
+use super::Printer;
 use crate::drain::Event;
 
 pub struct DrainProgress {
@@ -17,7 +17,7 @@ pub struct DrainProgress {
 impl DrainProgress {
     /// A bar only when stdout is a terminal and the output is text.
     pub fn new(printer: Printer, pods: usize) -> Self {
-        let bar = (printer.format() == Format::Text && std::io::stdout().is_terminal() && pods > 0)
+        let bar = (!printer.format().is_document() && std::io::stdout().is_terminal() && pods > 0)
             .then(|| {
                 let bar = ProgressBar::new(pods as u64);
                 if let Ok(style) = ProgressStyle::with_template(
