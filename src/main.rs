@@ -60,6 +60,9 @@ fn usage_sentence(err: &clap::Error) -> String {
         // `--timeout <TIMEOUT>` is shown as `--timeout`, a positional `[NODE]...` as `NODE`.
         let flag = arg.split(' ').next().unwrap_or(arg);
         let flag = flag.trim_matches(|c| c == '[' || c == ']' || c == '<' || c == '>' || c == '.');
+        if value.is_empty() || value.contains(char::is_whitespace) {
+            return format!("{flag} \"{value}\": {why}");
+        }
         return format!("{flag} {value}: {why}");
     }
     let rendered = err.render().to_string();
@@ -119,6 +122,10 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
         return ExitCode::from(130);
     }
     match drain {
+        // A selector only the API server can parse is still a bad command line.
+        Some(DrainError::InvalidPodSelector { .. } | DrainError::InvalidRule { .. }) => {
+            ExitCode::from(2)
+        }
         Some(DrainError::Refused { .. } | DrainError::WouldStrand { .. }) => ExitCode::from(3),
         Some(DrainError::TimedOut { .. }) => ExitCode::from(4),
         Some(DrainError::Abandoned { .. }) => ExitCode::from(5),

@@ -71,7 +71,8 @@ impl Printer {
 }
 
 /// The JSON document as YAML: going through `serde_json::Value` makes the two
-/// formats hold the same document whatever serde attributes a report uses.
+/// formats hold the same document whatever serde attributes a report uses. Keys come
+/// out sorted, as in `kubectl -o yaml` (which converts its JSON the same way).
 fn yaml(report: &impl Serialize) -> Result<String, String> {
     let value = serde_json::to_value(report).map_err(|e| e.to_string())?;
     serde_saphyr::to_string(&value).map_err(|e| e.to_string())
