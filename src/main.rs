@@ -28,11 +28,17 @@ async fn main() -> ExitCode {
 }
 
 /// A command line clap refused: one line on stderr and exit 2, as clap's own errors
-/// (help and `--version` print as clap prints them and exit 0).
+/// (help and `--version` print as clap prints them and exit 0; `kordon` alone prints the
+/// help on stderr and exits 2).
 fn usage_error(err: &clap::Error) -> ExitCode {
     if !err.use_stderr() {
         let _ = err.print();
         return ExitCode::SUCCESS;
+    }
+    if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // `kordon` alone: the help is the answer, on stderr.
+        let _ = err.print();
+        return ExitCode::from(2);
     }
     eprintln!("error: {}", usage_sentence(err));
     ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))

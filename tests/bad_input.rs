@@ -155,6 +155,15 @@ fn mistakes_in_the_command_line_are_refused_without_a_cluster() {
     }
 }
 
+#[test]
+fn no_command_prints_the_help_and_exits_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kordon"))
+        .output()
+        .expect("run kordon");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: kordon"));
+}
+
 #[tokio::test]
 async fn every_bad_input_is_one_sentence_and_changes_nothing() {
     let env = TestEnv::two_nodes_with_web("bad-input").await;
