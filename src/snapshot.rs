@@ -3,7 +3,7 @@
 //! `kubectl get nodes,pods,pdb,deploy,rs,sts,ds -A -o json`, so a plan can be made
 //! against production data with no access to production. Both reduce the pods of
 //! other nodes to their requests while reading, the same way.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -272,15 +272,20 @@ impl Snapshot {
 
     /// The budgets and workloads of the namespaces the kept pods are in.
     async fn read_budgets_and_workloads(&mut self, view: &View) -> Result<(), ClusterError> {
-        let mut namespaces: Vec<String> = self
-            .pods
-            .iter()
-            .filter_map(|p| p.metadata.namespace.clone())
-            .collect();
-        namespaces.sort();
-        namespaces.dedup();
-        let read = namespaces.into_iter().map(|ns| async move {
-            let (budgets, workloads) = futures::try_join!(view.budgets(&ns), view.workloads(&ns))?;
+        // Each namespace with the controllers of its pods.
+        let mut namespaces: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
+        for p in &self.pods {
+            let Some(ns) = p.metadata.namespace.clone() else {
+                continue;
+            };
+            let owners = namespaces.entry(ns).or_default();
+            if let Some(o) = pod::controller(p) {
+                owners.push((o.kind.as_str(), o.name.as_str()));
+            }
+        }
+        let read = namespaces.into_iter().map(|(ns, owners)| async move {
+            let (budgets, workloads) =
+                futures::try_join!(view.budgets(&ns), view.workloads(&ns, &owners))?;
             Ok::<_, ClusterError>((ns, budgets, workloads))
         });
         for (ns, budgets, workloads) in futures::future::try_join_all(read).await? {

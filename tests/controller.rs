@@ -5,12 +5,16 @@ mod support;
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use kordon::api::node_maintenance::StatusPhase;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use support::fixtures::{self, PodOptions};
-use support::nm::{Controller, api, condition, create, delete, wait_condition, wait_phase};
+use support::nm::{
+    Controller, api, complete_external, condition, create, delete, phase_of, wait_condition,
+    wait_phase,
+};
 use support::watcher::ReadyWatcher;
 use support::{TestEnv, eventually};
 
@@ -119,25 +123,8 @@ async fn external_step_is_done_when_another_actor_sets_its_condition() {
     let _controller = Controller::start(&env);
 
     let name = create(&env, "ext", &node, json!({ "step": { "external": {} } })).await;
-    let waiting = wait_condition(&name, "Blocked", "AwaitingExternal").await;
     // The other actor (a driver operator, an OS updater) says it is done.
-    let mut conditions = waiting.status.map(|s| s.conditions).unwrap_or_default();
-    conditions.push(
-        serde_json::from_value(json!({
-            "type": "MaintenanceComplete", "status": "True", "reason": "DriverUpdated",
-            "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z",
-        }))
-        .expect("condition"),
-    );
-    api()
-        .await
-        .patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": { "conditions": conditions } })),
-        )
-        .await
-        .expect("set the condition");
+    complete_external(&name).await;
     let done = wait_phase(&name, StatusPhase::Done).await;
     assert_eq!(condition(&done, "Complete").0, "True");
     assert!(!env.is_cordoned(&node).await, "back in service");
@@ -420,4 +407,85 @@ async fn a_job_the_api_refuses_fails_the_maintenance_with_the_reason() {
     );
     delete(&name).await;
     assert!(!env.is_cordoned(&node).await);
+}
+
+/// Starts a rollout of `web` whose new pods take `delay` to be Ready: its workload is
+/// not back at full Ready until the rollout is through.
+async fn slow_rollout(env: &TestEnv, delay: &str) {
+    let deployments: Api<Deployment> = Api::namespaced(support::client().await, env.ns());
+    let patch = json!({ "spec": { "template": { "metadata": { "annotations": {
+        "pod-ready.stage.kwok.x-k8s.io/delay": delay,
+    } } } } });
+    deployments
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("start a rollout");
+}
+
+async fn web_recovered(env: &TestEnv) -> bool {
+    let deployments: Api<Deployment> = Api::namespaced(support::client().await, env.ns());
+    let d = deployments.get("web").await.expect("web");
+    let s = d.status.unwrap_or_default();
+    s.observed_generation == d.metadata.generation
+        && s.ready_replicas == Some(2)
+        && s.updated_replicas == Some(2)
+        && s.replicas == Some(2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_gate_waits_for_the_workloads_it_touched_and_fails_past_its_timeout() {
+    let env = TestEnv::two_nodes_with_web("nm-gate").await;
+    let node = env.node("node-1");
+    let _controller = Controller::start(&env);
+
+    // web is mid-rollout when the node comes back: Done only once web is whole again.
+    let name = create(&env, "gate", &node, json!({ "step": { "external": {} } })).await;
+    let drained = wait_condition(&name, "Blocked", "AwaitingExternal").await;
+    let touched = drained.status.map(|s| s.workloads).unwrap_or_default();
+    assert_eq!(
+        touched.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [format!("Deployment {}/web", env.ns())],
+        "the drain's workloads are recorded for the gate"
+    );
+    slow_rollout(&env, "15s").await;
+    complete_external(&name).await;
+    wait_condition(&name, "Blocked", "AwaitingWorkloads").await;
+    assert!(
+        !env.is_cordoned(&node).await,
+        "back in service while it waits"
+    );
+    eventually("the gate to pass", Duration::from_secs(120), || async {
+        phase_of(&name).await == Some(StatusPhase::Done)
+    })
+    .await;
+    assert!(
+        web_recovered(&env).await,
+        "Done only once web is whole again"
+    );
+    delete(&name).await;
+
+    // A gate that outlasts its timeout fails the maintenance; the node stays in service.
+    // web's pods are all on node-2 now (the rollout ran while node-1 was cordoned).
+    let node = env.node("node-2");
+    let name = create(
+        &env,
+        "gate-short",
+        &node,
+        json!({ "step": { "external": {} }, "gateTimeout": "5s" }),
+    )
+    .await;
+    wait_condition(&name, "Blocked", "AwaitingExternal").await;
+    slow_rollout(&env, "60s").await;
+    complete_external(&name).await;
+    let failed = wait_phase(&name, StatusPhase::Failed).await;
+    let error = failed.status.and_then(|s| s.last_error).unwrap_or_default();
+    assert!(
+        error.contains(&format!("Deployment {}/web", env.ns())),
+        "names the workload: {error}"
+    );
+    assert!(
+        !env.is_cordoned(&node).await,
+        "a failed last gate leaves the node in service"
+    );
+    delete(&name).await;
 }

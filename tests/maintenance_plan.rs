@@ -1,6 +1,7 @@
 //! `MaintenancePlan` carried out by `kordon controller` on the real control plane: six
 //! nodes in three zones at maxUnavailable 2 and one per zone, watched independently;
-//! a paused plan and a plan outside its window start nothing and say why.
+//! two nodes holding a workload that allows one disruption are never out together; a
+//! paused plan and a plan outside its window start nothing and say why.
 mod support;
 
 use std::time::Duration;
@@ -144,6 +145,63 @@ async fn a_plan_over_three_zones_keeps_its_caps_and_every_budget() {
     for i in 1..=6 {
         assert!(!env.is_cordoned(&env.node(&format!("node-{i}"))).await);
     }
+    let _ = plans().await.delete(&name, &DeleteParams::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_holding_a_workload_that_allows_one_disruption_are_never_out_together() {
+    let env = three_nodes("plan-single").await;
+    let spread = PodOptions {
+        spread: true,
+        ..Default::default()
+    };
+    // db (2 replicas, implicit budget: one at a time) lands on two of the three nodes.
+    env.create(&fixtures::deployment(env.ns(), "db", 2, &spread))
+        .await;
+    let db = env.wait_ready("app=db", 2).await;
+    // The watcher's "zones": the two db nodes share one, the third has its own. The
+    // plan caps no zone: only the rule on db keeps the two apart.
+    let db_nodes: Vec<String> = db
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    for i in 1..=3 {
+        let node = env.node(&format!("node-{i}"));
+        let zone = if db_nodes.contains(&node) {
+            "db"
+        } else {
+            "other"
+        };
+        let labelled = env
+            .kubectl()
+            .args(["label", "node", &node, &format!("{ZONE}={zone}")])
+            .output()
+            .expect("kubectl label");
+        assert!(labelled.status.success());
+    }
+    let ready = ReadyWatcher::start(env.pods(), "app=db").await;
+    let zones = ZoneWatcher::start(Api::all(support::client().await), &env_selector(&env));
+    let _controller = Controller::start(&env);
+
+    let name = create_plan(&env, "single", json!({ "maxUnavailable": "3" })).await;
+    eventually(
+        "the plan to say why a db node waits",
+        Duration::from_secs(60),
+        || async {
+            let plan = plans().await.get(&name).await.expect("plan");
+            plan.status.and_then(|s| s.waiting).is_some_and(|w| {
+                w.contains(&format!("Deployment {}/db allows one disruption", env.ns()))
+            })
+        },
+    )
+    .await;
+    wait_done(&name, 3).await;
+    assert_eq!(
+        zones.max_out_per_zone(),
+        1,
+        "the two nodes holding db were never out together"
+    );
+    assert!(ready.min_ready() >= 1, "db kept its budget");
     let _ = plans().await.delete(&name, &DeleteParams::default()).await;
 }
 

@@ -41,7 +41,8 @@ pub struct MaintenancePlanSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub max_unavailable_per: BTreeMap<String, u32>,
     /// Only start nodes inside one of these windows (the CLI's `--window` syntax, e.g.
-    /// "Mon-Fri 02:00-05:00 Europe/Berlin"); none: any time.
+    /// "Mon-Fri 02:00-05:00 Europe/Berlin", with dates it does not open on:
+    /// "... except 2026-12-24,2026-12-28..2027-01-01"); none: any time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<String>,
     /// Wait this long after a node is done before the next starts, e.g. "5m".
@@ -58,6 +59,10 @@ pub struct MaintenancePlanSpec {
     pub drain: DrainPolicy,
     /// What happens on each node while it is empty.
     pub step: MaintenanceStep,
+    /// How long each node's health gates may take (see NodeMaintenance); a node whose
+    /// workloads do not recover in time fails, and counts toward `maxFailures`.
+    #[serde(default = "super::node_maintenance::gate_timeout")]
+    pub gate_timeout: String,
 }
 
 fn one() -> String {
@@ -110,4 +115,7 @@ pub struct PlanNode {
     pub maintenance: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<StatusPhase>,
+    /// Why the node's maintenance waits now (a budget, a gate, a refusal), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }

@@ -50,6 +50,16 @@ pub struct NodeMaintenanceSpec {
     pub drain: DrainPolicy,
     /// What happens while the node is empty; exactly one.
     pub step: MaintenanceStep,
+    /// How long each health gate may take before the maintenance fails: the node's
+    /// DaemonSet pods Ready again before it takes pods, then every workload its drain
+    /// touched back at full Ready with its budgets allowing disruptions (what a plan
+    /// waits for before the next node), e.g. "10m".
+    #[serde(default = "gate_timeout")]
+    pub gate_timeout: String,
+}
+
+pub fn gate_timeout() -> String {
+    "10m".into()
 }
 
 /// The CLI's drain flags, as fields.
@@ -217,6 +227,9 @@ pub struct NodeMaintenanceStatus {
     /// replacements that fit nowhere).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<String>,
+    /// The workloads whose pods the drain evicts: the last gate waits for each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<crate::workload::WorkloadId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,7 +12,7 @@ use kordon::output::Printer;
 
 use super::drain::DrainFlags;
 use super::maintain::WorkArgs;
-use super::{GlobalArgs, NodeSelection, UsageError, values};
+use super::{GlobalArgs, NodeSelection, values};
 
 #[derive(Debug, Args)]
 pub struct RollArgs {
@@ -20,7 +20,7 @@ pub struct RollArgs {
     pub targets: NodeSelection,
     /// How many nodes may be out of service at once: a number or a percentage of the
     /// selected nodes (rounded down, at least 1). Failed nodes stay cordoned and count.
-    #[arg(long, default_value = "1", value_name = "N|N%", value_parser = values::max_unavailable)]
+    #[arg(long, default_value = "1", value_name = "N|N%")]
     pub max_unavailable: MaxUnavailable,
     /// At most N nodes out at once per value of a node label, e.g.
     /// topology.kubernetes.io/zone=1 (never two nodes of one zone). Repeatable.
@@ -30,7 +30,9 @@ pub struct RollArgs {
     #[arg(long, value_enum, default_value_t)]
     pub order: Order,
     /// Only start nodes inside this window, e.g. "Mon-Fri 02:00-05:00 Europe/Berlin"
-    /// (days, HH:MM[:SS]-HH:MM[:SS], IANA time zone, default UTC). Repeatable.
+    /// (days, HH:MM[:SS]-HH:MM[:SS], IANA time zone, default UTC), optionally with
+    /// dates it does not open on: "... except 2026-12-24,2026-12-28..2027-01-01".
+    /// Repeatable.
     #[arg(long = "window", value_name = "WINDOW")]
     pub windows: Vec<Window>,
     /// Soak time after a node is done before the next one starts.
@@ -88,16 +90,9 @@ pub struct RollIncomplete(pub String, pub RunState);
 
 pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
     if args.drain.dry_run != kordon::cluster::nodes::DryRun::None {
-        return Err(UsageError(
-            "roll has no --dry-run: it plans the whole fleet before touching anything; `kordon plan NODE…` shows a plan alone".into(),
-        )
-        .into());
-    }
-    if args.work.manual && !matches!(args.max_unavailable, MaxUnavailable::Count(1)) {
-        return Err(UsageError(
-            "--manual prompts for one node at a time; use it with --max-unavailable 1".into(),
-        )
-        .into());
+        bail!(
+            "roll has no --dry-run: it plans the whole fleet before touching anything; `kordon plan NODE…` shows a plan alone"
+        );
     }
     let drain = args.drain.options()?;
     let ctx = Context::open(&global.connection()).await?;

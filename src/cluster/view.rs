@@ -215,6 +215,18 @@ pub struct Workloads {
     pub stateful_sets: HashMap<String, StatefulSet>,
 }
 
+impl Workloads {
+    /// Whether the read holds the pod controller `(kind, name)`, when it is of a kind
+    /// it reads.
+    fn knows(&self, (kind, name): &(&str, &str)) -> bool {
+        match *kind {
+            "ReplicaSet" => self.replica_sets.contains_key(*name),
+            "StatefulSet" => self.stateful_sets.contains_key(*name),
+            _ => true,
+        }
+    }
+}
+
 pub struct View {
     conn: Connection,
     changes: Arc<tokio::sync::watch::Sender<u64>>,
@@ -352,13 +364,20 @@ impl View {
         .await
     }
 
-    /// The Deployments, ReplicaSets and StatefulSets of a namespace. A roll's drains
-    /// share one read, renewed after [`WORKLOADS_FRESH`] so that replica counts
-    /// changed meanwhile (an autoscaler) reach the implicit budgets.
-    pub async fn workloads(&self, namespace: &str) -> Result<Arc<Workloads>, ClusterError> {
+    /// The Deployments, ReplicaSets and StatefulSets of a namespace that `owners` (the
+    /// pods' controllers, as kind and name) need. A roll's drains share one read,
+    /// renewed after [`WORKLOADS_FRESH`] so that replica counts changed meanwhile (an
+    /// autoscaler) reach the implicit budgets, and at once when it lacks an owner (a
+    /// rollout's new ReplicaSet): a pod whose workload is unknown has no implicit budget.
+    pub async fn workloads(
+        &self,
+        namespace: &str,
+        owners: &[(&str, &str)],
+    ) -> Result<Arc<Workloads>, ClusterError> {
         let mut cache = self.workloads.lock().await;
         if let Some((read, w)) = cache.get(namespace)
             && read.elapsed() < WORKLOADS_FRESH
+            && owners.iter().all(|o| w.knows(o))
         {
             return Ok(w.clone());
         }

@@ -2,7 +2,7 @@
 //! nodes (one NodeMaintenance each, owned by the plan) when the window is open, the
 //! plan is not paused or halted, and the caps leave room. Each node's own work is its
 //! NodeMaintenance's ([`super::reconcile`]).
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +18,12 @@ use crate::api::maintenance_plan::{MaintenancePlan, MaintenancePlanStatus, PlanN
 use crate::api::node_maintenance::{NodeMaintenance, NodeMaintenanceSpec, StatusPhase, holder_of};
 use crate::cluster::events::Severity;
 use crate::fleet::MaxUnavailable;
-use crate::fleet::caps::{self, Slot};
+use crate::fleet::caps::{self, Conflict, Slot};
 use crate::fleet::mark::{Mark, Phase};
+use crate::fleet::run::holdings;
 use crate::fleet::window::{self, Availability, Window};
+use crate::names::NodeName;
+use crate::snapshot::{Reach, Snapshot};
 
 /// On each NodeMaintenance a plan creates: the plan, the node, and the round.
 pub const PLAN_LABEL: &str = "kordon.dev/plan";
@@ -107,9 +110,11 @@ pub async fn reconcile(
                 done += 1;
                 false
             }
+            // Failed while out of service (a step), it stays out; failed at the last
+            // gate, it is back in service.
             Some(StatusPhase::Failed) => {
                 failed += 1;
-                true
+                child.is_some_and(|c| holder_of(node) == Some(c.name_any().as_str()))
             }
             Some(StatusPhase::Abandoned) => {
                 failed += 1;
@@ -121,6 +126,12 @@ pub async fn reconcile(
             }
             None => false,
         };
+        // What a node out holds of the workloads: what its drain touched (this plan's,
+        // or a roll's).
+        let touched = match child {
+            Some(c) => c.status.as_ref().map(|s| s.workloads.clone()),
+            None => Mark::of(node).map(|m| m.workloads),
+        };
         slots.push(Slot {
             node: node_name.clone(),
             out: out_here || (child.is_none() && out_of_service_elsewhere(node)),
@@ -130,12 +141,15 @@ pub async fn reconcile(
                 .keys()
                 .map(|l| (l.clone(), node.labels().get(l).cloned()))
                 .collect(),
+            workloads: touched.unwrap_or_default().into_iter().collect(),
+            single: BTreeSet::new(),
         });
         records.insert(
             node_name,
             PlanNode {
                 maintenance: child.map(|c| c.name_any()),
                 phase,
+                waiting: child.and_then(blocked_by),
             },
         );
     }
@@ -153,7 +167,7 @@ pub async fn reconcile(
 
     // Whether nodes may start now, and which.
     let now = jiff::Timestamp::now();
-    let waiting = if spec.paused {
+    let mut waiting = if spec.paused {
         Some("paused".to_string())
     } else if failed >= spec.max_failures {
         Some(format!(
@@ -172,11 +186,16 @@ pub async fn reconcile(
     };
     let start = match &waiting {
         Some(_) => Vec::new(),
-        None => caps::choose(&slots, cap, &spec.max_unavailable_per),
+        None => {
+            let (start, waits) = choose(&ctx, &mut slots, cap, spec).await?;
+            waiting = waits.map(|(node, why)| match why {
+                Conflict::Full => format!("at its caps (maxUnavailable {cap}{})", per_text(spec)),
+                why => format!("node {node} waits: {why}"),
+            });
+            start
+        }
     };
-    let full = waiting.is_none() && start.is_empty() && status.pending > 0;
-    status.waiting = waiting
-        .or_else(|| full.then(|| format!("at its caps (maxUnavailable {cap}{})", per_text(spec))));
+    status.waiting = waiting;
     for node in &start {
         let created = start_node(&ctx, &plan, &round, node).await?;
         status.active += 1;
@@ -245,6 +264,36 @@ pub fn error_policy(plan: Arc<MaintenancePlan>, error: &ReconcileError, _: Arc<C
     Action::requeue(Duration::from_secs(5))
 }
 
+/// The nodes to start now and why the next one waits. The workloads the pending nodes
+/// hold are read only when the caps leave room: for the rule on workloads that allow one
+/// disruption at a time (see [`caps`]).
+async fn choose(
+    ctx: &Ctx,
+    slots: &mut [Slot],
+    cap: usize,
+    spec: &crate::api::maintenance_plan::MaintenancePlanSpec,
+) -> Result<(Vec<String>, Option<(String, Conflict)>), ReconcileError> {
+    let per = &spec.max_unavailable_per;
+    let (start, waits) = caps::choose(slots, cap, per);
+    if start.is_empty() {
+        return Ok((start, waits));
+    }
+    let pending: Vec<NodeName> = slots
+        .iter()
+        .filter(|s| s.pending && !s.out)
+        .map(|s| NodeName::from(s.node.as_str()))
+        .collect();
+    let snapshot = Snapshot::live(&ctx.kordon.view, &pending, Reach::Targets).await?;
+    let mut holdings = holdings(&snapshot);
+    for slot in slots.iter_mut().filter(|s| s.pending && !s.out) {
+        if let Some(h) = holdings.remove(&slot.node) {
+            slot.workloads = h.workloads;
+            slot.single = h.single;
+        }
+    }
+    Ok(caps::choose(slots, cap, per))
+}
+
 /// The round: a short hash of what a node's maintenance is (its drain policy and
 /// step), so that changing it starts a new round and changing caps or windows does not.
 pub fn round_of(plan: &MaintenancePlan) -> String {
@@ -263,6 +312,16 @@ pub fn round_of(plan: &MaintenancePlan) -> String {
 /// `kordon roll` that has not finished it.
 fn out_of_service_elsewhere(node: &Node) -> bool {
     holder_of(node).is_some() || Mark::of(node).is_some_and(|m| m.phase != Phase::Done)
+}
+
+/// The message of the NodeMaintenance's `Blocked` condition, while it is True.
+fn blocked_by(nm: &NodeMaintenance) -> Option<String> {
+    nm.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == super::status::BLOCKED && c.status == "True")
+        .map(|c| c.message.clone())
 }
 
 fn label<'a>(nm: &'a NodeMaintenance, key: &str) -> Option<&'a String> {
@@ -314,6 +373,7 @@ async fn start_node(
             reason: Some(format!("MaintenancePlan {} round {round}", plan.name_any())),
             drain: plan.spec.drain.clone(),
             step: plan.spec.step.clone(),
+            gate_timeout: plan.spec.gate_timeout.clone(),
         },
         status: None,
     };

@@ -21,6 +21,7 @@ use crate::cluster::ClusterError;
 use crate::cluster::events::Severity;
 use crate::cluster::nodes::{self, Annotations, DryRun};
 use crate::drain::{self, DrainError};
+use crate::fleet::gate;
 use crate::names::NodeName;
 use crate::node_state::{NodeState, Readiness};
 use crate::snapshot::Reach;
@@ -103,6 +104,7 @@ async fn apply(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError
         StatusPhase::Draining => draining(nm, ctx, status).await,
         StatusPhase::Maintaining => maintaining(nm, ctx, status).await,
         StatusPhase::AwaitingReady => awaiting_ready(nm, ctx, status).await,
+        StatusPhase::Verifying => verifying(nm, ctx, status).await,
         _ => advance(nm, ctx, status, Observed::Completed).await,
     }
 }
@@ -128,11 +130,15 @@ async fn start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError
             status::write(&ctx.kordon.conn, nm, pending, Some(&hold)).await?;
             Ok(Action::requeue(RETRY_START))
         }
-        Ok(was_unschedulable) => {
+        Ok(Start {
+            was_unschedulable,
+            workloads,
+        }) => {
             let started = NodeMaintenanceStatus {
                 was_unschedulable: Some(was_unschedulable),
                 started_at: Some(status::now()),
                 refused: Vec::new(),
+                workloads,
                 ..status
             };
             let action = advance(nm, ctx, started, Observed::Start).await?;
@@ -149,10 +155,18 @@ async fn start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError
     }
 }
 
-/// `Ok(was_unschedulable)` when the maintenance may start, or what holds it.
-async fn may_start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Result<bool, Hold>, ReconcileError> {
+/// What a maintenance that may start records.
+struct Start {
+    /// Someone else had cordoned the node.
+    was_unschedulable: bool,
+    /// What the drain touches, for the last gate.
+    workloads: Vec<crate::workload::WorkloadId>,
+}
+
+/// The start when the maintenance may start, or what holds it.
+async fn may_start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Result<Start, Hold>, ReconcileError> {
     let hold = |reason, message: String| Ok(Err(Hold { reason, message }));
-    let options = match drain_options(&nm.spec.drain) {
+    let options = match drain_options(&nm.spec.drain).and_then(|o| gate_timeout(nm).map(|_| o)) {
         Ok(o) => o,
         Err(message) => return hold("InvalidSpec", message),
     };
@@ -185,7 +199,10 @@ async fn may_start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Result<bool, Hold>
     };
     tracing::debug!("NodeMaintenance {}: planned node {node}", nm.name_any());
     match plan.refusal(options.allow_pending) {
-        None => Ok(Ok(plan.state.cordoned && !plan.cordoned_by_kordon)),
+        None => Ok(Ok(Start {
+            was_unschedulable: plan.state.cordoned && !plan.cordoned_by_kordon,
+            workloads: plan.touched_workloads(),
+        })),
         Some(DrainError::Refused { pods, .. }) => hold("DrainRefused", drain::needs(&pods)),
         Some(DrainError::WouldStrand { pods, .. }) => hold(
             "WouldStrand",
@@ -220,7 +237,7 @@ async fn draining(
     status: NodeMaintenanceStatus,
 ) -> Result<Action, ReconcileError> {
     let name = nm.name_any();
-    let Some((progress, ended)) = ctx.runs.state(&name) else {
+    let Some((progress, ended)) = ctx.runs.state(&name, Phase::Draining) else {
         // Started by an earlier process (or leader): the node must still be cordoned,
         // and the drain goes on from what is left.
         let options = match drain_options(&nm.spec.drain) {
@@ -241,7 +258,7 @@ async fn draining(
             status::write(&ctx.kordon.conn, nm, status, None).await?;
             Ok(Action::requeue(LOOK_AGAIN))
         }
-        Some(Ended::Drained) => {
+        Some(Ended::Done) => {
             ctx.runs.stop(&name);
             let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
             let status = NodeMaintenanceStatus {
@@ -367,26 +384,115 @@ async fn maintaining(
     Ok(Action::await_change())
 }
 
+/// The node is Ready and its DaemonSet pods (its own agents: network, logging,
+/// storage) are Ready again before it takes pods.
 async fn awaiting_ready(
     nm: &NodeMaintenance,
     ctx: &Ctx,
     status: NodeMaintenanceStatus,
 ) -> Result<Action, ReconcileError> {
-    let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
-    if NodeState::of(&node).readiness == Readiness::Ready {
-        let action = advance(nm, ctx, status, Observed::Completed).await?;
-        announce(
-            ctx,
-            nm,
-            Severity::Normal,
-            "Uncordoned",
-            "Ready again; back in service",
-        )
-        .await;
-        return Ok(action);
+    let node = node_of(nm);
+    let found = nodes::get(&ctx.kordon.conn, &node).await?;
+    if NodeState::of(&found).readiness != Readiness::Ready {
+        let hold = Hold {
+            reason: "AwaitingReady",
+            message: format!("waiting for node {node} to be Ready"),
+        };
+        status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
+        return Ok(Action::requeue(LOOK_AGAIN));
     }
-    status::write(&ctx.kordon.conn, nm, status, None).await?;
-    Ok(Action::requeue(LOOK_AGAIN))
+    let gated = gate(
+        nm,
+        ctx,
+        Phase::AwaitingReady,
+        |kordon, timeout| async move { gate::daemon_pods_ready(&kordon.view, &node, timeout).await },
+    );
+    match gated {
+        Err(message) => fail(nm, ctx, status, message).await,
+        Ok(false) => {
+            let hold = Hold {
+                reason: "AwaitingDaemonSets",
+                message: "Ready; waiting for its DaemonSet pods to be Ready".into(),
+            };
+            status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
+            Ok(Action::requeue(LOOK_AGAIN))
+        }
+        Ok(true) => {
+            let action = advance(nm, ctx, status, Observed::Completed).await?;
+            announce(
+                ctx,
+                nm,
+                Severity::Normal,
+                "Uncordoned",
+                "Ready again with its DaemonSet pods; back in service",
+            )
+            .await;
+            Ok(action)
+        }
+    }
+}
+
+/// Back in service; done once every workload the drain touched is back at full Ready
+/// and its budgets allow disruptions again: until then a plan starts no next node.
+async fn verifying(
+    nm: &NodeMaintenance,
+    ctx: &Ctx,
+    status: NodeMaintenanceStatus,
+) -> Result<Action, ReconcileError> {
+    let workloads = status.workloads.clone();
+    let gated = gate(nm, ctx, Phase::Verifying, |kordon, timeout| async move {
+        gate::workloads_recovered(&kordon.view, &workloads, timeout).await
+    });
+    match gated {
+        Err(message) => fail(nm, ctx, status, message).await,
+        Ok(false) => {
+            let hold = Hold {
+                reason: "AwaitingWorkloads",
+                message: format!(
+                    "back in service; waiting for {} workload(s) it held to be back at full Ready",
+                    status.workloads.len()
+                ),
+            };
+            status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
+            Ok(Action::requeue(LOOK_AGAIN))
+        }
+        Ok(true) => advance(nm, ctx, status, Observed::Completed).await,
+    }
+}
+
+/// The phase's health gate, waited for by a task (started here when none runs):
+/// `Ok(true)` passed, `Ok(false)` still waiting, `Err` why it failed.
+fn gate<F>(
+    nm: &NodeMaintenance,
+    ctx: &Ctx,
+    phase: Phase,
+    wait: impl FnOnce(Arc<crate::context::Context>, Duration) -> F,
+) -> Result<bool, String>
+where
+    F: Future<Output = Result<(), gate::GateError>> + Send + 'static,
+{
+    let name = nm.name_any();
+    let timeout = gate_timeout(nm)?;
+    match ctx.runs.state(&name, phase) {
+        None => {
+            ctx.runs
+                .gate(&name, phase, wait(ctx.kordon.clone(), timeout));
+            Ok(false)
+        }
+        Some((_, None)) => Ok(false),
+        Some((_, Some(ended))) => {
+            ctx.runs.stop(&name);
+            match ended {
+                Ended::Done => Ok(true),
+                Ended::Failed(message) | Ended::Abandoned(message) => Err(message),
+            }
+        }
+    }
+}
+
+fn gate_timeout(nm: &NodeMaintenance) -> Result<Duration, String> {
+    let t = &nm.spec.gate_timeout;
+    humantime::parse_duration(t).map_err(|e| format!("spec.gateTimeout \"{t}\": {e}"))
 }
 
 /// The object is deleted: no eviction goes out any more, and the node is put back
@@ -422,13 +528,18 @@ async fn withdraw(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileEr
     Ok(Action::await_change())
 }
 
-/// A step failed: the node stays cordoned (the machine's rule), the status says why.
+/// A step failed: a node out of service stays cordoned (the machine's rule), the
+/// status says why.
 async fn fail(
     nm: &NodeMaintenance,
     ctx: &Ctx,
     status: NodeMaintenanceStatus,
     message: String,
 ) -> Result<Action, ReconcileError> {
+    let out = status
+        .phase
+        .and_then(machine_phase)
+        .is_none_or(Phase::out_of_service);
     let status = NodeMaintenanceStatus {
         phase: Some(StatusPhase::Failed),
         last_error: Some(message.clone()),
@@ -436,12 +547,17 @@ async fn fail(
         ..status
     };
     status::write(&ctx.kordon.conn, nm, status, None).await?;
+    let node = if out {
+        "the node stays cordoned"
+    } else {
+        "the node is back in service"
+    };
     announce(
         ctx,
         nm,
         Severity::Warning,
         "MaintenanceFailed",
-        &format!("{message}; the node stays cordoned"),
+        &format!("{message}; {node}"),
     )
     .await;
     Ok(Action::await_change())

@@ -1,4 +1,5 @@
-//! The drains the controller runs, one per NodeMaintenance in `Draining`. A drain takes
+//! The long waits the controller runs, at most one per NodeMaintenance: its drain (in
+//! `Draining`) or a health gate (in `AwaitingReady` and `Verifying`). Each takes
 //! minutes, longer than a reconcile should: it runs as a task that tallies its progress
 //! here, for the object's reconcile to report and act on.
 use std::collections::{BTreeMap, HashMap};
@@ -11,13 +12,15 @@ use crate::api::node_maintenance::{DrainProgress, HeldPod};
 use crate::context::Context;
 use crate::drain::{self, DrainError, DrainOptions, Event};
 use crate::evict::Blocked;
+use crate::fleet::gate::GateError;
 use crate::names::NodeName;
 use crate::snapshot::Reach;
+use crate::workflow::machine::Phase;
 
-/// How a drain ended.
+/// How a drain or a gate ended.
 #[derive(Debug, Clone)]
 pub enum Ended {
-    Drained,
+    Done,
     /// Its ladder gave up at the deadline; the message names what blocked.
     Abandoned(String),
     Failed(String),
@@ -32,6 +35,8 @@ struct Tally {
 }
 
 struct Run {
+    /// The phase the task works for: a result is only ever read in that phase.
+    phase: Phase,
     tally: Arc<Mutex<Tally>>,
     task: JoinHandle<()>,
 }
@@ -49,11 +54,13 @@ impl Runs {
         }
     }
 
-    /// The drain's progress and, once it ended, how; `None` when this process runs no
-    /// drain for the object (it never started one, or a new leader took over).
-    pub fn state(&self, name: &str) -> Option<(DrainProgress, Option<Ended>)> {
+    /// The task's progress and, once it ended, how; `None` when this process runs no
+    /// task for the object in this phase (it never started one, or a new leader took
+    /// over).
+    pub fn state(&self, name: &str, phase: Phase) -> Option<(DrainProgress, Option<Ended>)> {
         let runs = self.runs.lock().ok()?;
-        let tally = runs.get(name)?.tally.lock().ok()?;
+        let run = runs.get(name).filter(|r| r.phase == phase)?;
+        let tally = run.tally.lock().ok()?;
         let progress = DrainProgress {
             total: tally.total,
             evicted: tally.gone,
@@ -108,7 +115,7 @@ impl Runs {
             }
             .await;
             let ended = match result {
-                Ok(_) => Ended::Drained,
+                Ok(_) => Ended::Done,
                 Err(e @ DrainError::Abandoned { .. }) => Ended::Abandoned(e.to_string()),
                 Err(e) => Ended::Failed(e.to_string()),
             };
@@ -116,14 +123,40 @@ impl Runs {
                 t.ended = Some(ended);
             }
         });
+        self.insert(name, Phase::Draining, tally, task);
+    }
+
+    /// Starts waiting for a health gate of the object in `phase`.
+    pub fn gate(
+        &self,
+        name: &str,
+        phase: Phase,
+        gate: impl Future<Output = Result<(), GateError>> + Send + 'static,
+    ) {
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let result = tally.clone();
+        let task = tokio::spawn(async move {
+            let ended = match gate.await {
+                Ok(()) => Ended::Done,
+                Err(e) => Ended::Failed(e.to_string()),
+            };
+            if let Ok(mut t) = result.lock() {
+                t.ended = Some(ended);
+            }
+        });
+        self.insert(name, phase, tally, task);
+    }
+
+    fn insert(&self, name: &str, phase: Phase, tally: Arc<Mutex<Tally>>, task: JoinHandle<()>) {
+        let run = Run { phase, tally, task };
         if let Ok(mut runs) = self.runs.lock()
-            && let Some(old) = runs.insert(name.to_string(), Run { tally, task })
+            && let Some(old) = runs.insert(name.to_string(), run)
         {
             old.task.abort();
         }
     }
 
-    /// Stops the object's drain, if any: no eviction is issued after this.
+    /// Stops the object's task, if any: no eviction is issued after this.
     pub fn stop(&self, name: &str) {
         if let Ok(mut runs) = self.runs.lock()
             && let Some(run) = runs.remove(name)

@@ -88,8 +88,12 @@ fn phase_message(phase: StatusPhase) -> String {
         StatusPhase::Pending => "not started",
         StatusPhase::Draining => "cordoned; evicting pods within their budgets",
         StatusPhase::Maintaining => "drained; the maintenance step runs",
-        StatusPhase::AwaitingReady => "maintenance done; waiting for the node to be Ready",
-        StatusPhase::Verifying => "Ready and back in service",
+        StatusPhase::AwaitingReady => {
+            "maintenance done; waiting for the node and its DaemonSet pods to be Ready"
+        }
+        StatusPhase::Verifying => {
+            "back in service; waiting for the workloads it held to be back at full Ready"
+        }
         StatusPhase::Done => "done",
         StatusPhase::Failed => "failed; the node stays cordoned (see lastError)",
         StatusPhase::Abandoned => "abandoned at the drain's deadline; the node is back as it was",

@@ -108,6 +108,21 @@ impl Plan {
             .count()
     }
 
+    /// The workloads whose pods the drain evicts: the health gate after the node is
+    /// back waits for each to be at full Ready again.
+    pub fn touched_workloads(&self) -> Vec<crate::workload::WorkloadId> {
+        let mut ids: Vec<_> = self
+            .pods
+            .iter()
+            .filter(|(_, v)| matches!(v, Verdict::Evict(_)))
+            .filter_map(|(p, _)| self.workloads.get(&pod::key(p)))
+            .map(|w| w.id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// Why the plan may not be carried out, before anything changes: pods that need a
     /// flag ([`DrainError::Refused`]), or, unless `allow_pending`, replacements that no
     /// other node can take ([`DrainError::WouldStrand`]).

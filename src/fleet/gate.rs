@@ -235,17 +235,22 @@ fn all_ready(want: Option<i32>, ready: Option<i32>) -> bool {
     ready.unwrap_or(0) >= want.unwrap_or(1)
 }
 
-/// All replicas Ready and updated, as observed for the current generation.
+/// The rollout is through (as `kubectl rollout status` says it): as observed for the
+/// current generation, every replica is on the current revision, no old one is left,
+/// and all are Ready and available. Counting Ready replicas alone would pass mid-rollout,
+/// with old pods Ready and new ones not.
 fn deployment_recovered(d: &Deployment) -> bool {
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let Some(status) = d.status.as_ref() else {
         return want == 0;
     };
     let observed = status.observed_generation >= d.metadata.generation;
+    let updated = status.updated_replicas.unwrap_or(0);
     observed
+        && updated >= want
+        && status.replicas.unwrap_or(0) <= updated
         && status.ready_replicas.unwrap_or(0) >= want
-        && status.updated_replicas.unwrap_or(0) >= want
-        && status.available_replicas.unwrap_or(0) >= want
+        && status.available_replicas.unwrap_or(0) >= updated
 }
 
 /// A budget that allows a disruption again, or has every pod it expects healthy (one
@@ -264,6 +269,11 @@ mod tests {
     use k8s_openapi::api::policy::v1::PodDisruptionBudgetStatus;
 
     fn deployment(want: i32, ready: i32, updated: i32, observed: i64) -> Deployment {
+        rollout(want, want.max(updated), ready, updated, observed)
+    }
+
+    /// `replicas` counts old and new pods; `ready` across both.
+    fn rollout(want: i32, replicas: i32, ready: i32, updated: i32, observed: i64) -> Deployment {
         Deployment {
             metadata: ObjectMeta {
                 generation: Some(2),
@@ -275,6 +285,7 @@ mod tests {
             }),
             status: Some(DeploymentStatus {
                 observed_generation: Some(observed),
+                replicas: Some(replicas),
                 ready_replicas: Some(ready),
                 updated_replicas: Some(updated),
                 available_replicas: Some(ready),
@@ -291,6 +302,9 @@ mod tests {
         assert!(!deployment_recovered(&deployment(4, 4, 2, 2)));
         // The controller has not seen the latest spec yet.
         assert!(!deployment_recovered(&deployment(4, 4, 4, 1)));
+        // Surging: two new pods, one Ready, and the old one still Ready counts 2 Ready.
+        assert!(!deployment_recovered(&rollout(2, 3, 2, 2, 2)));
+        assert!(deployment_recovered(&rollout(2, 2, 2, 2, 2)));
     }
 
     fn pdb(allowed: i32, healthy: i32, expected: i32) -> PodDisruptionBudget {

@@ -14,7 +14,8 @@ use crate::cluster::{ClusterError, Connection, lease};
 use crate::names::NodeName;
 use crate::plan::PlanReport;
 use crate::snapshot::Snapshot;
-use crate::workload::WorkloadId;
+use crate::workload::{Workload, WorkloadId};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 const RUN: &str = "kordon.dev/run";
 const SPEC: &str = "kordon.dev/run-spec";
@@ -225,15 +226,17 @@ pub enum Order {
 
 /// What a node holds, read once from the snapshot for the whole fleet.
 #[derive(Debug, Default)]
-pub(super) struct Holding {
+pub(crate) struct Holding {
     /// Pods a drain would evict, whatever the flags.
     pub evictable: usize,
     /// Workloads with pods on the node: its health gate waits for them.
     pub workloads: BTreeSet<WorkloadId>,
+    /// Those whose budget allows one disruption at a time (see [`super::caps`]).
+    pub single: BTreeSet<WorkloadId>,
 }
 
 /// Every node's [`Holding`], in one pass over the pods.
-pub(super) fn holdings(snapshot: &Snapshot) -> HashMap<String, Holding> {
+pub(crate) fn holdings(snapshot: &Snapshot) -> HashMap<String, Holding> {
     let everything = Permissions {
         ignore_daemonsets: true,
         delete_emptydir_data: true,
@@ -250,10 +253,26 @@ pub(super) fn holdings(snapshot: &Snapshot) -> HashMap<String, Holding> {
             holding.evictable += 1;
         }
         if let Some(w) = snapshot.workload_of(p) {
+            if single_disruption(&snapshot.budgets_covering(p), &w) {
+                holding.single.insert(w.id.clone());
+            }
             holding.workloads.insert(w.id);
         }
     }
     by_node
+}
+
+/// The workload's budget lets one pod at a time be disrupted: its PodDisruptionBudget
+/// does (expected pods less desired healthy), or, without one, its implicit budget.
+fn single_disruption(budgets: &[&PodDisruptionBudget], w: &Workload) -> bool {
+    if budgets.is_empty() {
+        return w.max_unavailable <= 1;
+    }
+    budgets.iter().any(|b| {
+        b.status
+            .as_ref()
+            .is_none_or(|s| s.expected_pods - s.desired_healthy <= 1)
+    })
 }
 
 pub(super) fn order(

@@ -37,7 +37,8 @@ pub(super) async fn schedule(
         let mut wait_until: Option<tokio::time::Instant> = None;
         while !stopping && !halted && running.len() + failures < cap {
             // The first node in order that the per-label caps let start now.
-            let Some(index) = next_fitting(&queue, &out, &opts.max_unavailable_per) else {
+            let Some(index) = next_fitting(&queue, &out, holdings, &opts.max_unavailable_per)
+            else {
                 break;
             };
             let (_, previous) = &queue[index];
@@ -117,28 +118,36 @@ pub(super) async fn schedule(
     }
 }
 
-/// The index of the first queued node that the per-label caps let start beside the
-/// nodes out now (`None`: every queued node waits for one of those to return).
+/// The index of the first queued node that the per-label caps and the workloads that
+/// allow one disruption let start beside the nodes out now (`None`: every queued node
+/// waits for one of those to return).
 fn next_fitting(
     queue: &VecDeque<(Node, Option<Mark>)>,
     out: &HashMap<String, Node>,
+    holdings: &HashMap<String, run::Holding>,
     per: &BTreeMap<String, u32>,
 ) -> Option<usize> {
-    let slot = |node: &Node, out: bool| Slot {
-        node: name_of(node).to_string(),
-        out,
-        pending: !out,
-        domains: per
-            .keys()
-            .map(|l| (l.clone(), node.labels().get(l).cloned()))
-            .collect(),
+    let slot = |node: &Node, out: bool| {
+        let name = name_of(node).to_string();
+        let holding = holdings.get(&name);
+        Slot {
+            domains: per
+                .keys()
+                .map(|l| (l.clone(), node.labels().get(l).cloned()))
+                .collect(),
+            workloads: holding.map(|h| h.workloads.clone()).unwrap_or_default(),
+            single: holding.map(|h| h.single.clone()).unwrap_or_default(),
+            node: name,
+            out,
+            pending: !out,
+        }
     };
     let slots: Vec<Slot> = out
         .values()
         .map(|n| slot(n, true))
         .chain(queue.iter().map(|(n, _)| slot(n, false)))
         .collect();
-    let first = caps::choose(&slots, usize::MAX, per).into_iter().next()?;
+    let first = caps::choose(&slots, usize::MAX, per).0.into_iter().next()?;
     queue.iter().position(|(n, _)| name_of(n).as_str() == first)
 }
 

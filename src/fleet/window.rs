@@ -1,4 +1,5 @@
-//! Maintenance windows for `kordon roll --window "Mon-Fri 02:00-05:00 Europe/Berlin"`.
+//! Maintenance windows for `kordon roll --window "Mon-Fri 02:00-05:00 Europe/Berlin"`,
+//! optionally with dates on which they do not open: `... except 2026-12-24..2027-01-01`.
 //!
 //! A window is a weekly schedule in a civil time zone. Civil times are turned into
 //! instants per occurrence, so DST shifts move the window with the wall clock; times
@@ -30,6 +31,10 @@ pub enum WindowError {
     Zone { zone: String, window: String },
     #[error("window {window:?} can never open: it starts and ends at the same time")]
     NeverOpens { window: String },
+    #[error(
+        "invalid excluded date {date:?} in window {window:?}: use YYYY-MM-DD or a range YYYY-MM-DD..YYYY-MM-DD, e.g. \"Mon-Fri 02:00-05:00 Europe/Berlin except 2026-12-24..2027-01-01\""
+    )]
+    Except { date: String, window: String },
 }
 
 /// A weekly maintenance window; the days name the day on which each occurrence opens.
@@ -43,6 +48,9 @@ pub struct Window {
     /// The close falls on the day after the opening (END < START, or `24:00`).
     ends_next_day: bool,
     tz: TimeZone,
+    /// Dates (in the window's zone, inclusive ranges) on which no occurrence opens:
+    /// holidays, change freezes.
+    except: Vec<(Date, Date)>,
 }
 
 /// Whether new nodes may start now, across all configured windows.
@@ -60,7 +68,11 @@ impl FromStr for Window {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let text = s.trim();
         let window = || text.to_string();
-        let tokens: Vec<&str> = text.split_whitespace().collect();
+        let (schedule, except) = match text.split_once(" except ") {
+            Some((schedule, dates)) => (schedule, parse_except(dates.trim(), text)?),
+            None => (text, Vec::new()),
+        };
+        let tokens: Vec<&str> = schedule.split_whitespace().collect();
         let (days, range, zone) = match tokens[..] {
             [d, r] => (d, r, "UTC"),
             [d, r, z] => (d, r, z),
@@ -92,9 +104,31 @@ impl FromStr for Window {
             start,
             end,
             tz,
+            except,
             text: window(),
         })
     }
+}
+
+/// Parses `2026-12-24,2026-12-31..2027-01-01`.
+fn parse_except(dates: &str, window: &str) -> Result<Vec<(Date, Date)>, WindowError> {
+    dates
+        .split(',')
+        .map(|item| {
+            let item = item.trim();
+            let bad = || WindowError::Except {
+                date: item.to_string(),
+                window: window.to_string(),
+            };
+            let (first, last) = item.split_once("..").unwrap_or((item, item));
+            let first: Date = first.trim().parse().map_err(|_| bad())?;
+            let last: Date = last.trim().parse().map_err(|_| bad())?;
+            if last < first {
+                return Err(bad());
+            }
+            Ok((first, last))
+        })
+        .collect()
 }
 
 /// Parses `HH:MM` or `HH:MM:SS`; the flag is set for `24:00[:00]` (returned as midnight).
@@ -166,7 +200,16 @@ impl Window {
         // weeks: a DST gap can empty this week's only occurrence.
         let mut date = today.yesterday().unwrap_or(today);
         let mut found: Option<(Timestamp, Timestamp)> = None;
-        for _ in 0..16 {
+        // Past the excluded days too, so that a freeze longer than two weeks still finds
+        // the opening after it.
+        let excluded: i64 = self
+            .except
+            .iter()
+            .filter(|(_, last)| *last >= today)
+            .map(|(first, last)| i64::from((*last - *first).get_days()))
+            .sum::<i64>()
+            + 1;
+        for _ in 0..16 + excluded.min(800) {
             if let Some((opens, closes)) = self.occurrence(date).filter(|&(_, c)| c > now) {
                 match found {
                     None => found = Some((opens, closes)),
@@ -183,7 +226,9 @@ impl Window {
     /// The occurrence opening on `date`, if the window runs that weekday and is non-empty
     /// (a DST gap can swallow a short window).
     fn occurrence(&self, date: Date) -> Option<(Timestamp, Timestamp)> {
-        if !self.days[weekday_index(date.weekday())] {
+        if !self.days[weekday_index(date.weekday())]
+            || self.except.iter().any(|(f, l)| *f <= date && date <= *l)
+        {
             return None;
         }
         let opens = self.tz.to_timestamp(date.to_datetime(self.start)).ok()?;
@@ -389,5 +434,36 @@ mod tests {
                 opens: ts("2026-11-24T22:00:00Z")
             })
         );
+    }
+
+    #[test]
+    fn excluded_dates_skip_their_occurrences_in_the_windows_zone() {
+        let win = w("Mon-Fri 02:00-05:00 Europe/Berlin except 2026-12-24,2026-12-28..2027-01-01");
+        // Wednesday 2026-12-23 10:00 UTC: the next opening would be Thursday the 24th,
+        // excluded; Friday the 25th opens; after it, the whole next week is excluded.
+        assert_eq!(
+            win.next(ts("2026-12-23T10:00:00Z")).map(|(o, _)| o),
+            Some(ts("2026-12-25T01:00:00Z"))
+        );
+        assert_eq!(
+            win.next(ts("2026-12-25T05:00:00Z")).map(|(o, _)| o),
+            Some(ts("2027-01-04T01:00:00Z"))
+        );
+        // A freeze longer than the two weeks scanned still finds the opening after it.
+        let frozen = w("daily 02:00-03:00 UTC except 2027-01-01..2027-02-28");
+        assert_eq!(
+            frozen.next(ts("2027-01-01T00:00:00Z")).map(|(o, _)| o),
+            Some(ts("2027-03-01T02:00:00Z"))
+        );
+        for bad in [
+            "daily 02:00-03:00 except 2027-13-01",
+            "daily 02:00-03:00 except 2027-02-01..2027-01-01",
+            "daily 02:00-03:00 except tomorrow",
+        ] {
+            assert!(
+                matches!(bad.parse::<Window>(), Err(WindowError::Except { .. })),
+                "{bad}"
+            );
+        }
     }
 }

@@ -158,3 +158,26 @@ pub async fn wait_condition(name: &str, type_: &str, reason: &str) -> NodeMainte
     .await;
     api().await.get(name).await.expect("get")
 }
+
+/// Another actor says the `external` step is done: sets its condition on the object
+/// as it is once it awaits that.
+pub async fn complete_external(name: &str) {
+    let waiting = wait_condition(name, "Blocked", "AwaitingExternal").await;
+    let mut conditions = waiting.status.map(|s| s.conditions).unwrap_or_default();
+    conditions.push(
+        serde_json::from_value(json!({
+            "type": "MaintenanceComplete", "status": "True", "reason": "DriverUpdated",
+            "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }))
+        .expect("condition"),
+    );
+    api()
+        .await
+        .patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "status": { "conditions": conditions } })),
+        )
+        .await
+        .expect("set the condition");
+}
