@@ -89,15 +89,6 @@ fn usage_sentence(err: &clap::Error) -> String {
 
 /// Exit codes scripts can branch on (documented in the README).
 fn exit_code(err: &anyhow::Error) -> ExitCode {
-    if err.downcast_ref::<cli::UsageError>().is_some()
-        || matches!(
-            err.downcast_ref::<kordon::cluster::ClusterError>(),
-            Some(kordon::cluster::ClusterError::InvalidSelector { .. })
-        )
-        || err.downcast_ref::<kordon::names::InvalidName>().is_some()
-    {
-        return ExitCode::from(2);
-    }
     use kordon::drain::DrainError;
     use kordon::workflow::MaintainError;
     let drain = err.downcast_ref::<DrainError>().or_else(|| {
@@ -128,10 +119,6 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
         return ExitCode::from(130);
     }
     match drain {
-        // A selector only the API server can parse is still a bad command line.
-        Some(DrainError::InvalidPodSelector { .. } | DrainError::InvalidRule { .. }) => {
-            ExitCode::from(2)
-        }
         Some(DrainError::Refused { .. } | DrainError::WouldStrand { .. }) => ExitCode::from(3),
         Some(DrainError::TimedOut { .. }) => ExitCode::from(4),
         Some(DrainError::Abandoned { .. }) => ExitCode::from(5),

@@ -12,7 +12,7 @@ use kordon::output::{Printer, Report};
 use kordon::plan::guards::{BudgetMode, GuardOptions};
 use kordon::snapshot::Reach;
 
-use super::{GlobalArgs, UsageError, values};
+use super::{GlobalArgs, values};
 
 #[derive(Debug, Args)]
 pub struct DrainArgs {
@@ -154,12 +154,11 @@ impl DrainFlags {
             && !self.timeout.is_zero()
             && deadline >= self.timeout
         {
-            return Err(UsageError(format!(
+            anyhow::bail!(
                 "--deadline {} is not before --timeout {}: the drain would time out before its ladder engages; shorten --deadline or lengthen --timeout",
                 humantime::format_duration(deadline),
                 humantime::format_duration(self.timeout)
-            ))
-            .into());
+            );
         }
         Ok(DrainOptions {
             permissions: self.policy.permissions(),

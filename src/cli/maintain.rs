@@ -1,6 +1,8 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
+use anyhow::bail;
+
 use clap::Args;
 use kordon::context::Context;
 use kordon::names::NodeName;
@@ -87,18 +89,18 @@ pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> anyhow::Result<()>
 /// The maintenance to run: a command after `--`, or `--manual` on a terminal.
 pub fn work(manual: bool, command: &[String], usage: &str) -> anyhow::Result<Work> {
     match (manual, command.split_first()) {
-        (true, _) if !std::io::stdin().is_terminal() => Err(super::UsageError(
-            "--manual waits for Enter on a terminal, but standard input is not one; pass a command after -- instead".into(),
-        )
-        .into()),
+        (true, _) if !std::io::stdin().is_terminal() => {
+            bail!(
+                "--manual waits for Enter on a terminal, but standard input is not one; pass a command after -- instead"
+            )
+        }
         (true, _) => Ok(Work::Manual),
         (false, Some((program, rest))) => Ok(Work::Command {
             program: program.clone(),
             args: rest.to_vec(),
         }),
-        (false, None) => Err(super::UsageError(format!(
-            "say what the maintenance is: `{usage} -- COMMAND [ARGS…]`, or --manual"
-        ))
-        .into()),
+        (false, None) => {
+            bail!("say what the maintenance is: `{usage} -- COMMAND [ARGS…]`, or --manual")
+        }
     }
 }

@@ -92,7 +92,7 @@ impl NodeSelection {
             }
             None if self.nodes.is_empty() && all_when_empty => Ok(nodes::all(conn).await?),
             None if self.nodes.is_empty() => {
-                Err(UsageError("name at least one node, or pass --selector".into()).into())
+                anyhow::bail!("name at least one node, or pass --selector")
             }
             None => {
                 let mut found = Vec::new();
@@ -104,12 +104,6 @@ impl NodeSelection {
         }
     }
 }
-
-/// A command line that cannot be right whatever the cluster holds, found after
-/// parsing (flags that only conflict in some combinations): exit 2, as clap's own.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use kordon::drain::ladder::DeleteRule;
-use kordon::fleet::MaxUnavailable;
 
 /// Longer than any real drain, roll or lease; far below where adding it to a clock
 /// reading would overflow.
@@ -67,17 +66,6 @@ pub fn grace_period(s: &str) -> Result<i64, String> {
     Ok(n)
 }
 
-/// `--max-unavailable`: N nodes or N% of the selection, at least one node, at most all.
-pub fn max_unavailable(s: &str) -> Result<MaxUnavailable, String> {
-    match s.parse()? {
-        MaxUnavailable::Count(0) | MaxUnavailable::Percent(0) => {
-            Err("would never let a node go: use at least 1 (or 1%)".into())
-        }
-        MaxUnavailable::Percent(p) if p > 100 => Err("a percentage must be at most 100%".into()),
-        ok => Ok(ok),
-    }
-}
-
 /// A namespace's name, checked as the API server checks it.
 pub fn namespace(s: &str) -> Result<String, kordon::names::InvalidName> {
     kordon::names::check_namespace(s)?;
@@ -118,10 +106,6 @@ mod tests {
         assert!(positive_duration("0s").is_err());
         assert!(lease_duration("500ms").is_err());
         assert_eq!(lease_duration("15s"), Ok(Duration::from_secs(15)));
-        assert!(max_unavailable("0").is_err());
-        assert!(max_unavailable("0%").is_err());
-        assert!(max_unavailable("101%").is_err());
-        assert!(max_unavailable("25%").is_ok());
         assert!(delete_rule("Bad_NS").is_err());
         assert!(delete_rule("*:app=web").is_ok());
     }
