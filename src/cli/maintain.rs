@@ -4,6 +4,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 use clap::Args;
+use kordon::cluster::access::{self, Permission};
 use kordon::context::Context;
 use kordon::names::NodeName;
 use kordon::output::{Printer, Report};
@@ -56,6 +57,14 @@ pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> anyhow::Result<()>
     let work = work(args.work.manual, &args.work.command, "kordon maintain NODE")?;
     let drain = args.drain.options()?;
     let ctx = Context::open(&global.connection()).await?;
+    // The drain checks its own rights; after the work, maintain watches the node to see
+    // it Ready again. Asked now, so a missing right stops it before the drain, not
+    // with the node drained and the work done.
+    let watch_node = [
+        Permission::cluster("list", "", "nodes"),
+        Permission::cluster("watch", "", "nodes"),
+    ];
+    access::require(&ctx, &format!("maintain node {}", args.node), &watch_node).await?;
     let printer = Printer::new(global.output);
     let options = MaintainOptions {
         drain,

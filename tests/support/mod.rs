@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod fixtures;
 pub mod nm;
+pub mod rbac;
 pub mod watcher;
 
 use std::path::{Path, PathBuf};
