@@ -206,6 +206,57 @@ async fn two_nodes_holding_a_workload_that_allows_one_disruption_are_never_out_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_plans_over_shared_nodes_each_keep_their_cap_over_their_nodes() {
+    let mut env = TestEnv::new("plan-overlap").await;
+    // Plan a selects nodes 1-4 at 2; plan b selects nodes 3-6 at 1; 3 and 4 are both's.
+    for i in 1..=6 {
+        let node = env.add_node(&format!("node-{i}")).await;
+        let mut labels = vec![];
+        if i <= 4 {
+            labels.push("kordon-test/a=yes");
+        }
+        if i >= 3 {
+            labels.push("kordon-test/b=yes");
+        }
+        let labelled = env
+            .kubectl()
+            .args(["label", "node", &node])
+            .args(labels)
+            .output()
+            .expect("kubectl label");
+        assert!(labelled.status.success());
+    }
+    let selector = |group: &str| format!("{},kordon-test/{group}=yes", env_selector(&env));
+    let over_a = ZoneWatcher::start(Api::all(support::client().await), &selector("a"));
+    let over_b = ZoneWatcher::start(Api::all(support::client().await), &selector("b"));
+    let _controller = Controller::start(&env);
+
+    let a = create_plan(
+        &env,
+        "a",
+        json!({ "maxUnavailable": "2", "nodeSelector": selector("a") }),
+    )
+    .await;
+    let b = create_plan(
+        &env,
+        "b",
+        json!({ "maxUnavailable": "1", "nodeSelector": selector("b") }),
+    )
+    .await;
+    wait_done(&a, 4).await;
+    wait_done(&b, 4).await;
+    assert!(over_a.max_out() <= 2, "plan a's cap over its nodes");
+    assert_eq!(
+        over_b.max_out(),
+        1,
+        "plan b's cap over its nodes, counting a's"
+    );
+    for name in [a, b] {
+        let _ = plans().await.delete(&name, &DeleteParams::default()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_plan_and_a_plan_outside_its_window_start_nothing_and_say_why() {
     let env = six_nodes_in_three_zones("plan-wait").await;
     let _controller = Controller::start(&env);

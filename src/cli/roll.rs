@@ -220,6 +220,9 @@ fn progress_line(p: RollProgress) -> Option<String> {
                 when(until)
             ),
             WaitReason::Pause => format!("pausing: the next node starts at {}", when(until)),
+            WaitReason::Others => {
+                "NodeMaintenances (a MaintenancePlan's, the controller's) have the rest of the cap out: waiting for one to finish".to_string()
+            }
         },
         RollProgress::Phase { node, phase } => format!("[{node}] {phase}"),
         RollProgress::Drain { node, event } => {

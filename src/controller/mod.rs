@@ -38,6 +38,8 @@ pub struct Ctx {
     pub metrics: Arc<metrics::Metrics>,
     /// Every NodeMaintenance, as the controller's watch sees them: one per node acts.
     pub store: Store<NodeMaintenance>,
+    /// Held while a MaintenancePlan counts the nodes out and starts more.
+    pub plans_deciding: tokio::sync::Mutex<()>,
 }
 
 /// How the controller runs.
@@ -124,6 +126,7 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
         runs: runs::Runs::new(metrics.clone()),
         metrics,
         store: controller.store(),
+        plans_deciding: tokio::sync::Mutex::default(),
         kordon: Arc::new(kordon),
     });
     tracing::info!("kordon controller started");

@@ -79,17 +79,41 @@ pub async fn reconcile(
         }
     };
 
-    // Where each selected node stands in this round, read fresh from the API (not a
-    // cache that may lag behind the NodeMaintenances this plan just created), so that
-    // no reconcile ever counts fewer nodes out than there are.
+    // Plans decide one at a time, so that two plans over shared nodes each count the
+    // nodes the other just started.
+    let _deciding = ctx.plans_deciding.lock().await;
+    // Where each selected node stands in this round, and which nodes other
+    // NodeMaintenances hold (another plan's, someone's own), read fresh from the API
+    // (not a cache that may lag behind what was just created), so that no reconcile ever
+    // counts fewer nodes out than there are.
     let api: Api<NodeMaintenance> = Api::all(conn.client.clone());
-    let mine = ListParams::default().labels(&format!("{PLAN_LABEL}={name},{ROUND_LABEL}={round}"));
-    let children: BTreeMap<String, NodeMaintenance> = api
-        .list(&mine)
+    let all = api
+        .list(&ListParams::default())
         .await
-        .map_err(|e| conn.error("list the plan's NodeMaintenances", e))?
-        .items
+        .map_err(|e| conn.error("list NodeMaintenances", e))?
+        .items;
+    let is_mine = |nm: &NodeMaintenance| {
+        label(nm, PLAN_LABEL) == Some(&name) && label(nm, ROUND_LABEL) == Some(&round)
+    };
+    let held_by: BTreeMap<String, &str> = selected
+        .iter()
+        .filter_map(|n| Some((n.name_any(), holder_of(n)?)))
+        .collect();
+    let holding = |nm: &&NodeMaintenance| holds_node(nm, held_by.get(&nm.spec.node_name).copied());
+    let others_hold: BTreeSet<String> = all
+        .iter()
+        .filter(|nm| !is_mine(nm))
+        .filter(holding)
+        .map(|nm| nm.spec.node_name.clone())
+        .collect();
+    let held_now: BTreeSet<String> = all
+        .iter()
+        .filter(holding)
+        .map(|nm| nm.spec.node_name.clone())
+        .collect();
+    let children: BTreeMap<String, NodeMaintenance> = all
         .into_iter()
+        .filter(is_mine)
         .filter_map(|nm| Some((label(&nm, NODE_LABEL)?.clone(), nm)))
         .collect();
     let mut slots = Vec::new();
@@ -134,7 +158,9 @@ pub async fn reconcile(
         };
         slots.push(Slot {
             node: node_name.clone(),
-            out: out_here || (child.is_none() && out_of_service_elsewhere(node)),
+            out: out_here
+                || (child.is_none()
+                    && (others_hold.contains(&node_name) || out_of_service_elsewhere(node))),
             pending: child.is_none(),
             domains: spec
                 .max_unavailable_per
@@ -192,6 +218,8 @@ pub async fn reconcile(
                 Conflict::Full => format!("at its caps (maxUnavailable {cap}{})", per_text(spec)),
                 why => format!("node {node} waits: {why}"),
             });
+            let (start, waits) = within_other_plans(&ctx, &name, start, &held_now).await?;
+            waiting = waiting.or(waits);
             start
         }
     };
@@ -294,6 +322,76 @@ async fn choose(
     Ok(caps::choose(slots, cap, per))
 }
 
+/// The nodes of `start` that every other plan selecting them has room for: where plans
+/// overlap, each plan's cap holds over its own nodes, whichever plan starts them (the
+/// strictest cap over a node wins). A plan's cap is a standing statement about its
+/// nodes: it holds after its round is complete too, until the plan is deleted.
+async fn within_other_plans(
+    ctx: &Ctx,
+    me: &str,
+    start: Vec<String>,
+    held: &BTreeSet<String>,
+) -> Result<(Vec<String>, Option<String>), ReconcileError> {
+    if start.is_empty() {
+        return Ok((start, None));
+    }
+    let conn = &ctx.kordon.conn;
+    let plans: Api<MaintenancePlan> = Api::all(conn.client.clone());
+    let nodes: Api<Node> = Api::all(conn.client.clone());
+    let others = plans
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| conn.error("list MaintenancePlans", e))?
+        .items
+        .into_iter()
+        .filter(|p| p.name_any() != me && p.metadata.deletion_timestamp.is_none());
+    // Each other plan: its nodes, how many are out, its cap.
+    let mut scopes = Vec::new();
+    for other in others {
+        let Ok(list) = nodes
+            .list(&ListParams::default().labels(&other.spec.node_selector))
+            .await
+        else {
+            continue; // its own status says its selector is bad
+        };
+        let names: BTreeSet<String> = list.items.iter().map(|n| n.name_any()).collect();
+        let out = list
+            .items
+            .iter()
+            .filter(|n| held.contains(&n.name_any()) || out_of_service_elsewhere(n))
+            .count();
+        let Ok(cap) = other
+            .spec
+            .max_unavailable
+            .parse::<MaxUnavailable>()
+            .and_then(|m| m.resolve(names.len().max(1)))
+        else {
+            continue;
+        };
+        scopes.push((other.name_any(), names, out, cap));
+    }
+    let mut started = Vec::new();
+    let mut waits = None;
+    for node in start {
+        let full = scopes
+            .iter()
+            .find(|(_, names, out, cap)| names.contains(&node) && out >= cap);
+        if let Some((other, ..)) = full {
+            waits.get_or_insert(format!(
+                "node {node} waits: MaintenancePlan {other} selects it too and has its cap out"
+            ));
+            continue;
+        }
+        for (_, names, out, _) in &mut scopes {
+            if names.contains(&node) {
+                *out += 1;
+            }
+        }
+        started.push(node);
+    }
+    Ok((started, waits))
+}
+
 /// The round: a short hash of what a node's maintenance is (its drain policy and
 /// step), so that changing it starts a new round and changing caps or windows does not.
 pub fn round_of(plan: &MaintenancePlan) -> String {
@@ -322,6 +420,19 @@ fn blocked_by(nm: &NodeMaintenance) -> Option<String> {
         .iter()
         .find(|c| c.type_ == super::status::BLOCKED && c.status == "True")
         .map(|c| c.message.clone())
+}
+
+/// A NodeMaintenance that has its node out, or is about to take it: under way, failed
+/// with the node still held (`holder`: the name the node carries), or just started by a
+/// plan (one that waits long in Pending, refused, takes its own plan's place too).
+fn holds_node(nm: &NodeMaintenance, holder: Option<&str>) -> bool {
+    match nm.status.as_ref().and_then(|s| s.phase) {
+        Some(StatusPhase::Failed) => holder == Some(nm.name_any().as_str()),
+        Some(StatusPhase::Pending) | None => {
+            nm.metadata.deletion_timestamp.is_none() && label(nm, PLAN_LABEL).is_some()
+        }
+        Some(p) => !p.finished(),
+    }
 }
 
 fn label<'a>(nm: &'a NodeMaintenance, key: &str) -> Option<&'a String> {

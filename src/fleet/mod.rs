@@ -7,6 +7,7 @@ pub mod gate;
 mod hold;
 pub mod mark;
 mod node;
+mod others;
 mod preflight;
 pub mod run;
 mod schedule;
@@ -128,6 +129,9 @@ pub enum WaitReason {
     Window,
     /// `--pause-between` after the last node.
     Pause,
+    /// NodeMaintenances (a MaintenancePlan's, the controller's) have the rest of the
+    /// cap out; looked at again then.
+    Others,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -232,6 +236,7 @@ pub async fn roll(
         });
     }
     let slots = cap - out.elsewhere.len();
+    let marks_elsewhere = out.elsewhere.len() - out.by_maintenances;
 
     let mut results = Vec::new();
     let mut in_progress = Vec::new();
@@ -288,7 +293,17 @@ pub async fn roll(
         stop: stop_rx,
         on_progress,
     };
-    let state = schedule::schedule(&job, &holdings, queue, slots, &mut results).await;
+    let state = schedule::schedule(
+        &job,
+        &holdings,
+        queue,
+        schedule::Cap {
+            max: cap,
+            marks_elsewhere,
+        },
+        &mut results,
+    )
+    .await;
     watcher.abort();
     let state = if state == RunState::Done
         && results

@@ -20,6 +20,9 @@ pub(super) struct OutOfService {
     /// Nodes outside the selection, left by a run sharing this lock: each takes one
     /// of the cap's slots, so the cap holds across runs.
     pub elsewhere: Vec<String>,
+    /// How many of `elsewhere` NodeMaintenances hold (the roll counts those afresh as
+    /// it goes).
+    pub by_maintenances: usize,
 }
 
 pub(super) fn out_of_service(
@@ -36,6 +39,7 @@ pub(super) fn out_of_service(
         unfinished: Vec::new(),
         held: Vec::new(),
         elsewhere: Vec::new(),
+        by_maintenances: 0,
     };
     for node in all {
         // A NodeMaintenance's node is the controller's: never this roll's, and out of
@@ -47,7 +51,10 @@ pub(super) fn out_of_service(
             let line = format!("node {name} (NodeMaintenance {holder})");
             match selected.contains(name) {
                 true => out.held.push(line),
-                false => out.elsewhere.push(line),
+                false => {
+                    out.elsewhere.push(line);
+                    out.by_maintenances += 1;
+                }
             }
             continue;
         }

@@ -10,16 +10,28 @@ use kube::ResourceExt;
 use super::caps::{self, Slot};
 use super::mark::Mark;
 use super::node::{self, NodeResult, Outcome};
+use super::others;
 use super::window::{self, Availability, Window};
 use super::{Job, RollProgress, RunState, WaitReason, name_of, run};
 use crate::cluster::nodes;
+
+/// The roll's cap, shared with the other kordon actors' nodes out.
+pub(super) struct Cap {
+    pub max: usize,
+    /// Nodes earlier runs under the lock left out, counted at the start (the lock lets
+    /// no other roll run meanwhile).
+    pub marks_elsewhere: usize,
+}
+
+/// How often a roll whose cap others fill looks again.
+const OTHERS_AGAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Starts nodes while slots, windows and pauses allow; collects their results.
 pub(super) async fn schedule(
     job: &Job<'_>,
     holdings: &HashMap<String, run::Holding>,
     mut queue: VecDeque<(Node, Option<Mark>)>,
-    cap: usize,
+    cap: Cap,
     results: &mut Vec<NodeResult>,
 ) -> RunState {
     let opts = job.options;
@@ -33,9 +45,29 @@ pub(super) async fn schedule(
     loop {
         let stopping = stop.borrow().is_some();
         let halted = failures >= opts.max_failures;
-        // Failed nodes stay cordoned, so they keep their slot.
+        // Failed nodes stay cordoned, so they keep their slot; nodes NodeMaintenances
+        // hold outside this roll take theirs.
         let mut wait_until: Option<tokio::time::Instant> = None;
-        while !stopping && !halted && running.len() + failures < cap {
+        let others = cap.marks_elsewhere + held_elsewhere(job, &out, queue.is_empty()).await;
+        if !stopping
+            && !halted
+            && !queue.is_empty()
+            && others > 0
+            && running.len() + failures + others >= cap.max
+        {
+            let until = jiff::Timestamp::now()
+                .checked_add(jiff::SignedDuration::try_from(OTHERS_AGAIN).unwrap_or_default())
+                .unwrap_or_else(|_| jiff::Timestamp::now());
+            if announced != Some(until) && running.is_empty() {
+                announced = Some(until);
+                (job.on_progress)(RollProgress::Waiting {
+                    until,
+                    why: WaitReason::Others,
+                });
+            }
+            wait_until = Some(tokio::time::Instant::now() + OTHERS_AGAIN);
+        }
+        while !stopping && !halted && running.len() + failures + others < cap.max {
             // The first node in order that the per-label caps let start now.
             let Some(index) = next_fitting(&queue, &out, holdings, &opts.max_unavailable_per)
             else {
@@ -115,6 +147,22 @@ pub(super) async fn schedule(
         RunState::Halted
     } else {
         RunState::Done
+    }
+}
+
+/// Nodes NodeMaintenances hold now, outside this roll's own; none once nothing is left
+/// to start. A failed read counts none and says so: the roll's own nodes still keep
+/// within the cap.
+async fn held_elsewhere(job: &Job<'_>, out: &HashMap<String, Node>, done: bool) -> usize {
+    if done {
+        return 0;
+    }
+    match others::held_by_maintenances(job.conn).await {
+        Ok(held) => held.iter().filter(|n| !out.contains_key(*n)).count(),
+        Err(e) => {
+            tracing::warn!("cannot read the nodes NodeMaintenances hold: {e}");
+            0
+        }
     }
 }
 
