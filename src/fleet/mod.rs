@@ -338,6 +338,10 @@ fn name_of(node: &Node) -> NodeName {
 fn needed_permissions(lock_namespace: &str) -> Vec<Permission> {
     vec![
         Permission::cluster("patch", "", "nodes"),
+        // Keeping each node cordoned, and waiting for it to be Ready.
+        Permission::cluster("watch", "", "nodes"),
+        // The nodes NodeMaintenances hold share the cap (see `others`).
+        Permission::cluster("list", "kordon.dev", "nodemaintenances"),
         Permission::namespaced("get", "coordination.k8s.io", "leases", None, lock_namespace),
         Permission::namespaced(
             "create",
