@@ -1,4 +1,7 @@
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -18,6 +21,8 @@ pub struct ConnectionOptions {
 pub struct Connection {
     pub client: Client,
     pub server: String,
+    /// Shared by every clone, so an outage is told once however many requests hit it.
+    pub outage: Outage,
 }
 
 impl Connection {
@@ -33,7 +38,49 @@ impl Connection {
             server: server.clone(),
             source,
         })?;
-        Ok(Self { client, server })
+        Ok(Self {
+            client,
+            server,
+            outage: Outage::default(),
+        })
+    }
+
+    /// Runs `request` again while the API server cannot be reached (a refused or
+    /// dropped connection: [`ClusterError::is_transient`]), backing off as
+    /// [`Reconnect`] does, until `give_up`; the first failure prints one line on stderr
+    /// and the first success after it another. Any other error is returned at once.
+    /// Only for requests that may be repeated: a read, a patch to a fixed state, an
+    /// eviction (a repeated one is a 404 or a 429, both answers the caller handles).
+    pub async fn retrying<T, F, Fut>(
+        &self,
+        give_up: Instant,
+        mut request: F,
+    ) -> Result<T, ClusterError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ClusterError>>,
+    {
+        let mut backoff = Reconnect::default();
+        loop {
+            match request().await {
+                Err(e) if e.is_transient() && Instant::now() < give_up => {
+                    if let Some(line) = self.outage.lost() {
+                        eprintln!("{line}");
+                    }
+                    let wait = backoff.next().unwrap_or(MOST_BETWEEN_TRIES);
+                    tokio::time::sleep(wait.min(give_up.saturating_duration_since(Instant::now())))
+                        .await;
+                }
+                result => {
+                    if result.is_ok()
+                        && let Some(line) = self.outage.back()
+                    {
+                        eprintln!("{line}");
+                    }
+                    return result;
+                }
+            }
+        }
     }
 
     /// The server's version, e.g. `v1.33.13`; also the cheapest reachability check.
@@ -73,4 +120,131 @@ async fn load_config(options: &ConnectionOptions) -> Result<Config, ClusterError
             .map_err(kubeconfig_error);
     }
     Config::infer().await.map_err(ClusterError::NoConfig)
+}
+
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const MOST_BETWEEN_TRIES: Duration = Duration::from_secs(2);
+
+/// How long to wait between tries while the API server cannot be reached: 250 ms,
+/// doubling to at most 2 s, so kordon carries on within 2 s of the server's return.
+/// kube-runtime's `default_backoff` grows to 30 s; a watch takes this one with
+/// `.backoff(Reconnect::default())` (it is a kube-runtime `Backoff`).
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    next: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self { next: FIRST_RETRY }
+    }
+}
+
+impl Iterator for Reconnect {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (now * 2).min(MOST_BETWEEN_TRIES);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for Reconnect {
+    fn reset(&mut self) {
+        self.next = FIRST_RETRY;
+    }
+}
+
+/// Whether the API server was lost, and since when: the one plain line a user sees
+/// when it goes (`lost the API server at 12:03:04 UTC, retrying`) and when it is back.
+#[derive(Debug, Clone, Default)]
+pub struct Outage(Arc<Mutex<Option<Instant>>>);
+
+impl Outage {
+    /// The line to print if this failure starts an outage, `None` while one lasts.
+    pub fn lost(&self) -> Option<String> {
+        let mut since = self.0.lock().ok()?;
+        if since.is_some() {
+            return None;
+        }
+        *since = Some(Instant::now());
+        let now = jiff::Timestamp::now();
+        Some(format!(
+            "lost the API server at {} UTC, retrying",
+            now.strftime("%H:%M:%S")
+        ))
+    }
+
+    /// The line to print if this success ends an outage.
+    pub fn back(&self) -> Option<String> {
+        let lost = self.0.lock().ok()?.take()?;
+        Some(format!(
+            "the API server is back after {:.1}s; carrying on",
+            lost.elapsed().as_secs_f64()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnecting_backs_off_to_two_seconds_at_most_and_starts_over() {
+        let mut backoff = Reconnect::default();
+        let waits: Vec<u128> = backoff.by_ref().take(6).map(|d| d.as_millis()).collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 2000, 2000]);
+        kube::runtime::utils::Backoff::reset(&mut backoff);
+        assert_eq!(backoff.next(), Some(FIRST_RETRY));
+    }
+
+    #[test]
+    fn an_outage_is_told_once_and_its_end_once() {
+        let outage = Outage::default();
+        assert_eq!(outage.back(), None);
+        let line = outage.lost().expect("first failure");
+        assert!(line.starts_with("lost the API server at "), "{line}");
+        assert!(line.ends_with(", retrying"), "{line}");
+        assert_eq!(outage.clone().lost(), None, "clones share the outage");
+        assert!(outage.back().is_some());
+        assert_eq!(outage.back(), None);
+    }
+
+    fn unreachable() -> ClusterError {
+        ClusterError::Unreachable {
+            server: "https://127.0.0.1:1".into(),
+            reason: "connection refused".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_is_retried_while_the_server_is_away() {
+        let conn = Connection {
+            client: Client::try_from(Config::new("https://127.0.0.1:1".parse().unwrap())).unwrap(),
+            server: "https://127.0.0.1:1".into(),
+            outage: Outage::default(),
+        };
+        let mut tries = 0;
+        let give_up = Instant::now() + Duration::from_secs(60);
+        let answer = conn
+            .retrying(give_up, || {
+                tries += 1;
+                let fail = tries < 3;
+                async move { if fail { Err(unreachable()) } else { Ok(tries) } }
+            })
+            .await;
+        assert_eq!(answer.ok(), Some(3));
+        assert_eq!(conn.outage.back(), None, "the outage is over");
+
+        let refused = conn
+            .retrying(give_up, || async {
+                Err::<(), _>(ClusterError::NodeNotFound(crate::names::NodeName::new("n")))
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(ClusterError::NodeNotFound(_))),
+            "not retried"
+        );
+    }
 }

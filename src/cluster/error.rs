@@ -105,6 +105,18 @@ impl ClusterError {
         }
     }
 
+    /// True when trying again may help: the API server could not be reached (a refused,
+    /// reset or dropped connection), or answered that it is not able to serve now (500
+    /// while etcd is away, 503 while it starts, 504 on a timeout). Never a 429: an
+    /// eviction's 429 is a budget's answer.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Api { code, .. } => matches!(code, 500 | 502 | 503 | 504),
+            _ => false,
+        }
+    }
+
     /// True for a 404 from the API: the object is not there (any more).
     pub fn is_not_found(err: &kube::Error) -> bool {
         matches!(err, kube::Error::Api(s) if s.is_not_found())
@@ -132,4 +144,25 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = e.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_lost_or_overloaded_server_is_worth_another_try() {
+        let api = |code| ClusterError::Api {
+            action: "get node n".into(),
+            code,
+            message: String::new(),
+        };
+        let lost = ClusterError::Unreachable {
+            server: "https://127.0.0.1:1".into(),
+            reason: "connection refused".into(),
+        };
+        assert!(lost.is_transient());
+        assert!(api(503).is_transient() && api(500).is_transient());
+        assert!(!api(429).is_transient() && !api(404).is_transient() && !api(409).is_transient());
+    }
 }
