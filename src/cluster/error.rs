@@ -117,6 +117,20 @@ impl ClusterError {
         }
     }
 
+    /// True when a watch failed because the API server could not be reached: its
+    /// stream backs off and starts again by itself, so this is the outage to tell once
+    /// ([`super::connect::Outage`]), not a log record per try. A 410 Expired (relisted
+    /// at once) or a refusal is not an outage.
+    pub fn watch_lost_server(err: &kube::runtime::watcher::Error) -> bool {
+        use kube::runtime::watcher::Error as Watch;
+        match err {
+            Watch::InitialListFailed(e) | Watch::WatchStartFailed(e) | Watch::WatchFailed(e) => {
+                matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_))
+            }
+            Watch::WatchError(_) | Watch::NoResourceVersion => false,
+        }
+    }
+
     /// True for a 404 from the API: the object is not there (any more).
     pub fn is_not_found(err: &kube::Error) -> bool {
         matches!(err, kube::Error::Api(s) if s.is_not_found())
@@ -164,5 +178,10 @@ mod tests {
         assert!(lost.is_transient());
         assert!(api(503).is_transient() && api(500).is_transient());
         assert!(!api(429).is_transient() && !api(404).is_transient() && !api(409).is_transient());
+        let expired = kube::runtime::watcher::Error::WatchError(Box::new(Status::failure(
+            "too old resource version",
+            "Expired",
+        )));
+        assert!(!ClusterError::watch_lost_server(&expired));
     }
 }

@@ -32,6 +32,8 @@ const PORT: u16 = 19643;
 pub struct FaultCluster {
     kubeconfig: PathBuf,
     _turn: MutexGuard<'static, ()>,
+    /// Held (flock) until dropped, after the cluster is down.
+    _lock: std::fs::File,
 }
 
 fn testbed(args: &[&str]) -> Command {
@@ -43,10 +45,13 @@ fn testbed(args: &[&str]) -> Command {
 }
 
 impl FaultCluster {
-    /// Waits for the previous fault test to finish, then starts a fresh cluster.
+    /// Waits for the previous fault test (of this process, then of any other: a bench
+    /// beside the suite) to finish, then starts a fresh cluster.
     pub fn up() -> Self {
         static TURN: Mutex<()> = Mutex::new(());
         let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = std::fs::File::create(format!("{DIR}.turn")).expect("fault cluster lock");
+        lock.lock().expect("lock the fault cluster");
         let _ = testbed(&["down"]).output();
         let out = testbed(&["up"]).output().expect("run testbed/cluster up");
         assert!(
@@ -57,6 +62,7 @@ impl FaultCluster {
         Self {
             kubeconfig: Path::new(DIR).join("admin.kubeconfig"),
             _turn: turn,
+            _lock: lock,
         }
     }
 
