@@ -111,7 +111,11 @@ async fn a_plan_over_three_zones_keeps_its_caps_and_every_budget() {
     env.wait_ready("app=web", 6).await;
     let web = ReadyWatcher::start(env.pods(), "app=web").await;
     let zones = ZoneWatcher::start(Api::all(support::client().await), &env_selector(&env));
-    let _controller = Controller::start(&env);
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let _controller = Controller::start_with(&env, &["--metrics-address", &address]);
 
     let name = create_plan(
         &env,
@@ -145,6 +149,13 @@ async fn a_plan_over_three_zones_keeps_its_caps_and_every_budget() {
     for i in 1..=6 {
         assert!(!env.is_cordoned(&env.node(&format!("node-{i}"))).await);
     }
+    let scraped = std::process::Command::new("curl")
+        .args(["-fsS", &format!("http://{address}/metrics")])
+        .output()
+        .expect("curl");
+    let scraped = String::from_utf8_lossy(&scraped.stdout);
+    let done = format!("kordon_plan_nodes{{plan=\"{name}\",state=\"done\"}} 6");
+    assert!(scraped.contains(&done), "{done} in:\n{scraped}");
     let _ = plans().await.delete(&name, &DeleteParams::default()).await;
 }
 

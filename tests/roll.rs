@@ -616,6 +616,14 @@ async fn max_unavailable_per_zone_never_takes_two_nodes_of_one_zone() {
             .expect("kubectl label");
         assert!(labelled.status.success());
     }
+    // web's implicit budget lets one pod go at a time, which alone would keep two of
+    // its nodes from being out together: a budget that allows two keeps this about zones.
+    env.create::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(&fixtures::pdb(
+        "web-pdb",
+        "web",
+        ("maxUnavailable", json!(2)),
+    ))
+    .await;
     let selector = format!("{ENV_LABEL}={}", env.ns());
     let zones = ZoneWatcher::start(Api::all(env.client.clone()), &selector);
     let per_zone = format!("{ZONE}=1");

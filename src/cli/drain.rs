@@ -20,6 +20,16 @@ pub struct DrainArgs {
     pub targets: super::NodeSelection,
     #[command(flatten)]
     pub drain: DrainFlags,
+    /// The node is down (the article's NotReady): once it has been not Ready and its
+    /// kubelet silent for --node-down-after, taint it out of service
+    /// (node.kubernetes.io/out-of-service, Kubernetes' non-graceful shutdown) so the
+    /// control plane deletes its pods and releases their volumes, and follow their
+    /// replacements to Ready. `uncordon` lifts the taint once the node is back.
+    #[arg(long)]
+    pub node_down: bool,
+    /// How long a node must have been silent for --node-down to take it as down.
+    #[arg(long, value_parser = values::positive_duration, default_value = "5m", requires = "node_down")]
+    pub node_down_after: Duration,
 }
 
 /// The decisions a drain needs from the user, shared by `drain`, `maintain` and `plan`.
@@ -173,6 +183,7 @@ impl DrainFlags {
             shared_budgets: !self.no_shared_budgets,
             ladder: self.ladder.ladder(),
             keep_cordon: false,
+            node_down: None,
         })
     }
 }
@@ -205,7 +216,10 @@ pub async fn drain_node(
 }
 
 pub async fn run(global: &GlobalArgs, args: &DrainArgs) -> anyhow::Result<()> {
-    let options = args.drain.options()?;
+    let options = DrainOptions {
+        node_down: args.node_down.then_some(args.node_down_after),
+        ..args.drain.options()?
+    };
     let ctx = Context::open(&global.connection()).await?;
     let printer = Printer::new(global.output);
     let targets: Vec<NodeName> = args

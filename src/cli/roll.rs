@@ -140,6 +140,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
         // The roll holds its nodes cordoned and lifts the cordon itself.
         drain: kordon::drain::DrainOptions {
             keep_cordon: true,
+            node_down: None,
             ..drain
         },
         work,

@@ -1,7 +1,7 @@
 //! Reads and writes on Node objects.
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
@@ -77,21 +77,91 @@ pub fn cordoned_by_someone_else(node: &Node) -> bool {
 
 /// Sets `spec.unschedulable`, which is all cordon and uncordon are, and marks the node
 /// as cordoned by kordon. Returns the node as the server has it afterwards (or would,
-/// under `--dry-run=server`).
+/// under `--dry-run=server`). Uncordoning a node kordon declared out of service (see
+/// [`set_out_of_service`]) lifts that taint too: the node is back.
 pub async fn set_unschedulable(
     conn: &Connection,
     name: &NodeName,
     unschedulable: bool,
     dry_run: DryRun,
 ) -> Result<Node, ClusterError> {
-    patch(
+    let node = patch(
         conn,
         name,
         Some(unschedulable),
         &Annotations::new(),
         dry_run,
     )
-    .await
+    .await?;
+    if !unschedulable && dry_run == DryRun::None && out_of_service_by_kordon(&node) {
+        return set_out_of_service(conn, name, false).await;
+    }
+    Ok(node)
+}
+
+/// The taint of Kubernetes' non-graceful node shutdown: on a node that is not Ready, the
+/// control plane deletes the pods that do not tolerate it, force-deletes those left
+/// terminating, and detaches their volumes.
+pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
+
+/// Set on nodes kordon tainted out of service (the value is when).
+pub const OUT_OF_SERVICE_BY_KORDON: &str = "kordon.dev/out-of-service-at";
+
+pub fn out_of_service_by_kordon(node: &Node) -> bool {
+    node.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(OUT_OF_SERVICE_BY_KORDON))
+}
+
+/// Adds or removes the out-of-service taint (`NoExecute`) with kordon's mark, in one
+/// patch that carries the node's resourceVersion, so that a taint someone else changes
+/// meanwhile is never lost (a conflict reads the node again).
+pub async fn set_out_of_service(
+    conn: &Connection,
+    name: &NodeName,
+    on: bool,
+) -> Result<Node, ClusterError> {
+    let api: Api<Node> = Api::all(conn.client.clone());
+    loop {
+        let node = get(conn, name).await?;
+        let mut taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        taints.retain(|t| t.key != OUT_OF_SERVICE_TAINT);
+        if on {
+            taints.push(Taint {
+                key: OUT_OF_SERVICE_TAINT.into(),
+                value: Some("nodeshutdown".into()),
+                effect: "NoExecute".into(),
+                time_added: None,
+            });
+        }
+        let mark = on.then(|| jiff::Timestamp::now().to_string());
+        let body = json!({
+            "metadata": {
+                "resourceVersion": node.metadata.resource_version,
+                "annotations": { OUT_OF_SERVICE_BY_KORDON: mark },
+            },
+            "spec": { "taints": taints },
+        });
+        match api
+            .patch(name.as_str(), &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(node) => return Ok(node),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => {
+                let what = if on { "taint" } else { "untaint" };
+                return Err(conn.error(
+                    format!("{what} node {name} out of service (patch nodes)"),
+                    e,
+                ));
+            }
+        }
+    }
 }
 
 /// Annotation changes: `None` removes the key.

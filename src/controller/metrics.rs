@@ -37,6 +37,12 @@ struct PhaseLabel {
     phase: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlanState {
+    plan: String,
+    state: &'static str,
+}
+
 /// How an eviction request ended, as counted.
 #[derive(Debug, Clone, Copy)]
 pub enum Eviction {
@@ -55,6 +61,7 @@ pub struct Metrics {
     evictions: Family<Outcome, Counter>,
     blocked_seconds: Counter<f64, AtomicU64>,
     nodes: Family<PhaseLabel, Gauge>,
+    plan_nodes: Family<PlanState, Gauge>,
     /// Every NodeMaintenance, once this replica leads: nodes by phase are counted from
     /// it when scraped.
     objects: OnceLock<Store<NodeMaintenance>>,
@@ -71,6 +78,7 @@ impl Default for Metrics {
         let evictions = Family::<Outcome, Counter>::default();
         let blocked_seconds = Counter::<f64, AtomicU64>::default();
         let nodes = Family::<PhaseLabel, Gauge>::default();
+        let plan_nodes = Family::<PlanState, Gauge>::default();
         registry.register(
             "reconciles",
             "NodeMaintenance reconciles by result",
@@ -96,7 +104,13 @@ impl Default for Metrics {
             "Nodes under a NodeMaintenance, by phase",
             nodes.clone(),
         );
+        registry.register(
+            "plan_nodes",
+            "A MaintenancePlan's selected nodes in its round: done, active, failed, pending",
+            plan_nodes.clone(),
+        );
         Self {
+            plan_nodes,
             registry,
             reconciles,
             reconcile_seconds,
@@ -111,6 +125,22 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Where a plan's nodes stand, as its status says.
+    pub fn plan(&self, plan: &str, status: &crate::api::maintenance_plan::MaintenancePlanStatus) {
+        for (state, count) in [
+            ("done", status.done),
+            ("active", status.active),
+            ("failed", status.failed),
+            ("pending", status.pending),
+        ] {
+            let key = PlanState {
+                plan: plan.to_string(),
+                state,
+            };
+            self.plan_nodes.get_or_create(&key).set(i64::from(count));
+        }
+    }
+
     pub fn reconciled(&self, took: Duration, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.reconciles.get_or_create(&Result_ { result }).inc();

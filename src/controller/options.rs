@@ -67,5 +67,6 @@ pub fn drain_options(p: &DrainPolicy) -> Result<DrainOptions, String> {
         ladder,
         // The controller holds the cordon and lifts it by the state machine.
         keep_cordon: true,
+        node_down: None,
     })
 }

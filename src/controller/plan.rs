@@ -279,6 +279,7 @@ pub async fn reconcile(
         "",
         generation,
     );
+    ctx.metrics.plan(&name, &status);
     write(&ctx, &plan, status).await?;
     Ok(if complete {
         Action::await_change()

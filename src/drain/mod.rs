@@ -1,6 +1,7 @@
 //! Draining one node: look at every pod first, refuse before changing anything if a pod
 //! needs a flag, then cordon, evict with bounded concurrency, and confirm each pod gone
 //! by its UID while following its replacement on another node.
+mod down;
 mod engine;
 mod escalate;
 pub mod ladder;
@@ -62,6 +63,10 @@ pub struct DrainOptions {
     /// The caller owns the node's cordon (a roll, which holds it cordoned): an
     /// abandoned drain leaves it to the caller to lift.
     pub keep_cordon: bool,
+    /// The node is down (`--node-down`): when it has not been Ready and its kubelet
+    /// silent for at least this long, taint it out of service and let the control plane
+    /// delete its pods, instead of evicting.
+    pub node_down: Option<Duration>,
 }
 
 /// A pod and what draining does with it.
@@ -87,6 +92,9 @@ pub struct Plan {
     pub forecast: Option<PlanReport>,
     /// Keeps the view watching the budgets the plan read, for the drain to use.
     _budgets: Vec<Arc<Watched<PodDisruptionBudget>>>,
+    /// Down for good (see [`DrainOptions::node_down`]): its pods leave through the
+    /// out-of-service taint.
+    pub down: bool,
 }
 
 impl Plan {
@@ -184,6 +192,10 @@ pub enum Event {
     },
     /// The deadline passed and the ladder deleted this pod past its budget.
     DeletedPastBudget(Escalation),
+    /// The node is down: tainted out of service, so the control plane deletes its pods.
+    OutOfService {
+        node: NodeName,
+    },
     Replacement {
         replaces: String,
         pod: String,
@@ -218,9 +230,22 @@ pub struct Remaining {
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
     #[error(
-        "node {node} is {state}: its kubelet would not confirm pods leaving; fix the node first (kordon refuses to drain a node that is not Ready)"
+        "node {node} is {state}: its kubelet would not confirm pods leaving; fix the node first (kordon refuses to drain a node that is not Ready), or, if it is down for good, pass --node-down to move its workloads through Kubernetes' non-graceful shutdown (the out-of-service taint)"
     )]
     NotReady { node: NodeName, state: NodeState },
+    #[error(
+        "node {node} is {state}, but its kubelet reported {} ago, less than --node-down-after {}: it may still run its pods; nothing was changed", humantime::format_duration(*.silent), humantime::format_duration(*.after)
+    )]
+    NotDownLongEnough {
+        node: NodeName,
+        state: NodeState,
+        silent: Duration,
+        after: Duration,
+    },
+    #[error(
+        "node {node} is Ready: --node-down is only for a node that is down; drain it without the flag"
+    )]
+    NotDown { node: NodeName },
     #[error("cannot drain node {node}: {} pod(s) need a decision ({}); nothing was changed", .pods.len(), needs(.pods))]
     Refused {
         node: NodeName,
@@ -299,12 +324,28 @@ pub async fn plan(
         .find(|n| n.metadata.name.as_deref() == Some(node.as_str()))
         .ok_or_else(|| ClusterError::NodeNotFound(node.clone()))?;
     let state = NodeState::of(found);
-    if state.readiness != Readiness::Ready {
-        return Err(DrainError::NotReady {
-            node: node.clone(),
-            state,
-        });
-    }
+    let down = match (state.readiness == Readiness::Ready, opts.node_down) {
+        (true, None) => false,
+        (true, Some(_)) => return Err(DrainError::NotDown { node: node.clone() }),
+        (false, None) => {
+            return Err(DrainError::NotReady {
+                node: node.clone(),
+                state,
+            });
+        }
+        (false, Some(after)) => {
+            let silent = down::silent_for(&ctx.conn, found).await?;
+            if silent < after {
+                return Err(DrainError::NotDownLongEnough {
+                    node: node.clone(),
+                    state,
+                    silent: silent.min(Duration::from_secs(u64::from(u32::MAX))),
+                    after,
+                });
+            }
+            true
+        }
+    };
     let cordoned_by_kordon = nodes::cordoned_by_kordon(found);
     if let Some(selector) = &opts.pod_selector {
         // The API server parses and applies the selector, as for kubectl; the forecast
@@ -351,6 +392,7 @@ pub async fn plan(
         workloads,
         forecast,
         _budgets: std::mem::take(&mut snapshot.budget_watches),
+        down,
     })
 }
 
@@ -424,6 +466,12 @@ pub async fn execute(
             after: NodeState::of(&after),
         });
     }
+    if plan.down && !dry_run {
+        nodes::set_out_of_service(conn, &plan.node, true).await?;
+        on_event(Event::OutOfService {
+            node: plan.node.clone(),
+        });
+    }
 
     let request = evict::Request {
         grace_period: opts.grace_period,
@@ -474,7 +522,7 @@ pub async fn execute(
         let surged = matches!(plan.guards.get(&key), Some(Guard::Surge(_)));
         plan.workloads.get(&key).map(|w| (w.id.clone(), surged))
     });
-    let shared = if opts.shared_budgets && !dry_run && !opts.disable_eviction {
+    let shared = if opts.shared_budgets && !dry_run && !opts.disable_eviction && !plan.down {
         Some(share_budgets(ctx, &plan, &to_evict, &watch).await?)
     } else {
         None
@@ -491,15 +539,14 @@ pub async fn execute(
             .map(|s| s.budgets.clone())
             .unwrap_or_default(),
     );
-    // Pods terminating already are only waited for (no guard).
+    // Pods terminating already are only waited for (no guard), and so are all on a node
+    // that is down: the control plane deletes them.
     let work = async {
         let pods = to_evict
             .iter()
             .map(|p| {
-                (
-                    p,
-                    Some(plan.guards.get(&pod::key(p)).unwrap_or(&Guard::Api)),
-                )
+                let guard = plan.guards.get(&pod::key(p)).unwrap_or(&Guard::Api);
+                (p, (!plan.down).then_some(guard))
             })
             .chain(to_await.iter().map(|p| (p, None)));
         futures::future::join_all(pods.map(|(p, guard)| engine.drain_pod(p, guard)))

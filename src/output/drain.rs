@@ -85,6 +85,10 @@ pub fn event_line(event: &Event) -> String {
             after,
         } => format!("{node}: {before} -> {after}"),
         Event::Evicting { pod } => format!("evicting {pod}"),
+        Event::OutOfService { node } => format!(
+            "{node}: down; tainted {} so the control plane deletes its pods (non-graceful shutdown)",
+            crate::cluster::nodes::OUT_OF_SERVICE_TAINT
+        ),
         Event::Blocked {
             pod,
             blocked,
