@@ -109,7 +109,7 @@ mod tests {
     fn web(replicas: i32, max_unavailable: i32) -> Workload {
         Workload {
             id: WorkloadId {
-                kind: "Deployment".into(),
+                kind: crate::workload::WorkloadKind::Deployment,
                 namespace: "ns".into(),
                 name: "web".into(),
             },

@@ -8,11 +8,39 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
+/// The workloads kordon keeps budgets for: what owns a pod, through its ReplicaSet
+/// for a Deployment.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+pub enum WorkloadKind {
+    Deployment,
+    /// A ReplicaSet no Deployment owns.
+    ReplicaSet,
+    StatefulSet,
+}
+
+impl fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
 #[derive(
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
 )]
 pub struct WorkloadId {
-    pub kind: String,
+    pub kind: WorkloadKind,
     pub namespace: String,
     pub name: String,
 }
@@ -68,7 +96,7 @@ pub fn from_deployment(d: &Deployment) -> Option<Workload> {
         .and_then(|u| u.max_surge.as_ref())
         .unwrap_or(&quarter);
     Some(Workload {
-        id: id("Deployment", &d.metadata),
+        id: id(WorkloadKind::Deployment, &d.metadata),
         selector: spec.selector.clone(),
         replicas,
         max_unavailable: scaled(max_unavailable, replicas, false).max(1),
@@ -76,9 +104,12 @@ pub fn from_deployment(d: &Deployment) -> Option<Workload> {
     })
 }
 
-fn id(kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> WorkloadId {
+fn id(
+    kind: WorkloadKind,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> WorkloadId {
     WorkloadId {
-        kind: kind.to_string(),
+        kind,
         namespace: meta.namespace.clone().unwrap_or_default(),
         name: meta.name.clone().unwrap_or_default(),
     }
@@ -87,7 +118,7 @@ fn id(kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectM
 /// A ReplicaSet no Deployment owns.
 pub fn from_replica_set(rs: &ReplicaSet) -> Option<Workload> {
     rs.spec.as_ref().map(|spec| Workload {
-        id: id("ReplicaSet", &rs.metadata),
+        id: id(WorkloadKind::ReplicaSet, &rs.metadata),
         selector: spec.selector.clone(),
         replicas: spec.replicas.unwrap_or(1),
         max_unavailable: 1,
@@ -98,7 +129,7 @@ pub fn from_replica_set(rs: &ReplicaSet) -> Option<Workload> {
 pub fn from_stateful_set(s: &StatefulSet) -> Option<Workload> {
     let spec = s.spec.as_ref()?;
     Some(Workload {
-        id: id("StatefulSet", &s.metadata),
+        id: id(WorkloadKind::StatefulSet, &s.metadata),
         selector: spec.selector.clone(),
         replicas: spec.replicas.unwrap_or(1),
         max_unavailable: 1,

@@ -569,7 +569,7 @@ mod tests {
     fn workload(namespace: &str, name: &str, labels: &[(&str, &str)]) -> Workload {
         Workload {
             id: WorkloadId {
-                kind: "Deployment".into(),
+                kind: crate::workload::WorkloadKind::Deployment,
                 namespace: namespace.into(),
                 name: name.into(),
             },

@@ -99,16 +99,11 @@ pub async fn reconcile(
         .iter()
         .filter_map(|n| Some((n.name_any(), holder_of(n)?)))
         .collect();
-    let holding = |nm: &&NodeMaintenance| holds_node(nm, held_by.get(&nm.spec.node_name).copied());
-    let others_hold: BTreeSet<String> = all
-        .iter()
-        .filter(|nm| !is_mine(nm))
-        .filter(holding)
-        .map(|nm| nm.spec.node_name.clone())
-        .collect();
+    // Nodes any NodeMaintenance has out (for a node without one of this round's, it is
+    // someone else's).
     let held_now: BTreeSet<String> = all
         .iter()
-        .filter(holding)
+        .filter(|nm| holds_node(nm, held_by.get(&nm.spec.node_name).copied()))
         .map(|nm| nm.spec.node_name.clone())
         .collect();
     let children: BTreeMap<String, NodeMaintenance> = all
@@ -160,7 +155,7 @@ pub async fn reconcile(
             node: node_name.clone(),
             out: out_here
                 || (child.is_none()
-                    && (others_hold.contains(&node_name) || out_of_service_elsewhere(node))),
+                    && (held_now.contains(&node_name) || out_of_service_elsewhere(node))),
             pending: child.is_none(),
             domains: spec
                 .max_unavailable_per

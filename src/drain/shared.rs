@@ -183,7 +183,11 @@ pub fn is_shared(b: &PodDisruptionBudget) -> bool {
 
 /// `kordon-deployment-web`, cut to the 253 characters a name may have.
 fn budget_name(w: &Workload) -> String {
-    let mut name = format!("kordon-{}-{}", w.id.kind.to_lowercase(), w.id.name);
+    let mut name = format!(
+        "kordon-{}-{}",
+        w.id.kind.to_string().to_lowercase(),
+        w.id.name
+    );
     name.truncate(253);
     name
 }

@@ -68,7 +68,7 @@ mod tests {
     fn web(replicas: i32, max_unavailable: i32) -> Guard {
         Guard::Implicit(Workload {
             id: WorkloadId {
-                kind: "Deployment".into(),
+                kind: crate::workload::WorkloadKind::Deployment,
                 namespace: "shop".into(),
                 name: "web".into(),
             },

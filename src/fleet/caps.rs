@@ -210,7 +210,7 @@ mod tests {
 
     fn id(name: &str) -> WorkloadId {
         WorkloadId {
-            kind: "Deployment".into(),
+            kind: crate::workload::WorkloadKind::Deployment,
             namespace: "default".into(),
             name: name.into(),
         }

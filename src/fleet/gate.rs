@@ -18,7 +18,7 @@ use crate::cluster::ClusterError;
 use crate::cluster::view::{Kept, PodScope, View, Watched};
 use crate::names::NodeName;
 use crate::pod;
-use crate::workload::WorkloadId;
+use crate::workload::{WorkloadId, WorkloadKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
@@ -68,9 +68,9 @@ pub async fn workloads_recovered(
     workloads: &[WorkloadId],
     timeout: Duration,
 ) -> Result<(), GateError> {
-    let mut kinds: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut kinds: BTreeMap<&str, Vec<WorkloadKind>> = BTreeMap::new();
     for w in workloads {
-        kinds.entry(&w.namespace).or_default().push(&w.kind);
+        kinds.entry(&w.namespace).or_default().push(w.kind);
     }
     let mut watched: BTreeMap<&str, Watches> = BTreeMap::new();
     for (namespace, kinds) in kinds {
@@ -134,7 +134,11 @@ struct Watches {
 }
 
 impl Watches {
-    async fn start(view: &View, namespace: &str, kinds: &[&str]) -> Result<Self, GateError> {
+    async fn start(
+        view: &View,
+        namespace: &str,
+        kinds: &[WorkloadKind],
+    ) -> Result<Self, GateError> {
         async fn kind<K: Kept>(
             view: &View,
             namespace: &str,
@@ -145,11 +149,11 @@ impl Watches {
                 false => Ok(None),
             }
         }
-        let wants = |k: &str| kinds.contains(&k);
+        let wants = |k| kinds.contains(&k);
         let (deployments, replica_sets, stateful_sets, budgets) = futures::try_join!(
-            kind(view, namespace, wants("Deployment")),
-            kind(view, namespace, wants("ReplicaSet")),
-            kind(view, namespace, wants("StatefulSet")),
+            kind(view, namespace, wants(WorkloadKind::Deployment)),
+            kind(view, namespace, wants(WorkloadKind::ReplicaSet)),
+            kind(view, namespace, wants(WorkloadKind::StatefulSet)),
             view.objects(namespace),
         )
         .map_err(|e| watch_error(format!("workloads in {namespace}"), e))?;
@@ -164,11 +168,13 @@ impl Watches {
     /// The workload is back (or gone), and every budget covering its pod template
     /// allows a disruption again.
     fn recovered(&self, w: &WorkloadId) -> bool {
-        match w.kind.as_str() {
-            "Deployment" => self.check(self.deployments.as_deref(), w, deployment_recovered, |d| {
-                d.spec.as_ref()?.template.metadata.as_ref()?.labels.clone()
-            }),
-            "StatefulSet" => self.check(
+        match w.kind {
+            WorkloadKind::Deployment => {
+                self.check(self.deployments.as_deref(), w, deployment_recovered, |d| {
+                    d.spec.as_ref()?.template.metadata.as_ref()?.labels.clone()
+                })
+            }
+            WorkloadKind::StatefulSet => self.check(
                 self.stateful_sets.as_deref(),
                 w,
                 |s| {
@@ -179,7 +185,7 @@ impl Watches {
                 },
                 |s| s.spec.as_ref()?.template.metadata.as_ref()?.labels.clone(),
             ),
-            "ReplicaSet" => self.check(
+            WorkloadKind::ReplicaSet => self.check(
                 self.replica_sets.as_deref(),
                 w,
                 |r| {
@@ -193,7 +199,6 @@ impl Watches {
                     template.metadata.as_ref()?.labels.clone()
                 },
             ),
-            _ => true,
         }
     }
 

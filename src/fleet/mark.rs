@@ -160,7 +160,7 @@ mod tests {
             "kube-system",
             true,
             vec![WorkloadId {
-                kind: "Deployment".into(),
+                kind: crate::workload::WorkloadKind::Deployment,
                 namespace: "shop".into(),
                 name: "web".into(),
             }],
