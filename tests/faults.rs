@@ -81,23 +81,39 @@ async fn assert_drained(env: &FaultEnv, node: &str, run: &Run, web: &MinReady) {
     env.wait_ready("app=web", 6).await;
 }
 
-/// Seconds from `back` (the API server answered `/readyz`, polled every 200 ms) to
-/// kordon's first request after `lost`, as the audit log saw it; negative when kordon
-/// got in before the poll did.
-fn carried_on(cluster: &FaultCluster, lost: Timestamp, back: Timestamp) -> Option<f64> {
-    let first = cluster
+/// What kordon lost after the outage, from the audit log: seconds from `back` (the
+/// API server answered `/readyz`, polled every 200 ms; negative when kordon got in
+/// first) to kordon's first request after `lost`, and from that first request (the
+/// server serving again) to the last of kordon's watches starting again.
+fn carried_on(cluster: &FaultCluster, lost: Timestamp, back: Timestamp) -> Option<(f64, f64)> {
+    let after: Vec<(Timestamp, String)> = cluster
         .kordon_requests()
         .into_iter()
-        .find(|(at, _)| *at > lost)?;
-    println!("kordon's first request after the outage: {}", first.1);
-    Some(first.0.duration_since(back).as_secs_f64())
+        .filter(|(at, _)| *at > lost)
+        .collect();
+    let (first, what) = after.first()?;
+    println!("kordon's first request after the outage: {what}");
+    let mut watches: std::collections::BTreeMap<String, Timestamp> = Default::default();
+    for (at, request) in &after {
+        if request.contains("watch=true") {
+            let path = request.split('?').next().unwrap_or(request).to_string();
+            watches.entry(path).or_insert(*at);
+        }
+    }
+    let last_watch = watches.values().max().copied().unwrap_or(*first);
+    Some((
+        first.duration_since(back).as_secs_f64(),
+        last_watch.duration_since(*first).as_secs_f64(),
+    ))
 }
 
-fn report(fault: &str, outage: Duration, lost: Option<f64>, run: &Run) {
+fn report(fault: &str, outage: Duration, lost: Option<(f64, f64)>, run: &Run) {
+    let carried = lost.map_or("no request seen".to_string(), |(first, watches)| {
+        format!("first request {first:+.1}s from /readyz, every watch again {watches:.1}s later")
+    });
     println!(
-        "{fault}: outage {:.1}s; kordon carried on {} after the API server was back",
-        outage.as_secs_f64(),
-        lost.map_or("(no request seen)".to_string(), |s| format!("{s:+.1}s")),
+        "{fault}: {:.1}s from the kill to /readyz; kordon: {carried}",
+        outage.as_secs_f64()
     );
     println!("what the user saw on stderr:\n{}", run.stderr);
 }
@@ -192,6 +208,76 @@ async fn etcd_restarted_mid_drain() {
         run.stderr
     );
     assert_drained(&env, &node, &run, &web).await;
+}
+
+/// A roll over node-1 and node-2 whose maintenance command runs 10 s, with a lock of
+/// `lock_duration`: the API server is killed while node-1's command runs, through lock
+/// renewals, and started 6 s later. The roll finishes both nodes, uncordoned, and
+/// `web` never dips below its budget.
+async fn roll_with_the_api_server_killed(lock_duration: &str) {
+    let cluster = FaultCluster::up();
+    let (env, _) = three_nodes_with_web(&cluster, "rollkill").await;
+    let web = MinReady::start(env.pods(), "app=web").await;
+    let nodes = [env.node("node-1"), env.node("node-2")];
+    let args = [
+        "roll",
+        "--lock-namespace",
+        env.ns(),
+        "--lock-duration",
+        lock_duration,
+        "--order",
+        "given",
+        &nodes[0],
+        &nodes[1],
+        "--",
+        "sleep",
+        "10",
+    ];
+    let child = spawn(cluster.kordon(cluster.kubeconfig()).args(args));
+    eventually("node-1's command", Duration::from_secs(90), || async {
+        let node = env.get_node(&nodes[0]).await;
+        node.metadata
+            .annotations
+            .and_then(|a| a.get("kordon.dev/phase").cloned())
+            .as_deref()
+            == Some("maintaining")
+    })
+    .await;
+
+    let lost = Timestamp::now();
+    let down = Instant::now();
+    cluster.fault("kill", "kube-apiserver").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    cluster.fault("start", "kube-apiserver").await;
+    let back = Timestamp::now();
+
+    let run = finish(child, Duration::from_secs(180)).await;
+    report(
+        "kube-apiserver killed during a roll's command",
+        down.elapsed(),
+        carried_on(&cluster, lost, back),
+        &run,
+    );
+    run.assert_ok();
+    for node in &nodes {
+        assert!(!env.is_cordoned(node).await, "{node} is back in service");
+    }
+    assert!(web.min_ready() >= 5, "web dipped to {}", web.min_ready());
+    env.wait_ready("app=web", 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_killed_during_a_rolls_command() {
+    roll_with_the_api_server_killed("15s").await;
+}
+
+/// The outage (about 10 s) outlives the lock: today the roll stops, `lock-lost`, exit 1,
+/// node-1 left cordoned for a re-run, although no one could have taken the lock while
+/// the API server was away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the roll stops lock-lost when an outage outlives --lock-duration (issue 13)"]
+async fn the_api_server_killed_through_the_lock_renewal() {
+    roll_with_the_api_server_killed("3s").await;
 }
 
 /// What a roll killed at a seeded moment left behind once re-run.

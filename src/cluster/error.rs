@@ -119,13 +119,18 @@ impl ClusterError {
 
     /// True when a watch failed because the API server could not be reached: its
     /// stream backs off and starts again by itself, so this is the outage to tell once
-    /// ([`super::connect::Outage`]), not a log record per try. A 410 Expired (relisted
-    /// at once) or a refusal is not an outage.
+    /// ([`super::connect::Outage`]), not a log record per try: a refused connection, or
+    /// a stream cut mid-read. A 410 Expired (relisted at once) or a refusal is not.
     pub fn watch_lost_server(err: &kube::runtime::watcher::Error) -> bool {
         use kube::runtime::watcher::Error as Watch;
         match err {
             Watch::InitialListFailed(e) | Watch::WatchStartFailed(e) | Watch::WatchFailed(e) => {
-                matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_))
+                matches!(
+                    e,
+                    kube::Error::HyperError(_)
+                        | kube::Error::Service(_)
+                        | kube::Error::ReadEvents(_)
+                )
             }
             Watch::WatchError(_) | Watch::NoResourceVersion => false,
         }
@@ -183,5 +188,9 @@ mod tests {
             "Expired",
         )));
         assert!(!ClusterError::watch_lost_server(&expired));
+        let cut = kube::runtime::watcher::Error::WatchFailed(kube::Error::ReadEvents(
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        ));
+        assert!(ClusterError::watch_lost_server(&cut));
     }
 }
