@@ -240,11 +240,22 @@ async fn renew(api: Api<Lease>, spec: LockSpec, mut last: Lease, lost: watch::Se
                 return;
             }
             Err(e) => {
-                tracing::warn!(
-                    "renewing lease {}/{} failed: {e}",
-                    spec.namespace,
-                    spec.name
-                );
+                // A lost connection is the outage the view tells once; the lease's
+                // expiry below is what matters then.
+                let lost_server = matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_));
+                if lost_server {
+                    tracing::debug!(
+                        "renewing lease {}/{} failed: {e}",
+                        spec.namespace,
+                        spec.name
+                    );
+                } else {
+                    tracing::warn!(
+                        "renewing lease {}/{} failed: {e}",
+                        spec.namespace,
+                        spec.name
+                    );
+                }
                 if last_renewed.elapsed() >= spec.duration {
                     let _ = lost.send(true);
                     return;

@@ -448,20 +448,34 @@ impl View {
         let (api, config) = source();
         let (store, writer) = reflector::store();
         let stream = watcher(api, config)
-            .default_backoff()
+            .backoff(super::connect::Reconnect::default())
             .modify(modify)
             .reflect(writer);
         let changes = self.changes.clone();
+        let outage = self.conn.outage.clone();
         let (listed, ready) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             stream
                 .for_each(|event| {
                     match event {
                         Ok(event) => {
+                            if let Some(line) = outage.back() {
+                                eprintln!("{line}");
+                            }
                             if matches!(event, watcher::Event::InitDone) {
                                 listed.send_replace(true);
                             }
                             changes.send_modify(|n| *n += 1);
+                        }
+                        Err(e) if ClusterError::watch_lost_server(&e) => {
+                            if let Some(line) = outage.lost() {
+                                eprintln!("{line}");
+                            }
+                            tracing::debug!("watch: {e}")
+                        }
+                        // 410 Expired: the watcher lists again by itself.
+                        Err(watcher::Error::WatchError(s)) if s.code == 410 => {
+                            tracing::debug!("watch: {s}")
                         }
                         Err(e) => tracing::warn!("watch: {e}"),
                     }

@@ -232,7 +232,18 @@ impl<'a> Engine<'a> {
     /// ours gives way and the eviction is asked again.
     async fn evict(&self, target: &Pod) -> Result<Outcome, DrainError> {
         let _slot = self.slots.acquire().await;
-        match evict::evict(&self.ctx.conn, target, self.request).await {
+        let conn = &self.ctx.conn;
+        let give_up = Instant::now() + Duration::from_secs(600);
+        let first = conn
+            .retrying(give_up, || async {
+                match evict::evict(conn, target, self.request).await {
+                    Err(evict::EvictError::Cluster(e)) => Err(e),
+                    other => Ok(other),
+                }
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.into()));
+        match first {
             Err(evict::EvictError::SeveralBudgets { pod, budgets }) => {
                 let ns = target.metadata.namespace.as_deref().unwrap_or_default();
                 let ours: Vec<String> = budgets

@@ -20,10 +20,19 @@ use crate::node_state::NodeState;
 pub(super) async fn keep_cordoned(job: &Job<'_>, name: &NodeName) {
     let api: Api<Node> = Api::all(job.conn.client.clone());
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut nodes = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+    let mut nodes = std::pin::pin!(
+        watcher(api, config)
+            .backoff(crate::cluster::Reconnect::default())
+            .applied_objects()
+    );
     while let Some(event) = nodes.next().await {
         let node = match event {
             Ok(node) => node,
+            // The outage is told once, by the view's watches and requests.
+            Err(e) if crate::cluster::ClusterError::watch_lost_server(&e) => {
+                tracing::debug!("watching node {name} to keep it cordoned: {e}");
+                continue;
+            }
             Err(e) => {
                 tracing::warn!("watching node {name} to keep it cordoned: {e}");
                 continue;
