@@ -288,9 +288,9 @@ pub fn error_policy(plan: Arc<MaintenancePlan>, error: &ReconcileError, _: Arc<C
     Action::requeue(Duration::from_secs(5))
 }
 
-/// The nodes to start now and why the next one waits. The workloads the pending nodes
-/// hold are read only when the caps leave room: for the rule on workloads that allow one
-/// disruption at a time (see [`caps`]).
+/// The nodes to start now and why the next one waits. What the pending nodes (and
+/// nodes out without a record of it) hold is read only when the caps leave room: for
+/// the rule on workloads that allow one disruption at a time (see [`caps`]).
 async fn choose(
     ctx: &Ctx,
     slots: &mut [Slot],
@@ -302,14 +302,17 @@ async fn choose(
     if start.is_empty() {
         return Ok((start, waits));
     }
-    let pending: Vec<NodeName> = slots
+    // The pending nodes, and nodes out whose workloads are not recorded yet (a
+    // NodeMaintenance just created has not planned its drain): what they hold now.
+    let unknown = |s: &Slot| (s.pending && !s.out) || (s.out && s.workloads.is_empty());
+    let read: Vec<NodeName> = slots
         .iter()
-        .filter(|s| s.pending && !s.out)
+        .filter(|s| unknown(s))
         .map(|s| NodeName::from(s.node.as_str()))
         .collect();
-    let snapshot = Snapshot::live(&ctx.kordon.view, &pending, Reach::Targets).await?;
+    let snapshot = Snapshot::live(&ctx.kordon.view, &read, Reach::Targets).await?;
     let mut holdings = holdings(&snapshot);
-    for slot in slots.iter_mut().filter(|s| s.pending && !s.out) {
+    for slot in slots.iter_mut().filter(|s| unknown(s)) {
         if let Some(h) = holdings.remove(&slot.node) {
             slot.workloads = h.workloads;
             slot.single = h.single;
