@@ -41,21 +41,30 @@ impl Tally {
         let stream = watcher(api, watcher::Config::default().labels(selector)).default_backoff();
         let task = tokio::spawn(async move {
             let mut seen: HashMap<String, bool> = HashMap::new();
+            // A (re)list in progress: counted only once whole, so a relist after a 410
+            // is never mistaken for pods gone.
+            let mut listing: Option<HashMap<String, bool>> = None;
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
                 let Ok(event) = event else { continue };
+                let key = |k: &K| k.meta().uid.clone().unwrap_or_default();
                 match event {
-                    watcher::Event::Apply(k) | watcher::Event::InitApply(k) => {
-                        let key = k.meta().uid.clone().unwrap_or_default();
-                        seen.insert(key, counts(&k));
+                    watcher::Event::Init => listing = Some(HashMap::new()),
+                    watcher::Event::InitApply(k) => {
+                        listing.get_or_insert_default().insert(key(&k), counts(&k));
+                    }
+                    watcher::Event::InitDone => {
+                        seen = listing.take().unwrap_or_default();
+                        synced2.store(true, Ordering::SeqCst);
+                    }
+                    watcher::Event::Apply(k) => {
+                        seen.insert(key(&k), counts(&k));
                     }
                     watcher::Event::Delete(k) => {
-                        seen.remove(&k.meta().uid.clone().unwrap_or_default());
+                        seen.remove(&key(&k));
                     }
-                    watcher::Event::Init => seen.clear(),
-                    watcher::Event::InitDone => synced2.store(true, Ordering::SeqCst),
                 }
-                if synced2.load(Ordering::SeqCst) {
+                if listing.is_none() && synced2.load(Ordering::SeqCst) {
                     fold(&value2, seen.values().filter(|c| **c).count());
                 }
             }
