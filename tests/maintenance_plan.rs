@@ -367,6 +367,32 @@ async fn a_new_spec_starts_a_new_round_the_same_spec_changes_nothing_and_failure
         .expect("status");
     assert_ne!(status.round, round, "a new round");
     assert_eq!((status.done, status.failed), (0, 1), "{status:?}");
+    // The first round's end and the halt are Events on the plan (cluster-scoped: in
+    // namespace default).
+    for reason in ["PlanComplete", "PlanHalted"] {
+        eventually(
+            &format!("a {reason} event"),
+            Duration::from_secs(30),
+            || async {
+                let events = env
+                    .kubectl()
+                    .args([
+                        "get",
+                        "events",
+                        "-n",
+                        "default",
+                        "-o",
+                        "name",
+                        "--field-selector",
+                    ])
+                    .arg(format!("reason={reason},involvedObject.name={name}"))
+                    .output()
+                    .expect("kubectl get events");
+                !String::from_utf8_lossy(&events.stdout).trim().is_empty()
+            },
+        )
+        .await;
+    }
     assert_eq!(
         api.list(&ours).await.expect("list").items.len(),
         4,

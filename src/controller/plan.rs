@@ -188,6 +188,7 @@ pub async fn reconcile(
 
     // Whether nodes may start now, and which.
     let now = jiff::Timestamp::now();
+    let halted = !spec.paused && failed >= spec.max_failures;
     let mut waiting = if spec.paused {
         Some("paused".to_string())
     } else if failed >= spec.max_failures {
@@ -234,6 +235,7 @@ pub async fn reconcile(
     }
 
     let complete = status.pending == 0 && status.active == 0 && status.failed == 0;
+    announce(&ctx, &plan, &status, complete, halted).await;
     let generation = plan.metadata.generation;
     let progressing = status.active > 0 || (status.pending > 0 && status.waiting.is_none());
     set_condition(
@@ -281,6 +283,46 @@ pub async fn reconcile(
     } else {
         Action::requeue(LOOK_AGAIN)
     })
+}
+
+/// An Event on the plan when it completes its round or halts on failures (once each,
+/// against the status it had).
+async fn announce(
+    ctx: &Ctx,
+    plan: &MaintenancePlan,
+    status: &MaintenancePlanStatus,
+    complete: bool,
+    halted: bool,
+) {
+    let before = plan.status.as_ref();
+    let was_complete = before.is_some_and(|s| {
+        s.round == status.round
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Complete" && c.status == "True")
+    });
+    let was_halted = before.is_some_and(|s| {
+        s.round == status.round
+            && s.waiting
+                .as_deref()
+                .is_some_and(|w| w.starts_with("halted"))
+    });
+    let round = status.round.as_deref().unwrap_or_default();
+    if complete && !was_complete {
+        let note = format!("round {round}: every selected node is done");
+        ctx.events
+            .publish(plan, Severity::Normal, "PlanComplete", note)
+            .await;
+    }
+    if halted && !was_halted {
+        let note = format!(
+            "round {round}: {}",
+            status.waiting.as_deref().unwrap_or("halted")
+        );
+        ctx.events
+            .publish(plan, Severity::Warning, "PlanHalted", note)
+            .await;
+    }
 }
 
 pub fn error_policy(plan: Arc<MaintenancePlan>, error: &ReconcileError, _: Arc<Ctx>) -> Action {
