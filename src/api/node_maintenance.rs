@@ -257,6 +257,22 @@ pub enum StatusPhase {
     Abandoned,
 }
 
+impl NodeMaintenance {
+    /// Whether it has its node out of service now: under way, or failed while the node
+    /// still carries its name (a failure at the last gate left the node back in
+    /// service). `node` is needed only for a failed one. Pending has nothing out yet.
+    pub fn has_node_out(&self, node: Option<&k8s_openapi::api::core::v1::Node>) -> bool {
+        match self.status.as_ref().and_then(|s| s.phase) {
+            Some(StatusPhase::Failed) => {
+                let name = self.metadata.name.as_deref();
+                node.and_then(holder_of).is_some_and(|h| Some(h) == name)
+            }
+            Some(StatusPhase::Pending) | None => false,
+            Some(p) => !p.finished(),
+        }
+    }
+}
+
 impl StatusPhase {
     /// No more work: the object only waits to be deleted.
     pub fn finished(self) -> bool {

@@ -95,15 +95,12 @@ pub async fn reconcile(
     let is_mine = |nm: &NodeMaintenance| {
         label(nm, PLAN_LABEL) == Some(&name) && label(nm, ROUND_LABEL) == Some(&round)
     };
-    let held_by: BTreeMap<String, &str> = selected
-        .iter()
-        .filter_map(|n| Some((n.name_any(), holder_of(n)?)))
-        .collect();
+    let by_name: BTreeMap<String, &Node> = selected.iter().map(|n| (n.name_any(), n)).collect();
     // Nodes any NodeMaintenance has out (for a node without one of this round's, it is
     // someone else's).
     let held_now: BTreeSet<String> = all
         .iter()
-        .filter(|nm| holds_node(nm, held_by.get(&nm.spec.node_name).copied()))
+        .filter(|nm| holds_node(nm, by_name.get(&nm.spec.node_name).copied()))
         .map(|nm| nm.spec.node_name.clone())
         .collect();
     let children: BTreeMap<String, NodeMaintenance> = all
@@ -133,7 +130,7 @@ pub async fn reconcile(
             // gate, it is back in service.
             Some(StatusPhase::Failed) => {
                 failed += 1;
-                child.is_some_and(|c| holder_of(node) == Some(c.name_any().as_str()))
+                child.is_some_and(|c| c.has_node_out(Some(node)))
             }
             Some(StatusPhase::Abandoned) => {
                 failed += 1;
@@ -463,17 +460,16 @@ fn blocked_by(nm: &NodeMaintenance) -> Option<String> {
         .map(|c| c.message.clone())
 }
 
-/// A NodeMaintenance that has its node out, or is about to take it: under way, failed
-/// with the node still held (`holder`: the name the node carries), or just started by a
-/// plan (one that waits long in Pending, refused, takes its own plan's place too).
-fn holds_node(nm: &NodeMaintenance, holder: Option<&str>) -> bool {
-    match nm.status.as_ref().and_then(|s| s.phase) {
-        Some(StatusPhase::Failed) => holder == Some(nm.name_any().as_str()),
-        Some(StatusPhase::Pending) | None => {
-            nm.metadata.deletion_timestamp.is_none() && label(nm, PLAN_LABEL).is_some()
-        }
-        Some(p) => !p.finished(),
-    }
+/// A NodeMaintenance that has its node out ([`NodeMaintenance::has_node_out`]), or is
+/// about to take it: just started by a plan (one that waits long in Pending, refused,
+/// takes its own plan's place too).
+fn holds_node(nm: &NodeMaintenance, node: Option<&Node>) -> bool {
+    let pending = matches!(
+        nm.status.as_ref().and_then(|s| s.phase),
+        None | Some(StatusPhase::Pending)
+    );
+    nm.has_node_out(node)
+        || (pending && nm.metadata.deletion_timestamp.is_none() && label(nm, PLAN_LABEL).is_some())
 }
 
 fn label<'a>(nm: &'a NodeMaintenance, key: &str) -> Option<&'a String> {

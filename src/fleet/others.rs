@@ -3,11 +3,11 @@
 //! during a run, so the roll reads them again before it starts a node.
 use std::collections::BTreeSet;
 
+use kube::Api;
 use kube::api::ListParams;
-use kube::{Api, ResourceExt};
 
 use crate::api::NodeMaintenance;
-use crate::api::node_maintenance::{StatusPhase, holder_of};
+use crate::api::node_maintenance::StatusPhase;
 use crate::cluster::{ClusterError, Connection, nodes};
 use crate::names::NodeName;
 
@@ -24,18 +24,16 @@ pub(super) async fn held_by_maintenances(
     };
     let mut held = BTreeSet::new();
     for nm in all {
-        let node = nm.spec.node_name.clone();
-        let holds = match nm.status.as_ref().and_then(|s| s.phase) {
-            Some(StatusPhase::Failed) => {
-                let found = nodes::get(conn, &NodeName::from(node.as_str())).await;
-                found.is_ok_and(|n| holder_of(&n) == Some(nm.name_any().as_str()))
-            }
-            // Pending has nothing out yet, and may wait long (a refused drain).
-            Some(StatusPhase::Pending) | None => false,
-            Some(p) => !p.finished(),
+        // Only a failed one needs its node read, to see whether it still holds it.
+        let failed = nm.status.as_ref().and_then(|s| s.phase) == Some(StatusPhase::Failed);
+        let node = match failed {
+            true => nodes::get(conn, &NodeName::from(nm.spec.node_name.as_str()))
+                .await
+                .ok(),
+            false => None,
         };
-        if holds {
-            held.insert(node);
+        if nm.has_node_out(node.as_ref()) {
+            held.insert(nm.spec.node_name.clone());
         }
     }
     Ok(held)
