@@ -4,6 +4,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 
+use crate::flag::Flag;
 use crate::pod;
 
 /// The decisions a user makes with flags, named as in `kubectl drain`.
@@ -85,19 +86,19 @@ pub enum Refusal {
     Budget {
         #[serde(flatten)]
         impossible: crate::guard::Impossible,
-        flag: &'static str,
+        flag: Flag,
     },
 }
 
 impl Refusal {
     /// The flag that turns this refusal into a decision.
-    pub fn flag(&self) -> &'static str {
+    pub fn flag(&self) -> Flag {
         match self {
-            Self::DaemonSet => "--ignore-daemonsets",
-            Self::LocalStorage { .. } => "--delete-emptydir-data",
-            Self::Unmanaged => "--force",
-            Self::DoNotDisrupt { .. } => "--ignore-do-not-disrupt",
-            Self::Budget { flag, .. } => flag,
+            Self::DaemonSet => Flag::IgnoreDaemonSets,
+            Self::LocalStorage { .. } => Flag::DeleteEmptyDirData,
+            Self::Unmanaged => Flag::Force,
+            Self::DoNotDisrupt { .. } => Flag::IgnoreDoNotDisrupt,
+            Self::Budget { flag, .. } => *flag,
         }
     }
 
@@ -266,7 +267,7 @@ impl std::fmt::Display for Verdict {
             Verdict::Refuse { reasons } => {
                 let parts: Vec<String> = reasons
                     .iter()
-                    .map(|r| format!("{}: pass {}", r.explain(), r.flag()))
+                    .map(|r| format!("{}: pass {}", r.explain(), r.flag().cli()))
                     .collect();
                 write!(f, "refused ({})", parts.join("; "))
             }
@@ -336,7 +337,7 @@ mod tests {
         };
         assert_eq!(
             reasons.iter().map(Refusal::flag).collect::<Vec<_>>(),
-            ["--ignore-daemonsets"]
+            [Flag::IgnoreDaemonSets]
         );
         let allowed = Permissions {
             ignore_daemonsets: true,
@@ -358,7 +359,7 @@ mod tests {
         };
         assert_eq!(
             reasons.iter().map(Refusal::flag).collect::<Vec<_>>(),
-            ["--delete-emptydir-data", "--force"]
+            [Flag::DeleteEmptyDirData, Flag::Force]
         );
         let all = Permissions {
             delete_emptydir_data: true,
@@ -384,7 +385,7 @@ mod tests {
             };
             assert_eq!(
                 reasons.iter().map(Refusal::flag).collect::<Vec<_>>(),
-                ["--ignore-do-not-disrupt"]
+                [Flag::IgnoreDoNotDisrupt]
             );
             let allowed = Permissions {
                 ignore_do_not_disrupt: true,

@@ -21,8 +21,8 @@ async fn main() -> ExitCode {
     match cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", sentence(&err));
-            exit_code(&err)
+            eprintln!("error: {}", err.sentence());
+            ExitCode::from(err.exit_code())
         }
     }
 }
@@ -87,46 +87,6 @@ fn usage_sentence(err: &clap::Error) -> String {
     line.trim_start_matches("error: ").to_string()
 }
 
-/// Exit codes scripts can branch on (documented in the README).
-fn exit_code(err: &anyhow::Error) -> ExitCode {
-    use kordon::drain::DrainError;
-    use kordon::workflow::MaintainError;
-    let drain = err.downcast_ref::<DrainError>().or_else(|| {
-        err.downcast_ref::<MaintainError>()
-            .and_then(MaintainError::drain_error)
-    });
-    use kordon::fleet::{RollError, RunState};
-    let held = err.downcast_ref::<MaintainError>().is_some_and(|e| {
-        matches!(
-            e.cause,
-            kordon::workflow::StepError::HeldByNodeMaintenance(_)
-        )
-    });
-    if held || err.downcast_ref::<cli::plan::PlanUnsafe>().is_some() {
-        return ExitCode::from(3);
-    }
-    if let Some(
-        RollError::Unsafe { .. }
-        | RollError::Unfinished { .. }
-        | RollError::Held { .. }
-        | RollError::NoRoom { .. }
-        | RollError::Lock(kordon::cluster::lease::LockError::Held { .. }),
-    ) = err.downcast_ref::<RollError>()
-    {
-        return ExitCode::from(3);
-    }
-    if let Some(cli::roll::RollIncomplete(_, RunState::Interrupted)) = err.downcast_ref() {
-        return ExitCode::from(130);
-    }
-    match drain {
-        Some(DrainError::Refused { .. } | DrainError::WouldStrand { .. }) => ExitCode::from(3),
-        Some(DrainError::TimedOut { .. }) => ExitCode::from(4),
-        Some(DrainError::Abandoned { .. }) => ExitCode::from(5),
-        Some(DrainError::Interrupted { .. }) => ExitCode::from(130),
-        _ => ExitCode::FAILURE,
-    }
-}
-
 /// Logs go to stderr so stdout stays clean for reports and `-o json`. They are
 /// coloured only on a terminal, and never with `NO_COLOR` set (no-color.org).
 fn init_logging(verbose: u8) {
@@ -148,22 +108,4 @@ fn init_logging(verbose: u8) {
 /// `NO_COLOR` holds any non-empty value.
 fn colour(terminal: bool) -> bool {
     terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-}
-
-/// The error and its causes as one line, without repeating a cause that a message
-/// already quotes (our error types embed their source's text). A multi-line cause (a
-/// YAML parser's snippet with a caret) contributes its first line.
-fn sentence(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in err.chain() {
-        let full = cause.to_string();
-        let part = full.lines().next().unwrap_or_default().to_string();
-        if !text.contains(&part) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&part);
-        }
-    }
-    text
 }

@@ -51,12 +51,12 @@ pub enum Reach {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} is not a kubectl JSON list: {source}")]
+    #[error("{path} is not a kubectl JSON list")]
     Parse {
         path: String,
         source: serde_json::Error,

@@ -1,6 +1,7 @@
 //! Bad input, as a new user types it: every mistake is one sentence on stderr, the exit
-//! code scripts can branch on (2 for what clap's parsers refuse, 1 for what is found
-//! out later), and nothing changed: the node stays schedulable, carries no
+//! code scripts can branch on (2 for bad input, whether clap's parsers, a later check
+//! or the API server found it out; 1 for what only the cluster can tell), and nothing
+//! changed: the node stays schedulable, carries no
 //! kordon annotation, and its pods are the same pods.
 //!
 //! Mistakes in the command line itself are refused before any request, so their rows
@@ -32,11 +33,11 @@ const fn parse(args: &'static [&'static str], says: &'static str) -> Case {
     }
 }
 
-/// Refused before any request, by a check after parsing (exit 1).
+/// Refused before any request, by a check after parsing.
 const fn early(args: &'static [&'static str], says: &'static str) -> Case {
     Case {
         args,
-        code: 1,
+        code: 2,
         says,
         cluster: false,
     }
@@ -111,14 +112,14 @@ const CASES: &[Case] = &[
     cluster(&["plan", NODE, "--from-file", "/nonexistent/dump.json"], 1, "cannot read /nonexistent/dump.json"),
     cluster(&["drain", "no-such-node.example"], 1, "node \"no-such-node.example\" not found"),
     cluster(&["cordon", NODE, "no-such-node.example"], 1, "node \"no-such-node.example\" not found"),
-    cluster(&["drain", "-l", "a in (b"], 1, "invalid label selector \"a in (b\""),
-    cluster(&["status", "-l", "a in (b"], 1, "invalid label selector \"a in (b\""),
-    cluster(&["cordon"], 1, "name at least one node, or pass --selector"),
-    cluster(&["drain", NODE, "--pod-selector", "a in (b"], 1, "invalid --pod-selector \"a in (b\""),
-    cluster(&["drain", NODE, "--deadline", "1m", "--delete-past-budget", "*:a in (b"], 1, "invalid --delete-past-budget"),
-    cluster(&["roll", NODE, "--max-unavailable", "0", "--", "true"], 1, "--max-unavailable of 0 would never let a node go"),
-    cluster(&["roll", NODE, "--max-unavailable", "0%", "--", "true"], 1, "--max-unavailable of 0 would never let a node go"),
-    cluster(&["roll", NODE, "--manual", "--max-unavailable", "2"], 1, "--manual waits for Enter on a terminal"),
+    cluster(&["drain", "-l", "a in (b"], 2, "invalid label selector \"a in (b\""),
+    cluster(&["status", "-l", "a in (b"], 2, "invalid label selector \"a in (b\""),
+    cluster(&["cordon"], 2, "name at least one node, or pass --selector"),
+    cluster(&["drain", NODE, "--pod-selector", "a in (b"], 2, "invalid pod selector \"a in (b\""),
+    cluster(&["drain", NODE, "--deadline", "1m", "--delete-past-budget", "*:a in (b"], 2, "invalid delete-past-budget rule"),
+    cluster(&["roll", NODE, "--max-unavailable", "0", "--", "true"], 2, "--max-unavailable of 0 would never let a node go"),
+    cluster(&["roll", NODE, "--max-unavailable", "0%", "--", "true"], 2, "--max-unavailable of 0 would never let a node go"),
+    cluster(&["roll", NODE, "--manual", "--max-unavailable", "2"], 2, "--manual waits for Enter on a terminal"),
 ];
 
 /// Runs kordon with a row's arguments, `node` standing for [`NODE`], and `kubeconfig`

@@ -202,7 +202,7 @@ async fn a_refused_plan_changes_nothing_and_says_why() {
         status
             .refused
             .iter()
-            .any(|r| r.contains("solo") && r.contains("--force")),
+            .any(|r| r.contains("solo") && r.contains("spec.drain.force")),
         "{status:?} {pending:?}"
     );
     assert!(!env.is_cordoned(&node).await, "nothing changed");

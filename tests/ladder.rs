@@ -351,7 +351,7 @@ async fn bad_ladder_input_is_one_sentence_and_changes_nothing() {
     let cases: [(Vec<&str>, &str); 3] = [
         (
             vec!["--deadline", "1s", "--delete-past-budget", &bad_selector],
-            "invalid --delete-past-budget",
+            "invalid delete-past-budget rule",
         ),
         (
             vec!["--deadline", "2m", "--timeout", "1m"],

@@ -104,14 +104,14 @@ async fn maintain_needs_a_command_or_manual() {
     let env = TestEnv::two_nodes_with_web("maintargs").await;
     let node = env.node("node-2");
     let run = env.run_kordon(&["maintain", &node]);
-    assert_eq!(run.code, Some(1));
+    assert_eq!(run.code, Some(2), "bad usage");
     assert!(
         run.stderr.contains("say what the maintenance is"),
         "{}",
         run.stderr
     );
     let run = env.run_kordon(&["maintain", &node, "--manual"]);
-    assert_eq!(run.code, Some(1));
+    assert_eq!(run.code, Some(2), "bad usage");
     assert!(
         run.stderr.contains("standard input is not one"),
         "{}",

@@ -422,7 +422,7 @@ async fn a_node_left_out_by_an_earlier_run_counts_against_the_cap() {
     assert!(
         refused
             .stderr
-            .contains("--max-unavailable 1 leaves no room")
+            .contains("at most 1 node(s) out at a time leaves no room")
             && refused
                 .stderr
                 .contains(&format!("node {} is failed in maintaining", nodes[2])),

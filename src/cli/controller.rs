@@ -34,7 +34,7 @@ pub struct ControllerArgs {
     pub metrics_address: Option<std::net::SocketAddr>,
 }
 
-pub async fn run(global: &GlobalArgs, args: &ControllerArgs) -> anyhow::Result<()> {
+pub async fn run(global: &GlobalArgs, args: &ControllerArgs) -> super::error::Result {
     let ctx = Context::open(&global.connection()).await?;
     let identity = args
         .identity
@@ -55,7 +55,10 @@ pub async fn run(global: &GlobalArgs, args: &ControllerArgs) -> anyhow::Result<(
     Ok(())
 }
 
-pub fn print_crds() -> anyhow::Result<()> {
-    print!("{}", kordon::api::crds_yaml()?);
+pub fn print_crds() -> super::error::Result {
+    print!(
+        "{}",
+        kordon::api::crds_yaml().map_err(super::error::CliError::Crds)?
+    );
     Ok(())
 }

@@ -51,7 +51,7 @@ impl Report for Transitions {
 
 /// Cordon (`unschedulable = true`) or uncordon. Every named node is looked up before
 /// any is changed, so one unknown name changes nothing.
-pub async fn run(global: &GlobalArgs, args: &CordonArgs, cordon: bool) -> anyhow::Result<()> {
+pub async fn run(global: &GlobalArgs, args: &CordonArgs, cordon: bool) -> super::error::Result {
     let conn = Connection::open(&global.connection()).await?;
     let targets = args.targets.resolve(&conn, false).await?;
 

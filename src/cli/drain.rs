@@ -159,16 +159,16 @@ impl LadderFlags {
 impl DrainFlags {
     /// The drain's options; a deadline that could never come before the timeout is
     /// refused.
-    pub fn options(&self) -> anyhow::Result<DrainOptions> {
+    pub fn options(&self) -> super::error::Result<DrainOptions> {
         if let Some(deadline) = self.ladder.deadline
             && !self.timeout.is_zero()
             && deadline >= self.timeout
         {
-            anyhow::bail!(
+            return Err(super::error::CliError::Usage(format!(
                 "--deadline {} is not before --timeout {}: the drain would time out before its ladder engages; shorten --deadline or lengthen --timeout",
                 humantime::format_duration(deadline),
                 humantime::format_duration(self.timeout)
-            );
+            )));
         }
         Ok(DrainOptions {
             permissions: self.policy.permissions(),
@@ -215,7 +215,7 @@ pub async fn drain_node(
     result
 }
 
-pub async fn run(global: &GlobalArgs, args: &DrainArgs) -> anyhow::Result<()> {
+pub async fn run(global: &GlobalArgs, args: &DrainArgs) -> super::error::Result {
     let options = DrainOptions {
         node_down: args.node_down.then_some(args.node_down_after),
         ..args.drain.options()?

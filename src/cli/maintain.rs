@@ -1,7 +1,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use anyhow::bail;
+use super::error::CliError;
 
 use clap::Args;
 use kordon::cluster::access::{self, Permission};
@@ -53,7 +53,7 @@ impl WorkArgs {
     }
 }
 
-pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> anyhow::Result<()> {
+pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> super::error::Result {
     let work = work(args.work.manual, &args.work.command, "kordon maintain NODE")?;
     let drain = args.drain.options()?;
     let ctx = Context::open(&global.connection()).await?;
@@ -96,12 +96,12 @@ pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> anyhow::Result<()>
 }
 
 /// The maintenance to run: a command after `--`, or `--manual` on a terminal.
-pub fn work(manual: bool, command: &[String], usage: &str) -> anyhow::Result<Work> {
+pub fn work(manual: bool, command: &[String], usage: &str) -> super::error::Result<Work> {
     match (manual, command.split_first()) {
         (true, _) if !std::io::stdin().is_terminal() => {
-            bail!(
-                "--manual waits for Enter on a terminal, but standard input is not one; pass a command after -- instead"
-            )
+            Err(CliError::Usage(
+                "--manual waits for Enter on a terminal, but standard input is not one; pass a command after -- instead".into(),
+            ))
         }
         (true, _) => Ok(Work::Manual),
         (false, Some((program, rest))) => Ok(Work::Command {
@@ -109,7 +109,9 @@ pub fn work(manual: bool, command: &[String], usage: &str) -> anyhow::Result<Wor
             args: rest.to_vec(),
         }),
         (false, None) => {
-            bail!("say what the maintenance is: `{usage} -- COMMAND [ARGS…]`, or --manual")
+            Err(CliError::Usage(format!(
+                "say what the maintenance is: `{usage} -- COMMAND [ARGS…]`, or --manual"
+            )))
         }
     }
 }

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use error::CliError;
 use kordon::cluster::ConnectionOptions;
 use kordon::names::NodeName;
 use kordon::output::Format;
@@ -10,6 +11,7 @@ use kordon::output::Format;
 mod controller;
 mod cordon;
 pub mod drain;
+pub mod error;
 pub mod maintain;
 pub mod plan;
 pub mod roll;
@@ -80,20 +82,22 @@ impl NodeSelection {
         &self,
         conn: &kordon::cluster::Connection,
         all_when_empty: bool,
-    ) -> anyhow::Result<Vec<k8s_openapi::api::core::v1::Node>> {
+    ) -> error::Result<Vec<k8s_openapi::api::core::v1::Node>> {
         use kordon::cluster::nodes;
         match &self.selector {
             Some(selector) => {
                 let found = nodes::select(conn, selector).await?;
                 if found.is_empty() {
-                    anyhow::bail!("no nodes match the selector \"{selector}\"");
+                    return Err(CliError::Failed(format!(
+                        "no nodes match the selector \"{selector}\""
+                    )));
                 }
                 Ok(found)
             }
             None if self.nodes.is_empty() && all_when_empty => Ok(nodes::all(conn).await?),
-            None if self.nodes.is_empty() => {
-                anyhow::bail!("name at least one node, or pass --selector")
-            }
+            None if self.nodes.is_empty() => Err(CliError::Usage(
+                "name at least one node, or pass --selector".into(),
+            )),
             None => {
                 let mut found = Vec::new();
                 for name in &self.nodes {
@@ -129,7 +133,7 @@ pub enum Command {
     Crd,
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(cli: Cli) -> error::Result {
     match cli.command {
         Command::Version => version::run(&cli.global).await,
         Command::Controller(args) => controller::run(&cli.global, &args).await,

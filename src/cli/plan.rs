@@ -22,12 +22,7 @@ pub struct PlanArgs {
     pub policy: super::drain::PolicyFlags,
 }
 
-/// Exit code 0 when the plan is safe; [`PlanUnsafe`] (exit 3) when not.
-#[derive(Debug, thiserror::Error)]
-#[error("the plan is unsafe: see the pods refused or fitting nowhere above; nothing was changed")]
-pub struct PlanUnsafe;
-
-pub async fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<()> {
+pub async fn run(global: &GlobalArgs, args: &PlanArgs) -> super::error::Result {
     let targets = &args.nodes;
     let keep: Vec<&str> = args.nodes.iter().map(NodeName::as_str).collect();
     let snapshot = match &args.from_file {
@@ -46,6 +41,6 @@ pub async fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<()> {
     if report.safe {
         Ok(())
     } else {
-        Err(PlanUnsafe.into())
+        Err(kordon::error::Error::UnsafePlan.into())
     }
 }

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use anyhow::bail;
+use super::error::CliError;
 use clap::Args;
 use kordon::context::Context;
 use kordon::fleet::window::Window;
@@ -83,16 +83,11 @@ pub struct LockArgs {
     pub lock_namespace: String,
 }
 
-/// The roll stopped before every node was done; the report says where each stands.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct RollIncomplete(pub String, pub RunState);
-
-pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
+pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
     if args.drain.dry_run != kordon::cluster::nodes::DryRun::None {
-        bail!(
-            "roll has no --dry-run: it plans the whole fleet before touching anything; `kordon plan NODE…` shows a plan alone"
-        );
+        return Err(CliError::Usage(
+            "roll has no --dry-run: it plans the whole fleet before touching anything; `kordon plan NODE…` shows a plan alone".into(),
+        ));
     }
     let drain = args.drain.options()?;
     let ctx = Context::open(&global.connection()).await?;
@@ -109,15 +104,19 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
         match fleet::run::last(conn, &args.lock.lock_namespace).await? {
             Some(record) => match record.spec {
                 Some(recorded) => spec = recorded,
-                None => bail!(
-                    "nothing to resume: the last run {} recorded no command",
-                    record.run
-                ),
+                None => {
+                    return Err(CliError::Failed(format!(
+                        "nothing to resume: the last run {} recorded no command",
+                        record.run
+                    )));
+                }
             },
-            None => bail!(
-                "nothing to resume: no roll has run in this cluster (or in --lock-namespace {})",
-                args.lock.lock_namespace
-            ),
+            None => {
+                return Err(CliError::Failed(format!(
+                    "nothing to resume: no roll has run in this cluster (or in --lock-namespace {})",
+                    args.lock.lock_namespace
+                )));
+            }
         }
     }
     let work = super::maintain::work(spec.manual, &spec.command, "kordon roll NODE…")?;
@@ -134,7 +133,9 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
     };
     let targets = selection.resolve(conn, false).await?;
     if spec.manual && !matches!(args.max_unavailable, MaxUnavailable::Count(1)) {
-        bail!("--manual prompts for one node at a time; use it with --max-unavailable 1");
+        return Err(CliError::Usage(
+            "--manual prompts for one node at a time; use it with --max-unavailable 1".into(),
+        ));
     }
     let options = RollOptions {
         // The roll holds its nodes cordoned and lifts the cordon itself.
@@ -171,7 +172,11 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> anyhow::Result<()> {
     printer.report(&report);
     match report.state {
         RunState::Done => Ok(()),
-        state => Err(RollIncomplete(kordon::output::roll::why_incomplete(&report), state).into()),
+        state => Err(kordon::error::Error::RollStopped {
+            state,
+            why: kordon::output::roll::why_incomplete(&report),
+        }
+        .into()),
     }
 }
 

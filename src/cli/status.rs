@@ -24,7 +24,7 @@ pub struct StatusArgs {
 /// beyond, one paged pass over every pod costs fewer requests.
 const NODE_BY_NODE: usize = 20;
 
-pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<()> {
+pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> super::error::Result {
     let conn = Connection::open(&global.connection()).await?;
     let node_list = args.targets.resolve(&conn, true).await?;
     let names: HashSet<&str> = node_list

@@ -2,23 +2,25 @@ use std::path::PathBuf;
 
 use kube::core::Status;
 
+use crate::error::Advice;
+use crate::flag::Flag;
 use crate::names::NodeName;
 
 /// Everything that can go wrong talking to the cluster, each naming the object and
 /// saying what the user can do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("cannot load kubeconfig {}: {}; check --kubeconfig or the KUBECONFIG variable", path_or_default(.path), first_line(.source))]
+    #[error("cannot load kubeconfig {}", path_or_default(.path))]
     Kubeconfig {
         path: Option<PathBuf>,
         #[source]
         source: kube::config::KubeconfigError,
     },
 
-    #[error("no cluster configured: {0}; pass --kubeconfig or set KUBECONFIG")]
+    #[error("no cluster configured")]
     NoConfig(#[source] kube::config::InferConfigError),
 
-    #[error("cannot set up a client for {server}: {source}")]
+    #[error("cannot set up a client for {server}")]
     Client {
         server: String,
         #[source]
@@ -53,7 +55,7 @@ pub enum ClusterError {
         message: String,
     },
 
-    #[error("failed to {action}: {source}")]
+    #[error("failed to {action}")]
     Other {
         action: String,
         #[source]
@@ -69,6 +71,17 @@ fn path_or_default(path: &Option<PathBuf>) -> String {
 }
 
 impl ClusterError {
+    /// The kubeconfig is the user's to fix.
+    pub fn advice(&self) -> Vec<Advice> {
+        match self {
+            Self::Kubeconfig { .. } | Self::NoConfig(_) => vec![Advice::Give(
+                Flag::Kubeconfig,
+                "name the cluster's kubeconfig (or set KUBECONFIG)",
+            )],
+            _ => Vec::new(),
+        }
+    }
+
     /// Classifies a failed request. `action` says what we were doing ("patch node
     /// node-2"), so the message names the object; `server` is for transport errors.
     pub fn from_kube(action: impl Into<String>, server: &str, err: kube::Error) -> Self {
@@ -140,15 +153,6 @@ impl ClusterError {
     pub fn is_not_found(err: &kube::Error) -> bool {
         matches!(err, kube::Error::Api(s) if s.is_not_found())
     }
-}
-
-/// Parser errors carry a multi-line snippet; the first line says what is wrong.
-fn first_line(err: &dyn std::error::Error) -> String {
-    err.to_string()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// Transport errors nest the useful part ("Connection refused") several sources deep.

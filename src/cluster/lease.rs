@@ -13,6 +13,8 @@ use kube::api::{PostParams, Resource};
 use tokio::sync::watch;
 
 use super::{ClusterError, Connection};
+use crate::error::Advice;
+use crate::flag::Flag;
 
 /// Where the lock lives and who asks for it.
 #[derive(Debug, Clone)]
@@ -77,7 +79,7 @@ impl LeaseState {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
-        "another kordon run holds the lock (lease {namespace}/{name}): {holder}, renewed {renewed_ago} ago; it expires in {expires_in} unless renewed; wait for it with --lock-timeout, or try again later"
+        "another kordon run holds the lock (lease {namespace}/{name}): {holder}, renewed {renewed_ago} ago; it expires in {expires_in} unless renewed; try again later"
     )]
     Held {
         namespace: String,
@@ -88,6 +90,15 @@ pub enum LockError {
     },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+}
+
+impl LockError {
+    pub fn advice(&self) -> Vec<Advice> {
+        match self {
+            Self::Held { .. } => vec![Advice::Give(Flag::LockTimeout, "wait for it")],
+            Self::Cluster(e) => e.advice(),
+        }
+    }
 }
 
 /// Reads the lease; `None` when it was never created.

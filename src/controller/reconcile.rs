@@ -40,10 +40,10 @@ const RETRY_START: Duration = Duration::from_secs(15);
 pub enum ReconcileError {
     #[error(transparent)]
     Cluster(#[from] ClusterError),
-    #[error("write status: {0}")]
+    #[error("write status")]
     Status(#[from] kube::Error),
-    #[error("{0}")]
-    Finalizer(#[source] Box<finalizer::Error<ReconcileError>>),
+    #[error(transparent)]
+    Finalizer(Box<finalizer::Error<ReconcileError>>),
 }
 
 pub async fn reconcile(nm: Arc<NodeMaintenance>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
@@ -195,7 +195,7 @@ async fn may_start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Result<Start, Hold
     tracing::debug!("NodeMaintenance {}: planning node {node}", nm.name_any());
     let plan = match drain::plan(&ctx.kordon, &node, &options, Reach::Placement).await {
         Ok(plan) => plan,
-        Err(e) => return hold("DrainRefused", e.to_string()),
+        Err(e) => return hold("DrainRefused", said(&e)),
     };
     tracing::debug!("NodeMaintenance {}: planned node {node}", nm.name_any());
     match plan.refusal(options.allow_pending) {
@@ -203,7 +203,7 @@ async fn may_start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Result<Start, Hold
             was_unschedulable: plan.state.cordoned && !plan.cordoned_by_kordon,
             workloads: plan.touched_workloads(),
         })),
-        Some(DrainError::Refused { pods, .. }) => hold("DrainRefused", drain::needs(&pods)),
+        Some(refused @ DrainError::Refused { .. }) => hold("DrainRefused", advised(&refused)),
         Some(DrainError::WouldStrand { pods, .. }) => hold(
             "WouldStrand",
             format!(
@@ -211,8 +211,24 @@ async fn may_start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Result<Start, Hold
                 pods.join("; ")
             ),
         ),
-        Some(other) => hold("DrainRefused", other.to_string()),
+        Some(other) => hold("DrainRefused", said(&other)),
     }
+}
+
+/// A refused drain and what would let it go, in the spec's words.
+fn said(e: &DrainError) -> String {
+    let advice = advised(e);
+    if advice.is_empty() {
+        e.to_string()
+    } else {
+        format!("{e}; {advice}")
+    }
+}
+
+/// What would let a refused drain go, in the spec's words: one part per pod.
+fn advised(e: &DrainError) -> String {
+    let parts: Vec<String> = e.advice().iter().map(status::advice).collect();
+    parts.join("; ")
 }
 
 /// Another NodeMaintenance of the same node that acts first: one that has started, or

@@ -10,6 +10,8 @@ use kube::{Api, ResourceExt};
 use crate::api::NodeMaintenance;
 use crate::api::node_maintenance::{NodeMaintenanceStatus, StatusPhase};
 use crate::cluster::Connection;
+use crate::error::Advice;
+use crate::flag::Flag;
 
 pub const PROGRESSING: &str = "Progressing";
 pub const BLOCKED: &str = "Blocked";
@@ -21,6 +23,28 @@ pub struct Hold {
     /// CamelCase, e.g. `DrainRefused`.
     pub reason: &'static str,
     pub message: String,
+}
+
+/// Advice in a NodeMaintenance's words: the fields of its spec. A decision only the
+/// CLI offers is named as such.
+pub fn advice(advice: &Advice) -> String {
+    let field = |f: &Flag| match f.field() {
+        Some(field) => field.to_string(),
+        None => format!("kordon's {} (no spec field allows it)", f.cli()),
+    };
+    match advice {
+        Advice::Decide(pods) => pods
+            .iter()
+            .map(|(pod, flags)| {
+                let fields: Vec<String> = flags.iter().map(field).collect();
+                format!("{pod} needs {}", fields.join(" and "))
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        Advice::Give(flag, to) => format!("set {} to {to}", field(flag)),
+        Advice::Omit(flag) => format!("without {}", field(flag)),
+        Advice::Raise(flag) => format!("or raise {}", field(flag)),
+    }
 }
 
 pub fn now() -> Time {
@@ -177,7 +201,7 @@ mod tests {
         });
         let hold = Hold {
             reason: "DrainRefused",
-            message: "shop/solo needs --force".into(),
+            message: "shop/solo needs spec.drain.force".into(),
         };
         let pending = with_conditions(status, Some(1), Some(&hold));
         assert_eq!(condition(&pending, BLOCKED).status, "True");

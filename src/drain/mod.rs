@@ -27,7 +27,9 @@ use crate::cluster::nodes::{self, DryRun};
 use crate::cluster::view::Watched;
 use crate::cluster::{ClusterError, Connection};
 use crate::context::Context;
+use crate::error::{Advice, Exit};
 use crate::evict::{self, Blocked, EvictError};
+use crate::flag::Flag;
 use crate::names::NodeName;
 use crate::node_state::{NodeState, Readiness};
 use crate::pod::{self, Lifecycle};
@@ -230,11 +232,11 @@ pub struct Remaining {
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
     #[error(
-        "node {node} is {state}: its kubelet would not confirm pods leaving; fix the node first (kordon refuses to drain a node that is not Ready), or, if it is down for good, pass --node-down to move its workloads through Kubernetes' non-graceful shutdown (the out-of-service taint)"
+        "node {node} is {state}: its kubelet would not confirm pods leaving; fix the node first (kordon refuses to drain a node that is not Ready)"
     )]
     NotReady { node: NodeName, state: NodeState },
     #[error(
-        "node {node} is {state}, but its kubelet reported {} ago, less than --node-down-after {}: it may still run its pods; nothing was changed", humantime::format_duration(*.silent), humantime::format_duration(*.after)
+        "node {node} is {state}, but its kubelet reported {} ago, less than the {} it must be silent to count as down: it may still run its pods; nothing was changed", humantime::format_duration(*.silent), humantime::format_duration(*.after)
     )]
     NotDownLongEnough {
         node: NodeName,
@@ -243,37 +245,37 @@ pub enum DrainError {
         after: Duration,
     },
     #[error(
-        "node {node} is Ready: --node-down is only for a node that is down; drain it without the flag"
+        "node {node} is Ready: only a node that is down is drained as down; nothing was changed"
     )]
     NotDown { node: NodeName },
-    #[error("cannot drain node {node}: {} pod(s) need a decision ({}); nothing was changed", .pods.len(), needs(.pods))]
+    #[error("cannot drain node {node}: {} pod(s) need a decision ({}); nothing was changed", .pods.len(), explain(.pods))]
     Refused {
         node: NodeName,
         pods: Vec<(String, Vec<Refusal>)>,
     },
-    #[error("cannot drain node {node}: no other node can take the replacement of {}; they would stay Pending and their workloads lose availability. Nothing was changed: free capacity (or uncordon a node) first, or pass --allow-pending to drain anyway", .pods.join("; "))]
+    #[error("cannot drain node {node}: no other node can take the replacement of {}; they would stay Pending and their workloads lose availability. Nothing was changed: free capacity (or uncordon a node) first", .pods.join("; "))]
     WouldStrand { node: NodeName, pods: Vec<String> },
-    #[error("drain of node {node} timed out after {timeout:?} with {} pod(s) left: {}; the node stays cordoned", .remaining.len(), describe(.remaining))]
+    #[error("drain of node {node} timed out after {} with {} pod(s) left: {}; the node stays cordoned", humantime::format_duration(*.timeout), .remaining.len(), describe(.remaining))]
     TimedOut {
         node: NodeName,
         timeout: Duration,
         remaining: Vec<Remaining>,
     },
-    #[error("drain of node {node} abandoned at its {deadline:?} deadline with {} pod(s) still held by their budgets: {}; nothing was deleted past a budget, and the node {}", .remaining.len(), describe(.remaining), if *.uncordoned { "is uncordoned again" } else { "stays cordoned (kordon did not cordon it here)" })]
+    #[error("drain of node {node} abandoned at its {} deadline with {} pod(s) still held by their budgets: {}; nothing was deleted past a budget, and the node {}", humantime::format_duration(*.deadline), .remaining.len(), describe(.remaining), if *.uncordoned { "is uncordoned again" } else { "stays cordoned (kordon did not cordon it here)" })]
     Abandoned {
         node: NodeName,
         deadline: Duration,
         remaining: Vec<Remaining>,
         uncordoned: bool,
     },
-    #[error("invalid --delete-past-budget {rule}: {message}")]
+    #[error("invalid delete-past-budget rule {rule}: {message}")]
     InvalidRule { rule: String, message: String },
     #[error("interrupted: stopped issuing evictions with {} pod(s) left on node {node}, which stays cordoned", .remaining.len())]
     Interrupted {
         node: NodeName,
         remaining: Vec<Remaining>,
     },
-    #[error("invalid --pod-selector \"{selector}\": {message}")]
+    #[error("invalid pod selector \"{selector}\": {message}")]
     InvalidPodSelector { selector: String, message: String },
     #[error(transparent)]
     Evict(#[from] EvictError),
@@ -281,12 +283,40 @@ pub enum DrainError {
     Cluster(#[from] ClusterError),
 }
 
-/// "default/a needs --force; kube-system/b needs --ignore-daemonsets".
-pub fn needs(pods: &[(String, Vec<Refusal>)]) -> String {
+impl DrainError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            Self::Refused { .. } | Self::WouldStrand { .. } => Exit::Refused,
+            Self::TimedOut { .. } => Exit::TimedOut,
+            Self::Abandoned { .. } => Exit::Abandoned,
+            Self::Interrupted { .. } => Exit::Interrupted,
+            Self::InvalidRule { .. } | Self::InvalidPodSelector { .. } => Exit::Usage,
+            Self::Cluster(ClusterError::InvalidSelector { .. }) => Exit::Usage,
+            _ => Exit::Failed,
+        }
+    }
+
+    pub fn advice(&self) -> Vec<Advice> {
+        match self {
+            Self::NotReady { .. } => vec![Advice::Give(
+                Flag::NodeDown,
+                "move its workloads through Kubernetes' non-graceful shutdown (the out-of-service taint) if it is down for good",
+            )],
+            Self::NotDown { .. } => vec![Advice::Omit(Flag::NodeDown)],
+            Self::Refused { pods, .. } => vec![crate::error::decide(pods)],
+            Self::WouldStrand { .. } => vec![Advice::Give(Flag::AllowPending, "drain anyway")],
+            Self::Cluster(e) | Self::Evict(EvictError::Cluster(e)) => e.advice(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// "default/a has no controller, so nothing would recreate it".
+fn explain(pods: &[(String, Vec<Refusal>)]) -> String {
     pods.iter()
         .map(|(pod, reasons)| {
-            let flags: Vec<&str> = reasons.iter().map(Refusal::flag).collect();
-            format!("{pod} needs {}", flags.join(" and "))
+            let why: Vec<String> = reasons.iter().map(Refusal::explain).collect();
+            format!("{pod} {}", why.join(" and "))
         })
         .collect::<Vec<_>>()
         .join("; ")

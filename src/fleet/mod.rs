@@ -26,6 +26,8 @@ use crate::cluster::lease::{self, LockError, LockSpec};
 use crate::cluster::{ClusterError, Connection};
 use crate::context::Context;
 use crate::drain::{DrainOptions, Event};
+use crate::error::Advice;
+use crate::flag::Flag;
 use crate::names::NodeName;
 use crate::plan::PlanReport;
 use crate::snapshot::{Reach, Snapshot};
@@ -151,7 +153,7 @@ pub enum RollError {
     #[error("nothing to resume: {0}")]
     NothingToResume(String),
     #[error(
-        "{} is still in the middle of another run ({}); resume that run with `kordon roll --resume`, or finish those nodes by hand (uncordon, remove their kordon.dev/ annotations); nothing was changed",
+        "{} is still in the middle of another run ({}); resume that run, or finish those nodes by hand (uncordon, remove their kordon.dev/ annotations); nothing was changed",
         plural(.nodes.len(), "node"), .nodes.join("; ")
     )]
     Unfinished { nodes: Vec<String> },
@@ -161,7 +163,7 @@ pub enum RollError {
     )]
     Held { nodes: Vec<String> },
     #[error(
-        "--max-unavailable {max_unavailable} leaves no room: {} still out of service from another run ({}); finish that run first (`kordon roll --resume`, or re-run it), or raise --max-unavailable; nothing was changed",
+        "at most {max_unavailable} node(s) out at a time leaves no room: {} still out of service from another run ({}); finish that run first (resume it, or re-run it); nothing was changed",
         plural(.nodes.len(), "node"), .nodes.join("; ")
     )]
     NoRoom {
@@ -177,6 +179,21 @@ pub enum RollError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+}
+
+impl RollError {
+    pub fn advice(&self) -> Vec<Advice> {
+        match self {
+            Self::Unfinished { .. } => vec![Advice::Give(Flag::Resume, "resume that run")],
+            Self::NoRoom { .. } => vec![
+                Advice::Give(Flag::Resume, "resume that run"),
+                Advice::Raise(Flag::MaxUnavailable),
+            ],
+            Self::Lock(e) => e.advice(),
+            Self::Cluster(e) => e.advice(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 fn plural(n: usize, word: &str) -> String {

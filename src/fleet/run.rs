@@ -298,7 +298,7 @@ pub(super) fn unsafe_reason(wave: &[NodeName], report: &PlanReport) -> String {
         .iter()
         .filter_map(|p| match &p.verdict {
             Verdict::Refuse { reasons } => {
-                let flags: Vec<&str> = reasons.iter().map(|r| r.flag()).collect();
+                let flags: Vec<&str> = reasons.iter().map(|r| r.flag().cli()).collect();
                 Some(format!("{} needs {}", p.pod, flags.join(" and ")))
             }
             _ => None,

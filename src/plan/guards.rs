@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::classify::{Refusal, Refusals, Replacement, Verdict};
+use crate::flag::Flag;
 use crate::guard;
 use crate::pod;
 use crate::snapshot::Snapshot;
@@ -79,9 +80,9 @@ pub fn assign(
             |w: &Option<Workload>| w.as_ref().filter(|w| opts.surge && w.can_surge).cloned();
         let surge_flag = |w: &Option<Workload>| {
             if w.as_ref().is_some_and(|w| w.can_surge) {
-                "--surge"
+                Flag::Surge
             } else {
-                "--disable-eviction"
+                Flag::DisableEviction
             }
         };
 
@@ -117,9 +118,9 @@ pub fn assign(
                         Some(w) => Guard::Surge(w),
                         None => {
                             let flag = if w.can_surge {
-                                "--surge"
+                                Flag::Surge
                             } else {
-                                "--allow-disruption"
+                                Flag::AllowDisruption
                             };
                             *verdict = refuse(never, flag);
                             continue;
@@ -133,7 +134,7 @@ pub fn assign(
     guards
 }
 
-fn refuse(impossible: guard::Impossible, flag: &'static str) -> Verdict {
+fn refuse(impossible: guard::Impossible, flag: Flag) -> Verdict {
     Verdict::Refuse {
         reasons: Refusals::one(Refusal::Budget { impossible, flag }),
     }
