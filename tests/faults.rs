@@ -268,6 +268,77 @@ async fn the_api_server_killed_during_a_rolls_command() {
     roll_with_the_api_server_killed("15s").await;
 }
 
+/// A roll over node-2 whose last gate (`verifying`: the workloads it touched back at full
+/// Ready) is made long by a rollout of `web` started while the command runs, each new
+/// pod Ready 8 s after it is scheduled. The API server is killed while the gate waits
+/// and started 6 s later: the gate carries on, the roll finishes with node-2 back in
+/// service once the rollout is through, and `web` never dips below its budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_killed_during_a_rolls_last_gate() {
+    let cluster = FaultCluster::up();
+    let (env, node) = three_nodes_with_web(&cluster, "gatekill").await;
+    let web = MinReady::start(env.pods(), "app=web").await;
+    let args = ["roll", "--lock-namespace", env.ns(), &node, "--", "sleep", "3"];
+    let child = spawn(cluster.kordon(cluster.kubeconfig()).args(args));
+    let phase = |wanted: &'static str| {
+        let env = &env;
+        let node = node.clone();
+        async move {
+            let node = env.get_node(&node).await;
+            node.metadata
+                .annotations
+                .and_then(|a| a.get("kordon.dev/phase").cloned())
+                .as_deref()
+                == Some(wanted)
+        }
+    };
+    eventually("the command", Duration::from_secs(90), || phase("maintaining")).await;
+    let slow = json!({ "spec": { "template": { "metadata": { "annotations": {
+        "pod-ready.stage.kwok.x-k8s.io/delay": "8s"
+    } } } } });
+    std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig())
+        .args(["-n", env.ns(), "patch", "deployment", "web", "--type", "merge", "-p"])
+        .arg(slow.to_string())
+        .status()
+        .expect("kubectl patch");
+    eventually("the last gate", Duration::from_secs(60), || phase("verifying")).await;
+
+    let lost = Timestamp::now();
+    let down = Instant::now();
+    cluster.fault("kill", "kube-apiserver").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    cluster.fault("start", "kube-apiserver").await;
+    let back = Timestamp::now();
+    assert!(
+        !env.is_cordoned(&node).await,
+        "uncordoned before the gate, which still waits for the rollout"
+    );
+    assert!(phase("verifying").await, "the gate still waits after the outage");
+
+    let run = finish(child, Duration::from_secs(180)).await;
+    report(
+        "kube-apiserver killed during a roll's last gate",
+        down.elapsed(),
+        carried_on(&cluster, lost, back),
+        &run,
+    );
+    run.assert_ok();
+    assert!(run.stderr.contains("lost the API server at"), "{}", run.stderr);
+    assert!(!env.is_cordoned(&node).await, "{node} is back in service");
+    assert!(web.min_ready() >= 5, "web dipped to {}", web.min_ready());
+    let pods = env.wait_ready("app=web", 6).await;
+    assert!(
+        pods.iter().all(|p| p
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("pod-ready.stage.kwok.x-k8s.io/delay"))),
+        "the roll ended only once the rollout was through"
+    );
+}
+
 /// What a roll killed at a seeded moment left behind once re-run.
 #[derive(Debug)]
 pub struct Crash {
