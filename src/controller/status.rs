@@ -24,7 +24,7 @@ pub struct Hold {
 }
 
 pub fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
+    Time(jiff::Timestamp::now())
 }
 
 /// The status with its conditions brought in line with its phase and `hold`.
