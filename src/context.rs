@@ -23,7 +23,7 @@ impl Context {
             granted: Granted::default(),
             run: format!(
                 "{:x}",
-                (k8s_openapi::jiff::Timestamp::now().as_millisecond() as u64 & 0xffff_ffff)
+                (jiff::Timestamp::now().as_millisecond() as u64 & 0xffff_ffff)
                     ^ u64::from(std::process::id())
             ),
             turns: Turns::default(),

@@ -22,7 +22,6 @@ pub mod node_state;
 pub mod output;
 pub mod plan;
 pub mod pod;
-pub mod selector;
 pub mod snapshot;
 pub mod status;
 pub mod workflow;

@@ -90,9 +90,8 @@ async fn after_a_renewal(env: &TestEnv, node: &str) {
                 .and_then(|l| l.spec?.renew_time)
                 .map(|t| t.0);
             renewed.is_some_and(|t| {
-                let age = k8s_openapi::jiff::Timestamp::now().duration_since(t);
-                age > k8s_openapi::jiff::SignedDuration::from_secs(2)
-                    && age < k8s_openapi::jiff::SignedDuration::from_secs(5)
+                let age = jiff::Timestamp::now().duration_since(t);
+                age > jiff::SignedDuration::from_secs(2) && age < jiff::SignedDuration::from_secs(5)
             })
         },
     )

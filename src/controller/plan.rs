@@ -194,9 +194,7 @@ pub async fn reconcile(
             spec.max_failures
         ))
     } else if let Some(Availability::Closed { opens }) = window::availability(&windows, now) {
-        status.next_window = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::from_second(opens.as_second()).unwrap_or_default(),
-        ));
+        status.next_window = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(opens));
         Some(format!("outside its windows until {opens}"))
     } else {
         pause_ends(spec.pause_between.as_deref(), status.last_finished.as_ref())
@@ -488,8 +486,9 @@ fn pause_ends(
     last: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 ) -> Option<jiff::Timestamp> {
     let pause = humantime::parse_duration(pause?).ok()?;
-    let last = jiff::Timestamp::from_second(last?.0.as_second()).ok()?;
-    last.checked_add(jiff::SignedDuration::try_from(pause).ok()?)
+    last?
+        .0
+        .checked_add(jiff::SignedDuration::try_from(pause).ok()?)
         .ok()
 }
 

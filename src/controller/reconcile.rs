@@ -643,7 +643,7 @@ fn elapsed(status: &NodeMaintenanceStatus) -> Duration {
         .phase_since
         .as_ref()
         .and_then(|t| {
-            let since = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
+            let since = jiff::Timestamp::now().duration_since(t.0);
             Duration::try_from(since).ok()
         })
         .unwrap_or_default()

@@ -48,7 +48,7 @@ pub fn advice(advice: &Advice) -> String {
 }
 
 pub fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
+    Time(jiff::Timestamp::now())
 }
 
 /// The status with its conditions brought in line with its phase and `hold`.

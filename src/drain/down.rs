@@ -30,7 +30,7 @@ pub async fn silent_for(conn: &Connection, node: &Node) -> Result<Duration, Clus
         .map(|t| t.0);
     let last = renewed.max(heartbeat);
     Ok(last.map_or(Duration::MAX, |t| {
-        let since = k8s_openapi::jiff::Timestamp::now().duration_since(t);
+        let since = jiff::Timestamp::now().duration_since(t);
         Duration::try_from(since).unwrap_or_default()
     }))
 }

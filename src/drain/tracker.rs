@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::ObjectRef;
 use serde::Serialize;
 
@@ -17,7 +17,6 @@ use crate::cluster::ClusterError;
 use crate::cluster::view::{PodScope, View, Watched};
 use crate::names::NodeName;
 use crate::pod::{self, Lifecycle};
-use crate::selector;
 use crate::workload::{Workload, WorkloadId};
 
 /// The watches one drain holds; dropping them lets the view stop what no one else uses.
@@ -25,8 +24,9 @@ pub struct Watches<'a> {
     view: &'a View,
     node: Arc<Watched<Pod>>,
     /// Each workload's pods: a watch that may cover other workloads too, and the
-    /// selector that picks its own.
-    workloads: HashMap<WorkloadId, (Arc<Watched<Pod>>, LabelSelector)>,
+    /// selector that picks its own. A workload whose selector kube cannot convert is left
+    /// out: an invalid selector selects no pods, as the API server's controllers treat it.
+    workloads: HashMap<WorkloadId, (Arc<Watched<Pod>>, Selector)>,
     budgets: HashMap<String, Arc<Watched<PodDisruptionBudget>>>,
     /// UIDs of the workloads' pods when the drain began: a replacement is not among them.
     initial: HashSet<String>,
@@ -56,7 +56,9 @@ impl<'a> Watches<'a> {
         let mut watched = HashMap::new();
         for (pods, covered) in &pods {
             for w in covered {
-                watched.insert(w.id.clone(), (pods.clone(), w.selector.clone()));
+                if let Ok(selector) = Selector::try_from(w.selector.clone()) {
+                    watched.insert(w.id.clone(), (pods.clone(), selector));
+                }
             }
         }
         Ok(Self {
@@ -86,7 +88,7 @@ impl<'a> Watches<'a> {
         let empty = Default::default();
         pods.state()
             .into_iter()
-            .filter(|p| selector::matches(selector, p.metadata.labels.as_ref().unwrap_or(&empty)))
+            .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&empty)))
             .collect()
     }
 

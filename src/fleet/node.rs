@@ -222,9 +222,7 @@ async fn advance(
                 mark.evicted += report.evicted.len();
                 let before = ready::Snapshot::of(&nodes::get(conn, name).await?);
                 mark.boot_id_before = before.boot_id;
-                mark.heartbeat_before = before
-                    .heartbeat
-                    .and_then(|t| jiff::Timestamp::from_nanosecond(t.0.as_nanosecond()).ok());
+                mark.heartbeat_before = before.heartbeat.map(|t| t.0);
                 complete(conn, name, mark).await?;
             }
             Phase::Maintaining => {
@@ -241,11 +239,9 @@ async fn advance(
             }
             Phase::AwaitingReady => {
                 let before = ready::Snapshot {
-                    heartbeat: mark.heartbeat_before.and_then(|t| {
-                        k8s_openapi::jiff::Timestamp::from_nanosecond(t.as_nanosecond())
-                            .ok()
-                            .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
-                    }),
+                    heartbeat: mark
+                        .heartbeat_before
+                        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
                     boot_id: mark.boot_id_before.clone(),
                 };
                 ready::wait(conn, name, &before, opts.ready, opts.ready_timeout).await?;

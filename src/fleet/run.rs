@@ -86,7 +86,7 @@ pub fn of_lease(state: &lease::LeaseState) -> Option<RunRecord> {
     let a = &state.annotations;
     let run = a.get(RUN)?;
     let holder = state
-        .is_held(k8s_openapi::jiff::Timestamp::now())
+        .is_held(jiff::Timestamp::now())
         .then(|| state.holder.clone())
         .flatten();
     Some(RunRecord {

@@ -1,6 +1,6 @@
 //! The roll's scheduler: starts nodes while the cap's slots, the windows and the
 //! pause allow, and halts or stops as failures and Ctrl-C say.
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -38,7 +38,7 @@ pub(super) async fn schedule(
     let mut running = FuturesUnordered::new();
     let mut failures = 0;
     let mut pause_until: Option<jiff::Timestamp> = None;
-    let mut announced: Option<jiff::Timestamp> = None;
+    let mut announced: Option<Wait> = None;
     let mut stop = job.stop.clone();
     // Nodes this roll has out of service: running, or failed and left cordoned.
     let mut out: HashMap<String, Node> = HashMap::new();
@@ -48,7 +48,8 @@ pub(super) async fn schedule(
         // Failed nodes stay cordoned, so they keep their slot; nodes NodeMaintenances
         // hold outside this roll take theirs.
         let mut wait_until: Option<tokio::time::Instant> = None;
-        let others = cap.marks_elsewhere + held_elsewhere(job, &out, queue.is_empty()).await;
+        let held = held_elsewhere(job, &out, queue.is_empty()).await;
+        let others = cap.marks_elsewhere + held.len();
         if !stopping
             && !halted
             && !queue.is_empty()
@@ -58,8 +59,7 @@ pub(super) async fn schedule(
             let until = jiff::Timestamp::now()
                 .checked_add(jiff::SignedDuration::try_from(OTHERS_AGAIN).unwrap_or_default())
                 .unwrap_or_else(|_| jiff::Timestamp::now());
-            if announced != Some(until) && running.is_empty() {
-                announced = Some(until);
+            if running.is_empty() && announce(&mut announced, Wait::Others(held)) {
                 (job.on_progress)(RollProgress::Waiting {
                     until,
                     why: WaitReason::Others,
@@ -78,8 +78,7 @@ pub(super) async fn schedule(
             if previous.is_none()
                 && let Some((until, why)) = next_start(pause_until, &opts.windows, now)
             {
-                if announced != Some(until) {
-                    announced = Some(until);
+                if announce(&mut announced, Wait::Until(why, until)) {
                     (job.on_progress)(RollProgress::Waiting { until, why });
                 }
                 let wait = until.duration_since(now).unsigned_abs();
@@ -90,6 +89,8 @@ pub(super) async fn schedule(
                 break;
             };
             out.insert(name_of(&node).to_string(), node.clone());
+            // The wait is over: the next one is news, even if it looks like the last.
+            announced = None;
             let fresh = fresh_mark(&node, holdings, job);
             running.push(async move { node::maintain(job, &node, previous, fresh).await });
         }
@@ -153,17 +154,43 @@ pub(super) async fn schedule(
 /// Nodes NodeMaintenances hold now, outside this roll's own; none once nothing is left
 /// to start. A failed read counts none and says so: the roll's own nodes still keep
 /// within the cap.
-async fn held_elsewhere(job: &Job<'_>, out: &HashMap<String, Node>, done: bool) -> usize {
+async fn held_elsewhere(
+    job: &Job<'_>,
+    out: &HashMap<String, Node>,
+    done: bool,
+) -> BTreeSet<String> {
     if done {
-        return 0;
+        return BTreeSet::new();
     }
     match others::held_by_maintenances(job.conn).await {
-        Ok(held) => held.iter().filter(|n| !out.contains_key(*n)).count(),
+        Ok(mut held) => {
+            held.retain(|n| !out.contains_key(n));
+            held
+        }
         Err(e) => {
             tracing::warn!("cannot read the nodes NodeMaintenances hold: {e}");
-            0
+            BTreeSet::new()
         }
     }
+}
+
+/// One wait of the roll, as its waiting line tells it: a window or a pause until an
+/// instant, or others holding the rest of the cap (looked at again every few seconds, so
+/// the nodes they hold tell one such wait from the next, not the instant of the next look).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Wait {
+    Until(WaitReason, jiff::Timestamp),
+    Others(BTreeSet<String>),
+}
+
+/// Whether `wait` is news, remembering it if so: each wait is said once, and again only
+/// when it changes.
+fn announce(last: &mut Option<Wait>, wait: Wait) -> bool {
+    if last.as_ref() == Some(&wait) {
+        return false;
+    }
+    *last = Some(wait);
+    true
 }
 
 /// The index of the first queued node that the per-label caps and the workloads that
@@ -250,6 +277,26 @@ mod tests {
         assert_eq!(
             next_start(Some(now), std::slice::from_ref(&monday), now),
             Some((opens, WaitReason::Window))
+        );
+    }
+
+    #[test]
+    fn a_wait_is_said_once_and_again_when_it_changes() {
+        let held = |nodes: &[&str]| Wait::Others(nodes.iter().map(|n| n.to_string()).collect());
+        let opens: jiff::Timestamp = "2026-11-30T02:00:00Z".parse().unwrap();
+        let mut last = None;
+        assert!(announce(&mut last, held(&["node-1"])));
+        assert!(
+            !announce(&mut last, held(&["node-1"])),
+            "the same nodes still hold the cap at the next look: nothing new to say"
+        );
+        assert!(announce(&mut last, held(&["node-1", "node-2"])));
+        assert!(announce(&mut last, Wait::Until(WaitReason::Window, opens)));
+        assert!(!announce(&mut last, Wait::Until(WaitReason::Window, opens)));
+        assert!(announce(&mut last, Wait::Until(WaitReason::Pause, opens)));
+        assert!(
+            announce(&mut last, held(&["node-1", "node-2"])),
+            "back to waiting on others after another reason: said again"
         );
     }
 }

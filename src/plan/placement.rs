@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Node, NodeSelectorRequirement, Pod, ResourceRequirements, Taint, Toleration,
 };
+use kube::core::{Expression, SelectorExt};
 
 /// cpu in millicores, memory in bytes, pods as a count.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -193,23 +194,30 @@ pub fn eligible(pod: &Pod, node: &Node) -> Result<(), Misfit> {
     Ok(())
 }
 
+/// In, NotIn, Exists and DoesNotExist mean what they mean in a label selector, so kube's
+/// `Expression` evaluates them; Gt and Lt exist only in node affinity: the label's value
+/// and the one given value compared as integers, no match when either is not one.
 fn requirement(e: &NodeSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
-    let value = labels.get(&e.key);
-    let values = e.values.as_deref().unwrap_or_default();
-    let number = |s: &str| s.parse::<i64>().ok();
-    match e.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" => {
-            matches!((value.and_then(|v| number(v)), values.first().and_then(|v| number(v))), (Some(a), Some(b)) if a > b)
+    let key = e.key.clone();
+    let values = || e.values.iter().flatten().cloned().collect();
+    let expression = match e.operator.as_str() {
+        "In" => Expression::In(key, values()),
+        "NotIn" => Expression::NotIn(key, values()),
+        "Exists" => Expression::Exists(key),
+        "DoesNotExist" => Expression::DoesNotExist(key),
+        "Gt" | "Lt" => {
+            let number = |v: Option<&String>| v.and_then(|v| v.parse::<i64>().ok());
+            let label = number(labels.get(&e.key));
+            let bound = number(e.values.as_ref().and_then(|v| v.first()));
+            return match (label, bound) {
+                (Some(label), Some(bound)) if e.operator == "Gt" => label > bound,
+                (Some(label), Some(bound)) => label < bound,
+                _ => false,
+            };
         }
-        "Lt" => {
-            matches!((value.and_then(|v| number(v)), values.first().and_then(|v| number(v))), (Some(a), Some(b)) if a < b)
-        }
-        _ => false,
-    }
+        _ => return false,
+    };
+    expression.matches(labels)
 }
 
 fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
@@ -271,6 +279,49 @@ mod tests {
             "nodeSelectorTerms": [{ "matchExpressions": [{ "key": "gpu", "operator": "DoesNotExist" }] }]
         }}});
         assert_eq!(eligible(&pod(affinity), &gpu), Err(Misfit::NodeAffinity));
+    }
+
+    #[test]
+    fn every_node_affinity_operator() {
+        let labels: BTreeMap<String, String> = [("zone", "a"), ("cores", "8"), ("gen", "new")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let holds = |key: &str, operator: &str, values: &[&str]| {
+            let e = NodeSelectorRequirement {
+                key: key.into(),
+                operator: operator.into(),
+                values: (!values.is_empty())
+                    .then(|| values.iter().map(|v| v.to_string()).collect()),
+            };
+            requirement(&e, &labels)
+        };
+        assert!(holds("zone", "In", &["a", "b"]));
+        assert!(!holds("zone", "In", &["b"]));
+        assert!(!holds("rack", "In", &["a"]));
+        assert!(holds("zone", "NotIn", &["b"]));
+        assert!(
+            holds("rack", "NotIn", &["a"]),
+            "NotIn holds when the label is absent"
+        );
+        assert!(!holds("zone", "NotIn", &["a"]));
+        assert!(holds("zone", "Exists", &[]));
+        assert!(!holds("rack", "Exists", &[]));
+        assert!(holds("rack", "DoesNotExist", &[]));
+        assert!(!holds("zone", "DoesNotExist", &[]));
+        assert!(holds("cores", "Gt", &["4"]));
+        assert!(!holds("cores", "Gt", &["8"]));
+        assert!(holds("cores", "Lt", &["16"]));
+        assert!(!holds("cores", "Lt", &["8"]));
+        assert!(
+            !holds("gen", "Gt", &["1"]),
+            "a label that is not an integer never compares"
+        );
+        assert!(!holds("cores", "Lt", &["many"]));
+        assert!(!holds("rack", "Gt", &["1"]));
+        assert!(
+            !holds("zone", "Matches", &["a"]),
+            "an unknown operator matches nothing"
+        );
     }
 
     #[test]
