@@ -278,7 +278,15 @@ async fn the_api_server_killed_during_a_rolls_last_gate() {
     let cluster = FaultCluster::up();
     let (env, node) = three_nodes_with_web(&cluster, "gatekill").await;
     let web = MinReady::start(env.pods(), "app=web").await;
-    let args = ["roll", "--lock-namespace", env.ns(), &node, "--", "sleep", "3"];
+    let args = [
+        "roll",
+        "--lock-namespace",
+        env.ns(),
+        &node,
+        "--",
+        "sleep",
+        "3",
+    ];
     let child = spawn(cluster.kordon(cluster.kubeconfig()).args(args));
     let phase = |wanted: &'static str| {
         let env = &env;
@@ -292,18 +300,33 @@ async fn the_api_server_killed_during_a_rolls_last_gate() {
                 == Some(wanted)
         }
     };
-    eventually("the command", Duration::from_secs(90), || phase("maintaining")).await;
+    eventually("the command", Duration::from_secs(90), || {
+        phase("maintaining")
+    })
+    .await;
     let slow = json!({ "spec": { "template": { "metadata": { "annotations": {
         "pod-ready.stage.kwok.x-k8s.io/delay": "8s"
     } } } } });
     std::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(cluster.kubeconfig())
-        .args(["-n", env.ns(), "patch", "deployment", "web", "--type", "merge", "-p"])
+        .args([
+            "-n",
+            env.ns(),
+            "patch",
+            "deployment",
+            "web",
+            "--type",
+            "merge",
+            "-p",
+        ])
         .arg(slow.to_string())
         .status()
         .expect("kubectl patch");
-    eventually("the last gate", Duration::from_secs(60), || phase("verifying")).await;
+    eventually("the last gate", Duration::from_secs(60), || {
+        phase("verifying")
+    })
+    .await;
 
     let lost = Timestamp::now();
     let down = Instant::now();
@@ -315,7 +338,10 @@ async fn the_api_server_killed_during_a_rolls_last_gate() {
         !env.is_cordoned(&node).await,
         "uncordoned before the gate, which still waits for the rollout"
     );
-    assert!(phase("verifying").await, "the gate still waits after the outage");
+    assert!(
+        phase("verifying").await,
+        "the gate still waits after the outage"
+    );
 
     let run = finish(child, Duration::from_secs(180)).await;
     report(
@@ -325,7 +351,11 @@ async fn the_api_server_killed_during_a_rolls_last_gate() {
         &run,
     );
     run.assert_ok();
-    assert!(run.stderr.contains("lost the API server at"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("lost the API server at"),
+        "{}",
+        run.stderr
+    );
     assert!(!env.is_cordoned(&node).await, "{node} is back in service");
     assert!(web.min_ready() >= 5, "web dipped to {}", web.min_ready());
     let pods = env.wait_ready("app=web", 6).await;

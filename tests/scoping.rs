@@ -209,7 +209,7 @@ async fn the_view_sees_pods_come_and_go_by_watch_events() {
     let node = env.add_node("node-1").await;
     let conn = Connection::open(&ConnectionOptions {
         kubeconfig: Some(support::kubeconfig().to_path_buf()),
-        context: None,
+        ..Default::default()
     })
     .await
     .expect("connect");

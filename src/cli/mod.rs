@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use error::CliError;
-use kordon::cluster::ConnectionOptions;
+use kordon::cluster::{ConnectionOptions, Teller};
 use kordon::names::NodeName;
 use kordon::output::Format;
 
@@ -59,6 +59,8 @@ impl GlobalArgs {
         ConnectionOptions {
             kubeconfig: self.kubeconfig.clone(),
             context: self.context.clone(),
+            // The one plain line on stderr; `-o json` keeps stdout a document.
+            teller: Some(Teller::new(|news| eprintln!("{news}"))),
         }
     }
 }

@@ -14,6 +14,8 @@ use super::ClusterError;
 pub struct ConnectionOptions {
     pub kubeconfig: Option<PathBuf>,
     pub context: Option<String>,
+    /// Who hears that the API server went away and came back; unset, a log record.
+    pub teller: Option<Teller>,
 }
 
 /// A client plus the server URL, which errors name.
@@ -41,14 +43,14 @@ impl Connection {
         Ok(Self {
             client,
             server,
-            outage: Outage::default(),
+            outage: Outage::telling(options.teller.clone()),
         })
     }
 
     /// Runs `request` again while the API server cannot be reached (a refused or
     /// dropped connection: [`ClusterError::is_transient`]), backing off as
-    /// [`Reconnect`] does, until `give_up`; the first failure prints one line on stderr
-    /// and the first success after it another. Any other error is returned at once.
+    /// [`Reconnect`] does, until `give_up`; the first failure is told (see [`Outage`]),
+    /// and the first success after it. Any other error is returned at once.
     /// Only for requests that may be repeated: a read, a patch to a fixed state, an
     /// eviction (a repeated one is a 404 or a 429, both answers the caller handles).
     pub async fn retrying<T, F, Fut>(
@@ -64,18 +66,14 @@ impl Connection {
         loop {
             match request().await {
                 Err(e) if e.is_transient() && Instant::now() < give_up => {
-                    if let Some(line) = self.outage.lost() {
-                        eprintln!("{line}");
-                    }
+                    self.outage.lost();
                     let wait = backoff.next().unwrap_or(MOST_BETWEEN_TRIES);
                     tokio::time::sleep(wait.min(give_up.saturating_duration_since(Instant::now())))
                         .await;
                 }
                 result => {
-                    if result.is_ok()
-                        && let Some(line) = self.outage.back()
-                    {
-                        eprintln!("{line}");
+                    if result.is_ok() {
+                        self.outage.back();
                     }
                     return result;
                 }
@@ -156,33 +154,73 @@ impl kube::runtime::utils::Backoff for Reconnect {
     }
 }
 
-/// Whether the API server was lost, and since when: the one plain line a user sees
-/// when it goes (`lost the API server at 12:03:04 UTC, retrying`) and when it is back.
+/// The API server went away, or came back: said once per outage, as one plain line
+/// (`lost the API server at 12:03:04 UTC, retrying`), not a log record per try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reachability {
+    Lost { at: jiff::Timestamp },
+    Back { after: Duration },
+}
+
+/// Who hears of an outage: the edge (the CLI prints a line on stderr).
+#[derive(Clone)]
+pub struct Teller(Arc<dyn Fn(Reachability) + Send + Sync>);
+
+impl Teller {
+    pub fn new(tell: impl Fn(Reachability) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(tell))
+    }
+}
+
+impl std::fmt::Debug for Teller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Teller")
+    }
+}
+
+/// Whether the API server was lost, and since when; shared by every clone of a
+/// connection, so an outage is told once however many requests and watches hit it.
 #[derive(Debug, Clone, Default)]
-pub struct Outage(Arc<Mutex<Option<Instant>>>);
+pub struct Outage {
+    since: Arc<Mutex<Option<Instant>>>,
+    teller: Option<Teller>,
+}
 
 impl Outage {
-    /// The line to print if this failure starts an outage, `None` while one lasts.
-    pub fn lost(&self) -> Option<String> {
-        let mut since = self.0.lock().ok()?;
+    pub fn telling(teller: Option<Teller>) -> Self {
+        Self {
+            since: Arc::default(),
+            teller,
+        }
+    }
+
+    /// A failure to reach the server: told if it starts an outage.
+    pub fn lost(&self) -> Option<Reachability> {
+        let mut since = self.since.lock().ok()?;
         if since.is_some() {
             return None;
         }
         *since = Some(Instant::now());
-        let now = jiff::Timestamp::now();
-        Some(format!(
-            "lost the API server at {} UTC, retrying",
-            now.strftime("%H:%M:%S")
-        ))
+        drop(since);
+        self.tell(Reachability::Lost {
+            at: jiff::Timestamp::now(),
+        })
     }
 
-    /// The line to print if this success ends an outage.
-    pub fn back(&self) -> Option<String> {
-        let lost = self.0.lock().ok()?.take()?;
-        Some(format!(
-            "the API server is back after {:.1}s; carrying on",
-            lost.elapsed().as_secs_f64()
-        ))
+    /// A success: told if it ends an outage.
+    pub fn back(&self) -> Option<Reachability> {
+        let lost = self.since.lock().ok()?.take()?;
+        self.tell(Reachability::Back {
+            after: lost.elapsed(),
+        })
+    }
+
+    fn tell(&self, news: Reachability) -> Option<Reachability> {
+        match &self.teller {
+            Some(teller) => (teller.0)(news),
+            None => tracing::warn!("{news}"),
+        }
+        Some(news)
     }
 }
 
@@ -203,11 +241,9 @@ mod tests {
     fn an_outage_is_told_once_and_its_end_once() {
         let outage = Outage::default();
         assert_eq!(outage.back(), None);
-        let line = outage.lost().expect("first failure");
-        assert!(line.starts_with("lost the API server at "), "{line}");
-        assert!(line.ends_with(", retrying"), "{line}");
+        assert!(matches!(outage.lost(), Some(Reachability::Lost { .. })));
         assert_eq!(outage.clone().lost(), None, "clones share the outage");
-        assert!(outage.back().is_some());
+        assert!(matches!(outage.back(), Some(Reachability::Back { .. })));
         assert_eq!(outage.back(), None);
     }
 

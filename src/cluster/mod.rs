@@ -9,5 +9,5 @@ pub mod lease;
 pub mod nodes;
 pub mod view;
 
-pub use connect::{Connection, ConnectionOptions, Reconnect};
+pub use connect::{Connection, ConnectionOptions, Reachability, Reconnect, Teller};
 pub use error::ClusterError;

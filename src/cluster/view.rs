@@ -459,18 +459,14 @@ impl View {
                 .for_each(|event| {
                     match event {
                         Ok(event) => {
-                            if let Some(line) = outage.back() {
-                                eprintln!("{line}");
-                            }
+                            outage.back();
                             if matches!(event, watcher::Event::InitDone) {
                                 listed.send_replace(true);
                             }
                             changes.send_modify(|n| *n += 1);
                         }
                         Err(e) if ClusterError::watch_lost_server(&e) => {
-                            if let Some(line) = outage.lost() {
-                                eprintln!("{line}");
-                            }
+                            outage.lost();
                             tracing::debug!("watch: {e}")
                         }
                         // 410 Expired: the watcher lists again by itself.

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 pub mod drain;
 mod maintain;
+mod outage;
 pub mod plan;
 pub mod progress;
 pub mod roll;
