@@ -30,6 +30,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
 use super::{ClusterError, Connection};
+use crate::api::NodeMaintenance;
 use crate::names::NodeName;
 use crate::workload::Workload;
 
@@ -235,6 +236,7 @@ pub struct View {
     deployments: Registry<String, Deployment>,
     replica_sets: Registry<String, ReplicaSet>,
     stateful_sets: Registry<String, StatefulSet>,
+    maintenances: Registry<(), NodeMaintenance>,
     workloads: tokio::sync::Mutex<HashMap<String, (Instant, Arc<Workloads>)>>,
 }
 
@@ -258,6 +260,7 @@ impl View {
             deployments: Mutex::default(),
             replica_sets: Mutex::default(),
             stateful_sets: Mutex::default(),
+            maintenances: Mutex::default(),
             workloads: tokio::sync::Mutex::default(),
         }
     }
@@ -362,6 +365,30 @@ impl View {
             |k: &mut K| k.meta_mut().managed_fields = None,
         )
         .await
+    }
+
+    /// Every NodeMaintenance, watched: what a roll or a plan counts as out, read from
+    /// memory rather than listed again before each decision. `None` without kordon's
+    /// CRDs.
+    pub async fn maintenances(
+        &self,
+    ) -> Result<Option<Arc<Watched<NodeMaintenance>>>, ClusterError> {
+        let api: Api<NodeMaintenance> = Api::all(self.conn.client.clone());
+        // Without the CRDs the watch would retry its list until it timed out: ask once.
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+            Err(e) => return Err(self.conn.error("list NodeMaintenances", e)),
+            Ok(_) => {}
+        }
+        self.shared(
+            &self.maintenances,
+            &(),
+            "NodeMaintenances",
+            || (api, watcher::Config::default()),
+            |nm: &mut NodeMaintenance| nm.metadata.managed_fields = None,
+        )
+        .await
+        .map(Some)
     }
 
     /// The Deployments, ReplicaSets and StatefulSets of a namespace that `owners` (the

@@ -26,6 +26,7 @@ use crate::api::maintenance_plan::MaintenancePlan;
 use crate::cluster::ClusterError;
 use crate::cluster::events::Events;
 use crate::cluster::lease::{self, LockError, LockSpec};
+use crate::cluster::view::Watched;
 use crate::context::Context;
 
 pub use reconcile::FINALIZER;
@@ -36,8 +37,13 @@ pub struct Ctx {
     pub events: Events,
     pub runs: runs::Runs,
     pub metrics: Arc<metrics::Metrics>,
-    /// Every NodeMaintenance, as the controller's watch sees them: one per node acts.
+    /// The NodeMaintenances this controller serves, as its watch sees them: one per node
+    /// acts.
     pub store: Store<NodeMaintenance>,
+    /// Every NodeMaintenance, whatever `--selector` serves: what plans count as out.
+    pub maintenances: Store<NodeMaintenance>,
+    /// Keeps that watch while it is not the controller's own.
+    _all: Option<Arc<Watched<NodeMaintenance>>>,
     /// Held while a MaintenancePlan counts the nodes out and starts more.
     pub plans_deciding: tokio::sync::Mutex<()>,
 }
@@ -121,11 +127,24 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
     // A plan wakes when one of its NodeMaintenances changes.
     let plan_controller = Controller::new(plans, config.clone()).owns(api, config);
     metrics.watch_objects(controller.store());
+    let (maintenances, all) = match opts.selector {
+        None => (controller.store(), None),
+        Some(_) => {
+            let all = kordon
+                .view
+                .maintenances()
+                .await?
+                .ok_or(ControllerError::CrdMissing)?;
+            (all.store().clone(), Some(all))
+        }
+    };
     let ctx = Arc::new(Ctx {
         events: Events::new(conn, &format!("kordon-controller-{}", kordon.run)),
         runs: runs::Runs::new(metrics.clone()),
         metrics,
         store: controller.store(),
+        maintenances,
+        _all: all,
         plans_deciding: tokio::sync::Mutex::default(),
         kordon: Arc::new(kordon),
     });

@@ -9,6 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 
 use super::Ctx;
@@ -83,15 +84,14 @@ pub async fn reconcile(
     // nodes the other just started.
     let _deciding = ctx.plans_deciding.lock().await;
     // Where each selected node stands in this round, and which nodes other
-    // NodeMaintenances hold (another plan's, someone's own), read fresh from the API
-    // (not a cache that may lag behind what was just created), so that no reconcile ever
-    // counts fewer nodes out than there are.
-    let api: Api<NodeMaintenance> = Api::all(conn.client.clone());
-    let all = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| conn.error("list NodeMaintenances", e))?
-        .items;
+    // NodeMaintenances hold (another plan's, someone's own), from the watch of them all.
+    // It never counts fewer nodes out than there are: it has listed them all before the
+    // first decision, holds each plan's creations before the next decision (see
+    // `until_seen`), and a late update only shows an earlier phase, one as much out.
+    if ctx.maintenances.wait_until_ready().await.is_err() {
+        return Err(ReconcileError::Stopping);
+    }
+    let all = ctx.maintenances.state();
     let is_mine = |nm: &NodeMaintenance| {
         label(nm, PLAN_LABEL) == Some(&name) && label(nm, ROUND_LABEL) == Some(&round)
     };
@@ -103,9 +103,9 @@ pub async fn reconcile(
         .filter(|nm| holds_node(nm, by_name.get(&nm.spec.node_name).copied()))
         .map(|nm| nm.spec.node_name.clone())
         .collect();
-    let children: BTreeMap<String, NodeMaintenance> = all
+    let children: BTreeMap<String, Arc<NodeMaintenance>> = all
         .into_iter()
-        .filter(is_mine)
+        .filter(|nm| is_mine(nm))
         .filter_map(|nm| Some((label(&nm, NODE_LABEL)?.clone(), nm)))
         .collect();
     let mut slots = Vec::new();
@@ -167,7 +167,7 @@ pub async fn reconcile(
             PlanNode {
                 maintenance: child.map(|c| c.name_any()),
                 phase,
-                waiting: child.and_then(blocked_by),
+                waiting: child.and_then(|c| blocked_by(c)),
             },
         );
     }
@@ -217,6 +217,7 @@ pub async fn reconcile(
     status.waiting = waiting;
     for node in &start {
         let created = start_node(&ctx, &plan, &round, node).await?;
+        until_seen(&ctx.maintenances, &created).await;
         status.active += 1;
         status.pending = status.pending.saturating_sub(1);
         if let Some(record) = status.nodes.get_mut(node) {
@@ -278,6 +279,21 @@ pub async fn reconcile(
     } else {
         Action::requeue(LOOK_AGAIN)
     })
+}
+
+/// Waits until the watch of every NodeMaintenance holds `name`, just created: plans
+/// decide one at a time, and the next decision must count it.
+async fn until_seen(store: &Store<NodeMaintenance>, name: &str) {
+    let key = ObjectRef::new(name);
+    let started = std::time::Instant::now();
+    let mut told = false;
+    while store.get(&key).is_none() {
+        if !told && started.elapsed() > Duration::from_secs(10) {
+            tracing::warn!("NodeMaintenance {name} is not in the watch yet: plans wait for it");
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// An Event on the plan when it completes its round or halts on failures (once each,

@@ -44,6 +44,9 @@ pub enum ReconcileError {
     Status(#[from] kube::Error),
     #[error(transparent)]
     Finalizer(Box<finalizer::Error<ReconcileError>>),
+    /// The controller's watch ended: it is shutting down.
+    #[error("the controller is stopping")]
+    Stopping,
 }
 
 pub async fn reconcile(nm: Arc<NodeMaintenance>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
@@ -81,7 +84,7 @@ impl ReconcileError {
             |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 422);
         match self {
             Self::Status(e) => api(e),
-            Self::Cluster(_) => false,
+            Self::Cluster(_) | Self::Stopping => false,
             Self::Finalizer(f) => match f.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
                     e.is_conflict()

@@ -359,6 +359,7 @@ fn needed_permissions(lock_namespace: &str) -> Vec<Permission> {
         Permission::cluster("watch", "", "nodes"),
         // The nodes NodeMaintenances hold share the cap (see `others`).
         Permission::cluster("list", "kordon.dev", "nodemaintenances"),
+        Permission::cluster("watch", "kordon.dev", "nodemaintenances"),
         Permission::namespaced("get", "coordination.k8s.io", "leases", None, lock_namespace),
         Permission::namespaced(
             "create",

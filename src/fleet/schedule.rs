@@ -42,13 +42,19 @@ pub(super) async fn schedule(
     let mut stop = job.stop.clone();
     // Nodes this roll has out of service: running, or failed and left cordoned.
     let mut out: HashMap<String, Node> = HashMap::new();
+    // A failed start counts none and says so: the roll's own nodes still keep within
+    // the cap.
+    let maintenances = others::Maintenances::watch(&job.ctx.view)
+        .await
+        .inspect_err(|e| tracing::warn!("cannot watch the nodes NodeMaintenances hold: {e}"))
+        .ok();
     loop {
         let stopping = stop.borrow().is_some();
         let halted = failures >= opts.max_failures;
         // Failed nodes stay cordoned, so they keep their slot; nodes NodeMaintenances
         // hold outside this roll take theirs.
         let mut wait_until: Option<tokio::time::Instant> = None;
-        let held = held_elsewhere(job, &out, queue.is_empty()).await;
+        let held = held_elsewhere(job, maintenances.as_ref(), &out, queue.is_empty()).await;
         let others = cap.marks_elsewhere + held.len();
         if !stopping
             && !halted
@@ -152,26 +158,19 @@ pub(super) async fn schedule(
 }
 
 /// Nodes NodeMaintenances hold now, outside this roll's own; none once nothing is left
-/// to start. A failed read counts none and says so: the roll's own nodes still keep
-/// within the cap.
+/// to start.
 async fn held_elsewhere(
     job: &Job<'_>,
+    maintenances: Option<&others::Maintenances>,
     out: &HashMap<String, Node>,
     done: bool,
 ) -> BTreeSet<String> {
-    if done {
+    let Some(maintenances) = maintenances.filter(|_| !done) else {
         return BTreeSet::new();
-    }
-    match others::held_by_maintenances(job.conn).await {
-        Ok(mut held) => {
-            held.retain(|n| !out.contains_key(n));
-            held
-        }
-        Err(e) => {
-            tracing::warn!("cannot read the nodes NodeMaintenances hold: {e}");
-            BTreeSet::new()
-        }
-    }
+    };
+    let mut held = maintenances.held(job.conn).await;
+    held.retain(|n| !out.contains_key(n));
+    held
 }
 
 /// One wait of the roll, as its waiting line tells it: a window or a pause until an
