@@ -4,12 +4,14 @@ use std::io::Write;
 
 use serde::Serialize;
 
+pub mod cordon;
 pub mod drain;
-mod maintain;
+pub mod maintain;
 pub mod plan;
 pub mod progress;
 pub mod roll;
 pub mod status;
+pub mod version;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
