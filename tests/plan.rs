@@ -31,7 +31,8 @@ async fn a_predicted_capacity_shortfall_really_happens() {
         plan.stdout
     );
     assert!(
-        plan.stdout.contains("Resources on 1 node(s)"),
+        plan.stdout
+            .contains("1 node(s) lack the cpu, memory or pod slots it requests"),
         "{}",
         plan.stdout
     );
@@ -58,7 +59,9 @@ async fn a_predicted_capacity_shortfall_really_happens() {
             refused
                 .stderr
                 .contains("no other node can take the replacement of")
-                && refused.stderr.contains("Resources on 1 node(s)")
+                && refused
+                    .stderr
+                    .contains("1 node(s) lack the cpu, memory or pod slots it requests")
                 && refused.stderr.contains("--allow-pending"),
             "{refused:#?}"
         );
