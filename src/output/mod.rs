@@ -11,6 +11,7 @@ pub mod plan;
 pub mod progress;
 pub mod roll;
 pub mod status;
+mod table;
 pub mod version;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
