@@ -116,18 +116,15 @@ async fn daemonset_pods_are_refused_without_ignore_daemonsets_and_left_running_w
 
     assert_refused_unchanged(&env, &node, &[], "--ignore-daemonsets", "agent-").await;
 
-    let run = env.run_kordon(&["drain", &node, "--ignore-daemonsets"]);
+    let run = env.run_kordon(&["drain", &node, "--ignore-daemonsets", "-o", "json"]);
     run.assert_ok();
-    assert!(
-        run.stdout.contains("skip (DaemonSet-managed"),
-        "{}",
-        run.stdout
+    let report = &run.json()[0];
+    assert_eq!(
+        report["pods"],
+        json!([{ "pod": report["pods"][0]["pod"], "verdict": "skip", "reason": "daemonSet" }]),
+        "{report:#}"
     );
-    assert!(
-        run.stdout.contains("0 evicted, 1 skipped"),
-        "{}",
-        run.stdout
-    );
+    assert_eq!(report["evicted"], json!([]), "{report:#}");
     assert_eq!(env.pods_on(&node).await.len(), 1, "the DaemonSet pod stays");
 }
 
@@ -146,12 +143,16 @@ async fn emptydir_pods_are_refused_without_delete_emptydir_data_and_evicted_with
 
     assert_refused_unchanged(&env, &node, &[], "--delete-emptydir-data", "cache-").await;
 
-    let run = env.run_kordon(&["drain", &node, "--delete-emptydir-data"]);
+    let run = env.run_kordon(&["drain", &node, "--delete-emptydir-data", "-o", "json"]);
     run.assert_ok();
+    let report = &run.json()[0];
+    let pods = report["pods"].as_array().expect("pods");
     assert!(
-        run.stdout.contains("emptyDir data lost: cache"),
-        "{}",
-        run.stdout
+        !pods.is_empty()
+            && pods
+                .iter()
+                .all(|p| p["verdict"] == "evict" && p["lostVolumes"] == json!(["cache"])),
+        "evicted, their emptyDir data lost: {report:#}"
     );
     assert!(env.pods_on(&node).await.is_empty());
     env.wait_ready("app=cache", 2).await;
@@ -167,9 +168,16 @@ async fn standalone_pods_are_refused_without_force_and_gone_for_good_with_it() {
 
     assert_refused_unchanged(&env, &node, &[], "--force", "lonely").await;
 
-    let run = env.run_kordon(&["drain", &node, "--force"]);
+    let run = env.run_kordon(&["drain", &node, "--force", "-o", "json"]);
     run.assert_ok();
-    assert!(run.stdout.contains("gone for good"), "{}", run.stdout);
+    let report = &run.json()[0];
+    assert_eq!(report["pods"][0]["verdict"], "evict", "{report:#}");
+    assert_eq!(
+        report["pods"][0]["replacement"],
+        json!({ "by": "none" }),
+        "no controller: gone for good: {report:#}"
+    );
+    assert_eq!(report["replacements"], json!([]), "{report:#}");
     assert!(
         env.pod_uids().await.is_empty(),
         "nothing recreates a standalone pod"
@@ -328,12 +336,13 @@ async fn a_statefulset_pod_replaced_under_the_same_name_is_not_mistaken_for_the_
 
     // A lone StatefulSet pod cannot surge: only accepting the outage moves it.
     assert_refused_unchanged(&env, &node, &[], "--allow-disruption", "db-0").await;
-    let run = env.run_kordon(&["drain", &node, "--allow-disruption"]);
+    let run = env.run_kordon(&["drain", &node, "--allow-disruption", "-o", "json"]);
     run.assert_ok();
+    let report = &run.json()[0];
+    let replacements = report["replacements"].as_array().expect("replacements");
     assert!(
-        run.stdout.contains("replacements Ready 1/1"),
-        "{}",
-        run.stdout
+        replacements.len() == 1 && replacements[0]["stage"] == "Ready",
+        "{report:#}"
     );
 
     let new = env.wait_ready("app=db", 1).await.remove(0);
@@ -348,17 +357,26 @@ async fn dry_runs_change_nothing() {
     let node_2 = env.node("node-2");
     let before = env.pod_uids().await;
     for mode in ["--dry-run=client", "--dry-run=server", "--dry-run"] {
-        let run = env.run_kordon(&["drain", &node_2, mode]);
+        let run = env.run_kordon(&["drain", &node_2, mode, "-o", "json"]);
         run.assert_ok();
+        let report = &run.json()[0];
+        assert_eq!(report["dryRun"], true, "{mode}: {report:#}");
+        let to_evict = report["pods"]
+            .as_array()
+            .expect("pods")
+            .iter()
+            .filter(|p| p["verdict"] == "evict")
+            .count();
+        assert_eq!(to_evict, 2, "{mode}: {report:#}");
+        let run = env.run_kordon(&["cordon", &node_2, mode, "-o", "json"]);
+        run.assert_ok();
+        let report = run.json();
+        assert_eq!(report["dry_run"], true, "{mode}: {report:#}");
+        let node = &report["nodes"][0];
         assert!(
-            run.stdout
-                .contains("dry run, nothing changed: 2 pod(s) would be evicted"),
-            "{}",
-            run.stdout
+            node["changed"] == true && node["after"] == "Ready,SchedulingDisabled",
+            "{mode}: {report:#}"
         );
-        let run = env.run_kordon(&["cordon", &node_2, mode]);
-        run.assert_ok();
-        assert!(run.stdout.contains("(dry run)"), "{}", run.stdout);
     }
     assert!(!env.is_cordoned(&node_2).await);
     assert_eq!(env.pod_uids().await, before);

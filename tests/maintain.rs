@@ -10,28 +10,46 @@ async fn maintain_drains_runs_the_command_with_the_node_in_its_environment_and_u
     let marker = std::env::temp_dir().join(format!("kordon-{}", env.id));
     let script = format!("echo \"$KORDON_NODE\" > {}", marker.display());
 
-    let run = env.run_kordon(&["maintain", &node, "--", "sh", "-c", &script]);
+    let run = env.run_kordon(&["maintain", &node, "-o", "json", "--", "sh", "-c", &script]);
     run.assert_ok();
     let seen = std::fs::read_to_string(&marker).expect("the command ran");
     let _ = std::fs::remove_file(&marker);
     assert_eq!(seen.trim(), node, "KORDON_NODE names the node");
-    for step in [
-        "step 1/4 (cordon)",
-        "step 2/4 (drain)",
-        "step 3/4 (maintenance)",
-        "step 4/4 (uncordon)",
-    ] {
-        assert!(run.stdout.contains(step), "{}", run.stdout);
-    }
-    assert!(
-        run.stdout
-            .contains(&format!("{node}: maintained; now Ready")),
-        "{}",
-        run.stdout
+    let report = run.json();
+    assert_eq!(report["node"], node.as_str(), "{report:#}");
+    assert_eq!(report["finalState"], "Ready", "{report:#}");
+    assert_eq!(
+        report["drain"]["evicted"].as_array().map(Vec::len),
+        Some(1),
+        "web's pod on the node: {report:#}"
     );
     assert!(!env.is_cordoned(&node).await);
     assert!(env.pods_on(&node).await.is_empty());
     env.wait_ready("app=web", 2).await;
+}
+
+/// What a person at the terminal reads: the four steps in order (the node back Ready
+/// before the uncordon), then the result.
+#[tokio::test]
+async fn maintain_prints_its_four_steps_in_order_then_the_result() {
+    let env = TestEnv::two_nodes_with_web("maintsteps").await;
+    let node = env.node("node-2");
+    let run = env.run_kordon(&["maintain", &node, "--", "true"]);
+    run.assert_ok();
+    let mut rest = run.stdout.as_str();
+    for step in [
+        "== step 1/4 (cordon)",
+        "== step 2/4 (drain)",
+        "== step 3/4 (maintenance)",
+        &format!("waiting for {node} to be Ready with a fresh heartbeat"),
+        "== step 4/4 (uncordon)",
+        &format!("{node}: maintained; now Ready"),
+    ] {
+        let at = rest
+            .find(step)
+            .unwrap_or_else(|| panic!("{step:?} next in:\n{}", run.stdout));
+        rest = &rest[at + step.len()..];
+    }
 }
 
 #[tokio::test]

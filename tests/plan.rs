@@ -2,6 +2,7 @@
 //! answer as the live cluster.
 mod support;
 
+use serde_json::json;
 use support::TestEnv;
 use support::fixtures::{self, NodeSpec, PodOptions};
 
@@ -22,28 +23,34 @@ async fn a_predicted_capacity_shortfall_really_happens() {
     };
     let node_1 = env.add_node_with("node-1", small).await;
 
-    let plan = env.run_kordon(&["plan", &node_2]);
-    assert_eq!(plan.code, Some(3), "unsafe plan exits 3: {plan:#?}");
+    let run = env.run_kordon(&["plan", &node_2, "-o", "json"]);
+    assert_eq!(run.code, Some(3), "unsafe plan exits 3: {run:#?}");
+    let plan = run.json();
+    assert_eq!(plan["safe"], false, "{plan:#}");
+    let nowhere = plan["fitsNowhere"].as_array().expect("fitsNowhere");
+    assert_eq!(nowhere.len(), 1, "one of the two fits nowhere: {plan:#}");
+    // Other tests' nodes turn it away by their labels; of this test's, node-1 is too small.
     assert_eq!(
-        plan.stdout.matches("Fits nowhere:").count(),
-        1,
-        "{}",
-        plan.stdout
+        nowhere[0]["nodes_rejecting"]["resources"], 1,
+        "node-1 is too small for it: {plan:#}"
     );
+    let lands: Vec<&serde_json::Value> = plan["pods"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .map(|p| &p["landsOn"])
+        .collect();
     assert!(
-        plan.stdout.contains("Resources on 1 node(s)"),
-        "{}",
-        plan.stdout
+        lands.contains(&&json!(node_1)),
+        "the other lands on node-1: {plan:#}"
     );
+    let at_risk = plan["atRisk"].as_array().expect("atRisk");
     assert!(
-        plan.stdout.contains(&format!("-> {node_1}")),
-        "{}",
-        plan.stdout
-    );
-    assert!(
-        plan.stdout.contains("Would lose availability: Deployment"),
-        "{}",
-        plan.stdout
+        at_risk.len() == 1
+            && at_risk[0]
+                .as_str()
+                .is_some_and(|w| w.starts_with("Deployment")),
+        "{plan:#}"
     );
     assert!(!env.is_cordoned(&node_2).await, "plan changes nothing");
 
@@ -58,7 +65,9 @@ async fn a_predicted_capacity_shortfall_really_happens() {
             refused
                 .stderr
                 .contains("no other node can take the replacement of")
-                && refused.stderr.contains("Resources on 1 node(s)")
+                && refused
+                    .stderr
+                    .contains("1 node(s) lack the cpu, memory or pod slots it requests")
                 && refused.stderr.contains("--allow-pending"),
             "{refused:#?}"
         );
@@ -66,8 +75,29 @@ async fn a_predicted_capacity_shortfall_really_happens() {
         env.wait_ready("app=big", 2).await;
     }
 
-    let run = env.run_kordon(&["drain", &node_2, "--timeout", "20s", "--allow-pending"]);
-    assert!(run.stdout.contains("replacements Ready 1/2"), "{run:#?}");
+    let run = env.run_kordon(&[
+        "drain",
+        &node_2,
+        "--timeout",
+        "20s",
+        "--allow-pending",
+        "-o",
+        "json",
+    ]);
+    run.assert_ok();
+    let replacements = run.json()[0]["replacements"].clone();
+    let stages: Vec<&serde_json::Value> = replacements
+        .as_array()
+        .expect("replacements")
+        .iter()
+        .map(|r| &r["stage"])
+        .collect();
+    assert_eq!(stages.len(), 2, "{replacements:#}");
+    assert_eq!(
+        stages.iter().filter(|s| **s == "Ready").count(),
+        1,
+        "one replacement Ready, the other Pending: {replacements:#}"
+    );
     let pods = env
         .pods()
         .list(&Default::default())

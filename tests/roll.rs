@@ -71,6 +71,26 @@ async fn assert_all_done(env: &TestEnv, nodes: &[String]) {
     env.wait_ready("app=web", nodes.len()).await;
 }
 
+/// The `-o json` report of a roll that ended `done`, and each node's outcome.
+fn report_done(run: &Run) -> (serde_json::Value, Vec<String>) {
+    let report = run.json();
+    assert_eq!(report["state"], "done", "{report:#}");
+    let outcomes = report["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["outcome"].as_str().unwrap_or_default().to_string())
+        .collect();
+    (report, outcomes)
+}
+
+/// The `-o json` report of a fresh roll that did all its `count` nodes.
+fn assert_report_done(run: &Run, count: usize) -> serde_json::Value {
+    let (report, outcomes) = report_done(run);
+    assert_eq!(outcomes, vec!["done"; count], "{report:#}");
+    report
+}
+
 async fn roll_keeps_budgets_and_the_cap(name: &str, cap: usize) {
     let (env, nodes) = fleet(name, 4).await;
     let web = ReadyWatcher::start(env.pods(), "app=web").await;
@@ -88,6 +108,8 @@ async fn roll_keeps_budgets_and_the_cap(name: &str, cap: usize) {
             &selector,
             "--max-unavailable",
             &cap_arg,
+            "-o",
+            "json",
             "--",
             "true",
         ],
@@ -102,7 +124,7 @@ async fn roll_keeps_budgets_and_the_cap(name: &str, cap: usize) {
     assert!(cordons.max_cordoned() >= 1);
     // 4 replicas, maxUnavailable 25% → at least 3 Ready throughout.
     assert!(web.min_ready() >= 3, "web dipped to {}", web.min_ready());
-    assert!(run.stdout.contains("done (4 node(s)"), "{}", run.stdout);
+    assert_report_done(&run, 4);
 
     // The story is in `kubectl describe node`, as Events.
     let out = env
@@ -252,14 +274,38 @@ async fn crash_and_resume(name: &str, point: KillPoint) {
     );
 
     // Anyone can see where the run stands.
-    let status = env.run_kordon(&["status", "--lock-namespace", env.ns(), &target]);
+    let status = env.run_kordon(&[
+        "status",
+        "--lock-namespace",
+        env.ns(),
+        &target,
+        "-o",
+        "json",
+    ]);
     status.assert_ok();
-    assert!(status.stdout.contains("roll: "), "{}", status.stdout);
-    assert!(status.stdout.contains("roll roll-"), "{}", status.stdout);
+    let status = status.json();
+    let run_id = status["run"]["run"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(run_id.starts_with("roll-"), "the last run: {status:#}");
+    assert_eq!(
+        status["nodes"][0]["maintenance"]["run"], run_id,
+        "the node's phase in that run: {status:#}"
+    );
 
-    let rerun = env.run_kordon(&args);
+    let mut rerun_args = args.clone();
+    rerun_args.splice(1..1, ["-o", "json"]);
+    let rerun = env.run_kordon(&rerun_args);
     rerun.assert_ok();
-    assert!(rerun.stdout.contains("resuming run"), "{}", rerun.stdout);
+    let (report, outcomes) = report_done(&rerun);
+    assert_eq!(
+        outcomes,
+        ["alreadyDone", "done", "done"],
+        "node-1 was done before the crash: {report:#}"
+    );
+    assert_eq!(report["resumed"], true, "{report:#}");
+    assert_eq!(report["run"], run_id.as_str(), "the same run: {report:#}");
     assert!(
         env.is_cordoned(&nodes[0]).await,
         "the node cordoned before the run stays cordoned"
@@ -328,13 +374,22 @@ async fn a_second_run_is_refused_while_the_first_holds_the_lock() {
 
     // A run told to wait starts once the first is done, from what the cluster is then:
     // the first run's node is done, not mid-phase.
-    let both = [&nodes[0], &nodes[1], "--lock-timeout", "60s", "--", "true"];
+    let both = [
+        &nodes[0],
+        &nodes[1],
+        "--lock-timeout",
+        "60s",
+        "-o",
+        "json",
+        "--",
+        "true",
+    ];
     let waiting = spawn_roll(&env, &roll_args(&env, &both));
     finish(first).assert_ok();
     let third = finish(waiting);
     third.assert_ok();
-    assert!(third.stdout.contains("starting run"), "{}", third.stdout);
-    assert!(third.stdout.contains("done (2 node(s)"), "{}", third.stdout);
+    let report = assert_report_done(&third, 2);
+    assert_eq!(report["resumed"], false, "a run of its own: {report:#}");
     assert_all_done(&env, &nodes).await;
 }
 
@@ -374,7 +429,7 @@ async fn a_closed_window_makes_the_run_wait_for_it() {
 async fn a_failing_command_on_the_third_node_halts_the_roll() {
     let (env, nodes) = fleet("rollfail", 4).await;
     let fail_on = format!("test \"$KORDON_NODE\" != {}", nodes[2]);
-    let mut args = roll_args(&env, &["--order", "given"]);
+    let mut args = roll_args(&env, &["--order", "given", "-o", "json"]);
     args.extend(nodes.iter().map(String::as_str));
     args.extend(["--", "sh", "-c", &fail_on]);
     let run = env.run_kordon(&args);
@@ -387,7 +442,23 @@ async fn a_failing_command_on_the_third_node_halts_the_roll() {
         "{}",
         run.stderr
     );
-    assert!(run.stdout.contains("FAILED") && run.stdout.contains("not started"));
+    let report = run.json();
+    assert_eq!(report["state"], "halted", "{report:#}");
+    let outcomes: Vec<(&str, &str)> = report["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            let field = |k: &str| n[k].as_str().unwrap_or_default();
+            (field("node"), field("outcome"))
+        })
+        .collect();
+    let expected: Vec<(&str, &str)> = nodes
+        .iter()
+        .map(String::as_str)
+        .zip(["done", "done", "failed", "notStarted"])
+        .collect();
+    assert_eq!(outcomes, expected, "{report:#}");
     for node in &nodes[..2] {
         assert_eq!(phase(&env, node).await.as_deref(), Some("done"));
         assert!(!env.is_cordoned(node).await);
@@ -591,7 +662,18 @@ async fn ctrl_c_stops_at_a_safe_point_and_reports_every_node() {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("stopped") && run.stdout.contains("not started"));
+    // The report's rows: the node in progress stopped, the other never started.
+    let row = |node: &str| {
+        run.stdout
+            .lines()
+            .find(|l| l.starts_with(node))
+            .unwrap_or_default()
+    };
+    assert!(
+        row(&nodes[0]).contains("stopped") && row(&nodes[1]).contains("not started"),
+        "{}",
+        run.stdout
+    );
     // The command finished; the node waits, cordoned, in the next phase.
     assert_eq!(
         phase(&env, &nodes[0]).await.as_deref(),

@@ -3,8 +3,8 @@ use kordon::cluster::Connection;
 use kordon::cluster::nodes::{self, DryRun};
 use kordon::names::NodeName;
 use kordon::node_state::NodeState;
-use kordon::output::{Printer, Report};
-use serde::Serialize;
+use kordon::output::Printer;
+use kordon::output::cordon::{Transition, Transitions};
 
 use super::GlobalArgs;
 
@@ -15,38 +15,6 @@ pub struct CordonArgs {
     /// Only print what would change (client), or have the server validate it (server).
     #[arg(long, value_enum, default_value_t, num_args = 0..=1, default_missing_value = "client", require_equals = true)]
     pub dry_run: DryRun,
-}
-
-/// One node's state before and after.
-#[derive(Serialize)]
-struct Transition {
-    node: NodeName,
-    before: String,
-    after: String,
-    changed: bool,
-}
-
-#[derive(Serialize)]
-struct Transitions {
-    nodes: Vec<Transition>,
-    dry_run: bool,
-}
-
-impl Report for Transitions {
-    fn text(&self) -> String {
-        let suffix = if self.dry_run { " (dry run)" } else { "" };
-        self.nodes
-            .iter()
-            .map(|t| {
-                if t.changed {
-                    format!("{}: {} -> {}{suffix}", t.node, t.before, t.after)
-                } else {
-                    format!("{}: {} (unchanged)", t.node, t.after)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
 }
 
 /// Cordon (`unschedulable = true`) or uncordon. Every named node is looked up before

@@ -196,11 +196,9 @@ pub async fn drain_node(
     options: &DrainOptions,
 ) -> Result<DrainReport, DrainError> {
     let plan = drain::plan(ctx, node, options, Reach::Placement).await?;
-    let verdicts = plan.verdicts();
-    printer.progress(format!("{node}: {} pod(s)", verdicts.len()));
     let plan_report = kordon::output::drain::PodVerdicts {
         node: node.clone(),
-        pods: verdicts,
+        pods: plan.verdicts(),
     };
     printer.progress(plan_report.text());
     if let Some(forecast) = &plan.forecast {

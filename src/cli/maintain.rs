@@ -7,7 +7,7 @@ use clap::Args;
 use kordon::cluster::access::{self, Permission};
 use kordon::context::Context;
 use kordon::names::NodeName;
-use kordon::output::{Printer, Report};
+use kordon::output::Printer;
 use kordon::workflow::{self, MaintainOptions, Progress, ReadyCriteria, Work};
 
 use super::GlobalArgs;
@@ -74,22 +74,8 @@ pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> super::error::Resu
         uncordon_on_failure: args.uncordon_on_failure,
     };
     let node = args.node.clone();
-    let on_progress = |p: Progress| {
-        let line = match p {
-            Progress::Planned(plan) => kordon::output::plan::forecast(&plan).trim_end().to_string(),
-            Progress::Step(step) => format!("== {step}"),
-            Progress::Drain(e) => kordon::output::drain::event_line(&e),
-            Progress::Drained(report) => report.text(),
-            Progress::Prompt(text) => text,
-            Progress::WaitingForReady => {
-                format!("waiting for {node} to be Ready with a fresh heartbeat")
-            }
-            Progress::LeftCordoned => {
-                format!("{node} was cordoned before kordon started: leaving it cordoned")
-            }
-        };
-        printer.progress(line);
-    };
+    let on_progress =
+        |p: Progress| printer.progress(kordon::output::maintain::progress_line(&node, &p));
     let report = workflow::maintain(&ctx, &node, &options, &on_progress).await?;
     printer.report(&report);
     Ok(())

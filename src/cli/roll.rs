@@ -6,7 +6,6 @@ use kordon::context::Context;
 use kordon::fleet::window::Window;
 use kordon::fleet::{
     self, LockOptions, MaxUnavailable, Order, RollOptions, RollProgress, RunSpec, RunState,
-    WaitReason,
 };
 use kordon::output::Printer;
 
@@ -164,7 +163,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
     };
     let printer = Printer::new(global.output);
     let on_progress = |p: RollProgress| {
-        if let Some(line) = progress_line(p) {
+        if let Some(line) = kordon::output::roll::progress_line(&p) {
             printer.progress(line);
         }
     };
@@ -178,73 +177,4 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
         }
         .into()),
     }
-}
-
-fn progress_line(p: RollProgress) -> Option<String> {
-    use kordon::output::roll::when;
-    Some(match p {
-        RollProgress::Started {
-            run,
-            resumed,
-            slots,
-            out_elsewhere,
-            order,
-        } => {
-            let names: Vec<&str> = order.iter().map(|n| n.as_str()).collect();
-            let taken = if out_elsewhere.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " (other runs left {} out of service: {})",
-                    out_elsewhere.len(),
-                    out_elsewhere.join("; ")
-                )
-            };
-            format!(
-                "{} run {run}: {} node(s), at most {slots} at a time{taken}, in this order: {}",
-                if resumed { "resuming" } else { "starting" },
-                order.len(),
-                names.join(", ")
-            )
-        }
-        RollProgress::Planned { wave, report } => {
-            let names: Vec<&str> = wave.iter().map(|n| n.as_str()).collect();
-            if report.safe {
-                format!(
-                    "plan with {} down: {} pod(s) to move, about {} wave(s) of evictions; safe",
-                    names.join(" and "),
-                    report.pods.len(),
-                    report.waves
-                )
-            } else {
-                kordon::output::plan::forecast(&report).trim_end().to_string()
-            }
-        }
-        RollProgress::Waiting { until, why } => match why {
-            WaitReason::Window => format!(
-                "outside every maintenance window: no new node starts until {}",
-                when(until)
-            ),
-            WaitReason::Pause => format!("pausing: the next node starts at {}", when(until)),
-            WaitReason::Others => {
-                "NodeMaintenances (a MaintenancePlan's, the controller's) have the rest of the cap out: waiting for one to finish".to_string()
-            }
-        },
-        RollProgress::Phase { node, phase } => format!("[{node}] {phase}"),
-        RollProgress::Drain { node, event } => {
-            format!("[{node}] {}", kordon::output::drain::event_line(&event))
-        }
-        RollProgress::Failed { node, phase, error } => {
-            format!("[{node}] FAILED in {phase}: {error}; it stays cordoned")
-        }
-        RollProgress::Prompt { node, text } => format!("[{node}] {text}"),
-        RollProgress::Recordoned { node } => format!(
-            "[{node}] was uncordoned by someone else while out for maintenance: cordoned again"
-        ),
-        RollProgress::Stopping { why } => match why {
-            RunState::LockLost => "the lock was lost: no new node starts; nodes in progress stop at their next safe point".into(),
-            _ => "interrupted: no new node starts; nodes in progress stop at their next safe point (Ctrl-C again exits at once)".into(),
-        },
-    })
-    .filter(|l| !l.is_empty())
 }

@@ -1,20 +1,7 @@
 use kordon::cluster::Connection;
-use kordon::output::Report;
-use serde::Serialize;
+use kordon::output::version::Versions;
 
 use super::GlobalArgs;
-
-#[derive(Serialize)]
-struct Versions {
-    client: &'static str,
-    server: String,
-}
-
-impl Report for Versions {
-    fn text(&self) -> String {
-        format!("kordon {}\nserver {}", self.client, self.server)
-    }
-}
 
 /// Like `kubectl version`: our version, then the server's (which needs a working
 /// kubeconfig, so a broken one is reported here).

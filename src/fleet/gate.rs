@@ -22,7 +22,7 @@ use crate::workload::{WorkloadId, WorkloadKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
-    #[error("health gate not passed within {timeout:?}: {waiting}")]
+    #[error("health gate not passed within {}: {waiting}", humantime::format_duration(*.timeout))]
     TimedOut { timeout: Duration, waiting: String },
     #[error("watching {what} failed: {message}")]
     Watch { what: String, message: String },

@@ -17,11 +17,13 @@ pub struct PodVerdicts {
 
 impl Report for PodVerdicts {
     fn text(&self) -> String {
-        self.pods
-            .iter()
-            .map(|p| format!("  {}  {}", p.pod, p.verdict))
-            .collect::<Vec<_>>()
-            .join("\n")
+        let mut lines = vec![format!("{}: {} pod(s)", self.node, self.pods.len())];
+        lines.extend(
+            self.pods
+                .iter()
+                .map(|p| format!("  {}  {}", p.pod, p.verdict)),
+        );
+        lines.join("\n")
     }
 }
 

@@ -1,8 +1,27 @@
+//! `kordon maintain` for people: a line per step as it happens, and the result.
 use super::Report;
-use crate::workflow::MaintainReport;
+use crate::names::NodeName;
+use crate::workflow::{MaintainReport, Progress};
 
 impl Report for MaintainReport {
     fn text(&self) -> String {
         format!("{}: maintained; now {}", self.node, self.final_state)
+    }
+}
+
+/// One progress line (or several, for a plan's findings) of maintaining `node`.
+pub fn progress_line(node: &NodeName, p: &Progress) -> String {
+    match p {
+        Progress::Planned(plan) => super::plan::forecast(plan).trim_end().to_string(),
+        Progress::Step(step) => format!("== {step}"),
+        Progress::Drain(e) => super::drain::event_line(e),
+        Progress::Drained(report) => report.text(),
+        Progress::Prompt(text) => text.clone(),
+        Progress::WaitingForReady => {
+            format!("waiting for {node} to be Ready with a fresh heartbeat")
+        }
+        Progress::LeftCordoned => {
+            format!("{node} was cordoned before kordon started: leaving it cordoned")
+        }
     }
 }

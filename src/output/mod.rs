@@ -4,13 +4,16 @@ use std::io::Write;
 
 use serde::Serialize;
 
+pub mod cordon;
 pub mod drain;
-mod maintain;
+pub mod maintain;
 mod outage;
 pub mod plan;
 pub mod progress;
 pub mod roll;
 pub mod status;
+mod table;
+pub mod version;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {

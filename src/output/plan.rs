@@ -1,5 +1,6 @@
 use super::Report;
-use crate::plan::PlanReport;
+use crate::plan::placement::Misfit;
+use crate::plan::{PlanReport, Unplaceable};
 
 impl Report for PlanReport {
     fn text(&self) -> String {
@@ -43,4 +44,73 @@ pub fn forecast(plan: &PlanReport) -> String {
     }
     out.push_str(&format!("Eviction waves: {}\n", plan.waves));
     out
+}
+
+impl Unplaceable {
+    /// Why no remaining node takes the pod's replacement, node counts first as the
+    /// scheduler's FailedScheduling events put it: "1 node(s) lack the cpu, memory or
+    /// pod slots it requests, 2 node(s) have a taint it does not tolerate".
+    pub fn why(&self) -> String {
+        if self.nodes_rejecting.is_empty() {
+            return "no other node is schedulable".to_string();
+        }
+        self.nodes_rejecting
+            .iter()
+            .map(|(misfit, n)| format!("{n} node(s) {}", rejects(*misfit)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// What a node that turns a pod away lacks or has, after "N node(s)".
+fn rejects(misfit: Misfit) -> &'static str {
+    match misfit {
+        Misfit::NodeSelector => "lack a label its nodeSelector requires",
+        Misfit::NodeAffinity => "do not match its required node affinity",
+        Misfit::Taint => "have a taint it does not tolerate",
+        Misfit::Resources => "lack the cpu, memory or pod slots it requests",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn unplaceable(nodes_rejecting: &[(Misfit, usize)]) -> Unplaceable {
+        Unplaceable {
+            pod: "ns/web-1".into(),
+            nodes_rejecting: BTreeMap::from_iter(nodes_rejecting.iter().copied()),
+        }
+    }
+
+    #[test]
+    fn why_counts_the_nodes_behind_each_reason_in_words() {
+        let u = unplaceable(&[(Misfit::Taint, 2), (Misfit::Resources, 3)]);
+        assert_eq!(
+            u.why(),
+            "2 node(s) have a taint it does not tolerate, \
+             3 node(s) lack the cpu, memory or pod slots it requests"
+        );
+    }
+
+    #[test]
+    fn every_reason_reads_as_words_not_a_type_name() {
+        for misfit in [
+            Misfit::NodeSelector,
+            Misfit::NodeAffinity,
+            Misfit::Taint,
+            Misfit::Resources,
+        ] {
+            let why = unplaceable(&[(misfit, 1)]).why();
+            assert!(why.starts_with("1 node(s) "), "{why}");
+            assert!(!why.contains(&format!("{misfit:?}")), "{why}");
+        }
+    }
+
+    #[test]
+    fn no_node_at_all_says_so() {
+        assert_eq!(unplaceable(&[]).why(), "no other node is schedulable");
+    }
 }

@@ -1,54 +1,109 @@
-//! The end of a roll: one row per node, and why a roll that stopped early stopped.
+//! A roll for people: its progress lines as they happen, and at the end one row per
+//! node and why a roll that stopped early stopped.
+use std::time::Duration;
+
 use super::Report;
-use crate::fleet::{Outcome, RollReport};
+use crate::fleet::{Outcome, RollProgress, RollReport, RunState, WaitReason};
 
 impl Report for RollReport {
     fn text(&self) -> String {
-        let mut rows = vec![[
-            "NODE".to_string(),
-            "RESULT".into(),
-            "PHASE".into(),
-            "EVICTED".into(),
-            "DURATION".into(),
-            "STATE".into(),
-            "BLOCKERS".into(),
-        ]];
-        for n in &self.nodes {
-            rows.push([
+        let rows = self.nodes.iter().map(|n| {
+            [
                 n.node.to_string(),
                 outcome(n.outcome).into(),
                 n.phase.map_or("-".into(), |p| p.to_string()),
                 n.evicted.to_string(),
-                format!("{:.0}s", n.duration_seconds),
+                humantime::format_duration(Duration::from_secs(n.duration_seconds.round() as u64))
+                    .to_string(),
                 n.state.clone(),
                 if n.blockers.is_empty() {
                     "-".into()
                 } else {
                     n.blockers.join("; ")
                 },
-            ]);
-        }
-        let widths: Vec<usize> = (0..7)
-            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-            .collect();
-        let mut out = format!(
-            "run {}: {} ({} node(s), at most {} at a time)\n",
+            ]
+        });
+        let table = super::table::plain(
+            &[
+                "NODE", "RESULT", "PHASE", "EVICTED", "DURATION", "STATE", "BLOCKERS",
+            ],
+            rows,
+        );
+        format!(
+            "run {}: {} ({} node(s), at most {} at a time)\n{table}\n",
             self.run,
             self.state.as_str(),
             self.nodes.len(),
             self.max_unavailable
-        );
-        for row in rows {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            out.push_str(cells.join("  ").trim_end());
-            out.push('\n');
-        }
-        out
+        )
     }
+}
+
+/// One line for a step of the roll as it happens; `None` when there is nothing to say.
+pub fn progress_line(p: &RollProgress) -> Option<String> {
+    Some(match p {
+        RollProgress::Started {
+            run,
+            resumed,
+            slots,
+            out_elsewhere,
+            order,
+        } => {
+            let names: Vec<&str> = order.iter().map(|n| n.as_str()).collect();
+            let taken = if out_elsewhere.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (other runs left {} out of service: {})",
+                    out_elsewhere.len(),
+                    out_elsewhere.join("; ")
+                )
+            };
+            format!(
+                "{} run {run}: {} node(s), at most {slots} at a time{taken}, in this order: {}",
+                if *resumed { "resuming" } else { "starting" },
+                order.len(),
+                names.join(", ")
+            )
+        }
+        RollProgress::Planned { wave, report } => {
+            let names: Vec<&str> = wave.iter().map(|n| n.as_str()).collect();
+            if report.safe {
+                format!(
+                    "plan with {} down: {} pod(s) to move, about {} wave(s) of evictions; safe",
+                    names.join(" and "),
+                    report.pods.len(),
+                    report.waves
+                )
+            } else {
+                super::plan::forecast(report).trim_end().to_string()
+            }
+        }
+        RollProgress::Waiting { until, why } => match why {
+            WaitReason::Window => format!(
+                "outside every maintenance window: no new node starts until {}",
+                when(*until)
+            ),
+            WaitReason::Pause => format!("pausing: the next node starts at {}", when(*until)),
+            WaitReason::Others => "NodeMaintenances (a MaintenancePlan's, the controller's) have the rest of the cap out: waiting for one to finish".to_string(),
+        },
+        RollProgress::Phase { node, phase } => format!("[{node}] {phase}"),
+        RollProgress::Drain { node, event } => {
+            format!("[{node}] {}", super::drain::event_line(event))
+        }
+        RollProgress::Failed { node, phase, error } => {
+            format!("[{node}] FAILED in {phase}: {error}; it stays cordoned")
+        }
+        RollProgress::Prompt { node, text } => format!("[{node}] {text}"),
+        RollProgress::Recordoned { node } => format!(
+            "[{node}] was uncordoned by someone else while out for maintenance: cordoned again"
+        ),
+        RollProgress::Stopping { why } => match why {
+            RunState::LockLost => "the lock was lost: no new node starts; nodes in progress stop at their next safe point".into(),
+            _ => "interrupted: no new node starts; nodes in progress stop at their next safe point (Ctrl-C again exits at once)".into(),
+        },
+    })
+    .filter(|l| !l.is_empty())
 }
 
 fn outcome(o: Outcome) -> &'static str {
@@ -101,6 +156,83 @@ pub fn when(t: jiff::Timestamp) -> String {
     format!(
         "{} (in {})",
         t.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        humantime::format_duration(std::time::Duration::from_secs(wait))
+        humantime::format_duration(Duration::from_secs(wait))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::NodeResult;
+    use crate::names::NodeName;
+    use crate::workflow::machine::Phase;
+
+    fn node(name: &str, outcome: Outcome, phase: Option<Phase>, seconds: f64) -> NodeResult {
+        NodeResult {
+            node: NodeName::from(name),
+            outcome,
+            phase,
+            evicted: 2,
+            duration_seconds: seconds,
+            blockers: Vec::new(),
+            state: "Ready".into(),
+        }
+    }
+
+    fn report(nodes: Vec<NodeResult>) -> RollReport {
+        RollReport {
+            run: "roll-1".into(),
+            resumed: false,
+            state: RunState::Halted,
+            max_unavailable: 1,
+            nodes,
+        }
+    }
+
+    #[test]
+    fn the_report_is_a_table_under_one_line_about_the_run() {
+        let mut failed = node("node-10", Outcome::Failed, Some(Phase::Maintaining), 61.4);
+        failed.blockers = vec!["command exited with 7".into()];
+        failed.state = "Ready,SchedulingDisabled".into();
+        let text = report(vec![
+            node("node-1", Outcome::Done, Some(Phase::Done), 125.0),
+            failed,
+            node("node-2", Outcome::NotStarted, None, 0.0),
+        ])
+        .text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "run roll-1: halted (3 node(s), at most 1 at a time)"
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            [
+                "NODE", "RESULT", "PHASE", "EVICTED", "DURATION", "STATE", "BLOCKERS"
+            ]
+        );
+        assert!(lines[2].starts_with("node-1   done  "), "{text}");
+        assert!(lines[2].contains("  2m 5s  "), "{text}");
+        assert!(lines[3].contains("FAILED"), "{text}");
+        assert!(lines[3].ends_with("  command exited with 7"), "{text}");
+        assert!(lines[4].contains("not started"), "{text}");
+        // Every column starts where its header does.
+        let column = |line: &str, cell: &str| line.find(cell).expect(cell);
+        assert_eq!(column(lines[1], "STATE"), column(lines[3], "Ready,"));
+        assert!(lines.iter().all(|l| l == &l.trim_end()), "{text:?}");
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+    }
+
+    #[test]
+    fn a_stopping_roll_says_what_happens_next() {
+        let line = progress_line(&RollProgress::Stopping {
+            why: RunState::Interrupted,
+        });
+        assert_eq!(
+            line.as_deref(),
+            Some(
+                "interrupted: no new node starts; nodes in progress stop at their next safe point (Ctrl-C again exits at once)"
+            )
+        );
+    }
 }

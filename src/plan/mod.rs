@@ -52,6 +52,7 @@ pub struct PlannedPod {
     pub lands_on: Option<String>,
 }
 
+/// A replacement no remaining node can take; `output::plan` says why in words.
 #[derive(Debug, Clone, Serialize)]
 pub struct Unplaceable {
     pub pod: String,
@@ -67,20 +68,6 @@ impl PlanReport {
             .iter()
             .any(|p| matches!(p.verdict, Verdict::Refuse { .. }));
         refused || (!allow_pending && !self.fits_nowhere.is_empty())
-    }
-}
-
-impl Unplaceable {
-    /// Why no node takes it: "Resources on 1 node(s), Taint on 2 node(s)".
-    pub fn why(&self) -> String {
-        if self.nodes_rejecting.is_empty() {
-            return "no other node is schedulable".to_string();
-        }
-        self.nodes_rejecting
-            .iter()
-            .map(|(m, n)| format!("{m:?} on {n} node(s)"))
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }
 

@@ -125,7 +125,7 @@ pub fn allocatable(node: &Node) -> Resources {
     }
 }
 
-/// Why a pod cannot go to a node, for the report.
+/// Why a pod cannot go to a node, for the report (in words: `output::plan`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Misfit {

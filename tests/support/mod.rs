@@ -363,6 +363,12 @@ impl Run {
         assert_eq!(self.code, Some(0), "expected success:\n{self:#?}");
         self
     }
+
+    /// Stdout as the one JSON document `-o json` prints.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{self:#?}"))
+    }
 }
 
 pub fn pod_ready(pod: &Pod) -> bool {
