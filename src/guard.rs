@@ -47,7 +47,7 @@ pub fn admit(w: &Workload, ready: i32, target_ready: bool, allow_disruption: boo
 
 /// Why a pod can never be evicted within its budget, found before anything changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "reason", rename_all = "camelCase")]
+#[serde(tag = "impossible", rename_all = "camelCase")]
 pub enum Impossible {
     /// The workload has one replica and no budget allows it to be down.
     LoneReplica { workload: String },

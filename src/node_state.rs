@@ -14,8 +14,9 @@ pub enum Readiness {
     Unknown,
 }
 
-/// Readiness plus whether the scheduler may place new pods on the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Readiness plus whether the scheduler may place new pods on the node; written in
+/// reports as kubectl shows it (`Ready,SchedulingDisabled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeState {
     pub readiness: Readiness,
     /// `spec.unschedulable`: set by cordon, cleared by uncordon.
@@ -62,6 +63,41 @@ impl fmt::Display for NodeState {
             f.write_str(",SchedulingDisabled")?;
         }
         Ok(())
+    }
+}
+
+impl Serialize for NodeState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Where a run left a node, as its report and its error say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeftAs {
+    /// Refused before any change.
+    Unchanged,
+    /// Its cordon could not be lifted.
+    Cordoned,
+    Is(NodeState),
+    /// It could not be read at the end.
+    Unknown,
+}
+
+impl fmt::Display for LeftAs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unchanged => f.write_str("unchanged"),
+            Self::Cordoned => f.write_str("cordoned"),
+            Self::Is(state) => state.fmt(f),
+            Self::Unknown => f.write_str("in an unknown state (it could not be read)"),
+        }
+    }
+}
+
+impl Serialize for LeftAs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

@@ -371,7 +371,7 @@ async fn dry_runs_change_nothing() {
         let run = env.run_kordon(&["cordon", &node_2, mode, "-o", "json"]);
         run.assert_ok();
         let report = run.json();
-        assert_eq!(report["dry_run"], true, "{mode}: {report:#}");
+        assert_eq!(report["dryRun"], true, "{mode}: {report:#}");
         let node = &report["nodes"][0];
         assert!(
             node["changed"] == true && node["after"] == "Ready,SchedulingDisabled",

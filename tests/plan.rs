@@ -31,7 +31,7 @@ async fn a_predicted_capacity_shortfall_really_happens() {
     assert_eq!(nowhere.len(), 1, "one of the two fits nowhere: {plan:#}");
     // Other tests' nodes turn it away by their labels; of this test's, node-1 is too small.
     assert_eq!(
-        nowhere[0]["nodes_rejecting"]["resources"], 1,
+        nowhere[0]["nodesRejecting"]["resources"], 1,
         "node-1 is too small for it: {plan:#}"
     );
     let lands: Vec<&serde_json::Value> = plan["pods"]

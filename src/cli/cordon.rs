@@ -39,8 +39,8 @@ pub async fn run(global: &GlobalArgs, args: &CordonArgs, cordon: bool) -> super:
         };
         report.nodes.push(Transition {
             node: name,
-            before: before.to_string(),
-            after: after.to_string(),
+            before,
+            after,
             changed: before != after,
         });
     }

@@ -468,7 +468,10 @@ impl View {
                 Ok(Ok(_)) => Ok(live),
                 _ => Err(ClusterError::Unreachable {
                     server: self.conn.server.clone(),
-                    reason: format!("could not start watching {what} within {START_WITHIN:?}"),
+                    reason: format!(
+                        "could not start watching {what} within {}",
+                        humantime::format_duration(START_WITHIN)
+                    ),
                 }),
             };
         }
@@ -515,7 +518,10 @@ impl View {
             Ok(Ok(_)) => Ok(watched),
             _ => Err(ClusterError::Unreachable {
                 server: self.conn.server.clone(),
-                reason: format!("could not start watching {what} within {START_WITHIN:?}"),
+                reason: format!(
+                    "could not start watching {what} within {}",
+                    humantime::format_duration(START_WITHIN)
+                ),
             }),
         }
     }

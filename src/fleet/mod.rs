@@ -29,6 +29,7 @@ use crate::drain::{DrainOptions, Event};
 use crate::error::Advice;
 use crate::flag::Flag;
 use crate::names::NodeName;
+use crate::node_state::{LeftAs, NodeState};
 use crate::plan::PlanReport;
 use crate::snapshot::{Reach, Snapshot};
 use crate::workflow::{ReadyCriteria, Work};
@@ -265,7 +266,7 @@ pub async fn roll(
                 name,
                 Outcome::AlreadyDone,
                 Some(&m),
-                crate::node_state::NodeState::of(&node).to_string(),
+                LeftAs::Is(NodeState::of(&node)),
             )),
             Some(m) => in_progress.push((node, Some(m))),
             None => fresh.push((node, None)),

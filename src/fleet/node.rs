@@ -13,6 +13,7 @@ use crate::cluster::nodes::{self, DryRun};
 use crate::cluster::{ClusterError, Connection};
 use crate::drain::{self, DrainError};
 use crate::names::NodeName;
+use crate::node_state::LeftAs;
 use crate::snapshot::Reach;
 use crate::workflow::machine::{self, Observed};
 use crate::workflow::{StepError, ready};
@@ -47,12 +48,12 @@ pub struct NodeResult {
     pub duration_seconds: f64,
     /// What held it up or made it fail.
     pub blockers: Vec<String>,
-    /// The node as `kubectl get nodes` shows it at the end.
-    pub state: String,
+    /// The node at the end.
+    pub state: LeftAs,
 }
 
 impl NodeResult {
-    pub fn untouched(node: NodeName, outcome: Outcome, mark: Option<&Mark>, state: String) -> Self {
+    pub fn untouched(node: NodeName, outcome: Outcome, mark: Option<&Mark>, state: LeftAs) -> Self {
         Self {
             node,
             outcome,

@@ -3,19 +3,21 @@ use serde::Serialize;
 
 use super::Report;
 use crate::names::NodeName;
+use crate::node_state::NodeState;
 
 /// One node's state before and after, as `kubectl get nodes` shows it.
 #[derive(Serialize)]
 pub struct Transition {
     pub node: NodeName,
-    pub before: String,
-    pub after: String,
+    pub before: NodeState,
+    pub after: NodeState,
     pub changed: bool,
 }
 
 #[derive(Serialize)]
 pub struct Transitions {
     pub nodes: Vec<Transition>,
+    #[serde(rename = "dryRun")]
     pub dry_run: bool,
 }
 

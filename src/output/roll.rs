@@ -15,7 +15,7 @@ impl Report for RollReport {
                 n.evicted.to_string(),
                 humantime::format_duration(Duration::from_secs(n.duration_seconds.round() as u64))
                     .to_string(),
-                n.state.clone(),
+                n.state.to_string(),
                 if n.blockers.is_empty() {
                     "-".into()
                 } else {
@@ -165,6 +165,7 @@ mod tests {
     use super::*;
     use crate::fleet::NodeResult;
     use crate::names::NodeName;
+    use crate::node_state::{LeftAs, NodeState, Readiness};
     use crate::workflow::machine::Phase;
 
     fn node(name: &str, outcome: Outcome, phase: Option<Phase>, seconds: f64) -> NodeResult {
@@ -175,7 +176,10 @@ mod tests {
             evicted: 2,
             duration_seconds: seconds,
             blockers: Vec::new(),
-            state: "Ready".into(),
+            state: LeftAs::Is(NodeState {
+                readiness: Readiness::Ready,
+                cordoned: false,
+            }),
         }
     }
 
@@ -193,7 +197,10 @@ mod tests {
     fn the_report_is_a_table_under_one_line_about_the_run() {
         let mut failed = node("node-10", Outcome::Failed, Some(Phase::Maintaining), 61.4);
         failed.blockers = vec!["command exited with 7".into()];
-        failed.state = "Ready,SchedulingDisabled".into();
+        failed.state = LeftAs::Is(NodeState {
+            readiness: Readiness::Ready,
+            cordoned: true,
+        });
         let text = report(vec![
             node("node-1", Outcome::Done, Some(Phase::Done), 125.0),
             failed,

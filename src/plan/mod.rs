@@ -54,6 +54,7 @@ pub struct PlannedPod {
 
 /// A replacement no remaining node can take; `output::plan` says why in words.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Unplaceable {
     pub pod: String,
     pub nodes_rejecting: BTreeMap<Misfit, usize>,

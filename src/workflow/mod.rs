@@ -14,7 +14,7 @@ use crate::cluster::{ClusterError, Connection};
 use crate::context::Context;
 use crate::drain::{self, DrainError, DrainOptions, DrainReport, Event};
 use crate::names::NodeName;
-use crate::node_state::NodeState;
+use crate::node_state::{LeftAs, NodeState};
 use crate::snapshot::Reach;
 
 pub use ready::ReadyCriteria;
@@ -80,7 +80,7 @@ pub enum Progress {
 pub struct MaintainReport {
     pub node: NodeName,
     pub drain: DrainReport,
-    pub final_state: String,
+    pub final_state: LeftAs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +88,8 @@ pub struct MaintainReport {
 pub struct MaintainError {
     pub step: Step,
     pub node: NodeName,
-    /// The node's state when the run stopped, as `kubectl get nodes` shows it.
-    pub state: String,
+    /// The node's state when the run stopped.
+    pub state: LeftAs,
     pub cause: StepError,
 }
 
@@ -105,7 +105,7 @@ pub enum StepError {
         "NodeMaintenance {0} holds the node: the controller carries it out; delete that NodeMaintenance first"
     )]
     HeldByNodeMaintenance(String),
-    #[error("node did not become Ready within {0:?}")]
+    #[error("node did not become Ready within {}", humantime::format_duration(*.0))]
     NotReadyInTime(Duration),
 }
 
@@ -180,10 +180,10 @@ pub async fn maintain(
                     .map_err(|e| MaintainError {
                         step: Step::Uncordon,
                         node: node.clone(),
-                        state: "cordoned".into(),
+                        state: LeftAs::Cordoned,
                         cause: e.into(),
                     })?;
-                NodeState::of(&after).to_string()
+                LeftAs::Is(NodeState::of(&after))
             };
             Ok(MaintainReport {
                 node: node.clone(),
@@ -223,16 +223,16 @@ fn fail_unchanged(node: &NodeName, step: Step, cause: StepError) -> MaintainErro
     MaintainError {
         step,
         node: node.clone(),
-        state: "unchanged".into(),
+        state: LeftAs::Unchanged,
         cause,
     }
 }
 
-/// The node's state as `kubectl get nodes` shows it, for reports.
-pub(crate) async fn current_state(conn: &Connection, node: &NodeName) -> String {
+/// The node's state now, for reports.
+pub(crate) async fn current_state(conn: &Connection, node: &NodeName) -> LeftAs {
     match nodes::get(conn, node).await {
-        Ok(n) => NodeState::of(&n).to_string(),
-        Err(_) => "in an unknown state (it could not be read)".into(),
+        Ok(n) => LeftAs::Is(NodeState::of(&n)),
+        Err(_) => LeftAs::Unknown,
     }
 }
 
