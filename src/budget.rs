@@ -1,11 +1,71 @@
 //! PodDisruptionBudgets: which ones cover a pod.
+use std::fmt;
+
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::api::ListParams;
 use kube::core::{Selector, SelectorExt};
+use serde::Serialize;
 
 use crate::cluster::{ClusterError, Connection};
+
+/// A PodDisruptionBudget by namespace and name, for what is kept per budget. Shown and
+/// serialized as `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BudgetKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl BudgetKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    pub fn of(pdb: &PodDisruptionBudget) -> Self {
+        Self::new(
+            pdb.metadata.namespace.as_deref().unwrap_or_default(),
+            pdb.metadata.name.as_deref().unwrap_or_default(),
+        )
+    }
+
+    /// `namespace/name` byte by byte: a namespace has no `/`, so equal keys read alike.
+    fn bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        self.namespace
+            .bytes()
+            .chain(std::iter::once(b'/'))
+            .chain(self.name.bytes())
+    }
+}
+
+/// In the order of their `namespace/name`, as reports list budgets.
+impl Ord for BudgetKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.bytes().cmp(other.bytes())
+    }
+}
+
+impl PartialOrd for BudgetKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for BudgetKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl Serialize for BudgetKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
 
 /// Whether the budget's selector matches the pod (budgets only cover pods of their
 /// own namespace). As in policy/v1, an empty selector covers every pod of the
@@ -99,5 +159,20 @@ mod tests {
     #[test]
     fn a_budget_covers_only_its_own_namespace() {
         assert!(!covers(&budget("other", json!({})), &web_pod("shop")));
+    }
+
+    #[test]
+    fn budget_keys_read_and_sort_as_namespace_slash_name() {
+        let shop = BudgetKey::of(&budget("shop", json!({})));
+        assert_eq!(shop.to_string(), "shop/pdb");
+        assert_eq!(
+            serde_json::to_value(&shop).expect("json"),
+            json!("shop/pdb")
+        );
+        // "shop-2/a" comes before "shop/pdb" as strings ('-' < '/'), though "shop" is
+        // a prefix of "shop-2".
+        let mut keys = vec![shop.clone(), BudgetKey::new("shop-2", "a")];
+        keys.sort();
+        assert_eq!(keys, [BudgetKey::new("shop-2", "a"), shop]);
     }
 }

@@ -11,6 +11,7 @@ use crate::flag::Flag;
 use crate::fleet::{RollError, RunState};
 use crate::names::InvalidName;
 use crate::plan::PlanError;
+use crate::pod::PodKey;
 use crate::snapshot::SnapshotError;
 use crate::workflow::{MaintainError, StepError};
 
@@ -81,7 +82,7 @@ impl Exit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Advice {
     /// Each pod, and the decisions that would let it go.
-    Decide(Vec<(String, Vec<Flag>)>),
+    Decide(Vec<(PodKey, Vec<Flag>)>),
     /// Give the flag, which would then do `to`.
     Give(Flag, &'static str),
     /// Leave the flag out.
@@ -142,7 +143,7 @@ impl Error {
 }
 
 /// Each refused pod and the decisions that would let it go.
-pub fn decide(pods: &[(String, Vec<Refusal>)]) -> Advice {
+pub fn decide(pods: &[(PodKey, Vec<Refusal>)]) -> Advice {
     Advice::Decide(
         pods.iter()
             .map(|(pod, reasons)| (pod.clone(), reasons.iter().map(Refusal::flag).collect()))

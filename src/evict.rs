@@ -6,7 +6,7 @@ use kube::api::{DeleteParams, EvictParams, PostParams, Preconditions};
 use serde::Serialize;
 
 use crate::cluster::{ClusterError, Connection};
-use crate::pod;
+use crate::pod::PodKey;
 
 /// How a pod is asked to leave.
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +44,7 @@ pub enum EvictError {
         "pod {pod} is covered by several PodDisruptionBudgets ({}), and the Eviction API refuses such pods; leave one budget per pod",
         .budgets.join(", ")
     )]
-    SeveralBudgets { pod: String, budgets: Vec<String> },
+    SeveralBudgets { pod: PodKey, budgets: Vec<String> },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
 }
@@ -92,19 +92,19 @@ pub async fn evict(
             429 => Ok(Outcome::Blocked(blocked(&status))),
             500 if status.message.contains("more than one PodDisruptionBudget") => {
                 Err(EvictError::SeveralBudgets {
-                    pod: pod::key(target),
+                    pod: PodKey::of(target),
                     budgets: crate::budget::covering(conn, target).await?,
                 })
             }
             _ => Err(conn
                 .error(
-                    format!("{verb} pod {}", pod::key(target)),
+                    format!("{verb} pod {}", PodKey::of(target)),
                     kube::Error::Api(status),
                 )
                 .into()),
         },
         Err(e) => Err(conn
-            .error(format!("{verb} pod {}", pod::key(target)), e)
+            .error(format!("{verb} pod {}", PodKey::of(target)), e)
             .into()),
     }
 }

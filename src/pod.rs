@@ -6,13 +6,51 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde::Serialize;
 
-/// `namespace/name`, how kubectl and kordon name a pod to people.
-pub fn key(pod: &Pod) -> String {
-    format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or_default(),
-        pod.metadata.name.as_deref().unwrap_or_default()
-    )
+/// `namespace/name`, how kubectl and kordon name a pod to people, and the key under
+/// which a drain or a plan keeps what it knows of each pod. Serialized as that string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct PodKey(String);
+
+impl PodKey {
+    pub fn of(pod: &Pod) -> Self {
+        Self(format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        ))
+    }
+}
+
+impl fmt::Display for PodKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Tests name their pods `namespace/name` directly.
+#[cfg(test)]
+impl From<&str> for PodKey {
+    fn from(key: &str) -> Self {
+        Self(key.to_string())
+    }
+}
+
+/// An object's `metadata.uid`: unlike its name, never reused, so a pod that replaced
+/// another under the same name (a StatefulSet's) is told apart by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Uid(String);
+
+impl Uid {
+    /// The pod's UID; `None` only for a pod the API server has not stored.
+    pub fn of(pod: &Pod) -> Option<Self> {
+        pod.metadata.uid.clone().map(Self)
+    }
+
+    /// The UID of the pod's [`controller`].
+    pub fn of_controller(pod: &Pod) -> Option<Self> {
+        controller(pod).map(|c| Self(c.uid.clone()))
+    }
 }
 
 /// The owner reference with `controller: true`: the object that recreates the pod.

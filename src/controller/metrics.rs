@@ -21,6 +21,7 @@ use prometheus_client::registry::Registry;
 
 use crate::api::NodeMaintenance;
 use crate::api::node_maintenance::StatusPhase;
+use crate::pod::PodKey;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Result_ {
@@ -66,7 +67,7 @@ pub struct Metrics {
     /// it when scraped.
     objects: OnceLock<Store<NodeMaintenance>>,
     /// Each waiting pod's hold as last reported, to count seconds blocked once.
-    waited: Mutex<HashMap<String, Duration>>,
+    waited: Mutex<HashMap<PodKey, Duration>>,
     ready: AtomicBool,
 }
 
@@ -157,11 +158,11 @@ impl Metrics {
     }
 
     /// A pod has been held `waited` so far: the seconds since its last report count.
-    pub fn held(&self, pod: &str, waited: Duration) {
+    pub fn held(&self, pod: &PodKey, waited: Duration) {
         let Ok(mut last) = self.waited.lock() else {
             return;
         };
-        let before = last.insert(pod.to_string(), waited).unwrap_or_default();
+        let before = last.insert(pod.clone(), waited).unwrap_or_default();
         self.blocked_seconds
             .inc_by(waited.saturating_sub(before).as_secs_f64());
     }

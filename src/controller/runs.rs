@@ -14,6 +14,7 @@ use crate::drain::{self, DrainError, DrainOptions, Event};
 use crate::evict::Blocked;
 use crate::fleet::gate::GateError;
 use crate::names::NodeName;
+use crate::pod::PodKey;
 use crate::snapshot::Reach;
 use crate::workflow::machine::Phase;
 
@@ -30,7 +31,7 @@ pub enum Ended {
 struct Tally {
     total: u32,
     gone: u32,
-    held: BTreeMap<String, Blocked>,
+    held: BTreeMap<PodKey, Blocked>,
     ended: Option<Ended>,
 }
 
@@ -69,7 +70,7 @@ impl Runs {
                 .held
                 .iter()
                 .map(|(pod, b)| HeldPod {
-                    pod: pod.clone(),
+                    pod: pod.to_string(),
                     budget: b.budget.clone(),
                     detail: b.detail.clone(),
                 })

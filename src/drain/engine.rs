@@ -16,10 +16,11 @@ use super::shared;
 use super::step::{self, Seen, Step};
 use super::tracker::Watches;
 use super::{DrainError, Event, Progress};
+use crate::budget::BudgetKey;
 use crate::context::Context;
 use crate::evict::{self, Blocked, Outcome};
 use crate::plan::guards::Guard;
-use crate::pod;
+use crate::pod::{self, PodKey, Uid};
 use crate::workload::{Workload, WorkloadId};
 
 /// Wakes a waiter even if no event comes, in case one was missed.
@@ -40,10 +41,19 @@ struct Shown {
 #[derive(Default)]
 pub struct Turns {
     /// One decision at a time per workload or budget.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<Turn, Arc<tokio::sync::Mutex<()>>>>,
     /// UIDs kordon evicted: no longer counted Ready even before the watch shows them
     /// terminating.
-    pub(super) evicted: Mutex<HashSet<String>>,
+    pub(super) evicted: Mutex<HashSet<Uid>>,
+}
+
+/// What pods take turns under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Turn {
+    /// The workload's implicit budget.
+    Workload(WorkloadId),
+    /// A PodDisruptionBudget that held one of the pods.
+    Budget(BudgetKey),
 }
 
 pub struct Engine<'a> {
@@ -54,8 +64,8 @@ pub struct Engine<'a> {
     pub on_event: &'a (dyn Fn(Event) + Sync),
     pub allow_disruption: bool,
     pub slots: tokio::sync::Semaphore,
-    /// The shared budgets this drain holds, as namespace/name.
-    shared: Vec<String>,
+    /// The shared budgets this drain holds.
+    shared: Vec<BudgetKey>,
     surged: tokio::sync::Mutex<HashSet<WorkloadId>>,
 }
 
@@ -67,7 +77,7 @@ impl<'a> Engine<'a> {
         progress: &'a Progress,
         on_event: &'a (dyn Fn(Event) + Sync),
         opts: &super::DrainOptions,
-        shared: Vec<String>,
+        shared: Vec<BudgetKey>,
     ) -> Self {
         Self {
             ctx,
@@ -87,14 +97,14 @@ impl<'a> Engine<'a> {
     /// lets [`step::next`] decide, carries the decision out, and sleeps until the view
     /// changes.
     pub async fn drain_pod(&self, target: &Pod, guard: Option<&Guard>) -> Result<(), DrainError> {
-        let key = pod::key(target);
+        let key = PodKey::of(target);
         let mut leaving = guard.is_none();
         if !leaving {
             (self.on_event)(Event::Evicting { pod: key.clone() });
         }
         // Pods of one workload decide one at a time, so two never see the same count.
         let decide = match guard {
-            Some(Guard::Implicit(w)) => Some(self.lock_for(&w.id.to_string())),
+            Some(Guard::Implicit(w)) => Some(self.lock_for(Turn::Workload(w.id.clone()))),
             _ => None,
         };
         let mut held_by: Option<String> = None;
@@ -120,9 +130,9 @@ impl<'a> Engine<'a> {
                 Step::Evict => match self.evict(target).await? {
                     Outcome::Accepted | Outcome::AlreadyGone => {
                         if let (Ok(mut evicted), Some(uid)) =
-                            (self.ctx.turns.evicted.lock(), &target.metadata.uid)
+                            (self.ctx.turns.evicted.lock(), Uid::of(target))
                         {
-                            evicted.insert(uid.clone());
+                            evicted.insert(uid);
                         }
                         leaving = true;
                         continue;
@@ -136,7 +146,8 @@ impl<'a> Engine<'a> {
                         if let (Some(budget), None) = (&held_by, &turn) {
                             let namespace =
                                 target.metadata.namespace.as_deref().unwrap_or_default();
-                            let lock = self.lock_for(&format!("pdb {namespace}/{budget}"));
+                            let lock =
+                                self.lock_for(Turn::Budget(BudgetKey::new(namespace, budget)));
                             turn = Some(lock.lock_owned().await);
                             continue;
                         }
@@ -246,9 +257,9 @@ impl<'a> Engine<'a> {
         match first {
             Err(evict::EvictError::SeveralBudgets { pod, budgets }) => {
                 let ns = target.metadata.namespace.as_deref().unwrap_or_default();
-                let ours: Vec<String> = budgets
+                let ours: Vec<BudgetKey> = budgets
                     .iter()
-                    .map(|b| format!("{ns}/{b}"))
+                    .map(|b| BudgetKey::new(ns, b))
                     .filter(|b| self.shared.contains(b))
                     .collect();
                 if ours.is_empty() {
@@ -279,7 +290,7 @@ impl<'a> Engine<'a> {
             }
         }
         let since = shown.as_ref().map_or(now, |s| s.since);
-        let key = pod::key(target);
+        let key = PodKey::of(target);
         if let Ok(mut b) = self.progress.blocks.lock() {
             b.push((key.clone(), blocked.clone()));
         }
@@ -290,10 +301,10 @@ impl<'a> Engine<'a> {
         });
     }
 
-    /// One turn at a time per workload or budget, named by `key`.
-    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// One turn at a time per workload or budget.
+    fn lock_for(&self, turn: Turn) -> Arc<tokio::sync::Mutex<()>> {
         match self.ctx.turns.locks.lock() {
-            Ok(mut locks) => locks.entry(key.to_string()).or_default().clone(),
+            Ok(mut locks) => locks.entry(turn).or_default().clone(),
             Err(_) => Arc::default(),
         }
     }
@@ -312,7 +323,7 @@ impl<'a> Engine<'a> {
             .pods_of(&w.id)
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none() && pod::is_ready(p))
-            .filter(|p| !p.metadata.uid.as_ref().is_some_and(|u| evicted.contains(u)))
+            .filter(|p| !Uid::of(p).is_some_and(|u| evicted.contains(&u)))
             .count();
         i32::try_from(count).unwrap_or(i32::MAX)
     }

@@ -18,7 +18,7 @@ use crate::cluster::nodes::{self, Annotations, DryRun};
 use crate::context::Context;
 use crate::evict::{self, Blocked, Outcome};
 use crate::names::NodeName;
-use crate::pod;
+use crate::pod::{PodKey, Uid};
 
 /// On the node: JSON list of the pods its last drain deleted past their budgets.
 pub const DELETED_PAST_BUDGET: &str = "kordon.dev/deleted-past-budget";
@@ -28,7 +28,7 @@ pub const DELETED_PAST_BUDGET: &str = "kordon.dev/deleted-past-budget";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Escalation {
-    pub pod: String,
+    pub pod: PodKey,
     pub allowed_by: Allowance,
     /// What held it: a PodDisruptionBudget or kordon's implicit budget.
     pub blocked_by: Blocked,
@@ -49,7 +49,7 @@ pub async fn named_pods(
     ctx: &Context,
     node: &NodeName,
     rules: &[DeleteRule],
-) -> Result<HashMap<String, DeleteRule>, DrainError> {
+) -> Result<HashMap<Uid, DeleteRule>, DrainError> {
     let mut named = HashMap::new();
     for rule in rules {
         let api: Api<Pod> = match &rule.namespace {
@@ -70,7 +70,7 @@ pub async fn named_pods(
                 e,
             )),
         })?;
-        for uid in pods.items.into_iter().filter_map(|p| p.metadata.uid) {
+        for uid in pods.items.iter().filter_map(Uid::of) {
             named.entry(uid).or_insert_with(|| rule.clone());
         }
     }
@@ -98,7 +98,7 @@ pub async fn delete_past_budget(
         return Ok(None);
     }
     let escalation = Escalation {
-        pod: pod::key(target),
+        pod: PodKey::of(target),
         allowed_by,
         blocked_by,
         at: Timestamp::now(),

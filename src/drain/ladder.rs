@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::evict::Blocked;
+use crate::pod::PodKey;
 
 /// What the operator allows once the deadline has passed.
 #[derive(Debug, Clone, Default)]
@@ -113,7 +114,7 @@ impl fmt::Display for Allowance {
 /// A pod a budget holds after the deadline.
 #[derive(Debug, Clone)]
 pub struct Blocker {
-    pub pod: String,
+    pub pod: PodKey,
     pub ready: bool,
     /// What held it last: a PodDisruptionBudget (named) or kordon's implicit budget.
     pub held: Blocked,
@@ -190,8 +191,8 @@ mod tests {
     fn pods(d: &Decision) -> Vec<String> {
         match d {
             Decision::Wait => Vec::new(),
-            Decision::Delete(v) => v.iter().map(|(b, _)| b.pod.clone()).collect(),
-            Decision::Abandon(v) => v.iter().map(|b| b.pod.clone()).collect(),
+            Decision::Delete(v) => v.iter().map(|(b, _)| b.pod.to_string()).collect(),
+            Decision::Abandon(v) => v.iter().map(|b| b.pod.to_string()).collect(),
         }
     }
 

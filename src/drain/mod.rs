@@ -32,7 +32,7 @@ use crate::evict::{self, Blocked, EvictError};
 use crate::flag::Flag;
 use crate::names::NodeName;
 use crate::node_state::{NodeState, Readiness};
-use crate::pod::{self, Lifecycle};
+use crate::pod::{self, Lifecycle, PodKey, Uid};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::plan::guards::{self, Guard, GuardOptions};
@@ -74,7 +74,7 @@ pub struct DrainOptions {
 /// A pod and what draining does with it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PodVerdict {
-    pub pod: String,
+    pub pod: PodKey,
     #[serde(flatten)]
     pub verdict: Verdict,
 }
@@ -86,9 +86,9 @@ pub struct Plan {
     /// The node carries kordon's cordon mark (see [`nodes::CORDONED_BY_KORDON`]).
     pub cordoned_by_kordon: bool,
     pods: Vec<(Pod, Verdict)>,
-    guards: HashMap<String, Guard>,
+    guards: HashMap<PodKey, Guard>,
     /// Each pod's workload, by pod key, for pods that have one.
-    workloads: HashMap<String, Workload>,
+    workloads: HashMap<PodKey, Workload>,
     /// What the pre-flight plan expects: where replacements land, what fits nowhere,
     /// budgets at 0, eviction waves. Left out when a fleet plan made it already.
     pub forecast: Option<PlanReport>,
@@ -104,7 +104,7 @@ impl Plan {
         self.pods
             .iter()
             .map(|(p, v)| PodVerdict {
-                pod: pod::key(p),
+                pod: PodKey::of(p),
                 verdict: v.clone(),
             })
             .collect()
@@ -125,7 +125,7 @@ impl Plan {
             .pods
             .iter()
             .filter(|(_, v)| matches!(v, Verdict::Evict(_)))
-            .filter_map(|(p, _)| self.workloads.get(&pod::key(p)))
+            .filter_map(|(p, _)| self.workloads.get(&PodKey::of(p)))
             .map(|w| w.id.clone())
             .collect();
         ids.sort();
@@ -155,12 +155,12 @@ impl Plan {
     }
 
     /// Pods that block the drain, each with its reasons.
-    pub fn refused(&self) -> Vec<(String, Vec<Refusal>)> {
+    pub fn refused(&self) -> Vec<(PodKey, Vec<Refusal>)> {
         self.pods
             .iter()
             .filter_map(|(p, v)| match v {
                 Verdict::Refuse { reasons } => {
-                    Some((pod::key(p), reasons.iter().cloned().collect()))
+                    Some((PodKey::of(p), reasons.iter().cloned().collect()))
                 }
                 _ => None,
             })
@@ -177,16 +177,16 @@ pub enum Event {
         after: NodeState,
     },
     Evicting {
-        pod: String,
+        pod: PodKey,
     },
     /// A budget holds the pod; repeated while it keeps holding, with how long so far.
     Blocked {
-        pod: String,
+        pod: PodKey,
         blocked: Blocked,
         waited: Duration,
     },
     Gone {
-        pod: String,
+        pod: PodKey,
     },
     /// A rollout restart brings this workload's replacement up first (`--surge`).
     Surged {
@@ -199,8 +199,8 @@ pub enum Event {
         node: NodeName,
     },
     Replacement {
-        replaces: String,
-        pod: String,
+        replaces: PodKey,
+        pod: PodKey,
         stage: Lifecycle,
         node: Option<String>,
     },
@@ -211,7 +211,7 @@ pub enum Event {
 pub struct DrainReport {
     pub node: NodeName,
     pub pods: Vec<PodVerdict>,
-    pub evicted: Vec<String>,
+    pub evicted: Vec<PodKey>,
     pub replacements: Vec<ReplacementStatus>,
     /// Pods deleted past their budgets after the deadline, and by which rule.
     pub deleted_past_budget: Vec<Escalation>,
@@ -222,7 +222,7 @@ pub struct DrainReport {
 /// Pods still on the node when the drain stopped, with the budget that held each.
 #[derive(Debug, Clone, Serialize)]
 pub struct Remaining {
-    pub pod: String,
+    pub pod: PodKey,
     pub blocked_by: Option<Blocked>,
     /// Not Ready: it serves nothing and a budget holds it only because the budget is
     /// short already (`--delete-unhealthy-past-budget` allows it after the deadline).
@@ -251,7 +251,7 @@ pub enum DrainError {
     #[error("cannot drain node {node}: {} pod(s) need a decision ({}); nothing was changed", .pods.len(), explain(.pods))]
     Refused {
         node: NodeName,
-        pods: Vec<(String, Vec<Refusal>)>,
+        pods: Vec<(PodKey, Vec<Refusal>)>,
     },
     #[error("cannot drain node {node}: no other node can take the replacement of {}; they would stay Pending and their workloads lose availability. Nothing was changed: free capacity (or uncordon a node) first", .pods.join("; "))]
     WouldStrand { node: NodeName, pods: Vec<String> },
@@ -312,7 +312,7 @@ impl DrainError {
 }
 
 /// "default/a has no controller, so nothing would recreate it".
-fn explain(pods: &[(String, Vec<Refusal>)]) -> String {
+fn explain(pods: &[(PodKey, Vec<Refusal>)]) -> String {
     pods.iter()
         .map(|(pod, reasons)| {
             let why: Vec<String> = reasons.iter().map(Refusal::explain).collect();
@@ -330,7 +330,7 @@ fn describe(remaining: &[Remaining]) -> String {
             match &r.blocked_by {
                 Some(b) => format!("{} ({unhealthy}held by {})", r.pod, b.detail),
                 None if r.unhealthy => format!("{} (not Ready)", r.pod),
-                None => r.pod.clone(),
+                None => r.pod.to_string(),
             }
         })
         .collect::<Vec<_>>()
@@ -381,23 +381,20 @@ pub async fn plan(
         // The API server parses and applies the selector, as for kubectl; the forecast
         // then covers exactly the pods that are drained.
         let selected = selected_uids(&ctx.conn, node, selector).await?;
-        snapshot.pods.retain(|p| {
-            p.metadata
-                .uid
-                .as_ref()
-                .is_some_and(|u| selected.contains(u))
-        });
+        snapshot
+            .pods
+            .retain(|p| Uid::of(p).is_some_and(|u| selected.contains(&u)));
     }
     let mut pods: Vec<(Pod, Verdict)> = snapshot
         .pods
         .iter()
         .map(|p| (p.clone(), classify::classify(p, opts.permissions)))
         .collect();
-    pods.sort_by_key(|(p, _)| pod::key(p));
+    pods.sort_by_key(|(p, _)| PodKey::of(p));
     let guards = guards::assign(&snapshot, &mut pods, opts.guards);
     let workloads = pods
         .iter()
-        .filter_map(|(p, _)| Some((pod::key(p), snapshot.workload_of(p)?)))
+        .filter_map(|(p, _)| Some((PodKey::of(p), snapshot.workload_of(p)?)))
         .collect();
     let forecast = match reach {
         Reach::Targets => None,
@@ -431,14 +428,12 @@ async fn selected_uids(
     conn: &Connection,
     node: &NodeName,
     selector: &str,
-) -> Result<HashSet<String>, DrainError> {
+) -> Result<HashSet<Uid>, DrainError> {
     let api: Api<Pod> = Api::all(conn.client.clone());
     let lp = ListParams::default()
         .fields(&format!("spec.nodeName={node}"))
         .labels(selector);
-    let uids = |l: kube::core::ObjectList<Pod>| {
-        l.items.into_iter().filter_map(|p| p.metadata.uid).collect()
-    };
+    let uids = |l: kube::core::ObjectList<Pod>| l.items.iter().filter_map(Uid::of).collect();
     api.list(&lp).await.map(uids).map_err(|e| match e {
         kube::Error::Api(status) if status.code == 400 => DrainError::InvalidPodSelector {
             selector: selector.to_string(),
@@ -528,7 +523,7 @@ pub async fn execute(
         return Ok(DrainReport {
             node: plan.node,
             pods: verdicts,
-            evicted: to_evict.iter().map(|p| pod::key(p)).collect(),
+            evicted: to_evict.iter().map(|p| PodKey::of(p)).collect(),
             replacements: Vec::new(),
             deleted_past_budget: Vec::new(),
             elapsed_seconds: started.elapsed().as_secs_f64(),
@@ -540,7 +535,7 @@ pub async fn execute(
         let mut seen = HashSet::new();
         to_evict
             .iter()
-            .filter_map(|p| plan.workloads.get(&pod::key(p)))
+            .filter_map(|p| plan.workloads.get(&PodKey::of(p)))
             .filter(|w| seen.insert(&w.id))
             .collect()
     };
@@ -548,7 +543,7 @@ pub async fn execute(
         tracker::Watches::start(&ctx.view, &plan.node, &involved, &namespaces(&to_evict)).await?;
     let progress = Progress::default();
     let replacements = tracker::Replacements::new(&plan.node, &to_evict, |p| {
-        let key = pod::key(p);
+        let key = PodKey::of(p);
         let surged = matches!(plan.guards.get(&key), Some(Guard::Surge(_)));
         plan.workloads.get(&key).map(|w| (w.id.clone(), surged))
     });
@@ -575,7 +570,7 @@ pub async fn execute(
         let pods = to_evict
             .iter()
             .map(|p| {
-                let guard = plan.guards.get(&pod::key(p)).unwrap_or(&Guard::Api);
+                let guard = plan.guards.get(&PodKey::of(p)).unwrap_or(&Guard::Api);
                 (p, (!plan.down).then_some(guard))
             })
             .chain(to_await.iter().map(|p| (p, None)));
@@ -607,10 +602,10 @@ pub async fn execute(
                 blocked_by: blocks
                     .iter()
                     .rev()
-                    .find(|(k, _)| *k == pod::key(p))
+                    .find(|(k, _)| *k == PodKey::of(p))
                     .map(|(_, b)| b.clone()),
                 unhealthy: watch.current(p).is_some_and(|live| !pod::is_ready(&live)),
-                pod: pod::key(p),
+                pod: PodKey::of(p),
             })
             .filter(|r| !gone.contains(&r.pod))
             .collect()
@@ -632,7 +627,7 @@ pub async fn execute(
                 ladder::Decision::Abandon(held) => return Ok::<_, DrainError>(held),
                 ladder::Decision::Delete(allowed) => {
                     for (b, allowance) in allowed {
-                        let Some(p) = to_evict.iter().find(|p| pod::key(p) == b.pod) else {
+                        let Some(p) = to_evict.iter().find(|p| PodKey::of(p) == b.pod) else {
                             continue;
                         };
                         let so_far = progress
@@ -652,9 +647,9 @@ pub async fn execute(
                         .await?;
                         if let Some(e) = deleted {
                             if let (Ok(mut evicted), Some(uid)) =
-                                (ctx.turns.evicted.lock(), &p.metadata.uid)
+                                (ctx.turns.evicted.lock(), Uid::of(p))
                             {
-                                evicted.insert(uid.clone());
+                                evicted.insert(uid);
                             }
                             if let Ok(mut all) = progress.escalations.lock() {
                                 all.push(e.clone());
@@ -752,7 +747,7 @@ pub async fn execute(
             .map(|g| g.clone())
             .unwrap_or_default()
             .into_iter()
-            .filter(|k| to_evict.iter().any(|p| pod::key(p) == *k))
+            .filter(|k| to_evict.iter().any(|p| PodKey::of(p) == *k))
             .collect(),
         replacements: replacements.statuses(),
         deleted_past_budget: progress
@@ -777,7 +772,7 @@ async fn share_budgets(
     let mut seen = HashSet::new();
     let uncovered: Vec<shared::Uncovered> = to_evict
         .iter()
-        .filter_map(|p| match plan.guards.get(&pod::key(p)) {
+        .filter_map(|p| match plan.guards.get(&PodKey::of(p)) {
             Some(Guard::Implicit(w)) => Some(shared::Uncovered {
                 workload: w,
                 pod: p,
@@ -901,8 +896,8 @@ fn namespaces(pods: &[&Pod]) -> Vec<String> {
 /// still report it.
 #[derive(Default)]
 struct Progress {
-    gone: Mutex<Vec<String>>,
-    blocks: Mutex<Vec<(String, Blocked)>>,
+    gone: Mutex<Vec<PodKey>>,
+    blocks: Mutex<Vec<(PodKey, Blocked)>>,
     escalations: Mutex<Vec<Escalation>>,
 }
 
@@ -912,7 +907,7 @@ fn blockers(
     to_evict: &[&Pod],
     watch: &tracker::Watches<'_>,
     progress: &Progress,
-    named: &HashMap<String, ladder::DeleteRule>,
+    named: &HashMap<Uid, ladder::DeleteRule>,
 ) -> Vec<ladder::Blocker> {
     let blocks = progress
         .blocks
@@ -929,16 +924,16 @@ fn blockers(
         .iter()
         .filter_map(|p| {
             let live = watch.current(p)?;
-            let uid = p.metadata.uid.as_deref()?;
-            if live.metadata.deletion_timestamp.is_some() || evicted.contains(uid) {
+            let uid = Uid::of(p)?;
+            if live.metadata.deletion_timestamp.is_some() || evicted.contains(&uid) {
                 return None;
             }
-            let key = pod::key(p);
+            let key = PodKey::of(p);
             let (_, held) = blocks.iter().rev().find(|(k, _)| *k == key)?;
             Some(ladder::Blocker {
                 ready: pod::is_ready(&live),
                 held: held.clone(),
-                named_by: named.get(uid).cloned(),
+                named_by: named.get(&uid).cloned(),
                 pod: key,
             })
         })

@@ -26,7 +26,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::budget;
+use crate::budget::{self, BudgetKey};
 use crate::cluster::lease::LeaseState;
 use crate::cluster::{ClusterError, Connection};
 use crate::names::NodeName;
@@ -53,8 +53,8 @@ pub struct Uncovered<'a> {
 pub struct SharedBudgets {
     conn: Connection,
     leases: Vec<(String, String)>,
-    /// Budgets this drain owns (created or joined), as namespace/name.
-    pub budgets: Vec<String>,
+    /// Budgets this drain owns (created or joined).
+    pub budgets: Vec<BudgetKey>,
     renewer: tokio::task::JoinHandle<()>,
 }
 
@@ -93,7 +93,7 @@ impl SharedBudgets {
                     }
                     let name = budget_name(u.workload);
                     join_or_create(conn, ns, &name, u.workload, &owner).await?;
-                    budgets.push(format!("{ns}/{name}"));
+                    budgets.push(BudgetKey::new(ns, name));
                 }
             }
             Ok::<_, ClusterError>(())
@@ -134,10 +134,12 @@ impl SharedBudgets {
 /// While two budgets covered them, the disruption controller counted the pods' changes
 /// under one of the two only, so the user's may be stale until one of its pods changes
 /// again: marking `leaving` (a pod being drained, which goes anyway) makes it recount.
-pub async fn give_way(conn: &Connection, key: &str, leaving: &Pod) -> Result<(), ClusterError> {
-    let Some((ns, name)) = key.split_once('/') else {
-        return Ok(());
-    };
+pub async fn give_way(
+    conn: &Connection,
+    key: &BudgetKey,
+    leaving: &Pod,
+) -> Result<(), ClusterError> {
+    let (ns, name) = (key.namespace.as_str(), key.name.as_str());
     tracing::warn!(
         "a PodDisruptionBudget of someone else's now covers the pods of kordon's shared budget {key}: removing kordon's, the other governs"
     );

@@ -13,10 +13,11 @@ use kube::runtime::reflector::ObjectRef;
 use serde::Serialize;
 
 use super::Event;
+use crate::budget::BudgetKey;
 use crate::cluster::ClusterError;
 use crate::cluster::view::{PodScope, View, Watched};
 use crate::names::NodeName;
-use crate::pod::{self, Lifecycle};
+use crate::pod::{self, Lifecycle, PodKey, Uid};
 use crate::workload::{Workload, WorkloadId};
 
 /// The watches one drain holds; dropping them lets the view stop what no one else uses.
@@ -29,7 +30,7 @@ pub struct Watches<'a> {
     workloads: HashMap<WorkloadId, (Arc<Watched<Pod>>, Selector)>,
     budgets: HashMap<String, Arc<Watched<PodDisruptionBudget>>>,
     /// UIDs of the workloads' pods when the drain began: a replacement is not among them.
-    initial: HashSet<String>,
+    initial: HashSet<Uid>,
 }
 
 impl<'a> Watches<'a> {
@@ -51,7 +52,7 @@ impl<'a> Watches<'a> {
         let initial = pods
             .iter()
             .flat_map(|(w, _)| w.state())
-            .filter_map(|p| p.metadata.uid.clone())
+            .filter_map(|p| Uid::of(&p))
             .collect();
         let mut watched = HashMap::new();
         for (pods, covered) in &pods {
@@ -78,6 +79,12 @@ impl<'a> Watches<'a> {
             .store()
             .get(&ObjectRef::from_obj(target))
             .filter(|p| p.metadata.uid == target.metadata.uid)
+    }
+
+    /// Whether the pod was among the workloads' pods when the drain began (and so
+    /// replaces no evicted one).
+    fn was_there(&self, p: &Pod) -> bool {
+        Uid::of(p).is_some_and(|u| self.initial.contains(&u))
     }
 
     /// The workload's pods as last seen (empty if its pods are not watched).
@@ -110,15 +117,12 @@ impl<'a> Watches<'a> {
             .unwrap_or_default()
     }
 
-    /// Whether the disruption controller has counted the budget `namespace/name` as it
-    /// is now (or it is gone).
-    pub fn budget_counted(&self, key: &str) -> bool {
-        let Some((namespace, name)) = key.split_once('/') else {
-            return true;
-        };
-        let key = ObjectRef::new(name).within(namespace);
+    /// Whether the disruption controller has counted the budget as it is now (or it is
+    /// gone).
+    pub fn budget_counted(&self, budget: &BudgetKey) -> bool {
+        let key = ObjectRef::new(&budget.name).within(&budget.namespace);
         self.budgets
-            .get(namespace)
+            .get(&budget.namespace)
             .and_then(|b| b.store().get(&key))
             .is_none_or(|b| {
                 b.status
@@ -137,8 +141,8 @@ impl<'a> Watches<'a> {
 /// An evicted pod's replacement as last seen.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplacementStatus {
-    pub replaces: String,
-    pub pod: Option<String>,
+    pub replaces: PodKey,
+    pub pod: Option<PodKey>,
     pub node: Option<String>,
     pub stage: Option<Lifecycle>,
 }
@@ -146,7 +150,7 @@ pub struct ReplacementStatus {
 /// Which new pods (of the evicted pod's workload) can replace an evicted one.
 pub enum Successor {
     /// Pods of the same controller (a ReplicaSet, a StatefulSet).
-    SameController(String),
+    SameController(Uid),
     /// Any pod of the workload, whatever ReplicaSet made it: after a `--surge`
     /// rollout restart the replacement comes from a new ReplicaSet.
     SameWorkload,
@@ -155,7 +159,7 @@ pub enum Successor {
 impl Successor {
     fn matches(&self, p: &Pod) -> bool {
         match self {
-            Self::SameController(uid) => pod::controller(p).is_some_and(|c| &c.uid == uid),
+            Self::SameController(uid) => Uid::of_controller(p).as_ref() == Some(uid),
             Self::SameWorkload => true,
         }
     }
@@ -190,13 +194,13 @@ impl Replacements {
                 let successor = if surged {
                     Successor::SameWorkload
                 } else {
-                    Successor::SameController(pod::controller(p)?.uid.clone())
+                    Successor::SameController(Uid::of_controller(p)?)
                 };
                 Some(Entry {
                     workload: id,
                     successor,
                     status: ReplacementStatus {
-                        replaces: pod::key(p),
+                        replaces: PodKey::of(p),
                         pod: None,
                         node: None,
                         stage: None,
@@ -242,7 +246,7 @@ impl Replacements {
         let Ok(mut entries) = self.entries.lock() else {
             return false;
         };
-        let mut claimed: HashSet<String> = entries
+        let mut claimed: HashSet<PodKey> = entries
             .iter()
             .filter_map(|e| e.status.pod.clone())
             .collect();
@@ -251,17 +255,17 @@ impl Replacements {
             let current = match &entry.status.pod {
                 Some(key) => pods
                     .iter()
-                    .find(|p| &pod::key(p) == key && !watch.initial.contains(uid(p))),
+                    .find(|p| &PodKey::of(p) == key && !watch.was_there(p)),
                 None => pods.iter().find(|p| {
-                    !watch.initial.contains(uid(p))
-                        && !claimed.contains(&pod::key(p))
+                    !watch.was_there(p)
+                        && !claimed.contains(&PodKey::of(p))
                         && entry.successor.matches(p)
                         && p.spec.as_ref().and_then(|s| s.node_name.as_deref())
                             != Some(self.drained.as_str())
                 }),
             };
             let Some(p) = current else { continue };
-            let key = pod::key(p);
+            let key = PodKey::of(p);
             claimed.insert(key.clone());
             let stage = Lifecycle::of(p);
             let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
@@ -284,8 +288,4 @@ impl Replacements {
             .iter()
             .all(|e| e.status.stage == Some(Lifecycle::Ready))
     }
-}
-
-fn uid(p: &Pod) -> &str {
-    p.metadata.uid.as_deref().unwrap_or_default()
 }

@@ -17,7 +17,7 @@ use crate::budget;
 use crate::cluster::ClusterError;
 use crate::cluster::view::{Kept, PodScope, View, Watched};
 use crate::names::NodeName;
-use crate::pod;
+use crate::pod::{self, PodKey};
 use crate::workload::{WorkloadId, WorkloadKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub async fn daemon_pods_ready(
             .state()
             .iter()
             .filter(|p| !daemon_pod_ready(p))
-            .map(|p| pod::key(p))
+            .map(|p| PodKey::of(p).to_string())
             .collect();
         names.sort();
         names

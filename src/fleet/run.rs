@@ -305,7 +305,11 @@ pub(super) fn unsafe_reason(wave: &[NodeName], report: &PlanReport) -> String {
         })
         .collect();
     if !report.fits_nowhere.is_empty() {
-        let pods: Vec<&str> = report.fits_nowhere.iter().map(|u| u.pod.as_str()).collect();
+        let pods: Vec<String> = report
+            .fits_nowhere
+            .iter()
+            .map(|u| u.pod.to_string())
+            .collect();
         reasons.push(format!("no remaining node can take {}", pods.join(", ")));
     }
     let names: Vec<&str> = wave.iter().map(NodeName::as_str).collect();

@@ -8,7 +8,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use crate::classify::{Refusal, Refusals, Replacement, Verdict};
 use crate::flag::Flag;
 use crate::guard;
-use crate::pod;
+use crate::pod::PodKey;
 use crate::snapshot::Snapshot;
 use crate::workload::Workload;
 
@@ -61,7 +61,7 @@ pub fn assign(
     snapshot: &Snapshot,
     pods: &mut [(Pod, Verdict)],
     opts: GuardOptions,
-) -> HashMap<String, Guard> {
+) -> HashMap<PodKey, Guard> {
     let mut guards = HashMap::new();
     for (p, verdict) in pods.iter_mut() {
         let Verdict::Evict(eviction) = verdict else {
@@ -70,7 +70,7 @@ pub fn assign(
         if !matches!(eviction.replacement, Replacement::ByController { .. })
             || opts.disable_eviction
         {
-            guards.insert(pod::key(p), Guard::Api);
+            guards.insert(PodKey::of(p), Guard::Api);
             continue;
         }
         let covering = snapshot.budgets_covering(p);
@@ -129,7 +129,7 @@ pub fn assign(
                 },
             }
         };
-        guards.insert(pod::key(p), guard);
+        guards.insert(PodKey::of(p), guard);
     }
     guards
 }

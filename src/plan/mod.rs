@@ -11,12 +11,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde::Serialize;
 
+use crate::budget::BudgetKey;
 use crate::classify::{self, Permissions, Replacement, Verdict};
 use crate::names::NodeName;
 use crate::node_state::{NodeState, Readiness};
-use crate::pod;
+use crate::pod::PodKey;
 use crate::snapshot::Snapshot;
-use crate::workload::scaled;
+use crate::workload::{WorkloadId, scaled};
 use guards::{Guard, GuardOptions};
 use placement::{Misfit, Resources};
 
@@ -45,7 +46,7 @@ pub struct PlanReport {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedPod {
-    pub pod: String,
+    pub pod: PodKey,
     #[serde(flatten)]
     pub verdict: Verdict,
     /// Where its replacement would be scheduled.
@@ -56,7 +57,7 @@ pub struct PlannedPod {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Unplaceable {
-    pub pod: String,
+    pub pod: PodKey,
     pub nodes_rejecting: BTreeMap<Misfit, usize>,
 }
 
@@ -75,7 +76,7 @@ impl PlanReport {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BudgetAtZero {
-    pub budget: String,
+    pub budget: BudgetKey,
     pub current_healthy: i32,
     pub desired_healthy: i32,
 }
@@ -114,7 +115,7 @@ pub fn plan(
         .filter(|p| draining.contains(node_of(p).as_str()))
         .map(|p| (p.clone(), classify::classify(p, opts.permissions)))
         .collect();
-    pods.sort_by_key(|(p, _)| pod::key(p));
+    pods.sort_by_key(|(p, _)| PodKey::of(p));
     let guards = guards::assign(snapshot, &mut pods, opts.guards);
 
     let mut remaining = Remaining::new(snapshot, &draining);
@@ -144,10 +145,10 @@ pub fn plan(
                     snapshot
                         .workload_of(p)
                         .map(|w| w.id.to_string())
-                        .unwrap_or_else(|| pod::key(p)),
+                        .unwrap_or_else(|| PodKey::of(p).to_string()),
                 );
                 fits_nowhere.push(Unplaceable {
-                    pod: pod::key(p),
+                    pod: PodKey::of(p),
                     nodes_rejecting: why,
                 });
             }
@@ -155,7 +156,7 @@ pub fn plan(
     }
     for (i, (p, verdict)) in pods.iter().enumerate() {
         planned.push(PlannedPod {
-            pod: pod::key(p),
+            pod: PodKey::of(p),
             verdict: verdict.clone(),
             lands_on: lands.get(&i).cloned(),
         });
@@ -242,15 +243,11 @@ fn budgets_at_zero(snapshot: &Snapshot, pods: &[(Pod, Verdict)]) -> Vec<BudgetAt
         for b in snapshot.budgets_covering(p) {
             let Some(status) = &b.status else { continue };
             if status.disruptions_allowed == 0 {
-                let name = format!(
-                    "{}/{}",
-                    b.metadata.namespace.as_deref().unwrap_or_default(),
-                    b.metadata.name.as_deref().unwrap_or_default()
-                );
+                let budget = BudgetKey::of(b);
                 seen.insert(
-                    name.clone(),
+                    budget.clone(),
                     BudgetAtZero {
-                        budget: name,
+                        budget,
                         current_healthy: status.current_healthy,
                         desired_healthy: status.desired_healthy,
                     },
@@ -261,22 +258,33 @@ fn budgets_at_zero(snapshot: &Snapshot, pods: &[(Pod, Verdict)]) -> Vec<BudgetAt
     seen.into_values().collect()
 }
 
+/// What paces a group of evictions in [`waves`].
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum Group {
+    /// The workload's implicit budget, or its rollout restart.
+    Workload(WorkloadId),
+    /// The first PodDisruptionBudget covering the pods.
+    Budget(BudgetKey),
+    /// Nothing: the pod goes in the first wave.
+    Pod(PodKey),
+}
+
 /// Rounds of evictions: per workload (or budget), its pods on the drained nodes
 /// divided by how many may go at once; the drain takes as many rounds as its
 /// slowest group, since groups drain in parallel.
-fn waves(snapshot: &Snapshot, pods: &[(Pod, Verdict)], guards: &HashMap<String, Guard>) -> usize {
-    let mut groups: HashMap<String, (usize, usize)> = HashMap::new();
+fn waves(snapshot: &Snapshot, pods: &[(Pod, Verdict)], guards: &HashMap<PodKey, Guard>) -> usize {
+    let mut groups: HashMap<Group, (usize, usize)> = HashMap::new();
     for (p, v) in pods {
         if !matches!(v, Verdict::Evict(_)) {
             continue;
         }
-        let key = pod::key(p);
+        let key = PodKey::of(p);
         let (group, per_wave) = match guards.get(&key) {
             Some(Guard::Implicit(w)) => (
-                w.id.to_string(),
+                Group::Workload(w.id.clone()),
                 (w.max_unavailable.min(w.replicas - 1)).max(1) as usize,
             ),
-            Some(Guard::Surge(w)) => (w.id.to_string(), usize::MAX),
+            Some(Guard::Surge(w)) => (Group::Workload(w.id.clone()), usize::MAX),
             _ => match snapshot.budgets_covering(p).first() {
                 Some(b) => {
                     let expected = b.status.as_ref().map(|s| s.expected_pods).unwrap_or(1);
@@ -289,12 +297,9 @@ fn waves(snapshot: &Snapshot, pods: &[(Pod, Verdict)], guards: &HashMap<String, 
                         (None, Some(min)) => expected - scaled(min, expected, true),
                         (None, None) => 1,
                     };
-                    (
-                        format!("pdb {:?}/{:?}", b.metadata.namespace, b.metadata.name),
-                        allowed.max(1) as usize,
-                    )
+                    (Group::Budget(BudgetKey::of(b)), allowed.max(1) as usize)
                 }
-                None => (key, usize::MAX),
+                None => (Group::Pod(key), usize::MAX),
             },
         };
         let entry = groups.entry(group).or_insert((0, per_wave));
