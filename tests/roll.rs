@@ -594,12 +594,12 @@ async fn bad_input_is_one_sentence_and_changes_nothing() {
         ),
         (
             vec![&nodes[1], "--max-unavailable", "0", "--", "true"],
-            1,
+            2,
             "--max-unavailable of 0",
         ),
         (
             vec![&nodes[0], &nodes[1], "--max-unavailable", "3", "--", "true"],
-            1,
+            2,
             "more than the 2 node(s) selected",
         ),
         (
@@ -607,7 +607,7 @@ async fn bad_input_is_one_sentence_and_changes_nothing() {
             3,
             "the fleet plan is unsafe",
         ),
-        (vec![&nodes[0]], 1, "say what the maintenance is"),
+        (vec![&nodes[0]], 2, "say what the maintenance is"),
     ];
     for (extra, code, message) in cases {
         let run = env.run_kordon(&roll_args(&env, &extra));
