@@ -17,6 +17,7 @@ pub mod evict;
 pub mod flag;
 pub mod fleet;
 pub mod guard;
+pub mod interrupt;
 pub mod names;
 pub mod node_state;
 pub mod output;

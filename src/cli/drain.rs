@@ -6,12 +6,14 @@ use kordon::cluster::nodes::DryRun;
 use kordon::context::Context;
 use kordon::drain::ladder::{AfterDeadline, DeleteRule, Ladder};
 use kordon::drain::{self, DrainError, DrainOptions, DrainReport};
+use kordon::interrupt::Interrupt;
 use kordon::names::NodeName;
 use kordon::output::progress::DrainProgress;
 use kordon::output::{Printer, Report};
 use kordon::plan::guards::{BudgetMode, GuardOptions};
 use kordon::snapshot::Reach;
 
+use super::interrupt::on_ctrl_c;
 use super::{GlobalArgs, values};
 
 #[derive(Debug, Args)]
@@ -159,7 +161,7 @@ impl LadderFlags {
 impl DrainFlags {
     /// The drain's options; a deadline that could never come before the timeout is
     /// refused.
-    pub fn options(&self) -> super::error::Result<DrainOptions> {
+    pub fn options(&self, interrupt: Interrupt) -> super::error::Result<DrainOptions> {
         if let Some(deadline) = self.ladder.deadline
             && !self.timeout.is_zero()
             && deadline >= self.timeout
@@ -184,6 +186,7 @@ impl DrainFlags {
             ladder: self.ladder.ladder(),
             keep_cordon: false,
             node_down: None,
+            interrupt,
         })
     }
 }
@@ -216,7 +219,9 @@ pub async fn drain_node(
 pub async fn run(global: &GlobalArgs, args: &DrainArgs) -> super::error::Result {
     let options = DrainOptions {
         node_down: args.node_down.then_some(args.node_down_after),
-        ..args.drain.options()?
+        ..args.drain.options(on_ctrl_c(
+            "`kordon status NODE` shows where the node was left",
+        ))?
     };
     let ctx = Context::open(&global.connection()).await?;
     let printer = Printer::new(global.output);

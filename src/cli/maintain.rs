@@ -12,6 +12,7 @@ use kordon::workflow::{self, MaintainOptions, Progress, ReadyCriteria, Work};
 
 use super::GlobalArgs;
 use super::drain::DrainFlags;
+use super::interrupt::on_ctrl_c;
 
 #[derive(Debug, Args)]
 pub struct MaintainArgs {
@@ -55,7 +56,9 @@ impl WorkArgs {
 
 pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> super::error::Result {
     let work = work(args.work.manual, &args.work.command, "kordon maintain NODE")?;
-    let drain = args.drain.options()?;
+    let drain = args.drain.options(on_ctrl_c(
+        "`kordon status NODE` shows where the node was left",
+    ))?;
     let ctx = Context::open(&global.connection()).await?;
     // The drain checks its own rights; after the work, maintain watches the node to see
     // it Ready again. Asked now, so a missing right stops it before the drain, not

@@ -12,6 +12,7 @@ mod controller;
 mod cordon;
 pub mod drain;
 pub mod error;
+mod interrupt;
 pub mod maintain;
 pub mod plan;
 pub mod roll;

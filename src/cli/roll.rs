@@ -10,6 +10,7 @@ use kordon::fleet::{
 use kordon::output::Printer;
 
 use super::drain::DrainFlags;
+use super::interrupt::on_ctrl_c;
 use super::maintain::WorkArgs;
 use super::{GlobalArgs, NodeSelection, values};
 
@@ -88,7 +89,9 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
             "roll has no --dry-run: it plans the whole fleet before touching anything; `kordon plan NODE…` shows a plan alone".into(),
         ));
     }
-    let drain = args.drain.options()?;
+    let drain = args.drain.options(on_ctrl_c(
+        "every node's phase is recorded; re-run the roll to continue",
+    ))?;
     let ctx = Context::open(&global.connection()).await?;
     let conn = &ctx.conn;
     let mut spec = RunSpec {

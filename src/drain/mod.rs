@@ -69,6 +69,8 @@ pub struct DrainOptions {
     /// silent for at least this long, taint it out of service and let the control plane
     /// delete its pods, instead of evicting.
     pub node_down: Option<Duration>,
+    /// Ctrl-C at the edge: the drain stops between evictions.
+    pub interrupt: crate::interrupt::Interrupt,
 }
 
 /// A pod and what draining does with it.
@@ -483,6 +485,7 @@ pub async fn execute(
         });
     }
 
+    opts.interrupt.arm();
     if !plan.state.cordoned {
         let after = nodes::set_unschedulable(conn, &plan.node, true, opts.dry_run).await?;
         on_event(Event::Cordoned {
@@ -695,7 +698,7 @@ pub async fn execute(
                     uncordoned: false,
                 });
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = opts.interrupt.requested() => {
                 return Err(DrainError::Interrupted { node: plan.node.clone(), remaining: remaining(&progress) });
             }
         }

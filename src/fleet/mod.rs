@@ -28,6 +28,7 @@ use crate::context::Context;
 use crate::drain::{DrainOptions, Event};
 use crate::error::Advice;
 use crate::flag::Flag;
+use crate::interrupt::Interrupt;
 use crate::names::NodeName;
 use crate::node_state::{LeftAs, NodeState};
 use crate::plan::PlanReport;
@@ -301,7 +302,7 @@ pub async fn roll(
     .await?;
 
     let (stop_tx, stop_rx) = watch::channel(None);
-    let watcher = spawn_stop_watch(stop_tx, lock.lost());
+    let watcher = spawn_stop_watch(stop_tx, opts.drain.interrupt.clone(), lock.lost());
     let job = Job {
         ctx,
         conn,
@@ -380,24 +381,19 @@ fn needed_permissions(lock_namespace: &str) -> Vec<Permission> {
     ]
 }
 
-/// The first Ctrl-C (or losing the lock) asks every node to stop at its next safe
-/// point; a second Ctrl-C exits at once, leaving each node's phase recorded for a
-/// re-run.
+/// An interrupt (Ctrl-C at the edge) or losing the lock asks every node to stop at its
+/// next safe point.
 fn spawn_stop_watch(
     stop: watch::Sender<Option<RunState>>,
+    interrupt: Interrupt,
     mut lost: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    interrupt.arm();
     tokio::spawn(async move {
         let state = tokio::select! {
-            _ = tokio::signal::ctrl_c() => RunState::Interrupted,
+            _ = interrupt.requested() => RunState::Interrupted,
             _ = lost.wait_for(|l| *l) => RunState::LockLost,
         };
         let _ = stop.send(Some(state));
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "interrupted again: exiting now; every node's phase is recorded, re-run the roll to continue"
-            );
-            std::process::exit(130);
-        }
     })
 }

@@ -50,6 +50,20 @@ pub enum RunState {
 }
 
 impl RunState {
+    const ALL: [RunState; 6] = [
+        RunState::Running,
+        RunState::Done,
+        RunState::Failed,
+        RunState::Halted,
+        RunState::Interrupted,
+        RunState::LockLost,
+    ];
+
+    /// The state a lease annotation names; `None` for one this version does not know.
+    fn parse(s: &str) -> Option<RunState> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Running => "running",
@@ -68,7 +82,8 @@ impl RunState {
 pub struct RunRecord {
     pub run: String,
     pub spec: Option<RunSpec>,
-    pub state: String,
+    /// `None` when the lease names no state this version knows.
+    pub state: Option<RunState>,
     pub nodes: Vec<String>,
     pub updated: Option<String>,
     /// The live holder, if a process holds the lock now.
@@ -92,7 +107,7 @@ pub fn of_lease(state: &lease::LeaseState) -> Option<RunRecord> {
     Some(RunRecord {
         run: run.clone(),
         spec: a.get(SPEC).and_then(|s| serde_json::from_str(s).ok()),
-        state: a.get(STATE).cloned().unwrap_or_default(),
+        state: a.get(STATE).and_then(|s| RunState::parse(s)),
         nodes: a
             .get(NODES)
             .map(|n| {
@@ -140,7 +155,7 @@ pub fn decide(
     spec: &RunSpec,
     resume: bool,
 ) -> Result<(String, bool), String> {
-    let unfinished = last.filter(|r| r.state != RunState::Done.as_str());
+    let unfinished = last.filter(|r| r.state != Some(RunState::Done));
     match unfinished {
         Some(r) if resume || r.spec.as_ref() == Some(spec) => Ok((r.run.clone(), true)),
         None if resume => Err(match last {
@@ -337,7 +352,7 @@ mod tests {
         RunRecord {
             run: "roll-1".into(),
             spec: Some(spec(cmd)),
-            state: state.as_str().into(),
+            state: Some(state),
             nodes: Vec::new(),
             updated: None,
             holder: None,
@@ -362,6 +377,20 @@ mod tests {
         assert!(!decide(Some(&done), &spec("patch"), false).unwrap().1);
         assert!(decide(Some(&done), &spec("patch"), true).is_err());
         assert!(decide(None, &spec("patch"), true).is_err());
+        // A state this version does not know is not taken for finished.
+        let unknown = RunRecord {
+            state: None,
+            ..record_of(RunState::Done, "patch")
+        };
+        assert!(decide(Some(&unknown), &spec("patch"), false).unwrap().1);
+    }
+
+    #[test]
+    fn every_run_state_reads_back_from_its_annotation() {
+        for state in RunState::ALL {
+            assert_eq!(RunState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(RunState::parse("paused"), None);
     }
 
     #[test]

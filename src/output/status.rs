@@ -17,7 +17,8 @@ impl Report for StatusReport {
     fn text(&self) -> String {
         let mut out = String::new();
         if let Some(run) = &self.run {
-            out.push_str(&format!("roll {}: {}", run.run, run.state));
+            let state = run.state.map_or("in an unknown state", |s| s.as_str());
+            out.push_str(&format!("roll {}: {state}", run.run));
             if let Some(holder) = &run.holder {
                 out.push_str(&format!(", held by {holder}"));
             }
