@@ -174,9 +174,9 @@ pub enum RollError {
     },
     #[error(
         "the fleet plan is unsafe: {}; nothing was changed",
-        .waves.join("; ")
+        .waves.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
     )]
-    Unsafe { waves: Vec<String> },
+    Unsafe { waves: Vec<run::UnsafeWave> },
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
@@ -191,6 +191,16 @@ impl RollError {
                 Advice::Give(Flag::Resume, "resume that run"),
                 Advice::Raise(Flag::MaxUnavailable),
             ],
+            Self::Unsafe { waves } => {
+                let mut refused: Vec<_> = waves.iter().flat_map(|w| w.refused.clone()).collect();
+                refused.sort_by(|a, b| a.0.cmp(&b.0));
+                refused.dedup_by(|a, b| a.0 == b.0);
+                if refused.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![crate::error::decide(&refused)]
+                }
+            }
             Self::Lock(e) => e.advice(),
             Self::Cluster(e) => e.advice(),
             _ => Vec::new(),

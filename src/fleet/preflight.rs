@@ -122,7 +122,7 @@ pub(super) fn plan_fleet(
         let report = crate::plan::plan(snapshot, wave, options)
             .map_err(|crate::plan::PlanError::UnknownNode(n)| ClusterError::NodeNotFound(n))?;
         if report.blocks(opts.drain.allow_pending) {
-            unsafe_waves.push(run::unsafe_reason(wave, &report));
+            unsafe_waves.push(run::UnsafeWave::of(wave, &report));
         }
         on_progress(RollProgress::Planned {
             wave: wave.to_vec(),

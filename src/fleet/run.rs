@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use super::LOCK_NAME;
 use super::mark::Mark;
-use crate::classify::{Permissions, Verdict, classify};
+use crate::classify::{Permissions, Refusal, Verdict, classify};
 use crate::cluster::{ClusterError, Connection, lease};
 use crate::names::NodeName;
 use crate::plan::PlanReport;
+use crate::pod::PodKey;
 use crate::snapshot::Snapshot;
 use crate::workload::{Workload, WorkloadId};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -306,33 +307,56 @@ pub(super) fn order(
     }
 }
 
-/// One line on why a wave cannot be drained.
-pub(super) fn unsafe_reason(wave: &[NodeName], report: &PlanReport) -> String {
-    let mut reasons: Vec<String> = report
-        .pods
-        .iter()
-        .filter_map(|p| match &p.verdict {
-            Verdict::Refuse { reasons } => {
-                let flags: Vec<&str> = reasons.iter().map(|r| r.flag().cli()).collect();
-                Some(format!("{} needs {}", p.pod, flags.join(" and ")))
-            }
-            _ => None,
-        })
-        .collect();
-    if !report.fits_nowhere.is_empty() {
-        let pods: Vec<String> = report
-            .fits_nowhere
-            .iter()
-            .map(|u| u.pod.to_string())
-            .collect();
-        reasons.push(format!("no remaining node can take {}", pods.join(", ")));
+/// Why a wave of nodes cannot be drained together: the pods refused (and why), and
+/// the replacements no remaining node can take.
+#[derive(Debug, Clone)]
+pub struct UnsafeWave {
+    pub nodes: Vec<NodeName>,
+    pub refused: Vec<(PodKey, Vec<Refusal>)>,
+    pub fits_nowhere: Vec<PodKey>,
+}
+
+impl UnsafeWave {
+    pub(super) fn of(wave: &[NodeName], report: &PlanReport) -> UnsafeWave {
+        UnsafeWave {
+            nodes: wave.to_vec(),
+            refused: report
+                .pods
+                .iter()
+                .filter_map(|p| match &p.verdict {
+                    Verdict::Refuse { reasons } => {
+                        Some((p.pod.clone(), reasons.iter().cloned().collect()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            fits_nowhere: report.fits_nowhere.iter().map(|u| u.pod.clone()).collect(),
+        }
     }
-    let names: Vec<&str> = wave.iter().map(NodeName::as_str).collect();
-    format!(
-        "with {} down, {}",
-        names.join(" and "),
-        reasons.join(" and ")
-    )
+}
+
+impl std::fmt::Display for UnsafeWave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut reasons: Vec<String> = self
+            .refused
+            .iter()
+            .map(|(pod, why)| {
+                let why: Vec<String> = why.iter().map(Refusal::explain).collect();
+                format!("{pod} {}", why.join(" and "))
+            })
+            .collect();
+        if !self.fits_nowhere.is_empty() {
+            let pods: Vec<String> = self.fits_nowhere.iter().map(ToString::to_string).collect();
+            reasons.push(format!("no remaining node can take {}", pods.join(", ")));
+        }
+        let names: Vec<&str> = self.nodes.iter().map(NodeName::as_str).collect();
+        write!(
+            f,
+            "with {} down, {}",
+            names.join(" and "),
+            reasons.join(" and ")
+        )
+    }
 }
 
 #[cfg(test)]

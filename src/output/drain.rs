@@ -21,7 +21,7 @@ impl Report for PodVerdicts {
         lines.extend(
             self.pods
                 .iter()
-                .map(|p| format!("  {}  {}", p.pod, p.verdict)),
+                .map(|p| format!("  {}  {}", p.pod, super::verdict::Said(&p.verdict))),
         );
         lines.join("\n")
     }

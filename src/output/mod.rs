@@ -13,6 +13,7 @@ pub mod progress;
 pub mod roll;
 pub mod status;
 mod table;
+mod verdict;
 pub mod version;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

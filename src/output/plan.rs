@@ -12,8 +12,16 @@ impl Report for PlanReport {
         );
         for p in &self.pods {
             match &p.lands_on {
-                Some(node) => out.push_str(&format!("  {}  {} -> {node}\n", p.pod, p.verdict)),
-                None => out.push_str(&format!("  {}  {}\n", p.pod, p.verdict)),
+                Some(node) => out.push_str(&format!(
+                    "  {}  {} -> {node}\n",
+                    p.pod,
+                    super::verdict::Said(&p.verdict)
+                )),
+                None => out.push_str(&format!(
+                    "  {}  {}\n",
+                    p.pod,
+                    super::verdict::Said(&p.verdict)
+                )),
             }
         }
         out.push_str(&forecast(self));
