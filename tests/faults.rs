@@ -1,6 +1,7 @@
 //! The control plane fails under kordon: the API server killed mid-drain, etcd
 //! restarted, the controller manager stopped, every connection dropped, kordon itself
-//! killed with SIGKILL mid-roll. Each runs on the fault tests' own cluster (never the
+//! killed with SIGKILL mid-roll; the watches a restarted API server expires (410 Gone)
+//! are listed again. Each runs on the fault tests' own cluster (never the
 //! shared one) with an independent watcher proving the budget held throughout.
 //!
 //! Each test prints what it measured (`--nocapture`): how long kordon took to carry on
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use serde_json::json;
-use support::faults::{FaultCluster, FaultEnv, MinReady, Proxy, Seeded};
+use support::faults::{FaultCluster, FaultEnv, MinReady, Proxy, Request, Seeded};
 use support::fixtures::{self, PodOptions};
 use support::{Run, eventually};
 
@@ -85,25 +86,47 @@ async fn assert_drained(env: &FaultEnv, node: &str, run: &Run, web: &MinReady) {
 /// first) to kordon's first request after `lost`, and from that first request (the
 /// server serving again) to the last of kordon's watches starting again.
 fn carried_on(cluster: &FaultCluster, lost: Timestamp, back: Timestamp) -> Option<(f64, f64)> {
-    let after: Vec<(Timestamp, String)> = cluster
+    let after: Vec<Request> = cluster
         .kordon_requests()
         .into_iter()
-        .filter(|(at, _)| *at > lost)
+        .filter(|r| r.at > lost)
         .collect();
-    let (first, what) = after.first()?;
-    println!("kordon's first request after the outage: {what}");
-    let mut watches: std::collections::BTreeMap<String, Timestamp> = Default::default();
-    for (at, request) in &after {
-        if request.contains("watch=true") {
-            let path = request.split('?').next().unwrap_or(request).to_string();
-            watches.entry(path).or_insert(*at);
-        }
+    let first = after.first()?;
+    println!(
+        "kordon's first request after the outage: {} {}",
+        first.verb, first.uri
+    );
+    let mut watches: std::collections::BTreeMap<&str, Timestamp> = Default::default();
+    for r in after.iter().filter(|r| r.verb == "watch") {
+        watches.entry(r.path()).or_insert(r.at);
     }
-    let last_watch = watches.values().max().copied().unwrap_or(*first);
+    let last_watch = watches.values().max().copied().unwrap_or(first.at);
     Some((
-        first.duration_since(back).as_secs_f64(),
-        last_watch.duration_since(*first).as_secs_f64(),
+        first.at.duration_since(back).as_secs_f64(),
+        last_watch.duration_since(first.at).as_secs_f64(),
     ))
+}
+
+/// The watches kordon had open before the outage and listed again after it: the
+/// restarted server's watch cache starts from a fresh list, so a watch resumed from an
+/// older resource version is told 410 Gone (as an event in the stream, which the audit
+/// log does not show) and kube-runtime's watcher lists again. Each as its path and
+/// selectors.
+fn relisted_after(cluster: &FaultCluster, lost: Timestamp) -> Vec<String> {
+    let requests = cluster.kordon_requests();
+    let watched: std::collections::BTreeSet<String> = requests
+        .iter()
+        .filter(|r| r.at < lost && r.verb == "watch")
+        .map(Request::selected)
+        .collect();
+    let mut relisted: Vec<String> = requests
+        .iter()
+        .filter(|r| r.at > lost && r.verb == "list")
+        .map(Request::selected)
+        .filter(|s| watched.contains(s))
+        .collect();
+    relisted.dedup();
+    relisted
 }
 
 fn report(fault: &str, outage: Duration, lost: Option<(f64, f64)>, run: &Run) {
@@ -122,7 +145,13 @@ async fn the_api_server_killed_mid_drain_and_back_in_seconds() {
     let cluster = FaultCluster::up();
     let (env, node) = three_nodes_with_web(&cluster, "apikill").await;
     let web = MinReady::start(env.pods(), "app=web").await;
-    let child = spawn(cluster.kordon(cluster.kubeconfig()).args(["drain", &node]));
+    // Debug lines from the view show its watches expiring.
+    let child = spawn(
+        cluster
+            .kordon(cluster.kubeconfig())
+            .env("RUST_LOG", "kordon::cluster::view=debug")
+            .args(["drain", &node]),
+    );
     first_eviction(&env, &node).await;
 
     let lost = Timestamp::now();
@@ -140,6 +169,18 @@ async fn the_api_server_killed_mid_drain_and_back_in_seconds() {
         &run,
     );
     assert_drained(&env, &node, &run, &web).await;
+    // The watches came back through 410 Gone and a fresh list of the same pods.
+    let relisted = relisted_after(&cluster, lost);
+    println!("watched before the outage and listed again: {relisted:?}");
+    assert!(
+        run.stderr.contains("watch expired (410 Gone)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        relisted.iter().any(|s| s.contains("/pods")),
+        "no pod watch was listed again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -484,6 +484,7 @@ impl View {
         let changes = self.changes.clone();
         let outage = self.conn.outage.clone();
         let (listed, ready) = tokio::sync::watch::channel(false);
+        let watching = what.to_string();
         let task = tokio::spawn(async move {
             stream
                 .for_each(|event| {
@@ -499,9 +500,11 @@ impl View {
                             outage.lost();
                             tracing::debug!("watch: {e}")
                         }
-                        // 410 Expired: the watcher lists again by itself.
+                        // The watcher lists again by itself.
                         Err(watcher::Error::WatchError(s)) if s.code == 410 => {
-                            tracing::debug!("watch: {s}")
+                            tracing::debug!(
+                                "watch expired (410 Gone), listing {watching} again: {s}"
+                            )
                         }
                         Err(e) => tracing::warn!("watch: {e}"),
                     }

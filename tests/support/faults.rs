@@ -135,15 +135,19 @@ impl FaultCluster {
 
     /// When kordon's requests reached the API server: the audit log's events without a
     /// user agent (kubectl sends one; the tests' own client is not audited).
-    pub fn kordon_requests(&self) -> Vec<(Timestamp, String)> {
+    pub fn kordon_requests(&self) -> Vec<Request> {
         let text =
             std::fs::read_to_string(Path::new(DIR).join("logs/audit.log")).unwrap_or_default();
         text.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|e| e["userAgent"].is_null())
             .filter_map(|e| {
-                let at = e["requestReceivedTimestamp"].as_str()?.parse().ok()?;
-                Some((at, format!("{} {}", e["verb"], e["requestURI"])))
+                Some(Request {
+                    at: e["requestReceivedTimestamp"].as_str()?.parse().ok()?,
+                    verb: e["verb"].as_str()?.to_string(),
+                    uri: e["requestURI"].as_str()?.to_string(),
+                    code: e["responseStatus"]["code"].as_u64(),
+                })
             })
             .collect()
     }
@@ -169,6 +173,32 @@ impl Deref for FaultEnv {
 impl std::ops::DerefMut for FaultEnv {
     fn deref_mut(&mut self) -> &mut TestEnv {
         &mut self.0
+    }
+}
+
+/// One of kordon's requests, as the audit log has it.
+pub struct Request {
+    pub at: Timestamp,
+    pub verb: String,
+    pub uri: String,
+    pub code: Option<u64>,
+}
+
+impl Request {
+    /// The resource path, without the query.
+    pub fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or(&self.uri)
+    }
+
+    /// The path and its selectors: what a list and the watch that follows it share.
+    pub fn selected(&self) -> String {
+        let query = self.uri.split_once('?').map_or("", |(_, q)| q);
+        let mut selectors: Vec<&str> = query
+            .split('&')
+            .filter(|p| p.starts_with("labelSelector=") || p.starts_with("fieldSelector="))
+            .collect();
+        selectors.sort();
+        format!("{} {}", self.path(), selectors.join("&"))
     }
 }
 
