@@ -277,6 +277,8 @@ pub enum DrainError {
         node: NodeName,
         remaining: Vec<Remaining>,
     },
+    #[error("interrupted before node {node} was drained: none of its pods was evicted")]
+    InterruptedBefore { node: NodeName },
     #[error("invalid pod selector \"{selector}\": {message}")]
     InvalidPodSelector { selector: String, message: String },
     #[error(transparent)]
@@ -291,7 +293,7 @@ impl DrainError {
             Self::Refused { .. } | Self::WouldStrand { .. } => Exit::Refused,
             Self::TimedOut { .. } => Exit::TimedOut,
             Self::Abandoned { .. } => Exit::Abandoned,
-            Self::Interrupted { .. } => Exit::Interrupted,
+            Self::Interrupted { .. } | Self::InterruptedBefore { .. } => Exit::Interrupted,
             Self::InvalidRule { .. } | Self::InvalidPodSelector { .. } => Exit::Usage,
             Self::Cluster(ClusterError::InvalidSelector { .. }) => Exit::Usage,
             _ => Exit::Failed,
@@ -485,6 +487,10 @@ pub async fn execute(
         });
     }
 
+    // Interrupted before this node (a drain of several): it is left untouched.
+    if opts.interrupt.is_requested() {
+        return Err(DrainError::InterruptedBefore { node: plan.node });
+    }
     opts.interrupt.arm();
     if !plan.state.cordoned {
         let after = nodes::set_unschedulable(conn, &plan.node, true, opts.dry_run).await?;

@@ -217,7 +217,9 @@ async fn advance(
                 };
                 let report = match drain::execute(job.ctx, plan, &opts.drain, &on_event).await {
                     Ok(report) => report,
-                    Err(DrainError::Interrupted { .. }) => return Ok(Flow::Stopped),
+                    Err(DrainError::Interrupted { .. } | DrainError::InterruptedBefore { .. }) => {
+                        return Ok(Flow::Stopped);
+                    }
                     Err(e) => return Err(e.into()),
                 };
                 mark.evicted += report.evicted.len();
