@@ -184,7 +184,7 @@ pub fn classify(pod: &Pod, permissions: Permissions) -> Verdict {
     }
 
     let controller = pod::controller(pod);
-    if controller.is_some_and(|c| c.kind == "DaemonSet") {
+    if pod::is_daemon(pod) {
         return if permissions.ignore_daemonsets {
             Verdict::Skip {
                 reason: SkipReason::DaemonSet,

@@ -62,6 +62,11 @@ pub fn controller(pod: &Pod) -> Option<&OwnerReference> {
         .find(|o| o.controller == Some(true))
 }
 
+/// A DaemonSet's pod: its controller would recreate it on the same node.
+pub fn is_daemon(pod: &Pod) -> bool {
+    controller(pod).is_some_and(|o| o.kind == "DaemonSet")
+}
+
 pub fn is_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()

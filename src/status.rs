@@ -89,10 +89,10 @@ pub fn build(nodes: &[Node], mut pods: PodsByNode) -> Vec<NodeStatus> {
 
 fn pod_status(p: &Pod) -> PodStatus {
     let mut marks = Vec::new();
-    match pod::controller(p) {
-        Some(c) if c.kind == "DaemonSet" => marks.push(Mark::DaemonSet),
-        Some(_) => {}
-        None => marks.push(Mark::Standalone),
+    if pod::is_daemon(p) {
+        marks.push(Mark::DaemonSet);
+    } else if pod::controller(p).is_none() {
+        marks.push(Mark::Standalone);
     }
     if !pod::empty_dir_volumes(p).is_empty() {
         marks.push(Mark::LocalStorage);

@@ -56,8 +56,7 @@ pub async fn daemon_pods_ready(
 
 /// A pod that is not a live DaemonSet pod, or one that is Ready.
 fn daemon_pod_ready(p: &Arc<Pod>) -> bool {
-    let daemon = pod::controller(p).is_some_and(|o| o.kind == "DaemonSet");
-    !daemon || p.metadata.deletion_timestamp.is_some() || pod::is_ready(p)
+    !pod::is_daemon(p) || p.metadata.deletion_timestamp.is_some() || pod::is_ready(p)
 }
 
 /// Waits until each workload has all its replicas Ready (and, for Deployments, on the
