@@ -1,8 +1,14 @@
-//! "Ready again" after maintenance: the Ready condition is True with a heartbeat newer
-//! than the one seen before (so a stale status from before a reboot does not count)
-//! and, when a reboot is expected, a different `bootID`.
+//! "Ready again" after maintenance: the Ready condition is True, the kubelet has shown
+//! it is alive since (so a stale status from before a reboot does not count) and, when
+//! a reboot is expected, the `bootID` differs.
+//!
+//! Alive means a Ready heartbeat newer than the one seen before the work, or the node's
+//! Lease renewed after the wait began. A kubelet renews its Lease every 10 s but posts
+//! an unchanged status only every 5 minutes (`nodeStatusReportFrequency`), so after
+//! maintenance without a reboot the Lease is what answers in seconds.
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
@@ -54,16 +60,46 @@ fn boot_id(n: &Node) -> Option<String> {
         .map(|i| i.boot_id.clone())
 }
 
-/// True when the node counts as back.
-fn is_back(n: &Node, before: &Snapshot, criteria: ReadyCriteria) -> bool {
+/// True when the node is Ready (and rebooted, if expected); `fresh` asks for a
+/// heartbeat newer than before as well.
+fn is_back(n: &Node, before: &Snapshot, criteria: ReadyCriteria, fresh: bool) -> bool {
     let ready = ready_condition(n).is_some_and(|c| c.status == "True");
-    let fresh = match (&before.heartbeat, heartbeat(n)) {
+    let heartbeat_newer = match (&before.heartbeat, heartbeat(n)) {
         (Some(old), Some(new)) => new.0 > old.0,
         (None, Some(_)) => true,
         (_, None) => false,
     };
     let rebooted = !criteria.expect_reboot || boot_id(n) != before.boot_id;
-    ready && fresh && rebooted
+    ready && (heartbeat_newer || !fresh) && rebooted
+}
+
+/// The node Leases' namespace, where each kubelet renews its own.
+const NODE_LEASES: &str = "kube-node-lease";
+/// How often the node's Lease is read while waiting (a kubelet renews it every 10 s;
+/// reading it is a `get`, which the drain role grants, not a watch).
+const LEASE_EVERY: Duration = Duration::from_secs(3);
+
+async fn renewed(leases: &Api<Lease>, node: &NodeName) -> Option<jiff::Timestamp> {
+    match leases.get_opt(node.as_str()).await {
+        Ok(lease) => lease?.spec?.renew_time.map(|t| t.0),
+        Err(e) => {
+            tracing::debug!("reading the node lease of {node}: {e}");
+            None
+        }
+    }
+}
+
+/// Resolves once the node's Lease is renewed after `since` (its renewal when the wait
+/// began); never, if the node has no Lease or it cannot be read.
+async fn lease_renewed(leases: &Api<Lease>, node: &NodeName, since: Option<jiff::Timestamp>) {
+    loop {
+        tokio::time::sleep(LEASE_EVERY).await;
+        if let Some(now) = renewed(leases, node).await
+            && since.is_none_or(|s| now > s)
+        {
+            return;
+        }
+    }
 }
 
 /// Waits, by watching the node, until it is back or the timeout passes.
@@ -75,10 +111,76 @@ pub async fn wait(
     timeout: Duration,
 ) -> Result<(), StepError> {
     let api: Api<Node> = Api::all(conn.client.clone());
-    let condition = |n: Option<&Node>| n.is_some_and(|n| is_back(n, before, criteria));
-    match tokio::time::timeout(timeout, await_condition(api, node.as_str(), condition)).await {
+    let leases: Api<Lease> = Api::namespaced(conn.client.clone(), NODE_LEASES);
+    let back = async {
+        let since = renewed(&leases, node).await;
+        let with_heartbeat = await_condition(api.clone(), node.as_str(), |n: Option<&Node>| {
+            n.is_some_and(|n| is_back(n, before, criteria, true))
+        });
+        let with_lease = async {
+            lease_renewed(&leases, node, since).await;
+            await_condition(api.clone(), node.as_str(), |n: Option<&Node>| {
+                n.is_some_and(|n| is_back(n, before, criteria, false))
+            })
+            .await
+        };
+        tokio::select! {
+            r = with_heartbeat => r,
+            r = with_lease => r,
+        }
+    };
+    match tokio::time::timeout(timeout, back).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(StepError::Work(format!("watching node {node} failed: {e}"))),
         Err(_) => Err(StepError::NotReadyInTime(timeout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(ready: &str, heartbeat: &str, boot: &str) -> Node {
+        serde_json::from_value(json!({
+            "metadata": { "name": "n" },
+            "status": {
+                "conditions": [{ "type": "Ready", "status": ready, "lastHeartbeatTime": heartbeat }],
+                "nodeInfo": {
+                    "bootID": boot, "architecture": "", "containerRuntimeVersion": "",
+                    "kernelVersion": "", "kubeProxyVersion": "", "kubeletVersion": "",
+                    "machineID": "", "operatingSystem": "", "osImage": "", "systemUUID": ""
+                }
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_stale_heartbeat_counts_only_once_the_lease_shows_the_kubelet_alive() {
+        let before = Snapshot::of(&node("True", "2026-01-01T10:00:00Z", "a"));
+        let same = node("True", "2026-01-01T10:00:00Z", "a");
+        let later = node("True", "2026-01-01T10:00:10Z", "a");
+        let any = ReadyCriteria::default();
+        assert!(!is_back(&same, &before, any, true));
+        assert!(is_back(&later, &before, any, true));
+        assert!(is_back(&same, &before, any, false));
+        assert!(!is_back(
+            &node("Unknown", "2026-01-01T10:00:10Z", "a"),
+            &before,
+            any,
+            false
+        ));
+        // An expected reboot still needs a new bootID, whatever says the node is alive.
+        let reboot = ReadyCriteria {
+            expect_reboot: true,
+        };
+        assert!(!is_back(&later, &before, reboot, false));
+        assert!(is_back(
+            &node("True", "2026-01-01T10:00:10Z", "b"),
+            &before,
+            reboot,
+            true
+        ));
     }
 }
