@@ -60,9 +60,18 @@ fn boot_id(n: &Node) -> Option<String> {
         .map(|i| i.boot_id.clone())
 }
 
-/// True when the node is Ready (and rebooted, if expected); `fresh` asks for a
-/// heartbeat newer than before as well.
-fn is_back(n: &Node, before: &Snapshot, criteria: ReadyCriteria, fresh: bool) -> bool {
+/// What shows the kubelet alive since the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alive {
+    /// Only a Ready heartbeat newer than before would.
+    ByHeartbeat,
+    /// Its Lease was renewed since the wait began.
+    ByLease,
+}
+
+/// True when the node is Ready, its kubelet alive since the work and (if expected)
+/// rebooted.
+fn is_back(n: &Node, before: &Snapshot, criteria: ReadyCriteria, alive: Alive) -> bool {
     let ready = ready_condition(n).is_some_and(|c| c.status == "True");
     let heartbeat_newer = match (&before.heartbeat, heartbeat(n)) {
         (Some(old), Some(new)) => new.0 > old.0,
@@ -70,7 +79,7 @@ fn is_back(n: &Node, before: &Snapshot, criteria: ReadyCriteria, fresh: bool) ->
         (_, None) => false,
     };
     let rebooted = !criteria.expect_reboot || boot_id(n) != before.boot_id;
-    ready && (heartbeat_newer || !fresh) && rebooted
+    ready && (heartbeat_newer || alive == Alive::ByLease) && rebooted
 }
 
 /// The node Leases' namespace, where each kubelet renews its own.
@@ -115,12 +124,12 @@ pub async fn wait(
     let back = async {
         let since = renewed(&leases, node).await;
         let with_heartbeat = await_condition(api.clone(), node.as_str(), |n: Option<&Node>| {
-            n.is_some_and(|n| is_back(n, before, criteria, true))
+            n.is_some_and(|n| is_back(n, before, criteria, Alive::ByHeartbeat))
         });
         let with_lease = async {
             lease_renewed(&leases, node, since).await;
             await_condition(api.clone(), node.as_str(), |n: Option<&Node>| {
-                n.is_some_and(|n| is_back(n, before, criteria, false))
+                n.is_some_and(|n| is_back(n, before, criteria, Alive::ByLease))
             })
             .await
         };
@@ -162,25 +171,25 @@ mod tests {
         let same = node("True", "2026-01-01T10:00:00Z", "a");
         let later = node("True", "2026-01-01T10:00:10Z", "a");
         let any = ReadyCriteria::default();
-        assert!(!is_back(&same, &before, any, true));
-        assert!(is_back(&later, &before, any, true));
-        assert!(is_back(&same, &before, any, false));
+        assert!(!is_back(&same, &before, any, Alive::ByHeartbeat));
+        assert!(is_back(&later, &before, any, Alive::ByHeartbeat));
+        assert!(is_back(&same, &before, any, Alive::ByLease));
         assert!(!is_back(
             &node("Unknown", "2026-01-01T10:00:10Z", "a"),
             &before,
             any,
-            false
+            Alive::ByLease
         ));
         // An expected reboot still needs a new bootID, whatever says the node is alive.
         let reboot = ReadyCriteria {
             expect_reboot: true,
         };
-        assert!(!is_back(&later, &before, reboot, false));
+        assert!(!is_back(&later, &before, reboot, Alive::ByLease));
         assert!(is_back(
             &node("True", "2026-01-01T10:00:10Z", "b"),
             &before,
             reboot,
-            true
+            Alive::ByHeartbeat
         ));
     }
 }
