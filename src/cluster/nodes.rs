@@ -1,6 +1,7 @@
 //! Reads and writes on Node objects.
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -18,6 +19,33 @@ pub enum DryRun {
     None,
     Client,
     Server,
+}
+
+/// When the node's kubelet last renewed its Lease in `kube-node-lease` (its heartbeat
+/// every 10 s); `None` when it has none. A `get`, which the drain role grants.
+pub async fn lease_renewed(
+    conn: &Connection,
+    name: &NodeName,
+) -> Result<Option<jiff::Timestamp>, ClusterError> {
+    let leases: Api<Lease> = Api::namespaced(conn.client.clone(), "kube-node-lease");
+    let lease = leases
+        .get_opt(name.as_str())
+        .await
+        .map_err(|e| conn.error(format!("read the node lease of {name}"), e))?;
+    Ok(lease.and_then(|l| l.spec?.renew_time).map(|t| t.0))
+}
+
+/// The Ready condition's last heartbeat: when the kubelet last posted the node status.
+pub fn ready_heartbeat(node: &Node) -> Option<jiff::Timestamp> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?
+        .last_heartbeat_time
+        .as_ref()
+        .map(|t| t.0)
 }
 
 /// Fetches a node; a missing node is [`ClusterError::NodeNotFound`].

@@ -225,7 +225,7 @@ async fn advance(
                 mark.evicted += report.evicted.len();
                 let before = ready::Snapshot::of(&nodes::get(conn, name).await?);
                 mark.boot_id_before = before.boot_id;
-                mark.heartbeat_before = before.heartbeat.map(|t| t.0);
+                mark.heartbeat_before = before.heartbeat;
                 complete(conn, name, mark).await?;
             }
             Phase::Maintaining => {
@@ -242,9 +242,7 @@ async fn advance(
             }
             Phase::AwaitingReady => {
                 let before = ready::Snapshot {
-                    heartbeat: mark
-                        .heartbeat_before
-                        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+                    heartbeat: mark.heartbeat_before,
                     boot_id: mark.boot_id_before.clone(),
                 };
                 ready::wait(conn, name, &before, opts.ready, opts.ready_timeout).await?;

@@ -11,18 +11,16 @@ impl Report for PlanReport {
             self.pods.len()
         );
         for p in &self.pods {
-            match &p.lands_on {
-                Some(node) => out.push_str(&format!(
-                    "  {}  {} -> {node}\n",
-                    p.pod,
-                    super::verdict::Said(&p.verdict)
-                )),
-                None => out.push_str(&format!(
-                    "  {}  {}\n",
-                    p.pod,
-                    super::verdict::Said(&p.verdict)
-                )),
-            }
+            let lands = p
+                .lands_on
+                .as_ref()
+                .map(|node| format!(" -> {node}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  {}  {}{lands}\n",
+                p.pod,
+                super::verdict::Said(&p.verdict)
+            ));
         }
         out.push_str(&forecast(self));
         out.push_str(if self.safe {

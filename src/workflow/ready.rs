@@ -8,15 +8,15 @@
 //! maintenance without a reboot the Lease is what answers in seconds.
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use kube::runtime::wait::await_condition;
 
 use super::StepError;
-use crate::cluster::Connection;
+use crate::cluster::{Connection, nodes};
 use crate::names::NodeName;
+use crate::node_state::{NodeState, Readiness};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReadyCriteria {
@@ -26,30 +26,17 @@ pub struct ReadyCriteria {
 
 /// What the node reported before the work started.
 pub struct Snapshot {
-    pub heartbeat: Option<Time>,
+    pub heartbeat: Option<Timestamp>,
     pub boot_id: Option<String>,
 }
 
 impl Snapshot {
     pub fn of(n: &Node) -> Self {
         Snapshot {
-            heartbeat: heartbeat(n),
+            heartbeat: nodes::ready_heartbeat(n),
             boot_id: boot_id(n),
         }
     }
-}
-
-fn ready_condition(n: &Node) -> Option<&k8s_openapi::api::core::v1::NodeCondition> {
-    n.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
-}
-
-fn heartbeat(n: &Node) -> Option<Time> {
-    ready_condition(n)?.last_heartbeat_time.clone()
 }
 
 fn boot_id(n: &Node) -> Option<String> {
@@ -72,9 +59,9 @@ enum Alive {
 /// True when the node is Ready, its kubelet alive since the work and (if expected)
 /// rebooted.
 fn is_back(n: &Node, before: &Snapshot, criteria: ReadyCriteria, alive: Alive) -> bool {
-    let ready = ready_condition(n).is_some_and(|c| c.status == "True");
-    let heartbeat_newer = match (&before.heartbeat, heartbeat(n)) {
-        (Some(old), Some(new)) => new.0 > old.0,
+    let ready = NodeState::of(n).readiness == Readiness::Ready;
+    let heartbeat_newer = match (before.heartbeat, nodes::ready_heartbeat(n)) {
+        (Some(old), Some(new)) => new > old,
         (None, Some(_)) => true,
         (_, None) => false,
     };
@@ -82,28 +69,25 @@ fn is_back(n: &Node, before: &Snapshot, criteria: ReadyCriteria, alive: Alive) -
     ready && (heartbeat_newer || alive == Alive::ByLease) && rebooted
 }
 
-/// The node Leases' namespace, where each kubelet renews its own.
-const NODE_LEASES: &str = "kube-node-lease";
-/// How often the node's Lease is read while waiting (a kubelet renews it every 10 s;
-/// reading it is a `get`, which the drain role grants, not a watch).
+/// How often the node's Lease is read while waiting (a kubelet renews it every 10 s).
 const LEASE_EVERY: Duration = Duration::from_secs(3);
 
-async fn renewed(leases: &Api<Lease>, node: &NodeName) -> Option<jiff::Timestamp> {
-    match leases.get_opt(node.as_str()).await {
-        Ok(lease) => lease?.spec?.renew_time.map(|t| t.0),
-        Err(e) => {
-            tracing::debug!("reading the node lease of {node}: {e}");
-            None
-        }
-    }
+/// The Lease's last renewal; `None` when there is none or it cannot be read, which
+/// leaves the heartbeat to show the kubelet alive.
+async fn renewed(conn: &Connection, node: &NodeName) -> Option<Timestamp> {
+    nodes::lease_renewed(conn, node)
+        .await
+        .inspect_err(|e| tracing::debug!("{e}"))
+        .ok()
+        .flatten()
 }
 
 /// Resolves once the node's Lease is renewed after `since` (its renewal when the wait
 /// began); never, if the node has no Lease or it cannot be read.
-async fn lease_renewed(leases: &Api<Lease>, node: &NodeName, since: Option<jiff::Timestamp>) {
+async fn lease_renewed(conn: &Connection, node: &NodeName, since: Option<Timestamp>) {
     loop {
         tokio::time::sleep(LEASE_EVERY).await;
-        if let Some(now) = renewed(leases, node).await
+        if let Some(now) = renewed(conn, node).await
             && since.is_none_or(|s| now > s)
         {
             return;
@@ -120,14 +104,13 @@ pub async fn wait(
     timeout: Duration,
 ) -> Result<(), StepError> {
     let api: Api<Node> = Api::all(conn.client.clone());
-    let leases: Api<Lease> = Api::namespaced(conn.client.clone(), NODE_LEASES);
     let back = async {
-        let since = renewed(&leases, node).await;
+        let since = renewed(conn, node).await;
         let with_heartbeat = await_condition(api.clone(), node.as_str(), |n: Option<&Node>| {
             n.is_some_and(|n| is_back(n, before, criteria, Alive::ByHeartbeat))
         });
         let with_lease = async {
-            lease_renewed(&leases, node, since).await;
+            lease_renewed(conn, node, since).await;
             await_condition(api.clone(), node.as_str(), |n: Option<&Node>| {
                 n.is_some_and(|n| is_back(n, before, criteria, Alive::ByLease))
             })
