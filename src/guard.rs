@@ -53,6 +53,10 @@ pub enum Impossible {
     LoneReplica { workload: String },
     /// The PodDisruptionBudget allows no disruption, whatever happens.
     Budget { budget: String, why: String },
+    /// Several PodDisruptionBudgets cover the pod: the Eviction API refuses to evict it
+    /// whatever they allow ("more than one PodDisruptionBudget"), so a drain would stop
+    /// at it with the node cordoned.
+    SeveralBudgets { budgets: Vec<String> },
 }
 
 impl Impossible {
@@ -64,6 +68,10 @@ impl Impossible {
             Self::Budget { budget, why } => {
                 format!("PodDisruptionBudget {budget} never allows an eviction ({why})")
             }
+            Self::SeveralBudgets { budgets } => format!(
+                "is covered by several PodDisruptionBudgets ({}), and the Eviction API refuses such pods",
+                budgets.join(", ")
+            ),
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
@@ -137,10 +138,140 @@ pub fn from_stateful_set(s: &StatefulSet) -> Option<Workload> {
     })
 }
 
+/// A change of a workload's pods that its own controller is carrying out. A
+/// PodDisruptionBudget cannot stop a controller, so a pod evicted now would go down on
+/// top of those the rollout takes down itself (both react to the same pod turning
+/// Ready): a drain leaves such a workload's pods until the rollout is through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollout {
+    /// Its spec changed (a new template, a new replica count) and its controller has
+    /// not acted on it yet (`status.observedGeneration` behind `metadata.generation`).
+    Unobserved,
+    /// Its live pods come from several revisions: its controller is replacing them.
+    Revisions(usize),
+}
+
+impl fmt::Display for Rollout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unobserved => {
+                f.write_str("its controller has not yet acted on a change of its spec")
+            }
+            Self::Revisions(n) => write!(f, "it is rolling out: its pods are of {n} revisions"),
+        }
+    }
+}
+
+/// The label that names a pod's revision: a Deployment's ReplicaSet template hash.
+const TEMPLATE_HASH: &str = "pod-template-hash";
+/// A StatefulSet pod's revision.
+const REVISION_HASH: &str = "controller-revision-hash";
+
+/// Whether a Deployment is rolling out, from the Deployment and its pods. Counting the
+/// revisions of live pods (not `status.updatedReplicas`) keeps an eviction's own
+/// replacement, which its ReplicaSet reports late, from reading as a rollout. A paused
+/// rollout replaces nothing, so it does not count.
+pub fn deployment_rollout(d: &Deployment, pods: &[std::sync::Arc<Pod>]) -> Option<Rollout> {
+    let observed = d.status.as_ref().and_then(|s| s.observed_generation);
+    if unobserved(&d.metadata, observed) {
+        return Some(Rollout::Unobserved);
+    }
+    let paused = d.spec.as_ref().and_then(|s| s.paused) == Some(true);
+    (!paused).then(|| revisions(pods, TEMPLATE_HASH)).flatten()
+}
+
+/// Whether a StatefulSet is rolling out. Under `OnDelete` its controller replaces
+/// nothing by itself, so several revisions are no rollout.
+pub fn stateful_set_rollout(s: &StatefulSet, pods: &[std::sync::Arc<Pod>]) -> Option<Rollout> {
+    let observed = s.status.as_ref().and_then(|s| s.observed_generation);
+    if unobserved(&s.metadata, observed) {
+        return Some(Rollout::Unobserved);
+    }
+    let strategy = s.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
+    let on_delete = strategy.and_then(|u| u.type_.as_deref()) == Some("OnDelete");
+    (!on_delete)
+        .then(|| revisions(pods, REVISION_HASH))
+        .flatten()
+}
+
+/// Whether a ReplicaSet's controller has yet to act on a change (a scale).
+pub fn replica_set_rollout(rs: &ReplicaSet) -> Option<Rollout> {
+    let observed = rs.status.as_ref().and_then(|s| s.observed_generation);
+    unobserved(&rs.metadata, observed).then_some(Rollout::Unobserved)
+}
+
+fn unobserved(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    observed: Option<i64>,
+) -> bool {
+    meta.generation
+        .is_some_and(|g| observed.is_none_or(|o| o < g))
+}
+
+/// Several revisions among the pods that are not terminating.
+fn revisions(pods: &[std::sync::Arc<Pod>], label: &str) -> Option<Rollout> {
+    let live: std::collections::BTreeSet<&str> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.labels.as_ref()?.get(label).map(String::as_str))
+        .collect();
+    (live.len() > 1).then_some(Rollout::Revisions(live.len()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::Arc;
+
+    fn pod(hash: &str, terminating: bool) -> Arc<Pod> {
+        let mut meta = json!({ "name": format!("web-{hash}"), "labels": { TEMPLATE_HASH: hash } });
+        if terminating {
+            meta["deletionTimestamp"] = json!("2026-12-05T12:00:00Z");
+        }
+        Arc::new(serde_json::from_value(json!({ "metadata": meta })).expect("pod"))
+    }
+
+    fn observed(generation: i64, observed: i64, paused: bool) -> Deployment {
+        let mut d = deployment(4, json!({}));
+        d.metadata.generation = Some(generation);
+        d.spec.as_mut().expect("spec").paused = Some(paused);
+        d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            observed_generation: Some(observed),
+            ..Default::default()
+        });
+        d
+    }
+
+    #[test]
+    fn a_deployment_rolls_out_while_its_live_pods_are_of_several_revisions() {
+        let settled = observed(2, 2, false);
+        let one = [pod("a", false), pod("a", false)];
+        assert_eq!(deployment_rollout(&settled, &one), None);
+        let two = [pod("a", false), pod("b", false)];
+        assert_eq!(
+            deployment_rollout(&settled, &two),
+            Some(Rollout::Revisions(2))
+        );
+        // The old revision's last pod terminating: the rollout is through.
+        let done = [pod("a", true), pod("b", false)];
+        assert_eq!(deployment_rollout(&settled, &done), None);
+        // A paused rollout replaces nothing.
+        assert_eq!(deployment_rollout(&observed(2, 2, true), &two), None);
+    }
+
+    #[test]
+    fn a_spec_change_not_yet_observed_is_a_rollout_about_to_start() {
+        let one = [pod("a", false)];
+        assert_eq!(
+            deployment_rollout(&observed(3, 2, false), &one),
+            Some(Rollout::Unobserved)
+        );
+        assert_eq!(
+            deployment_rollout(&observed(3, 2, true), &one),
+            Some(Rollout::Unobserved)
+        );
+    }
 
     fn deployment(replicas: i32, strategy: serde_json::Value) -> Deployment {
         serde_json::from_value(json!({

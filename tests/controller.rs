@@ -6,9 +6,10 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kordon::api::node_maintenance::StatusPhase;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 use support::fixtures::{self, PodOptions};
 use support::nm::{
@@ -313,7 +314,7 @@ async fn a_standby_takes_over_mid_drain_when_the_leader_dies_and_keeps_the_budge
     assert_ne!(taken_over, holder, "the standby leads now");
     assert!(env.pods_on(&node).await.is_empty(), "the drain finished");
     assert_eq!(
-        held.status.and_then(|s| s.phase),
+        held.status.as_ref().and_then(|s| s.phase),
         Some(StatusPhase::Maintaining)
     );
     assert!(
@@ -321,6 +322,32 @@ async fn a_standby_takes_over_mid_drain_when_the_leader_dies_and_keeps_the_budge
         "web never lost more than one pod: {}",
         web.min_ready()
     );
+    let drain = held.status.and_then(|s| s.drain).expect("drain progress");
+    assert_eq!(
+        drain.evicted, drain.total,
+        "the counts add up after the resume: {drain:?}"
+    );
+    // The dead leader's drain Lease, and the budget it owned, are taken over and
+    // removed: no budget the user never wrote keeps applying to every evictor.
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(support::client().await, env.ns());
+    let made_by_kordon =
+        |role: &str| ListParams::default().labels(&format!("kordon.dev/role={role}"));
+    eventually(
+        "kordon's leases and budgets gone",
+        Duration::from_secs(40),
+        || async {
+            let leases_left = leases
+                .list(&made_by_kordon("drain-run"))
+                .await
+                .map(|l| l.items.len());
+            let budgets_left = budgets
+                .list(&made_by_kordon("shared-budget"))
+                .await
+                .map(|l| l.items.len());
+            leases_left.is_ok_and(|n| n == 0) && budgets_left.is_ok_and(|n| n == 0)
+        },
+    )
+    .await;
     delete(&name).await;
 }
 

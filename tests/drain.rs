@@ -2,11 +2,16 @@
 //! example, its three common drain issues, budgets, StatefulSets and dry runs.
 mod support;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use support::fixtures::{self, PodOptions};
-use support::{Run, TestEnv};
+use support::watcher::ReadyWatcher;
+use support::{Run, TestEnv, eventually};
 
 /// The article's Real Example: node-1 and node-2, four nginx pods, two on each.
 async fn article_cluster(name: &str) -> TestEnv {
@@ -485,4 +490,133 @@ async fn ctrl_c_stops_evicting_and_reports_what_is_left() {
     );
     assert!(env.is_cordoned(&node).await, "the node stays cordoned");
     assert_eq!(env.pods_on(&node).await.len(), 1);
+}
+
+/// Issue 19: a rollout of the workload while it is drained. The rollout replaces the
+/// very replacements a drain would follow, and a Deployment controller is no evictor a
+/// PodDisruptionBudget can stop: kordon waits while the workload rolls out, never adds
+/// an eviction to the rollout's own, and is done when the workload is back, whichever
+/// ReplicaSet's pods provide it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_during_the_drain_never_takes_the_workload_below_its_rolling_update() {
+    let mut env = TestEnv::new("rollout").await;
+    let node = env.add_node("node-1").await;
+    // All four pods on node-1 first; the others join once they run.
+    let slow = PodOptions {
+        ready_delay: Some("3s"),
+        ..Default::default()
+    };
+    env.create(&fixtures::deployment(env.ns(), "web", 4, &slow))
+        .await;
+    env.wait_ready("app=web", 4).await;
+    env.add_node("node-2").await;
+    env.add_node("node-3").await;
+    // Its rolling update (25% of 4) lets one pod be unavailable: 3 must serve.
+    let web = ReadyWatcher::start(env.pods(), "app=web").await;
+
+    let drain = env
+        .kordon()
+        .args(["drain", &node, "--timeout", "120s", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kordon drain");
+    eventually("the drain to cordon", Duration::from_secs(30), || async {
+        env.is_cordoned(&node).await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let restart = json!({ "spec": { "template": { "metadata": { "annotations": {
+        "kubectl.kubernetes.io/restartedAt": "2026-12-05T12:00:00Z" } } } } });
+    Api::<Deployment>::namespaced(support::client().await, env.ns())
+        .patch("web", &PatchParams::default(), &Patch::Merge(&restart))
+        .await
+        .expect("rollout restart");
+
+    let run = Run::from(
+        tokio::task::spawn_blocking(move || drain.wait_with_output())
+            .await
+            .expect("join")
+            .expect("kordon drain"),
+    );
+    run.assert_ok();
+    let report = &run.json()[0];
+    assert_eq!(report["workloads"][0]["state"], "back", "{report:#}");
+    assert!(
+        report["workloads"][0]["serving"]
+            .as_array()
+            .is_some_and(|s| s.len() >= 3),
+        "the pods that serve it are named: {report:#}"
+    );
+    assert!(env.pods_on(&node).await.is_empty(), "node-1 is empty");
+    assert!(
+        web.min_ready() >= 3,
+        "web never fell below what its rolling update alone allows: {}",
+        web.min_ready()
+    );
+}
+
+/// Issue 19: the Eviction API refuses any pod that two PodDisruptionBudgets cover, so
+/// that is said before anything changes, in `drain` and in `plan`.
+#[tokio::test]
+async fn a_pod_under_two_budgets_is_refused_before_the_cordon_naming_both() {
+    let env = TestEnv::two_nodes_with_web("two-pdbs").await;
+    let node = env.node("node-2");
+    for name in ["web", "web-too"] {
+        env.create(&fixtures::pdb(name, "web", ("maxUnavailable", json!(1))))
+            .await;
+    }
+    assert_refused_unchanged(&env, &node, &[], "--disable-eviction", "web").await;
+    let refused = env.run_kordon(&["drain", &node]);
+    assert!(
+        refused
+            .stderr
+            .contains("several PodDisruptionBudgets (web, web-too)"),
+        "{refused:#?}"
+    );
+    let plan = env.run_kordon(&["plan", &node, "-o", "json"]);
+    assert_eq!(plan.code, Some(3), "the plan is unsafe: {plan:#?}");
+    let refused = plan.json()["refused"].to_string();
+    assert!(
+        refused.contains("severalBudgets") && refused.contains("web-too"),
+        "{refused}"
+    );
+}
+
+/// Issue 19: a drain that ends with its pods gone but a workload still below its budget
+/// does not exit 0; it says which workload, and how short.
+#[tokio::test]
+async fn a_drain_whose_workload_is_not_back_by_the_timeout_says_which_and_exits_4() {
+    let mut env = TestEnv::new("not-back").await;
+    let node = env.add_node("node-1").await;
+    // A bare ReplicaSet: its template changes only the pods it makes from now on.
+    let mut rs: serde_json::Value = serde_json::to_value(fixtures::deployment(
+        env.ns(),
+        "web",
+        2,
+        &PodOptions::default(),
+    ))
+    .expect("json");
+    rs["spec"].as_object_mut().map(|s| s.remove("strategy"));
+    let rs: ReplicaSet = serde_json::from_value(rs).expect("replicaset");
+    env.create(&rs).await;
+    env.wait_ready("app=web", 2).await;
+    env.add_node("node-2").await;
+    let never_ready = json!({ "spec": { "template": { "metadata": { "annotations": {
+        "pod-ready.stage.kwok.x-k8s.io/delay": "1h" } } } } });
+    Api::<ReplicaSet>::namespaced(support::client().await, env.ns())
+        .patch("web", &PatchParams::default(), &Patch::Merge(&never_ready))
+        .await
+        .expect("patch the template");
+    // Deleted, not evicted: both go at once, and their replacements are never Ready.
+    let run = env.run_kordon(&["drain", &node, "--disable-eviction", "--timeout", "10s"]);
+    assert_eq!(run.code, Some(4), "{run:#?}");
+    assert!(
+        run.stderr.contains("is drained, but")
+            && run
+                .stderr
+                .contains(&format!("ReplicaSet {}/web (0 Ready, needs 1)", env.ns())),
+        "{run:#?}"
+    );
+    assert!(env.pods_on(&node).await.is_empty(), "the pods are gone");
 }

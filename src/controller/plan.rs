@@ -337,8 +337,7 @@ async fn announce(
 }
 
 pub fn error_policy(plan: Arc<MaintenancePlan>, error: &ReconcileError, _: Arc<Ctx>) -> Action {
-    tracing::warn!("MaintenancePlan {}: {error}", plan.name_any());
-    Action::requeue(Duration::from_secs(5))
+    super::reconcile::retry("MaintenancePlan", &plan.name_any(), error)
 }
 
 /// The nodes to start now and why the next one waits. What the pending nodes (and

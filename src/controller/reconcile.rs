@@ -40,7 +40,7 @@ const RETRY_START: Duration = Duration::from_secs(15);
 pub enum ReconcileError {
     #[error(transparent)]
     Cluster(#[from] ClusterError),
-    #[error("write status")]
+    #[error("write status: {0}")]
     Status(#[from] kube::Error),
     #[error(transparent)]
     Finalizer(Box<finalizer::Error<ReconcileError>>),
@@ -64,14 +64,20 @@ pub async fn reconcile(nm: Arc<NodeMaintenance>, ctx: Arc<Ctx>) -> Result<Action
     result
 }
 
-/// Conflicts (another writer was first: the object is read again) retry at once;
-/// anything else is logged and retried after a pause.
 pub fn error_policy(nm: Arc<NodeMaintenance>, error: &ReconcileError, _: Arc<Ctx>) -> Action {
+    retry("NodeMaintenance", &nm.name_any(), error)
+}
+
+/// When a failed reconcile runs again. A conflict means another writer was first (a
+/// status written with a stale resourceVersion, a finalizer patch whose test failed):
+/// the object is read again and the reconcile retried at once, with the cause at debug.
+/// Anything else is logged with its cause and retried after a pause.
+pub fn retry(kind: &str, name: &str, error: &ReconcileError) -> Action {
     if error.is_conflict() {
-        tracing::debug!("NodeMaintenance {}: {error}", nm.name_any());
+        tracing::debug!("{kind} {name}: {error}; retrying on the fresh object");
         return Action::requeue(Duration::from_millis(200));
     }
-    tracing::warn!("NodeMaintenance {}: {error}", nm.name_any());
+    tracing::warn!("{kind} {name}: {error}");
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -263,9 +269,15 @@ async fn draining(
             Ok(o) => o,
             Err(message) => return fail(nm, ctx, status, message).await,
         };
+        let earlier = status.drain.clone();
         let action = advance(nm, ctx, status, Observed::Resume).await?;
-        ctx.runs
-            .start(&name, ctx.kordon.clone(), node_of(nm), options);
+        ctx.runs.start(
+            &name,
+            ctx.kordon.clone(),
+            node_of(nm),
+            options,
+            earlier.as_ref(),
+        );
         return Ok(action);
     };
     let status = NodeMaintenanceStatus {

@@ -27,12 +27,29 @@ pub enum Ended {
     Failed(String),
 }
 
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct Tally {
     total: u32,
     gone: u32,
     held: BTreeMap<PodKey, Blocked>,
     ended: Option<Ended>,
+}
+
+impl Tally {
+    /// The count a drain starts from. One that takes over from an earlier leader (its
+    /// `earlier` status) keeps the pods that leader got off the node; either way the
+    /// total is what is gone already plus what the plan finds still on the node, to
+    /// evict or already leaving, and every one of those ends as a `Gone` event. So
+    /// `gone` reaches `total` exactly when the node is empty.
+    fn start(earlier: Option<&DrainProgress>, evicting: usize, leaving: usize) -> Self {
+        let before = earlier.map_or(0, |e| e.evicted);
+        let on_node = u32::try_from(evicting + leaving).unwrap_or(u32::MAX);
+        Self {
+            total: before.saturating_add(on_node),
+            gone: before,
+            ..Default::default()
+        }
+    }
 }
 
 struct Run {
@@ -80,9 +97,22 @@ impl Runs {
     }
 
     /// Starts draining the node for the object. A drain started again after a restart
-    /// plans afresh: what is gone is not evicted twice.
-    pub fn start(&self, name: &str, ctx: Arc<Context>, node: NodeName, opts: DrainOptions) {
-        let tally = Arc::new(Mutex::new(Tally::default()));
+    /// plans afresh: what is gone is not evicted twice, and its count goes on from the
+    /// `earlier` status.
+    pub fn start(
+        &self,
+        name: &str,
+        ctx: Arc<Context>,
+        node: NodeName,
+        opts: DrainOptions,
+        earlier: Option<&DrainProgress>,
+    ) {
+        let tally = Arc::new(Mutex::new(Tally {
+            total: earlier.map_or(0, |e| e.total),
+            gone: earlier.map_or(0, |e| e.evicted),
+            ..Default::default()
+        }));
+        let earlier = earlier.cloned();
         let counts = tally.clone();
         let metrics = self.metrics.clone();
         let task = tokio::spawn(async move {
@@ -110,7 +140,7 @@ impl Runs {
             let result = async {
                 let plan = drain::plan(&ctx, &node, &opts, Reach::Targets).await?;
                 if let Ok(mut t) = counts.lock() {
-                    t.total = u32::try_from(plan.evictable()).unwrap_or(u32::MAX);
+                    *t = Tally::start(earlier.as_ref(), plan.evictable(), plan.leaving());
                 }
                 drain::execute(&ctx, plan, &opts, &on_event).await
             }
@@ -164,5 +194,32 @@ impl Runs {
         {
             run.task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up_after_a_new_leader_resumes_a_drain() {
+        // The dead leader got 3 of 8 pods off; its last evictions are still leaving
+        // (2), and 3 are left to evict.
+        let earlier = DrainProgress {
+            total: 8,
+            evicted: 3,
+            ..Default::default()
+        };
+        let mut t = Tally::start(Some(&earlier), 3, 2);
+        assert_eq!((t.gone, t.total), (3, 8));
+        // Every pod still on the node ends as one Gone event.
+        t.gone += 5;
+        assert_eq!(t.gone, t.total, "evicted reaches the total exactly");
+    }
+
+    #[test]
+    fn a_fresh_drain_counts_pods_already_leaving() {
+        let t = Tally::start(None, 4, 1);
+        assert_eq!((t.gone, t.total), (0, 5));
     }
 }

@@ -13,7 +13,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use super::shared;
-use super::step::{self, Seen, Step};
+use super::step::{self, Seen, Step, WorkloadSeen};
 use super::tracker::Watches;
 use super::{DrainError, Event, Progress};
 use crate::budget::BudgetKey;
@@ -93,10 +93,15 @@ impl<'a> Engine<'a> {
     }
 
     /// Gets one pod off the node and waits until it is gone. `guard` is `None` for a
-    /// pod that was terminating already: it is only waited for. Each round observes,
-    /// lets [`step::next`] decide, carries the decision out, and sleeps until the view
-    /// changes.
-    pub async fn drain_pod(&self, target: &Pod, guard: Option<&Guard>) -> Result<(), DrainError> {
+    /// pod that was terminating already: it is only waited for. `workload` is the
+    /// pod's workload as planned. Each round observes, lets [`step::next`] decide,
+    /// carries the decision out, and sleeps until the view changes.
+    pub async fn drain_pod(
+        &self,
+        target: &Pod,
+        guard: Option<&Guard>,
+        workload: Option<&WorkloadId>,
+    ) -> Result<(), DrainError> {
         let key = PodKey::of(target);
         let mut leaving = guard.is_none();
         if !leaving {
@@ -116,10 +121,26 @@ impl<'a> Engine<'a> {
                 Some(lock) => Some(lock.lock().await),
                 None => None,
             };
-            let seen = self.seen(target, guard, leaving, held_by.as_deref());
+            let seen = self
+                .seen(target, workload, leaving, held_by.as_deref())
+                .await;
             match step::next(guard.unwrap_or(&Guard::Api), &seen, self.allow_disruption) {
                 Step::Done => break,
                 Step::AwaitGone | Step::WaitForBudget(_) => {}
+                Step::WaitForRollout(rollout) => {
+                    let id = workload.map(ToString::to_string).unwrap_or_default();
+                    let detail = format!(
+                        "{id} is not evicted into its own rollout ({rollout}); waiting until it is through"
+                    );
+                    self.blocked(
+                        target,
+                        Blocked {
+                            budget: None,
+                            detail,
+                        },
+                        &mut shown,
+                    );
+                }
                 Step::Surge => {
                     if let Some(Guard::Surge(w)) = guard {
                         self.surge(w).await?;
@@ -181,27 +202,38 @@ impl<'a> Engine<'a> {
     }
 
     /// What the view shows of the pod now.
-    fn seen(
+    async fn seen(
         &self,
         target: &Pod,
-        guard: Option<&Guard>,
+        workload: Option<&WorkloadId>,
         leaving: bool,
         held_by: Option<&str>,
     ) -> Seen {
         let live = self.watch.current(target);
         let namespace = target.metadata.namespace.as_deref().unwrap_or_default();
+        // A Deployment this drain restarted (`--surge`) removes its old pods itself.
+        let surged = match workload {
+            Some(id) => self.surged.lock().await.contains(id),
+            None => false,
+        };
         Seen {
             gone: live.is_none(),
-            // Someone (the deadline's ladder, a user) may have deleted it meanwhile.
+            // Someone (the deadline's ladder, a user, a rollout) may have deleted it
+            // meanwhile.
             leaving: leaving
+                || surged
                 || live
                     .as_deref()
                     .is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
             ready: live.as_deref().is_some_and(pod::is_ready),
-            serving: match guard {
-                Some(Guard::Implicit(w)) => self.ready_count(w),
-                _ => 0,
-            },
+            workload: workload.and_then(|id| {
+                let (now, rollout) = self.watch.workload(id)?;
+                Some(WorkloadSeen {
+                    serving: self.ready_count(id),
+                    workload: now,
+                    rollout,
+                })
+            }),
             held_by: held_by.map(|b| (b.to_string(), self.watch.budget_allows(namespace, b))),
         }
     }
@@ -310,7 +342,7 @@ impl<'a> Engine<'a> {
     }
 
     /// The workload's pods that serve now: Ready, not terminating, not evicted by us.
-    fn ready_count(&self, w: &Workload) -> i32 {
+    fn ready_count(&self, w: &WorkloadId) -> i32 {
         let evicted = self
             .ctx
             .turns
@@ -320,7 +352,7 @@ impl<'a> Engine<'a> {
             .unwrap_or_default();
         let count = self
             .watch
-            .pods_of(&w.id)
+            .pods_of(w)
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none() && pod::is_ready(p))
             .filter(|p| !Uid::of(p).is_some_and(|u| evicted.contains(&u)))

@@ -38,7 +38,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use crate::plan::guards::{self, Guard, GuardOptions};
 use crate::plan::{PlanOptions, PlanReport};
 use crate::snapshot::{Reach, Snapshot};
-use crate::workload::Workload;
+use crate::workload::{Workload, WorkloadId};
+pub use step::Recovery;
 pub use tracker::ReplacementStatus;
 
 #[derive(Debug, Clone)]
@@ -117,6 +118,14 @@ impl Plan {
         self.pods
             .iter()
             .filter(|(_, v)| matches!(v, Verdict::Evict(_)))
+            .count()
+    }
+
+    /// How many pods are leaving already (terminating): the drain only waits for them.
+    pub fn leaving(&self) -> usize {
+        self.pods
+            .iter()
+            .filter(|(_, v)| matches!(v, Verdict::AwaitTermination))
             .count()
     }
 
@@ -215,10 +224,26 @@ pub struct DrainReport {
     pub pods: Vec<PodVerdict>,
     pub evicted: Vec<PodKey>,
     pub replacements: Vec<ReplacementStatus>,
+    /// Each workload the drain touched, and whether it is back at its budget.
+    pub workloads: Vec<WorkloadRecovery>,
     /// Pods deleted past their budgets after the deadline, and by which rule.
     pub deleted_past_budget: Vec<Escalation>,
     pub elapsed_seconds: f64,
     pub dry_run: bool,
+}
+
+/// A workload the drain touched, and the pods that serve it now.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadRecovery {
+    pub workload: WorkloadId,
+    #[serde(flatten)]
+    pub recovery: Recovery,
+}
+
+impl WorkloadRecovery {
+    pub fn is_short(&self) -> bool {
+        matches!(self.recovery, Recovery::Short { .. })
+    }
 }
 
 /// Pods still on the node when the drain stopped, with the budget that held each.
@@ -270,6 +295,12 @@ pub enum DrainError {
         remaining: Vec<Remaining>,
         uncordoned: bool,
     },
+    #[error("node {node} is drained, but {} later {} still below its budget: {}; the node stays cordoned", humantime::format_duration(*.waited), if .short.len() == 1 { "this workload is" } else { "these workloads are" }, short_of(.short))]
+    NotRecovered {
+        node: NodeName,
+        waited: Duration,
+        short: Vec<WorkloadRecovery>,
+    },
     #[error("invalid delete-past-budget rule {rule}: {message}")]
     InvalidRule { rule: String, message: String },
     #[error("interrupted: stopped issuing evictions with {} pod(s) left on node {node}, which stays cordoned", .remaining.len())]
@@ -291,7 +322,7 @@ impl DrainError {
     pub fn exit(&self) -> Exit {
         match self {
             Self::Refused { .. } | Self::WouldStrand { .. } => Exit::Refused,
-            Self::TimedOut { .. } => Exit::TimedOut,
+            Self::TimedOut { .. } | Self::NotRecovered { .. } => Exit::TimedOut,
             Self::Abandoned { .. } => Exit::Abandoned,
             Self::Interrupted { .. } | Self::InterruptedBefore { .. } => Exit::Interrupted,
             Self::InvalidRule { .. } | Self::InvalidPodSelector { .. } => Exit::Usage,
@@ -324,6 +355,32 @@ fn explain(pods: &[(PodKey, Vec<Refusal>)]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// "Deployment shop/web (2 Ready, needs 3: shop/web-a, shop/web-b)".
+fn short_of(short: &[WorkloadRecovery]) -> String {
+    short
+        .iter()
+        .map(|w| match &w.recovery {
+            Recovery::Short {
+                serving,
+                needs,
+                budget,
+            } => {
+                let by = budget
+                    .as_ref()
+                    .map(|b| format!(" by PodDisruptionBudget {b}"))
+                    .unwrap_or_default();
+                format!(
+                    "{} ({} Ready, needs {needs}{by})",
+                    w.workload,
+                    serving.len()
+                )
+            }
+            _ => w.workload.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn describe(remaining: &[Remaining]) -> String {
@@ -481,6 +538,7 @@ pub async fn execute(
             pods: verdicts,
             evicted: Vec::new(),
             replacements: Vec::new(),
+            workloads: Vec::new(),
             deleted_past_budget: Vec::new(),
             elapsed_seconds: started.elapsed().as_secs_f64(),
             dry_run,
@@ -534,6 +592,7 @@ pub async fn execute(
             pods: verdicts,
             evicted: to_evict.iter().map(|p| PodKey::of(p)).collect(),
             replacements: Vec::new(),
+            workloads: Vec::new(),
             deleted_past_budget: Vec::new(),
             elapsed_seconds: started.elapsed().as_secs_f64(),
             dry_run,
@@ -551,10 +610,17 @@ pub async fn execute(
     let watch =
         tracker::Watches::start(&ctx.view, &plan.node, &involved, &namespaces(&to_evict)).await?;
     let progress = Progress::default();
+    let recoveries = |watch: &tracker::Watches<'_>| -> Vec<WorkloadRecovery> {
+        involved
+            .iter()
+            .map(|w| WorkloadRecovery {
+                workload: w.id.clone(),
+                recovery: watch.recovery(w, &plan.node),
+            })
+            .collect()
+    };
     let replacements = tracker::Replacements::new(&plan.node, &to_evict, |p| {
-        let key = PodKey::of(p);
-        let surged = matches!(plan.guards.get(&key), Some(Guard::Surge(_)));
-        plan.workloads.get(&key).map(|w| (w.id.clone(), surged))
+        plan.workloads.get(&PodKey::of(p)).map(|w| w.id.clone())
     });
     let shared = if opts.shared_budgets && !dry_run && !opts.disable_eviction && !plan.down {
         Some(share_budgets(ctx, &plan, &to_evict, &watch).await?)
@@ -583,10 +649,13 @@ pub async fn execute(
                 (p, (!plan.down).then_some(guard))
             })
             .chain(to_await.iter().map(|p| (p, None)));
-        futures::future::join_all(pods.map(|(p, guard)| engine.drain_pod(p, guard)))
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
+        futures::future::join_all(pods.map(|(p, guard)| {
+            let workload = plan.workloads.get(&PodKey::of(p)).map(|w| &w.id);
+            engine.drain_pod(p, guard, workload)
+        }))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
     };
     let work = async {
         let tracking = replacements.follow(&watch, on_event);
@@ -709,14 +778,43 @@ pub async fn execute(
             }
         }
 
-        // Evicted pods are gone; give their replacements until the timeout (or a minute)
-        // to become Ready, so the report can say whether the workloads recovered.
-        let settle = opts
-            .timeout
-            .map(|t| t.saturating_sub(started.elapsed()))
-            .unwrap_or(Duration::from_secs(60));
-        let _ = tokio::time::timeout(settle, replacements.until_ready(&watch, on_event)).await;
-        Ok(())
+        // The pods are gone; each workload they belonged to is waited for until it is
+        // back at its budget, whichever pods provide it: until the timeout, or without
+        // one as long as it takes (as `--timeout 0` says). With `--allow-pending` the user
+        // accepted replacements that may never run, so a minute at most.
+        let settle = match opts.timeout {
+            Some(t) => t.saturating_sub(started.elapsed()),
+            None if opts.allow_pending => Duration::from_secs(60),
+            None => Duration::MAX,
+        };
+        let waited = Instant::now();
+        let back = async {
+            loop {
+                let mut changes = watch.subscribe();
+                if !recoveries(&watch).iter().any(WorkloadRecovery::is_short) {
+                    return;
+                }
+                let _ = changes.changed().await;
+            }
+        };
+        let tracking = replacements.follow(&watch, on_event);
+        tokio::select! {
+            _ = tokio::time::timeout(settle, back) => {}
+            _ = tracking => unreachable!("follow runs until cancelled"),
+        }
+        let short: Vec<WorkloadRecovery> = recoveries(&watch)
+            .into_iter()
+            .filter(WorkloadRecovery::is_short)
+            .collect();
+        // With --allow-pending the user accepted replacements that stay Pending.
+        if short.is_empty() || opts.allow_pending {
+            return Ok(());
+        }
+        Err(DrainError::NotRecovered {
+            node: plan.node.clone(),
+            waited: waited.elapsed(),
+            short,
+        })
     }
     .await;
     if let Some(shared) = shared {
@@ -746,6 +844,7 @@ pub async fn execute(
     }
     outcome?;
 
+    let workloads = recoveries(&watch);
     Ok(DrainReport {
         node: plan.node,
         pods: verdicts,
@@ -759,6 +858,7 @@ pub async fn execute(
             .filter(|k| to_evict.iter().any(|p| PodKey::of(p) == *k))
             .collect(),
         replacements: replacements.statuses(),
+        workloads,
         deleted_past_budget: progress
             .escalations
             .lock()

@@ -22,8 +22,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::budget::{self, BudgetKey};
@@ -36,6 +36,9 @@ use crate::workload::Workload;
 pub const ROLE: &str = "kordon.dev/role";
 const ROLE_RUN: &str = "drain-run";
 const ROLE_BUDGET: &str = "shared-budget";
+/// The label on a drain's Lease naming the node it drains, so that whoever drains that
+/// node next finds what a crashed drain left, in any namespace.
+const NODE: &str = "kordon.dev/node";
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kordon");
 
 /// A drain's Lease expires this long after its last renewal: short, so that what a
@@ -52,6 +55,7 @@ pub struct Uncovered<'a> {
 /// What the drain holds; [`SharedBudgets::release`] gives it back.
 pub struct SharedBudgets {
     conn: Connection,
+    node: NodeName,
     leases: Vec<(String, String)>,
     /// Budgets this drain owns (created or joined).
     pub budgets: Vec<BudgetKey>,
@@ -81,7 +85,7 @@ impl SharedBudgets {
         let made = async {
             for ns in namespaces {
                 remove_expired(conn, ns).await?;
-                let owner = create_lease(conn, ns, &lease_name).await?;
+                let owner = create_lease(conn, ns, &lease_name, node).await?;
                 leases.push((ns.to_string(), lease_name.clone()));
                 let existing = existing(ns);
                 for u in uncovered.iter().filter(|u| u.workload.id.namespace == ns) {
@@ -101,6 +105,7 @@ impl SharedBudgets {
         .await;
         let held = Self {
             conn: conn.clone(),
+            node: node.clone(),
             renewer: tokio::spawn(renew(conn.clone(), leases.clone())),
             leases,
             budgets,
@@ -116,7 +121,8 @@ impl SharedBudgets {
     }
 
     /// Deletes the drain's Leases: the garbage collector removes the budgets no other
-    /// drain owns. Failures are logged; the Leases expire anyway.
+    /// drain owns. Then it takes over what earlier drains of the node left (see
+    /// [`remove_left_behind`]). Failures are logged; the Leases expire anyway.
     pub async fn release(self) {
         self.renewer.abort();
         for (ns, name) in &self.leases {
@@ -125,7 +131,89 @@ impl SharedBudgets {
                 tracing::warn!("could not delete lease {ns}/{name}: {e}; it expires by itself");
             }
         }
+        if let Err(e) = remove_left_behind(&self.conn, &self.node, &self.leases).await {
+            tracing::warn!(
+                "could not remove what earlier drains of node {} left: {e}; the next drain in each namespace removes it once expired",
+                self.node
+            );
+        }
     }
+}
+
+/// Removes the Leases (and so the budgets) of earlier drains of the same node that
+/// ended without removing them: a controller leader killed mid-drain, a CLI killed with
+/// `kill -9`. Its work was taken over by the drain that now ends, so a budget the user
+/// never wrote must not keep applying to every evictor. A Lease still held may belong to
+/// a drain that is alive (two drains of one node at once): it is given until it expires,
+/// and left alone if it was renewed meanwhile.
+///
+/// Looks in every namespace (one labelled list); where the caller may only list Leases
+/// in the namespaces it drains, there.
+async fn remove_left_behind(
+    conn: &Connection,
+    node: &NodeName,
+    own: &[(String, String)],
+) -> Result<(), ClusterError> {
+    let Some(value) = node_label(node) else {
+        return Ok(());
+    };
+    let selector = ListParams::default().labels(&format!("{ROLE}={ROLE_RUN},{NODE}={value}"));
+    let everywhere: Api<Lease> = Api::all(conn.client.clone());
+    let leases = match everywhere.list(&selector).await {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            let mut found = Vec::new();
+            for (ns, _) in own {
+                let api: Api<Lease> = Api::namespaced(conn.client.clone(), ns);
+                let list = api
+                    .list(&selector)
+                    .await
+                    .map_err(|e| conn.error(format!("list kordon's leases in {ns}"), e))?;
+                found.extend(list.items);
+            }
+            found
+        }
+        Err(e) => return Err(conn.error("list kordon's leases of the node", e)),
+    };
+    let theirs = leases.into_iter().filter(|l| {
+        let key = (
+            l.metadata.namespace.clone().unwrap_or_default(),
+            l.name_any(),
+        );
+        !own.contains(&key)
+    });
+    let waits = theirs.map(|lease| async move {
+        let ns = lease.metadata.namespace.clone().unwrap_or_default();
+        let name = lease.name_any();
+        let api: Api<Lease> = Api::namespaced(conn.client.clone(), &ns);
+        let seen = LeaseState::of(&lease);
+        if let Some(expires) = seen.expires.filter(|_| seen.is_held(Timestamp::now())) {
+            let left = Duration::try_from(Timestamp::now().duration_until(expires));
+            tokio::time::sleep(left.unwrap_or_default() + Duration::from_millis(500)).await;
+            let again = api
+                .get_opt(&name)
+                .await
+                .map_err(|e| conn.error(format!("read lease {ns}/{name}"), e))?;
+            if again.is_none_or(|l| LeaseState::of(&l).is_held(Timestamp::now())) {
+                // Gone already, or renewed: its drain is alive.
+                return Ok(());
+            }
+        }
+        tracing::info!(
+            "removing lease {ns}/{name} of an earlier drain of node {node} that did not finish"
+        );
+        delete(&api, &name, &DeleteParams::background())
+            .await
+            .map_err(|e| conn.error(format!("delete lease {ns}/{name}"), e))
+    });
+    futures::future::try_join_all(waits).await?;
+    Ok(())
+}
+
+/// The node's name as a label value, when it fits one (63 characters; a node name is a
+/// DNS subdomain, whose characters a label value allows).
+fn node_label(node: &NodeName) -> Option<&str> {
+    (node.as_str().len() <= 63).then_some(node.as_str())
 }
 
 /// Steps aside for a budget of the user's that now covers the same pods as a shared
@@ -228,13 +316,18 @@ async fn create_lease(
     conn: &Connection,
     ns: &str,
     name: &str,
+    node: &NodeName,
 ) -> Result<OwnerReference, ClusterError> {
     let api: Api<Lease> = Api::namespaced(conn.client.clone(), ns);
+    let mut labels = labels(ROLE_RUN);
+    if let Some(value) = node_label(node) {
+        labels.insert(NODE.to_string(), value.to_string());
+    }
     let lease = Lease {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(ns.to_string()),
-            labels: Some(labels(ROLE_RUN)),
+            labels: Some(labels),
             ..Default::default()
         },
         spec: Some(LeaseSpec {

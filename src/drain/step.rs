@@ -1,7 +1,22 @@
-//! One pod's next move in a drain, decided from what the view shows. Pure, so every
-//! pacing rule is tested without a cluster; the engine only observes and carries out.
+//! One pod's next move in a drain, and when a workload it touched is back, decided
+//! from what the view shows. Pure, so every pacing rule is tested without a cluster;
+//! the engine only observes and carries out.
+//!
+//! A drain follows workloads, not particular pods: it is done with a pod when that pod
+//! is gone and its workload is back at the availability its budget requires, whichever
+//! pods provide it (a replacement, a rollout's new ReplicaSet, pods another actor
+//! placed). A replacement that someone else removed is never waited for.
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use serde::Serialize;
+
 use crate::guard::{self, Admission};
+use crate::names::NodeName;
 use crate::plan::guards::Guard;
+use crate::pod::{self, PodKey};
+use crate::workload::{Rollout, Workload};
 
 /// What is known of one pod right now.
 #[derive(Debug, Clone, Default)]
@@ -13,11 +28,22 @@ pub struct Seen {
     pub leaving: bool,
     /// The pod is Ready: evicting a pod that serves nothing takes no availability.
     pub ready: bool,
-    /// Its workload's pods that serve now (for implicit budgets).
-    pub serving: i32,
+    /// Its workload as watched now: `None` for a pod without one, or once deleted.
+    pub workload: Option<WorkloadSeen>,
     /// The budget whose 429 held it last, and whether that budget allows a disruption
     /// now (as the disruption controller reports it).
     pub held_by: Option<(String, bool)>,
+}
+
+/// A workload as the drain's watches show it now.
+#[derive(Debug, Clone)]
+pub struct WorkloadSeen {
+    /// Its current spec: the replicas and `maxUnavailable` follow a scale or an edit.
+    pub workload: Workload,
+    /// Its pods that serve now: Ready, not terminating, not evicted by kordon.
+    pub serving: i32,
+    /// Its controller is replacing its pods or acting on a new spec.
+    pub rollout: Option<Rollout>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +56,8 @@ pub enum Step {
     AwaitGone,
     /// Wait until the named budget allows a disruption.
     WaitForBudget(String),
+    /// Wait until its workload's own rollout is through.
+    WaitForRollout(Rollout),
     /// Wait until a replacement is Ready: `serving` pods serve and `floor` must stay.
     WaitForReplacement {
         serving: i32,
@@ -44,19 +72,92 @@ pub fn next(guard: &Guard, seen: &Seen, allow_disruption: bool) -> Step {
     if seen.leaving {
         return Step::AwaitGone;
     }
+    if let Some(rollout) = seen.workload.as_ref().and_then(|w| w.rollout.clone()) {
+        return Step::WaitForRollout(rollout);
+    }
     if let Some((budget, false)) = &seen.held_by {
         return Step::WaitForBudget(budget.clone());
     }
-    match guard {
-        Guard::Api => Step::Evict,
-        Guard::Surge(_) => Step::Surge,
-        Guard::Implicit(w) => match guard::admit(w, seen.serving, seen.ready, allow_disruption) {
-            Admission::Go => Step::Evict,
-            Admission::Wait { ready, floor } => Step::WaitForReplacement {
-                serving: ready,
-                floor,
-            },
-        },
+    match (guard, &seen.workload) {
+        (Guard::Api, _) => Step::Evict,
+        (Guard::Surge(_), _) => Step::Surge,
+        // Deleted meanwhile: no availability is left to keep.
+        (Guard::Implicit(_), None) => Step::Evict,
+        (Guard::Implicit(_), Some(now)) => {
+            match guard::admit(&now.workload, now.serving, seen.ready, allow_disruption) {
+                Admission::Go => Step::Evict,
+                Admission::Wait { ready, floor } => Step::WaitForReplacement {
+                    serving: ready,
+                    floor,
+                },
+            }
+        }
+    }
+}
+
+/// Whether a workload the drain touched is back at the availability its budget
+/// requires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum Recovery {
+    /// Deleted during the drain: there is nothing to wait for.
+    Deleted,
+    /// Enough of its pods serve; `serving` names them.
+    Back { serving: Vec<PodKey> },
+    /// Fewer pods serve than `needs`, by its own budget or by the named
+    /// PodDisruptionBudget (whose count is the disruption controller's).
+    Short {
+        serving: Vec<PodKey>,
+        needs: i32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        budget: Option<String>,
+    },
+}
+
+/// Decides [`Recovery`] from the workload as watched now (`None` once deleted), its
+/// pods, and the PodDisruptionBudgets of the user's that cover it. Pods on the drained
+/// node never count: they are leaving. Without a budget of the user's, the workload
+/// needs its implicit budget's floor: all but `maxUnavailable` of its replicas, and
+/// never zero while it wants any.
+pub fn recovery(
+    workload: Option<&Workload>,
+    pods: &[Arc<Pod>],
+    budgets: &[Arc<PodDisruptionBudget>],
+    drained: &NodeName,
+) -> Recovery {
+    let Some(w) = workload else {
+        return Recovery::Deleted;
+    };
+    let serving: Vec<PodKey> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && pod::is_ready(p))
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(drained.as_str()))
+        .map(|p| PodKey::of(p))
+        .collect();
+    let short_budget = budgets.iter().find_map(|b| {
+        let status = b.status.as_ref()?;
+        (status.current_healthy < status.desired_healthy)
+            .then(|| (status.desired_healthy, b.metadata.name.clone()))
+    });
+    let needs = match short_budget {
+        Some((needs, budget)) => {
+            return Recovery::Short {
+                serving,
+                needs,
+                budget,
+            };
+        }
+        None if !budgets.is_empty() => 0,
+        None => (w.replicas - w.max_unavailable).max(w.replicas.min(1)),
+    };
+    if i32::try_from(serving.len()).unwrap_or(i32::MAX) >= needs {
+        Recovery::Back { serving }
+    } else {
+        Recovery::Short {
+            serving,
+            needs,
+            budget: None,
+        }
     }
 }
 
@@ -79,10 +180,22 @@ mod tests {
         })
     }
 
+    fn workload(replicas: i32, max_unavailable: i32) -> Workload {
+        match web(replicas, max_unavailable) {
+            Guard::Implicit(w) => w,
+            _ => unreachable!("web is an implicit guard"),
+        }
+    }
+
+    /// A Ready pod of web (4 replicas, 1 may be unavailable) while `serving` serve.
     fn ready_serving(serving: i32) -> Seen {
         Seen {
             ready: true,
-            serving,
+            workload: Some(WorkloadSeen {
+                workload: workload(4, 1),
+                serving,
+                rollout: None,
+            }),
             ..Default::default()
         }
     }
@@ -115,8 +228,8 @@ mod tests {
         );
         // A pod that serves nothing may go at once.
         let unready = Seen {
-            serving: 3,
-            ..Default::default()
+            ready: false,
+            ..ready_serving(3)
         };
         assert_eq!(next(&web(4, 1), &unready, false), Step::Evict);
     }
@@ -145,5 +258,169 @@ mod tests {
             g => g,
         };
         assert_eq!(next(&solo, &ready_serving(1), false), Step::Surge);
+    }
+
+    #[test]
+    fn a_workload_mid_rollout_is_never_evicted_into_whatever_its_guard() {
+        let rolling = |rollout| Seen {
+            workload: Some(WorkloadSeen {
+                rollout: Some(rollout),
+                ..ready_serving(4).workload.expect("web")
+            }),
+            ..ready_serving(4)
+        };
+        for guard in [web(4, 1), Guard::Api] {
+            assert_eq!(
+                next(&guard, &rolling(Rollout::Revisions(2)), false),
+                Step::WaitForRollout(Rollout::Revisions(2))
+            );
+            assert_eq!(
+                next(&guard, &rolling(Rollout::Unobserved), false),
+                Step::WaitForRollout(Rollout::Unobserved)
+            );
+        }
+        // The rollout deletes the old pod itself: it is only waited for.
+        let deleted_by_rollout = Seen {
+            leaving: true,
+            ..rolling(Rollout::Revisions(2))
+        };
+        assert_eq!(
+            next(&web(4, 1), &deleted_by_rollout, false),
+            Step::AwaitGone
+        );
+    }
+
+    #[test]
+    fn the_floor_follows_a_scale_and_a_deleted_workload_keeps_nothing() {
+        // Planned at 4 (floor 3), scaled to 2 meanwhile (floor 1): 2 serve, one may go.
+        let scaled = Seen {
+            workload: Some(WorkloadSeen {
+                workload: workload(2, 1),
+                serving: 2,
+                rollout: None,
+            }),
+            ..ready_serving(2)
+        };
+        assert_eq!(next(&web(4, 1), &scaled, false), Step::Evict);
+        let deleted = Seen {
+            workload: None,
+            ..ready_serving(1)
+        };
+        assert_eq!(next(&web(4, 1), &deleted, false), Step::Evict);
+    }
+
+    mod recovery {
+        use super::*;
+        use serde_json::json;
+
+        fn drained() -> NodeName {
+            NodeName::new("node-c")
+        }
+
+        /// A pod of web on `node`, of ReplicaSet `rs`.
+        fn pod(name: &str, node: &str, rs: &str, ready: bool, terminating: bool) -> Arc<Pod> {
+            let mut meta = json!({ "name": name, "namespace": "shop", "uid": name,
+                "labels": { "app": "web", "pod-template-hash": rs } });
+            if terminating {
+                meta["deletionTimestamp"] = json!("2026-12-05T12:00:00Z");
+            }
+            let status = if ready { "True" } else { "False" };
+            Arc::new(
+                serde_json::from_value(json!({
+                    "metadata": meta,
+                    "spec": { "nodeName": node, "containers": [] },
+                    "status": { "phase": "Running",
+                        "conditions": [{ "type": "Ready", "status": status }] },
+                }))
+                .expect("pod"),
+            )
+        }
+
+        fn names(r: &Recovery) -> Vec<String> {
+            match r {
+                Recovery::Back { serving } | Recovery::Short { serving, .. } => {
+                    serving.iter().map(ToString::to_string).collect()
+                }
+                Recovery::Deleted => Vec::new(),
+            }
+        }
+
+        #[test]
+        fn a_rollout_that_replaced_the_replacement_still_brings_the_workload_back() {
+            // web-r (the replacement, old ReplicaSet) was removed by the rollout; the new
+            // ReplicaSet's pods serve instead.
+            let pods = [
+                pod("web-a", "node-a", "old", true, false),
+                pod("web-r", "node-b", "old", false, true),
+                pod("web-n1", "node-a", "new", true, false),
+                pod("web-n2", "node-b", "new", true, false),
+            ];
+            let r = recovery(Some(&workload(4, 1)), &pods, &[], &drained());
+            assert!(matches!(r, Recovery::Back { .. }), "{r:?}");
+            assert_eq!(names(&r), ["shop/web-a", "shop/web-n1", "shop/web-n2"]);
+        }
+
+        #[test]
+        fn a_replacement_another_drain_evicted_is_not_waited_for_by_name() {
+            // web-r landed on node-b and another drain evicted it; its own replacement
+            // web-s is not Ready yet: short by one, then back once web-s is Ready.
+            let mut pods = vec![
+                pod("web-a", "node-a", "rs", true, false),
+                pod("web-b", "node-a", "rs", true, false),
+                pod("web-r", "node-b", "rs", true, true),
+                pod("web-s", "node-d", "rs", false, false),
+            ];
+            let short = recovery(Some(&workload(4, 1)), &pods, &[], &drained());
+            assert_eq!(
+                short,
+                Recovery::Short {
+                    serving: vec![PodKey::of(&pods[0]), PodKey::of(&pods[1])],
+                    needs: 3,
+                    budget: None
+                }
+            );
+            pods[3] = pod("web-s", "node-d", "rs", true, false);
+            let back = recovery(Some(&workload(4, 1)), &pods, &[], &drained());
+            assert!(matches!(back, Recovery::Back { .. }), "{back:?}");
+        }
+
+        #[test]
+        fn a_workload_scaled_down_mid_drain_needs_only_its_new_floor() {
+            let pods = [pod("web-a", "node-a", "rs", true, false)];
+            let r = recovery(Some(&workload(2, 1)), &pods, &[], &drained());
+            assert!(matches!(r, Recovery::Back { .. }), "{r:?}");
+            // Pods still on the drained node never count.
+            let leaving = [pod("web-c", "node-c", "rs", true, false)];
+            let r = recovery(Some(&workload(2, 1)), &leaving, &[], &drained());
+            assert!(matches!(r, Recovery::Short { needs: 1, .. }), "{r:?}");
+        }
+
+        #[test]
+        fn a_workload_deleted_mid_drain_is_nothing_to_wait_for() {
+            let pods = [pod("web-a", "node-a", "rs", false, true)];
+            assert_eq!(recovery(None, &pods, &[], &drained()), Recovery::Deleted);
+        }
+
+        #[test]
+        fn a_budget_of_the_users_decides_by_its_own_count() {
+            let pdb = |healthy: i32, desired: i32| {
+                Arc::new(
+                    serde_json::from_value::<PodDisruptionBudget>(json!({
+                        "metadata": { "name": "web", "namespace": "shop" },
+                        "status": { "currentHealthy": healthy, "desiredHealthy": desired,
+                            "disruptionsAllowed": 0, "expectedPods": 4 },
+                    }))
+                    .expect("pdb"),
+                )
+            };
+            let pods = [pod("web-a", "node-a", "rs", true, false)];
+            let r = recovery(Some(&workload(4, 1)), &pods, &[pdb(2, 3)], &drained());
+            assert!(
+                matches!(&r, Recovery::Short { needs: 3, budget: Some(b), .. } if b == "web"),
+                "{r:?}"
+            );
+            let r = recovery(Some(&workload(4, 1)), &pods, &[pdb(3, 3)], &drained());
+            assert!(matches!(r, Recovery::Back { .. }), "{r:?}");
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! Watching instead of polling the API: the view's scoped watches (the drained node's
-//! pods, the pods of each workload involved, the budgets of each namespace involved)
-//! answer "is the pod with this UID gone?", "where is its replacement?" and "has a
-//! budget moved?", and every waiter wakes on the view's change signal.
+//! pods, the pods of each workload involved, the workloads and budgets of each
+//! namespace involved) answer "is the pod with this UID gone?", "is its workload
+//! rolling out, and how many of its pods serve?", "has a budget moved?", and every
+//! waiter wakes on the view's change signal.
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::future::try_join_all;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::{Selector, SelectorExt};
@@ -13,12 +15,13 @@ use kube::runtime::reflector::ObjectRef;
 use serde::Serialize;
 
 use super::Event;
-use crate::budget::BudgetKey;
+use super::step::{self, Recovery};
+use crate::budget::{self, BudgetKey};
 use crate::cluster::ClusterError;
-use crate::cluster::view::{PodScope, View, Watched};
+use crate::cluster::view::{Kept, PodScope, View, Watched};
 use crate::names::NodeName;
 use crate::pod::{self, Lifecycle, PodKey, Uid};
-use crate::workload::{Workload, WorkloadId};
+use crate::workload::{self, Rollout, Workload, WorkloadId, WorkloadKind};
 
 /// The watches one drain holds; dropping them lets the view stop what no one else uses.
 pub struct Watches<'a> {
@@ -29,8 +32,56 @@ pub struct Watches<'a> {
     /// out: an invalid selector selects no pods, as the API server's controllers treat it.
     workloads: HashMap<WorkloadId, (Arc<Watched<Pod>>, Selector)>,
     budgets: HashMap<String, Arc<Watched<PodDisruptionBudget>>>,
+    /// The workload objects of each namespace involved, of the kinds involved: their
+    /// current spec and whether they roll out.
+    objects: HashMap<String, Objects>,
     /// UIDs of the workloads' pods when the drain began: a replacement is not among them.
     initial: HashSet<Uid>,
+}
+
+/// One namespace's workloads of the kinds a drain touches (a namespace's ReplicaSets,
+/// every Deployment's history, are watched only when a bare ReplicaSet is drained).
+#[derive(Default)]
+struct Objects {
+    deployments: Option<Arc<Watched<Deployment>>>,
+    replica_sets: Option<Arc<Watched<ReplicaSet>>>,
+    stateful_sets: Option<Arc<Watched<StatefulSet>>>,
+}
+
+impl Objects {
+    async fn start(
+        view: &View,
+        namespace: &str,
+        kinds: &[WorkloadKind],
+    ) -> Result<Self, ClusterError> {
+        async fn kind<K: Kept>(
+            view: &View,
+            namespace: &str,
+            wanted: bool,
+        ) -> Result<Option<Arc<Watched<K>>>, ClusterError> {
+            match wanted {
+                true => view.objects(namespace).await.map(Some),
+                false => Ok(None),
+            }
+        }
+        let wants = |k| kinds.contains(&k);
+        let (deployments, replica_sets, stateful_sets) = futures::try_join!(
+            kind(view, namespace, wants(WorkloadKind::Deployment)),
+            kind(view, namespace, wants(WorkloadKind::ReplicaSet)),
+            kind(view, namespace, wants(WorkloadKind::StatefulSet)),
+        )?;
+        Ok(Self {
+            deployments,
+            replica_sets,
+            stateful_sets,
+        })
+    }
+}
+
+fn get<K: Kept>(watched: Option<&Arc<Watched<K>>>, id: &WorkloadId) -> Option<Arc<K>> {
+    watched?
+        .store()
+        .get(&ObjectRef::new(&id.name).within(&id.namespace))
 }
 
 impl<'a> Watches<'a> {
@@ -44,10 +95,21 @@ impl<'a> Watches<'a> {
     ) -> Result<Self, ClusterError> {
         let node_scope = PodScope::Node(node.clone());
         let budget_watches = try_join_all(namespaces.iter().map(|ns| view.budgets(ns)));
-        let (node, pods, budget_watches) = futures::try_join!(
+        let mut kinds: HashMap<&str, Vec<WorkloadKind>> = HashMap::new();
+        for w in workloads {
+            kinds
+                .entry(w.id.namespace.as_str())
+                .or_default()
+                .push(w.id.kind);
+        }
+        let object_watches = try_join_all(kinds.iter().map(|(ns, kinds)| async move {
+            Ok::<_, ClusterError>((ns.to_string(), Objects::start(view, ns, kinds).await?))
+        }));
+        let (node, pods, budget_watches, objects) = futures::try_join!(
             view.pods(&node_scope),
             view.pods_of_workloads(workloads),
-            budget_watches
+            budget_watches,
+            object_watches,
         )?;
         let initial = pods
             .iter()
@@ -67,6 +129,7 @@ impl<'a> Watches<'a> {
             node,
             workloads: watched,
             budgets: namespaces.iter().cloned().zip(budget_watches).collect(),
+            objects: objects.into_iter().collect(),
             initial,
         })
     }
@@ -97,6 +160,43 @@ impl<'a> Watches<'a> {
             .into_iter()
             .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&empty)))
             .collect()
+    }
+
+    /// The workload as watched now, with its rollout if one is under way; `None` once
+    /// it is deleted.
+    pub fn workload(&self, id: &WorkloadId) -> Option<(Workload, Option<Rollout>)> {
+        let objects = self.objects.get(&id.namespace)?;
+        match id.kind {
+            WorkloadKind::Deployment => {
+                let d = get(objects.deployments.as_ref(), id)?;
+                let rollout = workload::deployment_rollout(&d, &self.pods_of(id));
+                Some((workload::from_deployment(&d)?, rollout))
+            }
+            WorkloadKind::StatefulSet => {
+                let s = get(objects.stateful_sets.as_ref(), id)?;
+                let rollout = workload::stateful_set_rollout(&s, &self.pods_of(id));
+                Some((workload::from_stateful_set(&s)?, rollout))
+            }
+            WorkloadKind::ReplicaSet => {
+                let rs = get(objects.replica_sets.as_ref(), id)?;
+                let rollout = workload::replica_set_rollout(&rs);
+                Some((workload::from_replica_set(&rs)?, rollout))
+            }
+        }
+    }
+
+    /// Whether the workload is back at the availability its budget requires (see
+    /// [`step::recovery`]), judged by the budgets of the user's that cover its pods.
+    pub fn recovery(&self, planned: &Workload, drained: &NodeName) -> Recovery {
+        let now = self.workload(&planned.id).map(|(w, _)| w);
+        let pods = self.pods_of(&planned.id);
+        let budgets: Vec<Arc<PodDisruptionBudget>> = self
+            .budgets_in(&planned.id.namespace)
+            .into_iter()
+            .filter(|b| !super::shared::is_shared(b))
+            .filter(|b| pods.iter().any(|p| budget::covers(b, p)))
+            .collect();
+        step::recovery(now.as_ref(), &pods, &budgets, drained)
     }
 
     /// Whether the budget allows a disruption now (as the disruption controller
@@ -147,58 +247,34 @@ pub struct ReplacementStatus {
     pub stage: Option<Lifecycle>,
 }
 
-/// Which new pods (of the evicted pod's workload) can replace an evicted one.
-pub enum Successor {
-    /// Pods of the same controller (a ReplicaSet, a StatefulSet).
-    SameController(Uid),
-    /// Any pod of the workload, whatever ReplicaSet made it: after a `--surge`
-    /// rollout restart the replacement comes from a new ReplicaSet.
-    SameWorkload,
-}
-
-impl Successor {
-    fn matches(&self, p: &Pod) -> bool {
-        match self {
-            Self::SameController(uid) => Uid::of_controller(p).as_ref() == Some(uid),
-            Self::SameWorkload => true,
-        }
-    }
-}
-
 struct Entry {
     workload: WorkloadId,
-    successor: Successor,
     status: ReplacementStatus,
 }
 
-/// Pairs each evicted pod that has a controller with a new pod that replaces it,
-/// first come first served, and follows it to Ready.
+/// Pairs each evicted pod that has a workload with a new pod of that workload, first
+/// come first served, whichever controller made it (a rollout's new ReplicaSet, a
+/// `--surge` restart), and follows it to Ready. One that goes away before it is Ready
+/// (another drain evicted it, a rollout replaced it) is let go and another is taken:
+/// this is what the drain shows, not what it waits for (see [`step::recovery`]).
 pub struct Replacements {
     drained: NodeName,
     entries: Mutex<Vec<Entry>>,
 }
 
 impl Replacements {
-    /// `workload` gives each pod's workload (pods without one are not followed), and
-    /// whether it leaves by a rollout restart.
+    /// `workload` gives each pod's workload (pods without one are not followed).
     pub fn new(
         drained: &NodeName,
         evicted: &[&Pod],
-        workload: impl Fn(&Pod) -> Option<(WorkloadId, bool)>,
+        workload: impl Fn(&Pod) -> Option<WorkloadId>,
     ) -> Self {
         let entries = evicted
             .iter()
             .filter(|p| pod::finished_phase(p).is_none())
             .filter_map(|p| {
-                let (id, surged) = workload(p)?;
-                let successor = if surged {
-                    Successor::SameWorkload
-                } else {
-                    Successor::SameController(Uid::of_controller(p)?)
-                };
                 Some(Entry {
-                    workload: id,
-                    successor,
+                    workload: workload(p)?,
                     status: ReplacementStatus {
                         replaces: PodKey::of(p),
                         pod: None,
@@ -223,17 +299,6 @@ impl Replacements {
         }
     }
 
-    /// Follows replacements until every one is Ready.
-    pub async fn until_ready(&self, watch: &Watches<'_>, on_event: &(dyn Fn(Event) + Sync)) {
-        loop {
-            let mut changes = watch.subscribe();
-            if self.look(watch, on_event) {
-                return;
-            }
-            let _ = changes.changed().await;
-        }
-    }
-
     pub fn statuses(&self) -> Vec<ReplacementStatus> {
         self.entries
             .lock()
@@ -241,10 +306,10 @@ impl Replacements {
             .unwrap_or_default()
     }
 
-    /// One look at the store; true when every replacement is Ready.
-    fn look(&self, watch: &Watches<'_>, on_event: &(dyn Fn(Event) + Sync)) -> bool {
+    /// One look at the store.
+    fn look(&self, watch: &Watches<'_>, on_event: &(dyn Fn(Event) + Sync)) {
         let Ok(mut entries) = self.entries.lock() else {
-            return false;
+            return;
         };
         let mut claimed: HashSet<PodKey> = entries
             .iter()
@@ -252,24 +317,42 @@ impl Replacements {
             .collect();
         for entry in entries.iter_mut() {
             let pods = watch.pods_of(&entry.workload);
-            let current = match &entry.status.pod {
-                Some(key) => pods
-                    .iter()
-                    .find(|p| &PodKey::of(p) == key && !watch.was_there(p)),
-                None => pods.iter().find(|p| {
-                    !watch.was_there(p)
-                        && !claimed.contains(&PodKey::of(p))
-                        && entry.successor.matches(p)
+            let new =
+                |p: &&Arc<Pod>| !watch.was_there(p) && p.metadata.deletion_timestamp.is_none();
+            let followed = entry
+                .status
+                .pod
+                .as_ref()
+                .and_then(|key| pods.iter().filter(new).find(|p| &PodKey::of(p) == key));
+            let current = followed.or_else(|| {
+                pods.iter().filter(new).find(|p| {
+                    !claimed.contains(&PodKey::of(p))
                         && p.spec.as_ref().and_then(|s| s.node_name.as_deref())
                             != Some(self.drained.as_str())
-                }),
+                })
+            });
+            let Some(p) = current else {
+                // Gone before it was Ready: let it go, and say so once.
+                if let Some(lost) = entry.status.pod.take() {
+                    let node = entry.status.node.take();
+                    entry.status.stage = Some(Lifecycle::Terminated);
+                    on_event(Event::Replacement {
+                        replaces: entry.status.replaces.clone(),
+                        pod: lost,
+                        stage: Lifecycle::Terminated,
+                        node,
+                    });
+                }
+                continue;
             };
-            let Some(p) = current else { continue };
             let key = PodKey::of(p);
             claimed.insert(key.clone());
             let stage = Lifecycle::of(p);
             let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
-            if entry.status.stage != Some(stage) || entry.status.node != node {
+            if entry.status.pod.as_ref() != Some(&key)
+                || entry.status.stage != Some(stage)
+                || entry.status.node != node
+            {
                 entry.status = ReplacementStatus {
                     replaces: entry.status.replaces.clone(),
                     pod: Some(key.clone()),
@@ -284,8 +367,5 @@ impl Replacements {
                 });
             }
         }
-        entries
-            .iter()
-            .all(|e| e.status.stage == Some(Lifecycle::Ready))
     }
 }

@@ -71,6 +71,18 @@ impl Report for DrainReport {
             self.elapsed_seconds,
             self.replacements.len()
         );
+        let short: Vec<String> = self
+            .workloads
+            .iter()
+            .filter(|w| w.is_short())
+            .map(|w| w.workload.to_string())
+            .collect();
+        if !short.is_empty() {
+            text.push_str(&format!(
+                "\n  below their budget, replacements Pending (--allow-pending): {}",
+                short.join(", ")
+            ));
+        }
         for e in &self.deleted_past_budget {
             text.push_str(&format!("\n  {}", e.describe()));
         }

@@ -67,13 +67,24 @@ pub fn assign(
         let Verdict::Evict(eviction) = verdict else {
             continue;
         };
+        let covering = snapshot.budgets_covering(p);
+        if covering.len() > 1 && !opts.disable_eviction {
+            let budgets = covering
+                .iter()
+                .map(|b| b.metadata.name.clone().unwrap_or_default())
+                .collect();
+            *verdict = refuse(
+                guard::Impossible::SeveralBudgets { budgets },
+                Flag::DisableEviction,
+            );
+            continue;
+        }
         if !matches!(eviction.replacement, Replacement::ByController { .. })
             || opts.disable_eviction
         {
             guards.insert(PodKey::of(p), Guard::Api);
             continue;
         }
-        let covering = snapshot.budgets_covering(p);
         let workload = snapshot.workload_of(p);
         let replicas = workload.as_ref().map(|w| w.replicas);
         let surge =
@@ -137,5 +148,76 @@ pub fn assign(
 fn refuse(impossible: guard::Impossible, flag: Flag) -> Verdict {
     Verdict::Refuse {
         reasons: Refusals::one(Refusal::Budget { impossible, flag }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{self, Permissions};
+    use serde_json::json;
+
+    fn web_pod() -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": "web-1", "namespace": "shop", "uid": "u1",
+                "labels": { "app": "web" },
+                "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "web-abc", "uid": "rs", "controller": true }],
+            },
+            "spec": { "nodeName": "node-2", "containers": [] },
+            "status": { "phase": "Running" },
+        }))
+        .expect("pod")
+    }
+
+    fn budget(name: &str) -> PodDisruptionBudget {
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "namespace": "shop" },
+            "spec": { "maxUnavailable": 1, "selector": { "matchLabels": { "app": "web" } } },
+        }))
+        .expect("pdb")
+    }
+
+    fn assigned(budgets: &[&str], opts: GuardOptions) -> (Verdict, Option<Guard>) {
+        let mut snapshot = Snapshot::default();
+        snapshot.budgets = budgets.iter().map(|b| budget(b)).collect();
+        let p = web_pod();
+        let mut pods = vec![(p.clone(), classify::classify(&p, Permissions::default()))];
+        let guards = assign(&snapshot, &mut pods, opts);
+        (pods.remove(0).1, guards.get(&PodKey::of(&p)).cloned())
+    }
+
+    #[test]
+    fn a_pod_under_two_budgets_is_refused_before_anything_changes_naming_both() {
+        let (verdict, guard) = assigned(&["web", "web-too"], GuardOptions::default());
+        assert!(guard.is_none());
+        let Verdict::Refuse { reasons } = verdict else {
+            panic!("refused: {verdict:?}");
+        };
+        let reasons: Vec<Refusal> = reasons.iter().cloned().collect();
+        assert_eq!(
+            reasons,
+            vec![Refusal::Budget {
+                impossible: guard::Impossible::SeveralBudgets {
+                    budgets: vec!["web".into(), "web-too".into()]
+                },
+                flag: Flag::DisableEviction,
+            }]
+        );
+        // Deleting instead of evicting meets no budget at all.
+        let delete = GuardOptions {
+            disable_eviction: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            assigned(&["web", "web-too"], delete),
+            (Verdict::Evict(_), Some(Guard::Api))
+        ));
+        // One budget is the Eviction API's to apply.
+        assert!(matches!(
+            assigned(&["web"], GuardOptions::default()),
+            (Verdict::Evict(_), Some(Guard::Api))
+        ));
     }
 }
