@@ -69,10 +69,11 @@ pub fn assign(
         };
         let covering = snapshot.budgets_covering(p);
         if covering.len() > 1 && !opts.disable_eviction {
-            let budgets = covering
+            let mut budgets: Vec<String> = covering
                 .iter()
                 .map(|b| b.metadata.name.clone().unwrap_or_default())
                 .collect();
+            budgets.sort();
             *verdict = refuse(
                 guard::Impossible::SeveralBudgets { budgets },
                 Flag::DisableEviction,
