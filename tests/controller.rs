@@ -252,11 +252,12 @@ async fn a_standby_takes_over_mid_drain_when_the_leader_dies_and_keeps_the_budge
     let mut env = TestEnv::new("nm-leader").await;
     let node = env.add_node("node-1").await;
     env.add_node("node-2").await;
-    // Replacements take 3 s to be Ready and web may lose one pod at a time: the two
-    // pods on node-1 go one after the other, slowly enough to kill the leader between.
+    // Replacements take 8 s to be Ready and web may lose one pod at a time: the two
+    // pods on node-1 go one after the other, slowly enough to kill the leader between
+    // (the status shows the first eviction within 5 s).
     let slow = PodOptions {
         spread: true,
-        ready_delay: Some("3s"),
+        ready_delay: Some("8s"),
         ..Default::default()
     };
     env.create(&fixtures::deployment(env.ns(), "web", 4, &slow))

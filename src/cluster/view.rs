@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use super::{ClusterError, Connection};
 use crate::api::NodeMaintenance;
 use crate::names::NodeName;
-use crate::workload::Workload;
+use crate::workload::{Workload, WorkloadId, WorkloadKind};
 
 /// Which pods a scoped watch sees.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -208,6 +208,42 @@ kept!(Deployment, "Deployments", deployments);
 kept!(ReplicaSet, "ReplicaSets", replica_sets);
 kept!(StatefulSet, "StatefulSets", stateful_sets);
 
+/// One namespace's workload objects as watched, of the kinds asked for only: a
+/// namespace's ReplicaSets (every Deployment's history) can be many.
+pub struct WatchedWorkloads {
+    deployments: Option<Arc<Watched<Deployment>>>,
+    replica_sets: Option<Arc<Watched<ReplicaSet>>>,
+    stateful_sets: Option<Arc<Watched<StatefulSet>>>,
+}
+
+/// A workload object as last seen.
+pub enum WorkloadObject {
+    Deployment(Arc<Deployment>),
+    ReplicaSet(Arc<ReplicaSet>),
+    StatefulSet(Arc<StatefulSet>),
+}
+
+impl WatchedWorkloads {
+    /// The workload as last seen; `None` once deleted (or of a kind not watched).
+    pub fn get(&self, id: &WorkloadId) -> Option<WorkloadObject> {
+        fn get<K: Kept>(w: Option<&Arc<Watched<K>>>, id: &WorkloadId) -> Option<Arc<K>> {
+            w?.store()
+                .get(&reflector::ObjectRef::new(&id.name).within(&id.namespace))
+        }
+        match id.kind {
+            WorkloadKind::Deployment => {
+                get(self.deployments.as_ref(), id).map(WorkloadObject::Deployment)
+            }
+            WorkloadKind::ReplicaSet => {
+                get(self.replica_sets.as_ref(), id).map(WorkloadObject::ReplicaSet)
+            }
+            WorkloadKind::StatefulSet => {
+                get(self.stateful_sets.as_ref(), id).map(WorkloadObject::StatefulSet)
+            }
+        }
+    }
+}
+
 /// The workload objects of one namespace, read once per view.
 #[derive(Debug, Default)]
 pub struct Workloads {
@@ -365,6 +401,35 @@ impl View {
             |k: &mut K| k.meta_mut().managed_fields = None,
         )
         .await
+    }
+
+    /// The namespace's workload objects of `kinds`, watched (shared like every watch).
+    pub async fn workload_objects(
+        &self,
+        namespace: &str,
+        kinds: &[WorkloadKind],
+    ) -> Result<WatchedWorkloads, ClusterError> {
+        async fn kind<K: Kept>(
+            view: &View,
+            namespace: &str,
+            wanted: bool,
+        ) -> Result<Option<Arc<Watched<K>>>, ClusterError> {
+            match wanted {
+                true => view.objects(namespace).await.map(Some),
+                false => Ok(None),
+            }
+        }
+        let wants = |k| kinds.contains(&k);
+        let (deployments, replica_sets, stateful_sets) = futures::try_join!(
+            kind(self, namespace, wants(WorkloadKind::Deployment)),
+            kind(self, namespace, wants(WorkloadKind::ReplicaSet)),
+            kind(self, namespace, wants(WorkloadKind::StatefulSet)),
+        )?;
+        Ok(WatchedWorkloads {
+            deployments,
+            replica_sets,
+            stateful_sets,
+        })
     }
 
     /// Every NodeMaintenance, watched: what a roll or a plan counts as out, read from

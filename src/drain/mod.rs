@@ -357,7 +357,7 @@ fn explain(pods: &[(PodKey, Vec<Refusal>)]) -> String {
         .join("; ")
 }
 
-/// "Deployment shop/web (2 Ready, needs 3: shop/web-a, shop/web-b)".
+/// "Deployment shop/web (2 Ready, needs 3)".
 fn short_of(short: &[WorkloadRecovery]) -> String {
     short
         .iter()
@@ -801,6 +801,9 @@ pub async fn execute(
         tokio::select! {
             _ = tokio::time::timeout(settle, back) => {}
             _ = tracking => unreachable!("follow runs until cancelled"),
+            _ = opts.interrupt.requested() => {
+                return Err(DrainError::Interrupted { node: plan.node.clone(), remaining: Vec::new() });
+            }
         }
         let short: Vec<WorkloadRecovery> = recoveries(&watch)
             .into_iter()

@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::future::try_join_all;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::{Selector, SelectorExt};
@@ -18,7 +17,7 @@ use super::Event;
 use super::step::{self, Recovery};
 use crate::budget::{self, BudgetKey};
 use crate::cluster::ClusterError;
-use crate::cluster::view::{Kept, PodScope, View, Watched};
+use crate::cluster::view::{PodScope, View, Watched, WatchedWorkloads, WorkloadObject};
 use crate::names::NodeName;
 use crate::pod::{self, Lifecycle, PodKey, Uid};
 use crate::workload::{self, Rollout, Workload, WorkloadId, WorkloadKind};
@@ -34,54 +33,9 @@ pub struct Watches<'a> {
     budgets: HashMap<String, Arc<Watched<PodDisruptionBudget>>>,
     /// The workload objects of each namespace involved, of the kinds involved: their
     /// current spec and whether they roll out.
-    objects: HashMap<String, Objects>,
+    objects: HashMap<String, WatchedWorkloads>,
     /// UIDs of the workloads' pods when the drain began: a replacement is not among them.
     initial: HashSet<Uid>,
-}
-
-/// One namespace's workloads of the kinds a drain touches (a namespace's ReplicaSets,
-/// every Deployment's history, are watched only when a bare ReplicaSet is drained).
-#[derive(Default)]
-struct Objects {
-    deployments: Option<Arc<Watched<Deployment>>>,
-    replica_sets: Option<Arc<Watched<ReplicaSet>>>,
-    stateful_sets: Option<Arc<Watched<StatefulSet>>>,
-}
-
-impl Objects {
-    async fn start(
-        view: &View,
-        namespace: &str,
-        kinds: &[WorkloadKind],
-    ) -> Result<Self, ClusterError> {
-        async fn kind<K: Kept>(
-            view: &View,
-            namespace: &str,
-            wanted: bool,
-        ) -> Result<Option<Arc<Watched<K>>>, ClusterError> {
-            match wanted {
-                true => view.objects(namespace).await.map(Some),
-                false => Ok(None),
-            }
-        }
-        let wants = |k| kinds.contains(&k);
-        let (deployments, replica_sets, stateful_sets) = futures::try_join!(
-            kind(view, namespace, wants(WorkloadKind::Deployment)),
-            kind(view, namespace, wants(WorkloadKind::ReplicaSet)),
-            kind(view, namespace, wants(WorkloadKind::StatefulSet)),
-        )?;
-        Ok(Self {
-            deployments,
-            replica_sets,
-            stateful_sets,
-        })
-    }
-}
-
-fn get<K: Kept>(watched: Option<&Arc<Watched<K>>>, id: &WorkloadId) -> Option<Arc<K>> {
-    watched?
-        .store()
-        .get(&ObjectRef::new(&id.name).within(&id.namespace))
 }
 
 impl<'a> Watches<'a> {
@@ -103,7 +57,7 @@ impl<'a> Watches<'a> {
                 .push(w.id.kind);
         }
         let object_watches = try_join_all(kinds.iter().map(|(ns, kinds)| async move {
-            Ok::<_, ClusterError>((ns.to_string(), Objects::start(view, ns, kinds).await?))
+            Ok::<_, ClusterError>((ns.to_string(), view.workload_objects(ns, kinds).await?))
         }));
         let (node, pods, budget_watches, objects) = futures::try_join!(
             view.pods(&node_scope),
@@ -165,20 +119,16 @@ impl<'a> Watches<'a> {
     /// The workload as watched now, with its rollout if one is under way; `None` once
     /// it is deleted.
     pub fn workload(&self, id: &WorkloadId) -> Option<(Workload, Option<Rollout>)> {
-        let objects = self.objects.get(&id.namespace)?;
-        match id.kind {
-            WorkloadKind::Deployment => {
-                let d = get(objects.deployments.as_ref(), id)?;
+        match self.objects.get(&id.namespace)?.get(id)? {
+            WorkloadObject::Deployment(d) => {
                 let rollout = workload::deployment_rollout(&d, &self.pods_of(id));
                 Some((workload::from_deployment(&d)?, rollout))
             }
-            WorkloadKind::StatefulSet => {
-                let s = get(objects.stateful_sets.as_ref(), id)?;
+            WorkloadObject::StatefulSet(s) => {
                 let rollout = workload::stateful_set_rollout(&s, &self.pods_of(id));
                 Some((workload::from_stateful_set(&s)?, rollout))
             }
-            WorkloadKind::ReplicaSet => {
-                let rs = get(objects.replica_sets.as_ref(), id)?;
+            WorkloadObject::ReplicaSet(rs) => {
                 let rollout = workload::replica_set_rollout(&rs);
                 Some((workload::from_replica_set(&rs)?, rollout))
             }

@@ -7,15 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::runtime::reflector::ObjectRef;
 
 use crate::budget;
 use crate::cluster::ClusterError;
-use crate::cluster::view::{Kept, PodScope, View, Watched};
+use crate::cluster::view::{PodScope, View, Watched, WatchedWorkloads, WorkloadObject};
 use crate::names::NodeName;
 use crate::pod::{self, PodKey};
 use crate::workload::{WorkloadId, WorkloadKind};
@@ -123,12 +122,9 @@ fn watch_error(what: String, e: ClusterError) -> GateError {
     }
 }
 
-/// One namespace's workloads and budgets, as watched. Only the kinds of the workloads
-/// waited for: a namespace's ReplicaSets (every Deployment's history) can be many.
+/// One namespace's workloads (of the kinds waited for) and budgets, as watched.
 struct Watches {
-    deployments: Option<Arc<Watched<Deployment>>>,
-    replica_sets: Option<Arc<Watched<ReplicaSet>>>,
-    stateful_sets: Option<Arc<Watched<StatefulSet>>>,
+    workloads: WatchedWorkloads,
     budgets: Arc<Watched<PodDisruptionBudget>>,
 }
 
@@ -138,85 +134,48 @@ impl Watches {
         namespace: &str,
         kinds: &[WorkloadKind],
     ) -> Result<Self, GateError> {
-        async fn kind<K: Kept>(
-            view: &View,
-            namespace: &str,
-            wanted: bool,
-        ) -> Result<Option<Arc<Watched<K>>>, ClusterError> {
-            match wanted {
-                true => view.objects(namespace).await.map(Some),
-                false => Ok(None),
-            }
-        }
-        let wants = |k| kinds.contains(&k);
-        let (deployments, replica_sets, stateful_sets, budgets) = futures::try_join!(
-            kind(view, namespace, wants(WorkloadKind::Deployment)),
-            kind(view, namespace, wants(WorkloadKind::ReplicaSet)),
-            kind(view, namespace, wants(WorkloadKind::StatefulSet)),
+        let (workloads, budgets) = futures::try_join!(
+            view.workload_objects(namespace, kinds),
             view.objects(namespace),
         )
         .map_err(|e| watch_error(format!("workloads in {namespace}"), e))?;
-        Ok(Self {
-            deployments,
-            replica_sets,
-            stateful_sets,
-            budgets,
-        })
+        Ok(Self { workloads, budgets })
     }
 
     /// The workload is back (or gone), and every budget covering its pod template
     /// allows a disruption again.
     fn recovered(&self, w: &WorkloadId) -> bool {
-        match w.kind {
-            WorkloadKind::Deployment => {
-                self.check(self.deployments.as_deref(), w, deployment_recovered, |d| {
-                    d.spec.as_ref()?.template.metadata.as_ref()?.labels.clone()
-                })
-            }
-            WorkloadKind::StatefulSet => self.check(
-                self.stateful_sets.as_deref(),
-                w,
-                |s| {
-                    all_ready(
-                        s.spec.as_ref().and_then(|s| s.replicas),
-                        s.status.as_ref().and_then(|s| s.ready_replicas),
-                    )
-                },
-                |s| s.spec.as_ref()?.template.metadata.as_ref()?.labels.clone(),
+        let (back, labels) = match self.workloads.get(w) {
+            None => return true,
+            Some(WorkloadObject::Deployment(d)) => (
+                deployment_recovered(&d),
+                d.spec
+                    .as_ref()
+                    .and_then(|s| s.template.metadata.as_ref()?.labels.clone()),
             ),
-            WorkloadKind::ReplicaSet => self.check(
-                self.replica_sets.as_deref(),
-                w,
-                |r| {
-                    all_ready(
-                        r.spec.as_ref().and_then(|s| s.replicas),
-                        r.status.as_ref().and_then(|s| s.ready_replicas),
-                    )
-                },
-                |r| {
-                    let template = r.spec.as_ref()?.template.as_ref()?;
-                    template.metadata.as_ref()?.labels.clone()
-                },
+            Some(WorkloadObject::StatefulSet(s)) => (
+                all_ready(
+                    s.spec.as_ref().and_then(|s| s.replicas),
+                    s.status.as_ref().and_then(|s| s.ready_replicas),
+                ),
+                s.spec
+                    .as_ref()
+                    .and_then(|s| s.template.metadata.as_ref()?.labels.clone()),
             ),
-        }
-    }
-
-    fn check<K: Kept>(
-        &self,
-        objects: Option<&Watched<K>>,
-        w: &WorkloadId,
-        back: impl Fn(&K) -> bool,
-        template_labels: impl Fn(&K) -> Option<BTreeMap<String, String>>,
-    ) -> bool {
-        let Some(k) =
-            objects.and_then(|o| o.store().get(&ObjectRef::new(&w.name).within(&w.namespace)))
-        else {
-            return true;
+            Some(WorkloadObject::ReplicaSet(r)) => (
+                all_ready(
+                    r.spec.as_ref().and_then(|s| s.replicas),
+                    r.status.as_ref().and_then(|s| s.ready_replicas),
+                ),
+                r.spec
+                    .as_ref()
+                    .and_then(|s| s.template.as_ref()?.metadata.as_ref()?.labels.clone()),
+            ),
         };
-        if !back(&k) {
+        if !back {
             return false;
         }
-        let Some(labels) = template_labels(&k) else {
+        let Some(labels) = labels else {
             return true;
         };
         let template = Pod {
