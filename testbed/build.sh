@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kwok) from the pinned Go modules into a cache outside the repo and
-# prints the directory that holds the binaries. Does nothing when they are already there.
+# kube-scheduler, kwok) and the real nodes' kubelet and kube-proxy from the pinned Go
+# modules into a cache outside the repo and prints the directory that holds the
+# binaries. Does nothing when they are already there.
 #
 #   KORDON_CACHE   cache root (default: ~/.cache/kordon)
 set -euo pipefail
@@ -16,7 +17,7 @@ bin_dir() {
 }
 
 bin=$(bin_dir)
-wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubelet kube-proxy)
 missing=()
 for b in "${wanted[@]}"; do [ -x "$bin/$b" ] || missing+=("$b"); done
 if [ ${#missing[@]} -eq 0 ]; then
@@ -44,6 +45,8 @@ done
 (cd "$here/kube" && go build -trimpath -ldflags "$kube_ldflags" -o "$tmp/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler)
+  k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kubelet \
+  k8s.io/kubernetes/cmd/kube-proxy)
 mv "$tmp"/* "$bin/"
 echo "$bin"
