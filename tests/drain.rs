@@ -50,9 +50,10 @@ async fn article_example_drain_moves_all_four_pods_to_node_1_and_uncordon_restor
             run.stdout
         );
     }
+    // Done once nginx, under an implicit budget, is back at all four Ready.
     assert!(
         run.stdout
-            .contains("2 evicted, 0 skipped, replacements Ready 2/2"),
+            .contains("2 evicted, 0 skipped, replacements Ready 2/2, every workload at its budget"),
         "{}",
         run.stdout
     );
@@ -588,7 +589,7 @@ async fn a_drain_whose_workload_is_not_back_by_the_timeout_says_which_and_exits_
         run.stderr.contains("is drained, but")
             && run
                 .stderr
-                .contains(&format!("ReplicaSet {}/web (0 Ready, needs 1)", env.ns())),
+                .contains(&format!("ReplicaSet {}/web (0 Ready, needs 2)", env.ns())),
         "{run:#?}"
     );
     assert!(env.pods_on(&node).await.is_empty(), "the pods are gone");

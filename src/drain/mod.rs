@@ -847,6 +847,8 @@ pub async fn execute(
     }
     outcome?;
 
+    // One last look, so the report shows the replacements as the recoveries saw them.
+    replacements.look(&watch, on_event);
     let workloads = recoveries(&watch);
     Ok(DrainReport {
         node: plan.node,

@@ -116,9 +116,11 @@ pub enum Recovery {
 
 /// Decides [`Recovery`] from the workload as watched now (`None` once deleted), its
 /// pods, and the PodDisruptionBudgets of the user's that cover it. Pods on the drained
-/// node never count: they are leaving. Without a budget of the user's, the workload
-/// needs its implicit budget's floor: all but `maxUnavailable` of its replicas, and
-/// never zero while it wants any.
+/// node never count: they are leaving. A budget of the user's keeps guarding the
+/// workload after the drain, so it is back once that budget has the healthy pods it
+/// wants. An implicit budget ends with the drain (and kordon's shared budget with it),
+/// so a workload without a budget of the user's is back only at all its replicas:
+/// otherwise the next evictor could take it below its floor the moment kordon leaves.
 pub fn recovery(
     workload: Option<&Workload>,
     pods: &[Arc<Pod>],
@@ -148,7 +150,7 @@ pub fn recovery(
             };
         }
         None if !budgets.is_empty() => 0,
-        None => (w.replicas - w.max_unavailable).max(w.replicas.min(1)),
+        None => w.replicas,
     };
     if i32::try_from(serving.len()).unwrap_or(i32::MAX) >= needs {
         Recovery::Back { serving }
@@ -349,15 +351,22 @@ mod tests {
         fn a_rollout_that_replaced_the_replacement_still_brings_the_workload_back() {
             // web-r (the replacement, old ReplicaSet) was removed by the rollout; the new
             // ReplicaSet's pods serve instead.
-            let pods = [
+            let mut pods = vec![
                 pod("web-a", "node-a", "old", true, false),
                 pod("web-r", "node-b", "old", false, true),
                 pod("web-n1", "node-a", "new", true, false),
                 pod("web-n2", "node-b", "new", true, false),
+                pod("web-n3", "node-b", "new", false, false),
             ];
             let r = recovery(Some(&workload(4, 1)), &pods, &[], &drained());
+            assert!(matches!(r, Recovery::Short { needs: 4, .. }), "{r:?}");
+            pods[4] = pod("web-n3", "node-b", "new", true, false);
+            let r = recovery(Some(&workload(4, 1)), &pods, &[], &drained());
             assert!(matches!(r, Recovery::Back { .. }), "{r:?}");
-            assert_eq!(names(&r), ["shop/web-a", "shop/web-n1", "shop/web-n2"]);
+            assert_eq!(
+                names(&r),
+                ["shop/web-a", "shop/web-n1", "shop/web-n2", "shop/web-n3"]
+            );
         }
 
         #[test]
@@ -370,7 +379,7 @@ mod tests {
                 pod("web-r", "node-b", "rs", true, true),
                 pod("web-s", "node-d", "rs", false, false),
             ];
-            let short = recovery(Some(&workload(4, 1)), &pods, &[], &drained());
+            let short = recovery(Some(&workload(3, 1)), &pods, &[], &drained());
             assert_eq!(
                 short,
                 Recovery::Short {
@@ -380,19 +389,26 @@ mod tests {
                 }
             );
             pods[3] = pod("web-s", "node-d", "rs", true, false);
-            let back = recovery(Some(&workload(4, 1)), &pods, &[], &drained());
+            let back = recovery(Some(&workload(3, 1)), &pods, &[], &drained());
             assert!(matches!(back, Recovery::Back { .. }), "{back:?}");
         }
 
         #[test]
-        fn a_workload_scaled_down_mid_drain_needs_only_its_new_floor() {
-            let pods = [pod("web-a", "node-a", "rs", true, false)];
+        fn a_workload_scaled_down_mid_drain_needs_only_its_new_replicas() {
+            // Planned at 4, scaled to 2 meanwhile.
+            let pods = [
+                pod("web-a", "node-a", "rs", true, false),
+                pod("web-b", "node-b", "rs", true, false),
+            ];
             let r = recovery(Some(&workload(2, 1)), &pods, &[], &drained());
             assert!(matches!(r, Recovery::Back { .. }), "{r:?}");
             // Pods still on the drained node never count.
-            let leaving = [pod("web-c", "node-c", "rs", true, false)];
+            let leaving = [
+                pod("web-a", "node-a", "rs", true, false),
+                pod("web-c", "node-c", "rs", true, false),
+            ];
             let r = recovery(Some(&workload(2, 1)), &leaving, &[], &drained());
-            assert!(matches!(r, Recovery::Short { needs: 1, .. }), "{r:?}");
+            assert!(matches!(r, Recovery::Short { needs: 2, .. }), "{r:?}");
         }
 
         #[test]

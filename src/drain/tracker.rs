@@ -257,7 +257,7 @@ impl Replacements {
     }
 
     /// One look at the store.
-    fn look(&self, watch: &Watches<'_>, on_event: &(dyn Fn(Event) + Sync)) {
+    pub fn look(&self, watch: &Watches<'_>, on_event: &(dyn Fn(Event) + Sync)) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };

@@ -77,7 +77,9 @@ impl Report for DrainReport {
             .filter(|w| w.is_short())
             .map(|w| w.workload.to_string())
             .collect();
-        if !short.is_empty() {
+        if short.is_empty() {
+            text.push_str(", every workload at its budget");
+        } else {
             text.push_str(&format!(
                 "\n  below their budget, replacements Pending (--allow-pending): {}",
                 short.join(", ")
