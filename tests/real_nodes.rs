@@ -1,0 +1,375 @@
+//! The testbed's real nodes (issue 20): `KORDON_REAL_NODES=2 testbed/cluster up` starts
+//! real-1 and real-2 beside KWOK (each its own containerd, kubelet and kube-proxy), pods
+//! of the testbed's web image run Ready on them, a ClusterIP Service answers from the
+//! host, the service and pod ranges stay on this machine, and `down` leaves nothing.
+//!
+//! Runs on a cluster of its own (`/tmp/kordon-real-cluster`, port 20443), started fresh
+//! and taken down at the end, one at a time under a file lock: real nodes share the
+//! host's iptables, so only one cluster at a time may have them. Needs root, like the
+//! testbed's real nodes themselves.
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use kube::api::{ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+use support::{eventually, node_ready, pod_ready};
+
+const DIR: &str = "/tmp/kordon-real-cluster";
+const PORT: &str = "20443";
+const REAL_NODES: usize = 2;
+const NS: &str = "real-nodes";
+
+fn testbed(args: &[&str]) -> Command {
+    let mut cmd = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/cluster"));
+    cmd.args(args)
+        .env("KORDON_CLUSTER_DIR", DIR)
+        .env("KORDON_CLUSTER_PORT", PORT)
+        .env("KORDON_REAL_NODES", REAL_NODES.to_string());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The real-node cluster, taken down when dropped (also when the test fails).
+struct RealCluster {
+    up: bool,
+    _lock: std::fs::File,
+}
+
+impl RealCluster {
+    fn up() -> Self {
+        let lock = std::fs::File::create(format!("{DIR}.turn")).expect("real cluster lock");
+        lock.lock().expect("lock the real-node cluster");
+        run(&mut testbed(&["down"]));
+        let started = Instant::now();
+        run(&mut testbed(&["up"]));
+        eprintln!("real nodes: cluster up in {:?}", started.elapsed());
+        Self {
+            up: true,
+            _lock: lock,
+        }
+    }
+
+    fn down(&mut self) {
+        let started = Instant::now();
+        run(&mut testbed(&["down"]));
+        self.up = false;
+        eprintln!("real nodes: cluster down in {:?}", started.elapsed());
+    }
+
+    async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(Path::new(DIR).join("admin.kubeconfig"))
+            .expect("read the real cluster's kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig is valid");
+        Client::try_from(config).expect("client")
+    }
+}
+
+impl Drop for RealCluster {
+    fn drop(&mut self) {
+        if self.up {
+            let _ = testbed(&["down"]).output();
+        }
+    }
+}
+
+/// `testbed/cluster images`: NAME=REFERENCE lines.
+fn image(name: &str) -> String {
+    let out = run(&mut testbed(&["images"]));
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("testbed/cluster images names no {name}:\n{out}"))
+        .to_string()
+}
+
+/// The status code of `GET /` over HTTP/1.0, everything bounded by timeouts.
+fn http_get(ip: &str, port: u16) -> std::io::Result<u16> {
+    let addr = SocketAddr::new(ip.parse().expect("an IP address"), port);
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))
+}
+
+/// The device `ip route get ADDRESS` sends to.
+fn route_dev(address: &str) -> String {
+    let out = run(Command::new("ip").args(["route", "get", address]));
+    let words: Vec<&str> = out.split_whitespace().collect();
+    words
+        .iter()
+        .position(|w| *w == "dev")
+        .and_then(|i| words.get(i + 1))
+        .unwrap_or_else(|| panic!("no device in `ip route get {address}`: {out}"))
+        .to_string()
+}
+
+fn pod_ip(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_default()
+}
+
+/// Processes of the real nodes still alive (zombies have an empty command line).
+fn node_processes() -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        let name = String::from_utf8_lossy(argv0);
+        let base = name.rsplit('/').next().unwrap_or_default();
+        if matches!(
+            base,
+            "containerd" | "kubelet" | "kube-proxy" | "containerd-shim-runc-v2"
+        ) || String::from_utf8_lossy(&cmdline).contains(DIR)
+        {
+            found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_nodes_run_pods_behind_a_cluster_ip_keep_traffic_local_and_leave_nothing_behind() {
+    let mut cluster = RealCluster::up();
+    let client = cluster.client().await;
+
+    // Both real nodes Ready, run by containerd, with the CNI's pod range as podCIDR,
+    // and not KWOK's.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let real = ListParams::default().labels("kordon.test/real=true");
+    let listed = nodes.list(&real).await.expect("list real nodes").items;
+    let mut names: Vec<String> = listed
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["real-1", "real-2"], "the real nodes");
+    for node in &listed {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        assert!(node_ready(node), "{name} is Ready");
+        let runtime = node
+            .status
+            .as_ref()
+            .and_then(|s| s.node_info.as_ref())
+            .map(|i| i.container_runtime_version.clone())
+            .unwrap_or_default();
+        assert!(
+            runtime.starts_with("containerd://"),
+            "{name} runs containerd, not {runtime:?}"
+        );
+        let n: u32 = name["real-".len()..].parse().expect("real-N");
+        let cidr = node.spec.as_ref().and_then(|s| s.pod_cidr.clone());
+        assert_eq!(
+            cidr,
+            Some(format!("10.244.{}.0/24", 100 + n)),
+            "{name} podCIDR"
+        );
+        let annotations = node.metadata.annotations.clone().unwrap_or_default();
+        assert!(
+            !annotations.contains_key("kwok.x-k8s.io/node"),
+            "KWOK must leave {name} alone"
+        );
+    }
+
+    // The web image, one replica on each real node, Ready behind its readiness probe.
+    let ns: Namespace =
+        serde_json::from_value(json!({ "metadata": { "name": NS } })).expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+    let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), NS);
+    eventually(
+        "default service account",
+        Duration::from_secs(30),
+        || async { sa.get_opt("default").await.ok().flatten().is_some() },
+    )
+    .await;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "replicas": 2,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": {
+                "metadata": { "labels": { "app": "web" } },
+                "spec": {
+                    "nodeSelector": { "kordon.test/real": "true" },
+                    "topologySpreadConstraints": [{
+                        "maxSkew": 1,
+                        "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "DoNotSchedule",
+                        "labelSelector": { "matchLabels": { "app": "web" } }
+                    }],
+                    "containers": [{
+                        "name": "web",
+                        "image": image("web"),
+                        "imagePullPolicy": "Never",
+                        "ports": [{ "containerPort": 8080 }],
+                        "readinessProbe": {
+                            "httpGet": { "path": "/", "port": 8080 },
+                            "periodSeconds": 1
+                        }
+                    }]
+                }
+            }
+        }
+    }))
+    .expect("deployment");
+    Api::<Deployment>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create deployment");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let web = ListParams::default().labels("app=web");
+    eventually("2 Ready web pods", Duration::from_secs(120), || async {
+        let list = pods.list(&web).await.expect("list pods").items;
+        list.len() == 2 && list.iter().all(pod_ready)
+    })
+    .await;
+    let running = pods.list(&web).await.expect("list pods").items;
+    let mut on: Vec<String> = running
+        .iter()
+        .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
+        .collect();
+    on.sort();
+    assert_eq!(on, ["real-1", "real-2"], "one web pod on each real node");
+    for pod in &running {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let n = node.as_deref().and_then(|n| n.strip_prefix("real-"));
+        let ip = pod_ip(pod);
+        assert!(
+            ip.starts_with(&format!(
+                "10.244.{}.",
+                100 + n.unwrap().parse::<u32>().unwrap()
+            )),
+            "pod IP {ip} is in its node's pod CIDR"
+        );
+    }
+
+    // A ClusterIP Service in front of them answers HTTP 200 from the host.
+    let service: Service = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "selector": { "app": "web" },
+            "ports": [{ "port": 80, "targetPort": 8080 }]
+        }
+    }))
+    .expect("service");
+    let service = Api::<Service>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create service");
+    let cluster_ip = service
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP");
+    let ip = cluster_ip.clone();
+    let answered = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        loop {
+            match http_get(&ip, 80) {
+                Ok(200) => return Ok(started.elapsed()),
+                other if started.elapsed() > Duration::from_secs(60) => return Err(other),
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    })
+    .await
+    .expect("join");
+    let after = answered.unwrap_or_else(|last| {
+        panic!("the Service {cluster_ip} never answered 200 from the host; last: {last:?}")
+    });
+    eprintln!("real nodes: {cluster_ip}:80 answered 200 after {after:?}");
+    for _ in 0..10 {
+        let code = tokio::task::spawn_blocking({
+            let ip = cluster_ip.clone();
+            move || http_get(&ip, 80)
+        })
+        .await
+        .expect("join");
+        assert_eq!(code.ok(), Some(200), "every request through {cluster_ip}");
+    }
+
+    // Nothing leaves the machine: a ClusterIP nobody serves and a pod IP no node holds
+    // are routed to the sink bridge.
+    let services = Api::<Service>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("list services")
+        .items;
+    let unused_service_ip = (1..=250)
+        .map(|i| format!("10.96.255.{i}"))
+        .find(|ip| {
+            !services
+                .iter()
+                .any(|s| s.spec.as_ref().and_then(|s| s.cluster_ip.as_ref()) == Some(ip))
+        })
+        .expect("a free ClusterIP");
+    assert_eq!(
+        route_dev(&unused_service_ip),
+        "kordon-sink",
+        "{unused_service_ip}"
+    );
+    assert_eq!(route_dev("10.244.250.7"), "kordon-sink", "an unused pod IP");
+    assert_eq!(route_dev("10.0.0.1"), "kordon-sink", "KWOK's node IP");
+
+    // `down` leaves no process, iptables chain, bridge or mount behind.
+    cluster.down();
+    let left = node_processes();
+    assert!(left.is_empty(), "processes left after down: {left:#?}");
+    for table in ["nat", "filter", "mangle"] {
+        let rules = run(Command::new("iptables-save").args(["-t", table]));
+        let chains: Vec<&str> = rules
+            .lines()
+            .filter(|l| l.contains("KUBE-") || l.contains("CNI-") || l.contains("KORDON-"))
+            .collect();
+        assert!(chains.is_empty(), "{table} table after down: {chains:#?}");
+    }
+    let links = run(Command::new("ip").args(["-o", "link", "show"]));
+    let kordon_links: Vec<&str> = links.lines().filter(|l| l.contains("kordon-")).collect();
+    assert!(
+        kordon_links.is_empty(),
+        "links after down: {kordon_links:#?}"
+    );
+    let netns = run(Command::new("ip").args(["netns", "list"]));
+    assert!(
+        !netns.contains("cni-"),
+        "CNI network namespaces after down: {netns}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let ours: Vec<&str> = mounts.lines().filter(|l| l.contains(DIR)).collect();
+    assert!(ours.is_empty(), "mounts after down: {ours:#?}");
+    let routes = run(Command::new("ip").args(["route", "show"]));
+    assert!(!routes.contains("kordon-"), "routes after down: {routes}");
+    assert!(!Path::new(DIR).exists(), "{DIR} after down");
+}
