@@ -7,7 +7,8 @@
 #   pause  kordon.test/pause:1  the pod sandbox: sleeps forever
 #   web    kordon.test/web:1    busybox httpd, HTTP 200 on :8080 at /; on SIGTERM keeps
 #                               serving $STOP_DELAY seconds (default 0), then exits;
-#                               sh, sleep, touch, cat... for preStop hooks
+#                               sh, sleep, touch, cat, nc... for preStop hooks and
+#                               probes (busybox's wget crashes in this image: use nc)
 #
 #   testbed/images.sh          build when missing; print the directory
 #   testbed/images.sh --list   print NAME=REFERENCE, one line per image
@@ -46,7 +47,7 @@ build() { # name reference configure-args...
   mkdir -p "$bundle/rootfs"/{bin,tmp,etc}
   chmod 1777 "$bundle/rootfs/tmp"
   cp /bin/busybox "$bundle/rootfs/bin/busybox"
-  for applet in sh sleep httpd touch cat echo ls kill mkdir rm date wget; do
+  for applet in sh sleep httpd touch cat echo ls kill mkdir rm date nc; do
     ln -s busybox "$bundle/rootfs/bin/$applet"
   done
   echo 'root:x:0:0:root:/:/bin/sh' >"$bundle/rootfs/etc/passwd"
