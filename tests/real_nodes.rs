@@ -164,7 +164,7 @@ async fn real_nodes_run_pods_behind_a_cluster_ip_keep_traffic_local_and_leave_no
     let client = cluster.client().await;
 
     // Both real nodes Ready, run by containerd, with the CNI's pod range as podCIDR,
-    // and not KWOK's.
+    // and not KWOK's; their pods in their own cgroup roots.
     let nodes: Api<Node> = Api::all(client.clone());
     let real = ListParams::default().labels("kordon.test/real=true");
     let listed = nodes.list(&real).await.expect("list real nodes").items;
@@ -276,6 +276,14 @@ async fn real_nodes_run_pods_behind_a_cluster_ip_keep_traffic_local_and_leave_no
         );
     }
 
+    for n in 1..=REAL_NODES {
+        let root = format!("/sys/fs/cgroup/memory/kordon-real-{n}/kubepods");
+        assert!(
+            Path::new(&root).is_dir(),
+            "{root}: real-{n}'s pods' cgroups"
+        );
+    }
+
     // A ClusterIP Service in front of them answers HTTP 200 from the host.
     let service: Service = serde_json::from_value(json!({
         "metadata": { "name": "web" },
@@ -371,5 +379,14 @@ async fn real_nodes_run_pods_behind_a_cluster_ip_keep_traffic_local_and_leave_no
     assert!(ours.is_empty(), "mounts after down: {ours:#?}");
     let routes = run(Command::new("ip").args(["route", "show"]));
     assert!(!routes.contains("kordon-"), "routes after down: {routes}");
+    let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+        .expect("read /sys/fs/cgroup")
+        .flatten()
+        .flat_map(|hierarchy| std::fs::read_dir(hierarchy.path()).into_iter().flatten())
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.contains("/kordon-real-") || p.ends_with("/k8s.io"))
+        .collect();
+    assert!(cgroups.is_empty(), "cgroups after down: {cgroups:#?}");
     assert!(!Path::new(DIR).exists(), "{DIR} after down");
 }
