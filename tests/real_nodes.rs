@@ -1,7 +1,8 @@
 //! The testbed's real nodes (issue 20): `KORDON_REAL_NODES=2 testbed/cluster up` starts
 //! real-1 and real-2 beside KWOK (each its own containerd, kubelet and kube-proxy), pods
 //! of the testbed's web image run Ready on them, a ClusterIP Service answers from the
-//! host, the service and pod ranges stay on this machine, and `down` leaves nothing.
+//! host, the service and pod ranges stay on this machine, an image is never pulled from
+//! a registry, and `down` leaves nothing.
 //!
 //! Runs on a cluster of its own (`/tmp/kordon-real-cluster`, port 20443), started fresh
 //! and taken down at the end, one at a time under a file lock: real nodes share the
@@ -16,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service};
 use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -350,6 +351,35 @@ async fn real_nodes_run_pods_behind_a_cluster_ip_keep_traffic_local_and_leave_no
     );
     assert_eq!(route_dev("10.244.250.7"), "kordon-sink", "an unused pod IP");
     assert_eq!(route_dev("10.0.0.1"), "kordon-sink", "KWOK's node IP");
+
+    // An image from a registry is never fetched: the pull goes to a proxy on a loopback
+    // port where nothing listens.
+    let pull: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "pull" },
+        "spec": {
+            "nodeName": "real-1",
+            "containers": [{ "name": "pull", "image": "docker.io/library/busybox:1.36" }]
+        }
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pull)
+        .await
+        .expect("create pod");
+    let events: Api<Event> = Api::namespaced(client.clone(), NS);
+    let about_pull = ListParams::default().fields("involvedObject.name=pull");
+    eventually(
+        "the pull refused on loopback",
+        Duration::from_secs(60),
+        || async {
+            let list = events.list(&about_pull).await.expect("list events").items;
+            list.iter().any(|e| {
+                e.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("proxyconnect tcp: dial tcp 127.0.0.1:9"))
+            })
+        },
+    )
+    .await;
 
     // `down` leaves no process, iptables chain, bridge or mount behind.
     cluster.down();
