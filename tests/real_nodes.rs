@@ -420,3 +420,191 @@ async fn real_nodes_run_pods_behind_a_cluster_ip_keep_traffic_local_and_leave_no
     assert!(cgroups.is_empty(), "cgroups after down: {cgroups:#?}");
     assert!(!Path::new(DIR).exists(), "{DIR} after down");
 }
+
+/// The article's example on real nodes, measured where users feel it: four web pods, two
+/// on each real node, no PodDisruptionBudget, a ClusterIP Service in front, and a probe
+/// sending 200 requests a second through it while `kordon maintain real-2` cordons,
+/// drains, runs its step and uncordons. Not one request fails, and the pods really
+/// moved: new containers on real-1.
+#[tokio::test(flavor = "multi_thread")]
+async fn kordon_maintain_on_real_nodes_loses_no_request() {
+    let cluster = RealCluster::up();
+    let client = cluster.client().await;
+    let ns = "article";
+    let namespace: Namespace =
+        serde_json::from_value(json!({ "metadata": { "name": ns } })).expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("create namespace");
+    let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), ns);
+    eventually(
+        "default service account",
+        Duration::from_secs(30),
+        || async { sa.get_opt("default").await.ok().flatten().is_some() },
+    )
+    .await;
+    // A web server that keeps serving for 3 s after SIGTERM, as a well-behaved one
+    // does, while its endpoint is withdrawn.
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "replicas": 4,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": {
+                "metadata": { "labels": { "app": "web" } },
+                "spec": {
+                    "nodeSelector": { "kordon.test/real": "true" },
+                    "terminationGracePeriodSeconds": 10,
+                    "topologySpreadConstraints": [{
+                        "maxSkew": 1,
+                        "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "DoNotSchedule",
+                        "nodeTaintsPolicy": "Honor",
+                        "labelSelector": { "matchLabels": { "app": "web" } }
+                    }],
+                    "containers": [{
+                        "name": "web",
+                        "image": image("web"),
+                        "imagePullPolicy": "Never",
+                        "env": [{ "name": "STOP_DELAY", "value": "3" }],
+                        "ports": [{ "containerPort": 8080 }],
+                        "readinessProbe": {
+                            "httpGet": { "path": "/", "port": 8080 },
+                            "periodSeconds": 1
+                        }
+                    }]
+                }
+            }
+        }
+    }))
+    .expect("deployment");
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create deployment");
+    let service: Service = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": { "selector": { "app": "web" }, "ports": [{ "port": 80, "targetPort": 8080 }] }
+    }))
+    .expect("service");
+    let cluster_ip = Api::<Service>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let web = ListParams::default().labels("app=web");
+    eventually("4 Ready web pods", Duration::from_secs(120), || async {
+        let list = pods.list(&web).await.expect("list pods").items;
+        list.len() == 4 && list.iter().all(pod_ready)
+    })
+    .await;
+    let before = pods.list(&web).await.expect("list pods").items;
+    let on_real_2: Vec<&Pod> = before
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("real-2"))
+        .collect();
+    assert_eq!(on_real_2.len(), 2, "two web pods on each real node");
+    let containers_before: Vec<String> = before.iter().flat_map(container_ids).collect();
+
+    // The probe starts once every endpoint answers through the ClusterIP (kube-proxy
+    // has synced): 40 answers in a row.
+    let ip = cluster_ip.clone();
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut in_a_row = 0;
+        while in_a_row < 40 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{ip} never answered 40 times in a row"
+            );
+            in_a_row = if http_get(&ip, 80).ok() == Some(200) {
+                in_a_row + 1
+            } else {
+                0
+            };
+        }
+    })
+    .await
+    .expect("join");
+    let probe = support::traffic::Probe::start(
+        &format!("http://{cluster_ip}/"),
+        200,
+        Duration::from_secs(180),
+        Duration::from_secs(2),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    let maintain = tokio::task::spawn_blocking(|| {
+        Command::new(env!("CARGO_BIN_EXE_kordon"))
+            .arg("--kubeconfig")
+            .arg(Path::new(DIR).join("admin.kubeconfig"))
+            .args(["maintain", "real-2", "--timeout", "120s", "--", "true"])
+            .output()
+            .expect("run kordon maintain")
+    })
+    .await
+    .expect("join");
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = probe.finish();
+    eprintln!(
+        "real nodes: kordon maintain real-2 in {took:?}; requests: {} sent, {} failed (longest run {}), p50 {:?}, p99 {:?}",
+        report.sent,
+        report.failures.len(),
+        report.longest_run,
+        report.p50,
+        report.p99
+    );
+    assert!(
+        maintain.status.success(),
+        "kordon maintain:\n{}{}",
+        String::from_utf8_lossy(&maintain.stdout),
+        String::from_utf8_lossy(&maintain.stderr)
+    );
+    assert!(
+        report.sent >= 1000,
+        "the probe ran: {} requests",
+        report.sent
+    );
+    assert!(
+        report.failures.is_empty(),
+        "{} of {} requests failed, the first: {:#?}",
+        report.failures.len(),
+        report.sent,
+        &report.failures[..report.failures.len().min(10)]
+    );
+
+    // The pods really moved: real-2's two are gone, and new containers run on real-1.
+    let after = pods.list(&web).await.expect("list pods").items;
+    assert!(after.iter().all(pod_ready) && after.len() == 4, "4 Ready");
+    assert!(
+        after
+            .iter()
+            .all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("real-1")),
+        "every web pod runs on real-1 now"
+    );
+    let moved: Vec<String> = after
+        .iter()
+        .flat_map(container_ids)
+        .filter(|c| !containers_before.contains(c))
+        .collect();
+    assert_eq!(moved.len(), 2, "two new containers: {moved:?}");
+    let nodes: Api<Node> = Api::all(client);
+    let real_2 = nodes.get("real-2").await.expect("real-2");
+    assert!(
+        node_ready(&real_2) && real_2.spec.and_then(|s| s.unschedulable) != Some(true),
+        "real-2 is back: Ready and schedulable"
+    );
+}
+
+fn container_ids(pod: &Pod) -> Vec<String> {
+    pod.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .filter_map(|c| c.container_id.clone())
+        .collect()
+}

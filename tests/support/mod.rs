@@ -11,6 +11,7 @@ pub mod faults;
 pub mod fixtures;
 pub mod nm;
 pub mod rbac;
+pub mod traffic;
 pub mod watcher;
 
 use std::path::{Path, PathBuf};
