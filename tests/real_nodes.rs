@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service};
 use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{eventually, node_ready, pod_ready};
 
 const DIR: &str = "/tmp/kordon-real-cluster";
@@ -159,6 +159,132 @@ fn node_processes() -> Vec<String> {
     found
 }
 
+/// Creates namespace `name` and waits until the controllers made its default service
+/// account (pods are refused until then).
+async fn create_namespace(client: &Client, name: &str) {
+    let ns: Namespace =
+        serde_json::from_value(json!({ "metadata": { "name": name } })).expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+    let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), name);
+    eventually(
+        "default service account",
+        Duration::from_secs(30),
+        || async { sa.get_opt("default").await.ok().flatten().is_some() },
+    )
+    .await;
+}
+
+/// One web pod per real node at most (skew 1); with `honor_taints` a cordoned or
+/// tainted node does not count, so its pods' replacements may all go to the other.
+fn spread(honor_taints: bool) -> Value {
+    let mut spread = json!({
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": { "matchLabels": { "app": "web" } }
+    });
+    if honor_taints {
+        spread["nodeTaintsPolicy"] = json!("Honor");
+    }
+    spread
+}
+
+/// Sets every field of `extra` (an object) in `target`.
+fn merge(target: &mut Value, extra: Value) {
+    let Value::Object(fields) = extra else {
+        panic!("not an object: {extra}");
+    };
+    for (key, value) in fields {
+        target[key] = value;
+    }
+}
+
+/// The pod template of the web image labelled `app: web` on the real nodes: HTTP on
+/// 8080 behind a readiness probe. `pod` and `container` set fields of its pod spec
+/// (spread across the real nodes unless it says otherwise) and of its container.
+fn web_template(pod: Value, container: Value) -> Value {
+    let mut web = json!({
+        "name": "web",
+        "image": image("web"),
+        "imagePullPolicy": "Never",
+        "ports": [{ "containerPort": 8080 }],
+        "readinessProbe": {
+            "httpGet": { "path": "/", "port": 8080 },
+            "periodSeconds": 1
+        }
+    });
+    merge(&mut web, container);
+    let mut spec = json!({
+        "nodeSelector": { "kordon.test/real": "true" },
+        "topologySpreadConstraints": [spread(false)],
+        "containers": [web]
+    });
+    merge(&mut spec, pod);
+    json!({ "metadata": { "labels": { "app": "web" } }, "spec": spec })
+}
+
+/// Creates the Deployment `web` in `ns`: `replicas` pods of [`web_template`].
+async fn create_web(client: &Client, ns: &str, replicas: i32, pod: Value, container: Value) {
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": web_template(pod, container)
+        }
+    }))
+    .expect("deployment");
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create deployment");
+}
+
+/// Runs the kordon binary on the real cluster, with the testbed's environment (so a
+/// maintenance command can call `testbed/cluster`).
+fn kordon(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kordon"))
+        .arg("--kubeconfig")
+        .arg(Path::new(DIR).join("admin.kubeconfig"))
+        .args(args)
+        .env("KORDON_CLUSTER_DIR", DIR)
+        .env("KORDON_CLUSTER_PORT", PORT)
+        .env("KORDON_REAL_NODES", REAL_NODES.to_string())
+        .output()
+        .expect("run kordon")
+}
+
+/// Waits until `count` pods match `selector`, all Ready, and returns them.
+async fn wait_ready(pods: &Api<Pod>, selector: &str, count: usize) -> Vec<Pod> {
+    let params = ListParams::default().labels(selector);
+    eventually(
+        &format!("{count} Ready pods {selector}"),
+        Duration::from_secs(120),
+        || async {
+            let list = pods.list(&params).await.expect("list pods").items;
+            list.len() == count && list.iter().all(pod_ready)
+        },
+    )
+    .await;
+    pods.list(&params).await.expect("list pods").items
+}
+
+fn node_of(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+}
+
+fn shown(out: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn real_nodes_run_pods_behind_a_cluster_ip_keep_traffic_local_and_leave_nothing_behind() {
     let mut cluster = RealCluster::up();
@@ -203,53 +329,8 @@ async fn real_nodes_run_pods_behind_a_cluster_ip_keep_traffic_local_and_leave_no
     }
 
     // The web image, one replica on each real node, Ready behind its readiness probe.
-    let ns: Namespace =
-        serde_json::from_value(json!({ "metadata": { "name": NS } })).expect("namespace");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
-    let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), NS);
-    eventually(
-        "default service account",
-        Duration::from_secs(30),
-        || async { sa.get_opt("default").await.ok().flatten().is_some() },
-    )
-    .await;
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": { "name": "web" },
-        "spec": {
-            "replicas": 2,
-            "selector": { "matchLabels": { "app": "web" } },
-            "template": {
-                "metadata": { "labels": { "app": "web" } },
-                "spec": {
-                    "nodeSelector": { "kordon.test/real": "true" },
-                    "topologySpreadConstraints": [{
-                        "maxSkew": 1,
-                        "topologyKey": "kubernetes.io/hostname",
-                        "whenUnsatisfiable": "DoNotSchedule",
-                        "labelSelector": { "matchLabels": { "app": "web" } }
-                    }],
-                    "containers": [{
-                        "name": "web",
-                        "image": image("web"),
-                        "imagePullPolicy": "Never",
-                        "ports": [{ "containerPort": 8080 }],
-                        "readinessProbe": {
-                            "httpGet": { "path": "/", "port": 8080 },
-                            "periodSeconds": 1
-                        }
-                    }]
-                }
-            }
-        }
-    }))
-    .expect("deployment");
-    Api::<Deployment>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &deployment)
-        .await
-        .expect("create deployment");
+    create_namespace(&client, NS).await;
+    create_web(&client, NS, 2, json!({}), json!({})).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let web = ListParams::default().labels("app=web");
     eventually("2 Ready web pods", Duration::from_secs(120), || async {
@@ -431,58 +512,20 @@ async fn kordon_maintain_on_real_nodes_loses_no_request() {
     let cluster = RealCluster::up();
     let client = cluster.client().await;
     let ns = "article";
-    let namespace: Namespace =
-        serde_json::from_value(json!({ "metadata": { "name": ns } })).expect("namespace");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .expect("create namespace");
-    let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), ns);
-    eventually(
-        "default service account",
-        Duration::from_secs(30),
-        || async { sa.get_opt("default").await.ok().flatten().is_some() },
-    )
-    .await;
+    create_namespace(&client, ns).await;
     // A web server that keeps serving for 3 s after SIGTERM, as a well-behaved one
     // does, while its endpoint is withdrawn.
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": { "name": "web" },
-        "spec": {
-            "replicas": 4,
-            "selector": { "matchLabels": { "app": "web" } },
-            "template": {
-                "metadata": { "labels": { "app": "web" } },
-                "spec": {
-                    "nodeSelector": { "kordon.test/real": "true" },
-                    "terminationGracePeriodSeconds": 10,
-                    "topologySpreadConstraints": [{
-                        "maxSkew": 1,
-                        "topologyKey": "kubernetes.io/hostname",
-                        "whenUnsatisfiable": "DoNotSchedule",
-                        "nodeTaintsPolicy": "Honor",
-                        "labelSelector": { "matchLabels": { "app": "web" } }
-                    }],
-                    "containers": [{
-                        "name": "web",
-                        "image": image("web"),
-                        "imagePullPolicy": "Never",
-                        "env": [{ "name": "STOP_DELAY", "value": "3" }],
-                        "ports": [{ "containerPort": 8080 }],
-                        "readinessProbe": {
-                            "httpGet": { "path": "/", "port": 8080 },
-                            "periodSeconds": 1
-                        }
-                    }]
-                }
-            }
-        }
-    }))
-    .expect("deployment");
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &deployment)
-        .await
-        .expect("create deployment");
+    create_web(
+        &client,
+        ns,
+        4,
+        json!({
+            "terminationGracePeriodSeconds": 10,
+            "topologySpreadConstraints": [spread(true)]
+        }),
+        json!({ "env": [{ "name": "STOP_DELAY", "value": "3" }] }),
+    )
+    .await;
     let service: Service = serde_json::from_value(json!({
         "metadata": { "name": "web" },
         "spec": { "selector": { "app": "web" }, "ports": [{ "port": 80, "targetPort": 8080 }] }
@@ -539,12 +582,7 @@ async fn kordon_maintain_on_real_nodes_loses_no_request() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
     let maintain = tokio::task::spawn_blocking(|| {
-        Command::new(env!("CARGO_BIN_EXE_kordon"))
-            .arg("--kubeconfig")
-            .arg(Path::new(DIR).join("admin.kubeconfig"))
-            .args(["maintain", "real-2", "--timeout", "120s", "--", "true"])
-            .output()
-            .expect("run kordon maintain")
+        kordon(&["maintain", "real-2", "--timeout", "120s", "--", "true"])
     })
     .await
     .expect("join");
@@ -607,4 +645,153 @@ fn container_ids(pod: &Pod) -> Vec<String> {
         .flat_map(|s| s.container_statuses.iter().flatten())
         .filter_map(|c| c.container_id.clone())
         .collect()
+}
+
+/// What a test saw of one pod being evicted: when it was marked for deletion (and with
+/// what grace period) and when it was gone, polled every 100 ms.
+struct Departure {
+    marked: Instant,
+    grace: Option<i64>,
+    gone: Instant,
+    gone_at: jiff::Timestamp,
+}
+
+/// Follows pod `name` (by its UID) until it is gone.
+async fn follow_departure(pods: Api<Pod>, name: String, uid: Option<String>) -> Departure {
+    let started = Instant::now();
+    let mut marked = None;
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "pod {name} still there after 3 minutes"
+        );
+        match pods.get_opt(&name).await.expect("get pod") {
+            Some(p) if p.metadata.uid == uid => {
+                if marked.is_none() && p.metadata.deletion_timestamp.is_some() {
+                    marked = Some((Instant::now(), p.metadata.deletion_grace_period_seconds));
+                }
+            }
+            _ => {
+                let (marked, grace) = marked.unwrap_or_else(|| {
+                    panic!("pod {name} went without being seen marked for deletion")
+                });
+                return Departure {
+                    marked,
+                    grace,
+                    gone: Instant::now(),
+                    gone_at: jiff::Timestamp::now(),
+                };
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A real container's `preStop` hook runs and its grace period holds when kordon evicts
+/// it: the hook writes the time to a directory of the host (a hostPath volume) and then
+/// sleeps 3 s, and the pod is gone only after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn eviction_honours_the_grace_period_and_pre_stop_hook_of_a_real_container() {
+    let cluster = RealCluster::up();
+    let client = cluster.client().await;
+    let ns = "prestop";
+    create_namespace(&client, ns).await;
+    let marks = Path::new(DIR).join("marks");
+    std::fs::create_dir_all(&marks).expect("create the marks directory");
+    create_web(
+        &client,
+        ns,
+        2,
+        json!({
+            "terminationGracePeriodSeconds": 10,
+            "topologySpreadConstraints": [spread(true)],
+            "volumes": [{
+                "name": "marks",
+                "hostPath": { "path": marks.display().to_string(), "type": "DirectoryOrCreate" }
+            }]
+        }),
+        json!({
+            "env": [{
+                "name": "POD_NAME",
+                "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } }
+            }],
+            "volumeMounts": [{ "name": "marks", "mountPath": "/marks" }],
+            "lifecycle": {
+                "preStop": {
+                    "exec": {
+                        "command": ["sh", "-c", "date +%s > /marks/$POD_NAME; sleep 3"]
+                    }
+                }
+            }
+        }),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let before = wait_ready(&pods, "app=web", 2).await;
+    let evicted = before
+        .iter()
+        .find(|p| node_of(p) == Some("real-2"))
+        .expect("a web pod on real-2");
+    let name = evicted.metadata.name.clone().expect("pod name");
+    let departure = tokio::spawn(follow_departure(
+        pods.clone(),
+        name.clone(),
+        evicted.metadata.uid.clone(),
+    ));
+
+    let started = Instant::now();
+    let drain = tokio::task::spawn_blocking(|| kordon(&["drain", "real-2", "--timeout", "120s"]))
+        .await
+        .expect("join");
+    let took = started.elapsed();
+    let ended_at = jiff::Timestamp::now();
+    assert_eq!(
+        drain.status.code(),
+        Some(0),
+        "kordon drain:\n{}",
+        shown(&drain)
+    );
+    let departure = departure.await.expect("join");
+    let stopping = departure.gone - departure.marked;
+    let mark = std::fs::read_to_string(marks.join(&name))
+        .unwrap_or_else(|e| panic!("the preStop hook's mark {name} on the host: {e}"));
+    let mark: i64 = mark.trim().parse().expect("the mark is a time in seconds");
+    eprintln!(
+        "real nodes: kordon drain real-2 in {took:?}; {name} marked for deletion {:?} after the drain began, gone {stopping:?} later (grace {:?}); hook ran at {mark}, pod gone at {}, drain ended at {ended_at}",
+        departure.marked - started,
+        departure.grace,
+        departure.gone_at
+    );
+    assert_eq!(
+        departure.grace,
+        Some(10),
+        "the eviction keeps the pod's own grace period"
+    );
+    assert!(
+        stopping >= Duration::from_secs(3),
+        "the pod took {stopping:?} to go, less than its preStop hook's 3 s"
+    );
+    assert!(
+        stopping < Duration::from_secs(10),
+        "the pod took {stopping:?}: its container should exit on SIGTERM after the hook, well within the grace period"
+    );
+    // The hook ran on the node before the pod was gone and before the drain ended,
+    // and the pod stayed at least its 3 s after it (the mark is in whole seconds, rounded down).
+    let gone_at = departure.gone_at.as_millisecond() as f64 / 1000.0;
+    assert!(
+        gone_at - mark as f64 >= 3.0,
+        "gone at {gone_at}, only {} s after the hook's mark {mark}",
+        gone_at - mark as f64
+    );
+    assert!(
+        ended_at.as_second() >= mark + 3,
+        "the drain ended at {ended_at}, less than 3 s after the hook's mark {mark}"
+    );
+
+    // The replacement runs on real-1.
+    let after = wait_ready(&pods, "app=web", 2).await;
+    assert!(
+        after.iter().all(|p| node_of(p) == Some("real-1")),
+        "both web pods on real-1 after the drain"
+    );
 }
