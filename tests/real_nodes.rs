@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service};
 use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -794,4 +794,120 @@ async fn eviction_honours_the_grace_period_and_pre_stop_hook_of_a_real_container
         after.iter().all(|p| node_of(p) == Some("real-1")),
         "both web pods on real-1 after the drain"
     );
+}
+
+/// A DaemonSet's pod on a real node: `drain` without `--ignore-daemonsets` is refused
+/// before anything changes; with it the node is cordoned and the pod keeps running in
+/// the same container.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemonset_pod_on_a_real_node_is_left_running_with_ignore_daemonsets() {
+    let cluster = RealCluster::up();
+    let client = cluster.client().await;
+    let ns = "daemons";
+    create_namespace(&client, ns).await;
+    let daemonset: DaemonSet = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": web_template(json!({ "topologySpreadConstraints": [] }), json!({}))
+        }
+    }))
+    .expect("daemonset");
+    Api::<DaemonSet>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &daemonset)
+        .await
+        .expect("create daemonset");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let before = wait_ready(&pods, "app=web", 2).await;
+    let on_real_2 = before
+        .iter()
+        .find(|p| node_of(p) == Some("real-2"))
+        .expect("the DaemonSet's pod on real-2");
+    let name = on_real_2.metadata.name.clone().expect("pod name");
+    let uid = on_real_2.metadata.uid.clone();
+    let containers = container_ids(on_real_2);
+    assert_eq!(containers.len(), 1, "one container: {containers:?}");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let cordoned = |node: &Node| node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+
+    // Without the flag: refused, exit 3, nothing changed.
+    let refused = tokio::task::spawn_blocking(|| kordon(&["drain", "real-2", "--timeout", "60s"]))
+        .await
+        .expect("join");
+    eprintln!(
+        "real nodes: kordon drain real-2 without the flag:\n{}",
+        shown(&refused)
+    );
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "refused:\n{}",
+        shown(&refused)
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--ignore-daemonsets"),
+        "the refusal names the flag:\n{}",
+        shown(&refused)
+    );
+    let real_2 = nodes.get("real-2").await.expect("real-2");
+    assert!(
+        !cordoned(&real_2),
+        "a refused drain leaves real-2 uncordoned"
+    );
+    assert!(
+        !real_2
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("kordon.dev/cordoned-at"),
+        "a refused drain leaves no cordon mark"
+    );
+
+    // With the flag: drained, cordoned, the DaemonSet pod left running.
+    let drained = tokio::task::spawn_blocking(|| {
+        kordon(&["drain", "real-2", "--ignore-daemonsets", "--timeout", "60s"])
+    })
+    .await
+    .expect("join");
+    eprintln!(
+        "real nodes: kordon drain real-2 --ignore-daemonsets:\n{}",
+        shown(&drained)
+    );
+    assert_eq!(
+        drained.status.code(),
+        Some(0),
+        "drain:\n{}",
+        shown(&drained)
+    );
+    assert!(
+        cordoned(&nodes.get("real-2").await.expect("real-2")),
+        "real-2 is cordoned"
+    );
+    // Give a wrong eviction or a restart time to show.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = pods
+        .get_opt(&name)
+        .await
+        .expect("get pod")
+        .unwrap_or_else(|| panic!("the DaemonSet's pod {name} on real-2 is gone"));
+    assert_eq!(after.metadata.uid, uid, "the same pod {name}");
+    assert!(
+        after.metadata.deletion_timestamp.is_none(),
+        "{name} is not being deleted"
+    );
+    assert!(pod_ready(&after), "{name} is still Ready");
+    assert_eq!(container_ids(&after), containers, "the same container");
+    let restarts: i32 = after
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .map(|c| c.restart_count)
+        .sum();
+    assert_eq!(restarts, 0, "its container never restarted");
+    let ip = pod_ip(&after);
+    let code = tokio::task::spawn_blocking(move || http_get(&ip, 8080))
+        .await
+        .expect("join");
+    assert_eq!(code.ok(), Some(200), "{name} still serves");
 }
