@@ -17,6 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service};
 use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -910,4 +911,175 @@ async fn a_daemonset_pod_on_a_real_node_is_left_running_with_ignore_daemonsets()
         .await
         .expect("join");
     assert_eq!(code.ok(), Some(200), "{name} still serves");
+}
+
+/// The process ID `testbed/cluster` recorded for a component.
+fn component_pid(name: &str) -> u32 {
+    let path = Path::new(DIR).join("pids").join(name);
+    let pid = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    pid.trim().parse().expect("a process ID")
+}
+
+/// `kordon maintain` whose command restarts the real node's containerd and stops its
+/// kubelet, which starts again 5 s after the command ended: until then the node still
+/// shows Ready (the controller manager marks it NotReady only after its node-monitor
+/// grace period), so only the restarted kubelet's own Lease renewal or heartbeat can
+/// tell kordon it is back, and kordon uncordons only after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn maintain_waits_for_a_restarted_real_kubelet_to_report_ready_before_uncordoning() {
+    let cluster = RealCluster::up();
+    let client = cluster.client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let kubelet_before = component_pid("real-2-kubelet");
+    let containerd_before = component_pid("real-2-containerd");
+    let done = Path::new(DIR).join("maintenance-done");
+    let starting = Path::new(DIR).join("kubelet-starting");
+    // The kubelet's start runs in its own session, so it outlives the command.
+    let script = format!(
+        "t={}; \"$t\" restart \"$KORDON_NODE-containerd\" && \"$t\" stop \"$KORDON_NODE-kubelet\" && \
+         {{ setsid sh -c 'sleep 5; date +%s.%N > {}; exec \"$0\" start \"$1\"' \"$t\" \"$KORDON_NODE-kubelet\" \
+         </dev/null >/dev/null 2>&1 & }} && date +%s.%N > {}",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testbed/cluster")
+            .display(),
+        starting.display(),
+        done.display()
+    );
+
+    // Sees real-2 cordoned, then uncordoned, and reads its Lease and Ready heartbeat the
+    // moment it is.
+    let watch = tokio::spawn({
+        let nodes = nodes.clone();
+        async move {
+            let started = Instant::now();
+            let mut cordoned = false;
+            loop {
+                assert!(
+                    started.elapsed() < Duration::from_secs(300),
+                    "real-2 was not cordoned and uncordoned within 5 minutes"
+                );
+                let node = nodes.get("real-2").await.expect("real-2");
+                let unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+                if unschedulable {
+                    cordoned = true;
+                } else if cordoned {
+                    let seen = jiff::Timestamp::now();
+                    let lease = leases.get("real-2").await.expect("real-2's Lease");
+                    let renewed = lease
+                        .spec
+                        .and_then(|s| s.renew_time)
+                        .expect("the Lease's renewTime")
+                        .0;
+                    let heartbeat = node
+                        .status
+                        .and_then(|s| s.conditions)
+                        .into_iter()
+                        .flatten()
+                        .find(|c| c.type_ == "Ready")
+                        .and_then(|c| c.last_heartbeat_time)
+                        .expect("a Ready heartbeat")
+                        .0;
+                    return (seen, renewed, heartbeat);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+
+    let started = Instant::now();
+    let maintain = tokio::task::spawn_blocking(move || {
+        kordon(&[
+            "maintain",
+            "real-2",
+            "--timeout",
+            "120s",
+            "--ready-timeout",
+            "180s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+    })
+    .await
+    .expect("join");
+    let took = started.elapsed();
+    eprintln!(
+        "real nodes: kordon maintain real-2 (restarting its containerd and kubelet) in {took:?}:\n{}",
+        shown(&maintain)
+    );
+    assert_eq!(
+        maintain.status.code(),
+        Some(0),
+        "kordon maintain:\n{}",
+        shown(&maintain)
+    );
+    let (seen, renewed, heartbeat) = watch.await.expect("join");
+    let seconds = |path: &Path| -> f64 {
+        std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .parse()
+            .expect("a time in seconds")
+    };
+    let at = |t: jiff::Timestamp| t.as_microsecond() as f64 / 1e6;
+    let (done_at, starting_at) = (seconds(&done), seconds(&starting));
+    eprintln!(
+        "real nodes: command done at {done_at:.3}; kubelet starting {:.3} s later; uncordon seen {:.3} s later, the Lease renewed {:.3} s and the Ready heartbeat {:.3} s after the kubelet's start",
+        starting_at - done_at,
+        at(seen) - starting_at,
+        at(renewed) - starting_at,
+        at(heartbeat) - starting_at
+    );
+
+    // The kubelet and containerd really restarted: new processes, and their logs say so.
+    let kubelet_after = component_pid("real-2-kubelet");
+    let containerd_after = component_pid("real-2-containerd");
+    assert_ne!(kubelet_after, kubelet_before, "real-2's kubelet restarted");
+    assert_ne!(
+        containerd_after, containerd_before,
+        "real-2's containerd restarted"
+    );
+    for (name, pid) in [
+        ("real-2-kubelet", kubelet_after),
+        ("real-2-containerd", containerd_after),
+    ] {
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "{name} runs again as {pid}"
+        );
+        let log = std::fs::read_to_string(Path::new(DIR).join(format!("logs/{name}.log")))
+            .expect("the component's log");
+        assert!(
+            log.contains("started again by testbed/cluster start"),
+            "{name}'s log shows its second start"
+        );
+    }
+
+    // kordon waited out the 5 s without a kubelet (the node showed Ready all along),
+    // and uncordoned once the restarted kubelet had renewed its Lease or posted a
+    // heartbeat.
+    assert!(
+        at(seen) > starting_at,
+        "real-2 was uncordoned at {seen}, before its kubelet was started again ({starting_at:.3})"
+    );
+    assert!(
+        at(renewed).max(at(heartbeat)) > starting_at,
+        "when real-2 was uncordoned ({seen}) neither its Lease ({renewed}) nor its Ready heartbeat ({heartbeat}) came from the restarted kubelet (started at {starting_at:.3})"
+    );
+    let real_2 = nodes.get("real-2").await.expect("real-2");
+    assert!(node_ready(&real_2), "real-2 is Ready");
+    assert!(
+        real_2.spec.as_ref().and_then(|s| s.unschedulable) != Some(true),
+        "real-2 is uncordoned"
+    );
+    assert!(
+        !real_2
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("kordon.dev/cordoned-at"),
+        "kordon's cordon mark is gone"
+    );
 }
