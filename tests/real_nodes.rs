@@ -1083,3 +1083,135 @@ async fn maintain_waits_for_a_restarted_real_kubelet_to_report_ready_before_unco
         "kordon's cordon mark is gone"
     );
 }
+
+fn has_taint(node: &Node, key: &str) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == key))
+}
+
+/// `drain --node-down` on a real node whose kubelet was killed (its containers run on,
+/// but its Lease and heartbeat really stop): once the controller manager marks it
+/// NotReady (its node-monitor grace period, 50 s by default), kordon confirms it down,
+/// taints it out of service, the control plane deletes its pod, and the replacement runs
+/// Ready on real-1; `uncordon` lifts the taint; `down` leaves nothing of the orphaned
+/// containers.
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_node_down_on_a_real_node_whose_kubelet_was_killed() {
+    let mut cluster = RealCluster::up();
+    let client = cluster.client().await;
+    let ns = "node-down";
+    create_namespace(&client, ns).await;
+    create_web(
+        &client,
+        ns,
+        2,
+        json!({ "topologySpreadConstraints": [spread(true)] }),
+        json!({}),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let before = wait_ready(&pods, "app=web", 2).await;
+    let lost = before
+        .iter()
+        .find(|p| node_of(p) == Some("real-2"))
+        .expect("a web pod on real-2");
+    let lost_uid = lost.metadata.uid.clone();
+    let lost_containers = container_ids(lost);
+
+    let killed = Instant::now();
+    run(&mut testbed(&["kill", "real-2-kubelet"]));
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually(
+        "real-2 NotReady after its kubelet was killed",
+        Duration::from_secs(150),
+        || async { !node_ready(&nodes.get("real-2").await.expect("real-2")) },
+    )
+    .await;
+    eprintln!(
+        "real nodes: real-2 NotReady {:?} after its kubelet was killed",
+        killed.elapsed()
+    );
+
+    let started = Instant::now();
+    let drain = tokio::task::spawn_blocking(|| {
+        kordon(&[
+            "drain",
+            "real-2",
+            "--node-down",
+            "--node-down-after",
+            "10s",
+            "--timeout",
+            "120s",
+        ])
+    })
+    .await
+    .expect("join");
+    eprintln!(
+        "real nodes: kordon drain real-2 --node-down in {:?}:\n{}",
+        started.elapsed(),
+        shown(&drain)
+    );
+    assert_eq!(drain.status.code(), Some(0), "drain:\n{}", shown(&drain));
+    let real_2 = nodes.get("real-2").await.expect("real-2");
+    assert!(
+        has_taint(&real_2, "node.kubernetes.io/out-of-service"),
+        "real-2 is tainted out of service"
+    );
+    assert!(
+        real_2.spec.as_ref().and_then(|s| s.unschedulable) == Some(true),
+        "real-2 is cordoned"
+    );
+
+    // The lost pod is gone and its replacement runs Ready on real-1, in a new container.
+    let after = wait_ready(&pods, "app=web", 2).await;
+    assert!(
+        after.iter().all(|p| p.metadata.uid != lost_uid),
+        "the pod on real-2 is gone"
+    );
+    assert!(
+        after.iter().all(|p| node_of(p) == Some("real-1")),
+        "both web pods run on real-1"
+    );
+    let containers: Vec<String> = after.iter().flat_map(container_ids).collect();
+    assert!(
+        containers.iter().all(|c| !lost_containers.contains(c)),
+        "the replacement is a new container"
+    );
+
+    // The node is let back in: kordon's cordon and out-of-service taint are lifted.
+    let uncordon = tokio::task::spawn_blocking(|| kordon(&["uncordon", "real-2"]))
+        .await
+        .expect("join");
+    assert_eq!(
+        uncordon.status.code(),
+        Some(0),
+        "uncordon:\n{}",
+        shown(&uncordon)
+    );
+    let real_2 = nodes.get("real-2").await.expect("real-2");
+    assert!(
+        !has_taint(&real_2, "node.kubernetes.io/out-of-service"),
+        "uncordon lifts the out-of-service taint"
+    );
+    assert!(
+        real_2.spec.as_ref().and_then(|s| s.unschedulable) != Some(true),
+        "real-2 is uncordoned"
+    );
+    let annotations = real_2.metadata.annotations.unwrap_or_default();
+    assert!(
+        !annotations.contains_key("kordon.dev/out-of-service-at")
+            && !annotations.contains_key("kordon.dev/cordoned-at"),
+        "kordon's marks are gone: {annotations:?}"
+    );
+
+    // real-2's containers outlived its kubelet; `down` still removes everything.
+    cluster.down();
+    let left = node_processes();
+    assert!(left.is_empty(), "processes left after down: {left:#?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let ours: Vec<&str> = mounts.lines().filter(|l| l.contains(DIR)).collect();
+    assert!(ours.is_empty(), "mounts after down: {ours:#?}");
+    assert!(!Path::new(DIR).exists(), "{DIR} after down");
+}
