@@ -150,9 +150,9 @@ pub async fn reconcile(
         };
         slots.push(Slot {
             node: node_name.clone(),
-            out: out_here
-                || (child.is_none()
-                    && (held_now.contains(&node_name) || out_of_service_elsewhere(node))),
+            // Out by this plan's own maintenance, or by anyone else's: another plan may
+            // take a node this plan has already done in this round.
+            out: out_here || held_now.contains(&node_name) || out_of_service_elsewhere(node),
             pending: child.is_none(),
             domains: spec
                 .max_unavailable_per
