@@ -333,13 +333,7 @@ async fn real_nodes_run_pods_behind_a_cluster_ip_keep_traffic_local_and_leave_no
     create_namespace(&client, NS).await;
     create_web(&client, NS, 2, json!({}), json!({})).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let web = ListParams::default().labels("app=web");
-    eventually("2 Ready web pods", Duration::from_secs(120), || async {
-        let list = pods.list(&web).await.expect("list pods").items;
-        list.len() == 2 && list.iter().all(pod_ready)
-    })
-    .await;
-    let running = pods.list(&web).await.expect("list pods").items;
+    let running = wait_ready(&pods, "app=web", 2).await;
     let mut on: Vec<String> = running
         .iter()
         .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
@@ -541,12 +535,7 @@ async fn kordon_maintain_on_real_nodes_loses_no_request() {
         .expect("a ClusterIP");
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let web = ListParams::default().labels("app=web");
-    eventually("4 Ready web pods", Duration::from_secs(120), || async {
-        let list = pods.list(&web).await.expect("list pods").items;
-        list.len() == 4 && list.iter().all(pod_ready)
-    })
-    .await;
-    let before = pods.list(&web).await.expect("list pods").items;
+    let before = wait_ready(&pods, "app=web", 4).await;
     let on_real_2: Vec<&Pod> = before
         .iter()
         .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("real-2"))
