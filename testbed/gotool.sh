@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by helm.sh and vegeta.sh: runs a Go command pinned in its own small module
 # (testbed/NAME/go.mod), built from the Go module proxy into the cache outside the repo
 # on first use, like the control plane.

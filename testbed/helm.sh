@@ -4,5 +4,6 @@
 #   testbed/helm.sh --path   prints the binary's path (building it when missing)
 #   testbed/helm.sh ARGS…    runs helm
 set -euo pipefail
+# shellcheck source=testbed/gotool.sh
 . "$(dirname "$0")/gotool.sh"
 gotool helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm helm.sh/helm/v3/internal/version.version "$@"

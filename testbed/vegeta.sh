@@ -5,5 +5,6 @@
 #   testbed/vegeta.sh --path   prints the binary's path (building it when missing)
 #   testbed/vegeta.sh ARGS…    runs vegeta
 set -euo pipefail
+# shellcheck source=testbed/gotool.sh
 . "$(dirname "$0")/gotool.sh"
 gotool vegeta github.com/tsenart/vegeta/v12 github.com/tsenart/vegeta/v12 main.Version "$@"
