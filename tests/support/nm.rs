@@ -26,15 +26,28 @@ impl Controller {
 
     /// Runs it authenticated by `kubeconfig` (e.g. as the chart's service account).
     pub fn start_as(env: &TestEnv, kubeconfig: &Path, args: &[&str]) -> Self {
-        let crds = env
-            .kubectl()
-            .args(["apply", "-f"])
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/deploy/crds/kordon.dev.yaml"
-            ))
-            .output()
-            .expect("kubectl apply");
+        // Tests start controllers in parallel: on a fresh cluster two applies may both
+        // try to create the CRDs, and the later one is told AlreadyExists; applied
+        // again, it finds them.
+        let apply = || {
+            env.kubectl()
+                .args(["apply", "-f"])
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/deploy/crds/kordon.dev.yaml"
+                ))
+                .output()
+                .expect("kubectl apply")
+        };
+        let mut crds = apply();
+        for _ in 0..3 {
+            if crds.status.success()
+                || !String::from_utf8_lossy(&crds.stderr).contains("AlreadyExists")
+            {
+                break;
+            }
+            crds = apply();
+        }
         assert!(
             crds.status.success(),
             "{}",
