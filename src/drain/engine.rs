@@ -227,9 +227,10 @@ impl<'a> Engine<'a> {
                     .is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
             ready: live.as_deref().is_some_and(pod::is_ready),
             workload: workload.and_then(|id| {
-                let (now, rollout) = self.watch.workload(id)?;
+                let pods = self.watch.pods_of(id);
+                let (now, rollout) = self.watch.workload(id, &pods)?;
                 Some(WorkloadSeen {
-                    serving: self.ready_count(id),
+                    serving: self.serving(&pods),
                     workload: now,
                     rollout,
                 })
@@ -341,8 +342,9 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// The workload's pods that serve now: Ready, not terminating, not evicted by us.
-    fn ready_count(&self, w: &WorkloadId) -> i32 {
+    /// How many of a workload's pods serve now: Ready, not terminating, not evicted by
+    /// us.
+    fn serving(&self, pods: &[Arc<Pod>]) -> i32 {
         let evicted = self
             .ctx
             .turns
@@ -350,9 +352,7 @@ impl<'a> Engine<'a> {
             .lock()
             .map(|e| e.clone())
             .unwrap_or_default();
-        let count = self
-            .watch
-            .pods_of(w)
+        let count = pods
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none() && pod::is_ready(p))
             .filter(|p| !Uid::of(p).is_some_and(|u| evicted.contains(&u)))

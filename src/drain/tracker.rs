@@ -118,14 +118,19 @@ impl<'a> Watches<'a> {
 
     /// The workload as watched now, with its rollout if one is under way; `None` once
     /// it is deleted.
-    pub fn workload(&self, id: &WorkloadId) -> Option<(Workload, Option<Rollout>)> {
+    /// `pods` are its pods as [`Watches::pods_of`] gives them.
+    pub fn workload(
+        &self,
+        id: &WorkloadId,
+        pods: &[Arc<Pod>],
+    ) -> Option<(Workload, Option<Rollout>)> {
         match self.objects.get(&id.namespace)?.get(id)? {
             WorkloadObject::Deployment(d) => {
-                let rollout = workload::deployment_rollout(&d, &self.pods_of(id));
+                let rollout = workload::deployment_rollout(&d, pods);
                 Some((workload::from_deployment(&d)?, rollout))
             }
             WorkloadObject::StatefulSet(s) => {
-                let rollout = workload::stateful_set_rollout(&s, &self.pods_of(id));
+                let rollout = workload::stateful_set_rollout(&s, pods);
                 Some((workload::from_stateful_set(&s)?, rollout))
             }
             WorkloadObject::ReplicaSet(rs) => {
@@ -138,8 +143,8 @@ impl<'a> Watches<'a> {
     /// Whether the workload is back at the availability its budget requires (see
     /// [`step::recovery`]), judged by the budgets of the user's that cover its pods.
     pub fn recovery(&self, planned: &Workload, drained: &NodeName) -> Recovery {
-        let now = self.workload(&planned.id).map(|(w, _)| w);
         let pods = self.pods_of(&planned.id);
+        let now = self.workload(&planned.id, &pods).map(|(w, _)| w);
         let budgets: Vec<Arc<PodDisruptionBudget>> = self
             .budgets_in(&planned.id.namespace)
             .into_iter()
