@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod context;
 pub mod controller;
 pub mod drain;
+pub mod endpoints;
 pub mod error;
 pub mod evict;
 pub mod flag;

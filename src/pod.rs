@@ -74,6 +74,33 @@ pub fn is_ready(pod: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// How long the pod has been Ready (zero if it is not, or the time is unknown).
+pub fn ready_for(pod: &Pod) -> std::time::Duration {
+    let since = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
+        .and_then(|c| c.last_transition_time.as_ref());
+    since
+        .and_then(|t| jiff::Timestamp::now().duration_since(t.0).try_into().ok())
+        .unwrap_or_default()
+}
+
+/// Every container has stopped: with no container left to serve, whatever still
+/// routes to the pod fails.
+pub fn stopped(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| {
+            !cs.is_empty()
+                && cs
+                    .iter()
+                    .all(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
+        })
+}
+
 /// Succeeded or Failed: nothing runs any more and nothing will restart it.
 pub fn finished_phase(pod: &Pod) -> Option<&str> {
     pod.status

@@ -47,7 +47,7 @@ impl Permission {
         }
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         let resource = match self.subresource {
             Some(sub) => format!("{}/{sub}", self.resource),
             None => self.resource.to_string(),
@@ -83,6 +83,29 @@ pub async fn require(
     action: &str,
     wanted: &[Permission],
 ) -> Result<(), ClusterError> {
+    let missing = missing(ctx, wanted).await?;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ClusterError::Forbidden {
+            action: action.to_string(),
+            message: format!(
+                "missing {}",
+                missing
+                    .iter()
+                    .map(Permission::describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+    }
+}
+
+/// The permissions of `wanted` that are not granted, for what kordon can do without.
+pub async fn missing(
+    ctx: &crate::context::Context,
+    wanted: &[Permission],
+) -> Result<Vec<Permission>, ClusterError> {
     let conn = &ctx.conn;
     let api: Api<SelfSubjectAccessReview> = Api::all(conn.client.clone());
     // Each permission asked once, all at once: each review is one round trip.
@@ -121,15 +144,8 @@ pub async fn require(
         if allowed {
             ctx.granted.insert(p);
         } else {
-            missing.push(p.describe());
+            missing.push(p.clone());
         }
     }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(ClusterError::Forbidden {
-            action: action.to_string(),
-            message: format!("missing {}", missing.join(", ")),
-        })
-    }
+    Ok(missing)
 }

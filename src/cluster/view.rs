@@ -7,7 +7,9 @@
 //!   to what decisions read (see [`slim`]);
 //! - the PodDisruptionBudgets of the namespaces involved;
 //! - the workload objects (Deployments, ReplicaSets, StatefulSets) of those
-//!   namespaces, read once.
+//!   namespaces, read once;
+//! - the Services and EndpointSlices of the namespaces whose pods a drain evicts, so a
+//!   replacement counts once its Services route to it (see [`crate::endpoints`]).
 //!
 //! Scoped watches are shared: two drains that need the pods of one workload share one
 //! watch, which stops when the last of them lets go. Every event bumps one change
@@ -19,7 +21,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::Api;
@@ -207,6 +210,8 @@ kept!(PodDisruptionBudget, "PodDisruptionBudgets", budgets);
 kept!(Deployment, "Deployments", deployments);
 kept!(ReplicaSet, "ReplicaSets", replica_sets);
 kept!(StatefulSet, "StatefulSets", stateful_sets);
+kept!(Service, "Services", services);
+kept!(EndpointSlice, "EndpointSlices", endpoint_slices);
 
 /// One namespace's workload objects as watched, of the kinds asked for only: a
 /// namespace's ReplicaSets (every Deployment's history) can be many.
@@ -272,6 +277,8 @@ pub struct View {
     deployments: Registry<String, Deployment>,
     replica_sets: Registry<String, ReplicaSet>,
     stateful_sets: Registry<String, StatefulSet>,
+    services: Registry<String, Service>,
+    endpoint_slices: Registry<String, EndpointSlice>,
     maintenances: Registry<(), NodeMaintenance>,
     workloads: tokio::sync::Mutex<HashMap<String, (Instant, Arc<Workloads>)>>,
 }
@@ -296,6 +303,8 @@ impl View {
             deployments: Mutex::default(),
             replica_sets: Mutex::default(),
             stateful_sets: Mutex::default(),
+            services: Mutex::default(),
+            endpoint_slices: Mutex::default(),
             maintenances: Mutex::default(),
             workloads: tokio::sync::Mutex::default(),
         }

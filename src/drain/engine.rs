@@ -15,9 +15,10 @@ use serde_json::json;
 use super::shared;
 use super::step::{self, Seen, Step, WorkloadSeen};
 use super::tracker::Watches;
-use super::{DrainError, Event, Progress};
+use super::{DrainError, EarlyStop, Event, Progress};
 use crate::budget::BudgetKey;
 use crate::context::Context;
+use crate::endpoints;
 use crate::evict::{self, Blocked, Outcome};
 use crate::plan::guards::Guard;
 use crate::pod::{self, PodKey, Uid};
@@ -115,6 +116,8 @@ impl<'a> Engine<'a> {
         let mut held_by: Option<String> = None;
         let mut turn = None;
         let mut shown = None;
+        // When kordon's eviction was accepted, and the Services routing to the pod then.
+        let mut evicted: Option<(Instant, Vec<String>)> = None;
         loop {
             let mut changes = self.watch.subscribe();
             let mut deciding = match &decide {
@@ -124,6 +127,14 @@ impl<'a> Engine<'a> {
             let seen = self
                 .seen(target, workload, leaving, held_by.as_deref())
                 .await;
+            let stopped =
+                || seen.gone || self.watch.current(target).is_some_and(|p| pod::stopped(&p));
+            if evicted.is_some()
+                && stopped()
+                && let Some((at, services)) = evicted.take()
+            {
+                self.stopped(target, at.elapsed(), services);
+            }
             match step::next(guard.unwrap_or(&Guard::Api), &seen, self.allow_disruption) {
                 Step::Done => break,
                 Step::AwaitGone | Step::WaitForBudget(_) => {}
@@ -148,32 +159,39 @@ impl<'a> Engine<'a> {
                     leaving = true;
                     continue;
                 }
-                Step::Evict => match self.evict(target).await? {
-                    Outcome::Accepted | Outcome::AlreadyGone => {
-                        if let (Ok(mut evicted), Some(uid)) =
-                            (self.ctx.turns.evicted.lock(), Uid::of(target))
-                        {
-                            evicted.insert(uid);
-                        }
-                        leaving = true;
-                        continue;
-                    }
-                    Outcome::Blocked(b) => {
-                        deciding = None;
-                        held_by = b.budget.clone();
-                        self.blocked(target, b, &mut shown);
-                        // Pods under one budget take turns, so a freed disruption is not
-                        // met by a burst of requests of which all but one are refused.
-                        if let (Some(budget), None) = (&held_by, &turn) {
-                            let namespace =
-                                target.metadata.namespace.as_deref().unwrap_or_default();
-                            let lock =
-                                self.lock_for(Turn::Budget(BudgetKey::new(namespace, budget)));
-                            turn = Some(lock.lock_owned().await);
+                Step::Evict => {
+                    // Read before the eviction: the endpoint turns not-ready right after.
+                    let routed = self.watch.reach(target).listed;
+                    match self.evict(target).await? {
+                        outcome @ (Outcome::Accepted | Outcome::AlreadyGone) => {
+                            if outcome == Outcome::Accepted {
+                                evicted = Some((Instant::now(), routed));
+                            }
+                            if let (Ok(mut evicted), Some(uid)) =
+                                (self.ctx.turns.evicted.lock(), Uid::of(target))
+                            {
+                                evicted.insert(uid);
+                            }
+                            leaving = true;
                             continue;
                         }
+                        Outcome::Blocked(b) => {
+                            deciding = None;
+                            held_by = b.budget.clone();
+                            self.blocked(target, b, &mut shown);
+                            // Pods under one budget take turns, so a freed disruption is not
+                            // met by a burst of requests of which all but one are refused.
+                            if let (Some(budget), None) = (&held_by, &turn) {
+                                let namespace =
+                                    target.metadata.namespace.as_deref().unwrap_or_default();
+                                let lock =
+                                    self.lock_for(Turn::Budget(BudgetKey::new(namespace, budget)));
+                                turn = Some(lock.lock_owned().await);
+                                continue;
+                            }
+                        }
                     }
-                },
+                }
                 Step::WaitForReplacement { serving, floor } => {
                     let Some(Guard::Implicit(w)) = guard else {
                         break;
@@ -183,7 +201,7 @@ impl<'a> Engine<'a> {
                         Blocked {
                             budget: None,
                             detail: format!(
-                                "{} has {serving} Ready pod(s) and keeps at least {floor}; waiting for a replacement to be Ready",
+                                "{} has {serving} serving pod(s) and keeps at least {floor}; waiting for a replacement to be Ready and reached by its Services",
                                 w.id
                             ),
                         },
@@ -192,13 +210,32 @@ impl<'a> Engine<'a> {
                 }
             }
             drop(deciding);
-            let _ = tokio::time::timeout(RECHECK, changes.changed()).await;
+            self.watch.changed(&mut changes, RECHECK).await;
         }
         if let Ok(mut gone) = self.progress.gone.lock() {
             gone.push(key.clone());
         }
         (self.on_event)(Event::Gone { pod: key });
         Ok(())
+    }
+
+    /// A pod kordon evicted has stopped `after` its eviction; `routed` are the Services
+    /// that listed it then. Stopping sooner than [`endpoints::EARLY_STOP`] means
+    /// requests were still routed to it after it stopped: said, so its owner can give it
+    /// a `preStop` hook or keep serving through SIGTERM.
+    fn stopped(&self, target: &Pod, after: Duration, routed: Vec<String>) {
+        if routed.is_empty() || after >= endpoints::EARLY_STOP {
+            return;
+        }
+        let early = EarlyStop {
+            pod: PodKey::of(target),
+            after_seconds: after.as_secs_f64(),
+            services: routed,
+        };
+        if let Ok(mut stops) = self.progress.stopped_early.lock() {
+            stops.push(early.clone());
+        }
+        (self.on_event)(Event::StoppedEarly(early));
     }
 
     /// What the view shows of the pod now.
@@ -343,7 +380,7 @@ impl<'a> Engine<'a> {
     }
 
     /// How many of a workload's pods serve now: Ready, not terminating, not evicted by
-    /// us.
+    /// us, and reached by their Services.
     fn serving(&self, pods: &[Arc<Pod>]) -> i32 {
         let evicted = self
             .ctx
@@ -356,6 +393,7 @@ impl<'a> Engine<'a> {
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none() && pod::is_ready(p))
             .filter(|p| !Uid::of(p).is_some_and(|u| evicted.contains(&u)))
+            .filter(|p| self.watch.serves(p))
             .count();
         i32::try_from(count).unwrap_or(i32::MAX)
     }

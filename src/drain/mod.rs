@@ -215,6 +215,20 @@ pub enum Event {
         stage: Lifecycle,
         node: Option<String>,
     },
+    /// An evicted pod stopped while its Services could still route to it.
+    StoppedEarly(EarlyStop),
+}
+
+/// A pod that stopped within [`crate::endpoints::EARLY_STOP`] of its eviction while it
+/// was a ready endpoint of `services`: requests sent to it until every kube-proxy had
+/// dropped it failed. The fix is the pod's: a `preStop` hook, or serving on through
+/// SIGTERM for a few seconds.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EarlyStop {
+    pub pod: PodKey,
+    pub after_seconds: f64,
+    pub services: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -228,6 +242,8 @@ pub struct DrainReport {
     pub workloads: Vec<WorkloadRecovery>,
     /// Pods deleted past their budgets after the deadline, and by which rule.
     pub deleted_past_budget: Vec<Escalation>,
+    /// Evicted pods that stopped while their Services still routed to them.
+    pub stopped_early: Vec<EarlyStop>,
     pub elapsed_seconds: f64,
     pub dry_run: bool,
 }
@@ -540,6 +556,7 @@ pub async fn execute(
             replacements: Vec::new(),
             workloads: Vec::new(),
             deleted_past_budget: Vec::new(),
+            stopped_early: Vec::new(),
             elapsed_seconds: started.elapsed().as_secs_f64(),
             dry_run,
         });
@@ -594,6 +611,7 @@ pub async fn execute(
             replacements: Vec::new(),
             workloads: Vec::new(),
             deleted_past_budget: Vec::new(),
+            stopped_early: Vec::new(),
             elapsed_seconds: started.elapsed().as_secs_f64(),
             dry_run,
         });
@@ -607,8 +625,10 @@ pub async fn execute(
             .filter(|w| seen.insert(&w.id))
             .collect()
     };
+    let evicted_from = namespaces(&to_evict);
+    let exposed = routable(ctx, &evicted_from).await?;
     let watch =
-        tracker::Watches::start(&ctx.view, &plan.node, &involved, &namespaces(&to_evict)).await?;
+        tracker::Watches::start(&ctx.view, &plan.node, &involved, &evicted_from, &exposed).await?;
     let progress = Progress::default();
     let recoveries = |watch: &tracker::Watches<'_>| -> Vec<WorkloadRecovery> {
         involved
@@ -794,7 +814,7 @@ pub async fn execute(
                 if !recoveries(&watch).iter().any(WorkloadRecovery::is_short) {
                     return;
                 }
-                let _ = changes.changed().await;
+                watch.changed(&mut changes, engine::RECHECK).await;
             }
         };
         let tracking = replacements.follow(&watch, on_event);
@@ -866,6 +886,11 @@ pub async fn execute(
         workloads,
         deleted_past_budget: progress
             .escalations
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default(),
+        stopped_early: progress
+            .stopped_early
             .lock()
             .map(|e| e.clone())
             .unwrap_or_default(),
@@ -995,6 +1020,35 @@ fn needed_permissions(plan: &Plan, opts: &DrainOptions) -> Vec<Permission> {
     wanted
 }
 
+/// The namespaces among `namespaces` whose Services and EndpointSlices kordon may
+/// watch. Without those rights a replacement counts once Ready, as kubectl's does:
+/// said once, not refused.
+async fn routable(ctx: &Context, namespaces: &[String]) -> Result<Vec<String>, DrainError> {
+    let wanted = |ns: &String| {
+        [("", "services"), ("discovery.k8s.io", "endpointslices")]
+            .into_iter()
+            .flat_map(|(group, resource)| {
+                ["list", "watch"]
+                    .map(|verb| Permission::namespaced(verb, group, resource, None, ns))
+            })
+            .collect::<Vec<_>>()
+    };
+    let all: Vec<Permission> = namespaces.iter().flat_map(wanted).collect();
+    let missing = access::missing(ctx, &all).await?;
+    if !missing.is_empty() {
+        let rights: Vec<String> = missing.iter().map(Permission::describe).collect();
+        tracing::warn!(
+            "missing {}: replacements there count once Ready, not once their Services reach them",
+            rights.join(", ")
+        );
+    }
+    Ok(namespaces
+        .iter()
+        .filter(|ns| !missing.iter().any(|p| p.namespace.as_ref() == Some(*ns)))
+        .cloned()
+        .collect())
+}
+
 /// The namespaces of the pods, each once.
 fn namespaces(pods: &[&Pod]) -> Vec<String> {
     let mut namespaces: Vec<String> = pods
@@ -1011,6 +1065,7 @@ fn namespaces(pods: &[&Pod]) -> Vec<String> {
 #[derive(Default)]
 struct Progress {
     gone: Mutex<Vec<PodKey>>,
+    stopped_early: Mutex<Vec<EarlyStop>>,
     blocks: Mutex<Vec<(PodKey, Blocked)>>,
     escalations: Mutex<Vec<Escalation>>,
 }

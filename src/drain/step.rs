@@ -115,8 +115,9 @@ pub enum Recovery {
 }
 
 /// Decides [`Recovery`] from the workload as watched now (`None` once deleted), its
-/// pods, and the PodDisruptionBudgets of the user's that cover it. Pods on the drained
-/// node never count: they are leaving. A budget of the user's keeps guarding the
+/// pods, and the PodDisruptionBudgets of the user's that cover it. A pod counts when it
+/// is Ready and `serves` (its Services route to it); pods on the drained node never
+/// count: they are leaving. A budget of the user's keeps guarding the
 /// workload after the drain, so it is back once that budget has the healthy pods it
 /// wants. An implicit budget ends with the drain (and kordon's shared budget with it),
 /// so a workload without a budget of the user's is back only at all its replicas:
@@ -126,6 +127,7 @@ pub fn recovery(
     pods: &[Arc<Pod>],
     budgets: &[Arc<PodDisruptionBudget>],
     drained: &NodeName,
+    serves: &dyn Fn(&Pod) -> bool,
 ) -> Recovery {
     let Some(w) = workload else {
         return Recovery::Deleted;
@@ -134,6 +136,7 @@ pub fn recovery(
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none() && pod::is_ready(p))
         .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(drained.as_str()))
+        .filter(|p| serves(p))
         .map(|p| PodKey::of(p))
         .collect();
     let short_budget = budgets.iter().find_map(|b| {
@@ -348,6 +351,18 @@ mod tests {
         }
 
         #[test]
+        fn a_ready_replacement_its_services_do_not_route_to_yet_does_not_count() {
+            let pods = vec![
+                pod("web-a", "node-a", "old", true, false),
+                pod("web-r", "node-b", "old", true, false),
+            ];
+            let unreached = |p: &Pod| p.metadata.name.as_deref() != Some("web-r");
+            let r = recovery(Some(&workload(2, 1)), &pods, &[], &drained(), &unreached);
+            assert!(matches!(r, Recovery::Short { needs: 2, .. }), "{r:?}");
+            assert_eq!(names(&r), ["shop/web-a"]);
+        }
+
+        #[test]
         fn a_rollout_that_replaced_the_replacement_still_brings_the_workload_back() {
             // web-r (the replacement, old ReplicaSet) was removed by the rollout; the new
             // ReplicaSet's pods serve instead.
@@ -358,10 +373,10 @@ mod tests {
                 pod("web-n2", "node-b", "new", true, false),
                 pod("web-n3", "node-b", "new", false, false),
             ];
-            let r = recovery(Some(&workload(4, 1)), &pods, &[], &drained());
+            let r = recovery(Some(&workload(4, 1)), &pods, &[], &drained(), &|_| true);
             assert!(matches!(r, Recovery::Short { needs: 4, .. }), "{r:?}");
             pods[4] = pod("web-n3", "node-b", "new", true, false);
-            let r = recovery(Some(&workload(4, 1)), &pods, &[], &drained());
+            let r = recovery(Some(&workload(4, 1)), &pods, &[], &drained(), &|_| true);
             assert!(matches!(r, Recovery::Back { .. }), "{r:?}");
             assert_eq!(
                 names(&r),
@@ -379,7 +394,7 @@ mod tests {
                 pod("web-r", "node-b", "rs", true, true),
                 pod("web-s", "node-d", "rs", false, false),
             ];
-            let short = recovery(Some(&workload(3, 1)), &pods, &[], &drained());
+            let short = recovery(Some(&workload(3, 1)), &pods, &[], &drained(), &|_| true);
             assert_eq!(
                 short,
                 Recovery::Short {
@@ -389,7 +404,7 @@ mod tests {
                 }
             );
             pods[3] = pod("web-s", "node-d", "rs", true, false);
-            let back = recovery(Some(&workload(3, 1)), &pods, &[], &drained());
+            let back = recovery(Some(&workload(3, 1)), &pods, &[], &drained(), &|_| true);
             assert!(matches!(back, Recovery::Back { .. }), "{back:?}");
         }
 
@@ -400,21 +415,24 @@ mod tests {
                 pod("web-a", "node-a", "rs", true, false),
                 pod("web-b", "node-b", "rs", true, false),
             ];
-            let r = recovery(Some(&workload(2, 1)), &pods, &[], &drained());
+            let r = recovery(Some(&workload(2, 1)), &pods, &[], &drained(), &|_| true);
             assert!(matches!(r, Recovery::Back { .. }), "{r:?}");
             // Pods still on the drained node never count.
             let leaving = [
                 pod("web-a", "node-a", "rs", true, false),
                 pod("web-c", "node-c", "rs", true, false),
             ];
-            let r = recovery(Some(&workload(2, 1)), &leaving, &[], &drained());
+            let r = recovery(Some(&workload(2, 1)), &leaving, &[], &drained(), &|_| true);
             assert!(matches!(r, Recovery::Short { needs: 2, .. }), "{r:?}");
         }
 
         #[test]
         fn a_workload_deleted_mid_drain_is_nothing_to_wait_for() {
             let pods = [pod("web-a", "node-a", "rs", false, true)];
-            assert_eq!(recovery(None, &pods, &[], &drained()), Recovery::Deleted);
+            assert_eq!(
+                recovery(None, &pods, &[], &drained(), &|_| true),
+                Recovery::Deleted
+            );
         }
 
         #[test]
@@ -430,12 +448,24 @@ mod tests {
                 )
             };
             let pods = [pod("web-a", "node-a", "rs", true, false)];
-            let r = recovery(Some(&workload(4, 1)), &pods, &[pdb(2, 3)], &drained());
+            let r = recovery(
+                Some(&workload(4, 1)),
+                &pods,
+                &[pdb(2, 3)],
+                &drained(),
+                &|_| true,
+            );
             assert!(
                 matches!(&r, Recovery::Short { needs: 3, budget: Some(b), .. } if b == "web"),
                 "{r:?}"
             );
-            let r = recovery(Some(&workload(4, 1)), &pods, &[pdb(3, 3)], &drained());
+            let r = recovery(
+                Some(&workload(4, 1)),
+                &pods,
+                &[pdb(3, 3)],
+                &drained(),
+                &|_| true,
+            );
             assert!(matches!(r, Recovery::Back { .. }), "{r:?}");
         }
     }

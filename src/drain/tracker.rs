@@ -2,12 +2,15 @@
 //! pods, the pods of each workload involved, the workloads and budgets of each
 //! namespace involved) answer "is the pod with this UID gone?", "is its workload
 //! rolling out, and how many of its pods serve?", "has a budget moved?", and every
-//! waiter wakes on the view's change signal.
+//! waiter wakes on the view's change signal. The Services and EndpointSlices of the
+//! namespaces involved say whether a Ready pod is reached yet (see [`endpoints`]).
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::ObjectRef;
@@ -18,9 +21,13 @@ use super::step::{self, Recovery};
 use crate::budget::{self, BudgetKey};
 use crate::cluster::ClusterError;
 use crate::cluster::view::{PodScope, View, Watched, WatchedWorkloads, WorkloadObject};
+use crate::endpoints::{self, Counted, Reach};
 use crate::names::NodeName;
 use crate::pod::{self, Lifecycle, PodKey, Uid};
 use crate::workload::{self, Rollout, Workload, WorkloadId, WorkloadKind};
+
+/// A namespace's Services and EndpointSlices, watched.
+type Routes = (Arc<Watched<Service>>, Arc<Watched<EndpointSlice>>);
 
 /// The watches one drain holds; dropping them lets the view stop what no one else uses.
 pub struct Watches<'a> {
@@ -34,18 +41,27 @@ pub struct Watches<'a> {
     /// The workload objects of each namespace involved, of the kinds involved: their
     /// current spec and whether they roll out.
     objects: HashMap<String, WatchedWorkloads>,
+    /// The Services and EndpointSlices of each namespace whose pods are evicted, where
+    /// kordon may watch them.
+    endpoints: HashMap<String, Routes>,
     /// UIDs of the workloads' pods when the drain began: a replacement is not among them.
     initial: HashSet<Uid>,
+    /// When each replacement was first seen listed by all its Services.
+    listed_since: Mutex<HashMap<Uid, Instant>>,
+    /// The earliest moment a pod not counted yet may count by time alone.
+    due: Mutex<Option<Instant>>,
 }
 
 impl<'a> Watches<'a> {
     /// Starts every watch at once: a drain waits for the slowest first list, not
-    /// for the sum of them.
+    /// for the sum of them. `exposed` are the namespaces whose Services and
+    /// EndpointSlices are watched.
     pub async fn start(
         view: &'a View,
         node: &NodeName,
         workloads: &[&Workload],
         namespaces: &[String],
+        exposed: &[String],
     ) -> Result<Self, ClusterError> {
         let node_scope = PodScope::Node(node.clone());
         let budget_watches = try_join_all(namespaces.iter().map(|ns| view.budgets(ns)));
@@ -59,11 +75,16 @@ impl<'a> Watches<'a> {
         let object_watches = try_join_all(kinds.iter().map(|(ns, kinds)| async move {
             Ok::<_, ClusterError>((ns.to_string(), view.workload_objects(ns, kinds).await?))
         }));
-        let (node, pods, budget_watches, objects) = futures::try_join!(
+        let endpoint_watches = try_join_all(exposed.iter().map(|ns| async move {
+            let (services, slices) = futures::try_join!(view.objects(ns), view.objects(ns))?;
+            Ok::<_, ClusterError>((ns.clone(), (services, slices)))
+        }));
+        let (node, pods, budget_watches, objects, endpoints) = futures::try_join!(
             view.pods(&node_scope),
             view.pods_of_workloads(workloads),
             budget_watches,
             object_watches,
+            endpoint_watches,
         )?;
         let initial = pods
             .iter()
@@ -84,8 +105,73 @@ impl<'a> Watches<'a> {
             workloads: watched,
             budgets: namespaces.iter().cloned().zip(budget_watches).collect(),
             objects: objects.into_iter().collect(),
+            endpoints: endpoints.into_iter().collect(),
             initial,
+            listed_since: Mutex::default(),
+            due: Mutex::default(),
         })
+    }
+
+    /// Which Services select the pod, and which of them list it as a ready endpoint.
+    pub fn reach(&self, p: &Pod) -> Reach {
+        let namespace = p.metadata.namespace.as_deref().unwrap_or_default();
+        match self.endpoints.get(namespace) {
+            Some((services, slices)) => {
+                let (services, slices) = (services.state(), slices.state());
+                endpoints::reach(
+                    p,
+                    services.iter().map(AsRef::as_ref),
+                    slices.iter().map(AsRef::as_ref),
+                )
+            }
+            None => Reach::default(),
+        }
+    }
+
+    /// Whether a Ready pod serves: its Services route to it, or will have by now (see
+    /// [`endpoints::counted`]). A pod not counted yet makes [`Watches::changed`] wake
+    /// when it may count.
+    pub fn serves(&self, p: &Pod) -> bool {
+        let reach = self.reach(p);
+        let now = Instant::now();
+        let listed_for = match (Uid::of(p), self.was_there(p)) {
+            (Some(uid), false) => self.listed_since.lock().ok().and_then(|mut since| {
+                if !reach.unlisted.is_empty() || reach.listed.is_empty() {
+                    since.remove(&uid);
+                    return None;
+                }
+                Some(now.duration_since(*since.entry(uid).or_insert(now)))
+            }),
+            _ => None,
+        };
+        match endpoints::counted(&reach, listed_for, pod::ready_for(p)) {
+            Counted::Yes => true,
+            Counted::After(left) => {
+                if let Ok(mut due) = self.due.lock() {
+                    let at = now + left;
+                    *due = Some(due.filter(|d| *d > now).map_or(at, |d| d.min(at)));
+                }
+                false
+            }
+        }
+    }
+
+    /// Waits until the view changes, a pod not counted yet may count, or `at_most`
+    /// passes. `changes` comes from [`Watches::subscribe`], taken before the last look.
+    pub async fn changed(
+        &self,
+        changes: &mut tokio::sync::watch::Receiver<u64>,
+        at_most: Duration,
+    ) {
+        let now = Instant::now();
+        let due = self
+            .due
+            .lock()
+            .ok()
+            .and_then(|d| *d)
+            .filter(|d| *d > now)
+            .map_or(at_most, |d| (d - now).min(at_most));
+        let _ = tokio::time::timeout(due, changes.changed()).await;
     }
 
     /// The pod as the view has it now; `None` once no pod with its UID is on the node.
@@ -151,7 +237,7 @@ impl<'a> Watches<'a> {
             .filter(|b| !super::shared::is_shared(b))
             .filter(|b| pods.iter().any(|p| budget::covers(b, p)))
             .collect();
-        step::recovery(now.as_ref(), &pods, &budgets, drained)
+        step::recovery(now.as_ref(), &pods, &budgets, drained, &|p| self.serves(p))
     }
 
     /// Whether the budget allows a disruption now (as the disruption controller

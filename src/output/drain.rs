@@ -88,6 +88,18 @@ impl Report for DrainReport {
         for e in &self.deleted_past_budget {
             text.push_str(&format!("\n  {}", e.describe()));
         }
+        if !self.stopped_early.is_empty() {
+            let pods: Vec<String> = self
+                .stopped_early
+                .iter()
+                .map(|s| format!("{} ({:.1}s)", s.pod, s.after_seconds))
+                .collect();
+            text.push_str(&format!(
+                "\n  stopped while their Services still routed to them, so requests to them failed: {}; \
+                 give them a preStop hook (e.g. sleep 5) or keep serving for a few seconds after SIGTERM",
+                pods.join(", ")
+            ));
+        }
         text
     }
 }
@@ -139,5 +151,11 @@ pub fn event_line(event: &Event) -> String {
             Some(node) => format!("  {pod} (replaces {replaces}): {stage} on {node}"),
             None => format!("  {pod} (replaces {replaces}): {stage}"),
         },
+        Event::StoppedEarly(s) => format!(
+            "{}: stopped {:.1}s after its eviction while Service {} still routed to it",
+            s.pod,
+            s.after_seconds,
+            s.services.join(", ")
+        ),
     }
 }
