@@ -244,6 +244,23 @@ async fn create_web(client: &Client, ns: &str, replicas: i32, pod: Value, contai
         .expect("create deployment");
 }
 
+/// Creates the ClusterIP Service `web` (port 80 to the web pods' 8080) in `ns` and
+/// returns its ClusterIP.
+async fn create_service(client: &Client, ns: &str) -> String {
+    let service: Service = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": { "selector": { "app": "web" }, "ports": [{ "port": 80, "targetPort": 8080 }] }
+    }))
+    .expect("service");
+    Api::<Service>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP")
+}
+
 /// Runs the kordon binary on the real cluster, with the testbed's environment (so a
 /// maintenance command can call `testbed/cluster`).
 fn kordon(args: &[&str]) -> std::process::Output {
@@ -521,18 +538,7 @@ async fn kordon_maintain_on_real_nodes_loses_no_request() {
         json!({ "env": [{ "name": "STOP_DELAY", "value": "3" }] }),
     )
     .await;
-    let service: Service = serde_json::from_value(json!({
-        "metadata": { "name": "web" },
-        "spec": { "selector": { "app": "web" }, "ports": [{ "port": 80, "targetPort": 8080 }] }
-    }))
-    .expect("service");
-    let cluster_ip = Api::<Service>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &service)
-        .await
-        .expect("create service")
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("a ClusterIP");
+    let cluster_ip = create_service(&client, ns).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let web = ListParams::default().labels("app=web");
     let before = wait_ready(&pods, "app=web", 4).await;
@@ -597,6 +603,11 @@ async fn kordon_maintain_on_real_nodes_loses_no_request() {
         report.sent >= 1000,
         "the probe ran: {} requests",
         report.sent
+    );
+    assert!(
+        !shown(&maintain).contains("still routed"),
+        "a pod that serves 3 s past SIGTERM is not named as stopping early:\n{}",
+        shown(&maintain)
     );
     assert!(
         report.failures.is_empty(),
@@ -784,6 +795,58 @@ async fn eviction_honours_the_grace_period_and_pre_stop_hook_of_a_real_container
         after.iter().all(|p| node_of(p) == Some("real-1")),
         "both web pods on real-1 after the drain"
     );
+}
+
+/// A web server that exits the moment SIGTERM comes, behind a Service: kube-proxy still
+/// routes to it until it has synced, so requests fail, and the pod is not kordon's to
+/// fix. The drain names it (the Service, how soon it stopped), and names no pod that
+/// served through its preStop hook.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_that_exits_on_sigterm_while_its_service_routes_to_it_is_named() {
+    let cluster = RealCluster::up();
+    let client = cluster.client().await;
+    let ns = "abrupt";
+    create_namespace(&client, ns).await;
+    create_web(
+        &client,
+        ns,
+        2,
+        json!({ "topologySpreadConstraints": [spread(true)] }),
+        json!({ "env": [{ "name": "STOP_DELAY", "value": "0" }] }),
+    )
+    .await;
+    create_service(&client, ns).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let before = wait_ready(&pods, "app=web", 2).await;
+    let abrupt = before
+        .iter()
+        .find(|p| node_of(p) == Some("real-2"))
+        .and_then(|p| p.metadata.name.clone())
+        .expect("a web pod on real-2");
+
+    let drain = tokio::task::spawn_blocking(|| {
+        kordon(&["drain", "real-2", "--timeout", "120s", "-o", "json"])
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        drain.status.code(),
+        Some(0),
+        "kordon drain:\n{}",
+        shown(&drain)
+    );
+    let reports: Value = serde_json::from_slice(&drain.stdout).expect("the drain's JSON report");
+    let report = &reports[0];
+    let stopped = report["stoppedEarly"].as_array().expect("stoppedEarly");
+    assert_eq!(stopped.len(), 1, "{report:#}");
+    assert_eq!(stopped[0]["pod"], format!("{ns}/{abrupt}"));
+    assert_eq!(stopped[0]["services"], json!(["web"]));
+    let after = stopped[0]["afterSeconds"].as_f64().expect("afterSeconds");
+    assert!(after < 2.0, "stopped {after} s after its eviction");
+    // Its replacement counted only once the Service listed it: the workload is back
+    // with both pods on real-1.
+    let after = wait_ready(&pods, "app=web", 2).await;
+    assert!(after.iter().all(|p| node_of(p) == Some("real-1")));
 }
 
 /// A DaemonSet's pod on a real node: `drain` without `--ignore-daemonsets` is refused
