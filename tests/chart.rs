@@ -46,7 +46,7 @@ fn rendered(release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
     args.extend_from_slice(extra);
     let yaml = helm(&args);
     yaml.split("\n---")
-        .filter_map(|doc| serde_yaml_ng::from_str::<Value>(doc).ok())
+        .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
         .filter(|v| v.is_object())
         .collect()
 }

@@ -1,5 +1,6 @@
 //! The skeleton's promises: `kordon version` talks to the server, and a broken or
-//! missing kubeconfig is one sentence and a non-zero exit.
+//! missing kubeconfig is one sentence and a non-zero exit (after kordon's own version,
+//! as `kubectl version` prints its client's).
 mod support;
 
 use std::process::Command;
@@ -32,6 +33,68 @@ fn assert_one_sentence_error(out: &std::process::Output, needle: &str) {
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(stderr.contains(needle), "{stderr} should mention {needle}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("kordon {}", env!("CARGO_PKG_VERSION")),
+        "kordon's own version comes first, whatever the server"
+    );
+}
+
+#[test]
+fn version_client_asks_no_server() {
+    let out = kordon()
+        .args([
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+            "version",
+            "--client",
+            "-o",
+            "json",
+        ])
+        .output()
+        .expect("run kordon");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v,
+        serde_json::json!({ "client": env!("CARGO_PKG_VERSION") })
+    );
+}
+
+#[test]
+fn completion_scripts_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F _kordon"),
+        ("zsh", "#compdef kordon"),
+        ("fish", "complete -c kordon"),
+    ] {
+        let out = kordon()
+            .args(["completion", shell])
+            .output()
+            .expect("run kordon");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && script.contains(marker),
+            "{shell}: {script:.200}"
+        );
+        assert!(
+            script.contains("maintain"),
+            "{shell} completes the subcommands"
+        );
+    }
+    let out = kordon()
+        .args(["completion", "tcsh"])
+        .output()
+        .expect("run kordon");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
 }
 
 #[test]

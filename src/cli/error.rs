@@ -15,7 +15,7 @@ pub enum CliError {
     Kordon(Box<kordon::error::Error>),
     /// Writing the CRDs out.
     #[error("cannot render the CRDs")]
-    Crds(#[source] serde_yaml_ng::Error),
+    Crds(#[source] serde_saphyr::SerializeError),
 }
 
 pub type Result<T = ()> = std::result::Result<T, CliError>;

@@ -115,7 +115,12 @@ impl NodeSelection {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print kordon's version and the API server's.
-    Version,
+    Version(version::VersionArgs),
+    /// Print a shell completion script: `source <(kordon completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Mark nodes unschedulable: running pods stay, new pods go elsewhere.
     Cordon(cordon::CordonArgs),
     /// Mark nodes schedulable again.
@@ -138,7 +143,12 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> error::Result {
     match cli.command {
-        Command::Version => version::run(&cli.global).await,
+        Command::Version(args) => version::run(&cli.global, &args).await,
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "kordon", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Controller(args) => controller::run(&cli.global, &args).await,
         Command::Crd => controller::print_crds(),
         Command::Cordon(args) => cordon::run(&cli.global, &args, true).await,

@@ -1,14 +1,35 @@
+use clap::Args;
 use kordon::cluster::Connection;
 use kordon::output::version::Versions;
 
 use super::GlobalArgs;
 
-/// Like `kubectl version`: our version, then the server's (which needs a working
-/// kubeconfig, so a broken one is reported here).
-pub async fn run(global: &GlobalArgs) -> super::error::Result {
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Only kordon's own version: no cluster is asked.
+    #[arg(long)]
+    pub client: bool,
+}
+
+/// Like `kubectl version`: our version always, then the server's. Without a reachable
+/// server ours is still printed, and the error follows.
+pub async fn run(global: &GlobalArgs, args: &VersionArgs) -> super::error::Result {
     let client = env!("CARGO_PKG_VERSION");
-    let conn = Connection::open(&global.connection()).await?;
-    let server = conn.server_version().await?;
-    kordon::output::Printer::new(global.output).report(&Versions { client, server });
-    Ok(())
+    let printer = kordon::output::Printer::new(global.output);
+    if args.client {
+        printer.report(&Versions {
+            client,
+            server: None,
+        });
+        return Ok(());
+    }
+    let server = match Connection::open(&global.connection()).await {
+        Ok(conn) => conn.server_version().await,
+        Err(e) => Err(e),
+    };
+    printer.report(&Versions {
+        client,
+        server: server.as_ref().ok().cloned(),
+    });
+    server.map(|_| ()).map_err(Into::into)
 }

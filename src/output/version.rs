@@ -6,11 +6,16 @@ use super::Report;
 #[derive(Serialize)]
 pub struct Versions {
     pub client: &'static str,
-    pub server: String,
+    /// `None` with `--client`, or when no server answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 impl Report for Versions {
     fn text(&self) -> String {
-        format!("kordon {}\nserver {}", self.client, self.server)
+        match &self.server {
+            Some(server) => format!("kordon {}\nserver {server}", self.client),
+            None => format!("kordon {}", self.client),
+        }
     }
 }
