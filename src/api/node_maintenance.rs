@@ -221,6 +221,10 @@ pub struct NodeMaintenanceStatus {
     /// The node's bootID when the maintenance step began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id_before: Option<String>,
+    /// The node's Ready heartbeat when the maintenance step began: a stale Ready from
+    /// before the step does not count it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_before: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<DrainProgress>,
     /// Why the drain was refused before anything changed (pods that need a flag,

@@ -23,9 +23,10 @@ use crate::cluster::nodes::{self, Annotations, DryRun};
 use crate::drain::{self, DrainError};
 use crate::fleet::gate;
 use crate::names::NodeName;
-use crate::node_state::{NodeState, Readiness};
 use crate::snapshot::Reach;
 use crate::workflow::machine::{self, Observed, Phase};
+use crate::workflow::ready;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// Keeps a NodeMaintenance until the node is put back.
 pub const FINALIZER: &str = "kordon.dev/node-maintenance";
@@ -292,8 +293,10 @@ async fn draining(
         Some(Ended::Done) => {
             ctx.runs.stop(&name);
             let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
+            let before = ready::Snapshot::of(&node);
             let status = NodeMaintenanceStatus {
-                boot_id_before: crate::workflow::ready::Snapshot::of(&node).boot_id,
+                boot_id_before: before.boot_id,
+                heartbeat_before: before.heartbeat.map(Time),
                 ..status
             };
             announce(
@@ -415,8 +418,10 @@ async fn maintaining(
     Ok(Action::await_change())
 }
 
-/// The node is Ready and its DaemonSet pods (its own agents: network, logging,
-/// storage) are Ready again before it takes pods.
+/// The node is back by the rule `maintain` and `roll` use ([`ready::is_back`]: Ready,
+/// its kubelet alive since the step by a newer heartbeat or a Lease renewed since this
+/// phase began, rebooted if the step was a reboot), and its DaemonSet pods (its own
+/// agents: network, logging, storage) are Ready again before it takes pods.
 async fn awaiting_ready(
     nm: &NodeMaintenance,
     ctx: &Ctx,
@@ -424,10 +429,29 @@ async fn awaiting_ready(
 ) -> Result<Action, ReconcileError> {
     let node = node_of(nm);
     let found = nodes::get(&ctx.kordon.conn, &node).await?;
-    if NodeState::of(&found).readiness != Readiness::Ready {
+    let before = ready::Snapshot {
+        heartbeat: status.heartbeat_before.as_ref().map(|t| t.0),
+        boot_id: status.boot_id_before.clone(),
+    };
+    let criteria = ready::ReadyCriteria {
+        expect_reboot: nm.spec.step.reboot.is_some(),
+    };
+    // A Lease read that fails leaves the heartbeat to show the kubelet alive.
+    let renewed = nodes::lease_renewed(&ctx.kordon.conn, &node)
+        .await
+        .inspect_err(|e| tracing::debug!("{e}"))
+        .ok()
+        .flatten();
+    let alive = match (renewed, status.phase_since.as_ref()) {
+        (Some(renewed), Some(since)) if renewed > since.0 => ready::Alive::ByLease,
+        _ => ready::Alive::ByHeartbeat,
+    };
+    if !ready::is_back(&found, &before, criteria, alive) {
         let hold = Hold {
             reason: "AwaitingReady",
-            message: format!("waiting for node {node} to be Ready"),
+            message: format!(
+                "waiting for node {node} to be Ready with a fresh heartbeat or a renewed Lease"
+            ),
         };
         status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
         return Ok(Action::requeue(LOOK_AGAIN));

@@ -49,7 +49,7 @@ fn boot_id(n: &Node) -> Option<String> {
 
 /// What shows the kubelet alive since the work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Alive {
+pub enum Alive {
     /// Only a Ready heartbeat newer than before would.
     ByHeartbeat,
     /// Its Lease was renewed since the wait began.
@@ -58,7 +58,7 @@ enum Alive {
 
 /// True when the node is Ready, its kubelet alive since the work and (if expected)
 /// rebooted.
-fn is_back(n: &Node, before: &Snapshot, criteria: ReadyCriteria, alive: Alive) -> bool {
+pub fn is_back(n: &Node, before: &Snapshot, criteria: ReadyCriteria, alive: Alive) -> bool {
     let ready = NodeState::of(n).readiness == Readiness::Ready;
     let heartbeat_newer = match (before.heartbeat, nodes::ready_heartbeat(n)) {
         (Some(old), Some(new)) => new > old,
