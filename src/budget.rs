@@ -67,6 +67,21 @@ impl Serialize for BudgetKey {
     }
 }
 
+/// The label that marks what kordon created, and its value on the PodDisruptionBudgets
+/// a drain shares (see `drain::shared`).
+pub const ROLE: &str = "kordon.dev/role";
+pub const ROLE_BUDGET: &str = "shared-budget";
+
+/// Whether kordon made this budget to share an implicit one: it stands for a budget
+/// kordon works out itself, so plans and drains read past it.
+pub fn is_shared(b: &PodDisruptionBudget) -> bool {
+    b.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(ROLE))
+        .is_some_and(|r| r == ROLE_BUDGET)
+}
+
 /// Whether the budget's selector matches the pod (budgets only cover pods of their
 /// own namespace). As in policy/v1, an empty selector covers every pod of the
 /// namespace and a missing one covers none.

@@ -2,16 +2,14 @@
 //! the failure means to a script ([`Exit`]) and what the user could decide to go on
 //! ([`Advice`]) are asked of it here, and said by the edge in its own words: the CLI
 //! names flags, the controller names spec fields.
-use crate::classify::Refusal;
+pub use crate::advice::{Advice, Exit, decide};
 use crate::cluster::ClusterError;
 use crate::cluster::lease::LockError;
 use crate::controller::ControllerError;
 use crate::drain::DrainError;
-use crate::flag::Flag;
 use crate::fleet::{RollError, RunState};
 use crate::names::InvalidName;
 use crate::plan::PlanError;
-use crate::pod::PodKey;
 use crate::snapshot::SnapshotError;
 use crate::workflow::{MaintainError, StepError};
 
@@ -45,50 +43,6 @@ pub enum Error {
     /// A roll that stopped before every node was done (the report says where each stands).
     #[error("{why}")]
     RollStopped { state: RunState, why: String },
-}
-
-/// What a failed command means to a script: its exit code (documented in the README).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Anything else: the cluster, a failed step.
-    Failed,
-    /// Bad input: a value the command cannot use, wherever it was found out.
-    Usage,
-    /// Refused before changing anything: a decision is needed, or something else holds
-    /// the nodes.
-    Refused,
-    /// A drain past its `--timeout`.
-    TimedOut,
-    /// A drain abandoned at its deadline with pods its budgets still hold.
-    Abandoned,
-    /// Stopped by Ctrl-C.
-    Interrupted,
-}
-
-impl Exit {
-    pub fn code(self) -> u8 {
-        match self {
-            Self::Failed => 1,
-            Self::Usage => 2,
-            Self::Refused => 3,
-            Self::TimedOut => 4,
-            Self::Abandoned => 5,
-            Self::Interrupted => 130,
-        }
-    }
-}
-
-/// What the user could decide to go on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Advice {
-    /// Each pod, and the decisions that would let it go.
-    Decide(Vec<(PodKey, Vec<Flag>)>),
-    /// Give the flag, which would then do `to`.
-    Give(Flag, &'static str),
-    /// Leave the flag out.
-    Omit(Flag),
-    /// Raise the flag's value.
-    Raise(Flag),
 }
 
 impl Error {
@@ -140,13 +94,4 @@ impl Error {
             _ => Vec::new(),
         }
     }
-}
-
-/// Each refused pod and the decisions that would let it go.
-pub fn decide(pods: &[(PodKey, Vec<Refusal>)]) -> Advice {
-    Advice::Decide(
-        pods.iter()
-            .map(|(pod, reasons)| (pod.clone(), reasons.iter().map(Refusal::flag).collect()))
-            .collect(),
-    )
 }

@@ -5,6 +5,7 @@
 //! objects; doing (patching, evicting, watching) lives in [`cluster`] and is kept thin.
 #![forbid(unsafe_code)]
 
+pub mod advice;
 pub mod api;
 pub mod budget;
 pub mod classify;
@@ -22,8 +23,10 @@ pub mod interrupt;
 pub mod names;
 pub mod node_state;
 pub mod output;
+pub mod placement;
 pub mod plan;
 pub mod pod;
+pub mod policy;
 pub mod snapshot;
 pub mod status;
 pub mod workflow;

@@ -19,7 +19,7 @@ use crate::cluster::nodes;
 use crate::cluster::view::{PAGE, View, Watched, Workloads, list_all};
 use crate::cluster::{ClusterError, Connection};
 use crate::names::NodeName;
-use crate::plan::placement::{self, Resources};
+use crate::placement::{self, Resources};
 use crate::pod;
 use crate::workload::{self, Workload};
 
@@ -321,7 +321,7 @@ impl Snapshot {
     pub fn budgets_covering(&self, p: &Pod) -> Vec<&PodDisruptionBudget> {
         self.budgets
             .iter()
-            .filter(|b| budget::covers(b, p) && !crate::drain::shared::is_shared(b))
+            .filter(|b| budget::covers(b, p) && !budget::is_shared(b))
             .collect()
     }
 }

@@ -4,8 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 
-use crate::drain::ladder::AfterDeadline;
-use crate::plan::guards::BudgetMode;
+use crate::policy::{AfterDeadline, BudgetMode};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

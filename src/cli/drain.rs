@@ -4,13 +4,14 @@ use clap::Args;
 use kordon::classify::Permissions;
 use kordon::cluster::nodes::DryRun;
 use kordon::context::Context;
-use kordon::drain::ladder::{AfterDeadline, DeleteRule, Ladder};
+use kordon::drain::ladder::{DeleteRule, Ladder};
 use kordon::drain::{self, DrainError, DrainOptions, DrainReport};
 use kordon::interrupt::Interrupt;
 use kordon::names::NodeName;
 use kordon::output::progress::DrainProgress;
 use kordon::output::{Printer, Report};
-use kordon::plan::guards::{BudgetMode, GuardOptions};
+use kordon::plan::guards::GuardOptions;
+use kordon::policy::{AfterDeadline, BudgetMode};
 use kordon::snapshot::Reach;
 
 use super::interrupt::on_ctrl_c;

@@ -4,7 +4,7 @@ use std::time::Duration;
 use super::error::CliError;
 
 use clap::Args;
-use kordon::cluster::access::{self, Permission};
+use kordon::cluster::access::Permission;
 use kordon::context::Context;
 use kordon::names::NodeName;
 use kordon::output::Printer;
@@ -67,7 +67,8 @@ pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> super::error::Resu
         Permission::cluster("list", "", "nodes"),
         Permission::cluster("watch", "", "nodes"),
     ];
-    access::require(&ctx, &format!("maintain node {}", args.node), &watch_node).await?;
+    ctx.require(&format!("maintain node {}", args.node), &watch_node)
+        .await?;
     let printer = Printer::new(global.output);
     let options = MaintainOptions {
         drain,

@@ -7,7 +7,7 @@ use k8s_openapi::api::authorization::v1::{
 use kube::Api;
 use kube::api::PostParams;
 
-use super::ClusterError;
+use super::{ClusterError, Connection};
 
 /// One permission: `verb` on `resource` (with optional subresource), in a namespace
 /// or cluster-wide.
@@ -79,11 +79,12 @@ impl Granted {
 
 /// Fails with [`ClusterError::Forbidden`] naming every permission that is missing.
 pub async fn require(
-    ctx: &crate::context::Context,
+    conn: &Connection,
+    granted: &Granted,
     action: &str,
     wanted: &[Permission],
 ) -> Result<(), ClusterError> {
-    let missing = missing(ctx, wanted).await?;
+    let missing = missing(conn, granted, wanted).await?;
     if missing.is_empty() {
         Ok(())
     } else {
@@ -103,16 +104,16 @@ pub async fn require(
 
 /// The permissions of `wanted` that are not granted, for what kordon can do without.
 pub async fn missing(
-    ctx: &crate::context::Context,
+    conn: &Connection,
+    granted: &Granted,
     wanted: &[Permission],
 ) -> Result<Vec<Permission>, ClusterError> {
-    let conn = &ctx.conn;
     let api: Api<SelfSubjectAccessReview> = Api::all(conn.client.clone());
     // Each permission asked once, all at once: each review is one round trip.
     let mut asked = std::collections::HashSet::new();
     let unknown = wanted
         .iter()
-        .filter(|p| !ctx.granted.contains(p) && asked.insert(*p));
+        .filter(|p| !granted.contains(p) && asked.insert(*p));
     let reviews = unknown.map(|p| {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
@@ -142,7 +143,7 @@ pub async fn missing(
     let mut missing = Vec::new();
     for (p, allowed) in futures::future::try_join_all(reviews).await? {
         if allowed {
-            ctx.granted.insert(p);
+            granted.insert(p);
         } else {
             missing.push(p.clone());
         }

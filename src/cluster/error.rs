@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use kube::core::Status;
 
-use crate::error::Advice;
+use crate::advice::Advice;
 use crate::flag::Flag;
 use crate::names::NodeName;
 

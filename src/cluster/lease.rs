@@ -13,7 +13,7 @@ use kube::api::{PostParams, Resource};
 use tokio::sync::watch;
 
 use super::{ClusterError, Connection};
-use crate::error::Advice;
+use crate::advice::Advice;
 use crate::flag::Flag;
 
 /// Where the lock lives and who asks for it.

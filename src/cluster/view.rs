@@ -14,6 +14,7 @@
 //! Scoped watches are shared: two drains that need the pods of one workload share one
 //! watch, which stops when the last of them lets go. Every event bumps one change
 //! counter, so waiters wake on what the watches saw instead of polling.
+use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -33,7 +34,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
 use super::{ClusterError, Connection};
-use crate::api::NodeMaintenance;
 use crate::names::NodeName;
 use crate::workload::{Workload, WorkloadId, WorkloadKind};
 
@@ -279,7 +279,9 @@ pub struct View {
     stateful_sets: Registry<String, StatefulSet>,
     services: Registry<String, Service>,
     endpoint_slices: Registry<String, EndpointSlice>,
-    maintenances: Registry<(), NodeMaintenance>,
+    /// One cluster-wide watch per kind the view need not know (kordon's own
+    /// resources), each kind's registry created on first use.
+    everywhere: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     workloads: tokio::sync::Mutex<HashMap<String, (Instant, Arc<Workloads>)>>,
 }
 
@@ -305,7 +307,7 @@ impl View {
             stateful_sets: Mutex::default(),
             services: Mutex::default(),
             endpoint_slices: Mutex::default(),
-            maintenances: Mutex::default(),
+            everywhere: Mutex::default(),
             workloads: tokio::sync::Mutex::default(),
         }
     }
@@ -441,28 +443,51 @@ impl View {
         })
     }
 
-    /// Every NodeMaintenance, watched: what a roll or a plan counts as out, read from
-    /// memory rather than listed again before each decision. `None` without kordon's
-    /// CRDs.
-    pub async fn maintenances(
-        &self,
-    ) -> Result<Option<Arc<Watched<NodeMaintenance>>>, ClusterError> {
-        let api: Api<NodeMaintenance> = Api::all(self.conn.client.clone());
+    /// Every object of a kind that may not be installed (kordon's CRDs), in every
+    /// namespace, watched: what a roll or a plan counts as out, read from memory rather
+    /// than listed again before each decision. `None` when the API server does not
+    /// serve the kind. `what` names the kind in errors (`NodeMaintenances`).
+    pub async fn everywhere<K>(&self, what: &str) -> Result<Option<Arc<Watched<K>>>, ClusterError>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let api: Api<K> = Api::all(self.conn.client.clone());
         // Without the CRDs the watch would retry its list until it timed out: ask once.
         match api.list_metadata(&ListParams::default().limit(1)).await {
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
-            Err(e) => return Err(self.conn.error("list NodeMaintenances", e)),
+            Err(e) => return Err(self.conn.error(format!("list {what}"), e)),
             Ok(_) => {}
         }
+        let registry = self.registry_of::<K>();
         self.shared(
-            &self.maintenances,
+            &registry,
             &(),
-            "NodeMaintenances",
+            what,
             || (api, watcher::Config::default()),
-            |nm: &mut NodeMaintenance| nm.metadata.managed_fields = None,
+            |k: &mut K| k.meta_mut().managed_fields = None,
         )
         .await
         .map(Some)
+    }
+
+    /// The registry of [`View::everywhere`]'s watches of `K`.
+    fn registry_of<K: kube::Resource<DynamicType = ()> + Send + Sync + 'static>(
+        &self,
+    ) -> Arc<Registry<(), K>> {
+        let Ok(mut all) = self.everywhere.lock() else {
+            return Arc::default();
+        };
+        all.entry(TypeId::of::<K>())
+            .or_insert_with(|| Arc::new(Registry::<(), K>::default()))
+            .clone()
+            .downcast()
+            .unwrap_or_default()
     }
 
     /// The Deployments, ReplicaSets and StatefulSets of a namespace that `owners` (the

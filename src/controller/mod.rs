@@ -132,7 +132,7 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
         Some(_) => {
             let all = kordon
                 .view
-                .maintenances()
+                .everywhere("NodeMaintenances")
                 .await?
                 .ok_or(ControllerError::CrdMissing)?;
             (all.store().clone(), Some(all))

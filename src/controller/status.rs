@@ -7,10 +7,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 
+use crate::advice::Advice;
 use crate::api::NodeMaintenance;
 use crate::api::node_maintenance::{NodeMaintenanceStatus, StatusPhase};
 use crate::cluster::Connection;
-use crate::error::Advice;
 use crate::flag::Flag;
 
 pub const PROGRESSING: &str = "Progressing";

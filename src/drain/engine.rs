@@ -2,8 +2,8 @@
 //! Tasks wait on watch events (a replacement became Ready, a budget moved), never on a
 //! fixed sleep, so the next eviction goes out as soon as the budget allows it; at most
 //! `--concurrency` requests are in flight.
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -17,7 +17,7 @@ use super::step::{self, Seen, Step, WorkloadSeen};
 use super::tracker::Watches;
 use super::{DrainError, EarlyStop, Event, Progress};
 use crate::budget::BudgetKey;
-use crate::context::Context;
+use crate::context::{Context, Turn};
 use crate::endpoints;
 use crate::evict::{self, Blocked, Outcome};
 use crate::plan::guards::Guard;
@@ -35,26 +35,6 @@ struct Shown {
     blocked: Blocked,
     since: Instant,
     reported: Instant,
-}
-
-/// Shared by every drain of a [`Context`], because a roll drains several nodes at once
-/// and two pods of one workload on different nodes must still take turns.
-#[derive(Default)]
-pub struct Turns {
-    /// One decision at a time per workload or budget.
-    locks: Mutex<HashMap<Turn, Arc<tokio::sync::Mutex<()>>>>,
-    /// UIDs kordon evicted: no longer counted Ready even before the watch shows them
-    /// terminating.
-    pub(super) evicted: Mutex<HashSet<Uid>>,
-}
-
-/// What pods take turns under.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Turn {
-    /// The workload's implicit budget.
-    Workload(WorkloadId),
-    /// A PodDisruptionBudget that held one of the pods.
-    Budget(BudgetKey),
 }
 
 pub struct Engine<'a> {
@@ -371,12 +351,8 @@ impl<'a> Engine<'a> {
         });
     }
 
-    /// One turn at a time per workload or budget.
     fn lock_for(&self, turn: Turn) -> Arc<tokio::sync::Mutex<()>> {
-        match self.ctx.turns.locks.lock() {
-            Ok(mut locks) => locks.entry(turn).or_default().clone(),
-            Err(_) => Arc::default(),
-        }
+        self.ctx.turns.lock_for(turn)
     }
 
     /// How many of a workload's pods serve now: Ready, not terminating, not evicted by

@@ -27,26 +27,7 @@ pub struct Ladder {
     pub then: AfterDeadline,
 }
 
-/// What happens to what still blocks after the deadline, past the delete rules.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    clap::ValueEnum,
-    Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
-pub enum AfterDeadline {
-    /// Keep waiting (until `--timeout`, if any).
-    #[default]
-    Wait,
-    /// Stop, uncordon the node if kordon cordoned it, and report what blocked.
-    Abandon,
-}
+use crate::policy::AfterDeadline;
 
 /// `NAMESPACE[:SELECTOR]`: the pods in a namespace (`*` for any), optionally only those
 /// matching a label selector, which the API server evaluates.

@@ -9,7 +9,6 @@ pub mod shared;
 mod step;
 mod tracker;
 
-pub use engine::Turns;
 pub use escalate::{DELETED_PAST_BUDGET, Escalation};
 
 use std::collections::{HashMap, HashSet};
@@ -21,13 +20,13 @@ use kube::Api;
 use kube::api::ListParams;
 use serde::Serialize;
 
+use crate::advice::{Advice, Exit};
 use crate::classify::{self, Permissions, Refusal, Verdict};
-use crate::cluster::access::{self, Permission};
+use crate::cluster::access::Permission;
 use crate::cluster::nodes::{self, DryRun};
 use crate::cluster::view::Watched;
 use crate::cluster::{ClusterError, Connection};
 use crate::context::Context;
-use crate::error::{Advice, Exit};
 use crate::evict::{self, Blocked, EvictError};
 use crate::flag::Flag;
 use crate::names::NodeName;
@@ -354,7 +353,7 @@ impl DrainError {
                 "move its workloads through Kubernetes' non-graceful shutdown (the out-of-service taint) if it is down for good",
             )],
             Self::NotDown { .. } => vec![Advice::Omit(Flag::NodeDown)],
-            Self::Refused { pods, .. } => vec![crate::error::decide(pods)],
+            Self::Refused { pods, .. } => vec![crate::advice::decide(pods)],
             Self::WouldStrand { .. } => vec![Advice::Give(Flag::AllowPending, "drain anyway")],
             Self::Cluster(e) | Self::Evict(EvictError::Cluster(e)) => e.advice(),
             _ => Vec::new(),
@@ -534,8 +533,7 @@ pub async fn execute(
     let verdicts = plan.verdicts();
     let dry_run = opts.dry_run != DryRun::None;
     let conn = &ctx.conn;
-    access::require(
-        ctx,
+    ctx.require(
         &format!("drain node {}", plan.node),
         &needed_permissions(&plan, opts),
     )
@@ -1034,7 +1032,7 @@ async fn routable(ctx: &Context, namespaces: &[String]) -> Result<Vec<String>, D
             .collect::<Vec<_>>()
     };
     let all: Vec<Permission> = namespaces.iter().flat_map(wanted).collect();
-    let missing = access::missing(ctx, &all).await?;
+    let missing = ctx.missing(&all).await?;
     if !missing.is_empty() {
         let rights: Vec<String> = missing.iter().map(Permission::describe).collect();
         tracing::warn!(

@@ -26,16 +26,14 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use crate::budget::{self, BudgetKey};
+use crate::budget::{self, BudgetKey, ROLE, ROLE_BUDGET, is_shared};
 use crate::cluster::lease::LeaseState;
 use crate::cluster::{ClusterError, Connection};
 use crate::names::NodeName;
 use crate::workload::Workload;
 
-/// The label that marks what kordon created, and its value for each kind of object.
-pub const ROLE: &str = "kordon.dev/role";
+/// The [`ROLE`] of a drain's Lease.
 const ROLE_RUN: &str = "drain-run";
-const ROLE_BUDGET: &str = "shared-budget";
 /// The label on a drain's Lease naming the node it drains, so that whoever drains that
 /// node next finds what a crashed drain left, in any namespace.
 const NODE: &str = "kordon.dev/node";
@@ -260,15 +258,6 @@ where
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-/// Whether kordon made this budget (and may share it).
-pub fn is_shared(b: &PodDisruptionBudget) -> bool {
-    b.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(ROLE))
-        .is_some_and(|r| r == ROLE_BUDGET)
 }
 
 /// `kordon-deployment-web`, cut to the 253 characters a name may have.

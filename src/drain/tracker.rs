@@ -234,7 +234,7 @@ impl<'a> Watches<'a> {
         let budgets: Vec<Arc<PodDisruptionBudget>> = self
             .budgets_in(&planned.id.namespace)
             .into_iter()
-            .filter(|b| !super::shared::is_shared(b))
+            .filter(|b| !budget::is_shared(b))
             .filter(|b| pods.iter().any(|p| budget::covers(b, p)))
             .collect();
         step::recovery(now.as_ref(), &pods, &budgets, drained, &|p| self.serves(p))

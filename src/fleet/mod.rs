@@ -20,13 +20,13 @@ use k8s_openapi::api::core::v1::Node;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::cluster::access::{self, Permission};
+use crate::advice::Advice;
+use crate::cluster::access::Permission;
 use crate::cluster::events::Events;
 use crate::cluster::lease::{self, LockError, LockSpec};
 use crate::cluster::{ClusterError, Connection};
 use crate::context::Context;
 use crate::drain::{DrainOptions, Event};
-use crate::error::Advice;
 use crate::flag::Flag;
 use crate::interrupt::Interrupt;
 use crate::names::NodeName;
@@ -198,7 +198,7 @@ impl RollError {
                 if refused.is_empty() {
                     Vec::new()
                 } else {
-                    vec![crate::error::decide(&refused)]
+                    vec![crate::advice::decide(&refused)]
                 }
             }
             Self::Lock(e) => e.advice(),
@@ -296,7 +296,8 @@ pub async fn roll(
     });
 
     plan_fleet(&mut snapshot, &queue, slots, opts, on_progress)?;
-    access::require(ctx, "roll nodes", &needed_permissions(&opts.lock.namespace)).await?;
+    ctx.require("roll nodes", &needed_permissions(&opts.lock.namespace))
+        .await?;
 
     let holder = run::holder(&run_id);
     let lock = lease::acquire(

@@ -16,7 +16,7 @@ pub(super) struct Maintenances(Option<Arc<Watched<NodeMaintenance>>>);
 impl Maintenances {
     /// Starts the watch; without kordon's CRDs there are none to count.
     pub async fn watch(view: &View) -> Result<Self, ClusterError> {
-        view.maintenances().await.map(Self)
+        view.everywhere("NodeMaintenances").await.map(Self)
     }
 
     /// The nodes NodeMaintenances have out now: those under way, and failed ones whose

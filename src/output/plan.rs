@@ -1,5 +1,5 @@
 use super::Report;
-use crate::plan::placement::Misfit;
+use crate::placement::Misfit;
 use crate::plan::{PlanReport, Unplaceable};
 
 impl Report for PlanReport {

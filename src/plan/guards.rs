@@ -12,25 +12,7 @@ use crate::pod::PodKey;
 use crate::snapshot::Snapshot;
 use crate::workload::Workload;
 
-/// `--budget`: PodDisruptionBudgets plus implicit budgets for uncovered workloads
-/// (default), or PodDisruptionBudgets only, as `kubectl drain` behaves.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
-pub enum BudgetMode {
-    #[default]
-    Implicit,
-    PdbOnly,
-}
+use crate::policy::BudgetMode;
 
 /// The flags that decide how evictions are paced.
 #[derive(Debug, Clone, Copy, Default)]

@@ -4,7 +4,6 @@
 //! dump of it. `guards` decides how each eviction is paced; `placement` simulates the
 //! scheduler's hard filters.
 pub mod guards;
-pub mod placement;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -15,11 +14,11 @@ use crate::budget::BudgetKey;
 use crate::classify::{self, Permissions, Replacement, Verdict};
 use crate::names::NodeName;
 use crate::node_state::{NodeState, Readiness};
+use crate::placement::{self, Misfit, Resources};
 use crate::pod::PodKey;
 use crate::snapshot::Snapshot;
 use crate::workload::{WorkloadId, scaled};
 use guards::{Guard, GuardOptions};
-use placement::{Misfit, Resources};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PlanOptions {
