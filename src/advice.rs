@@ -24,6 +24,18 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// Its name in an error document (`-o json`): the variant's.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Failed => "Failed",
+            Self::Usage => "Usage",
+            Self::Refused => "Refused",
+            Self::TimedOut => "TimedOut",
+            Self::Abandoned => "Abandoned",
+            Self::Interrupted => "Interrupted",
+        }
+    }
+
     pub fn code(self) -> u8 {
         match self {
             Self::Failed => 1,

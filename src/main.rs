@@ -18,9 +18,14 @@ async fn main() -> ExitCode {
         Err(err) => return usage_error(&err),
     };
     init_logging(cli.global.verbose);
+    let printer = kordon::output::Printer::new(cli.global.output);
     match cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            // Scripts read the document on stdout; people read the sentence on stderr.
+            if printer.format().is_document() && !err.reported() {
+                printer.report(&err.document());
+            }
             eprintln!("error: {}", err.sentence());
             ExitCode::from(err.exit_code())
         }

@@ -268,9 +268,20 @@ async fn a_pod_terminating_before_the_drain_is_not_reported_left_once_gone() {
         .expect("delete");
 
     // The budget holds web's pod past the timeout; the terminating pod is gone by then.
-    let run = env.run_kordon(&["drain", &node, "--timeout", "10s"]);
+    let run = env.run_kordon(&["drain", &node, "--timeout", "10s", "-o", "json"]);
     assert_eq!(run.code, Some(4), "{run:#?}");
     assert!(run.stderr.contains("with 1 pod(s) left"), "{}", run.stderr);
+    // Under -o json the timeout is also a document on stdout.
+    let doc = run.json();
+    assert_eq!(
+        (&doc["kind"], &doc["reason"], &doc["exit"]),
+        (&json!("Error"), &json!("TimedOut"), &json!(4)),
+        "{doc:#}"
+    );
+    assert!(
+        doc["message"].as_str().is_some_and(|m| m.contains("/web-")),
+        "{doc:#}"
+    );
     assert!(run.stderr.contains("/web-"), "{}", run.stderr);
     assert!(!run.stderr.contains("/leaving"), "{}", run.stderr);
 }

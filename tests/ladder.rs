@@ -199,8 +199,20 @@ async fn abandon_at_the_deadline_puts_the_node_back_and_deletes_nothing() {
         "abandon",
         "--delete-past-budget",
         &rule,
+        "-o",
+        "json",
     ]);
     assert_eq!(run.code, Some(5), "an abandoned drain exits 5: {run:#?}");
+    let doc = run.json();
+    assert_eq!(
+        (&doc["kind"], &doc["reason"], &doc["exit"]),
+        (
+            &serde_json::json!("Error"),
+            &serde_json::json!("Abandoned"),
+            &serde_json::json!(5)
+        ),
+        "{doc:#}"
+    );
     assert!(
         run.stderr.contains("abandoned at its 3s deadline")
             && run.stderr.contains("web-pdb")

@@ -208,9 +208,6 @@ pub async fn drain_node(
     if let Some(forecast) = &plan.forecast {
         printer.progress(kordon::output::plan::forecast(forecast).trim_end());
     }
-    if !plan.refused().is_empty() && printer.format().is_document() {
-        printer.report(&plan_report);
-    }
     let progress = DrainProgress::new(*printer, plan.evictable());
     let result = drain::execute(ctx, plan, options, &|e| progress.event(&e)).await;
     progress.finish();

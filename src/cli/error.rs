@@ -16,6 +16,10 @@ pub enum CliError {
     /// Writing the CRDs out.
     #[error("cannot render the CRDs")]
     Crds(#[source] serde_saphyr::SerializeError),
+    /// The command printed its report (an unsafe plan, a roll that stopped), which is
+    /// its document under `-o json`; the error still sets the exit code and is said.
+    #[error(transparent)]
+    Reported(Box<CliError>),
 }
 
 pub type Result<T = ()> = std::result::Result<T, CliError>;
@@ -28,16 +32,65 @@ impl<E: Into<kordon::error::Error>> From<E> for CliError {
 }
 
 impl CliError {
-    pub fn exit_code(&self) -> u8 {
+    /// The command's report already said it (see [`CliError::Reported`]).
+    pub fn after_report(err: impl Into<CliError>) -> Self {
+        Self::Reported(Box::new(err.into()))
+    }
+
+    pub fn reported(&self) -> bool {
+        matches!(self, Self::Reported(_))
+    }
+
+    fn exit(&self) -> Exit {
         match self {
-            Self::Usage(_) => Exit::Usage.code(),
-            Self::Kordon(e) => e.exit().code(),
-            Self::Failed(_) | Self::Crds(_) => Exit::Failed.code(),
+            Self::Usage(_) => Exit::Usage,
+            Self::Kordon(e) => e.exit(),
+            Self::Failed(_) | Self::Crds(_) => Exit::Failed,
+            Self::Reported(e) => e.exit(),
+        }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        self.exit().code()
+    }
+
+    /// The error as a document, printed on stdout under `-o json` and `-o yaml` so a
+    /// script can tell a refusal's pods and the flags that would let each go apart.
+    pub fn document(&self) -> ErrorDocument {
+        let advice = match self {
+            Self::Kordon(e) => e.advice(),
+            Self::Reported(e) => return e.document(),
+            _ => Vec::new(),
+        };
+        let (decide, other): (Vec<Advice>, Vec<Advice>) = advice
+            .into_iter()
+            .partition(|a| matches!(a, Advice::Decide(_)));
+        let pods = decide
+            .iter()
+            .flat_map(|a| match a {
+                Advice::Decide(pods) => pods.clone(),
+                _ => Vec::new(),
+            })
+            .map(|(pod, flags)| PodDecision {
+                pod,
+                flags: flags.iter().map(|f| f.cli()).collect(),
+            })
+            .collect();
+        ErrorDocument {
+            kind: "Error",
+            reason: self.exit().name(),
+            exit: self.exit_code(),
+            message: chain(self),
+            pods,
+            advice: other.iter().map(say).collect(),
         }
     }
 
     /// The error, its causes and the advice as one line.
     pub fn sentence(&self) -> String {
+        if let Self::Reported(e) = self {
+            return e.sentence();
+        }
         let mut text = chain(self);
         if let Self::Kordon(e) = self {
             for advice in e.advice() {
@@ -85,5 +138,33 @@ fn say(advice: &Advice) -> String {
         Advice::Give(flag, to) => format!("pass {} to {to}", flag.cli()),
         Advice::Omit(flag) => format!("run it without {}", flag.cli()),
         Advice::Raise(flag) => format!("or raise {}", flag.cli()),
+    }
+}
+
+/// What `-o json` prints for an error (see [`CliError::document`]).
+#[derive(serde::Serialize)]
+pub struct ErrorDocument {
+    kind: &'static str,
+    /// `Refused`, `TimedOut`, `Abandoned`, `Interrupted`, `Usage` or `Failed`.
+    reason: &'static str,
+    exit: u8,
+    message: String,
+    /// Each pod that needs a decision, and the flags that would let it go.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pods: Vec<PodDecision>,
+    /// What else would let the command go on, in the CLI's words.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    advice: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct PodDecision {
+    pod: kordon::pod::PodKey,
+    flags: Vec<&'static str>,
+}
+
+impl kordon::output::Report for ErrorDocument {
+    fn text(&self) -> String {
+        self.message.clone()
     }
 }

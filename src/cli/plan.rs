@@ -41,6 +41,8 @@ pub async fn run(global: &GlobalArgs, args: &PlanArgs) -> super::error::Result {
     if report.safe {
         Ok(())
     } else {
-        Err(kordon::error::Error::UnsafePlan.into())
+        Err(super::error::CliError::after_report(
+            kordon::error::Error::UnsafePlan,
+        ))
     }
 }

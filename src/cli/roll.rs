@@ -174,10 +174,9 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
     printer.report(&report);
     match report.state {
         RunState::Done => Ok(()),
-        state => Err(kordon::error::Error::RollStopped {
+        state => Err(CliError::after_report(kordon::error::Error::RollStopped {
             state,
             why: kordon::output::roll::why_incomplete(&report),
-        }
-        .into()),
+        })),
     }
 }

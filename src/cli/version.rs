@@ -27,9 +27,23 @@ pub async fn run(global: &GlobalArgs, args: &VersionArgs) -> super::error::Resul
         Ok(conn) => conn.server_version().await,
         Err(e) => Err(e),
     };
-    printer.report(&Versions {
-        client,
-        server: server.as_ref().ok().cloned(),
-    });
-    server.map(|_| ()).map_err(Into::into)
+    match server {
+        Ok(server) => {
+            printer.report(&Versions {
+                client,
+                server: Some(server),
+            });
+            Ok(())
+        }
+        Err(e) => {
+            // Under -o json the error is the one document.
+            if !printer.format().is_document() {
+                printer.report(&Versions {
+                    client,
+                    server: None,
+                });
+            }
+            Err(e.into())
+        }
+    }
 }

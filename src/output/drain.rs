@@ -8,7 +8,8 @@ use crate::names::NodeName;
 use crate::pod::Lifecycle;
 
 /// A node's pods and their verdicts, before anything changes; refused ones name the
-/// flag that would change them. Printed as JSON when a drain is refused.
+/// flag that would change them. Shown before a drain; under `-o json` a refusal is
+/// the error document instead, with each refused pod's flags.
 #[derive(Serialize)]
 pub struct PodVerdicts {
     pub node: NodeName,
