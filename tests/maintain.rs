@@ -259,3 +259,58 @@ async fn a_node_whose_status_is_not_posted_again_is_back_by_its_lease() {
     );
     assert!(!env.is_cordoned(&node).await);
 }
+
+/// The health gates, as a roll has them. A PodDisruptionBudget lets the drain end with
+/// 1 of web's 2 pods Ready, and the replacement takes 20 s to be Ready: `maintain`
+/// returns only once web is back at both, unless `--skip-gate workloads`.
+#[tokio::test]
+async fn maintain_waits_for_the_drained_workloads_to_be_back_unless_the_gate_is_skipped() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use support::fixtures::{self, PodOptions};
+
+    let mut env = TestEnv::new("maintgate").await;
+    let n1 = env.add_node("node-1").await;
+    let n2 = env.add_node("node-2").await;
+    let slow = PodOptions {
+        ready_delay: Some("20s"),
+        spread: true,
+        ..Default::default()
+    };
+    env.create(&fixtures::deployment(env.ns(), "web", 2, &slow))
+        .await;
+    env.create::<PodDisruptionBudget>(&fixtures::pdb(
+        "web-pdb",
+        "web",
+        ("maxUnavailable", serde_json::json!(1)),
+    ))
+    .await;
+    env.wait_ready("app=web", 2).await;
+    let ready = || async {
+        let pods = env
+            .pods()
+            .list(&Default::default())
+            .await
+            .expect("list pods");
+        pods.items.iter().filter(|p| support::pod_ready(p)).count()
+    };
+
+    let run = env.run_kordon(&["maintain", &n2, "--", "true"]);
+    run.assert_ok();
+    assert!(
+        run.stdout
+            .contains("waiting for the drained workloads to be back at full Ready"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(ready().await, 2, "maintain returned with web back at both");
+
+    let run = env.run_kordon(&["maintain", &n1, "--skip-gate", "workloads", "--", "true"]);
+    run.assert_ok();
+    assert!(!run.stdout.contains("drained workloads"), "{}", run.stdout);
+    assert_eq!(
+        ready().await,
+        1,
+        "without the gate, maintain returned before the replacement was Ready"
+    );
+    env.wait_ready("app=web", 2).await;
+}

@@ -8,6 +8,7 @@ use kordon::cluster::access::Permission;
 use kordon::context::Context;
 use kordon::names::NodeName;
 use kordon::output::Printer;
+use kordon::workflow::gate::{Gate, Gates};
 use kordon::workflow::{self, MaintainOptions, Progress, ReadyCriteria, Work};
 
 use super::GlobalArgs;
@@ -41,6 +42,14 @@ pub struct WorkArgs {
     /// How long a node may take to be Ready again after the maintenance.
     #[arg(long, value_parser = super::values::positive_duration, default_value = "10m")]
     pub ready_timeout: Duration,
+    /// How long each health gate may take (DaemonSet pods Ready; workloads recovered).
+    #[arg(long, value_parser = super::values::positive_duration, default_value = "10m")]
+    pub gate_timeout: Duration,
+    /// Leave a health gate out (repeatable): `daemonsets` (the node's DaemonSet pods
+    /// Ready before it is uncordoned) or `workloads` (the drained workloads back at full
+    /// Ready before the node counts as done).
+    #[arg(long, value_enum, value_name = "GATE")]
+    pub skip_gate: Vec<Gate>,
     /// The maintenance command and its arguments, after `--`. Runs with KORDON_NODE set.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -51,6 +60,10 @@ impl WorkArgs {
         ReadyCriteria {
             expect_reboot: self.expect_reboot,
         }
+    }
+
+    pub fn gates(&self) -> Gates {
+        Gates::new(self.gate_timeout, &self.skip_gate)
     }
 }
 
@@ -75,6 +88,7 @@ pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> super::error::Resu
         work,
         ready: args.work.ready(),
         ready_timeout: args.work.ready_timeout,
+        gates: args.work.gates(),
         uncordon_on_failure: args.uncordon_on_failure,
     };
     let node = args.node.clone();

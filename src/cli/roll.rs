@@ -54,9 +54,6 @@ pub struct RollArgs {
     pub lock_duration: Duration,
     #[command(flatten)]
     pub drain: DrainFlags,
-    /// How long each health gate may take (DaemonSet pods Ready; workloads recovered).
-    #[arg(long, value_parser = values::positive_duration, default_value = "10m")]
-    pub gate_timeout: Duration,
     #[command(flatten)]
     pub work: WorkArgs,
 }
@@ -149,7 +146,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
         work,
         ready: args.work.ready(),
         ready_timeout: args.work.ready_timeout,
-        gate_timeout: args.gate_timeout,
+        gates: args.work.gates(),
         max_unavailable: args.max_unavailable,
         max_unavailable_per: args.max_unavailable_per.iter().cloned().collect(),
         order: args.order,

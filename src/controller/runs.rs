@@ -12,10 +12,10 @@ use crate::api::node_maintenance::{DrainProgress, HeldPod};
 use crate::context::Context;
 use crate::drain::{self, DrainError, DrainOptions, Event};
 use crate::evict::Blocked;
-use crate::fleet::gate::GateError;
 use crate::names::NodeName;
 use crate::pod::PodKey;
 use crate::snapshot::Reach;
+use crate::workflow::gate::GateError;
 use crate::workflow::machine::Phase;
 
 /// How a drain or a gate ended.

@@ -3,7 +3,6 @@
 //! behind health gates, inside maintenance windows, recording every phase on its node
 //! so that a re-run after a crash continues where the last one stopped.
 pub mod caps;
-pub mod gate;
 mod hold;
 pub mod mark;
 mod node;
@@ -46,8 +45,8 @@ pub struct RollOptions {
     pub work: Work,
     pub ready: ReadyCriteria,
     pub ready_timeout: Duration,
-    /// How long each health gate may take.
-    pub gate_timeout: Duration,
+    /// The health gates each node passes, and how long each may take.
+    pub gates: crate::workflow::gate::Gates,
     pub max_unavailable: MaxUnavailable,
     /// At most this many nodes out at once per value of a node label (e.g. one per
     /// `topology.kubernetes.io/zone`); see [`caps`].

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Node;
 use serde::Serialize;
 
 use super::mark::{Mark, Phase};
-use super::{Job, RollProgress, gate, hold, name_of};
+use super::{Job, RollProgress, hold, name_of};
 use crate::cluster::events::Severity;
 use crate::cluster::nodes::{self, DryRun};
 use crate::cluster::{ClusterError, Connection};
@@ -15,6 +15,7 @@ use crate::drain::{self, DrainError};
 use crate::names::NodeName;
 use crate::node_state::LeftAs;
 use crate::snapshot::Reach;
+use crate::workflow::gate;
 use crate::workflow::machine::{self, Observed};
 use crate::workflow::{StepError, ready};
 
@@ -246,12 +247,16 @@ async fn advance(
                     boot_id: mark.boot_id_before.clone(),
                 };
                 ready::wait(conn, name, &before, opts.ready, opts.ready_timeout).await?;
-                gate::daemon_pods_ready(&job.ctx.view, name, opts.gate_timeout).await?;
+                if opts.gates.daemon_sets {
+                    gate::daemon_pods_ready(&job.ctx.view, name, opts.gates.timeout).await?;
+                }
                 complete(conn, name, mark).await?;
             }
             Phase::Verifying => {
-                gate::workloads_recovered(&job.ctx.view, &mark.workloads, opts.gate_timeout)
-                    .await?;
+                if opts.gates.workloads {
+                    gate::workloads_recovered(&job.ctx.view, &mark.workloads, opts.gates.timeout)
+                        .await?;
+                }
                 mark.boot_id_before = None;
                 mark.heartbeat_before = None;
                 complete(conn, name, mark).await?;

@@ -20,6 +20,12 @@ pub fn progress_line(node: &NodeName, p: &Progress) -> String {
         Progress::WaitingForReady => {
             format!("waiting for {node} to be Ready with a fresh heartbeat")
         }
+        Progress::WaitingForDaemonSets => {
+            format!("waiting for the DaemonSet pods on {node} to be Ready before it takes pods")
+        }
+        Progress::WaitingForWorkloads => {
+            "waiting for the drained workloads to be back at full Ready".to_string()
+        }
         Progress::LeftCordoned => {
             format!("{node} was cordoned before kordon started: leaving it cordoned")
         }

@@ -1,6 +1,7 @@
 //! The four steps of node maintenance — cordon, drain, maintenance, uncordon — run in
 //! order; a failure stops the run and says which step failed and what state the node
 //! is left in.
+pub mod gate;
 pub mod machine;
 pub(crate) mod ready;
 
@@ -56,6 +57,8 @@ pub struct MaintainOptions {
     pub ready: ReadyCriteria,
     /// How long the node may take to be Ready again after the work.
     pub ready_timeout: Duration,
+    /// The health gates: DaemonSet pods before the uncordon, workloads after it.
+    pub gates: gate::Gates,
     /// Uncordon even when a step failed (default: leave the node cordoned).
     pub uncordon_on_failure: bool,
 }
@@ -71,6 +74,10 @@ pub enum Progress {
     /// Asking the person at the terminal to do the work and press Enter.
     Prompt(String),
     WaitingForReady,
+    /// Waiting for the node's DaemonSet pods to be Ready before the uncordon.
+    WaitingForDaemonSets,
+    /// Uncordoned; waiting for the workloads the drain touched to be back.
+    WaitingForWorkloads,
     /// The node had been cordoned before kordon started: it stays cordoned.
     LeftCordoned,
 }
@@ -107,6 +114,8 @@ pub enum StepError {
     HeldByNodeMaintenance(String),
     #[error("node did not become Ready within {}", humantime::format_duration(*.0))]
     NotReadyInTime(Duration),
+    #[error(transparent)]
+    Gate(#[from] gate::GateError),
 }
 
 impl MaintainError {
@@ -159,6 +168,12 @@ pub async fn maintain(
         ready::wait(conn, node, &ready_before, opts.ready, opts.ready_timeout)
             .await
             .map_err(|e| (Step::Maintenance, e))?;
+        if opts.gates.daemon_sets {
+            on_progress(Progress::WaitingForDaemonSets);
+            gate::daemon_pods_ready(&ctx.view, node, opts.gates.timeout)
+                .await
+                .map_err(|e| (Step::Maintenance, e.into()))?;
+        }
         Ok::<_, (Step, StepError)>(report)
     }
     .await;
@@ -185,6 +200,22 @@ pub async fn maintain(
                     })?;
                 LeftAs::Is(NodeState::of(&after))
             };
+            if opts.gates.workloads {
+                on_progress(Progress::WaitingForWorkloads);
+                let touched: Vec<_> = report
+                    .workloads
+                    .iter()
+                    .map(|w| w.workload.clone())
+                    .collect();
+                gate::workloads_recovered(&ctx.view, &touched, opts.gates.timeout)
+                    .await
+                    .map_err(|e| MaintainError {
+                        step: Step::Uncordon,
+                        node: node.clone(),
+                        state,
+                        cause: e.into(),
+                    })?;
+            }
             Ok(MaintainReport {
                 node: node.clone(),
                 drain: report,
@@ -205,9 +236,11 @@ pub async fn maintain(
                 uncordon: opts.uncordon_on_failure,
             };
             // A refused drain changed nothing: there is nothing to put back.
-            if !refused && machine::next(Some(phase), cordoned_before, failed).cordon == Some(false)
+            if !refused
+                && machine::next(Some(phase), cordoned_before, failed).cordon == Some(false)
+                && let Err(e) = nodes::set_unschedulable(conn, node, false, DryRun::None).await
             {
-                let _ = nodes::set_unschedulable(conn, node, false, DryRun::None).await;
+                tracing::warn!("cannot uncordon {node} after the failed {step}: {e}");
             }
             Err(MaintainError {
                 step,

@@ -19,6 +19,36 @@ use crate::names::NodeName;
 use crate::pod::{self, PodKey};
 use crate::workload::{WorkloadId, WorkloadKind};
 
+/// Which health gates a node's maintenance waits for, and how long each may take.
+/// `maintain`, `roll` and the controller default to both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gates {
+    /// Before uncordoning: the node's DaemonSet pods are Ready again.
+    pub daemon_sets: bool,
+    /// Before the maintenance counts as done: every workload its drain touched is back.
+    pub workloads: bool,
+    pub timeout: Duration,
+}
+
+/// A gate `--skip-gate` leaves out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Gate {
+    /// The node's DaemonSet pods Ready before it is uncordoned.
+    Daemonsets,
+    /// The drained workloads back at full Ready, their budgets allowing disruptions.
+    Workloads,
+}
+
+impl Gates {
+    pub fn new(timeout: Duration, skip: &[Gate]) -> Self {
+        Self {
+            daemon_sets: !skip.contains(&Gate::Daemonsets),
+            workloads: !skip.contains(&Gate::Workloads),
+            timeout,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
     #[error("health gate not passed within {}: {waiting}", humantime::format_duration(*.timeout))]
