@@ -163,14 +163,13 @@ impl DrainFlags {
     /// The drain's options; a deadline that could never come before the timeout is
     /// refused.
     pub fn options(&self, interrupt: Interrupt) -> super::error::Result<DrainOptions> {
-        if let Some(deadline) = self.ladder.deadline
-            && !self.timeout.is_zero()
-            && deadline >= self.timeout
-        {
+        let ladder = self.ladder.ladder();
+        let timeout = (!self.timeout.is_zero()).then_some(self.timeout);
+        if let Err(e) = ladder.check(timeout) {
             return Err(super::error::CliError::Usage(format!(
                 "--deadline {} is not before --timeout {}: the drain would time out before its ladder engages; shorten --deadline or lengthen --timeout",
-                humantime::format_duration(deadline),
-                humantime::format_duration(self.timeout)
+                humantime::format_duration(e.deadline),
+                humantime::format_duration(e.timeout)
             )));
         }
         Ok(DrainOptions {
@@ -184,7 +183,7 @@ impl DrainFlags {
             guards: self.policy.guards(self.disable_eviction),
             allow_pending: self.allow_pending,
             shared_budgets: !self.no_shared_budgets,
-            ladder: self.ladder.ladder(),
+            ladder,
             keep_cordon: false,
             node_down: None,
             interrupt,

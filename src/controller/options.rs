@@ -34,13 +34,11 @@ pub fn drain_options(p: &DrainPolicy) -> Result<DrainOptions, String> {
             then: l.on_deadline,
         },
     };
-    if let (Some(deadline), Some(timeout)) = (ladder.deadline, timeout)
-        && deadline >= timeout
-    {
+    if let Err(e) = ladder.check(timeout) {
         return Err(format!(
             "spec.drain.ladder.deadline {} is not before spec.drain.timeout {}",
-            humantime::format_duration(deadline),
-            humantime::format_duration(timeout)
+            humantime::format_duration(e.deadline),
+            humantime::format_duration(e.timeout)
         ));
     }
     Ok(DrainOptions {

@@ -210,7 +210,7 @@ async fn may_start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Result<Start, Hold
     tracing::debug!("NodeMaintenance {}: planned node {node}", nm.name_any());
     match plan.refusal(options.allow_pending) {
         None => Ok(Ok(Start {
-            was_unschedulable: plan.state.cordoned && !plan.cordoned_by_kordon,
+            was_unschedulable: plan.cordoned_by_someone_else,
             workloads: plan.touched_workloads(),
         })),
         Some(refused @ DrainError::Refused { .. }) => hold("DrainRefused", advised(&refused)),

@@ -114,7 +114,25 @@ pub enum Decision {
     Abandon(Vec<Blocker>),
 }
 
+/// A deadline at or past the drain's timeout: the drain would time out before its
+/// ladder engages. Each edge says it with its own names (flags, spec fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadlineNotBeforeTimeout {
+    pub deadline: Duration,
+    pub timeout: Duration,
+}
+
 impl Ladder {
+    /// The deadline must come before the timeout (`None`: no timeout).
+    pub fn check(&self, timeout: Option<Duration>) -> Result<(), DeadlineNotBeforeTimeout> {
+        match (self.deadline, timeout) {
+            (Some(deadline), Some(timeout)) if deadline >= timeout => {
+                Err(DeadlineNotBeforeTimeout { deadline, timeout })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the ladder does anything at its deadline.
     pub fn engaged(&self) -> bool {
         self.deadline.is_some()
@@ -155,6 +173,25 @@ impl Ladder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_must_come_before_the_timeout() {
+        let at = |s| Ladder {
+            deadline: Some(Duration::from_secs(s)),
+            ..Ladder::default()
+        };
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(at(30).check(minute), Ok(()));
+        assert_eq!(
+            at(60).check(minute),
+            Err(DeadlineNotBeforeTimeout {
+                deadline: Duration::from_secs(60),
+                timeout: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(at(600).check(None), Ok(()), "no timeout");
+        assert_eq!(Ladder::default().check(minute), Ok(()), "no deadline");
+    }
 
     fn blocker(pod: &str, ready: bool, named_by: Option<&str>) -> Blocker {
         Blocker {

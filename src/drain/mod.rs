@@ -85,8 +85,9 @@ pub struct PodVerdict {
 pub struct Plan {
     pub node: NodeName,
     pub state: NodeState,
-    /// The node carries kordon's cordon mark (see [`nodes::CORDONED_BY_KORDON`]).
-    pub cordoned_by_kordon: bool,
+    /// The node was cordoned, not by kordon: that cordon is its owner's to lift
+    /// ([`nodes::cordoned_by_someone_else`]).
+    pub cordoned_by_someone_else: bool,
     pods: Vec<(Pod, Verdict)>,
     guards: HashMap<PodKey, Guard>,
     /// Each pod's workload, by pod key, for pods that have one.
@@ -452,7 +453,7 @@ pub async fn plan(
             true
         }
     };
-    let cordoned_by_kordon = nodes::cordoned_by_kordon(found);
+    let cordoned_by_someone_else = nodes::cordoned_by_someone_else(found);
     if let Some(selector) = &opts.pod_selector {
         // The API server parses and applies the selector, as for kubectl; the forecast
         // then covers exactly the pods that are drained.
@@ -489,7 +490,7 @@ pub async fn plan(
     Ok(Plan {
         node: node.clone(),
         state,
-        cordoned_by_kordon,
+        cordoned_by_someone_else,
         pods,
         guards,
         workloads,
@@ -545,7 +546,7 @@ pub async fn execute(
     };
     // Whether an abandoned drain lifts the cordon: kordon cordoned the node (now, or
     // in an earlier run), and no caller holds it cordoned.
-    let lift_on_abandon = !opts.keep_cordon && (!plan.state.cordoned || plan.cordoned_by_kordon);
+    let lift_on_abandon = !opts.keep_cordon && !plan.cordoned_by_someone_else;
     if opts.dry_run == DryRun::Client {
         return Ok(DrainReport {
             node: plan.node,

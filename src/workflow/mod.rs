@@ -147,7 +147,7 @@ pub async fn maintain(
         .await
         .map_err(|e| fail_unchanged(node, Step::Cordon, e.into()))?;
     // Someone else's cordon is theirs to lift; a cordon kordon left behind is not.
-    let cordoned_before = plan.state.cordoned && !plan.cordoned_by_kordon;
+    let cordoned_before = plan.cordoned_by_someone_else;
     if let Some(forecast) = &plan.forecast {
         on_progress(Progress::Planned(forecast.clone()));
     }
