@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kordon::api::NodeMaintenance;
-use kordon::api::maintenance_plan::MaintenancePlan;
+use kordon::api::maintenance_plan::{MaintenancePlan, PlanWait};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -274,15 +274,18 @@ async fn a_paused_plan_and_a_plan_outside_its_window_start_nothing_and_say_why()
         (hour + 1) % 24
     );
     let closed = create_plan(&env, "window", json!({ "windows": [window] })).await;
-    for (name, why) in [(&paused, "paused"), (&closed, "outside its windows until")] {
+    for (name, why, kind) in [
+        (&paused, "paused", PlanWait::Paused),
+        (&closed, "outside its windows until", PlanWait::Window),
+    ] {
         eventually(
             &format!("{name} to say why it waits"),
             Duration::from_secs(30),
             || async {
                 let plan = plans().await.get(name).await.expect("plan");
-                plan.status
-                    .and_then(|s| s.waiting)
-                    .is_some_and(|w| w.contains(why))
+                plan.status.is_some_and(|s| {
+                    s.waiting_for == Some(kind) && s.waiting.is_some_and(|w| w.contains(why))
+                })
             },
         )
         .await;
@@ -352,9 +355,11 @@ async fn a_new_spec_starts_a_new_round_the_same_spec_changes_nothing_and_failure
         Duration::from_secs(120),
         || async {
             let plan = plans().await.get(&name).await.expect("plan");
-            plan.status
-                .and_then(|s| s.waiting)
-                .is_some_and(|w| w.contains("halted: 1 node(s) failed"))
+            plan.status.is_some_and(|s| {
+                s.waiting_for == Some(PlanWait::Halted)
+                    && s.waiting
+                        .is_some_and(|w| w.contains("halted: 1 node(s) failed"))
+            })
         },
     )
     .await;

@@ -94,6 +94,9 @@ pub struct MaintenancePlanStatus {
     /// Why no more nodes start now (window, cap, paused, failures), if so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// What kind of wait `waiting` describes, for scripts and alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<PlanWait>,
     /// When the next window opens, while outside every window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_window: Option<Time>,
@@ -106,6 +109,25 @@ pub struct MaintenancePlanStatus {
     pub last_finished: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// Why a plan starts no more nodes now.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PlanWait {
+    /// `spec.paused`.
+    Paused,
+    /// `maxFailures` nodes failed: the plan starts none until the spec changes.
+    Halted,
+    /// Outside every maintenance window.
+    Window,
+    /// Within `pauseBetween` of the last node's finish.
+    PauseBetween,
+    /// At its caps, or the next node waits for its workloads' budgets.
+    Caps,
+    /// Nodes another plan has out count against this one's caps.
+    OtherPlans,
+    /// The spec cannot be carried out (a selector, a duration, a window).
+    InvalidSpec,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -15,7 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::Ctx;
 use super::reconcile::ReconcileError;
 use super::status::set_condition;
-use crate::api::maintenance_plan::{MaintenancePlan, MaintenancePlanStatus, PlanNode};
+use crate::api::maintenance_plan::{MaintenancePlan, MaintenancePlanStatus, PlanNode, PlanWait};
 use crate::api::node_maintenance::{NodeMaintenance, NodeMaintenanceSpec, StatusPhase, holder_of};
 use crate::cluster::events::Severity;
 use crate::fleet::MaxUnavailable;
@@ -187,34 +187,48 @@ pub async fn reconcile(
     let now = jiff::Timestamp::now();
     let halted = !spec.paused && failed >= spec.max_failures;
     let mut waiting = if spec.paused {
-        Some("paused".to_string())
+        Some((PlanWait::Paused, "paused".to_string()))
     } else if failed >= spec.max_failures {
-        Some(format!(
-            "halted: {failed} node(s) failed (maxFailures {})",
-            spec.max_failures
+        Some((
+            PlanWait::Halted,
+            format!(
+                "halted: {failed} node(s) failed (maxFailures {})",
+                spec.max_failures
+            ),
         ))
     } else if let Some(Availability::Closed { opens }) = window::availability(&windows, now) {
         status.next_window = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(opens));
-        Some(format!("outside its windows until {opens}"))
+        Some((
+            PlanWait::Window,
+            format!("outside its windows until {opens}"),
+        ))
     } else {
         pause_ends(spec.pause_between.as_deref(), status.last_finished.as_ref())
             .filter(|t| *t > now)
-            .map(|until| format!("pausing between nodes until {until}"))
+            .map(|until| {
+                (
+                    PlanWait::PauseBetween,
+                    format!("pausing between nodes until {until}"),
+                )
+            })
     };
     let start = match &waiting {
         Some(_) => Vec::new(),
         None => {
             let (start, waits) = choose(&ctx, &mut slots, cap, spec).await?;
             waiting = waits.map(|(node, why)| match why {
-                Conflict::Full => format!("at its caps (maxUnavailable {cap}{})", per_text(spec)),
-                why => format!("node {node} waits: {why}"),
+                Conflict::Full => (
+                    PlanWait::Caps,
+                    format!("at its caps (maxUnavailable {cap}{})", per_text(spec)),
+                ),
+                why => (PlanWait::Caps, format!("node {node} waits: {why}")),
             });
             let (start, waits) = within_other_plans(&ctx, &name, start, &held_now).await?;
-            waiting = waiting.or(waits);
+            waiting = waiting.or(waits.map(|w| (PlanWait::OtherPlans, w)));
             start
         }
     };
-    status.waiting = waiting;
+    (status.waiting_for, status.waiting) = waiting.unzip();
     for node in &start {
         let created = start_node(&ctx, &plan, &round, node).await?;
         until_seen(&ctx.maintenances, &created).await;
@@ -312,12 +326,8 @@ async fn announce(
                 .iter()
                 .any(|c| c.type_ == "Complete" && c.status == "True")
     });
-    let was_halted = before.is_some_and(|s| {
-        s.round == status.round
-            && s.waiting
-                .as_deref()
-                .is_some_and(|w| w.starts_with("halted"))
-    });
+    let was_halted =
+        before.is_some_and(|s| s.round == status.round && s.waiting_for == Some(PlanWait::Halted));
     let round = status.round.as_deref().unwrap_or_default();
     if complete && !was_complete {
         let note = format!("round {round}: every selected node is done");
@@ -558,6 +568,7 @@ async fn blocked(
 ) -> Result<Action, ReconcileError> {
     let generation = plan.metadata.generation;
     status.waiting = Some(message.clone());
+    status.waiting_for = Some(PlanWait::InvalidSpec);
     set_condition(
         &mut status.conditions,
         "Blocked",

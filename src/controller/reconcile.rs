@@ -128,13 +128,10 @@ fn node_of(nm: &NodeMaintenance) -> NodeName {
 async fn start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError> {
     let status = nm.status.clone().unwrap_or_default();
     match may_start(nm, ctx).await? {
-        Err(hold) => {
+        Err((hold, refused)) => {
             let pending = NodeMaintenanceStatus {
                 phase: Some(StatusPhase::Pending),
-                refused: match hold.reason {
-                    "DrainRefused" => hold.message.split("; ").map(str::to_string).collect(),
-                    _ => Vec::new(),
-                },
+                refused,
                 ..status
             };
             status::write(&ctx.kordon.conn, nm, pending, Some(&hold)).await?;
@@ -173,9 +170,13 @@ struct Start {
     workloads: Vec<crate::workload::WorkloadId>,
 }
 
-/// The start when the maintenance may start, or what holds it.
-async fn may_start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Result<Start, Hold>, ReconcileError> {
-    let hold = |reason, message: String| Ok(Err(Hold { reason, message }));
+/// The start when the maintenance may start, or what holds it (with, for a refused
+/// drain, what would let each pod go: `status.refused`).
+async fn may_start(
+    nm: &NodeMaintenance,
+    ctx: &Ctx,
+) -> Result<Result<Start, (Hold, Vec<String>)>, ReconcileError> {
+    let hold = |reason, message: String| Ok(Err((Hold { reason, message }, Vec::new())));
     let options = match drain_options(&nm.spec.drain).and_then(|o| gate_timeout(nm).map(|_| o)) {
         Ok(o) => o,
         Err(message) => return hold("InvalidSpec", message),
@@ -213,7 +214,20 @@ async fn may_start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Result<Start, Hold
             was_unschedulable: plan.cordoned_by_someone_else,
             workloads: plan.touched_workloads(),
         })),
-        Some(refused @ DrainError::Refused { .. }) => hold("DrainRefused", advised(&refused)),
+        Some(refused @ DrainError::Refused { .. }) => {
+            let parts: Vec<String> = refused
+                .advice()
+                .iter()
+                .flat_map(status::advice_parts)
+                .collect();
+            Ok(Err((
+                Hold {
+                    reason: "DrainRefused",
+                    message: parts.join("; "),
+                },
+                parts,
+            )))
+        }
         Some(DrainError::WouldStrand { pods, .. }) => hold(
             "WouldStrand",
             format!(

@@ -28,6 +28,11 @@ pub struct Hold {
 /// Advice in a NodeMaintenance's words: the fields of its spec. A decision only the
 /// CLI offers is named as such.
 pub fn advice(advice: &Advice) -> String {
+    advice_parts(advice).join("; ")
+}
+
+/// [`advice`] in parts: one per pod that needs a decision.
+pub fn advice_parts(advice: &Advice) -> Vec<String> {
     let field = |f: &Flag| match f.field() {
         Some(field) => field.to_string(),
         None => format!("kordon's {} (no spec field allows it)", f.cli()),
@@ -39,11 +44,10 @@ pub fn advice(advice: &Advice) -> String {
                 let fields: Vec<String> = flags.iter().map(field).collect();
                 format!("{pod} needs {}", fields.join(" and "))
             })
-            .collect::<Vec<_>>()
-            .join("; "),
-        Advice::Give(flag, to) => format!("set {} to {to}", field(flag)),
-        Advice::Omit(flag) => format!("without {}", field(flag)),
-        Advice::Raise(flag) => format!("or raise {}", field(flag)),
+            .collect(),
+        Advice::Give(flag, to) => vec![format!("set {} to {to}", field(flag))],
+        Advice::Omit(flag) => vec![format!("without {}", field(flag))],
+        Advice::Raise(flag) => vec![format!("or raise {}", field(flag))],
     }
 }
 
