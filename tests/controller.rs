@@ -517,3 +517,76 @@ async fn the_last_gate_waits_for_the_workloads_it_touched_and_fails_past_its_tim
     );
     delete(&name).await;
 }
+
+/// A duration the controller could not read is refused when the object is written (the
+/// CRDs' CEL rules), in every field that holds one, so none is silently ignored later.
+#[tokio::test]
+async fn a_bad_duration_in_a_spec_is_refused_when_written() {
+    use kordon::api::NodeMaintenance;
+    use kordon::api::maintenance_plan::MaintenancePlan;
+    use kube::api::PostParams;
+
+    let env = TestEnv::new("nm-durations").await;
+    let _controller = Controller::start(&env); // applies the CRDs
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let nm = |spec: serde_json::Value| -> NodeMaintenance {
+        let mut body = json!({ "nodeName": "x", "step": { "hold": {} } });
+        body.as_object_mut()
+            .expect("object")
+            .extend(spec.as_object().expect("object").clone());
+        serde_json::from_value(json!({
+            "apiVersion": "kordon.dev/v1alpha1", "kind": "NodeMaintenance",
+            "metadata": { "name": format!("{}-probe", env.ns()) }, "spec": body }))
+        .expect("NodeMaintenance")
+    };
+    let nms: Api<NodeMaintenance> = Api::all(support::client().await);
+    eventually("the CRDs to be served", Duration::from_secs(30), || async {
+        nms.create(&dry, &nm(json!({}))).await.is_ok()
+    })
+    .await;
+    for (spec, field) in [
+        (json!({ "gateTimeout": "ten minutes" }), "spec.gateTimeout"),
+        (json!({ "gateTimeout": "-5m" }), "spec.gateTimeout"),
+        (
+            json!({ "step": { "reboot": { "timeout": "1h 30m" } } }),
+            "spec.step.reboot.timeout",
+        ),
+        (json!({ "drain": { "timeout": "soon" } }), "spec.drain"),
+        (
+            json!({ "drain": { "ladder": { "deadline": "2days" } } }),
+            "spec.drain",
+        ),
+    ] {
+        let refused = nms.create(&dry, &nm(spec.clone())).await;
+        let Err(kube::Error::Api(status)) = refused else {
+            panic!("{spec} was accepted: {refused:?}");
+        };
+        assert_eq!(status.code, 422, "{spec}: {status:?}");
+        assert!(
+            status.message.contains(field) && status.message.contains("such as 30m"),
+            "{spec}: {}",
+            status.message
+        );
+    }
+    // Go's own forms are fine.
+    nms.create(
+        &dry,
+        &nm(json!({ "gateTimeout": "1h30m", "drain": { "timeout": "1.5h" } })),
+    )
+    .await
+    .expect("Go durations are accepted");
+    let plans: Api<MaintenancePlan> = Api::all(support::client().await);
+    let plan: MaintenancePlan = serde_json::from_value(json!({
+        "apiVersion": "kordon.dev/v1alpha1", "kind": "MaintenancePlan",
+        "metadata": { "name": format!("{}-probe", env.ns()) },
+        "spec": { "nodeSelector": "a=b", "step": { "hold": {} }, "pauseBetween": "a while" } }))
+    .expect("MaintenancePlan");
+    let refused = plans.create(&dry, &plan).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.message.contains("spec.pauseBetween")),
+        "{refused:?}"
+    );
+}

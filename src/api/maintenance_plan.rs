@@ -47,6 +47,7 @@ pub struct MaintenancePlanSpec {
     pub windows: Vec<String>,
     /// Wait this long after a node is done before the next starts, e.g. "5m".
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(super::duration::RULE).message(super::duration::RULE_MESSAGE))]
     pub pause_between: Option<String>,
     /// Stop starting nodes once this many have failed in the current round.
     #[serde(default = "one_failure")]
@@ -56,12 +57,14 @@ pub struct MaintenancePlanSpec {
     pub paused: bool,
     /// How each node is drained.
     #[serde(default)]
+    #[x_kube(validation = Rule::new(super::duration::DRAIN_RULE).message(super::duration::DRAIN_RULE_MESSAGE))]
     pub drain: DrainPolicy,
     /// What happens on each node while it is empty.
     pub step: MaintenanceStep,
     /// How long each node's health gates may take (see NodeMaintenance); a node whose
     /// workloads do not recover in time fails, and counts toward `maxFailures`.
     #[serde(default = "super::node_maintenance::gate_timeout")]
+    #[x_kube(validation = Rule::new(super::duration::RULE).message(super::duration::RULE_MESSAGE))]
     pub gate_timeout: String,
 }
 

@@ -1,5 +1,6 @@
 //! kordon's own resources (`kordon.dev/v1alpha1`). The CRDs under `deploy/crds/` are
 //! generated from these types (`kordon crd`); a test fails when they drift apart.
+pub mod duration;
 pub mod maintenance_plan;
 pub mod node_maintenance;
 

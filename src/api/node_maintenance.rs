@@ -46,6 +46,7 @@ pub struct NodeMaintenanceSpec {
     pub reason: Option<String>,
     /// How the node is drained: the CLI's drain flags.
     #[serde(default)]
+    #[x_kube(validation = Rule::new(super::duration::DRAIN_RULE).message(super::duration::DRAIN_RULE_MESSAGE))]
     pub drain: DrainPolicy,
     /// What happens while the node is empty; exactly one.
     pub step: MaintenanceStep,
@@ -54,6 +55,7 @@ pub struct NodeMaintenanceSpec {
     /// touched back at full Ready with its budgets allowing disruptions (what a plan
     /// waits for before the next node), e.g. "10m".
     #[serde(default = "gate_timeout")]
+    #[x_kube(validation = Rule::new(super::duration::RULE).message(super::duration::RULE_MESSAGE))]
     pub gate_timeout: String,
 }
 
@@ -172,11 +174,12 @@ pub struct JobStep {
     pub backoff_limit: Option<i32>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RebootStep {
     /// How long the reboot may take, e.g. "30m"; unset waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(super::duration::RULE).message(super::duration::RULE_MESSAGE))]
     pub timeout: Option<String>,
 }
 

@@ -12,9 +12,7 @@ use crate::plan::guards::GuardOptions;
 pub fn drain_options(p: &DrainPolicy) -> Result<DrainOptions, String> {
     let duration = |field: &str, value: Option<&str>| -> Result<Option<Duration>, String> {
         value
-            .map(|v| {
-                humantime::parse_duration(v).map_err(|e| format!("spec.drain.{field} \"{v}\": {e}"))
-            })
+            .map(|v| crate::api::duration::parse(v).map_err(|e| format!("spec.drain.{field}: {e}")))
             .transpose()
     };
     let timeout = duration("timeout", p.timeout.as_deref())?;

@@ -15,6 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::Ctx;
 use super::reconcile::ReconcileError;
 use super::status::set_condition;
+use crate::api::duration;
 use crate::api::maintenance_plan::{MaintenancePlan, MaintenancePlanStatus, PlanNode, PlanWait};
 use crate::api::node_maintenance::{NodeMaintenance, NodeMaintenanceSpec, StatusPhase, holder_of};
 use crate::cluster::events::Severity;
@@ -77,6 +78,24 @@ pub async fn reconcile(
         Ok(w) => w,
         Err(e) => {
             return blocked(&ctx, &plan, status, "InvalidSpec", format!("windows: {e}")).await;
+        }
+    };
+    let pause_between = match spec
+        .pause_between
+        .as_deref()
+        .map(duration::parse)
+        .transpose()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            return blocked(
+                &ctx,
+                &plan,
+                status,
+                "InvalidSpec",
+                format!("pauseBetween: {e}"),
+            )
+            .await;
         }
     };
 
@@ -203,7 +222,7 @@ pub async fn reconcile(
             format!("outside its windows until {opens}"),
         ))
     } else {
-        pause_ends(spec.pause_between.as_deref(), status.last_finished.as_ref())
+        pause_ends(pause_between, status.last_finished.as_ref())
             .filter(|t| *t > now)
             .map(|until| {
                 (
@@ -507,10 +526,10 @@ fn per_text(spec: &crate::api::maintenance_plan::MaintenancePlanSpec) -> String 
 }
 
 fn pause_ends(
-    pause: Option<&str>,
+    pause: Option<Duration>,
     last: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 ) -> Option<jiff::Timestamp> {
-    let pause = humantime::parse_duration(pause?).ok()?;
+    let pause = pause?;
     last?
         .0
         .checked_add(jiff::SignedDuration::try_from(pause).ok()?)

@@ -15,8 +15,8 @@ use super::job::JobState;
 use super::options::drain_options;
 use super::runs::Ended;
 use super::status::{self, Hold};
-use crate::api::NodeMaintenance;
 use crate::api::node_maintenance::{HELD_BY, NodeMaintenanceStatus, StatusPhase, holder_of};
+use crate::api::{NodeMaintenance, duration};
 use crate::cluster::ClusterError;
 use crate::cluster::events::Severity;
 use crate::cluster::nodes::{self, Annotations, DryRun};
@@ -177,7 +177,11 @@ async fn may_start(
     ctx: &Ctx,
 ) -> Result<Result<Start, (Hold, Vec<String>)>, ReconcileError> {
     let hold = |reason, message: String| Ok(Err((Hold { reason, message }, Vec::new())));
-    let options = match drain_options(&nm.spec.drain).and_then(|o| gate_timeout(nm).map(|_| o)) {
+    // Every duration of the spec is read here, once, before anything changes.
+    let options = match drain_options(&nm.spec.drain)
+        .and_then(|o| gate_timeout(nm).map(|_| o))
+        .and_then(|o| reboot_timeout(nm).map(|_| o))
+    {
         Ok(o) => o,
         Err(message) => return hold("InvalidSpec", message),
     };
@@ -397,16 +401,14 @@ async fn maintaining(
         status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
         return Ok(Action::await_change());
     }
-    if let Some(reboot) = &step.reboot {
+    if step.reboot.is_some() {
         let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
         let boot = crate::workflow::ready::Snapshot::of(&node).boot_id;
         if boot.is_some() && boot != status.boot_id_before {
             return advance(nm, ctx, status, Observed::Completed).await;
         }
-        if let Some(limit) = reboot
-            .timeout
-            .as_deref()
-            .and_then(|t| humantime::parse_duration(t).ok())
+        // Checked before the maintenance started (see `spec_durations`).
+        if let Ok(Some(limit)) = reboot_timeout(nm)
             && elapsed(&status) > limit
         {
             let message = format!(
@@ -560,8 +562,19 @@ where
 }
 
 fn gate_timeout(nm: &NodeMaintenance) -> Result<Duration, String> {
-    let t = &nm.spec.gate_timeout;
-    humantime::parse_duration(t).map_err(|e| format!("spec.gateTimeout \"{t}\": {e}"))
+    duration::parse(&nm.spec.gate_timeout).map_err(|e| format!("spec.gateTimeout: {e}"))
+}
+
+fn reboot_timeout(nm: &NodeMaintenance) -> Result<Option<Duration>, String> {
+    let timeout = nm
+        .spec
+        .step
+        .reboot
+        .as_ref()
+        .and_then(|r| r.timeout.as_deref());
+    timeout
+        .map(|t| duration::parse(t).map_err(|e| format!("spec.step.reboot.timeout: {e}")))
+        .transpose()
 }
 
 /// The object is deleted: no eviction goes out any more, and the node is put back
