@@ -53,6 +53,15 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The pods whose verdict `which` picks.
+    pub(super) fn pods_to(&self, which: impl Fn(&Verdict) -> bool) -> Vec<&Pod> {
+        self.pods
+            .iter()
+            .filter(|(_, v)| which(v))
+            .map(|(p, _)| p)
+            .collect()
+    }
+
     pub fn verdicts(&self) -> Vec<PodVerdict> {
         self.pods
             .iter()

@@ -28,258 +28,222 @@ pub async fn execute(
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<DrainReport, DrainError> {
     let started = Instant::now();
-    if let Some(refusal) = plan.refusal(opts.allow_pending) {
-        return Err(refusal);
-    }
-    let verdicts = plan.verdicts();
-    let dry_run = opts.dry_run != DryRun::None;
-    let conn = &ctx.conn;
-    ctx.require(
-        &format!("drain node {}", plan.node),
-        &needed_permissions(&plan, opts),
-    )
-    .await?;
-    // Resolved before anything changes, so a bad rule changes nothing.
-    let named = match opts.ladder.deadline {
-        Some(_) => escalate::named_pods(ctx, &plan.node, &opts.ladder.delete).await?,
-        None => HashMap::new(),
+    let named = enter(ctx, &plan, opts).await?;
+    let unchanged = |evicted: Vec<PodKey>| DrainReport {
+        node: plan.node.clone(),
+        pods: plan.verdicts(),
+        evicted,
+        replacements: Vec::new(),
+        workloads: Vec::new(),
+        deleted_past_budget: Vec::new(),
+        stopped_early: Vec::new(),
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        dry_run: opts.dry_run != DryRun::None,
     };
-    // Whether an abandoned drain lifts the cordon: kordon cordoned the node (now, or
-    // in an earlier run), and no caller holds it cordoned.
-    let lift_on_abandon = !opts.keep_cordon && !plan.cordoned_by_someone_else;
     if opts.dry_run == DryRun::Client {
-        return Ok(DrainReport {
-            node: plan.node,
-            pods: verdicts,
-            evicted: Vec::new(),
-            replacements: Vec::new(),
-            workloads: Vec::new(),
-            deleted_past_budget: Vec::new(),
-            stopped_early: Vec::new(),
-            elapsed_seconds: started.elapsed().as_secs_f64(),
-            dry_run,
-        });
+        return Ok(unchanged(Vec::new()));
     }
-
     // Interrupted before this node (a drain of several): it is left untouched.
     if opts.interrupt.is_requested() {
         return Err(DrainError::InterruptedBefore { node: plan.node });
     }
     opts.interrupt.arm();
+    take_out(ctx, &plan, opts, on_event).await?;
+    let to_evict = plan.pods_to(|v| matches!(v, Verdict::Evict(_)));
+    let to_await = plan.pods_to(|v| matches!(v, Verdict::AwaitTermination));
+    if opts.dry_run == DryRun::Server {
+        for p in &to_evict {
+            evict::evict(&ctx.conn, p, request(opts)).await?;
+        }
+        return Ok(unchanged(to_evict.iter().map(|p| PodKey::of(p)).collect()));
+    }
+
+    let mut run = Run::start(ctx, &plan, opts, on_event, to_evict, to_await).await?;
+    let outcome = run.until_done(&named, started).await;
+    if let Some(shared) = run.shared.take() {
+        shared.release().await;
+    }
+    // Whether an abandoned drain lifts the cordon: kordon cordoned the node (now, or
+    // in an earlier run), and no caller holds it cordoned.
+    let lift = !opts.keep_cordon && !plan.cordoned_by_someone_else;
+    match outcome {
+        Err(abandoned @ DrainError::Abandoned { .. }) if lift => {
+            Err(put_back(ctx, abandoned).await)
+        }
+        Err(e) => Err(e),
+        Ok(()) => Ok(run.report(plan.verdicts(), started)),
+    }
+}
+
+/// Before anything changes: the plan refuses nothing, the rights are there, and the
+/// ladder's rules name the pods they name (a bad rule changes nothing).
+async fn enter(
+    ctx: &Context,
+    plan: &Plan,
+    opts: &DrainOptions,
+) -> Result<HashMap<Uid, ladder::DeleteRule>, DrainError> {
+    if let Some(refusal) = plan.refusal(opts.allow_pending) {
+        return Err(refusal);
+    }
+    ctx.require(
+        &format!("drain node {}", plan.node),
+        &needed_permissions(plan, opts),
+    )
+    .await?;
+    Ok(match opts.ladder.deadline {
+        Some(_) => escalate::named_pods(ctx, &plan.node, &opts.ladder.delete).await?,
+        None => HashMap::new(),
+    })
+}
+
+/// Cordons the node (unless it is), and taints a node that is down out of service.
+async fn take_out(
+    ctx: &Context,
+    plan: &Plan,
+    opts: &DrainOptions,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<(), DrainError> {
     if !plan.state.cordoned {
-        let after = nodes::set_unschedulable(conn, &plan.node, true, opts.dry_run).await?;
+        let after = nodes::set_unschedulable(&ctx.conn, &plan.node, true, opts.dry_run).await?;
         on_event(Event::Cordoned {
             node: plan.node.clone(),
             before: plan.state,
             after: NodeState::of(&after),
         });
     }
-    if plan.down && !dry_run {
-        nodes::set_out_of_service(conn, &plan.node, true).await?;
+    if plan.down && opts.dry_run == DryRun::None {
+        nodes::set_out_of_service(&ctx.conn, &plan.node, true).await?;
         on_event(Event::OutOfService {
             node: plan.node.clone(),
         });
     }
+    Ok(())
+}
 
-    let request = evict::Request {
+fn request(opts: &DrainOptions) -> evict::Request {
+    evict::Request {
         grace_period: opts.grace_period,
         bypass_budgets: opts.disable_eviction,
         server_dry_run: opts.dry_run == DryRun::Server,
-    };
-    let to_evict: Vec<&Pod> = plan
-        .pods
-        .iter()
-        .filter(|(_, v)| matches!(v, Verdict::Evict(_)))
-        .map(|(p, _)| p)
-        .collect();
-    let to_await: Vec<&Pod> = plan
-        .pods
-        .iter()
-        .filter(|(_, v)| matches!(v, Verdict::AwaitTermination))
-        .map(|(p, _)| p)
-        .collect();
+    }
+}
 
-    if dry_run {
-        for p in &to_evict {
-            evict::evict(conn, p, request).await?;
+/// An abandoned drain uncordons the node it took out, and says whether it could.
+async fn put_back(ctx: &Context, abandoned: DrainError) -> DrainError {
+    let DrainError::Abandoned {
+        node,
+        deadline,
+        remaining,
+        ..
+    } = abandoned
+    else {
+        return abandoned;
+    };
+    let uncordoned = match nodes::set_unschedulable(&ctx.conn, &node, false, DryRun::None).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!("cannot uncordon abandoned node {node}: {e}");
+            false
         }
-        return Ok(DrainReport {
-            node: plan.node,
-            pods: verdicts,
-            evicted: to_evict.iter().map(|p| PodKey::of(p)).collect(),
-            replacements: Vec::new(),
-            workloads: Vec::new(),
-            deleted_past_budget: Vec::new(),
-            stopped_early: Vec::new(),
-            elapsed_seconds: started.elapsed().as_secs_f64(),
-            dry_run,
+    };
+    DrainError::Abandoned {
+        node,
+        deadline,
+        remaining,
+        uncordoned,
+    }
+}
+
+/// A drain under way: what it watches, what it holds, and how far it got.
+struct Run<'a> {
+    ctx: &'a Context,
+    plan: &'a Plan,
+    opts: &'a DrainOptions,
+    on_event: &'a (dyn Fn(Event) + Sync),
+    to_evict: Vec<&'a Pod>,
+    /// Pods terminating already: only waited for.
+    to_await: Vec<&'a Pod>,
+    /// The workloads of the pods to evict, each once.
+    involved: Vec<&'a Workload>,
+    watch: tracker::Watches<'a>,
+    progress: Progress,
+    replacements: tracker::Replacements,
+    shared: Option<shared::SharedBudgets>,
+}
+
+impl<'a> Run<'a> {
+    /// Starts the watches and, unless told otherwise, shares the implicit budgets.
+    async fn start(
+        ctx: &'a Context,
+        plan: &'a Plan,
+        opts: &'a DrainOptions,
+        on_event: &'a (dyn Fn(Event) + Sync),
+        to_evict: Vec<&'a Pod>,
+        to_await: Vec<&'a Pod>,
+    ) -> Result<Self, DrainError> {
+        let involved: Vec<&Workload> = {
+            let mut seen = HashSet::new();
+            to_evict
+                .iter()
+                .filter_map(|p| plan.workloads.get(&PodKey::of(p)))
+                .filter(|w| seen.insert(&w.id))
+                .collect()
+        };
+        let evicted_from = namespaces(&to_evict);
+        let exposed = routable(ctx, &evicted_from).await?;
+        let watch =
+            tracker::Watches::start(&ctx.view, &plan.node, &involved, &evicted_from, &exposed)
+                .await?;
+        let replacements = tracker::Replacements::new(&plan.node, &to_evict, |p| {
+            plan.workloads.get(&PodKey::of(p)).map(|w| w.id.clone())
         });
+        let shared = if opts.shared_budgets && !opts.disable_eviction && !plan.down {
+            Some(share_budgets(ctx, plan, &to_evict, &watch).await?)
+        } else {
+            None
+        };
+        Ok(Self {
+            ctx,
+            plan,
+            opts,
+            on_event,
+            to_evict,
+            to_await,
+            involved,
+            watch,
+            progress: Progress::default(),
+            replacements,
+            shared,
+        })
     }
 
-    let involved: Vec<&Workload> = {
-        let mut seen = HashSet::new();
-        to_evict
-            .iter()
-            .filter_map(|p| plan.workloads.get(&PodKey::of(p)))
-            .filter(|w| seen.insert(&w.id))
-            .collect()
-    };
-    let evicted_from = namespaces(&to_evict);
-    let exposed = routable(ctx, &evicted_from).await?;
-    let watch =
-        tracker::Watches::start(&ctx.view, &plan.node, &involved, &evicted_from, &exposed).await?;
-    let progress = Progress::default();
-    let recoveries = |watch: &tracker::Watches<'_>| -> Vec<WorkloadRecovery> {
-        involved
-            .iter()
-            .map(|w| WorkloadRecovery {
-                workload: w.id.clone(),
-                recovery: watch.recovery(w, &plan.node),
-            })
-            .collect()
-    };
-    let replacements = tracker::Replacements::new(&plan.node, &to_evict, |p| {
-        plan.workloads.get(&PodKey::of(p)).map(|w| w.id.clone())
-    });
-    let shared = if opts.shared_budgets && !dry_run && !opts.disable_eviction && !plan.down {
-        Some(share_budgets(ctx, &plan, &to_evict, &watch).await?)
-    } else {
-        None
-    };
-    let engine = engine::Engine::new(
-        ctx,
-        request,
-        &watch,
-        &progress,
-        on_event,
-        opts,
-        shared
-            .as_ref()
-            .map(|s| s.budgets.clone())
-            .unwrap_or_default(),
-    );
-    // Pods terminating already are only waited for (no guard), and so are all on a node
-    // that is down: the control plane deletes them.
-    let work = async {
-        let pods = to_evict
-            .iter()
-            .map(|p| {
-                let guard = plan.guards.get(&PodKey::of(p)).unwrap_or(&Guard::Api);
-                (p, (!plan.down).then_some(guard))
-            })
-            .chain(to_await.iter().map(|p| (p, None)));
-        futures::future::join_all(pods.map(|(p, guard)| {
-            let workload = plan.workloads.get(&PodKey::of(p)).map(|w| &w.id);
-            engine.drain_pod(p, guard, workload)
-        }))
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-    };
-    let work = async {
-        let tracking = replacements.follow(&watch, on_event);
-        tokio::pin!(tracking);
-        tokio::select! {
-            r = work => r,
-            _ = &mut tracking => unreachable!("follow runs until cancelled"),
-        }
-    };
-
-    let remaining = |progress: &Progress| -> Vec<Remaining> {
-        let gone = progress.gone.lock().map(|g| g.clone()).unwrap_or_default();
-        let blocks = progress
-            .blocks
-            .lock()
-            .map(|b| b.clone())
-            .unwrap_or_default();
-        to_evict
-            .iter()
-            .chain(&to_await)
-            .map(|p| Remaining {
-                blocked_by: blocks
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| *k == PodKey::of(p))
-                    .map(|(_, b)| b.clone()),
-                unhealthy: watch.current(p).is_some_and(|live| !pod::is_ready(&live)),
-                pod: PodKey::of(p),
-            })
-            .filter(|r| !gone.contains(&r.pod))
-            .collect()
-    };
-
-    // The ladder: from the deadline on, what still blocks is handled by policy. Runs
-    // until the drain ends, unless it abandons the drain.
-    let escalation = async {
-        let Some(deadline) = opts.ladder.deadline else {
-            return futures::future::pending().await;
-        };
-        tokio::time::sleep_until((started + deadline).into()).await;
-        loop {
-            let mut changes = watch.subscribe();
-            match opts
-                .ladder
-                .decide(blockers(ctx, &to_evict, &watch, &progress, &named))
-            {
-                ladder::Decision::Abandon(held) => return Ok::<_, DrainError>(held),
-                ladder::Decision::Delete(allowed) => {
-                    for (b, allowance) in allowed {
-                        let Some(p) = to_evict.iter().find(|p| PodKey::of(p) == b.pod) else {
-                            continue;
-                        };
-                        let so_far = progress
-                            .escalations
-                            .lock()
-                            .map(|e| e.clone())
-                            .unwrap_or_default();
-                        let deleted = escalate::delete_past_budget(
-                            ctx,
-                            &plan.node,
-                            p,
-                            allowance,
-                            b.held,
-                            opts.grace_period,
-                            &so_far,
-                        )
-                        .await?;
-                        if let Some(e) = deleted {
-                            if let (Ok(mut evicted), Some(uid)) =
-                                (ctx.turns.evicted.lock(), Uid::of(p))
-                            {
-                                evicted.insert(uid);
-                            }
-                            if let Ok(mut all) = progress.escalations.lock() {
-                                all.push(e.clone());
-                            }
-                            on_event(Event::DeletedPastBudget(e));
-                        }
-                    }
-                }
-                ladder::Decision::Wait => {}
+    /// Until every pod is gone and every workload back, or the timeout, the ladder or an
+    /// interrupt ends it.
+    async fn until_done(
+        &self,
+        named: &HashMap<Uid, ladder::DeleteRule>,
+        started: Instant,
+    ) -> Result<(), DrainError> {
+        let opts = self.opts;
+        let node = || self.plan.node.clone();
+        let timeout = async {
+            match opts.timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => futures::future::pending().await,
             }
-            let _ = tokio::time::timeout(engine::RECHECK, changes.changed()).await;
-        }
-    };
-
-    let deadline = async {
-        match opts.timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => futures::future::pending().await,
-        }
-    };
-    let outcome = async {
+        };
         tokio::select! {
-            result = work => { result?; }
-            _ = deadline => {
+            result = self.evict_all() => result?,
+            _ = timeout => {
                 return Err(DrainError::TimedOut {
-                    node: plan.node.clone(),
+                    node: node(),
                     timeout: opts.timeout.unwrap_or_default(),
-                    remaining: remaining(&progress),
+                    remaining: self.remaining(),
                 });
             }
-            held = escalation => {
+            held = self.escalation(named, started) => {
                 return Err(DrainError::Abandoned {
-                    node: plan.node.clone(),
+                    node: node(),
                     deadline: opts.ladder.deadline.unwrap_or_default(),
                     remaining: held?
                         .into_iter()
@@ -293,14 +257,118 @@ pub async fn execute(
                 });
             }
             _ = opts.interrupt.requested() => {
-                return Err(DrainError::Interrupted { node: plan.node.clone(), remaining: remaining(&progress) });
+                return Err(DrainError::Interrupted { node: node(), remaining: self.remaining() });
             }
         }
+        self.settle(started).await
+    }
 
-        // The pods are gone; each workload they belonged to is waited for until it is
-        // back at its budget, whichever pods provide it: until the timeout, or without
-        // one as long as it takes (as `--timeout 0` says). With `--allow-pending` the user
-        // accepted replacements that may never run, so a minute at most.
+    /// Every pod gone: each under its guard, those terminating already (and all on a
+    /// node that is down: the control plane deletes them) only waited for, while the
+    /// replacements are followed.
+    async fn evict_all(&self) -> Result<(), DrainError> {
+        let engine = engine::Engine::new(
+            self.ctx,
+            request(self.opts),
+            &self.watch,
+            &self.progress,
+            self.on_event,
+            self.opts,
+            self.shared
+                .as_ref()
+                .map(|s| s.budgets.clone())
+                .unwrap_or_default(),
+        );
+        let plan = self.plan;
+        let pods = self
+            .to_evict
+            .iter()
+            .map(|p| {
+                let guard = plan.guards.get(&PodKey::of(p)).unwrap_or(&Guard::Api);
+                (p, (!plan.down).then_some(guard))
+            })
+            .chain(self.to_await.iter().map(|p| (p, None)));
+        let work = futures::future::join_all(pods.map(|(p, guard)| {
+            let workload = plan.workloads.get(&PodKey::of(p)).map(|w| &w.id);
+            engine.drain_pod(p, guard, workload)
+        }));
+        let tracking = self.replacements.follow(&self.watch, self.on_event);
+        tokio::select! {
+            results = work => results.into_iter().collect::<Result<Vec<_>, _>>().map(|_| ()),
+            _ = tracking => unreachable!("follow runs until cancelled"),
+        }
+    }
+
+    /// The ladder: from the deadline on, what still blocks is handled by policy. Runs
+    /// until the drain ends, unless it abandons the drain (with what held it).
+    async fn escalation(
+        &self,
+        named: &HashMap<Uid, ladder::DeleteRule>,
+        started: Instant,
+    ) -> Result<Vec<ladder::Blocker>, DrainError> {
+        let Some(deadline) = self.opts.ladder.deadline else {
+            return futures::future::pending().await;
+        };
+        tokio::time::sleep_until((started + deadline).into()).await;
+        loop {
+            let mut changes = self.watch.subscribe();
+            let blockers = blockers(self.ctx, &self.to_evict, &self.watch, &self.progress, named);
+            match self.opts.ladder.decide(blockers) {
+                ladder::Decision::Abandon(held) => return Ok(held),
+                ladder::Decision::Delete(allowed) => {
+                    for (b, allowance) in allowed {
+                        self.delete_past_budget(b, allowance).await?;
+                    }
+                }
+                ladder::Decision::Wait => {}
+            }
+            let _ = tokio::time::timeout(engine::RECHECK, changes.changed()).await;
+        }
+    }
+
+    /// Deletes one held pod past its budget, as a rule allows, and records it.
+    async fn delete_past_budget(
+        &self,
+        b: ladder::Blocker,
+        allowance: ladder::Allowance,
+    ) -> Result<(), DrainError> {
+        let Some(p) = self.to_evict.iter().find(|p| PodKey::of(p) == b.pod) else {
+            return Ok(());
+        };
+        let so_far = self
+            .progress
+            .escalations
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default();
+        let deleted = escalate::delete_past_budget(
+            self.ctx,
+            &self.plan.node,
+            p,
+            allowance,
+            b.held,
+            self.opts.grace_period,
+            &so_far,
+        )
+        .await?;
+        if let Some(e) = deleted {
+            if let (Ok(mut evicted), Some(uid)) = (self.ctx.turns.evicted.lock(), Uid::of(p)) {
+                evicted.insert(uid);
+            }
+            if let Ok(mut all) = self.progress.escalations.lock() {
+                all.push(e.clone());
+            }
+            (self.on_event)(Event::DeletedPastBudget(e));
+        }
+        Ok(())
+    }
+
+    /// The pods are gone; each workload they belonged to is waited for until it is back
+    /// at its budget, whichever pods provide it: until the timeout, or without one as
+    /// long as it takes (as `--timeout 0` says). With `--allow-pending` the user accepted
+    /// replacements that may never run, so a minute at most.
+    async fn settle(&self, started: Instant) -> Result<(), DrainError> {
+        let opts = self.opts;
         let settle = match opts.timeout {
             Some(t) => t.saturating_sub(started.elapsed()),
             None if opts.allow_pending => Duration::from_secs(60),
@@ -309,22 +377,23 @@ pub async fn execute(
         let waited = Instant::now();
         let back = async {
             loop {
-                let mut changes = watch.subscribe();
-                if !recoveries(&watch).iter().any(WorkloadRecovery::is_short) {
+                let mut changes = self.watch.subscribe();
+                if !self.recoveries().iter().any(WorkloadRecovery::is_short) {
                     return;
                 }
-                watch.changed(&mut changes, engine::RECHECK).await;
+                self.watch.changed(&mut changes, engine::RECHECK).await;
             }
         };
-        let tracking = replacements.follow(&watch, on_event);
+        let tracking = self.replacements.follow(&self.watch, self.on_event);
         tokio::select! {
             _ = tokio::time::timeout(settle, back) => {}
             _ = tracking => unreachable!("follow runs until cancelled"),
             _ = opts.interrupt.requested() => {
-                return Err(DrainError::Interrupted { node: plan.node.clone(), remaining: Vec::new() });
+                return Err(DrainError::Interrupted { node: self.plan.node.clone(), remaining: Vec::new() });
             }
         }
-        let short: Vec<WorkloadRecovery> = recoveries(&watch)
+        let short: Vec<WorkloadRecovery> = self
+            .recoveries()
             .into_iter()
             .filter(WorkloadRecovery::is_short)
             .collect();
@@ -333,69 +402,69 @@ pub async fn execute(
             return Ok(());
         }
         Err(DrainError::NotRecovered {
-            node: plan.node.clone(),
+            node: self.plan.node.clone(),
             waited: waited.elapsed(),
             short,
         })
     }
-    .await;
-    if let Some(shared) = shared {
-        shared.release().await;
-    }
-    if let Err(DrainError::Abandoned {
-        node,
-        deadline,
-        remaining,
-        ..
-    }) = outcome
-    {
-        let uncordoned = lift_on_abandon
-            && match nodes::set_unschedulable(conn, &node, false, DryRun::None).await {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::warn!("cannot uncordon abandoned node {node}: {e}");
-                    false
-                }
-            };
-        return Err(DrainError::Abandoned {
-            node,
-            deadline,
-            remaining,
-            uncordoned,
-        });
-    }
-    outcome?;
 
-    // One last look, so the report shows the replacements as the recoveries saw them.
-    replacements.look(&watch, on_event);
-    let workloads = recoveries(&watch);
-    Ok(DrainReport {
-        node: plan.node,
-        pods: verdicts,
-        // Gone pods that this drain evicted (not those that were leaving already).
-        evicted: progress
-            .gone
-            .lock()
-            .map(|g| g.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|k| to_evict.iter().any(|p| PodKey::of(p) == *k))
-            .collect(),
-        replacements: replacements.statuses(),
-        workloads,
-        deleted_past_budget: progress
-            .escalations
-            .lock()
-            .map(|e| e.clone())
-            .unwrap_or_default(),
-        stopped_early: progress
-            .stopped_early
-            .lock()
-            .map(|e| e.clone())
-            .unwrap_or_default(),
-        elapsed_seconds: started.elapsed().as_secs_f64(),
-        dry_run,
-    })
+    fn recoveries(&self) -> Vec<WorkloadRecovery> {
+        self.involved
+            .iter()
+            .map(|w| WorkloadRecovery {
+                workload: w.id.clone(),
+                recovery: self.watch.recovery(w, &self.plan.node),
+            })
+            .collect()
+    }
+
+    /// The pods not gone yet, with what held each last.
+    fn remaining(&self) -> Vec<Remaining> {
+        let gone = locked(&self.progress.gone);
+        let blocks = locked(&self.progress.blocks);
+        self.to_evict
+            .iter()
+            .chain(&self.to_await)
+            .map(|p| Remaining {
+                blocked_by: blocks
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| *k == PodKey::of(p))
+                    .map(|(_, b)| b.clone()),
+                unhealthy: self
+                    .watch
+                    .current(p)
+                    .is_some_and(|live| !pod::is_ready(&live)),
+                pod: PodKey::of(p),
+            })
+            .filter(|r| !gone.contains(&r.pod))
+            .collect()
+    }
+
+    fn report(&self, pods: Vec<super::PodVerdict>, started: Instant) -> DrainReport {
+        // One last look, so the report shows the replacements as the recoveries saw them.
+        self.replacements.look(&self.watch, self.on_event);
+        DrainReport {
+            node: self.plan.node.clone(),
+            pods,
+            // Gone pods that this drain evicted (not those that were leaving already).
+            evicted: locked(&self.progress.gone)
+                .into_iter()
+                .filter(|k| self.to_evict.iter().any(|p| PodKey::of(p) == *k))
+                .collect(),
+            replacements: self.replacements.statuses(),
+            workloads: self.recoveries(),
+            deleted_past_budget: locked(&self.progress.escalations),
+            stopped_early: locked(&self.progress.stopped_early),
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+            dry_run: false,
+        }
+    }
+}
+
+/// A copy of what a progress list holds now.
+fn locked<T: Clone>(list: &Mutex<Vec<T>>) -> Vec<T> {
+    list.lock().map(|l| l.clone()).unwrap_or_default()
 }
 
 /// Makes the implicit budgets of the workloads being drained real (see [`shared`]) and
