@@ -9,6 +9,7 @@ mod plan;
 mod reconcile;
 mod runs;
 mod status;
+mod tally;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

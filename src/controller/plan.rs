@@ -15,15 +15,15 @@ use kube::{Api, Resource, ResourceExt};
 use super::Ctx;
 use super::reconcile::ReconcileError;
 use super::status::set_condition;
+use super::tally::{self, Tally};
 use crate::api::duration;
-use crate::api::maintenance_plan::{MaintenancePlan, MaintenancePlanStatus, PlanNode, PlanWait};
-use crate::api::node_maintenance::{NodeMaintenance, NodeMaintenanceSpec, StatusPhase, holder_of};
+use crate::api::maintenance_plan::{MaintenancePlan, MaintenancePlanStatus, PlanWait};
+use crate::api::node_maintenance::{NodeMaintenance, NodeMaintenanceSpec, StatusPhase};
 use crate::cluster::events::Severity;
 use crate::fleet::MaxUnavailable;
 use crate::fleet::caps::{self, Conflict, Slot};
-use crate::fleet::mark::{Mark, Phase};
 use crate::fleet::run::holdings;
-use crate::fleet::window::{self, Availability, Window};
+use crate::fleet::window::Window;
 use crate::names::NodeName;
 use crate::snapshot::{Reach, Snapshot};
 
@@ -127,69 +127,13 @@ pub async fn reconcile(
         .filter(|nm| is_mine(nm))
         .filter_map(|nm| Some((label(&nm, NODE_LABEL)?.clone(), nm)))
         .collect();
-    let mut slots = Vec::new();
-    let (mut done, mut active, mut failed) = (0, 0, 0);
-    let mut records = BTreeMap::new();
-    for node in &selected {
-        let node_name = node.name_any();
-        let child = children.get(&node_name);
-        // A NodeMaintenance just created has no phase yet: it is under way.
-        let phase = child.map(|c| {
-            c.status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .unwrap_or(StatusPhase::Pending)
-        });
-        let out_here = match phase {
-            Some(StatusPhase::Done) => {
-                done += 1;
-                false
-            }
-            // Failed while out of service (a step), it stays out; failed at the last
-            // gate, it is back in service.
-            Some(StatusPhase::Failed) => {
-                failed += 1;
-                child.is_some_and(|c| c.has_node_out(Some(node)))
-            }
-            Some(StatusPhase::Abandoned) => {
-                failed += 1;
-                false
-            }
-            Some(_) => {
-                active += 1;
-                true
-            }
-            None => false,
-        };
-        // What a node out holds of the workloads: what its drain touched (this plan's,
-        // or a roll's).
-        let touched = match child {
-            Some(c) => c.status.as_ref().map(|s| s.workloads.clone()),
-            None => Mark::of(node).map(|m| m.workloads),
-        };
-        slots.push(Slot {
-            node: node_name.clone(),
-            // Out by this plan's own maintenance, or by anyone else's: another plan may
-            // take a node this plan has already done in this round.
-            out: out_here || held_now.contains(&node_name) || out_of_service_elsewhere(node),
-            pending: child.is_none(),
-            domains: spec
-                .max_unavailable_per
-                .keys()
-                .map(|l| (l.clone(), node.labels().get(l).cloned()))
-                .collect(),
-            workloads: touched.unwrap_or_default().into_iter().collect(),
-            single: BTreeSet::new(),
-        });
-        records.insert(
-            node_name,
-            PlanNode {
-                maintenance: child.map(|c| c.name_any()),
-                phase,
-                waiting: child.and_then(|c| blocked_by(c)),
-            },
-        );
-    }
+    let Tally {
+        mut slots,
+        records,
+        done,
+        active,
+        failed,
+    } = tally::tally(&selected, &children, &held_now, spec);
     // The last node done, for pauseBetween.
     status.last_finished = children
         .values()
@@ -203,34 +147,17 @@ pub async fn reconcile(
     status.next_window = None;
 
     // Whether nodes may start now, and which.
-    let now = jiff::Timestamp::now();
     let halted = !spec.paused && failed >= spec.max_failures;
-    let mut waiting = if spec.paused {
-        Some((PlanWait::Paused, "paused".to_string()))
-    } else if failed >= spec.max_failures {
-        Some((
-            PlanWait::Halted,
-            format!(
-                "halted: {failed} node(s) failed (maxFailures {})",
-                spec.max_failures
-            ),
-        ))
-    } else if let Some(Availability::Closed { opens }) = window::availability(&windows, now) {
-        status.next_window = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(opens));
-        Some((
-            PlanWait::Window,
-            format!("outside its windows until {opens}"),
-        ))
-    } else {
-        pause_ends(pause_between, status.last_finished.as_ref())
-            .filter(|t| *t > now)
-            .map(|until| {
-                (
-                    PlanWait::PauseBetween,
-                    format!("pausing between nodes until {until}"),
-                )
-            })
-    };
+    let held = tally::held_back(
+        spec,
+        failed,
+        &windows,
+        pause_between,
+        status.last_finished.as_ref(),
+        jiff::Timestamp::now(),
+    );
+    status.next_window = held.as_ref().and_then(|h| h.next_window.clone());
+    let mut waiting = held.map(|h| (h.kind, h.message));
     let start = match &waiting {
         Some(_) => Vec::new(),
         None => {
@@ -438,7 +365,7 @@ async fn within_other_plans(
         let out = list
             .items
             .iter()
-            .filter(|n| held.contains(&n.name_any()) || out_of_service_elsewhere(n))
+            .filter(|n| held.contains(&n.name_any()) || tally::out_of_service_elsewhere(n))
             .count();
         let Ok(cap) = other
             .spec
@@ -486,22 +413,6 @@ pub fn round_of(plan: &MaintenancePlan) -> String {
     format!("{:012x}", hash >> 16)
 }
 
-/// Out of service for a reason other than this plan: another NodeMaintenance, or a
-/// `kordon roll` that has not finished it.
-fn out_of_service_elsewhere(node: &Node) -> bool {
-    holder_of(node).is_some() || Mark::of(node).is_some_and(|m| m.phase != Phase::Done)
-}
-
-/// The message of the NodeMaintenance's `Blocked` condition, while it is True.
-fn blocked_by(nm: &NodeMaintenance) -> Option<String> {
-    nm.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == super::status::BLOCKED && c.status == "True")
-        .map(|c| c.message.clone())
-}
-
 /// A NodeMaintenance that has its node out ([`NodeMaintenance::has_node_out`]), or is
 /// about to take it: just started by a plan (one that waits long in Pending, refused,
 /// takes its own plan's place too).
@@ -523,17 +434,6 @@ fn per_text(spec: &crate::api::maintenance_plan::MaintenancePlanSpec) -> String 
         .iter()
         .map(|(l, n)| format!(", {n} per {l}"))
         .collect()
-}
-
-fn pause_ends(
-    pause: Option<Duration>,
-    last: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
-) -> Option<jiff::Timestamp> {
-    let pause = pause?;
-    last?
-        .0
-        .checked_add(jiff::SignedDuration::try_from(pause).ok()?)
-        .ok()
 }
 
 /// The node's NodeMaintenance for this round, owned by the plan.

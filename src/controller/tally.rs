@@ -1,0 +1,334 @@
+//! A MaintenancePlan's decisions that read no API: where each selected node stands in
+//! the round, and whether any node may start now. The reconcile feeds them the plan's
+//! nodes and the NodeMaintenances from its watch, and carries their answer out.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use crate::api::maintenance_plan::{MaintenancePlanSpec, PlanNode, PlanWait};
+use crate::api::node_maintenance::{NodeMaintenance, StatusPhase, holder_of};
+use crate::fleet::caps::Slot;
+use crate::fleet::mark::{Mark, Phase};
+use crate::fleet::window::{self, Availability, Window};
+
+/// Where the plan's nodes stand in this round.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Each node's place under the caps.
+    pub slots: Vec<Slot>,
+    /// Each node's record in the status.
+    pub records: BTreeMap<String, PlanNode>,
+    pub done: u32,
+    pub active: u32,
+    pub failed: u32,
+}
+
+/// Tallies the `selected` nodes from this round's NodeMaintenances of the plan
+/// (`children`, by node) and the nodes any NodeMaintenance holds (`held_now`).
+pub fn tally(
+    selected: &[Node],
+    children: &BTreeMap<String, Arc<NodeMaintenance>>,
+    held_now: &BTreeSet<String>,
+    spec: &MaintenancePlanSpec,
+) -> Tally {
+    let mut t = Tally::default();
+    for node in selected {
+        let node_name = node.name_any();
+        let child = children.get(&node_name);
+        // A NodeMaintenance just created has no phase yet: it is under way.
+        let phase = child.map(|c| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .unwrap_or(StatusPhase::Pending)
+        });
+        let out_here = match phase {
+            Some(StatusPhase::Done) => {
+                t.done += 1;
+                false
+            }
+            // Failed while out of service (a step), it stays out; failed at the last
+            // gate, it is back in service.
+            Some(StatusPhase::Failed) => {
+                t.failed += 1;
+                child.is_some_and(|c| c.has_node_out(Some(node)))
+            }
+            Some(StatusPhase::Abandoned) => {
+                t.failed += 1;
+                false
+            }
+            Some(_) => {
+                t.active += 1;
+                true
+            }
+            None => false,
+        };
+        // What a node out holds of the workloads: what its drain touched (this plan's,
+        // or a roll's).
+        let touched = match child {
+            Some(c) => c.status.as_ref().map(|s| s.workloads.clone()),
+            None => Mark::of(node).map(|m| m.workloads),
+        };
+        t.slots.push(Slot {
+            node: node_name.clone(),
+            // Out by this plan's own maintenance, or by anyone else's: another plan may
+            // take a node this plan has already done in this round.
+            out: out_here || held_now.contains(&node_name) || out_of_service_elsewhere(node),
+            pending: child.is_none(),
+            domains: spec
+                .max_unavailable_per
+                .keys()
+                .map(|l| (l.clone(), node.labels().get(l).cloned()))
+                .collect(),
+            workloads: touched.unwrap_or_default().into_iter().collect(),
+            single: BTreeSet::new(),
+        });
+        t.records.insert(
+            node_name,
+            PlanNode {
+                maintenance: child.map(|c| c.name_any()),
+                phase,
+                waiting: child.and_then(|c| blocked_by(c)),
+            },
+        );
+    }
+    t
+}
+
+/// Why no node may start now, whatever the caps say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldBack {
+    pub kind: PlanWait,
+    pub message: String,
+    /// When the next window opens, while outside every window.
+    pub next_window: Option<Time>,
+}
+
+/// Whether the plan starts no node now: paused, halted by its failures, outside its
+/// windows, or within `pauseBetween` of the last node's finish, in that order.
+pub fn held_back(
+    spec: &MaintenancePlanSpec,
+    failed: u32,
+    windows: &[Window],
+    pause_between: Option<Duration>,
+    last_finished: Option<&Time>,
+    now: jiff::Timestamp,
+) -> Option<HeldBack> {
+    let held = |kind, message: String| {
+        Some(HeldBack {
+            kind,
+            message,
+            next_window: None,
+        })
+    };
+    if spec.paused {
+        return held(PlanWait::Paused, "paused".into());
+    }
+    if failed >= spec.max_failures {
+        return held(
+            PlanWait::Halted,
+            format!(
+                "halted: {failed} node(s) failed (maxFailures {})",
+                spec.max_failures
+            ),
+        );
+    }
+    if let Some(Availability::Closed { opens }) = window::availability(windows, now) {
+        return Some(HeldBack {
+            kind: PlanWait::Window,
+            message: format!("outside its windows until {opens}"),
+            next_window: Some(Time(opens)),
+        });
+    }
+    let until = pause_between
+        .and_then(|p| jiff::SignedDuration::try_from(p).ok())
+        .and_then(|p| last_finished?.0.checked_add(p).ok())
+        .filter(|t| *t > now)?;
+    held(
+        PlanWait::PauseBetween,
+        format!("pausing between nodes until {until}"),
+    )
+}
+
+/// Out of service for a reason other than this plan: another NodeMaintenance, or a
+/// `kordon roll` that has not finished it.
+pub fn out_of_service_elsewhere(node: &Node) -> bool {
+    holder_of(node).is_some() || Mark::of(node).is_some_and(|m| m.phase != Phase::Done)
+}
+
+/// The message of the NodeMaintenance's `Blocked` condition, while it is True.
+fn blocked_by(nm: &NodeMaintenance) -> Option<String> {
+    nm.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == super::status::BLOCKED && c.status == "True")
+        .map(|c| c.message.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(extra: serde_json::Value) -> MaintenancePlanSpec {
+        let mut spec = json!({ "nodeSelector": "pool=a", "step": { "hold": {} } });
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        serde_json::from_value(spec).expect("spec")
+    }
+
+    fn node(name: &str, annotations: serde_json::Value) -> Node {
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "labels": { "zone": "z1" }, "annotations": annotations }
+        }))
+        .expect("node")
+    }
+
+    /// This round's NodeMaintenance of `node` in `phase`.
+    fn child(node: &str, phase: Option<&str>) -> (String, Arc<NodeMaintenance>) {
+        let mut nm = json!({
+            "apiVersion": "kordon.dev/v1alpha1", "kind": "NodeMaintenance",
+            "metadata": { "name": format!("plan-{node}") },
+            "spec": { "nodeName": node, "step": { "hold": {} } },
+        });
+        if let Some(phase) = phase {
+            nm["status"] = json!({ "phase": phase });
+        }
+        (
+            node.to_string(),
+            Arc::new(serde_json::from_value(nm).expect("nm")),
+        )
+    }
+
+    #[test]
+    fn each_node_is_counted_once_and_out_while_under_way_or_held_elsewhere() {
+        let selected = [
+            node("a", json!({})),
+            node("b", json!({})),
+            node("c", json!({})),
+            node("d", json!({})),
+            node("e", json!({})),
+            // A node someone else's NodeMaintenance holds is out for this plan too.
+            node("f", json!({ "kordon.dev/node-maintenance": "theirs" })),
+        ];
+        let children: BTreeMap<_, _> = [
+            child("a", Some("Done")),
+            child("b", Some("Draining")),
+            child("c", None),
+            child("d", Some("Abandoned")),
+        ]
+        .into_iter()
+        .collect();
+        let held = BTreeSet::from(["e".to_string()]);
+        let t = tally(
+            &selected,
+            &children,
+            &held,
+            &spec(json!({ "maxUnavailablePer": { "zone": 1 } })),
+        );
+        assert_eq!(
+            (t.done, t.active, t.failed),
+            (1, 2, 1),
+            "c just created counts as under way"
+        );
+        let out: Vec<&str> = t
+            .slots
+            .iter()
+            .filter(|s| s.out)
+            .map(|s| s.node.as_str())
+            .collect();
+        assert_eq!(out, ["b", "c", "e", "f"]);
+        let pending: Vec<&str> = t
+            .slots
+            .iter()
+            .filter(|s| s.pending)
+            .map(|s| s.node.as_str())
+            .collect();
+        assert_eq!(pending, ["e", "f"]);
+        assert_eq!(
+            t.slots[0].domains.get("zone"),
+            Some(&Some("z1".to_string()))
+        );
+        assert_eq!(t.records["b"].maintenance.as_deref(), Some("plan-b"));
+        assert_eq!(t.records["c"].phase, Some(StatusPhase::Pending));
+    }
+
+    #[test]
+    fn a_plan_is_held_back_by_pause_then_failures_then_windows_then_its_pause_between() {
+        let saturday_noon: jiff::Timestamp = "2026-12-05T12:00:00Z".parse().expect("time");
+        let weekdays: Vec<Window> = vec!["Mon-Fri 02:00-05:00 UTC".parse().expect("window")];
+        let finished = Time("2026-12-05T11:58:00Z".parse().expect("time"));
+        let five_minutes = Some(Duration::from_secs(300));
+        let kind = |h: Option<HeldBack>| h.map(|h| h.kind);
+
+        let paused = spec(json!({ "paused": true, "maxFailures": 1 }));
+        assert_eq!(
+            kind(held_back(&paused, 1, &weekdays, None, None, saturday_noon)),
+            Some(PlanWait::Paused)
+        );
+        let halted = held_back(
+            &spec(json!({ "maxFailures": 1 })),
+            1,
+            &weekdays,
+            None,
+            None,
+            saturday_noon,
+        );
+        assert_eq!(
+            halted.as_ref().map(|h| h.message.as_str()),
+            Some("halted: 1 node(s) failed (maxFailures 1)")
+        );
+        let closed = held_back(
+            &spec(json!({})),
+            0,
+            &weekdays,
+            five_minutes,
+            Some(&finished),
+            saturday_noon,
+        )
+        .expect("outside its windows");
+        assert_eq!(closed.kind, PlanWait::Window);
+        assert_eq!(
+            closed.next_window.map(|t| t.0.to_string()),
+            Some("2026-12-07T02:00:00Z".to_string())
+        );
+        let pausing = held_back(
+            &spec(json!({})),
+            0,
+            &[],
+            five_minutes,
+            Some(&finished),
+            saturday_noon,
+        );
+        assert_eq!(kind(pausing), Some(PlanWait::PauseBetween));
+        let later: jiff::Timestamp = "2026-12-05T12:04:00Z".parse().expect("time");
+        assert_eq!(
+            held_back(
+                &spec(json!({})),
+                0,
+                &[],
+                five_minutes,
+                Some(&finished),
+                later
+            ),
+            None
+        );
+        assert_eq!(
+            held_back(
+                &spec(json!({})),
+                0,
+                &[],
+                None,
+                Some(&finished),
+                saturday_noon
+            ),
+            None
+        );
+    }
+}
