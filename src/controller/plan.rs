@@ -15,15 +15,13 @@ use kube::{Api, Resource, ResourceExt};
 use super::Ctx;
 use super::reconcile::ReconcileError;
 use super::status::set_condition;
-use super::tally::{self, Tally};
-use crate::api::duration;
+use super::tally::{self, Parsed, Tally};
 use crate::api::maintenance_plan::{MaintenancePlan, MaintenancePlanStatus, PlanWait};
 use crate::api::node_maintenance::{NodeMaintenance, NodeMaintenanceSpec, StatusPhase};
 use crate::cluster::events::Severity;
 use crate::fleet::MaxUnavailable;
 use crate::fleet::caps::{self, Conflict, Slot};
 use crate::fleet::run::holdings;
-use crate::fleet::window::Window;
 use crate::names::NodeName;
 use crate::snapshot::{Reach, Snapshot};
 
@@ -57,46 +55,13 @@ pub async fn reconcile(
         }
         Err(e) => return Err(conn.error("list the plan's nodes", e).into()),
     };
-    let cap = match spec
-        .max_unavailable
-        .parse::<MaxUnavailable>()
-        .and_then(|m| m.resolve(selected.len().max(1)))
-    {
-        Ok(cap) => cap,
-        Err(e) => {
-            return blocked(
-                &ctx,
-                &plan,
-                status,
-                "InvalidSpec",
-                format!("maxUnavailable: {e}"),
-            )
-            .await;
-        }
-    };
-    let windows: Vec<Window> = match spec.windows.iter().map(|w| w.parse()).collect() {
-        Ok(w) => w,
-        Err(e) => {
-            return blocked(&ctx, &plan, status, "InvalidSpec", format!("windows: {e}")).await;
-        }
-    };
-    let pause_between = match spec
-        .pause_between
-        .as_deref()
-        .map(duration::parse)
-        .transpose()
-    {
-        Ok(p) => p,
-        Err(e) => {
-            return blocked(
-                &ctx,
-                &plan,
-                status,
-                "InvalidSpec",
-                format!("pauseBetween: {e}"),
-            )
-            .await;
-        }
+    let Parsed {
+        cap,
+        windows,
+        pause_between,
+    } = match tally::parse(spec, selected.len()) {
+        Ok(parsed) => parsed,
+        Err(message) => return blocked(&ctx, &plan, status, "InvalidSpec", message).await,
     };
 
     // Plans decide one at a time, so that two plans over shared nodes each count the

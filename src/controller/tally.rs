@@ -9,11 +9,49 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
+use crate::api::duration;
 use crate::api::maintenance_plan::{MaintenancePlanSpec, PlanNode, PlanWait};
 use crate::api::node_maintenance::{NodeMaintenance, StatusPhase, holder_of};
+use crate::fleet::MaxUnavailable;
 use crate::fleet::caps::Slot;
 use crate::fleet::mark::{Mark, Phase};
 use crate::fleet::window::{self, Availability, Window};
+
+/// The plan's spec, read once before it decides.
+#[derive(Debug)]
+pub struct Parsed {
+    /// `maxUnavailable` resolved against the selected nodes.
+    pub cap: usize,
+    pub windows: Vec<Window>,
+    pub pause_between: Option<Duration>,
+}
+
+/// Reads `maxUnavailable`, the windows and `pauseBetween`; what is wrong, named by its
+/// field.
+pub fn parse(spec: &MaintenancePlanSpec, selected: usize) -> Result<Parsed, String> {
+    let cap = spec
+        .max_unavailable
+        .parse::<MaxUnavailable>()
+        .and_then(|m| m.resolve(selected.max(1)))
+        .map_err(|e| format!("maxUnavailable: {e}"))?;
+    let windows = spec
+        .windows
+        .iter()
+        .map(|w| w.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("windows: {e}"))?;
+    let pause_between = spec
+        .pause_between
+        .as_deref()
+        .map(duration::parse)
+        .transpose()
+        .map_err(|e| format!("pauseBetween: {e}"))?;
+    Ok(Parsed {
+        cap,
+        windows,
+        pause_between,
+    })
+}
 
 /// Where the plan's nodes stand in this round.
 #[derive(Debug, Default)]
@@ -204,6 +242,20 @@ mod tests {
             node.to_string(),
             Arc::new(serde_json::from_value(nm).expect("nm")),
         )
+    }
+
+    #[test]
+    fn a_spec_is_read_once_and_what_is_wrong_is_named_by_its_field() {
+        let read = |extra| parse(&spec(extra), 8);
+        let ok = read(json!({ "maxUnavailable": "25%", "pauseBetween": "1h30m" })).expect("valid");
+        assert_eq!(
+            (ok.cap, ok.pause_between),
+            (2, Some(Duration::from_secs(5400)))
+        );
+        let bad = |extra| read(extra).err().unwrap_or_default();
+        assert!(bad(json!({ "maxUnavailable": "lots" })).starts_with("maxUnavailable: "));
+        assert!(bad(json!({ "windows": ["someday"] })).starts_with("windows: "));
+        assert!(bad(json!({ "pauseBetween": "a while" })).starts_with("pauseBetween: "));
     }
 
     #[test]
