@@ -157,46 +157,7 @@ pub async fn reconcile(
 
     let complete = status.pending == 0 && status.active == 0 && status.failed == 0;
     announce(&ctx, &plan, &status, complete, halted).await;
-    let generation = plan.metadata.generation;
-    let progressing = status.active > 0 || (status.pending > 0 && status.waiting.is_none());
-    set_condition(
-        &mut status.conditions,
-        "Progressing",
-        progressing,
-        if progressing { "NodesUnderWay" } else { "Idle" },
-        "",
-        generation,
-    );
-    match &status.waiting {
-        Some(why) => set_condition(
-            &mut status.conditions,
-            "Blocked",
-            true,
-            "Waiting",
-            why,
-            generation,
-        ),
-        None => set_condition(
-            &mut status.conditions,
-            "Blocked",
-            false,
-            "NotBlocked",
-            "",
-            generation,
-        ),
-    }
-    set_condition(
-        &mut status.conditions,
-        "Complete",
-        complete,
-        if complete {
-            "AllNodesDone"
-        } else {
-            "NodesLeft"
-        },
-        "",
-        generation,
-    );
+    tally::set_conditions(&mut status, complete, plan.metadata.generation);
     ctx.metrics.plan(&name, &status);
     write(&ctx, &plan, status).await?;
     Ok(if complete {

@@ -9,8 +9,11 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
+use super::status::set_condition;
 use crate::api::duration;
-use crate::api::maintenance_plan::{MaintenancePlanSpec, PlanNode, PlanWait};
+use crate::api::maintenance_plan::{
+    MaintenancePlanSpec, MaintenancePlanStatus, PlanNode, PlanWait,
+};
 use crate::api::node_maintenance::{NodeMaintenance, StatusPhase, holder_of};
 use crate::fleet::MaxUnavailable;
 use crate::fleet::caps::Slot;
@@ -135,6 +138,26 @@ pub fn tally(
         );
     }
     t
+}
+
+/// The plan's conditions as its counts and its wait say: `Progressing` while nodes are
+/// under way or may start, `Blocked` with the wait's sentence, `Complete` once every
+/// selected node is done.
+pub fn set_conditions(status: &mut MaintenancePlanStatus, complete: bool, generation: Option<i64>) {
+    let progressing = status.active > 0 || (status.pending > 0 && status.waiting.is_none());
+    let conditions = &mut status.conditions;
+    let idle = if progressing { "NodesUnderWay" } else { "Idle" };
+    set_condition(conditions, "Progressing", progressing, idle, "", generation);
+    match &status.waiting {
+        Some(why) => set_condition(conditions, "Blocked", true, "Waiting", why, generation),
+        None => set_condition(conditions, "Blocked", false, "NotBlocked", "", generation),
+    }
+    let left = if complete {
+        "AllNodesDone"
+    } else {
+        "NodesLeft"
+    };
+    set_condition(conditions, "Complete", complete, left, "", generation);
 }
 
 /// Why no node may start now, whatever the caps say.
