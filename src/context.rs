@@ -72,6 +72,13 @@ pub(crate) enum Turn {
 }
 
 impl Turns {
+    /// The pod is on its way out by kordon's hand: it no longer counts as serving.
+    pub(crate) fn mark_evicted(&self, pod: &k8s_openapi::api::core::v1::Pod) {
+        if let (Ok(mut evicted), Some(uid)) = (self.evicted.lock(), Uid::of(pod)) {
+            evicted.insert(uid);
+        }
+    }
+
     /// One turn at a time per workload or budget.
     pub(crate) fn lock_for(&self, turn: Turn) -> Arc<tokio::sync::Mutex<()>> {
         match self.locks.lock() {

@@ -123,14 +123,7 @@ impl<'a> Engine<'a> {
                     let detail = format!(
                         "{id} is not evicted into its own rollout ({rollout}); waiting until it is through"
                     );
-                    self.blocked(
-                        target,
-                        Blocked {
-                            budget: None,
-                            detail,
-                        },
-                        &mut shown,
-                    );
+                    self.waiting(target, detail, &mut shown);
                 }
                 Step::Surge => {
                     if let Some(Guard::Surge(w)) = guard {
@@ -147,11 +140,7 @@ impl<'a> Engine<'a> {
                             if outcome == Outcome::Accepted {
                                 evicted = Some((Instant::now(), routed));
                             }
-                            if let (Ok(mut evicted), Some(uid)) =
-                                (self.ctx.turns.evicted.lock(), Uid::of(target))
-                            {
-                                evicted.insert(uid);
-                            }
+                            self.ctx.turns.mark_evicted(target);
                             leaving = true;
                             continue;
                         }
@@ -176,17 +165,11 @@ impl<'a> Engine<'a> {
                     let Some(Guard::Implicit(w)) = guard else {
                         break;
                     };
-                    self.blocked(
-                        target,
-                        Blocked {
-                            budget: None,
-                            detail: format!(
-                                "{} has {serving} serving pod(s) and keeps at least {floor}; waiting for a replacement to be Ready and reached by its Services",
-                                w.id
-                            ),
-                        },
-                        &mut shown,
+                    let detail = format!(
+                        "{} has {serving} serving pod(s) and keeps at least {floor}; waiting for a replacement to be Ready and reached by its Services",
+                        w.id
                     );
+                    self.waiting(target, detail, &mut shown);
                 }
             }
             drop(deciding);
@@ -326,6 +309,15 @@ impl<'a> Engine<'a> {
 
     /// Reports a hold when what holds the pod changes, and again every
     /// [`REMIND_EVERY`] while it keeps holding, with how long it has held.
+    /// A hold of kordon's own (no budget's 429): reported as [`Engine::blocked`] is.
+    fn waiting(&self, target: &Pod, detail: String, shown: &mut Option<Shown>) {
+        let blocked = Blocked {
+            budget: None,
+            detail,
+        };
+        self.blocked(target, blocked, shown);
+    }
+
     fn blocked(&self, target: &Pod, blocked: Blocked, shown: &mut Option<Shown>) {
         let now = Instant::now();
         match shown {

@@ -352,9 +352,7 @@ impl<'a> Run<'a> {
         )
         .await?;
         if let Some(e) = deleted {
-            if let (Ok(mut evicted), Some(uid)) = (self.ctx.turns.evicted.lock(), Uid::of(p)) {
-                evicted.insert(uid);
-            }
+            self.ctx.turns.mark_evicted(p);
             if let Ok(mut all) = self.progress.escalations.lock() {
                 all.push(e.clone());
             }
