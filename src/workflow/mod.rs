@@ -152,103 +152,137 @@ pub async fn maintain(
         on_progress(Progress::Planned(forecast.clone()));
     }
 
-    let result = async {
-        on_progress(Progress::Step(Step::Cordon));
-        on_progress(Progress::Step(Step::Drain));
-        let report = drain::execute(ctx, plan, &opts.drain, &|e| on_progress(Progress::Drain(e)))
-            .await
-            .map_err(|e| (Step::Drain, StepError::from(e)))?;
-        on_progress(Progress::Drained(report.clone()));
-
-        on_progress(Progress::Step(Step::Maintenance));
-        run_work(node, &opts.work, false, on_progress)
-            .await
-            .map_err(|e| (Step::Maintenance, e))?;
-        on_progress(Progress::WaitingForReady);
-        ready::wait(conn, node, &ready_before, opts.ready, opts.ready_timeout)
-            .await
-            .map_err(|e| (Step::Maintenance, e))?;
-        if opts.gates.daemon_sets {
-            on_progress(Progress::WaitingForDaemonSets);
-            gate::daemon_pods_ready(&ctx.view, node, opts.gates.timeout)
-                .await
-                .map_err(|e| (Step::Maintenance, e.into()))?;
-        }
-        Ok::<_, (Step, StepError)>(report)
-    }
-    .await;
-
+    let result = empty_and_work(ctx, node, plan, opts, &ready_before, on_progress).await;
     match result {
-        Ok(report) => {
-            on_progress(Progress::Step(Step::Uncordon));
-            let back = machine::next(
-                Some(machine::Phase::AwaitingReady),
-                cordoned_before,
-                machine::Observed::Completed,
-            );
-            let state = if back.cordon.is_none() {
-                on_progress(Progress::LeftCordoned);
-                current_state(conn, node).await
-            } else {
-                let after = nodes::set_unschedulable(conn, node, false, DryRun::None)
-                    .await
-                    .map_err(|e| MaintainError {
-                        step: Step::Uncordon,
-                        node: node.clone(),
-                        state: LeftAs::Cordoned,
-                        cause: e.into(),
-                    })?;
-                LeftAs::Is(NodeState::of(&after))
-            };
-            if opts.gates.workloads {
-                on_progress(Progress::WaitingForWorkloads);
-                let touched: Vec<_> = report
-                    .workloads
-                    .iter()
-                    .map(|w| w.workload.clone())
-                    .collect();
-                gate::workloads_recovered(&ctx.view, &touched, opts.gates.timeout)
-                    .await
-                    .map_err(|e| MaintainError {
-                        step: Step::Uncordon,
-                        node: node.clone(),
-                        state,
-                        cause: e.into(),
-                    })?;
-            }
-            Ok(MaintainReport {
-                node: node.clone(),
-                drain: report,
-                final_state: state,
-            })
-        }
-        Err((step, cause)) => {
-            let refused = matches!(
-                cause,
-                StepError::Drain(DrainError::Refused { .. } | DrainError::NotReady { .. })
-            );
-            let phase = match step {
-                Step::Cordon | Step::Drain => machine::Phase::Draining,
-                Step::Maintenance => machine::Phase::Maintaining,
-                Step::Uncordon => machine::Phase::AwaitingReady,
-            };
-            let failed = machine::Observed::Failed {
-                uncordon: opts.uncordon_on_failure,
-            };
-            // A refused drain changed nothing: there is nothing to put back.
-            if !refused
-                && machine::next(Some(phase), cordoned_before, failed).cordon == Some(false)
-                && let Err(e) = nodes::set_unschedulable(conn, node, false, DryRun::None).await
-            {
-                tracing::warn!("cannot uncordon {node} after the failed {step}: {e}");
-            }
-            Err(MaintainError {
-                step,
-                node: node.clone(),
-                state: current_state(conn, node).await,
-                cause,
-            })
-        }
+        Ok(report) => back_in_service(ctx, node, report, cordoned_before, opts, on_progress).await,
+        Err((step, cause)) => Err(failed(ctx, node, step, cause, cordoned_before, opts).await),
+    }
+}
+
+/// Steps 1-3: cordon and drain, the work, and the node back Ready with its DaemonSet
+/// pods; a failure names its step.
+async fn empty_and_work(
+    ctx: &Context,
+    node: &NodeName,
+    plan: drain::Plan,
+    opts: &MaintainOptions,
+    ready_before: &ready::Snapshot,
+    on_progress: &(dyn Fn(Progress) + Sync),
+) -> Result<DrainReport, (Step, StepError)> {
+    on_progress(Progress::Step(Step::Cordon));
+    on_progress(Progress::Step(Step::Drain));
+    let report = drain::execute(ctx, plan, &opts.drain, &|e| on_progress(Progress::Drain(e)))
+        .await
+        .map_err(|e| (Step::Drain, StepError::from(e)))?;
+    on_progress(Progress::Drained(report.clone()));
+
+    on_progress(Progress::Step(Step::Maintenance));
+    run_work(node, &opts.work, false, on_progress)
+        .await
+        .map_err(|e| (Step::Maintenance, e))?;
+    on_progress(Progress::WaitingForReady);
+    ready::wait(
+        &ctx.conn,
+        node,
+        ready_before,
+        opts.ready,
+        opts.ready_timeout,
+    )
+    .await
+    .map_err(|e| (Step::Maintenance, e))?;
+    if opts.gates.daemon_sets {
+        on_progress(Progress::WaitingForDaemonSets);
+        gate::daemon_pods_ready(&ctx.view, node, opts.gates.timeout)
+            .await
+            .map_err(|e| (Step::Maintenance, e.into()))?;
+    }
+    Ok(report)
+}
+
+/// Step 4: the uncordon (unless someone else's cordon stays), then the drained
+/// workloads back.
+async fn back_in_service(
+    ctx: &Context,
+    node: &NodeName,
+    report: DrainReport,
+    cordoned_before: bool,
+    opts: &MaintainOptions,
+    on_progress: &(dyn Fn(Progress) + Sync),
+) -> Result<MaintainReport, MaintainError> {
+    let conn = &ctx.conn;
+    on_progress(Progress::Step(Step::Uncordon));
+    let back = machine::next(
+        Some(machine::Phase::AwaitingReady),
+        cordoned_before,
+        machine::Observed::Completed,
+    );
+    let fail = |state, cause| MaintainError {
+        step: Step::Uncordon,
+        node: node.clone(),
+        state,
+        cause,
+    };
+    let state = if back.cordon.is_none() {
+        on_progress(Progress::LeftCordoned);
+        current_state(conn, node).await
+    } else {
+        let after = nodes::set_unschedulable(conn, node, false, DryRun::None)
+            .await
+            .map_err(|e| fail(LeftAs::Cordoned, e.into()))?;
+        LeftAs::Is(NodeState::of(&after))
+    };
+    if opts.gates.workloads {
+        on_progress(Progress::WaitingForWorkloads);
+        let touched: Vec<_> = report
+            .workloads
+            .iter()
+            .map(|w| w.workload.clone())
+            .collect();
+        gate::workloads_recovered(&ctx.view, &touched, opts.gates.timeout)
+            .await
+            .map_err(|e| fail(state, e.into()))?;
+    }
+    Ok(MaintainReport {
+        node: node.clone(),
+        drain: report,
+        final_state: state,
+    })
+}
+
+/// A failed step: the node is put back as the state machine says (a refused drain
+/// changed nothing), and the error says where it was left.
+async fn failed(
+    ctx: &Context,
+    node: &NodeName,
+    step: Step,
+    cause: StepError,
+    cordoned_before: bool,
+    opts: &MaintainOptions,
+) -> MaintainError {
+    let conn = &ctx.conn;
+    let refused = matches!(
+        cause,
+        StepError::Drain(DrainError::Refused { .. } | DrainError::NotReady { .. })
+    );
+    let phase = match step {
+        Step::Cordon | Step::Drain => machine::Phase::Draining,
+        Step::Maintenance => machine::Phase::Maintaining,
+        Step::Uncordon => machine::Phase::AwaitingReady,
+    };
+    let failed = machine::Observed::Failed {
+        uncordon: opts.uncordon_on_failure,
+    };
+    if !refused
+        && machine::next(Some(phase), cordoned_before, failed).cordon == Some(false)
+        && let Err(e) = nodes::set_unschedulable(conn, node, false, DryRun::None).await
+    {
+        tracing::warn!("cannot uncordon {node} after the failed {step}: {e}");
+    }
+    MaintainError {
+        step,
+        node: node.clone(),
+        state: current_state(conn, node).await,
+        cause,
     }
 }
 
