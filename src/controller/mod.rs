@@ -80,29 +80,20 @@ pub enum ControllerError {
 }
 
 /// Runs until SIGINT or SIGTERM, or until it loses the leader lease.
-pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), ControllerError> {
-    let conn = &kordon.conn;
-    let metrics = Arc::new(metrics::Metrics::default());
-    if let Some(address) = opts.metrics_address {
-        let serving = metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = metrics::serve(address, serving).await {
-                tracing::error!("cannot serve metrics on {address}: {e}");
-            }
-        });
-    }
-    let api: Api<NodeMaintenance> = Api::all(conn.client.clone());
+/// Waits until the API server serves both kinds: a 429 or 5xx for a moment (a CRD just
+/// installed) is waited out; a missing CRD or a bad selector is said at once.
+async fn served(
+    kordon: &Context,
+    maintenances: &Api<NodeMaintenance>,
+    plans: &Api<MaintenancePlan>,
+    selector: Option<&str>,
+) -> Result<(), ControllerError> {
     let mut lp = ListParams::default().limit(1);
-    let mut config = watcher::Config::default();
-    if let Some(selector) = &opts.selector {
+    if let Some(selector) = selector {
         lp = lp.labels(selector);
-        config = config.labels(selector);
     }
-    // The API server may answer 429 or 5xx for a moment (a CRD just installed): that
-    // is waited out; a missing CRD or a bad selector is said at once.
-    let plans: Api<MaintenancePlan> = Api::all(conn.client.clone());
     let mut attempts = 0;
-    while let Err(e) = match api.list(&lp).await {
+    while let Err(e) = match maintenances.list(&lp).await {
         Ok(_) => plans.list(&lp).await.map(|_| ()),
         Err(e) => Err(e),
     } {
@@ -116,9 +107,30 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
                 tracing::info!("waiting for the API server: {}", s.message);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            e => return Err(conn.error("list nodemaintenances", e).into()),
+            e => return Err(kordon.conn.error("list nodemaintenances", e).into()),
         }
     }
+    Ok(())
+}
+
+pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), ControllerError> {
+    let conn = &kordon.conn;
+    let metrics = Arc::new(metrics::Metrics::default());
+    if let Some(address) = opts.metrics_address {
+        let serving = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(address, serving).await {
+                tracing::error!("cannot serve metrics on {address}: {e}");
+            }
+        });
+    }
+    let api: Api<NodeMaintenance> = Api::all(conn.client.clone());
+    let plans: Api<MaintenancePlan> = Api::all(conn.client.clone());
+    let mut config = watcher::Config::default();
+    if let Some(selector) = &opts.selector {
+        config = config.labels(selector);
+    }
+    served(&kordon, &api, &plans, opts.selector.as_deref()).await?;
     metrics.set_ready();
     let leader = match &opts.election {
         Some(spec) => Some(lead(&kordon, spec).await?),
