@@ -182,9 +182,9 @@ impl<K: kube::Resource<DynamicType = ()> + 'static> Drop for Watched<K> {
 
 pub type Registry<S, K> = Mutex<HashMap<S, Weak<Watched<K>>>>;
 
-/// A namespaced kind the view watches per namespace.
-pub trait Kept:
-    kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+/// A kind a watch of the view can hold.
+pub trait Watchable:
+    kube::Resource<DynamicType = ()>
     + Clone
     + std::fmt::Debug
     + DeserializeOwned
@@ -192,6 +192,21 @@ pub trait Kept:
     + Sync
     + 'static
 {
+}
+
+impl<K> Watchable for K where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A namespaced kind the view watches per namespace.
+pub trait Kept: Watchable + kube::Resource<Scope = kube::core::NamespaceResourceScope> {
     const WHAT: &'static str;
     fn registry(view: &View) -> &Registry<String, Self>;
 }
@@ -447,16 +462,10 @@ impl View {
     /// namespace, watched: what a roll or a plan counts as out, read from memory rather
     /// than listed again before each decision. `None` when the API server does not
     /// serve the kind. `what` names the kind in errors (`NodeMaintenances`).
-    pub async fn everywhere<K>(&self, what: &str) -> Result<Option<Arc<Watched<K>>>, ClusterError>
-    where
-        K: kube::Resource<DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + DeserializeOwned
-            + Send
-            + Sync
-            + 'static,
-    {
+    pub async fn everywhere<K: Watchable>(
+        &self,
+        what: &str,
+    ) -> Result<Option<Arc<Watched<K>>>, ClusterError> {
         let api: Api<K> = Api::all(self.conn.client.clone());
         // Without the CRDs the watch would retry its list until it timed out: ask once.
         match api.list_metadata(&ListParams::default().limit(1)).await {
@@ -548,13 +557,7 @@ impl View {
     ) -> Result<Arc<Watched<K>>, ClusterError>
     where
         S: std::hash::Hash + Eq + Clone,
-        K: kube::Resource<DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + DeserializeOwned
-            + Send
-            + Sync
-            + 'static,
+        K: Watchable,
     {
         if let Some(live) = registry
             .lock()
