@@ -5,7 +5,7 @@ use crate::classify::Refusal;
 use crate::flag::Flag;
 use crate::pod::PodKey;
 
-/// What a failed command means to a script: its exit code (documented in the README).
+/// What a failed command means to a script: its exit code (documented in docs/cli.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// Anything else: the cluster, a failed step.

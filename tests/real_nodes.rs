@@ -799,8 +799,8 @@ async fn eviction_honours_the_grace_period_and_pre_stop_hook_of_a_real_container
 
 /// A web server that exits the moment SIGTERM comes, behind a Service: kube-proxy still
 /// routes to it until it has synced, so requests fail, and the pod is not kordon's to
-/// fix. The drain names it (the Service, how soon it stopped), and names no pod that
-/// served through its preStop hook.
+/// fix. The drain names it (the Service, how soon it stopped); a pod that serves on
+/// past SIGTERM is not named (asserted in `kordon_maintain_on_real_nodes_loses_no_request`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_that_exits_on_sigterm_while_its_service_routes_to_it_is_named() {
     let cluster = RealCluster::up();
