@@ -23,6 +23,7 @@ pub mod interrupt;
 pub mod names;
 pub mod node_state;
 pub mod output;
+pub mod phase;
 pub mod placement;
 pub mod plan;
 pub mod pod;

@@ -4,6 +4,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 
+use crate::phase::Phase;
+
 use crate::policy::{AfterDeadline, BudgetMode};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -283,6 +285,32 @@ impl StatusPhase {
     /// No more work: the object only waits to be deleted.
     pub fn finished(self) -> bool {
         matches!(self, Self::Done | Self::Failed | Self::Abandoned)
+    }
+
+    /// Where the node is in its maintenance, while under way or done.
+    pub fn progress(self) -> Option<Phase> {
+        match self {
+            Self::Draining => Some(Phase::Draining),
+            Self::Maintaining => Some(Phase::Maintaining),
+            Self::AwaitingReady => Some(Phase::AwaitingReady),
+            Self::Verifying => Some(Phase::Verifying),
+            Self::Done => Some(Phase::Done),
+            Self::Pending | Self::Failed | Self::Abandoned => None,
+        }
+    }
+}
+
+/// The status shows the phases of the one driver (`workflow::driver`), before
+/// `Pending` and beside `Failed` and `Abandoned`.
+impl From<Phase> for StatusPhase {
+    fn from(p: Phase) -> Self {
+        match p {
+            Phase::Draining => Self::Draining,
+            Phase::Maintaining => Self::Maintaining,
+            Phase::AwaitingReady => Self::AwaitingReady,
+            Phase::Verifying => Self::Verifying,
+            Phase::Done => Self::Done,
+        }
     }
 }
 

@@ -23,8 +23,9 @@ use crate::cluster::nodes::{self, Annotations, DryRun};
 use crate::drain::{self, DrainError};
 use crate::names::NodeName;
 use crate::snapshot::Reach;
+use crate::workflow::driver::{self, Command, Observed, Phase, Policy, Record, Task};
 use crate::workflow::gate;
-use crate::workflow::machine::{self, Observed, Phase};
+use crate::workflow::notes;
 use crate::workflow::ready;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -111,17 +112,32 @@ async fn apply(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError
     match status.phase.unwrap_or(StatusPhase::Pending) {
         StatusPhase::Pending => start(nm, ctx).await,
         phase if phase.finished() => Ok(Action::await_change()),
-        StatusPhase::Draining => draining(nm, ctx, status).await,
-        StatusPhase::Maintaining => maintaining(nm, ctx, status).await,
-        StatusPhase::AwaitingReady => awaiting_ready(nm, ctx, status).await,
-        StatusPhase::Verifying => verifying(nm, ctx, status).await,
-        _ => advance(nm, ctx, status, Observed::Completed).await,
+        phase => {
+            // A drain started by an earlier process (or leader) goes on from what is
+            // left, on a node that must still be cordoned.
+            let resumed = phase == StatusPhase::Draining
+                && ctx.runs.state(&nm.name_any(), Phase::Draining).is_none();
+            let first = if resumed {
+                Observed::Resume
+            } else {
+                Observed::Recorded
+            };
+            drive(nm.clone(), ctx, status, first).await
+        }
     }
 }
 
 fn node_of(nm: &NodeMaintenance) -> NodeName {
     NodeName::from(nm.spec.node_name.as_str())
 }
+
+/// The controller's choices for the driver: both health gates, and a failed step keeps
+/// the node cordoned for a person to look at.
+const POLICY: Policy = Policy {
+    daemon_sets: true,
+    workloads: true,
+    uncordon_on_failure: false,
+};
 
 /// Starts once the spec is valid, the node is free and its plan is safe; until then
 /// the status says what holds it, and nothing changes.
@@ -148,16 +164,7 @@ async fn start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError
                 workloads,
                 ..status
             };
-            let action = advance(nm, ctx, started, Observed::Start).await?;
-            announce(
-                ctx,
-                nm,
-                Severity::Normal,
-                "MaintenanceStarted",
-                "cordoned; draining",
-            )
-            .await;
-            Ok(action)
+            drive(nm.clone(), ctx, started, Observed::Start).await
         }
     }
 }
@@ -275,81 +282,201 @@ fn earlier_claim(nm: &NodeMaintenance, ctx: &Ctx) -> Option<String> {
         .map(|o| o.name_any())
 }
 
+/// What a task of the driver came to in this reconcile.
+enum Look {
+    /// Finished well.
+    Did,
+    /// Still under way: the status says what it waits for, and the object is looked at
+    /// again after the action.
+    Wait(Option<Hold>, Action),
+    Failed(String),
+    Abandoned(String),
+}
+
+/// Carries out the driver's commands until one has to wait: each written to the node
+/// first (cordon and kordon's mark), then to the status, so a restart resumes from
+/// the status.
+async fn drive(
+    mut nm: NodeMaintenance,
+    ctx: &Ctx,
+    mut status: NodeMaintenanceStatus,
+    mut observed: Observed,
+) -> Result<Action, ReconcileError> {
+    let mut failure = String::new();
+    loop {
+        let record = Record {
+            phase: status.phase.and_then(StatusPhase::progress),
+            was_unschedulable: status.was_unschedulable.unwrap_or(false),
+        };
+        match driver::next(record, POLICY, observed) {
+            Command::Record { phase, cordon } => {
+                let entered = record.phase != Some(phase);
+                put_node(ctx, &nm, cordon, phase.out_of_service()).await?;
+                status = NodeMaintenanceStatus {
+                    phase: Some(phase.into()),
+                    phase_since: if entered {
+                        Some(status::now())
+                    } else {
+                        status.phase_since
+                    },
+                    finished_at: (phase == Phase::Done)
+                        .then(status::now)
+                        .or(status.finished_at),
+                    ..status
+                };
+                nm = status::write(&ctx.kordon.conn, &nm, status.clone(), None).await?;
+                if entered {
+                    let evicted = status.drain.as_ref().map_or(0, |d| d.evicted as usize);
+                    let note = notes::entered(phase, record.was_unschedulable, evicted);
+                    announce(ctx, &nm, Severity::Normal, note).await;
+                }
+                observed = Observed::Recorded;
+            }
+            Command::Run(task) => {
+                observed = match run(&nm, ctx, &mut status, task).await? {
+                    Look::Did => Observed::Did(task),
+                    Look::Wait(hold, action) => {
+                        status::write(&ctx.kordon.conn, &nm, status, hold.as_ref()).await?;
+                        return Ok(action);
+                    }
+                    Look::Failed(message) => {
+                        failure = message;
+                        Observed::Failed
+                    }
+                    Look::Abandoned(message) => {
+                        failure = message;
+                        Observed::Abandoned
+                    }
+                };
+            }
+            Command::Fail { cordon } => {
+                let at = record.phase.unwrap_or(Phase::Draining);
+                return fail(&nm, ctx, status, at, cordon, failure).await;
+            }
+            Command::PutBack { cordon } => {
+                put_node(ctx, &nm, cordon, false).await?;
+                let status = NodeMaintenanceStatus {
+                    phase: Some(StatusPhase::Abandoned),
+                    last_error: Some(failure.clone()),
+                    finished_at: Some(status::now()),
+                    ..status
+                };
+                status::write(&ctx.kordon.conn, &nm, status, None).await?;
+                announce(ctx, &nm, Severity::Warning, notes::abandoned(&failure)).await;
+                return Ok(Action::await_change());
+            }
+            Command::Finish => return Ok(Action::await_change()),
+        }
+    }
+}
+
+/// One task of the driver, looked at once: started when it is a task that runs in the
+/// background (the drain, the gates), checked when it is a condition (the step, Ready).
+async fn run(
+    nm: &NodeMaintenance,
+    ctx: &Ctx,
+    status: &mut NodeMaintenanceStatus,
+    task: Task,
+) -> Result<Look, ReconcileError> {
+    let name = nm.name_any();
+    let node = node_of(nm);
+    Ok(match task {
+        Task::Drain => draining(nm, ctx, status).await?,
+        Task::Work => maintaining(nm, ctx, status).await?,
+        Task::Ready => {
+            if is_back(nm, ctx, status).await? {
+                Look::Did
+            } else {
+                waiting(
+                    "AwaitingReady",
+                    format!(
+                        "waiting for node {node} to be Ready with a fresh heartbeat or a renewed Lease"
+                    ),
+                )
+            }
+        }
+        Task::DaemonSets => {
+            let gated = gate(
+                nm,
+                ctx,
+                Phase::AwaitingReady,
+                |kordon, timeout| async move {
+                    gate::daemon_pods_ready(&kordon.view, &node, timeout).await
+                },
+            );
+            gated_look(gated, || {
+                waiting(
+                    "AwaitingDaemonSets",
+                    "Ready; waiting for its DaemonSet pods to be Ready".into(),
+                )
+            })
+        }
+        Task::Workloads => {
+            let workloads = status.workloads.clone();
+            let count = workloads.len();
+            let gated = gate(nm, ctx, Phase::Verifying, |kordon, timeout| async move {
+                gate::workloads_recovered(&kordon.view, &workloads, timeout).await
+            });
+            tracing::trace!("NodeMaintenance {name}: workloads gate");
+            gated_look(gated, || {
+                waiting(
+                    "AwaitingWorkloads",
+                    format!(
+                        "back in service; waiting for {count} workload(s) it held to be back at full Ready"
+                    ),
+                )
+            })
+        }
+    })
+}
+
+fn waiting(reason: &'static str, message: String) -> Look {
+    Look::Wait(Some(Hold { reason, message }), Action::requeue(LOOK_AGAIN))
+}
+
+fn gated_look(gated: Result<bool, String>, wait: impl FnOnce() -> Look) -> Look {
+    match gated {
+        Ok(true) => Look::Did,
+        Ok(false) => wait(),
+        Err(message) => Look::Failed(message),
+    }
+}
+
+/// The drain, run by a task of this process: started (again, after a restart, from
+/// what is left), followed, and once it ended, the node's boot and heartbeat recorded
+/// for "Ready again".
 async fn draining(
     nm: &NodeMaintenance,
     ctx: &Ctx,
-    status: NodeMaintenanceStatus,
-) -> Result<Action, ReconcileError> {
+    status: &mut NodeMaintenanceStatus,
+) -> Result<Look, ReconcileError> {
     let name = nm.name_any();
     let Some((progress, ended)) = ctx.runs.state(&name, Phase::Draining) else {
-        // Started by an earlier process (or leader): the node must still be cordoned,
-        // and the drain goes on from what is left.
         let options = match drain_options(&nm.spec.drain) {
             Ok(o) => o,
-            Err(message) => return fail(nm, ctx, status, message).await,
+            Err(message) => return Ok(Look::Failed(message)),
         };
-        let earlier = status.drain.clone();
-        let action = advance(nm, ctx, status, Observed::Resume).await?;
-        ctx.runs.start(
-            &name,
-            ctx.kordon.clone(),
-            node_of(nm),
-            options,
-            earlier.as_ref(),
-        );
-        return Ok(action);
+        let earlier = status.drain.as_ref();
+        ctx.runs
+            .start(&name, ctx.kordon.clone(), node_of(nm), options, earlier);
+        return Ok(Look::Wait(None, Action::requeue(LOOK_AGAIN)));
     };
-    let status = NodeMaintenanceStatus {
-        drain: Some(progress),
-        ..status
+    status.drain = Some(progress);
+    let Some(ended) = ended else {
+        return Ok(Look::Wait(None, Action::requeue(LOOK_AGAIN)));
     };
-    match ended {
-        None => {
-            status::write(&ctx.kordon.conn, nm, status, None).await?;
-            Ok(Action::requeue(LOOK_AGAIN))
-        }
-        Some(Ended::Done) => {
-            ctx.runs.stop(&name);
+    ctx.runs.stop(&name);
+    Ok(match ended {
+        Ended::Done => {
             let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
             let before = ready::Snapshot::of(&node);
-            let status = NodeMaintenanceStatus {
-                boot_id_before: before.boot_id,
-                heartbeat_before: before.heartbeat.map(Time),
-                ..status
-            };
-            announce(
-                ctx,
-                nm,
-                Severity::Normal,
-                "Drained",
-                "drained; the maintenance step runs",
-            )
-            .await;
-            advance(nm, ctx, status, Observed::Completed).await
+            status.boot_id_before = before.boot_id;
+            status.heartbeat_before = before.heartbeat.map(Time);
+            Look::Did
         }
-        Some(Ended::Abandoned(message)) => {
-            ctx.runs.stop(&name);
-            let back = machine::next(
-                Some(Phase::Draining),
-                was_unschedulable(&status),
-                Observed::Abandoned,
-            );
-            put_node(ctx, nm, back.cordon, false).await?;
-            let status = NodeMaintenanceStatus {
-                phase: Some(StatusPhase::Abandoned),
-                last_error: Some(message.clone()),
-                finished_at: Some(status::now()),
-                ..status
-            };
-            status::write(&ctx.kordon.conn, nm, status, None).await?;
-            announce(ctx, nm, Severity::Warning, "MaintenanceAbandoned", &message).await;
-            Ok(Action::await_change())
-        }
-        Some(Ended::Failed(message)) => {
-            ctx.runs.stop(&name);
-            fail(nm, ctx, status, message).await
-        }
-    }
+        Ended::Abandoned(message) => Look::Abandoned(message),
+        Ended::Failed(message) => Look::Failed(message),
+    })
 }
 
 /// The maintenance step: `hold` waits for the object's deletion, `job` for its Job,
@@ -357,92 +484,72 @@ async fn draining(
 async fn maintaining(
     nm: &NodeMaintenance,
     ctx: &Ctx,
-    status: NodeMaintenanceStatus,
-) -> Result<Action, ReconcileError> {
+    status: &NodeMaintenanceStatus,
+) -> Result<Look, ReconcileError> {
     let step = &nm.spec.step;
+    let hold = |reason, message: &str, action| {
+        let message = message.to_string();
+        Ok(Look::Wait(Some(Hold { reason, message }), action))
+    };
     if let Some(job) = &step.job {
-        let state = match super::job::ensure(&ctx.kordon.conn, nm, job).await {
-            Ok(state) => state,
+        return match super::job::ensure(&ctx.kordon.conn, nm, job).await {
+            Ok(JobState::Succeeded) => Ok(Look::Did),
+            Ok(JobState::Failed(message)) => Ok(Look::Failed(message)),
+            Ok(JobState::Running(message)) => {
+                hold("AwaitingJob", &message, Action::requeue(LOOK_AGAIN))
+            }
             // The API refuses the Job as written: retrying cannot help; the spec must
             // change.
             Err(
                 e @ ClusterError::Api {
                     code: 400 | 422, ..
                 },
-            ) => {
-                return fail(nm, ctx, status, e.to_string()).await;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        return match state {
-            JobState::Succeeded => advance(nm, ctx, status, Observed::Completed).await,
-            JobState::Failed(message) => fail(nm, ctx, status, message).await,
-            JobState::Running(message) => {
-                let hold = Hold {
-                    reason: "AwaitingJob",
-                    message,
-                };
-                status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
-                Ok(Action::requeue(LOOK_AGAIN))
-            }
+            ) => Ok(Look::Failed(e.to_string())),
+            Err(e) => Err(e.into()),
         };
     }
     if let Some(external) = &step.external {
-        if status::is_true(&status, &external.condition_type) {
-            return advance(nm, ctx, status, Observed::Completed).await;
+        if status::is_true(status, &external.condition_type) {
+            return Ok(Look::Did);
         }
-        let hold = Hold {
-            reason: "AwaitingExternal",
-            message: format!(
-                "waiting for condition {} to be True",
-                external.condition_type
-            ),
-        };
-        status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
-        return Ok(Action::await_change());
+        let message = format!(
+            "waiting for condition {} to be True",
+            external.condition_type
+        );
+        return hold("AwaitingExternal", &message, Action::await_change());
     }
     if step.reboot.is_some() {
         let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
-        let boot = crate::workflow::ready::Snapshot::of(&node).boot_id;
+        let boot = ready::Snapshot::of(&node).boot_id;
         if boot.is_some() && boot != status.boot_id_before {
-            return advance(nm, ctx, status, Observed::Completed).await;
+            return Ok(Look::Did);
         }
-        // Checked before the maintenance started (see `spec_durations`).
+        // Checked before the maintenance started (see `may_start`).
         if let Ok(Some(limit)) = reboot_timeout(nm)
-            && elapsed(&status) > limit
+            && elapsed(status) > limit
         {
-            let message = format!(
+            return Ok(Look::Failed(format!(
                 "node {} did not reboot within {}",
                 node_of(nm),
                 humantime::format_duration(limit)
-            );
-            return fail(nm, ctx, status, message).await;
+            )));
         }
-        let hold = Hold {
-            reason: "AwaitingReboot",
-            message: "waiting for the node to reboot (a new bootID)".into(),
-        };
-        status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
-        return Ok(Action::requeue(LOOK_AGAIN));
+        let message = "waiting for the node to reboot (a new bootID)";
+        return hold("AwaitingReboot", message, Action::requeue(LOOK_AGAIN));
     }
     // hold: the node stays out until the object is deleted.
-    let hold = Hold {
-        reason: "Held",
-        message: "drained and held until this NodeMaintenance is deleted".into(),
-    };
-    status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
-    Ok(Action::await_change())
+    let message = "drained and held until this NodeMaintenance is deleted";
+    hold("Held", message, Action::await_change())
 }
 
 /// The node is back by the rule `maintain` and `roll` use ([`ready::is_back`]: Ready,
 /// its kubelet alive since the step by a newer heartbeat or a Lease renewed since this
-/// phase began, rebooted if the step was a reboot), and its DaemonSet pods (its own
-/// agents: network, logging, storage) are Ready again before it takes pods.
-async fn awaiting_ready(
+/// phase began, rebooted if the step was a reboot).
+async fn is_back(
     nm: &NodeMaintenance,
     ctx: &Ctx,
-    status: NodeMaintenanceStatus,
-) -> Result<Action, ReconcileError> {
+    status: &NodeMaintenanceStatus,
+) -> Result<bool, ReconcileError> {
     let node = node_of(nm);
     let found = nodes::get(&ctx.kordon.conn, &node).await?;
     let before = ready::Snapshot {
@@ -462,73 +569,7 @@ async fn awaiting_ready(
         (Some(renewed), Some(since)) if renewed > since.0 => ready::Alive::ByLease,
         _ => ready::Alive::ByHeartbeat,
     };
-    if !ready::is_back(&found, &before, criteria, alive) {
-        let hold = Hold {
-            reason: "AwaitingReady",
-            message: format!(
-                "waiting for node {node} to be Ready with a fresh heartbeat or a renewed Lease"
-            ),
-        };
-        status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
-        return Ok(Action::requeue(LOOK_AGAIN));
-    }
-    let gated = gate(
-        nm,
-        ctx,
-        Phase::AwaitingReady,
-        |kordon, timeout| async move { gate::daemon_pods_ready(&kordon.view, &node, timeout).await },
-    );
-    match gated {
-        Err(message) => fail(nm, ctx, status, message).await,
-        Ok(false) => {
-            let hold = Hold {
-                reason: "AwaitingDaemonSets",
-                message: "Ready; waiting for its DaemonSet pods to be Ready".into(),
-            };
-            status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
-            Ok(Action::requeue(LOOK_AGAIN))
-        }
-        Ok(true) => {
-            let action = advance(nm, ctx, status, Observed::Completed).await?;
-            announce(
-                ctx,
-                nm,
-                Severity::Normal,
-                "Uncordoned",
-                "Ready again with its DaemonSet pods; back in service",
-            )
-            .await;
-            Ok(action)
-        }
-    }
-}
-
-/// Back in service; done once every workload the drain touched is back at full Ready
-/// and its budgets allow disruptions again: until then a plan starts no next node.
-async fn verifying(
-    nm: &NodeMaintenance,
-    ctx: &Ctx,
-    status: NodeMaintenanceStatus,
-) -> Result<Action, ReconcileError> {
-    let workloads = status.workloads.clone();
-    let gated = gate(nm, ctx, Phase::Verifying, |kordon, timeout| async move {
-        gate::workloads_recovered(&kordon.view, &workloads, timeout).await
-    });
-    match gated {
-        Err(message) => fail(nm, ctx, status, message).await,
-        Ok(false) => {
-            let hold = Hold {
-                reason: "AwaitingWorkloads",
-                message: format!(
-                    "back in service; waiting for {} workload(s) it held to be back at full Ready",
-                    status.workloads.len()
-                ),
-            };
-            status::write(&ctx.kordon.conn, nm, status, Some(&hold)).await?;
-            Ok(Action::requeue(LOOK_AGAIN))
-        }
-        Ok(true) => advance(nm, ctx, status, Observed::Completed).await,
-    }
+    Ok(ready::is_back(&found, &before, criteria, alive))
 }
 
 /// The phase's health gate, waited for by a task (started here when none runs):
@@ -593,35 +634,37 @@ async fn withdraw(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileEr
     }
     // A node this object holds is out of service, whatever the object's own phase
     // (a failed step keeps it out too).
-    let at = status
-        .phase
-        .and_then(machine_phase)
-        .filter(|p| p.out_of_service())
-        .or(Some(Phase::Draining));
-    let back = machine::next(at, was_unschedulable(&status), Observed::Withdrawn);
-    put_node(ctx, nm, back.cordon, false).await?;
-    let note = match back.cordon {
-        Some(false) => "NodeMaintenance deleted: evictions stopped, node uncordoned",
-        _ => {
-            "NodeMaintenance deleted: evictions stopped; the node stays cordoned as someone else had it"
-        }
+    let record = Record {
+        phase: status
+            .phase
+            .and_then(StatusPhase::progress)
+            .filter(|p| p.out_of_service())
+            .or(Some(Phase::Draining)),
+        was_unschedulable: status.was_unschedulable.unwrap_or(false),
     };
-    announce(ctx, nm, Severity::Normal, "MaintenanceWithdrawn", note).await;
+    let cordon = match driver::next(record, POLICY, Observed::Withdrawn) {
+        Command::PutBack { cordon } => cordon,
+        _ => None,
+    };
+    put_node(ctx, nm, cordon, false).await?;
+    let note = notes::withdrawn(cordon == Some(false));
+    announce(ctx, nm, Severity::Normal, note).await;
     Ok(Action::await_change())
 }
 
-/// A step failed: a node out of service stays cordoned (the machine's rule), the
-/// status says why.
+/// A step failed: the node's cordon changes as the driver says (it stays, for the
+/// controller), the status says why.
 async fn fail(
     nm: &NodeMaintenance,
     ctx: &Ctx,
     status: NodeMaintenanceStatus,
+    at: Phase,
+    cordon: Option<bool>,
     message: String,
 ) -> Result<Action, ReconcileError> {
-    let out = status
-        .phase
-        .and_then(machine_phase)
-        .is_none_or(Phase::out_of_service);
+    if cordon.is_some() {
+        put_node(ctx, nm, cordon, false).await?;
+    }
     let status = NodeMaintenanceStatus {
         phase: Some(StatusPhase::Failed),
         last_error: Some(message.clone()),
@@ -629,63 +672,9 @@ async fn fail(
         ..status
     };
     status::write(&ctx.kordon.conn, nm, status, None).await?;
-    let node = if out {
-        "the node stays cordoned"
-    } else {
-        "the node is back in service"
-    };
-    announce(
-        ctx,
-        nm,
-        Severity::Warning,
-        "MaintenanceFailed",
-        &format!("{message}; {node}"),
-    )
-    .await;
+    let out = at.out_of_service() && cordon != Some(false);
+    announce(ctx, nm, Severity::Warning, notes::failed(at, &message, out)).await;
     Ok(Action::await_change())
-}
-
-/// Carries out the machine's transition: the node first (cordon and kordon's marks),
-/// then the status.
-async fn advance(
-    nm: &NodeMaintenance,
-    ctx: &Ctx,
-    status: NodeMaintenanceStatus,
-    observed: Observed,
-) -> Result<Action, ReconcileError> {
-    let current = status.phase.and_then(machine_phase);
-    let t = machine::next(current, was_unschedulable(&status), observed);
-    let phase = t.phase.unwrap_or(Phase::Done);
-    put_node(ctx, nm, t.cordon, phase.out_of_service()).await?;
-    let entered = t.phase != current;
-    let status = NodeMaintenanceStatus {
-        phase: Some(status_phase(phase)),
-        phase_since: if entered {
-            Some(status::now())
-        } else {
-            status.phase_since
-        },
-        finished_at: (phase == Phase::Done)
-            .then(status::now)
-            .or(status.finished_at),
-        ..status
-    };
-    status::write(&ctx.kordon.conn, nm, status, None).await?;
-    if phase == Phase::Done && entered {
-        announce(
-            ctx,
-            nm,
-            Severity::Normal,
-            "MaintenanceDone",
-            "maintenance done; the node is back",
-        )
-        .await;
-    }
-    Ok(match phase {
-        Phase::Done => Action::await_change(),
-        _ if entered => Action::requeue(Duration::from_millis(200)),
-        _ => Action::requeue(LOOK_AGAIN),
-    })
 }
 
 /// One patch: the cordon change and whether the node carries this object's name.
@@ -700,10 +689,6 @@ async fn put_node(
     Ok(())
 }
 
-fn was_unschedulable(status: &NodeMaintenanceStatus) -> bool {
-    status.was_unschedulable.unwrap_or(false)
-}
-
 fn elapsed(status: &NodeMaintenanceStatus) -> Duration {
     status
         .phase_since
@@ -715,32 +700,13 @@ fn elapsed(status: &NodeMaintenanceStatus) -> Duration {
         .unwrap_or_default()
 }
 
-fn machine_phase(p: StatusPhase) -> Option<Phase> {
-    match p {
-        StatusPhase::Draining => Some(Phase::Draining),
-        StatusPhase::Maintaining => Some(Phase::Maintaining),
-        StatusPhase::AwaitingReady => Some(Phase::AwaitingReady),
-        StatusPhase::Verifying => Some(Phase::Verifying),
-        StatusPhase::Done => Some(Phase::Done),
-        StatusPhase::Pending | StatusPhase::Failed | StatusPhase::Abandoned => None,
-    }
-}
-
-fn status_phase(p: Phase) -> StatusPhase {
-    match p {
-        Phase::Draining => StatusPhase::Draining,
-        Phase::Maintaining => StatusPhase::Maintaining,
-        Phase::AwaitingReady => StatusPhase::AwaitingReady,
-        Phase::Verifying => StatusPhase::Verifying,
-        Phase::Done => StatusPhase::Done,
-    }
-}
-
 /// An Event on the object and on its node.
-async fn announce(ctx: &Ctx, nm: &NodeMaintenance, severity: Severity, reason: &str, note: &str) {
-    let note = format!("NodeMaintenance {}: {note}", nm.name_any());
-    ctx.events.publish(nm, severity, reason, note.clone()).await;
+async fn announce(ctx: &Ctx, nm: &NodeMaintenance, severity: Severity, note: notes::Note) {
+    let text = format!("NodeMaintenance {}: {}", nm.name_any(), note.note);
+    ctx.events
+        .publish(nm, severity, note.reason, text.clone())
+        .await;
     if let Ok(node) = nodes::get(&ctx.kordon.conn, &node_of(nm)).await {
-        ctx.events.publish(&node, severity, reason, note).await;
+        ctx.events.publish(&node, severity, note.reason, text).await;
     }
 }

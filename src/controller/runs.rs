@@ -13,10 +13,10 @@ use crate::context::Context;
 use crate::drain::{self, DrainError, DrainOptions, Event};
 use crate::evict::Blocked;
 use crate::names::NodeName;
+use crate::phase::Phase;
 use crate::pod::PodKey;
 use crate::snapshot::Reach;
 use crate::workflow::gate::GateError;
-use crate::workflow::machine::Phase;
 
 /// How a drain or a gate ended.
 #[derive(Debug, Clone)]

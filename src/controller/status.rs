@@ -168,17 +168,16 @@ pub async fn write(
     nm: &NodeMaintenance,
     status: NodeMaintenanceStatus,
     hold: Option<&Hold>,
-) -> Result<(), kube::Error> {
+) -> Result<NodeMaintenance, kube::Error> {
     let status = with_conditions(status, nm.metadata.generation, hold);
     if nm.status.as_ref() == Some(&status) {
-        return Ok(());
+        return Ok(nm.clone());
     }
     let mut updated = nm.clone();
     updated.status = Some(status);
     let api: Api<NodeMaintenance> = Api::all(conn.client.clone());
     api.replace_status(&nm.name_any(), &PostParams::default(), &updated)
         .await
-        .map(|_| ())
 }
 
 #[cfg(test)]

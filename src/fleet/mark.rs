@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Node;
 use serde::Serialize;
 
 use crate::cluster::nodes::Annotations;
-pub use crate::workflow::machine::Phase;
+pub use crate::phase::Phase;
 use crate::workload::WorkloadId;
 
 const RUN: &str = "kordon.dev/run";

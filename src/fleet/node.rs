@@ -15,8 +15,8 @@ use crate::drain::{self, DrainError};
 use crate::names::NodeName;
 use crate::node_state::LeftAs;
 use crate::snapshot::Reach;
+use crate::workflow::driver::{self, Ending, Executor, Failure, Observed, Policy, Record, Task};
 use crate::workflow::gate;
-use crate::workflow::machine::{self, Observed};
 use crate::workflow::{StepError, ready};
 
 /// How a node's part of the roll ended.
@@ -79,11 +79,6 @@ enum PhaseError {
     Gate(#[from] gate::GateError),
 }
 
-enum Flow {
-    Finished,
-    Stopped,
-}
-
 /// Runs the node from its mark (or from the start) to done, a failure or a stop.
 pub(super) async fn maintain(
     job: &Job<'_>,
@@ -93,85 +88,40 @@ pub(super) async fn maintain(
 ) -> NodeResult {
     let started = Instant::now();
     let name = name_of(node);
-    let resumed = previous.is_some();
+    let first = match previous {
+        Some(_) => Observed::Resume,
+        None => Observed::Start,
+    };
     let mut mark = previous.unwrap_or(fresh);
     // A node an earlier run left behind is continued, and from now on is this run's.
     mark.run = job.run.clone();
-    let flow = {
-        let work = advance(job, node, &name, &mut mark, resumed);
+    let record = Record {
+        phase: (first == Observed::Resume).then_some(mark.phase),
+        was_unschedulable: mark.was_unschedulable,
+    };
+    let policy = Policy::new(&job.options.gates, false);
+    let mut roll_node = RollNode {
+        job,
+        node,
+        name: name.clone(),
+        mark,
+    };
+    let (_, ending) = {
+        let work = driver::drive(&mut roll_node, record, policy, first);
         tokio::pin!(work);
         tokio::select! {
-            flow = &mut work => flow,
+            ending = &mut work => ending,
             // The hold watches until dropped; should its watch end, the work goes on.
             () = hold::keep_cordoned(job, &name) => work.await,
         }
     };
-    let (outcome, blockers) = match flow {
-        Ok(Flow::Finished) => (Outcome::Done, Vec::new()),
-        Ok(Flow::Stopped) => (Outcome::Stopped, Vec::new()),
-        Err(PhaseError::Drain(DrainError::Abandoned {
-            node: _,
-            deadline,
-            remaining,
-            uncordoned: _,
-        })) => {
-            // Back as before the roll touched it: its cordon (if the roll's) and its mark
-            // go in one request.
-            let back = machine::next(
-                Some(mark.phase),
-                mark.was_unschedulable,
-                Observed::Abandoned,
-            );
-            let lift = back.cordon;
-            let unmark = mark.annotations().into_keys().map(|k| (k, None)).collect();
-            let restored = nodes::patch(job.conn, &name, lift, &unmark, DryRun::None).await;
-            if let Err(e) = &restored {
-                tracing::warn!("cannot put abandoned node {name} back: {e}");
-            }
-            let message = DrainError::Abandoned {
-                node: name.clone(),
-                deadline,
-                remaining,
-                uncordoned: restored.is_ok() && lift.is_some(),
-            }
-            .to_string();
-            (job.on_progress)(RollProgress::Failed {
-                node: name.clone(),
-                phase: mark.phase,
-                error: message.clone(),
-            });
-            job.events
-                .publish(
-                    node,
-                    Severity::Warning,
-                    "MaintenanceAbandoned",
-                    message.clone(),
-                )
-                .await;
-            (Outcome::Abandoned, vec![message])
-        }
-        Err(e) => {
-            let message = e.to_string();
-            (job.on_progress)(RollProgress::Failed {
-                node: name.clone(),
-                phase: mark.phase,
-                error: message.clone(),
-            });
-            mark.error = Some(message.clone());
-            if let Err(e) = record(job.conn, &name, &mark, None).await {
-                tracing::warn!("cannot record the failure on node {name}: {e}");
-            }
-            job.events
-                .publish(
-                    node,
-                    Severity::Warning,
-                    "MaintenanceFailed",
-                    format!("{} failed: {message}; the node stays cordoned", mark.phase),
-                )
-                .await;
-            (Outcome::Failed, vec![message])
-        }
+    let (outcome, blockers) = match ending {
+        Ending::Done => (Outcome::Done, Vec::new()),
+        Ending::Stopped => (Outcome::Stopped, Vec::new()),
+        Ending::Failed(e) => (Outcome::Failed, vec![e.to_string()]),
+        Ending::PutBack(e) => (Outcome::Abandoned, vec![e.to_string()]),
     };
+    let mark = roll_node.mark;
     NodeResult {
         node: name.clone(),
         outcome,
@@ -183,31 +133,44 @@ pub(super) async fn maintain(
     }
 }
 
-async fn advance(
-    job: &Job<'_>,
-    node: &Node,
-    name: &NodeName,
-    mark: &mut Mark,
-    resumed: bool,
-) -> Result<Flow, PhaseError> {
-    let conn = job.conn;
-    let opts = job.options;
-    // The cordon and the record of it are one request. A resumed node retries its
-    // phase, and until uncordoned it must stay cordoned.
-    let (current, observed) = if resumed {
-        (Some(mark.phase), Observed::Resume)
-    } else {
-        (None, Observed::Start)
-    };
-    let entry = machine::next(current, mark.was_unschedulable, observed);
-    mark.error = None;
-    record(conn, name, mark, entry.cordon).await?;
-    if !resumed {
-        entered(job, node, name, mark).await;
+/// One node of a roll, carrying out the driver's commands; its record is the node's
+/// mark.
+struct RollNode<'j, 'a> {
+    job: &'j Job<'a>,
+    node: &'j Node,
+    name: NodeName,
+    mark: Mark,
+}
+
+impl Executor for RollNode<'_, '_> {
+    type Error = PhaseError;
+
+    async fn record(
+        &mut self,
+        phase: Phase,
+        cordon: Option<bool>,
+        entered: bool,
+    ) -> Result<(), PhaseError> {
+        if entered {
+            self.mark.enter(phase);
+        }
+        self.mark.error = None;
+        if phase == Phase::Done {
+            self.mark.boot_id_before = None;
+            self.mark.heartbeat_before = None;
+        }
+        record(self.job.conn, &self.name, &self.mark, cordon).await?;
+        if entered {
+            announce(self.job, self.node, &self.name, &self.mark).await;
+        }
+        Ok(())
     }
-    loop {
-        match mark.phase {
-            Phase::Draining => {
+
+    async fn run(&mut self, task: Task) -> Result<(), PhaseError> {
+        let (job, name) = (self.job, &self.name);
+        let opts = job.options;
+        match task {
+            Task::Drain => {
                 // The fleet plan has forecast placement already.
                 let plan = drain::plan(job.ctx, name, &opts.drain, Reach::Targets).await?;
                 let on_event = |e| {
@@ -216,20 +179,13 @@ async fn advance(
                         event: e,
                     })
                 };
-                let report = match drain::execute(job.ctx, plan, &opts.drain, &on_event).await {
-                    Ok(report) => report,
-                    Err(DrainError::Interrupted { .. } | DrainError::InterruptedBefore { .. }) => {
-                        return Ok(Flow::Stopped);
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                mark.evicted += report.evicted.len();
-                let before = ready::Snapshot::of(&nodes::get(conn, name).await?);
-                mark.boot_id_before = before.boot_id;
-                mark.heartbeat_before = before.heartbeat;
-                complete(conn, name, mark).await?;
+                let report = drain::execute(job.ctx, plan, &opts.drain, &on_event).await?;
+                self.mark.evicted += report.evicted.len();
+                let before = ready::Snapshot::of(&nodes::get(job.conn, name).await?);
+                self.mark.boot_id_before = before.boot_id;
+                self.mark.heartbeat_before = before.heartbeat;
             }
-            Phase::Maintaining => {
+            Task::Work => {
                 let prompt = |p| {
                     if let crate::workflow::Progress::Prompt(text) = p {
                         (job.on_progress)(RollProgress::Prompt {
@@ -239,49 +195,103 @@ async fn advance(
                     }
                 };
                 crate::workflow::run_work(name, &opts.work, true, &prompt).await?;
-                complete(conn, name, mark).await?;
             }
-            Phase::AwaitingReady => {
+            Task::Ready => {
                 let before = ready::Snapshot {
-                    heartbeat: mark.heartbeat_before,
-                    boot_id: mark.boot_id_before.clone(),
+                    heartbeat: self.mark.heartbeat_before,
+                    boot_id: self.mark.boot_id_before.clone(),
                 };
-                ready::wait(conn, name, &before, opts.ready, opts.ready_timeout).await?;
-                if opts.gates.daemon_sets {
-                    gate::daemon_pods_ready(&job.ctx.view, name, opts.gates.timeout).await?;
-                }
-                complete(conn, name, mark).await?;
+                ready::wait(job.conn, name, &before, opts.ready, opts.ready_timeout).await?;
             }
-            Phase::Verifying => {
-                if opts.gates.workloads {
-                    gate::workloads_recovered(&job.ctx.view, &mark.workloads, opts.gates.timeout)
-                        .await?;
-                }
-                mark.boot_id_before = None;
-                mark.heartbeat_before = None;
-                complete(conn, name, mark).await?;
-                entered(job, node, name, mark).await;
-                return Ok(Flow::Finished);
+            Task::DaemonSets => {
+                gate::daemon_pods_ready(&job.ctx.view, name, opts.gates.timeout).await?;
             }
-            Phase::Done => return Ok(Flow::Finished),
+            Task::Workloads => {
+                gate::workloads_recovered(&job.ctx.view, &self.mark.workloads, opts.gates.timeout)
+                    .await?;
+            }
         }
-        entered(job, node, name, mark).await;
-        if job.stop.borrow().is_some() {
-            return Ok(Flow::Stopped);
+        Ok(())
+    }
+
+    fn failure(&self, error: &PhaseError) -> Failure {
+        match error {
+            PhaseError::Drain(DrainError::Abandoned { .. }) => Failure::Abandoned,
+            PhaseError::Drain(
+                DrainError::Interrupted { .. } | DrainError::InterruptedBefore { .. },
+            ) => Failure::Stopped,
+            _ => Failure::Failed,
         }
     }
-}
 
-/// The phase's work is complete: records the next phase with the cordon change the
-/// machine makes with it.
-async fn complete(conn: &Connection, name: &NodeName, mark: &mut Mark) -> Result<(), ClusterError> {
-    let t = machine::next(
-        Some(mark.phase),
-        mark.was_unschedulable,
-        Observed::Completed,
-    );
-    mark.enter(t.phase.unwrap_or(Phase::Done));
-    record(conn, name, mark, t.cordon).await
+    fn stopping(&self) -> bool {
+        self.job.stop.borrow().is_some()
+    }
+
+    /// The failure goes into the mark; the node stays cordoned.
+    async fn fail(&mut self, phase: Phase, cordon: Option<bool>, error: PhaseError) -> PhaseError {
+        let (job, name) = (self.job, &self.name);
+        let message = error.to_string();
+        (job.on_progress)(RollProgress::Failed {
+            node: name.clone(),
+            phase,
+            error: message.clone(),
+        });
+        self.mark.error = Some(message.clone());
+        if let Err(e) = record(job.conn, name, &self.mark, cordon).await {
+            tracing::warn!("cannot record the failure on node {name}: {e}");
+        }
+        let note = format!("{phase} failed: {message}; the node stays cordoned");
+        job.events
+            .publish(self.node, Severity::Warning, "MaintenanceFailed", note)
+            .await;
+        error
+    }
+
+    /// Back as before the roll touched it: its cordon (if the roll's) and its mark go in
+    /// one request.
+    async fn put_back(&mut self, cordon: Option<bool>, error: PhaseError) -> PhaseError {
+        let (job, name) = (self.job, &self.name);
+        let unmark = self
+            .mark
+            .annotations()
+            .into_keys()
+            .map(|k| (k, None))
+            .collect();
+        let restored = nodes::patch(job.conn, name, cordon, &unmark, DryRun::None).await;
+        if let Err(e) = &restored {
+            tracing::warn!("cannot put abandoned node {name} back: {e}");
+        }
+        let error = match error {
+            PhaseError::Drain(DrainError::Abandoned {
+                node,
+                deadline,
+                remaining,
+                uncordoned: _,
+            }) => PhaseError::Drain(DrainError::Abandoned {
+                node,
+                deadline,
+                remaining,
+                uncordoned: restored.is_ok() && cordon.is_some(),
+            }),
+            other => other,
+        };
+        let message = error.to_string();
+        (job.on_progress)(RollProgress::Failed {
+            node: name.clone(),
+            phase: self.mark.phase,
+            error: message.clone(),
+        });
+        job.events
+            .publish(
+                self.node,
+                Severity::Warning,
+                "MaintenanceAbandoned",
+                message,
+            )
+            .await;
+        error
+    }
 }
 
 /// Writes the mark, with the cordon change that goes with it.
@@ -297,7 +307,7 @@ async fn record(
 }
 
 /// Tells the terminal and the cluster (an Event on the node) that a phase began.
-async fn entered(job: &Job<'_>, node: &Node, name: &NodeName, mark: &Mark) {
+async fn announce(job: &Job<'_>, node: &Node, name: &NodeName, mark: &Mark) {
     (job.on_progress)(RollProgress::Phase {
         node: name.clone(),
         phase: mark.phase,

@@ -166,7 +166,7 @@ mod tests {
     use crate::fleet::NodeResult;
     use crate::names::NodeName;
     use crate::node_state::{LeftAs, NodeState, Readiness};
-    use crate::workflow::machine::Phase;
+    use crate::phase::Phase;
 
     fn node(name: &str, outcome: Outcome, phase: Option<Phase>, seconds: f64) -> NodeResult {
         NodeResult {

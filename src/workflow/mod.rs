@@ -1,8 +1,9 @@
 //! The four steps of node maintenance — cordon, drain, maintenance, uncordon — run in
 //! order; a failure stops the run and says which step failed and what state the node
 //! is left in.
+pub mod driver;
 pub mod gate;
-pub mod machine;
+pub mod notes;
 pub(crate) mod ready;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use crate::drain::{self, DrainError, DrainOptions, DrainReport, Event};
 use crate::names::NodeName;
 use crate::node_state::{LeftAs, NodeState};
 use crate::snapshot::Reach;
+use driver::{Ending, Executor, Failure, Observed, Phase, Policy, Record, Task};
 
 pub use ready::ReadyCriteria;
 
@@ -37,6 +39,17 @@ impl fmt::Display for Step {
             Step::Uncordon => (4, "uncordon"),
         };
         write!(f, "step {n}/4 ({name})")
+    }
+}
+
+impl Step {
+    /// The article's step a task of the driver belongs to.
+    fn of(task: Task) -> Self {
+        match task {
+            Task::Drain => Step::Drain,
+            Task::Work | Task::Ready | Task::DaemonSets => Step::Maintenance,
+            Task::Workloads => Step::Uncordon,
+        }
     }
 }
 
@@ -134,155 +147,220 @@ pub async fn maintain(
     opts: &MaintainOptions,
     on_progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<MaintainReport, MaintainError> {
-    let conn = &ctx.conn;
-    let found = nodes::get(conn, node)
+    let found = nodes::get(&ctx.conn, node)
         .await
         .map_err(|e| fail_unchanged(node, Step::Cordon, e.into()))?;
     if let Some(holder) = crate::api::node_maintenance::holder_of(&found) {
         let held = StepError::HeldByNodeMaintenance(holder.to_string());
         return Err(fail_unchanged(node, Step::Cordon, held));
     }
-    let ready_before = ready::Snapshot::of(&found);
     let plan = drain::plan(ctx, node, &opts.drain, Reach::Placement)
         .await
         .map_err(|e| fail_unchanged(node, Step::Cordon, e.into()))?;
-    // Someone else's cordon is theirs to lift; a cordon kordon left behind is not.
-    let cordoned_before = plan.cordoned_by_someone_else;
     if let Some(forecast) = &plan.forecast {
         on_progress(Progress::Planned(forecast.clone()));
     }
-
-    let result = empty_and_work(ctx, node, plan, opts, &ready_before, on_progress).await;
-    match result {
-        Ok(report) => back_in_service(ctx, node, report, cordoned_before, opts, on_progress).await,
-        Err((step, cause)) => Err(failed(ctx, node, step, cause, cordoned_before, opts).await),
-    }
-}
-
-/// Steps 1-3: cordon and drain, the work, and the node back Ready with its DaemonSet
-/// pods; a failure names its step.
-async fn empty_and_work(
-    ctx: &Context,
-    node: &NodeName,
-    plan: drain::Plan,
-    opts: &MaintainOptions,
-    ready_before: &ready::Snapshot,
-    on_progress: &(dyn Fn(Progress) + Sync),
-) -> Result<DrainReport, (Step, StepError)> {
-    on_progress(Progress::Step(Step::Cordon));
-    on_progress(Progress::Step(Step::Drain));
-    let report = drain::execute(ctx, plan, &opts.drain, &|e| on_progress(Progress::Drain(e)))
-        .await
-        .map_err(|e| (Step::Drain, StepError::from(e)))?;
-    on_progress(Progress::Drained(report.clone()));
-
-    on_progress(Progress::Step(Step::Maintenance));
-    run_work(node, &opts.work, false, on_progress)
-        .await
-        .map_err(|e| (Step::Maintenance, e))?;
-    on_progress(Progress::WaitingForReady);
-    ready::wait(
-        &ctx.conn,
+    let record = Record {
+        phase: None,
+        // Someone else's cordon is theirs to lift; a cordon kordon left behind is not.
+        was_unschedulable: plan.cordoned_by_someone_else,
+    };
+    let policy = Policy::new(&opts.gates, opts.uncordon_on_failure);
+    let mut run = Maintenance {
+        ctx,
         node,
-        ready_before,
-        opts.ready,
-        opts.ready_timeout,
-    )
-    .await
-    .map_err(|e| (Step::Maintenance, e))?;
-    if opts.gates.daemon_sets {
-        on_progress(Progress::WaitingForDaemonSets);
-        gate::daemon_pods_ready(&ctx.view, node, opts.gates.timeout)
-            .await
-            .map_err(|e| (Step::Maintenance, e.into()))?;
-    }
-    Ok(report)
-}
-
-/// Step 4: the uncordon (unless someone else's cordon stays), then the drained
-/// workloads back.
-async fn back_in_service(
-    ctx: &Context,
-    node: &NodeName,
-    report: DrainReport,
-    cordoned_before: bool,
-    opts: &MaintainOptions,
-    on_progress: &(dyn Fn(Progress) + Sync),
-) -> Result<MaintainReport, MaintainError> {
-    let conn = &ctx.conn;
-    on_progress(Progress::Step(Step::Uncordon));
-    let back = machine::next(
-        Some(machine::Phase::AwaitingReady),
-        cordoned_before,
-        machine::Observed::Completed,
-    );
-    let fail = |state, cause| MaintainError {
-        step: Step::Uncordon,
+        opts,
+        // The driver owns the cordon: an abandoned drain is put back by it.
+        drain: DrainOptions {
+            keep_cordon: true,
+            ..opts.drain.clone()
+        },
+        plan: Some(plan),
+        report: None,
+        ready_before: ready::Snapshot::of(&found),
+        on_progress,
+    };
+    let (_, ending) = driver::drive(&mut run, record, policy, Observed::Start).await;
+    let state = current_state(&ctx.conn, node).await;
+    let failed = |(step, cause)| MaintainError {
+        step,
         node: node.clone(),
         state,
         cause,
     };
-    let state = if back.cordon.is_none() {
-        on_progress(Progress::LeftCordoned);
-        current_state(conn, node).await
-    } else {
-        let after = nodes::set_unschedulable(conn, node, false, DryRun::None)
-            .await
-            .map_err(|e| fail(LeftAs::Cordoned, e.into()))?;
-        LeftAs::Is(NodeState::of(&after))
-    };
-    if opts.gates.workloads {
-        on_progress(Progress::WaitingForWorkloads);
-        let touched: Vec<_> = report
-            .workloads
-            .iter()
-            .map(|w| w.workload.clone())
-            .collect();
-        gate::workloads_recovered(&ctx.view, &touched, opts.gates.timeout)
-            .await
-            .map_err(|e| fail(state, e.into()))?;
+    match (ending, run.report) {
+        (Ending::Done, Some(report)) => Ok(MaintainReport {
+            node: node.clone(),
+            drain: report,
+            final_state: state,
+        }),
+        (Ending::Failed(e) | Ending::PutBack(e), _) => Err(failed(e)),
+        // `maintain` neither stops between phases nor finishes without its drain.
+        (Ending::Stopped | Ending::Done, _) => Err(failed((
+            Step::Drain,
+            StepError::Work("the maintenance stopped before its drain finished".into()),
+        ))),
     }
-    Ok(MaintainReport {
-        node: node.clone(),
-        drain: report,
-        final_state: state,
-    })
 }
 
-/// A failed step: the node is put back as the state machine says (a refused drain
-/// changed nothing), and the error says where it was left.
-async fn failed(
-    ctx: &Context,
-    node: &NodeName,
-    step: Step,
-    cause: StepError,
-    cordoned_before: bool,
-    opts: &MaintainOptions,
-) -> MaintainError {
-    let conn = &ctx.conn;
-    let refused = matches!(
-        cause,
-        StepError::Drain(DrainError::Refused { .. } | DrainError::NotReady { .. })
-    );
-    let phase = match step {
-        Step::Cordon | Step::Drain => machine::Phase::Draining,
-        Step::Maintenance => machine::Phase::Maintaining,
-        Step::Uncordon => machine::Phase::AwaitingReady,
-    };
-    let failed = machine::Observed::Failed {
-        uncordon: opts.uncordon_on_failure,
-    };
-    if !refused
-        && machine::next(Some(phase), cordoned_before, failed).cordon == Some(false)
-        && let Err(e) = nodes::set_unschedulable(conn, node, false, DryRun::None).await
-    {
-        tracing::warn!("cannot uncordon {node} after the failed {step}: {e}");
+/// One node's maintenance at the terminal: the driver's commands carried out in this
+/// process, the record kept in memory (the node's cordon is its only trace).
+struct Maintenance<'a> {
+    ctx: &'a Context,
+    node: &'a NodeName,
+    opts: &'a MaintainOptions,
+    drain: DrainOptions,
+    /// The pre-flight plan, until the drain takes it.
+    plan: Option<drain::Plan>,
+    report: Option<DrainReport>,
+    ready_before: ready::Snapshot,
+    on_progress: &'a (dyn Fn(Progress) + Sync),
+}
+
+impl Executor for Maintenance<'_> {
+    type Error = (Step, StepError);
+
+    async fn record(
+        &mut self,
+        phase: Phase,
+        cordon: Option<bool>,
+        entered: bool,
+    ) -> Result<(), (Step, StepError)> {
+        let on_progress = self.on_progress;
+        if !entered {
+            return Ok(());
+        }
+        match phase {
+            // The drain cordons the node as its first change, after its checks, so a
+            // refused drain changes nothing.
+            Phase::Draining => {
+                on_progress(Progress::Step(Step::Cordon));
+                on_progress(Progress::Step(Step::Drain));
+            }
+            Phase::Maintaining => on_progress(Progress::Step(Step::Maintenance)),
+            Phase::Verifying => {
+                on_progress(Progress::Step(Step::Uncordon));
+                match cordon {
+                    Some(c) => {
+                        nodes::set_unschedulable(&self.ctx.conn, self.node, c, DryRun::None)
+                            .await
+                            .map_err(|e| (Step::Uncordon, e.into()))?;
+                    }
+                    None => on_progress(Progress::LeftCordoned),
+                }
+            }
+            Phase::AwaitingReady | Phase::Done => {}
+        }
+        Ok(())
     }
-    MaintainError {
-        step,
-        node: node.clone(),
-        state: current_state(conn, node).await,
-        cause,
+
+    async fn run(&mut self, task: Task) -> Result<(), (Step, StepError)> {
+        let (ctx, node, opts, on_progress) = (self.ctx, self.node, self.opts, self.on_progress);
+        let step = Step::of(task);
+        let failed = |e: StepError| (step, e);
+        match task {
+            Task::Drain => {
+                let plan = match self.plan.take() {
+                    Some(plan) => plan,
+                    None => drain::plan(ctx, node, &self.drain, Reach::Targets)
+                        .await
+                        .map_err(|e| failed(e.into()))?,
+                };
+                let on_event = |e| on_progress(Progress::Drain(e));
+                let report = drain::execute(ctx, plan, &self.drain, &on_event)
+                    .await
+                    .map_err(|e| failed(e.into()))?;
+                on_progress(Progress::Drained(report.clone()));
+                self.report = Some(report);
+            }
+            Task::Work => run_work(node, &opts.work, false, on_progress)
+                .await
+                .map_err(failed)?,
+            Task::Ready => {
+                on_progress(Progress::WaitingForReady);
+                let timeout = opts.ready_timeout;
+                ready::wait(&ctx.conn, node, &self.ready_before, opts.ready, timeout)
+                    .await
+                    .map_err(failed)?;
+            }
+            Task::DaemonSets => {
+                on_progress(Progress::WaitingForDaemonSets);
+                gate::daemon_pods_ready(&ctx.view, node, opts.gates.timeout)
+                    .await
+                    .map_err(|e| failed(e.into()))?;
+            }
+            Task::Workloads => {
+                on_progress(Progress::WaitingForWorkloads);
+                let touched: Vec<_> = self
+                    .report
+                    .iter()
+                    .flat_map(|r| r.workloads.iter().map(|w| w.workload.clone()))
+                    .collect();
+                gate::workloads_recovered(&ctx.view, &touched, opts.gates.timeout)
+                    .await
+                    .map_err(|e| failed(e.into()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn failure(&self, (_, cause): &(Step, StepError)) -> Failure {
+        match cause {
+            StepError::Drain(DrainError::Abandoned { .. }) => Failure::Abandoned,
+            _ => Failure::Failed,
+        }
+    }
+
+    /// The node stays as it is unless the driver lifts the cordon; a refused drain
+    /// changed nothing, so there is nothing to lift.
+    async fn fail(
+        &mut self,
+        _: Phase,
+        cordon: Option<bool>,
+        (step, cause): (Step, StepError),
+    ) -> (Step, StepError) {
+        let refused = matches!(
+            cause,
+            StepError::Drain(DrainError::Refused { .. } | DrainError::NotReady { .. })
+        );
+        if let (false, Some(c)) = (refused, cordon)
+            && let Err(e) =
+                nodes::set_unschedulable(&self.ctx.conn, self.node, c, DryRun::None).await
+        {
+            tracing::warn!("cannot uncordon {} after the failed {step}: {e}", self.node);
+        }
+        (step, cause)
+    }
+
+    /// An abandoned drain: the node is uncordoned if kordon cordoned it, and the error
+    /// says whether it could be.
+    async fn put_back(
+        &mut self,
+        cordon: Option<bool>,
+        (step, cause): (Step, StepError),
+    ) -> (Step, StepError) {
+        let lifted = match cordon {
+            Some(c) => nodes::set_unschedulable(&self.ctx.conn, self.node, c, DryRun::None)
+                .await
+                .inspect_err(|e| tracing::warn!("cannot uncordon abandoned node: {e}"))
+                .is_ok(),
+            None => false,
+        };
+        let cause = match cause {
+            StepError::Drain(DrainError::Abandoned {
+                node,
+                deadline,
+                remaining,
+                uncordoned: _,
+            }) => StepError::Drain(DrainError::Abandoned {
+                node,
+                deadline,
+                remaining,
+                uncordoned: lifted,
+            }),
+            other => other,
+        };
+        (step, cause)
     }
 }
 
