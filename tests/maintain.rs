@@ -211,55 +211,6 @@ async fn manual_mode_waits_for_enter_on_a_terminal() {
     assert!(!env.is_cordoned(&node).await);
 }
 
-/// A real kubelet posts an unchanged status only every 5 minutes but renews its Lease
-/// every 10 s. Here KWOK stops posting the node's status (its Ready heartbeat stays
-/// frozen, testbed/stages.yaml.in) and goes on renewing the Lease: maintain counts the node back by its Lease,
-/// within the timeout, and the heartbeat never moved.
-#[tokio::test]
-async fn a_node_whose_status_is_not_posted_again_is_back_by_its_lease() {
-    use k8s_openapi::api::core::v1::Node;
-    use kube::Api;
-    use kube::api::{Patch, PatchParams};
-
-    let env = TestEnv::two_nodes_with_web("lease").await;
-    let node = env.node("node-2");
-    let nodes: Api<Node> = Api::all(env.client.clone());
-    let frozen = serde_json::json!({ "metadata": { "annotations": { "kordon.dev/test-status-frozen": "true" } } });
-    nodes
-        .patch(&node, &PatchParams::default(), &Patch::Merge(&frozen))
-        .await
-        .expect("stop KWOK posting the node's status");
-    let heartbeat = |n: Node| {
-        n.status
-            .and_then(|s| s.conditions)
-            .and_then(|cs| cs.into_iter().find(|c| c.type_ == "Ready"))
-            .and_then(|c| c.last_heartbeat_time)
-    };
-    // A heartbeat already scheduled when the annotation landed may still be posted
-    // (KWOK's period here is 5 s plus up to 6 s of jitter).
-    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
-    let before = heartbeat(env.get_node(&node).await);
-
-    let run = env.run_kordon(&[
-        "maintain",
-        &node,
-        "--ready-timeout",
-        "60s",
-        "-o",
-        "json",
-        "--",
-        "true",
-    ]);
-    run.assert_ok();
-    assert_eq!(run.json()["finalState"], "Ready", "{run:#?}");
-    assert_eq!(
-        heartbeat(env.get_node(&node).await),
-        before,
-        "the status was posted"
-    );
-    assert!(!env.is_cordoned(&node).await);
-}
-
 /// The health gates, as a roll has them. A PodDisruptionBudget lets the drain end with
 /// 1 of web's 2 pods Ready, and the replacement takes 20 s to be Ready: `maintain`
 /// returns only once web is back at both, unless `--skip-gate workloads`.

@@ -16,8 +16,8 @@ use crate::names::NodeName;
 use crate::node_state::LeftAs;
 use crate::snapshot::Reach;
 use crate::workflow::driver::{self, Ending, Executor, Failure, Observed, Policy, Record, Task};
-use crate::workflow::gate;
 use crate::workflow::{StepError, ready};
+use crate::workflow::{gate, notes};
 
 /// How a node's part of the roll ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -241,9 +241,9 @@ impl Executor for RollNode<'_, '_> {
         if let Err(e) = record(job.conn, name, &self.mark, cordon).await {
             tracing::warn!("cannot record the failure on node {name}: {e}");
         }
-        let note = format!("{phase} failed: {message}; the node stays cordoned");
+        let note = notes::failed(phase, &message, cordon != Some(false));
         job.events
-            .publish(self.node, Severity::Warning, "MaintenanceFailed", note)
+            .publish(self.node, Severity::Warning, note.reason, note.note)
             .await;
         error
     }
@@ -312,42 +312,9 @@ async fn announce(job: &Job<'_>, node: &Node, name: &NodeName, mark: &Mark) {
         node: name.clone(),
         phase: mark.phase,
     });
-    let (reason, note) = match mark.phase {
-        Phase::Draining if mark.was_unschedulable => (
-            "Draining",
-            "already cordoned by someone else; evicting its pods".to_string(),
-        ),
-        Phase::Draining => ("Draining", "cordoned; evicting its pods".to_string()),
-        Phase::Maintaining => (
-            "Maintaining",
-            format!(
-                "drained ({} pods evicted); maintenance running",
-                mark.evicted
-            ),
-        ),
-        Phase::AwaitingReady => (
-            "AwaitingReady",
-            "maintenance done; waiting for the node and its DaemonSet pods to be Ready".into(),
-        ),
-        Phase::Verifying if mark.was_unschedulable => (
-            "Verifying",
-            "Ready; left cordoned as it was before; waiting for its workloads to recover".into(),
-        ),
-        Phase::Verifying => (
-            "Uncordoned",
-            "Ready and uncordoned; waiting for its workloads to recover".into(),
-        ),
-        Phase::Done => (
-            "MaintenanceDone",
-            "maintenance done and workloads recovered".into(),
-        ),
-    };
+    let note = notes::entered(mark.phase, mark.was_unschedulable, mark.evicted);
+    let text = format!("kordon run {}: {}", mark.run, note.note);
     job.events
-        .publish(
-            node,
-            Severity::Normal,
-            reason,
-            format!("kordon run {}: {note}", mark.run),
-        )
+        .publish(node, Severity::Normal, note.reason, text)
         .await;
 }

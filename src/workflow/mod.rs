@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use k8s_openapi::api::core::v1::Node;
+
+use crate::cluster::events::{Events, Severity};
 use crate::cluster::nodes::{self, DryRun};
 use crate::cluster::{ClusterError, Connection};
 use crate::context::Context;
@@ -160,6 +163,9 @@ pub async fn maintain(
     if let Some(forecast) = &plan.forecast {
         on_progress(Progress::Planned(forecast.clone()));
     }
+    if let Some(refusal) = plan.refusal(opts.drain.allow_pending) {
+        return Err(fail_unchanged(node, Step::Drain, refusal.into()));
+    }
     let record = Record {
         phase: None,
         // Someone else's cordon is theirs to lift; a cordon kordon left behind is not.
@@ -178,6 +184,9 @@ pub async fn maintain(
         plan: Some(plan),
         report: None,
         ready_before: ready::Snapshot::of(&found),
+        events: Events::new(&ctx.conn, &format!("kordon-{}", ctx.run)),
+        was_unschedulable: record.was_unschedulable,
+        found,
         on_progress,
     };
     let (_, ending) = driver::drive(&mut run, record, policy, Observed::Start).await;
@@ -214,7 +223,20 @@ struct Maintenance<'a> {
     plan: Option<drain::Plan>,
     report: Option<DrainReport>,
     ready_before: ready::Snapshot,
+    /// The node's story as Events on it, as a roll and the controller tell it.
+    events: Events,
+    was_unschedulable: bool,
+    found: Node,
     on_progress: &'a (dyn Fn(Progress) + Sync),
+}
+
+impl Maintenance<'_> {
+    async fn announce(&self, severity: Severity, note: notes::Note) {
+        let text = format!("kordon maintain: {}", note.note);
+        self.events
+            .publish(&self.found, severity, note.reason, text)
+            .await;
+    }
 }
 
 impl Executor for Maintenance<'_> {
@@ -251,6 +273,9 @@ impl Executor for Maintenance<'_> {
             }
             Phase::AwaitingReady | Phase::Done => {}
         }
+        let evicted = self.report.as_ref().map_or(0, |r| r.evicted.len());
+        let note = notes::entered(phase, self.was_unschedulable, evicted);
+        self.announce(Severity::Normal, note).await;
         Ok(())
     }
 
@@ -315,7 +340,7 @@ impl Executor for Maintenance<'_> {
     /// changed nothing, so there is nothing to lift.
     async fn fail(
         &mut self,
-        _: Phase,
+        phase: Phase,
         cordon: Option<bool>,
         (step, cause): (Step, StepError),
     ) -> (Step, StepError) {
@@ -328,6 +353,11 @@ impl Executor for Maintenance<'_> {
                 nodes::set_unschedulable(&self.ctx.conn, self.node, c, DryRun::None).await
         {
             tracing::warn!("cannot uncordon {} after the failed {step}: {e}", self.node);
+        }
+        if !refused {
+            let out = phase.out_of_service() && cordon != Some(false);
+            let note = notes::failed(phase, &cause.to_string(), out);
+            self.announce(Severity::Warning, note).await;
         }
         (step, cause)
     }
@@ -360,6 +390,8 @@ impl Executor for Maintenance<'_> {
             }),
             other => other,
         };
+        let note = notes::abandoned(&cause.to_string());
+        self.announce(Severity::Warning, note).await;
         (step, cause)
     }
 }

@@ -14,6 +14,9 @@ pub struct NodeSpec {
     pub memory: &'static str,
     pub pods: &'static str,
     pub taints: Vec<Value>,
+    /// KWOK never posts the node's status after it is Ready (as a real kubelet posts an
+    /// unchanged one only every 5 minutes); its Lease is still renewed.
+    pub status_frozen: bool,
 }
 
 impl Default for NodeSpec {
@@ -23,16 +26,21 @@ impl Default for NodeSpec {
             memory: "16Gi",
             pods: "110",
             taints: Vec::new(),
+            status_frozen: false,
         }
     }
 }
 
 pub fn node(name: &str, env: &str, spec: &NodeSpec) -> Node {
     let resources = json!({ "cpu": spec.cpu, "memory": spec.memory, "pods": spec.pods });
+    let mut annotations = json!({ "kwok.x-k8s.io/node": "fake" });
+    if spec.status_frozen {
+        annotations["kordon.dev/test-status-frozen"] = json!("true");
+    }
     serde_json::from_value(json!({
         "metadata": {
             "name": name,
-            "annotations": { "kwok.x-k8s.io/node": "fake" },
+            "annotations": annotations,
             "labels": {
                 "kubernetes.io/hostname": name,
                 "kubernetes.io/os": "linux",
