@@ -2,14 +2,19 @@
 //! ladder and state machine ([`crate::workflow::machine`]). The reconcile reads like
 //! the rule it enforces ([`reconcile`]); drains run as tasks ([`runs`]) whose progress
 //! the reconcile reports; the status says where each object stands ([`status`]).
+mod children;
+mod error;
 mod job;
 mod metrics;
 mod options;
 mod plan;
 mod reconcile;
+mod room;
 mod runs;
+mod start;
 mod status;
 mod tally;
+mod tasks;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

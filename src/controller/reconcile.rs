@@ -11,45 +11,27 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::{Api, ResourceExt};
 
 use super::Ctx;
-use super::job::JobState;
-use super::options::drain_options;
-use super::runs::Ended;
-use super::status::{self, Hold};
+pub use super::error::{ReconcileError, retry};
+use super::start::{Start, may_start};
+use super::status;
+use super::tasks::{Look, run};
+use crate::api::NodeMaintenance;
 use crate::api::node_maintenance::{HELD_BY, NodeMaintenanceStatus, StatusPhase, holder_of};
-use crate::api::{NodeMaintenance, duration};
 use crate::cluster::ClusterError;
 use crate::cluster::events::Severity;
 use crate::cluster::nodes::{self, Annotations, DryRun};
-use crate::drain::{self, DrainError};
 use crate::names::NodeName;
-use crate::snapshot::Reach;
-use crate::workflow::driver::{self, Command, Observed, Phase, Policy, Record, Task};
-use crate::workflow::gate;
+use crate::workflow::driver::{self, Command, Observed, Phase, Policy, Record};
 use crate::workflow::notes;
-use crate::workflow::ready;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// Keeps a NodeMaintenance until the node is put back.
 pub const FINALIZER: &str = "kordon.dev/node-maintenance";
 
 /// How often a running phase looks again (drain progress, reboot, Ready).
-const LOOK_AGAIN: Duration = Duration::from_secs(5);
+pub(super) const LOOK_AGAIN: Duration = Duration::from_secs(5);
 
 /// How long a blocked start waits before it looks again.
 const RETRY_START: Duration = Duration::from_secs(15);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    #[error("write status: {0}")]
-    Status(#[from] kube::Error),
-    #[error(transparent)]
-    Finalizer(Box<finalizer::Error<ReconcileError>>),
-    /// The controller's watch ended: it is shutting down.
-    #[error("the controller is stopping")]
-    Stopping,
-}
 
 pub async fn reconcile(nm: Arc<NodeMaintenance>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     let started = std::time::Instant::now();
@@ -68,42 +50,6 @@ pub async fn reconcile(nm: Arc<NodeMaintenance>, ctx: Arc<Ctx>) -> Result<Action
 
 pub fn error_policy(nm: Arc<NodeMaintenance>, error: &ReconcileError, _: Arc<Ctx>) -> Action {
     retry("NodeMaintenance", &nm.name_any(), error)
-}
-
-/// When a failed reconcile runs again. A conflict means another writer was first (a
-/// status written with a stale resourceVersion, a finalizer patch whose test failed):
-/// the object is read again and the reconcile retried at once, with the cause at debug.
-/// Anything else is logged with its cause and retried after a pause.
-pub fn retry(kind: &str, name: &str, error: &ReconcileError) -> Action {
-    if error.is_conflict() {
-        tracing::debug!("{kind} {name}: {error}; retrying on the fresh object");
-        return Action::requeue(Duration::from_millis(200));
-    }
-    tracing::warn!("{kind} {name}: {error}");
-    Action::requeue(Duration::from_secs(5))
-}
-
-impl ReconcileError {
-    fn is_conflict(&self) -> bool {
-        let api = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 409);
-        // The finalizer is added by a JSON patch whose test of the old value fails
-        // (422) when the object changed in between.
-        let patched =
-            |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 422);
-        match self {
-            Self::Status(e) => api(e),
-            Self::Cluster(_) | Self::Stopping => false,
-            Self::Finalizer(f) => match f.as_ref() {
-                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
-                    e.is_conflict()
-                }
-                finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
-                    patched(e)
-                }
-                _ => false,
-            },
-        }
-    }
 }
 
 async fn apply(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError> {
@@ -127,7 +73,7 @@ async fn apply(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError
     }
 }
 
-fn node_of(nm: &NodeMaintenance) -> NodeName {
+pub(super) fn node_of(nm: &NodeMaintenance) -> NodeName {
     NodeName::from(nm.spec.node_name.as_str())
 }
 
@@ -167,130 +113,6 @@ async fn start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError
             drive(nm.clone(), ctx, started, Observed::Start).await
         }
     }
-}
-
-/// What a maintenance that may start records.
-struct Start {
-    /// Someone else had cordoned the node.
-    was_unschedulable: bool,
-    /// What the drain touches, for the last gate.
-    workloads: Vec<crate::workload::WorkloadId>,
-}
-
-/// The start when the maintenance may start, or what holds it (with, for a refused
-/// drain, what would let each pod go: `status.refused`).
-async fn may_start(
-    nm: &NodeMaintenance,
-    ctx: &Ctx,
-) -> Result<Result<Start, (Hold, Vec<String>)>, ReconcileError> {
-    let hold = |reason, message: String| Ok(Err((Hold { reason, message }, Vec::new())));
-    // Every duration of the spec is read here, once, before anything changes.
-    let options = match drain_options(&nm.spec.drain)
-        .and_then(|o| gate_timeout(nm).map(|_| o))
-        .and_then(|o| reboot_timeout(nm).map(|_| o))
-    {
-        Ok(o) => o,
-        Err(message) => return hold("InvalidSpec", message),
-    };
-    let node = node_of(nm);
-    if let Some(other) = earlier_claim(nm, ctx) {
-        return hold(
-            "AnotherMaintenance",
-            format!(
-                "NodeMaintenance {other} holds node {node} first; this one waits for it to be deleted"
-            ),
-        );
-    }
-    let found = match nodes::get(&ctx.kordon.conn, &node).await {
-        Ok(n) => n,
-        Err(ClusterError::NodeNotFound(_)) => {
-            return hold("NodeNotFound", format!("node {node} does not exist"));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(mark) = crate::fleet::mark::Mark::of(&found).filter(|m| m.phase != Phase::Done) {
-        return hold(
-            "RollInProgress",
-            format!("a kordon roll holds node {node}: {}", mark.describe()),
-        );
-    }
-    tracing::debug!("NodeMaintenance {}: planning node {node}", nm.name_any());
-    let plan = match drain::plan(&ctx.kordon, &node, &options, Reach::Placement).await {
-        Ok(plan) => plan,
-        Err(e) => return hold("DrainRefused", said(&e)),
-    };
-    tracing::debug!("NodeMaintenance {}: planned node {node}", nm.name_any());
-    match plan.refusal(options.allow_pending) {
-        None => Ok(Ok(Start {
-            was_unschedulable: plan.cordoned_by_someone_else,
-            workloads: plan.touched_workloads(),
-        })),
-        Some(refused @ DrainError::Refused { .. }) => {
-            let parts: Vec<String> = refused
-                .advice()
-                .iter()
-                .flat_map(status::advice_parts)
-                .collect();
-            Ok(Err((
-                Hold {
-                    reason: "DrainRefused",
-                    message: parts.join("; "),
-                },
-                parts,
-            )))
-        }
-        Some(DrainError::WouldStrand { pods, .. }) => hold(
-            "WouldStrand",
-            format!(
-                "no other node can take the replacement of {}",
-                pods.join("; ")
-            ),
-        ),
-        Some(other) => hold("DrainRefused", said(&other)),
-    }
-}
-
-/// A refused drain and what would let it go, in the spec's words.
-fn said(e: &DrainError) -> String {
-    let advice = advised(e);
-    if advice.is_empty() {
-        e.to_string()
-    } else {
-        format!("{e}; {advice}")
-    }
-}
-
-/// What would let a refused drain go, in the spec's words: one part per pod.
-fn advised(e: &DrainError) -> String {
-    let parts: Vec<String> = e.advice().iter().map(status::advice).collect();
-    parts.join("; ")
-}
-
-/// Another NodeMaintenance of the same node that acts first: one that has started, or
-/// an older one still pending.
-fn earlier_claim(nm: &NodeMaintenance, ctx: &Ctx) -> Option<String> {
-    let key = |o: &NodeMaintenance| (o.creation_timestamp(), o.name_any());
-    ctx.store
-        .state()
-        .into_iter()
-        .filter(|o| o.spec.node_name == nm.spec.node_name && o.name_any() != nm.name_any())
-        .filter(|o| o.metadata.deletion_timestamp.is_none())
-        .find(|o| match o.status.as_ref().and_then(|s| s.phase) {
-            None | Some(StatusPhase::Pending) => key(o) < key(nm),
-            Some(p) => !p.finished(),
-        })
-        .map(|o| o.name_any())
-}
-
-/// What a task of the driver came to in this reconcile.
-enum Look {
-    /// Finished well.
-    Did,
-    /// Still under way: the status says what it waits for, and the object is looked at
-    /// again after the action.
-    Wait(Option<Hold>, Action),
-    Failed(String),
-    Abandoned(String),
 }
 
 /// Carries out the driver's commands until one has to wait: each written to the node
@@ -370,254 +192,6 @@ async fn drive(
     }
 }
 
-/// One task of the driver, looked at once: started when it is a task that runs in the
-/// background (the drain, the gates), checked when it is a condition (the step, Ready).
-async fn run(
-    nm: &NodeMaintenance,
-    ctx: &Ctx,
-    status: &mut NodeMaintenanceStatus,
-    task: Task,
-) -> Result<Look, ReconcileError> {
-    let name = nm.name_any();
-    let node = node_of(nm);
-    Ok(match task {
-        Task::Drain => draining(nm, ctx, status).await?,
-        Task::Work => maintaining(nm, ctx, status).await?,
-        Task::Ready => {
-            if is_back(nm, ctx, status).await? {
-                Look::Did
-            } else {
-                waiting(
-                    "AwaitingReady",
-                    format!(
-                        "waiting for node {node} to be Ready with a fresh heartbeat or a renewed Lease"
-                    ),
-                )
-            }
-        }
-        Task::DaemonSets => {
-            let gated = gate(
-                nm,
-                ctx,
-                Phase::AwaitingReady,
-                |kordon, timeout| async move {
-                    gate::daemon_pods_ready(&kordon.view, &node, timeout).await
-                },
-            );
-            gated_look(gated, || {
-                waiting(
-                    "AwaitingDaemonSets",
-                    "Ready; waiting for its DaemonSet pods to be Ready".into(),
-                )
-            })
-        }
-        Task::Workloads => {
-            let workloads = status.workloads.clone();
-            let count = workloads.len();
-            let gated = gate(nm, ctx, Phase::Verifying, |kordon, timeout| async move {
-                gate::workloads_recovered(&kordon.view, &workloads, timeout).await
-            });
-            tracing::trace!("NodeMaintenance {name}: workloads gate");
-            gated_look(gated, || {
-                waiting(
-                    "AwaitingWorkloads",
-                    format!(
-                        "back in service; waiting for {count} workload(s) it held to be back at full Ready"
-                    ),
-                )
-            })
-        }
-    })
-}
-
-fn waiting(reason: &'static str, message: String) -> Look {
-    Look::Wait(Some(Hold { reason, message }), Action::requeue(LOOK_AGAIN))
-}
-
-fn gated_look(gated: Result<bool, String>, wait: impl FnOnce() -> Look) -> Look {
-    match gated {
-        Ok(true) => Look::Did,
-        Ok(false) => wait(),
-        Err(message) => Look::Failed(message),
-    }
-}
-
-/// The drain, run by a task of this process: started (again, after a restart, from
-/// what is left), followed, and once it ended, the node's boot and heartbeat recorded
-/// for "Ready again".
-async fn draining(
-    nm: &NodeMaintenance,
-    ctx: &Ctx,
-    status: &mut NodeMaintenanceStatus,
-) -> Result<Look, ReconcileError> {
-    let name = nm.name_any();
-    let Some((progress, ended)) = ctx.runs.state(&name, Phase::Draining) else {
-        let options = match drain_options(&nm.spec.drain) {
-            Ok(o) => o,
-            Err(message) => return Ok(Look::Failed(message)),
-        };
-        let earlier = status.drain.as_ref();
-        ctx.runs
-            .start(&name, ctx.kordon.clone(), node_of(nm), options, earlier);
-        return Ok(Look::Wait(None, Action::requeue(LOOK_AGAIN)));
-    };
-    status.drain = Some(progress);
-    let Some(ended) = ended else {
-        return Ok(Look::Wait(None, Action::requeue(LOOK_AGAIN)));
-    };
-    ctx.runs.stop(&name);
-    Ok(match ended {
-        Ended::Done => {
-            let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
-            let before = ready::Snapshot::of(&node);
-            status.boot_id_before = before.boot_id;
-            status.heartbeat_before = before.heartbeat.map(Time);
-            Look::Did
-        }
-        Ended::Abandoned(message) => Look::Abandoned(message),
-        Ended::Failed(message) => Look::Failed(message),
-    })
-}
-
-/// The maintenance step: `hold` waits for the object's deletion, `job` for its Job,
-/// `reboot` for a new bootID, `external` for its condition.
-async fn maintaining(
-    nm: &NodeMaintenance,
-    ctx: &Ctx,
-    status: &NodeMaintenanceStatus,
-) -> Result<Look, ReconcileError> {
-    let step = &nm.spec.step;
-    let hold = |reason, message: &str, action| {
-        let message = message.to_string();
-        Ok(Look::Wait(Some(Hold { reason, message }), action))
-    };
-    if let Some(job) = &step.job {
-        return match super::job::ensure(&ctx.kordon.conn, nm, job).await {
-            Ok(JobState::Succeeded) => Ok(Look::Did),
-            Ok(JobState::Failed(message)) => Ok(Look::Failed(message)),
-            Ok(JobState::Running(message)) => {
-                hold("AwaitingJob", &message, Action::requeue(LOOK_AGAIN))
-            }
-            // The API refuses the Job as written: retrying cannot help; the spec must
-            // change.
-            Err(
-                e @ ClusterError::Api {
-                    code: 400 | 422, ..
-                },
-            ) => Ok(Look::Failed(e.to_string())),
-            Err(e) => Err(e.into()),
-        };
-    }
-    if let Some(external) = &step.external {
-        if status::is_true(status, &external.condition_type) {
-            return Ok(Look::Did);
-        }
-        let message = format!(
-            "waiting for condition {} to be True",
-            external.condition_type
-        );
-        return hold("AwaitingExternal", &message, Action::await_change());
-    }
-    if step.reboot.is_some() {
-        let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
-        let boot = ready::Snapshot::of(&node).boot_id;
-        if boot.is_some() && boot != status.boot_id_before {
-            return Ok(Look::Did);
-        }
-        // Checked before the maintenance started (see `may_start`).
-        if let Ok(Some(limit)) = reboot_timeout(nm)
-            && elapsed(status) > limit
-        {
-            return Ok(Look::Failed(format!(
-                "node {} did not reboot within {}",
-                node_of(nm),
-                humantime::format_duration(limit)
-            )));
-        }
-        let message = "waiting for the node to reboot (a new bootID)";
-        return hold("AwaitingReboot", message, Action::requeue(LOOK_AGAIN));
-    }
-    // hold: the node stays out until the object is deleted.
-    let message = "drained and held until this NodeMaintenance is deleted";
-    hold("Held", message, Action::await_change())
-}
-
-/// The node is back by the rule `maintain` and `roll` use ([`ready::is_back`]: Ready,
-/// its kubelet alive since the step by a newer heartbeat or a Lease renewed since this
-/// phase began, rebooted if the step was a reboot).
-async fn is_back(
-    nm: &NodeMaintenance,
-    ctx: &Ctx,
-    status: &NodeMaintenanceStatus,
-) -> Result<bool, ReconcileError> {
-    let node = node_of(nm);
-    let found = nodes::get(&ctx.kordon.conn, &node).await?;
-    let before = ready::Snapshot {
-        heartbeat: status.heartbeat_before.as_ref().map(|t| t.0),
-        boot_id: status.boot_id_before.clone(),
-    };
-    let criteria = ready::ReadyCriteria {
-        expect_reboot: nm.spec.step.reboot.is_some(),
-    };
-    // A Lease read that fails leaves the heartbeat to show the kubelet alive.
-    let renewed = nodes::lease_renewed(&ctx.kordon.conn, &node)
-        .await
-        .inspect_err(|e| tracing::debug!("{e}"))
-        .ok()
-        .flatten();
-    let alive = match (renewed, status.phase_since.as_ref()) {
-        (Some(renewed), Some(since)) if renewed > since.0 => ready::Alive::ByLease,
-        _ => ready::Alive::ByHeartbeat,
-    };
-    Ok(ready::is_back(&found, &before, criteria, alive))
-}
-
-/// The phase's health gate, waited for by a task (started here when none runs):
-/// `Ok(true)` passed, `Ok(false)` still waiting, `Err` why it failed.
-fn gate<F>(
-    nm: &NodeMaintenance,
-    ctx: &Ctx,
-    phase: Phase,
-    wait: impl FnOnce(Arc<crate::context::Context>, Duration) -> F,
-) -> Result<bool, String>
-where
-    F: Future<Output = Result<(), gate::GateError>> + Send + 'static,
-{
-    let name = nm.name_any();
-    let timeout = gate_timeout(nm)?;
-    match ctx.runs.state(&name, phase) {
-        None => {
-            ctx.runs
-                .gate(&name, phase, wait(ctx.kordon.clone(), timeout));
-            Ok(false)
-        }
-        Some((_, None)) => Ok(false),
-        Some((_, Some(ended))) => {
-            ctx.runs.stop(&name);
-            match ended {
-                Ended::Done => Ok(true),
-                Ended::Failed(message) | Ended::Abandoned(message) => Err(message),
-            }
-        }
-    }
-}
-
-fn gate_timeout(nm: &NodeMaintenance) -> Result<Duration, String> {
-    duration::parse(&nm.spec.gate_timeout).map_err(|e| format!("spec.gateTimeout: {e}"))
-}
-
-fn reboot_timeout(nm: &NodeMaintenance) -> Result<Option<Duration>, String> {
-    let timeout = nm
-        .spec
-        .step
-        .reboot
-        .as_ref()
-        .and_then(|r| r.timeout.as_deref());
-    timeout
-        .map(|t| duration::parse(t).map_err(|e| format!("spec.step.reboot.timeout: {e}")))
-        .transpose()
-}
-
 /// The object is deleted: no eviction goes out any more, and the node is put back
 /// (uncordoned if this maintenance cordoned it).
 async fn withdraw(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError> {
@@ -687,17 +261,6 @@ async fn put_node(
     let mark: Annotations = [(HELD_BY.to_string(), held.then(|| nm.name_any()))].into();
     nodes::patch(&ctx.kordon.conn, &node_of(nm), cordon, &mark, DryRun::None).await?;
     Ok(())
-}
-
-fn elapsed(status: &NodeMaintenanceStatus) -> Duration {
-    status
-        .phase_since
-        .as_ref()
-        .and_then(|t| {
-            let since = jiff::Timestamp::now().duration_since(t.0);
-            Duration::try_from(since).ok()
-        })
-        .unwrap_or_default()
 }
 
 /// An Event on the object and on its node.

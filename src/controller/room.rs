@@ -1,0 +1,150 @@
+//! Where a MaintenancePlan finds room for its next nodes: its own caps (with what the
+//! pending nodes hold, read only when the caps leave room), then every other plan's cap
+//! over nodes they share.
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+
+use super::Ctx;
+use super::reconcile::ReconcileError;
+use super::tally;
+use crate::api::maintenance_plan::{MaintenancePlan, MaintenancePlanSpec, PlanWait};
+use crate::fleet::MaxUnavailable;
+use crate::fleet::caps::{self, Conflict, Slot};
+use crate::fleet::run::holdings;
+use crate::names::NodeName;
+use crate::snapshot::{Reach, Snapshot};
+
+/// The nodes plan `me` starts now, and what the next one waits for.
+pub(super) async fn next_nodes(
+    ctx: &Ctx,
+    me: &str,
+    slots: &mut [Slot],
+    cap: usize,
+    spec: &MaintenancePlanSpec,
+    held: &BTreeSet<String>,
+) -> Result<(Vec<String>, Option<(PlanWait, String)>), ReconcileError> {
+    let (start, waits) = choose(ctx, slots, cap, spec).await?;
+    let mut waiting = waits.map(|(node, why)| match why {
+        Conflict::Full => (
+            PlanWait::Caps,
+            format!("at its caps (maxUnavailable {cap}{})", per_text(spec)),
+        ),
+        why => (PlanWait::Caps, format!("node {node} waits: {why}")),
+    });
+    let (start, waits) = within_other_plans(ctx, me, start, held).await?;
+    waiting = waiting.or(waits.map(|w| (PlanWait::OtherPlans, w)));
+    Ok((start, waiting))
+}
+
+/// The nodes to start now and why the next one waits. What the pending nodes (and
+/// nodes out without a record of it) hold is read only when the caps leave room: for
+/// the rule on workloads that allow one disruption at a time (see [`caps`]).
+async fn choose(
+    ctx: &Ctx,
+    slots: &mut [Slot],
+    cap: usize,
+    spec: &crate::api::maintenance_plan::MaintenancePlanSpec,
+) -> Result<(Vec<String>, Option<(String, Conflict)>), ReconcileError> {
+    let per = &spec.max_unavailable_per;
+    let (start, waits) = caps::choose(slots, cap, per);
+    if start.is_empty() {
+        return Ok((start, waits));
+    }
+    // The pending nodes, and nodes out whose workloads are not recorded yet (a
+    // NodeMaintenance just created has not planned its drain): what they hold now.
+    let unknown = |s: &Slot| (s.pending && !s.out) || (s.out && s.workloads.is_empty());
+    let read: Vec<NodeName> = slots
+        .iter()
+        .filter(|s| unknown(s))
+        .map(|s| NodeName::from(s.node.as_str()))
+        .collect();
+    let snapshot = Snapshot::live(&ctx.kordon.view, &read, Reach::Targets).await?;
+    let mut holdings = holdings(&snapshot);
+    for slot in slots.iter_mut().filter(|s| unknown(s)) {
+        if let Some(h) = holdings.remove(&slot.node) {
+            slot.workloads = h.workloads;
+            slot.single = h.single;
+        }
+    }
+    Ok(caps::choose(slots, cap, per))
+}
+
+/// The nodes of `start` that every other plan selecting them has room for: where plans
+/// overlap, each plan's cap holds over its own nodes, whichever plan starts them (the
+/// strictest cap over a node wins). A plan's cap is a standing statement about its
+/// nodes: it holds after its round is complete too, until the plan is deleted.
+async fn within_other_plans(
+    ctx: &Ctx,
+    me: &str,
+    start: Vec<String>,
+    held: &BTreeSet<String>,
+) -> Result<(Vec<String>, Option<String>), ReconcileError> {
+    if start.is_empty() {
+        return Ok((start, None));
+    }
+    let conn = &ctx.kordon.conn;
+    let plans: Api<MaintenancePlan> = Api::all(conn.client.clone());
+    let nodes: Api<Node> = Api::all(conn.client.clone());
+    let others = plans
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| conn.error("list MaintenancePlans", e))?
+        .items
+        .into_iter()
+        .filter(|p| p.name_any() != me && p.metadata.deletion_timestamp.is_none());
+    // Each other plan: its nodes, how many are out, its cap.
+    let mut scopes = Vec::new();
+    for other in others {
+        let Ok(list) = nodes
+            .list(&ListParams::default().labels(&other.spec.node_selector))
+            .await
+        else {
+            continue; // its own status says its selector is bad
+        };
+        let names: BTreeSet<String> = list.items.iter().map(|n| n.name_any()).collect();
+        let out = list
+            .items
+            .iter()
+            .filter(|n| held.contains(&n.name_any()) || tally::out_of_service_elsewhere(n))
+            .count();
+        let Ok(cap) = other
+            .spec
+            .max_unavailable
+            .parse::<MaxUnavailable>()
+            .and_then(|m| m.resolve(names.len().max(1)))
+        else {
+            continue;
+        };
+        scopes.push((other.name_any(), names, out, cap));
+    }
+    let mut started = Vec::new();
+    let mut waits = None;
+    for node in start {
+        let full = scopes
+            .iter()
+            .find(|(_, names, out, cap)| names.contains(&node) && out >= cap);
+        if let Some((other, ..)) = full {
+            waits.get_or_insert(format!(
+                "node {node} waits: MaintenancePlan {other} selects it too and has its cap out"
+            ));
+            continue;
+        }
+        for (_, names, out, _) in &mut scopes {
+            if names.contains(&node) {
+                *out += 1;
+            }
+        }
+        started.push(node);
+    }
+    Ok((started, waits))
+}
+
+fn per_text(spec: &crate::api::maintenance_plan::MaintenancePlanSpec) -> String {
+    spec.max_unavailable_per
+        .iter()
+        .map(|(l, n)| format!(", {n} per {l}"))
+        .collect()
+}

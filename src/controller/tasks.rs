@@ -1,0 +1,292 @@
+//! The driver's tasks as the controller carries them out, one look per reconcile: the
+//! drain and the health gates run as tasks of this process ([`super::runs`]); the step
+//! and "Ready again" are conditions looked at again.
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+use super::Ctx;
+use super::job::JobState;
+use super::options::drain_options;
+use super::reconcile::{LOOK_AGAIN, ReconcileError, node_of};
+use super::runs::Ended;
+use super::status::{self, Hold};
+use crate::api::node_maintenance::NodeMaintenanceStatus;
+use crate::api::{NodeMaintenance, duration};
+use crate::cluster::ClusterError;
+use crate::cluster::nodes;
+use crate::workflow::driver::{Phase, Task};
+use crate::workflow::{gate, ready};
+
+/// What a task of the driver came to in this reconcile.
+pub(super) enum Look {
+    /// Finished well.
+    Did,
+    /// Still under way: the status says what it waits for, and the object is looked at
+    /// again after the action.
+    Wait(Option<Hold>, Action),
+    Failed(String),
+    Abandoned(String),
+}
+
+/// One task of the driver, looked at once: started when it is a task that runs in the
+/// background (the drain, the gates), checked when it is a condition (the step, Ready).
+pub(super) async fn run(
+    nm: &NodeMaintenance,
+    ctx: &Ctx,
+    status: &mut NodeMaintenanceStatus,
+    task: Task,
+) -> Result<Look, ReconcileError> {
+    let name = nm.name_any();
+    let node = node_of(nm);
+    Ok(match task {
+        Task::Drain => draining(nm, ctx, status).await?,
+        Task::Work => maintaining(nm, ctx, status).await?,
+        Task::Ready => {
+            if is_back(nm, ctx, status).await? {
+                Look::Did
+            } else {
+                waiting(
+                    "AwaitingReady",
+                    format!(
+                        "waiting for node {node} to be Ready with a fresh heartbeat or a renewed Lease"
+                    ),
+                )
+            }
+        }
+        Task::DaemonSets => {
+            let gated = gate(
+                nm,
+                ctx,
+                Phase::AwaitingReady,
+                |kordon, timeout| async move {
+                    gate::daemon_pods_ready(&kordon.view, &node, timeout).await
+                },
+            );
+            gated_look(gated, || {
+                waiting(
+                    "AwaitingDaemonSets",
+                    "Ready; waiting for its DaemonSet pods to be Ready".into(),
+                )
+            })
+        }
+        Task::Workloads => {
+            let workloads = status.workloads.clone();
+            let count = workloads.len();
+            let gated = gate(nm, ctx, Phase::Verifying, |kordon, timeout| async move {
+                gate::workloads_recovered(&kordon.view, &workloads, timeout).await
+            });
+            tracing::trace!("NodeMaintenance {name}: workloads gate");
+            gated_look(gated, || {
+                waiting(
+                    "AwaitingWorkloads",
+                    format!(
+                        "back in service; waiting for {count} workload(s) it held to be back at full Ready"
+                    ),
+                )
+            })
+        }
+    })
+}
+
+fn waiting(reason: &'static str, message: String) -> Look {
+    Look::Wait(Some(Hold { reason, message }), Action::requeue(LOOK_AGAIN))
+}
+
+fn gated_look(gated: Result<bool, String>, wait: impl FnOnce() -> Look) -> Look {
+    match gated {
+        Ok(true) => Look::Did,
+        Ok(false) => wait(),
+        Err(message) => Look::Failed(message),
+    }
+}
+
+/// The drain, run by a task of this process: started (again, after a restart, from
+/// what is left), followed, and once it ended, the node's boot and heartbeat recorded
+/// for "Ready again".
+async fn draining(
+    nm: &NodeMaintenance,
+    ctx: &Ctx,
+    status: &mut NodeMaintenanceStatus,
+) -> Result<Look, ReconcileError> {
+    let name = nm.name_any();
+    let Some((progress, ended)) = ctx.runs.state(&name, Phase::Draining) else {
+        let options = match drain_options(&nm.spec.drain) {
+            Ok(o) => o,
+            Err(message) => return Ok(Look::Failed(message)),
+        };
+        let earlier = status.drain.as_ref();
+        ctx.runs
+            .start(&name, ctx.kordon.clone(), node_of(nm), options, earlier);
+        return Ok(Look::Wait(None, Action::requeue(LOOK_AGAIN)));
+    };
+    status.drain = Some(progress);
+    let Some(ended) = ended else {
+        return Ok(Look::Wait(None, Action::requeue(LOOK_AGAIN)));
+    };
+    ctx.runs.stop(&name);
+    Ok(match ended {
+        Ended::Done => {
+            let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
+            let before = ready::Snapshot::of(&node);
+            status.boot_id_before = before.boot_id;
+            status.heartbeat_before = before.heartbeat.map(Time);
+            Look::Did
+        }
+        Ended::Abandoned(message) => Look::Abandoned(message),
+        Ended::Failed(message) => Look::Failed(message),
+    })
+}
+
+/// The maintenance step: `hold` waits for the object's deletion, `job` for its Job,
+/// `reboot` for a new bootID, `external` for its condition.
+async fn maintaining(
+    nm: &NodeMaintenance,
+    ctx: &Ctx,
+    status: &NodeMaintenanceStatus,
+) -> Result<Look, ReconcileError> {
+    let step = &nm.spec.step;
+    let hold = |reason, message: &str, action| {
+        let message = message.to_string();
+        Ok(Look::Wait(Some(Hold { reason, message }), action))
+    };
+    if let Some(job) = &step.job {
+        return match super::job::ensure(&ctx.kordon.conn, nm, job).await {
+            Ok(JobState::Succeeded) => Ok(Look::Did),
+            Ok(JobState::Failed(message)) => Ok(Look::Failed(message)),
+            Ok(JobState::Running(message)) => {
+                hold("AwaitingJob", &message, Action::requeue(LOOK_AGAIN))
+            }
+            // The API refuses the Job as written: retrying cannot help; the spec must
+            // change.
+            Err(
+                e @ ClusterError::Api {
+                    code: 400 | 422, ..
+                },
+            ) => Ok(Look::Failed(e.to_string())),
+            Err(e) => Err(e.into()),
+        };
+    }
+    if let Some(external) = &step.external {
+        if status::is_true(status, &external.condition_type) {
+            return Ok(Look::Did);
+        }
+        let message = format!(
+            "waiting for condition {} to be True",
+            external.condition_type
+        );
+        return hold("AwaitingExternal", &message, Action::await_change());
+    }
+    if step.reboot.is_some() {
+        let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
+        let boot = ready::Snapshot::of(&node).boot_id;
+        if boot.is_some() && boot != status.boot_id_before {
+            return Ok(Look::Did);
+        }
+        // Checked before the maintenance started (see `may_start`).
+        if let Ok(Some(limit)) = reboot_timeout(nm)
+            && elapsed(status) > limit
+        {
+            return Ok(Look::Failed(format!(
+                "node {} did not reboot within {}",
+                node_of(nm),
+                humantime::format_duration(limit)
+            )));
+        }
+        let message = "waiting for the node to reboot (a new bootID)";
+        return hold("AwaitingReboot", message, Action::requeue(LOOK_AGAIN));
+    }
+    // hold: the node stays out until the object is deleted.
+    let message = "drained and held until this NodeMaintenance is deleted";
+    hold("Held", message, Action::await_change())
+}
+
+/// The node is back by the rule `maintain` and `roll` use ([`ready::is_back`]: Ready,
+/// its kubelet alive since the step by a newer heartbeat or a Lease renewed since this
+/// phase began, rebooted if the step was a reboot).
+async fn is_back(
+    nm: &NodeMaintenance,
+    ctx: &Ctx,
+    status: &NodeMaintenanceStatus,
+) -> Result<bool, ReconcileError> {
+    let node = node_of(nm);
+    let found = nodes::get(&ctx.kordon.conn, &node).await?;
+    let before = ready::Snapshot {
+        heartbeat: status.heartbeat_before.as_ref().map(|t| t.0),
+        boot_id: status.boot_id_before.clone(),
+    };
+    let criteria = ready::ReadyCriteria {
+        expect_reboot: nm.spec.step.reboot.is_some(),
+    };
+    // A Lease read that fails leaves the heartbeat to show the kubelet alive.
+    let renewed = nodes::lease_renewed(&ctx.kordon.conn, &node)
+        .await
+        .inspect_err(|e| tracing::debug!("{e}"))
+        .ok()
+        .flatten();
+    let alive = match (renewed, status.phase_since.as_ref()) {
+        (Some(renewed), Some(since)) if renewed > since.0 => ready::Alive::ByLease,
+        _ => ready::Alive::ByHeartbeat,
+    };
+    Ok(ready::is_back(&found, &before, criteria, alive))
+}
+
+/// The phase's health gate, waited for by a task (started here when none runs):
+/// `Ok(true)` passed, `Ok(false)` still waiting, `Err` why it failed.
+fn gate<F>(
+    nm: &NodeMaintenance,
+    ctx: &Ctx,
+    phase: Phase,
+    wait: impl FnOnce(Arc<crate::context::Context>, Duration) -> F,
+) -> Result<bool, String>
+where
+    F: Future<Output = Result<(), gate::GateError>> + Send + 'static,
+{
+    let name = nm.name_any();
+    let timeout = gate_timeout(nm)?;
+    match ctx.runs.state(&name, phase) {
+        None => {
+            ctx.runs
+                .gate(&name, phase, wait(ctx.kordon.clone(), timeout));
+            Ok(false)
+        }
+        Some((_, None)) => Ok(false),
+        Some((_, Some(ended))) => {
+            ctx.runs.stop(&name);
+            match ended {
+                Ended::Done => Ok(true),
+                Ended::Failed(message) | Ended::Abandoned(message) => Err(message),
+            }
+        }
+    }
+}
+
+pub(super) fn gate_timeout(nm: &NodeMaintenance) -> Result<Duration, String> {
+    duration::parse(&nm.spec.gate_timeout).map_err(|e| format!("spec.gateTimeout: {e}"))
+}
+
+pub(super) fn reboot_timeout(nm: &NodeMaintenance) -> Result<Option<Duration>, String> {
+    let timeout = nm
+        .spec
+        .step
+        .reboot
+        .as_ref()
+        .and_then(|r| r.timeout.as_deref());
+    timeout
+        .map(|t| duration::parse(t).map_err(|e| format!("spec.step.reboot.timeout: {e}")))
+        .transpose()
+}
+
+fn elapsed(status: &NodeMaintenanceStatus) -> Duration {
+    status
+        .phase_since
+        .as_ref()
+        .and_then(|t| {
+            let since = jiff::Timestamp::now().duration_since(t.0);
+            Duration::try_from(since).ok()
+        })
+        .unwrap_or_default()
+}
