@@ -4,6 +4,8 @@
 //! Deciding (what a node's state is, which pod may go) is pure code over `k8s-openapi`
 //! objects; doing (patching, evicting, watching) lives in [`cluster`] and is kept thin.
 #![forbid(unsafe_code)]
+// A function over ~100 lines (clippy.toml) mixes steps that want names of their own.
+#![warn(clippy::too_many_lines)]
 
 pub mod advice;
 pub mod api;

@@ -1,6 +1,8 @@
 //! kordon's command-line entry: parse, set up logging, dispatch, turn errors into one
 //! clear sentence and an exit code.
 #![forbid(unsafe_code)]
+// A function over ~100 lines (clippy.toml) mixes steps that want names of their own.
+#![warn(clippy::too_many_lines)]
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

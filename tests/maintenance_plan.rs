@@ -320,14 +320,27 @@ async fn a_new_spec_starts_a_new_round_the_same_spec_changes_nothing_and_failure
     let first = plans().await.get(&name).await.expect("plan");
     let round = first.status.as_ref().and_then(|s| s.round.clone());
 
-    // The same spec again: nothing new starts.
-    let same = json!({ "spec": { "paused": false } });
-    plans()
+    // The same maintenance under another cap (a new generation, the same round):
+    // once the controller has decided on it, nothing new has started.
+    let same = json!({ "spec": { "maxUnavailable": "2" } });
+    let patched = plans()
         .await
         .patch(&name, &PatchParams::default(), &Patch::Merge(&same))
         .await
         .expect("re-apply");
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let generation = patched.metadata.generation;
+    eventually(
+        "the plan's status to follow its new spec",
+        Duration::from_secs(30),
+        || async {
+            let plan = plans().await.get(&name).await.expect("plan");
+            let conditions = plan.status.map(|s| s.conditions).unwrap_or_default();
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Complete" && c.observed_generation == generation)
+        },
+    )
+    .await;
     assert_eq!(
         api.list(&ours).await.expect("list").items.len(),
         3,

@@ -51,6 +51,16 @@ async fn nothing_left(env: &TestEnv) {
     .await;
 }
 
+/// Its holder stopped renewing it more than its duration ago.
+fn expired(lease: &Lease) -> bool {
+    let Some(spec) = &lease.spec else { return true };
+    let (Some(renewed), Some(seconds)) = (&spec.renew_time, spec.lease_duration_seconds) else {
+        return true;
+    };
+    let expires = renewed.0 + jiff::SignedDuration::from_secs(i64::from(seconds));
+    expires < jiff::Timestamp::now()
+}
+
 /// Waits until a drain has made web's implicit budget real.
 async fn shared_budget_exists(env: &TestEnv) {
     eventually(
@@ -181,7 +191,17 @@ async fn a_killed_drain_leaves_no_budget_once_the_next_one_runs() {
     let (mut env, n1) = on_node_1("killed", 4, "10s").await;
     env.add_node("node-2").await;
 
-    let mut first = spawn(env.kordon(), &["drain", &n1, "--timeout", "120s"]);
+    let mut first = spawn(
+        env.kordon(),
+        &[
+            "drain",
+            &n1,
+            "--timeout",
+            "120s",
+            "--shared-budget-lease",
+            "2s",
+        ],
+    );
     shared_budget_exists(&env).await;
     first.kill().expect("kill -9");
     let _ = first.wait();
@@ -189,7 +209,16 @@ async fn a_killed_drain_leaves_no_budget_once_the_next_one_runs() {
 
     // The next drain in the namespace clears what the killed one left once its lease
     // has expired, then keeps (and releases) its own.
-    tokio::time::sleep(Duration::from_secs(16)).await;
+    let leases: Api<Lease> = Api::namespaced(support::client().await, env.ns());
+    eventually(
+        "the killed drain's lease to expire",
+        Duration::from_secs(30),
+        || async {
+            let listed = leases.list(&ListParams::default().labels(KORDONS)).await;
+            listed.expect("list leases").items.iter().all(expired)
+        },
+    )
+    .await;
     env.run_kordon(&["drain", &n1, "--timeout", "120s"])
         .assert_ok();
     nothing_left(&env).await;

@@ -113,6 +113,10 @@ pub struct DrainFlags {
     /// PodDisruptionBudgets that every other evictor honours while the drain runs.
     #[arg(long)]
     pub no_shared_budgets: bool,
+    /// How long the shared budgets outlive a drain that was killed: their Lease
+    /// expires this long after its last renewal, and the next drain clears them.
+    #[arg(long, value_parser = values::lease_duration, default_value = "15s", conflicts_with = "no_shared_budgets")]
+    pub shared_budget_lease: Duration,
     #[command(flatten)]
     pub ladder: LadderFlags,
     /// Only print what would happen (client), or let the server check it (server).
@@ -182,7 +186,7 @@ impl DrainFlags {
             concurrency: self.concurrency,
             guards: self.policy.guards(self.disable_eviction),
             allow_pending: self.allow_pending,
-            shared_budgets: !self.no_shared_budgets,
+            shared_budgets: (!self.no_shared_budgets).then_some(self.shared_budget_lease),
             ladder,
             keep_cordon: false,
             node_down: None,

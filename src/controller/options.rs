@@ -59,7 +59,7 @@ pub fn drain_options(p: &DrainPolicy) -> Result<DrainOptions, String> {
             disable_eviction: false,
         },
         allow_pending: p.allow_pending,
-        shared_budgets: true,
+        shared_budgets: Some(crate::drain::shared::LEASE),
         ladder,
         // The controller holds the cordon and lifts it by the state machine.
         keep_cordon: true,

@@ -49,7 +49,7 @@ pub(super) fn needed_permissions(plan: &Plan, opts: &DrainOptions) -> Vec<Permis
     }
     for guard in plan.guards.values() {
         if let Guard::Implicit(w) = guard
-            && opts.shared_budgets
+            && opts.shared_budgets.is_some()
             && !opts.disable_eviction
         {
             let ns = &w.id.namespace;

@@ -57,8 +57,9 @@ pub struct DrainOptions {
     /// Drain even when the forecast finds replacements that no other node can take.
     pub allow_pending: bool,
     /// Make implicit budgets real PodDisruptionBudgets while the drain runs (see
-    /// [`shared`]).
-    pub shared_budgets: bool,
+    /// [`shared`]), held by a Lease of this duration: what a killed drain left expires
+    /// this long after it stopped renewing.
+    pub shared_budgets: Option<Duration>,
     /// What happens to pods a budget still holds at the deadline (see [`ladder`]).
     pub ladder: ladder::Ladder,
     /// The caller owns the node's cordon (a roll, which holds it cordoned): an

@@ -197,10 +197,11 @@ impl<'a> Run<'a> {
         let replacements = tracker::Replacements::new(&plan.node, &to_evict, |p| {
             plan.workloads.get(&PodKey::of(p)).map(|w| w.id.clone())
         });
-        let shared = if opts.shared_budgets && !opts.disable_eviction && !plan.down {
-            Some(share_budgets(ctx, plan, &to_evict, &watch).await?)
-        } else {
-            None
+        let shared = match opts.shared_budgets {
+            Some(lease) if !opts.disable_eviction && !plan.down => {
+                Some(share_budgets(ctx, plan, &to_evict, &watch, lease).await?)
+            }
+            _ => None,
         };
         Ok(Self {
             ctx,
@@ -473,6 +474,7 @@ async fn share_budgets(
     plan: &Plan,
     to_evict: &[&Pod],
     watch: &tracker::Watches<'_>,
+    lease: Duration,
 ) -> Result<shared::SharedBudgets, DrainError> {
     let mut seen = HashSet::new();
     let uncovered: Vec<shared::Uncovered> = to_evict
@@ -486,10 +488,11 @@ async fn share_budgets(
         })
         .filter(|u| seen.insert(u.workload.id.clone()))
         .collect();
-    let held = shared::SharedBudgets::hold(&ctx.conn, &ctx.run, &plan.node, &uncovered, |ns| {
-        watch.budgets_in(ns)
-    })
-    .await?;
+    let held =
+        shared::SharedBudgets::hold(&ctx.conn, &ctx.run, &plan.node, lease, &uncovered, |ns| {
+            watch.budgets_in(ns)
+        })
+        .await?;
     let counted = async {
         loop {
             let mut changes = watch.subscribe();

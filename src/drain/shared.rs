@@ -39,9 +39,9 @@ const ROLE_RUN: &str = "drain-run";
 const NODE: &str = "kordon.dev/node";
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kordon");
 
-/// A drain's Lease expires this long after its last renewal: short, so that what a
-/// crashed drain left is cleared soon by the next one.
-const LEASE_SECONDS: i32 = 15;
+/// A drain's Lease expires this long after its last renewal by default: short, so that
+/// what a crashed drain left is cleared soon by the next one.
+pub const LEASE: Duration = Duration::from_secs(15);
 
 /// A workload whose implicit budget is to be shared, with one of its pods (to find the
 /// budgets that cover it).
@@ -68,6 +68,7 @@ impl SharedBudgets {
         conn: &Connection,
         run: &str,
         node: &NodeName,
+        lease: Duration,
         uncovered: &[Uncovered<'_>],
         existing: impl Fn(&str) -> Vec<Arc<PodDisruptionBudget>>,
     ) -> Result<Self, ClusterError> {
@@ -83,7 +84,7 @@ impl SharedBudgets {
         let made = async {
             for ns in namespaces {
                 remove_expired(conn, ns).await?;
-                let owner = create_lease(conn, ns, &lease_name, node).await?;
+                let owner = create_lease(conn, ns, &lease_name, node, lease).await?;
                 leases.push((ns.to_string(), lease_name.clone()));
                 let existing = existing(ns);
                 for u in uncovered.iter().filter(|u| u.workload.id.namespace == ns) {
@@ -104,7 +105,7 @@ impl SharedBudgets {
         let held = Self {
             conn: conn.clone(),
             node: node.clone(),
-            renewer: tokio::spawn(renew(conn.clone(), leases.clone())),
+            renewer: tokio::spawn(renew(conn.clone(), leases.clone(), lease)),
             leases,
             budgets,
         };
@@ -306,6 +307,7 @@ async fn create_lease(
     ns: &str,
     name: &str,
     node: &NodeName,
+    duration: Duration,
 ) -> Result<OwnerReference, ClusterError> {
     let api: Api<Lease> = Api::namespaced(conn.client.clone(), ns);
     let mut labels = labels(ROLE_RUN);
@@ -321,7 +323,7 @@ async fn create_lease(
         },
         spec: Some(LeaseSpec {
             holder_identity: Some(name.to_string()),
-            lease_duration_seconds: Some(LEASE_SECONDS),
+            lease_duration_seconds: Some(i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)),
             renew_time: Some(MicroTime(Timestamp::now())),
             ..Default::default()
         }),
@@ -415,8 +417,8 @@ async fn join_or_create(
 }
 
 /// Renews every lease a third of its duration, until aborted.
-async fn renew(conn: Connection, leases: Vec<(String, String)>) {
-    let every = Duration::from_secs(u64::try_from(LEASE_SECONDS / 3).unwrap_or(20));
+async fn renew(conn: Connection, leases: Vec<(String, String)>, lease: Duration) {
+    let every = lease / 3;
     loop {
         tokio::time::sleep(every).await;
         for (ns, name) in &leases {

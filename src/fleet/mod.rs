@@ -249,42 +249,10 @@ pub async fn roll(
     let names: Vec<NodeName> = targets.iter().map(name_of).collect();
     let mut snapshot = Snapshot::live(&ctx.view, &names, Reach::Placement).await?;
     let out = out_of_service(&snapshot.nodes, &targets, &run_id, &opts.lock.namespace);
-    if !out.held.is_empty() {
-        return Err(RollError::Held { nodes: out.held });
-    }
-    if !out.unfinished.is_empty() {
-        return Err(RollError::Unfinished {
-            nodes: out.unfinished,
-        });
-    }
-    if out.elsewhere.len() >= cap {
-        return Err(RollError::NoRoom {
-            max_unavailable: cap,
-            nodes: out.elsewhere,
-        });
-    }
-    let slots = cap - out.elsewhere.len();
-    let marks_elsewhere = out.elsewhere.len() - out.by_maintenances;
-
+    let (slots, marks_elsewhere) = room(&out, cap)?;
     let mut results = Vec::new();
-    let mut in_progress = Vec::new();
-    let mut fresh = Vec::new();
-    for node in targets {
-        let name = name_of(&node);
-        match continued(&node, &run_id, &opts.lock.namespace) {
-            Some(m) if m.phase == Phase::Done => results.push(NodeResult::untouched(
-                name,
-                Outcome::AlreadyDone,
-                Some(&m),
-                LeftAs::Is(NodeState::of(&node)),
-            )),
-            Some(m) => in_progress.push((node, Some(m))),
-            None => fresh.push((node, None)),
-        }
-    }
     let holdings = run::holdings(&snapshot);
-    run::order(&mut fresh, opts.order, &holdings);
-    let queue: VecDeque<(Node, Option<Mark>)> = in_progress.into_iter().chain(fresh).collect();
+    let queue = queue(targets, &run_id, opts, &holdings, &mut results);
     let order: Vec<NodeName> = queue.iter().map(|(n, _)| name_of(n)).collect();
     on_progress(RollProgress::Started {
         run: run_id.clone(),
@@ -334,14 +302,9 @@ pub async fn roll(
     )
     .await;
     watcher.abort();
-    let state = if state == RunState::Done
-        && results
-            .iter()
-            .any(|r| matches!(r.outcome, Outcome::Failed | Outcome::Abandoned))
-    {
-        RunState::Failed
-    } else {
-        state
+    let state = match state {
+        RunState::Done if results.iter().any(NodeResult::failed) => RunState::Failed,
+        state => state,
     };
     if let Err(e) = lock
         .release(run::record(&run_id, &opts.spec, state, &order))
@@ -357,6 +320,60 @@ pub async fn roll(
         max_unavailable: cap,
         nodes: results,
     })
+}
+
+/// The cap's places this run has: those other runs' and NodeMaintenances' nodes do not
+/// take, and how many of those are roll marks; refused when a node is held by a
+/// NodeMaintenance, left unfinished by this run's predecessor, or the cap is full.
+fn room(out: &preflight::OutOfService, cap: usize) -> Result<(usize, usize), RollError> {
+    if !out.held.is_empty() {
+        return Err(RollError::Held {
+            nodes: out.held.clone(),
+        });
+    }
+    if !out.unfinished.is_empty() {
+        return Err(RollError::Unfinished {
+            nodes: out.unfinished.clone(),
+        });
+    }
+    if out.elsewhere.len() >= cap {
+        return Err(RollError::NoRoom {
+            max_unavailable: cap,
+            nodes: out.elsewhere.clone(),
+        });
+    }
+    Ok((
+        cap - out.elsewhere.len(),
+        out.elsewhere.len() - out.by_maintenances,
+    ))
+}
+
+/// The nodes in the order they start: those this run left under way first, then the
+/// fresh ones in the asked order. Nodes it finished already go straight to `results`.
+fn queue(
+    targets: Vec<Node>,
+    run_id: &str,
+    opts: &RollOptions,
+    holdings: &std::collections::HashMap<String, run::Holding>,
+    results: &mut Vec<NodeResult>,
+) -> VecDeque<(Node, Option<Mark>)> {
+    let mut in_progress = Vec::new();
+    let mut fresh = Vec::new();
+    for node in targets {
+        let name = name_of(&node);
+        match continued(&node, run_id, &opts.lock.namespace) {
+            Some(m) if m.phase == Phase::Done => results.push(NodeResult::untouched(
+                name,
+                Outcome::AlreadyDone,
+                Some(&m),
+                LeftAs::Is(NodeState::of(&node)),
+            )),
+            Some(m) => in_progress.push((node, Some(m))),
+            None => fresh.push((node, None)),
+        }
+    }
+    run::order(&mut fresh, opts.order, holdings);
+    in_progress.into_iter().chain(fresh).collect()
 }
 
 fn name_of(node: &Node) -> NodeName {

@@ -54,6 +54,11 @@ pub struct NodeResult {
 }
 
 impl NodeResult {
+    /// It failed, or its drain was abandoned.
+    pub fn failed(&self) -> bool {
+        matches!(self.outcome, Outcome::Failed | Outcome::Abandoned)
+    }
+
     pub fn untouched(node: NodeName, outcome: Outcome, mark: Option<&Mark>, state: LeftAs) -> Self {
         Self {
             node,

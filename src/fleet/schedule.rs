@@ -53,23 +53,18 @@ pub(super) async fn schedule(
         let halted = failures >= opts.max_failures;
         // Failed nodes stay cordoned, so they keep their slot; nodes NodeMaintenances
         // hold outside this roll take theirs.
-        let mut wait_until: Option<tokio::time::Instant> = None;
         let held = held_elsewhere(job, maintenances.as_ref(), &out, queue.is_empty()).await;
         let others = cap.marks_elsewhere + held.len();
-        if !stopping
-            && !halted
-            && !queue.is_empty()
-            && others > 0
-            && running.len() + failures + others >= cap.max
-        {
-            let until = jiff::Timestamp::now()
-                .checked_add(jiff::SignedDuration::try_from(OTHERS_AGAIN).unwrap_or_default())
-                .unwrap_or_else(|_| jiff::Timestamp::now());
+        let full = running.len() + failures + others >= cap.max;
+        let mut wait_until = None;
+        if !stopping && !halted && !queue.is_empty() && others > 0 && full {
+            // Quiet while own nodes run: their end is news enough.
             if running.is_empty() && announce(&mut announced, Wait::Others(held)) {
-                (job.on_progress)(RollProgress::Waiting {
-                    until,
-                    why: WaitReason::Others,
-                });
+                let until = jiff::Timestamp::now()
+                    .checked_add(jiff::SignedDuration::try_from(OTHERS_AGAIN).unwrap_or_default())
+                    .unwrap_or_else(|_| jiff::Timestamp::now());
+                let why = WaitReason::Others;
+                (job.on_progress)(RollProgress::Waiting { until, why });
             }
             wait_until = Some(tokio::time::Instant::now() + OTHERS_AGAIN);
         }
@@ -119,13 +114,11 @@ pub(super) async fn schedule(
                 if result.outcome != Outcome::Failed {
                     out.remove(result.node.as_str());
                 }
-                match result.outcome {
-                    Outcome::Failed | Outcome::Abandoned => failures += 1,
-                    Outcome::Done => {
-                        let pause = jiff::SignedDuration::try_from(opts.pause_between).unwrap_or_default();
-                        pause_until = jiff::Timestamp::now().checked_add(pause).ok();
-                    }
-                    _ => {}
+                if result.failed() {
+                    failures += 1;
+                } else if result.outcome == Outcome::Done {
+                    let pause = jiff::SignedDuration::try_from(opts.pause_between).unwrap_or_default();
+                    pause_until = jiff::Timestamp::now().checked_add(pause).ok();
                 }
                 results.push(result);
             }
@@ -137,6 +130,20 @@ pub(super) async fn schedule(
             }
         }
     }
+    not_started(job, queue, results).await;
+    match *stop.borrow() {
+        Some(state) => state,
+        None if results.iter().any(|r| r.outcome == Outcome::NotStarted) => RunState::Halted,
+        None => RunState::Done,
+    }
+}
+
+/// The nodes left in the queue, as they are.
+async fn not_started(
+    job: &Job<'_>,
+    queue: VecDeque<(Node, Option<Mark>)>,
+    results: &mut Vec<NodeResult>,
+) {
     for (node, previous) in queue {
         let name = name_of(&node);
         let state = crate::workflow::current_state(job.conn, &name).await;
@@ -146,14 +153,6 @@ pub(super) async fn schedule(
             previous.as_ref(),
             state,
         ));
-    }
-    let not_started = results.iter().any(|r| r.outcome == Outcome::NotStarted);
-    if let Some(state) = *stop.borrow() {
-        state
-    } else if not_started {
-        RunState::Halted
-    } else {
-        RunState::Done
     }
 }
 
