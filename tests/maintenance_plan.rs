@@ -320,9 +320,9 @@ async fn a_new_spec_starts_a_new_round_the_same_spec_changes_nothing_and_failure
     let first = plans().await.get(&name).await.expect("plan");
     let round = first.status.as_ref().and_then(|s| s.round.clone());
 
-    // The same maintenance under another cap (a new generation, the same round):
-    // once the controller has decided on it, nothing new has started.
-    let same = json!({ "spec": { "maxUnavailable": "2" } });
+    // The same maintenance with its default pause spelled out (a new generation, the
+    // same round): once the controller has decided on it, nothing new has started.
+    let same = json!({ "spec": { "pauseBetween": "0s" } });
     let patched = plans()
         .await
         .patch(&name, &PatchParams::default(), &Patch::Merge(&same))
