@@ -188,7 +188,6 @@ impl DrainFlags {
             allow_pending: self.allow_pending,
             shared_budgets: (!self.no_shared_budgets).then_some(self.shared_budget_lease),
             ladder,
-            keep_cordon: false,
             node_down: None,
             interrupt,
         })
@@ -212,9 +211,15 @@ pub async fn drain_node(
         printer.progress(kordon::output::plan::forecast(forecast).trim_end());
     }
     let progress = DrainProgress::new(*printer, plan.evictable());
+    let theirs = plan.cordoned_by_someone_else;
     let result = drain::execute(ctx, plan, options, &|e| progress.event(&e)).await;
     progress.finish();
-    result
+    match result {
+        Err(e @ DrainError::Abandoned { .. }) => {
+            Err(kordon::workflow::abandoned_drain(&ctx.conn, theirs, e).await)
+        }
+        other => other,
+    }
 }
 
 pub async fn run(global: &GlobalArgs, args: &DrainArgs) -> super::error::Result {

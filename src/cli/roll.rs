@@ -139,7 +139,6 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
     let options = RollOptions {
         // The roll holds its nodes cordoned and lifts the cordon itself.
         drain: kordon::drain::DrainOptions {
-            keep_cordon: true,
             node_down: None,
             ..drain
         },

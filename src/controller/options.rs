@@ -62,7 +62,6 @@ pub fn drain_options(p: &DrainPolicy) -> Result<DrainOptions, String> {
         shared_budgets: Some(crate::drain::shared::LEASE),
         ladder,
         // The controller holds the cordon and lifts it by the state machine.
-        keep_cordon: true,
         node_down: None,
         interrupt: crate::interrupt::Interrupt::never(),
     })

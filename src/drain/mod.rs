@@ -62,9 +62,6 @@ pub struct DrainOptions {
     pub shared_budgets: Option<Duration>,
     /// What happens to pods a budget still holds at the deadline (see [`ladder`]).
     pub ladder: ladder::Ladder,
-    /// The caller owns the node's cordon (a roll, which holds it cordoned): an
-    /// abandoned drain leaves it to the caller to lift.
-    pub keep_cordon: bool,
     /// The node is down (`--node-down`): when it has not been Ready and its kubelet
     /// silent for at least this long, taint it out of service and let the control plane
     /// delete its pods, instead of evicting.

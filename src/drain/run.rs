@@ -63,16 +63,9 @@ pub async fn execute(
     if let Some(shared) = run.shared.take() {
         shared.release().await;
     }
-    // Whether an abandoned drain lifts the cordon: kordon cordoned the node (now, or
-    // in an earlier run), and no caller holds it cordoned.
-    let lift = !opts.keep_cordon && !plan.cordoned_by_someone_else;
-    match outcome {
-        Err(abandoned @ DrainError::Abandoned { .. }) if lift => {
-            Err(put_back(ctx, abandoned).await)
-        }
-        Err(e) => Err(e),
-        Ok(()) => Ok(run.report(plan.verdicts(), started)),
-    }
+    // An abandoned drain leaves the cordon: whose it is, and whether it goes, is the
+    // driver's to say (`workflow::driver`).
+    outcome.map(|()| run.report(plan.verdicts(), started))
 }
 
 /// Before anything changes: the plan refuses nothing, the rights are there, and the
@@ -125,32 +118,6 @@ fn request(opts: &DrainOptions) -> evict::Request {
         grace_period: opts.grace_period,
         bypass_budgets: opts.disable_eviction,
         server_dry_run: opts.dry_run == DryRun::Server,
-    }
-}
-
-/// An abandoned drain uncordons the node it took out, and says whether it could.
-async fn put_back(ctx: &Context, abandoned: DrainError) -> DrainError {
-    let DrainError::Abandoned {
-        node,
-        deadline,
-        remaining,
-        ..
-    } = abandoned
-    else {
-        return abandoned;
-    };
-    let uncordoned = match nodes::set_unschedulable(&ctx.conn, &node, false, DryRun::None).await {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::warn!("cannot uncordon abandoned node {node}: {e}");
-            false
-        }
-    };
-    DrainError::Abandoned {
-        node,
-        deadline,
-        remaining,
-        uncordoned,
     }
 }
 

@@ -20,7 +20,7 @@ pub struct Record {
 }
 
 /// The choices fixed when the maintenance starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Policy {
     /// Wait for the node's DaemonSet pods before the uncordon.
     pub daemon_sets: bool,

@@ -176,11 +176,7 @@ pub async fn maintain(
         ctx,
         node,
         opts,
-        // The driver owns the cordon: an abandoned drain is put back by it.
-        drain: DrainOptions {
-            keep_cordon: true,
-            ..opts.drain.clone()
-        },
+        drain: opts.drain.clone(),
         plan: Some(plan),
         report: None,
         ready_before: ready::Snapshot::of(&found),
@@ -369,30 +365,57 @@ impl Executor for Maintenance<'_> {
         cordon: Option<bool>,
         (step, cause): (Step, StepError),
     ) -> (Step, StepError) {
-        let lifted = match cordon {
-            Some(c) => nodes::set_unschedulable(&self.ctx.conn, self.node, c, DryRun::None)
-                .await
-                .inspect_err(|e| tracing::warn!("cannot uncordon abandoned node: {e}"))
-                .is_ok(),
-            None => false,
-        };
         let cause = match cause {
-            StepError::Drain(DrainError::Abandoned {
-                node,
-                deadline,
-                remaining,
-                uncordoned: _,
-            }) => StepError::Drain(DrainError::Abandoned {
-                node,
-                deadline,
-                remaining,
-                uncordoned: lifted,
-            }),
+            StepError::Drain(e) => StepError::Drain(put_back(&self.ctx.conn, cordon, e).await),
             other => other,
         };
         let note = notes::abandoned(&cause.to_string());
         self.announce(Severity::Warning, note).await;
         (step, cause)
+    }
+}
+
+/// `kordon drain` on its own abandoned at its deadline: the node back as the driver
+/// says (uncordoned unless someone else had cordoned it).
+pub async fn abandoned_drain(
+    conn: &Connection,
+    was_unschedulable: bool,
+    abandoned: DrainError,
+) -> DrainError {
+    let record = Record {
+        phase: Some(Phase::Draining),
+        was_unschedulable,
+    };
+    match driver::next(record, Policy::default(), Observed::Abandoned) {
+        driver::Command::PutBack { cordon } => put_back(conn, cordon, abandoned).await,
+        _ => abandoned,
+    }
+}
+
+/// Carries out the driver's put-back of an abandoned drain whose only record is the
+/// cordon: lifts it if asked, and the error says whether it could.
+async fn put_back(conn: &Connection, cordon: Option<bool>, error: DrainError) -> DrainError {
+    let DrainError::Abandoned {
+        node,
+        deadline,
+        remaining,
+        uncordoned: _,
+    } = error
+    else {
+        return error;
+    };
+    let uncordoned = match cordon {
+        Some(c) => nodes::set_unschedulable(conn, &node, c, DryRun::None)
+            .await
+            .inspect_err(|e| tracing::warn!("cannot uncordon abandoned node {node}: {e}"))
+            .is_ok(),
+        None => false,
+    };
+    DrainError::Abandoned {
+        node,
+        deadline,
+        remaining,
+        uncordoned,
     }
 }
 
