@@ -101,6 +101,24 @@ pub fn stopped(pod: &Pod) -> bool {
         })
 }
 
+/// When the last of its containers stopped, by the kubelet's clock (whole seconds), once
+/// every container has.
+pub fn stopped_at(pod: &Pod) -> Option<jiff::Timestamp> {
+    if !stopped(pod) {
+        return None;
+    }
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses
+        .iter()
+        .map(|c| {
+            let terminated = c.state.as_ref()?.terminated.as_ref()?;
+            terminated.finished_at.as_ref().map(|t| t.0)
+        })
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .max()
+}
+
 /// Succeeded or Failed: nothing runs any more and nothing will restart it.
 pub fn finished_phase(pod: &Pod) -> Option<&str> {
     pod.status
@@ -171,5 +189,43 @@ impl Lifecycle {
 impl fmt::Display for Lifecycle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_containers(states: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "web-1", "namespace": "shop" },
+            "status": { "containerStatuses": states },
+        }))
+        .expect("pod")
+    }
+
+    fn container(state: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": state,
+        })
+    }
+
+    #[test]
+    fn a_pod_stopped_when_its_last_container_did() {
+        let done = |at: &str| {
+            container(serde_json::json!({ "terminated": { "exitCode": 0, "finishedAt": at } }))
+        };
+        let both = with_containers(serde_json::json!([
+            done("2026-12-05T10:00:01Z"),
+            done("2026-12-05T10:00:03Z"),
+        ]));
+        assert_eq!(
+            stopped_at(&both),
+            Some("2026-12-05T10:00:03Z".parse().expect("time"))
+        );
+        let running = container(serde_json::json!({ "running": {} }));
+        let one_left = with_containers(serde_json::json!([done("2026-12-05T10:00:01Z"), running]));
+        assert_eq!(stopped_at(&one_left), None);
     }
 }

@@ -97,7 +97,7 @@ impl<'a> Engine<'a> {
         let mut turn = None;
         let mut shown = None;
         // When kordon's eviction was accepted, and the Services routing to the pod then.
-        let mut evicted: Option<(Instant, Vec<String>)> = None;
+        let mut evicted: Option<(Instant, jiff::Timestamp, Vec<String>)> = None;
         loop {
             let mut changes = self.watch.subscribe();
             let mut deciding = match &decide {
@@ -111,9 +111,9 @@ impl<'a> Engine<'a> {
                 || seen.gone || self.watch.current(target).is_some_and(|p| pod::stopped(&p));
             if evicted.is_some()
                 && stopped()
-                && let Some((at, services)) = evicted.take()
+                && let Some((at, wall, services)) = evicted.take()
             {
-                self.stopped(target, at.elapsed(), services);
+                self.stopped(target, at, wall, services);
             }
             match step::next(guard.unwrap_or(&Guard::Api), &seen, self.allow_disruption) {
                 Step::Done => break,
@@ -138,7 +138,7 @@ impl<'a> Engine<'a> {
                     match self.evict(target).await? {
                         outcome @ (Outcome::Accepted | Outcome::AlreadyGone) => {
                             if outcome == Outcome::Accepted {
-                                evicted = Some((Instant::now(), routed));
+                                evicted = Some((Instant::now(), jiff::Timestamp::now(), routed));
                             }
                             self.ctx.turns.mark_evicted(target);
                             leaving = true;
@@ -182,11 +182,20 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// A pod kordon evicted has stopped `after` its eviction; `routed` are the Services
-    /// that listed it then. Stopping sooner than [`endpoints::EARLY_STOP`] means
-    /// requests were still routed to it after it stopped: said, so its owner can give it
-    /// a `preStop` hook or keep serving through SIGTERM.
-    fn stopped(&self, target: &Pod, after: Duration, routed: Vec<String>) {
+    /// A pod kordon evicted (at `at`, `wall` by the clock) has stopped; `routed` are the
+    /// Services that listed it then. Stopping sooner than [`endpoints::EARLY_STOP`]
+    /// means requests were still routed to it after it stopped: said, so its owner can
+    /// give it a `preStop` hook or keep serving through SIGTERM.
+    fn stopped(&self, target: &Pod, at: Instant, wall: jiff::Timestamp, routed: Vec<String>) {
+        // Seen late (a busy watch, a slow status) it stopped no later than its kubelet
+        // says; the kubelet's whole seconds only ever make it look sooner.
+        let by_kubelet = self
+            .watch
+            .current(target)
+            .and_then(|p| pod::stopped_at(&p))
+            .map(|t| Duration::try_from(t.duration_since(wall)).unwrap_or_default());
+        let seen = at.elapsed();
+        let after = by_kubelet.map_or(seen, |k| k.min(seen));
         if routed.is_empty() || after >= endpoints::EARLY_STOP {
             return;
         }
