@@ -30,6 +30,7 @@ pub mod placement;
 pub mod plan;
 pub mod pod;
 pub mod policy;
+pub mod selector;
 pub mod snapshot;
 pub mod status;
 pub mod workflow;

@@ -274,9 +274,13 @@ async fn a_paused_plan_and_a_plan_outside_its_window_start_nothing_and_say_why()
         (hour + 1) % 24
     );
     let closed = create_plan(&env, "window", json!({ "windows": [window] })).await;
+    // A selector the controller cannot read: one sentence, nothing starts.
+    let selector = format!("{ENV_LABEL} in ({}", env.ns());
+    let unread = create_plan(&env, "selector", json!({ "nodeSelector": selector })).await;
     for (name, why, kind) in [
         (&paused, "paused", PlanWait::Paused),
         (&closed, "outside its windows until", PlanWait::Window),
+        (&unread, "without its \")\"", PlanWait::InvalidSpec),
     ] {
         eventually(
             &format!("{name} to say why it waits"),
@@ -304,7 +308,7 @@ async fn a_paused_plan_and_a_plan_outside_its_window_start_nothing_and_say_why()
             "nothing started"
         );
     }
-    for name in [paused, closed] {
+    for name in [paused, closed, unread] {
         let _ = plans().await.delete(&name, &DeleteParams::default()).await;
     }
 }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::ListParams;
 use kube::runtime::reflector::Store;
@@ -50,6 +51,10 @@ pub struct Ctx {
     pub maintenances: Store<NodeMaintenance>,
     /// Keeps that watch while it is not the controller's own.
     _all: Option<Arc<Watched<NodeMaintenance>>>,
+    /// Every node, watched: what plans select and count as out.
+    pub nodes: Arc<Watched<Node>>,
+    /// Every MaintenancePlan, whatever `--selector` serves: overlapping plans' caps.
+    pub plans: Arc<Watched<MaintenancePlan>>,
     /// Held while a MaintenancePlan counts the nodes out and starts more.
     pub plans_deciding: tokio::sync::Mutex<()>,
 }
@@ -156,7 +161,14 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
             (all.store().clone(), Some(all))
         }
     };
+    let every_node = kordon.view.everywhere("Nodes").await?;
+    let every_plan = kordon.view.everywhere("MaintenancePlans").await?;
+    let (Some(every_node), Some(every_plan)) = (every_node, every_plan) else {
+        return Err(ControllerError::CrdMissing);
+    };
     let ctx = Arc::new(Ctx {
+        nodes: every_node,
+        plans: every_plan,
         events: Events::new(conn, &format!("kordon-controller-{}", kordon.run)),
         runs: runs::Runs::new(metrics.clone()),
         metrics,

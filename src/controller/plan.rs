@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
@@ -21,6 +21,7 @@ use crate::api::maintenance_plan::{MaintenancePlan, MaintenancePlanStatus, PlanW
 use crate::api::node_maintenance::{NodeMaintenance, StatusPhase};
 use crate::cluster::events::Severity;
 use crate::fleet::caps::Slot;
+use crate::selector::Selector;
 
 /// How often a plan under way looks again (windows open, pauses end).
 const LOOK_AGAIN: Duration = Duration::from_secs(5);
@@ -29,24 +30,21 @@ pub async fn reconcile(
     plan: Arc<MaintenancePlan>,
     ctx: Arc<Ctx>,
 ) -> Result<Action, ReconcileError> {
-    let conn = &ctx.kordon.conn;
     let name = plan.name_any();
     let spec = &plan.spec;
     let round = round_of(plan.as_ref());
     let mut status = plan.status.clone().unwrap_or_default();
     status.round = Some(round.clone());
 
-    let nodes: Api<Node> = Api::all(conn.client.clone());
-    let selected = match nodes
-        .list(&ListParams::default().labels(&spec.node_selector))
-        .await
-    {
-        Ok(list) => list.items,
-        Err(kube::Error::Api(s)) if s.code == 400 => {
-            return blocked(&ctx, &plan, status, "InvalidSelector", s.message).await;
-        }
-        Err(e) => return Err(conn.error("list the plan's nodes", e).into()),
+    let selector: Selector = match spec.node_selector.parse() {
+        Ok(s) => s,
+        Err(e) => return blocked(&ctx, &plan, status, "InvalidSelector", e.to_string()).await,
     };
+    // The nodes from the controller's watch of them, not listed on every pass.
+    if ctx.nodes.store().wait_until_ready().await.is_err() {
+        return Err(ReconcileError::Stopping);
+    }
+    let selected = selected_nodes(&ctx, &selector);
     let Parsed {
         cap,
         windows,
@@ -110,6 +108,16 @@ pub async fn reconcile(
     } else {
         Action::requeue(LOOK_AGAIN)
     })
+}
+
+/// The nodes a selector selects, as the watch has them now.
+pub(super) fn selected_nodes(ctx: &Ctx, selector: &Selector) -> Vec<Node> {
+    ctx.nodes
+        .state()
+        .into_iter()
+        .filter(|n| selector.matches(n.labels()))
+        .map(Arc::unwrap_or_clone)
+        .collect()
 }
 
 /// Where each selected node stands in this round (into the status), the slots the caps

@@ -3,14 +3,12 @@
 //! over nodes they share.
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::api::ListParams;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 
 use super::Ctx;
 use super::reconcile::ReconcileError;
 use super::tally;
-use crate::api::maintenance_plan::{MaintenancePlan, MaintenancePlanSpec, PlanWait};
+use crate::api::maintenance_plan::{MaintenancePlanSpec, PlanWait};
 use crate::fleet::MaxUnavailable;
 use crate::fleet::caps::{self, Conflict, Slot};
 use crate::fleet::run::holdings;
@@ -85,28 +83,21 @@ async fn within_other_plans(
     if start.is_empty() {
         return Ok((start, None));
     }
-    let conn = &ctx.kordon.conn;
-    let plans: Api<MaintenancePlan> = Api::all(conn.client.clone());
-    let nodes: Api<Node> = Api::all(conn.client.clone());
-    let others = plans
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| conn.error("list MaintenancePlans", e))?
-        .items
+    // Every other plan, from the watch of them all (whatever `--selector` serves).
+    let others = ctx
+        .plans
+        .state()
         .into_iter()
         .filter(|p| p.name_any() != me && p.metadata.deletion_timestamp.is_none());
     // Each other plan: its nodes, how many are out, its cap.
     let mut scopes = Vec::new();
     for other in others {
-        let Ok(list) = nodes
-            .list(&ListParams::default().labels(&other.spec.node_selector))
-            .await
-        else {
+        let Ok(selector) = other.spec.node_selector.parse() else {
             continue; // its own status says its selector is bad
         };
-        let names: BTreeSet<String> = list.items.iter().map(|n| n.name_any()).collect();
-        let out = list
-            .items
+        let nodes = super::plan::selected_nodes(ctx, &selector);
+        let names: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+        let out = nodes
             .iter()
             .filter(|n| held.contains(&n.name_any()) || tally::out_of_service_elsewhere(n))
             .count();
