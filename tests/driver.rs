@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kordon::api::node_maintenance::StatusPhase;
 use kube::Api;
 use serde_json::{Value, json};
-use support::fixtures::{self, NodeSpec, PodOptions};
+use support::fixtures::NodeSpec;
 use support::nm::{self, Controller};
 use support::{ENV_LABEL, TestEnv, eventually};
 
@@ -37,19 +37,22 @@ struct Scenario {
     cordoned_after: bool,
 }
 
+/// The story of a maintenance that brings the node back into service.
+const BACK_IN_SERVICE: &[&str] = &[
+    "Draining",
+    "Maintaining",
+    "AwaitingReady",
+    "Uncordoned",
+    "MaintenanceDone",
+];
+
 const SCENARIOS: [Scenario; 4] = [
     Scenario {
         name: "plain",
         cordoned_before: false,
         step_fails: false,
         status_frozen: false,
-        story: &[
-            "Draining",
-            "Maintaining",
-            "AwaitingReady",
-            "Uncordoned",
-            "MaintenanceDone",
-        ],
+        story: BACK_IN_SERVICE,
         cordoned_after: false,
     },
     Scenario {
@@ -79,36 +82,10 @@ const SCENARIOS: [Scenario; 4] = [
         cordoned_before: false,
         step_fails: false,
         status_frozen: true,
-        story: &[
-            "Draining",
-            "Maintaining",
-            "AwaitingReady",
-            "Uncordoned",
-            "MaintenanceDone",
-        ],
+        story: BACK_IN_SERVICE,
         cordoned_after: false,
     },
 ];
-
-/// node-1 (its status frozen if the scenario says so) and node-2, with a Deployment
-/// `web` of two Ready pods, one on each.
-async fn two_nodes_with_web(scenario: &Scenario) -> TestEnv {
-    let mut env = TestEnv::new(&format!("drv-{}", scenario.name)).await;
-    let frozen = NodeSpec {
-        status_frozen: scenario.status_frozen,
-        ..Default::default()
-    };
-    env.add_node_with("node-1", frozen).await;
-    env.add_node("node-2").await;
-    let spread = PodOptions {
-        spread: true,
-        ..Default::default()
-    };
-    env.create(&fixtures::deployment(env.ns(), "web", 2, &spread))
-        .await;
-    env.wait_ready("app=web", 2).await;
-    env
-}
 
 fn heartbeat(node: &Node) -> Option<Time> {
     let conditions = node.status.as_ref()?.conditions.as_ref()?;
@@ -154,7 +131,11 @@ async fn run(driver: Driver, scenario: &Scenario) -> (Vec<String>, bool) {
 }
 
 async fn run_once(driver: Driver, scenario: &Scenario) -> (Vec<String>, bool) {
-    let env = two_nodes_with_web(scenario).await;
+    let frozen = NodeSpec {
+        status_frozen: scenario.status_frozen,
+        ..Default::default()
+    };
+    let env = TestEnv::two_nodes_with_web_on(&format!("drv-{}", scenario.name), frozen).await;
     let node = env.node("node-1");
     let heartbeat_before = heartbeat(&env.get_node(&node).await);
     if scenario.cordoned_before {

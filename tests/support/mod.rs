@@ -134,8 +134,13 @@ impl TestEnv {
 
     /// node-1 and node-2 with a Deployment `web` of two Ready pods, one on each.
     pub async fn two_nodes_with_web(name: &str) -> Self {
+        Self::two_nodes_with_web_on(name, fixtures::NodeSpec::default()).await
+    }
+
+    /// The same, node-1 shaped by `first`.
+    pub async fn two_nodes_with_web_on(name: &str, first: fixtures::NodeSpec) -> Self {
         let mut env = Self::new(name).await;
-        env.add_node("node-1").await;
+        env.add_node_with("node-1", first).await;
         env.add_node("node-2").await;
         let spread = fixtures::PodOptions {
             spread: true,
