@@ -87,6 +87,25 @@ pub enum DrainError {
 }
 
 impl DrainError {
+    /// An abandoned drain, saying whether its node was uncordoned again (by whoever
+    /// put it back); any other error as it is.
+    pub fn uncordoned(self, lifted: bool) -> Self {
+        match self {
+            Self::Abandoned {
+                node,
+                deadline,
+                remaining,
+                uncordoned: _,
+            } => Self::Abandoned {
+                node,
+                deadline,
+                remaining,
+                uncordoned: lifted,
+            },
+            other => other,
+        }
+    }
+
     pub fn exit(&self) -> Exit {
         match self {
             Self::Refused { .. } | Self::WouldStrand { .. } => Exit::Refused,

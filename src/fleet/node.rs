@@ -268,17 +268,9 @@ impl Executor for RollNode<'_, '_> {
             tracing::warn!("cannot put abandoned node {name} back: {e}");
         }
         let error = match error {
-            PhaseError::Drain(DrainError::Abandoned {
-                node,
-                deadline,
-                remaining,
-                uncordoned: _,
-            }) => PhaseError::Drain(DrainError::Abandoned {
-                node,
-                deadline,
-                remaining,
-                uncordoned: restored.is_ok() && cordon.is_some(),
-            }),
+            PhaseError::Drain(e) => {
+                PhaseError::Drain(e.uncordoned(restored.is_ok() && cordon.is_some()))
+            }
             other => other,
         };
         let message = error.to_string();

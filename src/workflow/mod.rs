@@ -176,7 +176,6 @@ pub async fn maintain(
         ctx,
         node,
         opts,
-        drain: opts.drain.clone(),
         plan: Some(plan),
         report: None,
         ready_before: ready::Snapshot::of(&found),
@@ -214,7 +213,6 @@ struct Maintenance<'a> {
     ctx: &'a Context,
     node: &'a NodeName,
     opts: &'a MaintainOptions,
-    drain: DrainOptions,
     /// The pre-flight plan, until the drain takes it.
     plan: Option<drain::Plan>,
     report: Option<DrainReport>,
@@ -283,12 +281,12 @@ impl Executor for Maintenance<'_> {
             Task::Drain => {
                 let plan = match self.plan.take() {
                     Some(plan) => plan,
-                    None => drain::plan(ctx, node, &self.drain, Reach::Targets)
+                    None => drain::plan(ctx, node, &opts.drain, Reach::Targets)
                         .await
                         .map_err(|e| failed(e.into()))?,
                 };
                 let on_event = |e| on_progress(Progress::Drain(e));
-                let report = drain::execute(ctx, plan, &self.drain, &on_event)
+                let report = drain::execute(ctx, plan, &opts.drain, &on_event)
                     .await
                     .map_err(|e| failed(e.into()))?;
                 on_progress(Progress::Drained(report.clone()));
@@ -395,28 +393,17 @@ pub async fn abandoned_drain(
 /// Carries out the driver's put-back of an abandoned drain whose only record is the
 /// cordon: lifts it if asked, and the error says whether it could.
 async fn put_back(conn: &Connection, cordon: Option<bool>, error: DrainError) -> DrainError {
-    let DrainError::Abandoned {
-        node,
-        deadline,
-        remaining,
-        uncordoned: _,
-    } = error
-    else {
+    let DrainError::Abandoned { node, .. } = &error else {
         return error;
     };
     let uncordoned = match cordon {
-        Some(c) => nodes::set_unschedulable(conn, &node, c, DryRun::None)
+        Some(c) => nodes::set_unschedulable(conn, node, c, DryRun::None)
             .await
             .inspect_err(|e| tracing::warn!("cannot uncordon abandoned node {node}: {e}"))
             .is_ok(),
         None => false,
     };
-    DrainError::Abandoned {
-        node,
-        deadline,
-        remaining,
-        uncordoned,
-    }
+    error.uncordoned(uncordoned)
 }
 
 fn fail_unchanged(node: &NodeName, step: Step, cause: StepError) -> MaintainError {
