@@ -351,12 +351,17 @@ impl<'a> Run<'a> {
             }
         };
         let tracking = self.replacements.follow(&self.watch, self.on_event);
-        tokio::select! {
-            _ = tokio::time::timeout(settle, back) => {}
+        let recovered = tokio::select! {
+            done = tokio::time::timeout(settle, back) => done.is_ok(),
             _ = tracking => unreachable!("follow runs until cancelled"),
             _ = opts.interrupt.requested() => {
                 return Err(DrainError::Interrupted { node: self.plan.node.clone(), remaining: Vec::new() });
             }
+        };
+        // Back once is back: another drain of a roll may take one of its pods the moment
+        // after, and that is that drain's to wait for.
+        if recovered {
+            return Ok(());
         }
         let short: Vec<WorkloadRecovery> = self
             .recoveries()
