@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Api, ResourceExt};
 
@@ -263,13 +264,17 @@ async fn put_node(
     Ok(())
 }
 
-/// An Event on the object and on its node.
+/// An Event on the object and on its node (as the controller's watch of nodes has it:
+/// an Event needs only its name and uid).
 async fn announce(ctx: &Ctx, nm: &NodeMaintenance, severity: Severity, note: notes::Note) {
     let text = format!("NodeMaintenance {}: {}", nm.name_any(), note.note);
     ctx.events
         .publish(nm, severity, note.reason, text.clone())
         .await;
-    if let Ok(node) = nodes::get(&ctx.kordon.conn, &node_of(nm)).await {
-        ctx.events.publish(&node, severity, note.reason, text).await;
+    let node = ctx.nodes.store().get(&ObjectRef::new(&nm.spec.node_name));
+    if let Some(node) = node {
+        ctx.events
+            .publish(node.as_ref(), severity, note.reason, text)
+            .await;
     }
 }
