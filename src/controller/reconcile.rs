@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use super::Ctx;
@@ -247,8 +247,13 @@ async fn fail(
         ..status
     };
     status::write(&ctx.kordon.conn, nm, status, None).await?;
-    let out = at.out_of_service() && cordon != Some(false);
-    announce(ctx, nm, Severity::Warning, notes::failed(at, &message, out)).await;
+    announce(
+        ctx,
+        nm,
+        Severity::Warning,
+        notes::failed(at, &message, cordon),
+    )
+    .await;
     Ok(Action::await_change())
 }
 

@@ -32,7 +32,7 @@ pub(super) async fn next_nodes(
         ),
         why => (PlanWait::Caps, format!("node {node} waits: {why}")),
     });
-    let (start, waits) = within_other_plans(ctx, me, start, held).await?;
+    let (start, waits) = within_other_plans(ctx, me, start, held);
     waiting = waiting.or(waits.map(|w| (PlanWait::OtherPlans, w)));
     Ok((start, waiting))
 }
@@ -74,14 +74,14 @@ async fn choose(
 /// overlap, each plan's cap holds over its own nodes, whichever plan starts them (the
 /// strictest cap over a node wins). A plan's cap is a standing statement about its
 /// nodes: it holds after its round is complete too, until the plan is deleted.
-async fn within_other_plans(
+fn within_other_plans(
     ctx: &Ctx,
     me: &str,
     start: Vec<String>,
     held: &BTreeSet<String>,
-) -> Result<(Vec<String>, Option<String>), ReconcileError> {
+) -> (Vec<String>, Option<String>) {
     if start.is_empty() {
-        return Ok((start, None));
+        return (start, None);
     }
     // Every other plan, from the watch of them all (whatever `--selector` serves).
     let others = ctx
@@ -130,7 +130,7 @@ async fn within_other_plans(
         }
         started.push(node);
     }
-    Ok((started, waits))
+    (started, waits)
 }
 
 fn per_text(spec: &crate::api::maintenance_plan::MaintenancePlanSpec) -> String {

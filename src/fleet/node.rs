@@ -246,7 +246,7 @@ impl Executor for RollNode<'_, '_> {
         if let Err(e) = record(job.conn, name, &self.mark, cordon).await {
             tracing::warn!("cannot record the failure on node {name}: {e}");
         }
-        let note = notes::failed(phase, &message, cordon != Some(false));
+        let note = notes::failed(phase, &message, cordon);
         job.events
             .publish(self.node, Severity::Warning, note.reason, note.note)
             .await;

@@ -349,8 +349,7 @@ impl Executor for Maintenance<'_> {
             tracing::warn!("cannot uncordon {} after the failed {step}: {e}", self.node);
         }
         if !refused {
-            let out = phase.out_of_service() && cordon != Some(false);
-            let note = notes::failed(phase, &cause.to_string(), out);
+            let note = notes::failed(phase, &cause.to_string(), cordon);
             self.announce(Severity::Warning, note).await;
         }
         (step, cause)

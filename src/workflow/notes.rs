@@ -48,9 +48,10 @@ pub fn entered(phase: Phase, was_unschedulable: bool, evicted: usize) -> Note {
     }
 }
 
-/// A phase failed; `out`: the node is still out of service (it stays cordoned).
-pub fn failed(phase: Phase, message: &str, out: bool) -> Note {
-    let node = if out {
+/// A phase failed, and the driver changed the cordon as `cordon` says: the node stays
+/// out of service unless it was past its uncordon or the failure lifted the cordon.
+pub fn failed(phase: Phase, message: &str, cordon: Option<bool>) -> Note {
+    let node = if phase.out_of_service() && cordon != Some(false) {
         "the node stays cordoned"
     } else {
         "the node is back in service"
