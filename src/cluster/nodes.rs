@@ -21,13 +21,16 @@ pub enum DryRun {
     Server,
 }
 
+/// The namespace of the nodes' Leases.
+pub const NODE_LEASES: &str = "kube-node-lease";
+
 /// When the node's kubelet last renewed its Lease in `kube-node-lease` (its heartbeat
 /// every 10 s); `None` when it has none. A `get`, which the drain role grants.
 pub async fn lease_renewed(
     conn: &Connection,
     name: &NodeName,
 ) -> Result<Option<jiff::Timestamp>, ClusterError> {
-    let leases: Api<Lease> = Api::namespaced(conn.client.clone(), "kube-node-lease");
+    let leases: Api<Lease> = Api::namespaced(conn.client.clone(), NODE_LEASES);
     let lease = leases
         .get_opt(name.as_str())
         .await

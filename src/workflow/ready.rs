@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::runtime::wait::await_condition;
@@ -69,7 +70,8 @@ pub fn is_back(n: &Node, before: &Snapshot, criteria: ReadyCriteria, alive: Aliv
     ready && (heartbeat_newer || alive == Alive::ByLease) && rebooted
 }
 
-/// How often the node's Lease is read while waiting (a kubelet renews it every 10 s).
+/// How often the node's Lease is read while waiting, where watching it is not granted
+/// (a kubelet renews it every 10 s).
 const LEASE_EVERY: Duration = Duration::from_secs(3);
 
 /// The Lease's last renewal; `None` when there is none or it cannot be read, which
@@ -83,14 +85,26 @@ async fn renewed(conn: &Connection, node: &NodeName) -> Option<Timestamp> {
 }
 
 /// Resolves once the node's Lease is renewed after `since` (its renewal when the wait
-/// began); never, if the node has no Lease or it cannot be read.
+/// began), seen by watching it: the gate ends with the renewal rather than up to a
+/// poll later. Where watching Leases is not granted, it reads the Lease every
+/// [`LEASE_EVERY`]. Never resolves if the node has no Lease.
 async fn lease_renewed(conn: &Connection, node: &NodeName, since: Option<Timestamp>) {
-    loop {
-        tokio::time::sleep(LEASE_EVERY).await;
-        if let Some(now) = renewed(conn, node).await
-            && since.is_none_or(|s| now > s)
-        {
-            return;
+    let after = |t: Option<Timestamp>| t.is_some_and(|t| since.is_none_or(|s| t > s));
+    let leases: Api<Lease> = Api::namespaced(conn.client.clone(), nodes::NODE_LEASES);
+    let seen = await_condition(leases, node.as_str(), |l: Option<&Lease>| {
+        after(
+            l.and_then(|l| l.spec.as_ref()?.renew_time.as_ref())
+                .map(|t| t.0),
+        )
+    })
+    .await;
+    if let Err(e) = seen {
+        tracing::debug!("cannot watch the node lease of {node} ({e}); reading it instead");
+        loop {
+            tokio::time::sleep(LEASE_EVERY).await;
+            if after(renewed(conn, node).await) {
+                return;
+            }
         }
     }
 }
