@@ -68,6 +68,12 @@ pub fn quantity(text: &str) -> Option<f64> {
     Some(number * factor)
 }
 
+/// Whether a pod in this phase holds its requests on its node: every pod until it has
+/// finished (a drain still removes a finished pod, but it reserves nothing).
+pub fn holds(phase: Option<&str>) -> bool {
+    !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
 /// What the scheduler reserves for a pod: the sum of its containers' requests, or
 /// the largest init container's if that is more, plus one pod slot.
 pub fn requests(pod: &Pod) -> Resources {

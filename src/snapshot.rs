@@ -186,12 +186,7 @@ impl Snapshot {
         let Some(node) = spec.node_name else {
             return Ok(true);
         };
-        // A finished pod reserves nothing, but a drain still removes it.
-        let finished = probe
-            .status
-            .and_then(|st| st.phase)
-            .is_some_and(|p| p == "Succeeded" || p == "Failed");
-        if !finished {
+        if placement::holds(probe.status.and_then(|st| st.phase).as_deref()) {
             let r = placement::reserved(
                 spec.containers.iter().map(|c| c.resources.as_ref()),
                 spec.init_containers.iter().map(|c| c.resources.as_ref()),
@@ -213,20 +208,30 @@ impl Snapshot {
     ) -> Result<Self, ClusterError> {
         let conn = view.conn();
         let mut s = Snapshot::default();
-        match reach {
-            Reach::Targets => {
+        // A process that keeps every pod's usage (the controller) reads it, and the
+        // nodes, from its watches.
+        let indexed = match (reach, view.pod_usage()) {
+            (Reach::Placement, Some(usage)) => view
+                .everywhere::<Node>("Nodes")
+                .await?
+                .map(|nodes| (usage, nodes)),
+            _ => None,
+        };
+        match (reach, indexed) {
+            (Reach::Targets, _) => {
                 for node in targets {
                     s.nodes.push(nodes::get(conn, node).await?);
-                    let api: Api<Pod> = Api::all(conn.client.clone());
-                    let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
-                    let pods = api
-                        .list(&lp)
-                        .await
-                        .map_err(|e| conn.error(format!("list pods on node {node}"), e))?;
-                    s.pods.extend(pods.items);
+                    s.pods.extend(pods_on(conn, node).await?);
                 }
             }
-            Reach::Placement => {
+            (Reach::Placement, Some((usage, watched))) => {
+                s.nodes = watched.state().iter().map(|n| (**n).clone()).collect();
+                s.usage = usage.by_node();
+                for node in targets {
+                    s.pods.extend(pods_on(conn, node).await?);
+                }
+            }
+            (Reach::Placement, None) => {
                 let api: Api<Node> = Api::all(conn.client.clone());
                 let keep: Vec<&str> = targets.iter().map(NodeName::as_str).collect();
                 let nodes = list_all(&api, conn, "list nodes", ListParams::default());
@@ -324,6 +329,16 @@ impl Snapshot {
             .filter(|b| budget::covers(b, p) && !budget::is_shared(b))
             .collect()
     }
+}
+
+/// The pods bound to a node, in full.
+async fn pods_on(conn: &Connection, node: &NodeName) -> Result<Vec<Pod>, ClusterError> {
+    let api: Api<Pod> = Api::all(conn.client.clone());
+    let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    api.list(&lp)
+        .await
+        .map(|l| l.items)
+        .map_err(|e| conn.error(format!("list pods on node {node}"), e))
 }
 
 /// Where a dump's workload object goes: its namespace's workloads, under its name.

@@ -7,6 +7,7 @@ mod error;
 pub mod events;
 pub mod lease;
 pub mod nodes;
+pub mod usage;
 pub mod view;
 
 pub use connect::{Connection, ConnectionOptions, Reachability, Reconnect, Teller};

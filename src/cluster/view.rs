@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -33,6 +33,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
+use super::usage::PodUsage;
 use super::{ClusterError, Connection};
 use crate::names::NodeName;
 use crate::workload::{Workload, WorkloadId, WorkloadKind};
@@ -298,6 +299,8 @@ pub struct View {
     /// resources), each kind's registry created on first use.
     everywhere: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     workloads: tokio::sync::Mutex<HashMap<String, (Instant, Arc<Workloads>)>>,
+    /// What every pod holds on its node, once [`View::index_pods`] has started it.
+    usage: std::sync::OnceLock<PodUsage>,
 }
 
 /// How long a read of a namespace's workloads serves.
@@ -305,6 +308,9 @@ const WORKLOADS_FRESH: Duration = Duration::from_secs(60);
 
 /// How long a new watch may take to deliver its first list.
 const START_WITHIN: Duration = Duration::from_secs(30);
+
+/// How long the first list of every pod may take (100,000 pods, a slow API server).
+const LIST_EVERYTHING_WITHIN: Duration = Duration::from_secs(300);
 
 /// Page size of lists that cover the whole cluster: big enough for few requests, small
 /// enough that one page is a few MiB.
@@ -324,7 +330,25 @@ impl View {
             endpoint_slices: Mutex::default(),
             everywhere: Mutex::default(),
             workloads: tokio::sync::Mutex::default(),
+            usage: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on, keeps what every pod holds on its node current by one watch (see
+    /// [`PodUsage`]); placement forecasts read it instead of paging through every pod.
+    /// For a long-lived process that plans many nodes: the controller.
+    pub async fn index_pods(&self) -> Result<(), ClusterError> {
+        if self.usage.get().is_none() {
+            let usage = PodUsage::watch(&self.conn, LIST_EVERYTHING_WITHIN).await?;
+            // Should two calls race, the second watch is dropped.
+            let _ = self.usage.set(usage);
+        }
+        Ok(())
+    }
+
+    /// What every pod holds, when [`View::index_pods`] has started it.
+    pub fn pod_usage(&self) -> Option<&PodUsage> {
+        self.usage.get()
     }
 
     pub fn conn(&self) -> &Connection {
@@ -466,20 +490,34 @@ impl View {
         &self,
         what: &str,
     ) -> Result<Option<Arc<Watched<K>>>, ClusterError> {
-        let api: Api<K> = Api::all(self.conn.client.clone());
-        // Without the CRDs the watch would retry its list until it timed out: ask once.
-        match api.list_metadata(&ListParams::default().limit(1)).await {
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
-            Err(e) => return Err(self.conn.error(format!("list {what}"), e)),
-            Ok(_) => {}
-        }
         let registry = self.registry_of::<K>();
+        let live = registry
+            .lock()
+            .is_ok_and(|r| r.get(&()).is_some_and(|w| w.strong_count() > 0));
+        let api: Api<K> = Api::all(self.conn.client.clone());
+        // Without the CRDs the watch would retry its list until it timed out: ask once,
+        // unless a watch of the kind runs already.
+        if !live {
+            match api.list_metadata(&ListParams::default().limit(1)).await {
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+                Err(e) => return Err(self.conn.error(format!("list {what}"), e)),
+                Ok(_) => {}
+            }
+        }
         self.shared(
             &registry,
             &(),
             what,
             || (api, watcher::Config::default()),
-            |k: &mut K| k.meta_mut().managed_fields = None,
+            |k: &mut K| {
+                k.meta_mut().managed_fields = None;
+                // A node's image list is most of it on a real node, and no decision reads it.
+                if let Some(node) = (k as &mut dyn Any).downcast_mut::<Node>()
+                    && let Some(status) = node.status.as_mut()
+                {
+                    status.images = None;
+                }
+            },
         )
         .await
         .map(Some)

@@ -25,7 +25,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::ListParams;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 
 use crate::api::NodeMaintenance;
@@ -162,15 +162,19 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
         }
     };
     let every_node = kordon.view.everywhere("Nodes").await?;
+    // Each NodeMaintenance's start forecasts placement: from memory, not a read of
+    // every pod.
+    kordon.view.index_pods().await?;
     let every_plan = kordon.view.everywhere("MaintenancePlans").await?;
     let (Some(every_node), Some(every_plan)) = (every_node, every_plan) else {
         return Err(ControllerError::CrdMissing);
     };
+    let (runs, ended) = runs::Runs::new(metrics.clone());
     let ctx = Arc::new(Ctx {
         nodes: every_node,
         plans: every_plan,
         events: Events::new(conn, &format!("kordon-controller-{}", kordon.run)),
-        runs: runs::Runs::new(metrics.clone()),
+        runs,
         metrics,
         store: controller.store(),
         maintenances,
@@ -179,7 +183,10 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
         kordon: Arc::new(kordon),
     });
     tracing::info!("kordon controller started");
+    // An object whose drain, gate or "Ready again" ended is looked at at once.
+    let ended = ended.map(|name| ObjectRef::<NodeMaintenance>::new(&name));
     let nodes = controller
+        .reconcile_on(ended)
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| async move {

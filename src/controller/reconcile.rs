@@ -22,7 +22,7 @@ use crate::cluster::ClusterError;
 use crate::cluster::events::Severity;
 use crate::cluster::nodes::{self, Annotations, DryRun};
 use crate::names::NodeName;
-use crate::workflow::driver::{self, Command, Observed, Phase, Policy, Record};
+use crate::workflow::driver::{self, Command, Observed, Phase, Policy, Record, Task};
 use crate::workflow::notes;
 
 /// Keeps a NodeMaintenance until the node is put back.
@@ -63,7 +63,7 @@ async fn apply(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError
             // A drain started by an earlier process (or leader) goes on from what is
             // left, on a node that must still be cordoned.
             let resumed = phase == StatusPhase::Draining
-                && ctx.runs.state(&nm.name_any(), Phase::Draining).is_none();
+                && ctx.runs.state(&nm.name_any(), Task::Drain).is_none();
             let first = if resumed {
                 Observed::Resume
             } else {

@@ -1,5 +1,5 @@
 //! The long waits the controller runs, at most one per NodeMaintenance: its drain (in
-//! `Draining`) or a health gate (in `AwaitingReady` and `Verifying`). Each takes
+//! `Draining`), "Ready again" or a health gate (in `AwaitingReady` and `Verifying`). Each takes
 //! minutes, longer than a reconcile should: it runs as a task that tallies its progress
 //! here, for the object's reconcile to report and act on.
 use std::collections::{BTreeMap, HashMap};
@@ -13,10 +13,9 @@ use crate::context::Context;
 use crate::drain::{self, DrainError, DrainOptions, Event};
 use crate::evict::Blocked;
 use crate::names::NodeName;
-use crate::phase::Phase;
 use crate::pod::PodKey;
 use crate::snapshot::Reach;
-use crate::workflow::gate::GateError;
+use crate::workflow::driver::Task;
 
 /// How a drain or a gate ended.
 #[derive(Debug, Clone)]
@@ -53,8 +52,8 @@ impl Tally {
 }
 
 struct Run {
-    /// The phase the task works for: a result is only ever read in that phase.
-    phase: Phase,
+    /// The driver's task it carries out: a result is only ever read for that task.
+    task_of: Task,
     tally: Arc<Mutex<Tally>>,
     task: JoinHandle<()>,
 }
@@ -62,22 +61,29 @@ struct Run {
 pub struct Runs {
     runs: Mutex<HashMap<String, Run>>,
     metrics: Arc<Metrics>,
+    /// Told the object's name when one of its tasks ends, so its reconcile acts at
+    /// once rather than at its next look.
+    ended: futures::channel::mpsc::UnboundedSender<String>,
 }
 
 impl Runs {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self {
+    /// The runs, and the names of the objects whose task ended, as they end.
+    pub fn new(metrics: Arc<Metrics>) -> (Self, futures::channel::mpsc::UnboundedReceiver<String>) {
+        let (ended, ends) = futures::channel::mpsc::unbounded();
+        let runs = Self {
             runs: Mutex::default(),
             metrics,
-        }
+            ended,
+        };
+        (runs, ends)
     }
 
     /// The task's progress and, once it ended, how; `None` when this process runs no
     /// task for the object in this phase (it never started one, or a new leader took
     /// over).
-    pub fn state(&self, name: &str, phase: Phase) -> Option<(DrainProgress, Option<Ended>)> {
+    pub fn state(&self, name: &str, task: Task) -> Option<(DrainProgress, Option<Ended>)> {
         let runs = self.runs.lock().ok()?;
-        let run = runs.get(name).filter(|r| r.phase == phase)?;
+        let run = runs.get(name).filter(|r| r.task_of == task)?;
         let tally = run.tally.lock().ok()?;
         let progress = DrainProgress {
             total: tally.total,
@@ -115,6 +121,7 @@ impl Runs {
         let earlier = earlier.cloned();
         let counts = tally.clone();
         let metrics = self.metrics.clone();
+        let (tell, told) = (self.ended.clone(), name.to_string());
         let task = tokio::spawn(async move {
             let on_event = |e: Event| {
                 let Ok(mut t) = counts.lock() else { return };
@@ -153,33 +160,45 @@ impl Runs {
             if let Ok(mut t) = counts.lock() {
                 t.ended = Some(ended);
             }
+            let _ = tell.unbounded_send(told);
         });
-        self.insert(name, Phase::Draining, tally, task);
+        self.insert(name, Task::Drain, tally, task);
     }
 
-    /// Starts waiting for a health gate of the object in `phase`.
-    pub fn gate(
+    /// Starts waiting for a condition of the object: "Ready again", or a health gate.
+    pub fn wait<E: std::fmt::Display + Send + 'static>(
         &self,
         name: &str,
-        phase: Phase,
-        gate: impl Future<Output = Result<(), GateError>> + Send + 'static,
+        task_of: Task,
+        wait: impl Future<Output = Result<(), E>> + Send + 'static,
     ) {
         let tally = Arc::new(Mutex::new(Tally::default()));
         let result = tally.clone();
+        let (tell, told) = (self.ended.clone(), name.to_string());
         let task = tokio::spawn(async move {
-            let ended = match gate.await {
+            let ended = match wait.await {
                 Ok(()) => Ended::Done,
                 Err(e) => Ended::Failed(e.to_string()),
             };
             if let Ok(mut t) = result.lock() {
                 t.ended = Some(ended);
             }
+            let _ = tell.unbounded_send(told);
         });
-        self.insert(name, phase, tally, task);
+        self.insert(name, task_of, tally, task);
     }
 
-    fn insert(&self, name: &str, phase: Phase, tally: Arc<Mutex<Tally>>, task: JoinHandle<()>) {
-        let run = Run { phase, tally, task };
+    /// The task the object's run carries out, if it has one.
+    pub fn running(&self, name: &str) -> Option<Task> {
+        self.runs.lock().ok()?.get(name).map(|r| r.task_of)
+    }
+
+    fn insert(&self, name: &str, task_of: Task, tally: Arc<Mutex<Tally>>, task: JoinHandle<()>) {
+        let run = Run {
+            task_of,
+            tally,
+            task,
+        };
         if let Ok(mut runs) = self.runs.lock()
             && let Some(old) = runs.insert(name.to_string(), run)
         {

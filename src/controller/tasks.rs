@@ -18,7 +18,7 @@ use crate::api::node_maintenance::NodeMaintenanceStatus;
 use crate::api::{NodeMaintenance, duration};
 use crate::cluster::ClusterError;
 use crate::cluster::nodes;
-use crate::workflow::driver::{Phase, Task};
+use crate::workflow::driver::Task;
 use crate::workflow::{gate, ready};
 
 /// What a task of the driver came to in this reconcile.
@@ -46,26 +46,34 @@ pub(super) async fn run(
         Task::Drain => draining(nm, ctx, status).await?,
         Task::Work => maintaining(nm, ctx, status).await?,
         Task::Ready => {
-            if is_back(nm, ctx, status).await? {
-                Look::Did
-            } else {
+            let before = ready::Snapshot {
+                heartbeat: status.heartbeat_before.as_ref().map(|t| t.0),
+                boot_id: status.boot_id_before.clone(),
+            };
+            let criteria = ready::ReadyCriteria {
+                expect_reboot: nm.spec.step.reboot.is_some(),
+            };
+            let watched = node.clone();
+            // The DaemonSet gate that follows in the same phase runs: Ready passed.
+            let back = match ctx.runs.running(&name) {
+                Some(Task::DaemonSets) => Ok(true),
+                _ => awaited(nm, ctx, Task::Ready, |kordon, _| async move {
+                    ready::wait(&kordon.conn, &watched, &before, criteria, NO_LIMIT).await
+                }),
+            };
+            gated_look(back, || {
                 waiting(
                     "AwaitingReady",
                     format!(
                         "waiting for node {node} to be Ready with a fresh heartbeat or a renewed Lease"
                     ),
                 )
-            }
+            })
         }
         Task::DaemonSets => {
-            let gated = gate(
-                nm,
-                ctx,
-                Phase::AwaitingReady,
-                |kordon, timeout| async move {
-                    gate::daemon_pods_ready(&kordon.view, &node, timeout).await
-                },
-            );
+            let gated = awaited(nm, ctx, Task::DaemonSets, |kordon, timeout| async move {
+                gate::daemon_pods_ready(&kordon.view, &node, timeout).await
+            });
             gated_look(gated, || {
                 waiting(
                     "AwaitingDaemonSets",
@@ -76,7 +84,7 @@ pub(super) async fn run(
         Task::Workloads => {
             let workloads = status.workloads.clone();
             let count = workloads.len();
-            let gated = gate(nm, ctx, Phase::Verifying, |kordon, timeout| async move {
+            let gated = awaited(nm, ctx, Task::Workloads, |kordon, timeout| async move {
                 gate::workloads_recovered(&kordon.view, &workloads, timeout).await
             });
             tracing::trace!("NodeMaintenance {name}: workloads gate");
@@ -113,7 +121,7 @@ async fn draining(
     status: &mut NodeMaintenanceStatus,
 ) -> Result<Look, ReconcileError> {
     let name = nm.name_any();
-    let Some((progress, ended)) = ctx.runs.state(&name, Phase::Draining) else {
+    let Some((progress, ended)) = ctx.runs.state(&name, Task::Drain) else {
         let options = match drain_options(&nm.spec.drain) {
             Ok(o) => o,
             Err(message) => return Ok(Look::Failed(message)),
@@ -204,53 +212,29 @@ async fn maintaining(
     hold("Held", message, Action::await_change())
 }
 
-/// The node is back by the rule `maintain` and `roll` use ([`ready::is_back`]: Ready,
-/// its kubelet alive since the step by a newer heartbeat or a Lease renewed since this
-/// phase began, rebooted if the step was a reboot).
-async fn is_back(
-    nm: &NodeMaintenance,
-    ctx: &Ctx,
-    status: &NodeMaintenanceStatus,
-) -> Result<bool, ReconcileError> {
-    let node = node_of(nm);
-    let found = nodes::get(&ctx.kordon.conn, &node).await?;
-    let before = ready::Snapshot {
-        heartbeat: status.heartbeat_before.as_ref().map(|t| t.0),
-        boot_id: status.boot_id_before.clone(),
-    };
-    let criteria = ready::ReadyCriteria {
-        expect_reboot: nm.spec.step.reboot.is_some(),
-    };
-    // A Lease read that fails leaves the heartbeat to show the kubelet alive.
-    let renewed = nodes::lease_renewed(&ctx.kordon.conn, &node)
-        .await
-        .inspect_err(|e| tracing::debug!("{e}"))
-        .ok()
-        .flatten();
-    let alive = match (renewed, status.phase_since.as_ref()) {
-        (Some(renewed), Some(since)) if renewed > since.0 => ready::Alive::ByLease,
-        _ => ready::Alive::ByHeartbeat,
-    };
-    Ok(ready::is_back(&found, &before, criteria, alive))
-}
+/// "Ready again" (with no time limit: a node may be down for as long as its repair
+/// takes; a year bounds the timer).
+const NO_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// The phase's health gate, waited for by a task (started here when none runs):
-/// `Ok(true)` passed, `Ok(false)` still waiting, `Err` why it failed.
-fn gate<F>(
+/// The phase's condition ("Ready again", a health gate), waited for by a task (started
+/// here when none runs), whose end wakes the object's reconcile: `Ok(true)` passed,
+/// `Ok(false)` still waiting, `Err` why it failed.
+fn awaited<F, E>(
     nm: &NodeMaintenance,
     ctx: &Ctx,
-    phase: Phase,
+    task: Task,
     wait: impl FnOnce(Arc<crate::context::Context>, Duration) -> F,
 ) -> Result<bool, String>
 where
-    F: Future<Output = Result<(), gate::GateError>> + Send + 'static,
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
 {
     let name = nm.name_any();
     let timeout = gate_timeout(nm)?;
-    match ctx.runs.state(&name, phase) {
+    match ctx.runs.state(&name, task) {
         None => {
             ctx.runs
-                .gate(&name, phase, wait(ctx.kordon.clone(), timeout));
+                .wait(&name, task, wait(ctx.kordon.clone(), timeout));
             Ok(false)
         }
         Some((_, None)) => Ok(false),

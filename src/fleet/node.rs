@@ -46,11 +46,23 @@ pub struct NodeResult {
     /// The furthest phase reached, if the node was touched.
     pub phase: Option<Phase>,
     pub evicted: usize,
+    /// When this run started it; `None` when it did not.
+    pub started_at: Option<jiff::Timestamp>,
     pub duration_seconds: f64,
+    /// How long each phase this run entered took, in order: where a roll's time goes.
+    pub phases: Vec<PhaseTime>,
     /// What held it up or made it fail.
     pub blockers: Vec<String>,
     /// The node at the end.
     pub state: LeftAs,
+}
+
+/// One phase of a node's maintenance and how long it took.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseTime {
+    pub phase: Phase,
+    pub seconds: f64,
 }
 
 impl NodeResult {
@@ -65,7 +77,9 @@ impl NodeResult {
             outcome,
             phase: mark.map(|m| m.phase),
             evicted: mark.map_or(0, |m| m.evicted),
+            started_at: None,
             duration_seconds: 0.0,
+            phases: Vec::new(),
             blockers: mark.and_then(|m| m.error.clone()).into_iter().collect(),
             state,
         }
@@ -92,6 +106,7 @@ pub(super) async fn maintain(
     fresh: Mark,
 ) -> NodeResult {
     let started = Instant::now();
+    let started_at = jiff::Timestamp::now();
     let name = name_of(node);
     let first = match previous {
         Some(_) => Observed::Resume,
@@ -110,6 +125,7 @@ pub(super) async fn maintain(
         node,
         name: name.clone(),
         mark,
+        entered: Vec::new(),
     };
     let (_, ending) = {
         let work = driver::drive(&mut roll_node, record, policy, first);
@@ -126,13 +142,16 @@ pub(super) async fn maintain(
         Ending::Failed(e) => (Outcome::Failed, vec![e.to_string()]),
         Ending::PutBack(e) => (Outcome::Abandoned, vec![e.to_string()]),
     };
+    let phases = roll_node.phase_times();
     let mark = roll_node.mark;
     NodeResult {
         node: name.clone(),
         outcome,
         phase: Some(mark.phase),
         evicted: mark.evicted,
+        started_at: Some(started_at),
         duration_seconds: started.elapsed().as_secs_f64(),
+        phases,
         blockers,
         state: crate::workflow::current_state(job.conn, &name).await,
     }
@@ -145,6 +164,28 @@ struct RollNode<'j, 'a> {
     node: &'j Node,
     name: NodeName,
     mark: Mark,
+    /// The phases entered, with when.
+    entered: Vec<(Phase, Instant)>,
+}
+
+impl RollNode<'_, '_> {
+    /// Each phase entered and how long it lasted (the last, until now).
+    fn phase_times(&self) -> Vec<PhaseTime> {
+        let ends = self
+            .entered
+            .iter()
+            .skip(1)
+            .map(|(_, at)| *at)
+            .chain(std::iter::once(Instant::now()));
+        self.entered
+            .iter()
+            .zip(ends)
+            .map(|((phase, from), to)| PhaseTime {
+                phase: *phase,
+                seconds: to.duration_since(*from).as_secs_f64(),
+            })
+            .collect()
+    }
 }
 
 impl Executor for RollNode<'_, '_> {
@@ -158,6 +199,7 @@ impl Executor for RollNode<'_, '_> {
     ) -> Result<(), PhaseError> {
         if entered {
             self.mark.enter(phase);
+            self.entered.push((phase, Instant::now()));
         }
         self.mark.error = None;
         if phase == Phase::Done {

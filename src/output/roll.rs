@@ -174,7 +174,9 @@ mod tests {
             outcome,
             phase,
             evicted: 2,
+            started_at: None,
             duration_seconds: seconds,
+            phases: Vec::new(),
             blockers: Vec::new(),
             state: LeftAs::Is(NodeState {
                 readiness: Readiness::Ready,
