@@ -5,10 +5,33 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 
 use crate::api::NodeMaintenance;
 use crate::api::node_maintenance::{HELD_BY, JobStep};
+
+/// The label on every Job kordon creates, which the controller watches them by.
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+/// The controller's watch of the Jobs it creates, so that a Job's end wakes its
+/// NodeMaintenance at once. Each Job names it by annotation: kube-runtime's `owns`
+/// would look for the owner in the Job's namespace, and a NodeMaintenance has none.
+pub(super) fn watched(
+    client: &kube::Client,
+) -> (
+    Api<Job>,
+    watcher::Config,
+    impl Fn(Job) -> Option<ObjectRef<NodeMaintenance>> + Send + Sync + 'static,
+) {
+    let config = watcher::Config::default().labels(&format!("{MANAGED_BY}=kordon"));
+    let owner = |job: Job| {
+        let held_by = job.metadata.annotations?.remove(HELD_BY)?;
+        Some(ObjectRef::new(&held_by))
+    };
+    (Api::all(client.clone()), config, owner)
+}
 use crate::cluster::{ClusterError, Connection};
 
 /// Where the Job stands.
@@ -68,13 +91,7 @@ fn build(nm: &NodeMaintenance, step: &JobStep) -> Job {
         metadata: ObjectMeta {
             name: Some(name_of(nm)),
             namespace: Some(step.namespace.clone()),
-            labels: Some(
-                [(
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "kordon".to_string(),
-                )]
-                .into(),
-            ),
+            labels: Some([(MANAGED_BY.to_string(), "kordon".to_string())].into()),
             // A name may be longer than a label value may be.
             annotations: Some([(HELD_BY.to_string(), nm.name_any())].into()),
             owner_references: nm.controller_owner_ref(&()).map(|o| vec![o]),

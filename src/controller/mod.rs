@@ -146,7 +146,10 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
         Some(spec) => Some(lead(&kordon, spec).await?),
         None => None,
     };
-    let controller = Controller::new(api.clone(), config.clone());
+    // A NodeMaintenance wakes when its step's Job changes.
+    let (jobs, jobs_config, job_owner) = job::watched(&conn.client);
+    let controller =
+        Controller::new(api.clone(), config.clone()).watches(jobs, jobs_config, job_owner);
     // A plan wakes when one of its NodeMaintenances changes.
     let plan_controller = Controller::new(plans, config.clone()).owns(api, config);
     metrics.watch_objects(controller.store());
