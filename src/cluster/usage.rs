@@ -156,15 +156,6 @@ impl PodUsage {
     pub fn by_node(&self) -> HashMap<String, Resources> {
         self.pods.lock().map(|p| p.by_node()).unwrap_or_default()
     }
-
-    /// How many pods hold something on a node.
-    pub fn len(&self) -> usize {
-        self.pods.lock().map(|p| p.live.len()).unwrap_or_default()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
