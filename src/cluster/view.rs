@@ -10,6 +10,8 @@
 //!   namespaces, read once;
 //! - the Services and EndpointSlices of the namespaces whose pods a drain evicts, so a
 //!   replacement counts once its Services route to it (see [`crate::endpoints`]).
+//! - for the controller only ([`View::index_pods`]), every pod reduced to its node and
+//!   requests, which placement forecasts read instead of paging through every pod.
 //!
 //! Scoped watches are shared: two drains that need the pods of one workload share one
 //! watch, which stops when the last of them lets go. Every event bumps one change
