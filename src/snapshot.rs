@@ -19,6 +19,7 @@ use crate::cluster::nodes;
 use crate::cluster::view::{PAGE, View, Watched, Workloads, list_all};
 use crate::cluster::{ClusterError, Connection};
 use crate::names::NodeName;
+use crate::node_state::{NodeState, Readiness};
 use crate::placement::{self, Resources};
 use crate::pod;
 use crate::workload::{self, Workload};
@@ -37,7 +38,23 @@ pub struct Snapshot {
     workloads: HashMap<String, Arc<Workloads>>,
     /// The view's watches of the budgets read, kept alive for a drain that follows.
     pub(crate) budget_watches: Vec<Arc<Watched<PodDisruptionBudget>>>,
+    /// Set while `usage` covers only some nodes ([`Reach::Room`]); `None` when it
+    /// covers every node.
+    room: Option<RoomSearch>,
 }
+
+/// How far a [`Reach::Room`] read has gone: how many nodes' pods it has read, how many
+/// it reads next, and how many it may read before one read of every pod costs less.
+#[derive(Debug)]
+struct RoomSearch {
+    targets: Vec<String>,
+    read: usize,
+    batch: usize,
+    budget: usize,
+}
+
+/// The nodes a [`Reach::Room`] read looks at first for room: the first page of nodes.
+const NODE_PAGE: u32 = 100;
 
 /// What a live read covers besides the targets' pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +64,11 @@ pub enum Reach {
     /// Also every node and every node's usage, which placement needs; the pods of
     /// other nodes are read page by page and reduced to their requests.
     Placement,
+    /// The targets, a first page of other nodes, and the usage of only as many of them
+    /// as [`Snapshot::find_room`] needs to place the targets' pods: a drain's cost then
+    /// grows with the pods it moves, not with the cluster. With a pod index, as
+    /// [`Reach::Placement`].
+    Room,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,7 +233,7 @@ impl Snapshot {
         // A process that keeps every pod's usage (the controller) reads it, and the
         // nodes, from its watches.
         let indexed = match (reach, view.pod_usage()) {
-            (Reach::Placement, Some(usage)) => view
+            (Reach::Placement | Reach::Room, Some(usage)) => view
                 .everywhere::<Node>("Nodes")
                 .await?
                 .map(|nodes| (usage, nodes)),
@@ -224,7 +246,14 @@ impl Snapshot {
                     s.pods.extend(pods_on(conn, node).await?);
                 }
             }
-            (Reach::Placement, Some((usage, watched))) => {
+            (Reach::Room, None) => {
+                for node in targets {
+                    s.nodes.push(nodes::get(conn, node).await?);
+                    s.pods.extend(pods_on(conn, node).await?);
+                }
+                s.start_room_search(conn, targets).await?;
+            }
+            (Reach::Placement | Reach::Room, Some((usage, watched))) => {
                 s.nodes = watched.state().iter().map(|n| (**n).clone()).collect();
                 s.usage = usage.by_node();
                 for node in targets {
@@ -232,21 +261,128 @@ impl Snapshot {
                 }
             }
             (Reach::Placement, None) => {
-                let api: Api<Node> = Api::all(conn.client.clone());
                 let keep: Vec<&str> = targets.iter().map(NodeName::as_str).collect();
-                let nodes = list_all(&api, conn, "list nodes", ListParams::default());
-                let (nodes, ()) = futures::try_join!(nodes, s.read_pods(conn, &keep))?;
-                s.nodes = nodes;
-                for n in &mut s.nodes {
-                    n.metadata.managed_fields = None;
-                    if let Some(status) = n.status.as_mut() {
-                        status.images = None;
-                    }
-                }
+                s.read_everything(conn, &keep).await?;
             }
         }
         s.read_budgets_and_workloads(view).await?;
         Ok(s)
+    }
+
+    /// Whether `usage` holds what this node has reserved.
+    pub fn usage_known(&self, node: &str) -> bool {
+        self.room.is_none() || self.usage.contains_key(node)
+    }
+
+    /// Every node, and every pod reduced to its node's usage; those on `keep` are also
+    /// kept in full.
+    async fn read_everything(
+        &mut self,
+        conn: &Connection,
+        keep: &[&str],
+    ) -> Result<(), ClusterError> {
+        let api: Api<Node> = Api::all(conn.client.clone());
+        let nodes = list_all(&api, conn, "list nodes", ListParams::default());
+        self.usage.clear();
+        let (nodes, ()) = futures::try_join!(nodes, self.read_pods(conn, keep))?;
+        self.nodes = nodes.into_iter().map(slim).collect();
+        self.room = None;
+        Ok(())
+    }
+
+    /// The first page of nodes besides the targets, whose usage is read as needed.
+    async fn start_room_search(
+        &mut self,
+        conn: &Connection,
+        targets: &[NodeName],
+    ) -> Result<(), ClusterError> {
+        let api: Api<Node> = Api::all(conn.client.clone());
+        let page = api
+            .list(&ListParams::default().limit(NODE_PAGE))
+            .await
+            .map_err(|e| conn.error("list nodes", e))?;
+        let more = page
+            .metadata
+            .remaining_item_count
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0);
+        let in_cluster = page.items.len() + more;
+        let targets: Vec<String> = targets.iter().map(ToString::to_string).collect();
+        self.nodes.extend(
+            page.items
+                .into_iter()
+                .filter(|n| !targets.iter().any(|t| n.metadata.name.as_ref() == Some(t)))
+                .map(slim),
+        );
+        // The targets' pods tell how full a node is; past about as many node reads as
+        // a read of every pod takes in pages, that read is cheaper.
+        let per_node = self.pods.len().div_ceil(targets.len().max(1)).max(1);
+        let pages = (in_cluster * per_node).div_ceil(PAGE as usize);
+        self.room = Some(RoomSearch {
+            targets,
+            read: 0,
+            batch: 2,
+            budget: pages.max(4),
+        });
+        Ok(())
+    }
+
+    /// Reads the usage of more nodes where some of `unplaced` could go: the next few
+    /// that are Ready, schedulable and eligible for one of them (twice as many each
+    /// time), or, once that would cost more than reading every pod, every node and
+    /// pod. Returns false when the usage of every node is already known.
+    pub async fn find_room(
+        &mut self,
+        conn: &Connection,
+        unplaced: &[&Pod],
+    ) -> Result<bool, ClusterError> {
+        let Some(room) = &self.room else {
+            return Ok(false);
+        };
+        let mut candidates: Vec<&Node> = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                let name = n.metadata.name.as_deref().unwrap_or_default();
+                let state = NodeState::of(n);
+                !self.usage.contains_key(name)
+                    && !room.targets.iter().any(|t| t == name)
+                    && !state.cordoned
+                    && state.readiness == Readiness::Ready
+                    && unplaced.iter().any(|p| placement::eligible(p, n).is_ok())
+            })
+            .collect();
+        if candidates.is_empty() || room.read + room.batch > room.budget {
+            // The targets' pods are held already (a drain may have narrowed them).
+            self.read_everything(conn, &[]).await?;
+            return Ok(true);
+        }
+        candidates.sort_by(|a, b| {
+            let (fa, fb) = (placement::allocatable(a), placement::allocatable(b));
+            fb.cpu_milli
+                .total_cmp(&fa.cpu_milli)
+                .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+        });
+        let names: Vec<NodeName> = candidates
+            .iter()
+            .take(room.batch)
+            .filter_map(|n| NodeName::parse(n.metadata.name.as_deref()?).ok())
+            .collect();
+        let read = futures::future::try_join_all(names.iter().map(|n| pods_on(conn, n))).await?;
+        for (node, pods) in names.iter().zip(read) {
+            let used = pods
+                .iter()
+                .filter(|p| placement::holds(p.status.as_ref().and_then(|s| s.phase.as_deref())))
+                .fold(Resources::default(), |sum, p| {
+                    sum.plus(&placement::requests(p))
+                });
+            self.usage.insert(node.to_string(), used);
+        }
+        if let Some(room) = self.room.as_mut() {
+            room.read += names.len();
+            room.batch *= 2;
+        }
+        Ok(true)
     }
 
     /// Every pod, page by page, through [`Self::absorb_pod`].
@@ -339,6 +475,15 @@ async fn pods_on(conn: &Connection, node: &NodeName) -> Result<Vec<Pod>, Cluster
         .await
         .map(|l| l.items)
         .map_err(|e| conn.error(format!("list pods on node {node}"), e))
+}
+
+/// A node without what placement never looks at: its image list and managed fields.
+fn slim(mut node: Node) -> Node {
+    node.metadata.managed_fields = None;
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+    }
+    node
 }
 
 /// Where a dump's workload object goes: its namespace's workloads, under its name.

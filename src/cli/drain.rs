@@ -201,7 +201,7 @@ pub async fn drain_node(
     node: &NodeName,
     options: &DrainOptions,
 ) -> Result<DrainReport, DrainError> {
-    let plan = drain::plan(ctx, node, options, Reach::Placement).await?;
+    let plan = drain::plan(ctx, node, options, Reach::Room).await?;
     let plan_report = kordon::output::drain::PodVerdicts {
         node: node.clone(),
         pods: plan.verdicts(),

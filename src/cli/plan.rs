@@ -25,18 +25,18 @@ pub struct PlanArgs {
 pub async fn run(global: &GlobalArgs, args: &PlanArgs) -> super::error::Result {
     let targets = &args.nodes;
     let keep: Vec<&str> = args.nodes.iter().map(NodeName::as_str).collect();
-    let snapshot = match &args.from_file {
-        Some(path) => Snapshot::from_file(path, &keep)?,
-        None => {
-            let ctx = Context::open(&global.connection()).await?;
-            Snapshot::live(&ctx.view, targets, Reach::Placement).await?
-        }
-    };
     let options = PlanOptions {
         permissions: args.policy.permissions(),
         guards: args.policy.guards(false),
     };
-    let report = plan::plan(&snapshot, targets, options)?;
+    let report = match &args.from_file {
+        Some(path) => plan::plan(&Snapshot::from_file(path, &keep)?, targets, options)?,
+        None => {
+            let ctx = Context::open(&global.connection()).await?;
+            let mut snapshot = Snapshot::live(&ctx.view, targets, Reach::Room).await?;
+            plan::plan_finding_room(&ctx.conn, &mut snapshot, targets, options).await?
+        }
+    };
     Printer::new(global.output).report(&report);
     if report.safe {
         Ok(())

@@ -138,9 +138,9 @@ impl Plan {
     }
 }
 
-/// Reads the node and classifies its pods. Changes nothing. With
-/// [`Reach::Placement`] it also forecasts where the replacements land, which reads
-/// every node's usage.
+/// Reads the node and classifies its pods. Changes nothing. With any other reach than
+/// [`Reach::Targets`] it also forecasts where the replacements land, which reads the
+/// usage of as many nodes as that takes.
 pub async fn plan(
     ctx: &Context,
     node: &NodeName,
@@ -199,16 +199,17 @@ pub async fn plan(
         .collect();
     let forecast = match reach {
         Reach::Targets => None,
-        Reach::Placement => Some(
-            crate::plan::plan(
-                &snapshot,
+        Reach::Placement | Reach::Room => Some(
+            crate::plan::plan_finding_room(
+                &ctx.conn,
+                &mut snapshot,
                 std::slice::from_ref(node),
                 PlanOptions {
                     permissions: opts.permissions,
                     guards: opts.guards,
                 },
             )
-            .map_err(|_| ClusterError::NodeNotFound(node.clone()))?,
+            .await?,
         ),
     };
     Ok(Plan {

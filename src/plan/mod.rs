@@ -4,6 +4,9 @@
 //! dump of it. `guards` decides how each eviction is paced; `placement` simulates the
 //! scheduler's hard filters.
 pub mod guards;
+mod room;
+
+pub use room::plan_finding_room;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -191,7 +194,10 @@ impl<'a> Remaining<'a> {
             .filter(|n| {
                 let name = n.metadata.name.as_deref().unwrap_or_default();
                 let state = NodeState::of(n);
-                !draining.contains(name) && !state.cordoned && state.readiness == Readiness::Ready
+                !draining.contains(name)
+                    && !state.cordoned
+                    && state.readiness == Readiness::Ready
+                    && snapshot.usage_known(name)
             })
             .map(|n| {
                 let name = n.metadata.name.as_deref().unwrap_or_default();

@@ -157,7 +157,7 @@ pub async fn maintain(
         let held = StepError::HeldByNodeMaintenance(holder.to_string());
         return Err(fail_unchanged(node, Step::Cordon, held));
     }
-    let plan = drain::plan(ctx, node, &opts.drain, Reach::Placement)
+    let plan = drain::plan(ctx, node, &opts.drain, Reach::Room)
         .await
         .map_err(|e| fail_unchanged(node, Step::Cordon, e.into()))?;
     if let Some(forecast) = &plan.forecast {
