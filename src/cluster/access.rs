@@ -1,8 +1,12 @@
 //! Asks the API server, before anything changes, whether we may do what a step needs
-//! (SelfSubjectAccessReview), so an RBAC gap is one sentence up front instead of a
+//! (a SelfSubjectRulesReview per namespace, then a SelfSubjectAccessReview for what
+//! its rules do not show), so an RBAC gap is one sentence up front instead of a
 //! half-done drain.
+use std::collections::HashMap;
+
 use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    ResourceAttributes, ResourceRule, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    SelfSubjectRulesReview, SelfSubjectRulesReviewSpec,
 };
 use kube::Api;
 use kube::api::PostParams;
@@ -108,13 +112,38 @@ pub async fn missing(
     granted: &Granted,
     wanted: &[Permission],
 ) -> Result<Vec<Permission>, ClusterError> {
-    let api: Api<SelfSubjectAccessReview> = Api::all(conn.client.clone());
-    // Each permission asked once, all at once: each review is one round trip.
     let mut asked = std::collections::HashSet::new();
-    let unknown = wanted
+    let unknown: Vec<&Permission> = wanted
         .iter()
-        .filter(|p| !granted.contains(p) && asked.insert(*p));
-    let reviews = unknown.map(|p| {
+        .filter(|p| !granted.contains(p) && asked.insert(*p))
+        .collect();
+    // One rules review per namespace confirms most of a namespace's permissions at
+    // once; what it does not confirm (cluster-wide ones, or rules it cannot list) is
+    // asked one by one.
+    let mut namespaces: Vec<&str> = unknown
+        .iter()
+        .filter_map(|p| p.namespace.as_deref())
+        .collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    let reviews = namespaces.iter().map(|ns| rules_in(conn, ns));
+    let rules: HashMap<&str, Vec<ResourceRule>> = namespaces
+        .iter()
+        .copied()
+        .zip(futures::future::join_all(reviews).await)
+        .collect();
+    let (confirmed, unsure): (Vec<&Permission>, Vec<&Permission>) =
+        unknown.into_iter().partition(|p| {
+            p.namespace
+                .as_deref()
+                .and_then(|ns| rules.get(ns))
+                .is_some_and(|rules| rules.iter().any(|r| grants(r, p)))
+        });
+    for p in confirmed {
+        granted.insert(p);
+    }
+    let api: Api<SelfSubjectAccessReview> = Api::all(conn.client.clone());
+    let reviews = unsure.into_iter().map(|p| {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
@@ -149,4 +178,83 @@ pub async fn missing(
         }
     }
     Ok(missing)
+}
+
+/// The rules that apply to us in a namespace (SelfSubjectRulesReview); none when the
+/// review fails, which leaves every permission there to be asked one by one.
+async fn rules_in(conn: &Connection, namespace: &str) -> Vec<ResourceRule> {
+    let api: Api<SelfSubjectRulesReview> = Api::all(conn.client.clone());
+    let review = SelfSubjectRulesReview {
+        spec: SelfSubjectRulesReviewSpec {
+            namespace: Some(namespace.to_string()),
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &review).await {
+        Ok(answer) => answer.status.map(|s| s.resource_rules).unwrap_or_default(),
+        Err(e) => {
+            tracing::debug!(namespace, error = %e, "rules review failed; asking one by one");
+            Vec::new()
+        }
+    }
+}
+
+/// Whether a rule grants the permission, matched as RBAC does: `*` or the exact verb
+/// and group; `*`, the exact resource (`pods/eviction`) or `*/subresource`; and no
+/// narrowing to named objects.
+fn grants(rule: &ResourceRule, p: &Permission) -> bool {
+    let any = |list: Option<&Vec<String>>, want: &str| {
+        list.into_iter().flatten().any(|x| x == "*" || x == want)
+    };
+    let resource = match p.subresource {
+        Some(sub) => format!("{}/{sub}", p.resource),
+        None => p.resource.to_string(),
+    };
+    let resource_matches = rule.resources.iter().flatten().any(|r| {
+        r == "*"
+            || *r == resource
+            || p.subresource
+                .is_some_and(|sub| r.strip_prefix("*/") == Some(sub))
+    });
+    rule.verbs.iter().any(|v| v == "*" || v == p.verb)
+        && any(rule.api_groups.as_ref(), p.group)
+        && resource_matches
+        && rule.resource_names.as_ref().is_none_or(Vec::is_empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> ResourceRule {
+        let own = |x: &[&str]| Some(x.iter().map(|s| (*s).to_string()).collect());
+        ResourceRule {
+            verbs: verbs.iter().map(|s| (*s).to_string()).collect(),
+            api_groups: own(groups),
+            resources: own(resources),
+            resource_names: None,
+        }
+    }
+
+    #[test]
+    fn rules_grant_as_rbac_matches_them() {
+        let evict = Permission::namespaced("create", "", "pods", Some("eviction"), "web");
+        let delete = Permission::namespaced("delete", "", "pods", None, "web");
+        assert!(grants(
+            &rule(&["create"], &[""], &["pods/eviction"]),
+            &evict
+        ));
+        assert!(grants(&rule(&["create"], &[""], &["*/eviction"]), &evict));
+        assert!(grants(&rule(&["*"], &["*"], &["*"]), &evict));
+        // A pods rule does not reach the eviction subresource, nor another group.
+        assert!(!grants(&rule(&["create"], &[""], &["pods"]), &evict));
+        assert!(!grants(
+            &rule(&["create"], &["apps"], &["pods/eviction"]),
+            &evict
+        ));
+        assert!(!grants(&rule(&["get", "list"], &[""], &["pods"]), &delete));
+        let mut named = rule(&["delete"], &[""], &["pods"]);
+        named.resource_names = Some(vec!["one".into()]);
+        assert!(!grants(&named, &delete));
+    }
 }
