@@ -28,6 +28,11 @@ struct Pods {
     live: HashMap<String, Held>,
     /// A relist in progress, swapped in whole when it is done.
     relist: Option<HashMap<String, Held>>,
+    /// Counts changes: each node's pods last changed at `changed[node]`, and every
+    /// node's may have at `floor` (a relist swapped in).
+    tick: u64,
+    changed: HashMap<Box<str>, u64>,
+    floor: u64,
 }
 
 impl Pods {
@@ -42,21 +47,42 @@ impl Pods {
             }
             watcher::Event::InitDone => {
                 self.live = self.relist.take().unwrap_or_default();
+                self.tick += 1;
+                self.floor = self.tick;
                 return true;
             }
-            watcher::Event::Apply(p) => match held(&p) {
-                Some((key, held)) => {
-                    self.live.insert(key, held);
+            watcher::Event::Apply(p) => {
+                let (key, now) = match held(&p) {
+                    Some((key, held)) => (key, Some(held)),
+                    None => (key_of(&p), None),
+                };
+                let before = match &now {
+                    Some(held) => self.live.insert(key, held.clone()),
+                    None => self.live.remove(&key),
+                };
+                if before != now {
+                    self.touch(before.as_ref());
+                    self.touch(now.as_ref());
                 }
-                None => {
-                    self.live.remove(&key_of(&p));
-                }
-            },
+            }
             watcher::Event::Delete(p) => {
-                self.live.remove(&key_of(&p));
+                let before = self.live.remove(&key_of(&p));
+                self.touch(before.as_ref());
             }
         }
         false
+    }
+
+    /// Notes that the pods of `held`'s node changed.
+    fn touch(&mut self, held: Option<&Held>) {
+        if let Some(held) = held {
+            self.tick += 1;
+            self.changed.insert(held.node.clone(), self.tick);
+        }
+    }
+
+    fn changed_since(&self, node: &str, tick: u64) -> bool {
+        self.floor.max(self.changed.get(node).copied().unwrap_or(0)) > tick
     }
 
     fn by_node(&self) -> HashMap<String, Resources> {
@@ -156,6 +182,20 @@ impl PodUsage {
     pub fn by_node(&self) -> HashMap<String, Resources> {
         self.pods.lock().map(|p| p.by_node()).unwrap_or_default()
     }
+
+    /// A mark of the index's state now, for [`Self::changed_since`].
+    pub fn tick(&self) -> u64 {
+        self.pods.lock().map(|p| p.tick).unwrap_or(0)
+    }
+
+    /// Whether a pod came to, left or changed what it holds on the node after `tick`:
+    /// what was read of the node before then may be out of date.
+    pub fn changed_since(&self, node: &str, tick: u64) -> bool {
+        self.pods
+            .lock()
+            .map(|p| p.changed_since(node, tick))
+            .unwrap_or(true)
+    }
 }
 
 #[cfg(test)]
@@ -211,8 +251,14 @@ mod tests {
         assert_eq!(cpu_on(&pods, "n1"), 300.0);
         assert_eq!(pods.live.len(), 2);
 
+        let tick = pods.tick;
         pods.apply(watcher::Event::Apply(pod("c", Some("n2"), "Pending", "1")));
         assert_eq!(cpu_on(&pods, "n2"), 1000.0);
+        assert!(pods.changed_since("n2", tick) && !pods.changed_since("n1", tick));
+        // The same pod again (say, Ready now) changes nothing placement reads.
+        let tick = pods.tick;
+        pods.apply(watcher::Event::Apply(pod("c", Some("n2"), "Running", "1")));
+        assert!(!pods.changed_since("n2", tick));
         // A pod that finishes frees its requests; one deleted too.
         pods.apply(watcher::Event::Apply(pod(
             "a",
@@ -241,7 +287,12 @@ mod tests {
             1000.0,
             "the old state serves until the relist ends"
         );
+        let tick = pods.tick;
         pods.apply(watcher::Event::InitDone);
+        assert!(
+            pods.changed_since("n9", tick),
+            "after a relist, any node may have changed"
+        );
         assert_eq!(cpu_on(&pods, "n2"), 0.0);
         assert_eq!(cpu_on(&pods, "n3"), 50.0);
     }

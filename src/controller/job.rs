@@ -1,38 +1,48 @@
 //! The `job` step: the operator's pod, run as a Job on the drained node. The Job is
 //! owned by its NodeMaintenance, so deleting the object lets the garbage collector
 //! remove the Job too.
+use futures::Stream;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 
 use crate::api::NodeMaintenance;
 use crate::api::node_maintenance::{HELD_BY, JobStep};
+use crate::cluster::{ClusterError, Connection};
 
 /// The label on every Job kordon creates, which the controller watches them by.
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
-/// The controller's watch of the Jobs it creates, so that a Job's end wakes its
-/// NodeMaintenance at once. Each Job names it by annotation: kube-runtime's `owns`
-/// would look for the owner in the Job's namespace, and a NodeMaintenance has none.
+/// The controller's watch of the Jobs it creates: a store a NodeMaintenance reads its
+/// Job from, and the stream of changes that wakes it (through [`owner`]) when its Job
+/// changes: its end, at once.
 pub(super) fn watched(
     client: &kube::Client,
 ) -> (
-    Api<Job>,
-    watcher::Config,
-    impl Fn(Job) -> Option<ObjectRef<NodeMaintenance>> + Send + Sync + 'static,
+    Store<Job>,
+    impl Stream<Item = Result<Job, watcher::Error>> + Send + 'static,
 ) {
+    let api: Api<Job> = Api::all(client.clone());
     let config = watcher::Config::default().labels(&format!("{MANAGED_BY}=kordon"));
-    let owner = |job: Job| {
-        let held_by = job.metadata.annotations?.remove(HELD_BY)?;
-        Some(ObjectRef::new(&held_by))
-    };
-    (Api::all(client.clone()), config, owner)
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|job| job.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    (store, stream)
 }
-use crate::cluster::{ClusterError, Connection};
+
+/// The NodeMaintenance a Job names by annotation: kube-runtime's `owns` would look for
+/// the owner in the Job's namespace, and a NodeMaintenance has none.
+pub(super) fn owner(job: Job) -> Option<ObjectRef<NodeMaintenance>> {
+    let held_by = job.metadata.annotations?.remove(HELD_BY)?;
+    Some(ObjectRef::new(&held_by))
+}
 
 /// Where the Job stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,25 +52,28 @@ pub enum JobState {
     Failed(String),
 }
 
-/// Creates the Job when it does not exist yet, and says where it stands.
+/// Creates the Job when it does not exist yet, and says where it stands: from the
+/// watch of Jobs once it has seen it, from the API until then.
 pub async fn ensure(
     conn: &Connection,
+    jobs: &Store<Job>,
     nm: &NodeMaintenance,
     step: &JobStep,
 ) -> Result<JobState, ClusterError> {
-    let api: Api<Job> = Api::namespaced(conn.client.clone(), &step.namespace);
     let name = name_of(nm);
     let what = format!("job {}/{name}", step.namespace);
-    let existing = api
-        .get_opt(&name)
-        .await
-        .map_err(|e| conn.error(format!("read {what}"), e))?;
-    let job = match existing {
-        Some(job) => job,
-        None => api
-            .create(&PostParams::default(), &build(nm, step))
+    if let Some(job) = jobs.get(&ObjectRef::new(&name).within(&step.namespace)) {
+        return Ok(state_of(&job, &what));
+    }
+    let api: Api<Job> = Api::namespaced(conn.client.clone(), &step.namespace);
+    let job = match api.create(&PostParams::default(), &build(nm, step)).await {
+        Ok(job) => job,
+        // Created before the watch saw it (by this process, or before a restart).
+        Err(kube::Error::Api(s)) if s.code == 409 => api
+            .get(&name)
             .await
-            .map_err(|e| conn.error(format!("create {what} (create jobs)"), e))?,
+            .map_err(|e| conn.error(format!("read {what}"), e))?,
+        Err(e) => return Err(conn.error(format!("create {what} (create jobs)"), e)),
     };
     Ok(state_of(&job, &what))
 }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::ListParams;
@@ -57,6 +58,10 @@ pub struct Ctx {
     pub plans: Arc<Watched<MaintenancePlan>>,
     /// Held while a MaintenancePlan counts the nodes out and starts more.
     pub plans_deciding: tokio::sync::Mutex<()>,
+    /// What the nodes plans have yet to start hold, as last read.
+    pub holdings: room::KnownHoldings,
+    /// The Jobs of `job` steps, watched.
+    pub jobs: Store<Job>,
 }
 
 /// How the controller runs.
@@ -147,9 +152,9 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
         None => None,
     };
     // A NodeMaintenance wakes when its step's Job changes.
-    let (jobs, jobs_config, job_owner) = job::watched(&conn.client);
+    let (jobs, job_changes) = job::watched(&conn.client);
     let controller =
-        Controller::new(api.clone(), config.clone()).watches(jobs, jobs_config, job_owner);
+        Controller::new(api.clone(), config.clone()).watches_stream(job_changes, job::owner);
     // A plan wakes when one of its NodeMaintenances changes.
     let plan_controller = Controller::new(plans, config.clone()).owns(api, config);
     metrics.watch_objects(controller.store());
@@ -183,6 +188,8 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
         maintenances,
         _all: all,
         plans_deciding: tokio::sync::Mutex::default(),
+        holdings: room::KnownHoldings::default(),
+        jobs,
         kordon: Arc::new(kordon),
     });
     tracing::info!("kordon controller started");

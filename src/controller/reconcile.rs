@@ -257,14 +257,23 @@ async fn fail(
     Ok(Action::await_change())
 }
 
-/// One patch: the cordon change and whether the node carries this object's name.
+/// One patch: the cordon change and whether the node carries this object's name; none
+/// when the node watch shows both as they should be already (a phase that changes
+/// neither).
 async fn put_node(
     ctx: &Ctx,
     nm: &NodeMaintenance,
     cordon: Option<bool>,
     held: bool,
 ) -> Result<(), ReconcileError> {
-    let mark: Annotations = [(HELD_BY.to_string(), held.then(|| nm.name_any()))].into();
+    let name = nm.name_any();
+    if cordon.is_none()
+        && let Some(node) = ctx.nodes.store().get(&ObjectRef::new(&nm.spec.node_name))
+        && holder_of(&node) == held.then_some(name.as_str())
+    {
+        return Ok(());
+    }
+    let mark: Annotations = [(HELD_BY.to_string(), held.then_some(name))].into();
     nodes::patch(&ctx.kordon.conn, &node_of(nm), cordon, &mark, DryRun::None).await?;
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Where a MaintenancePlan finds room for its next nodes: its own caps (with what the
 //! pending nodes hold, read only when the caps leave room), then every other plan's cap
 //! over nodes they share.
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 
@@ -9,11 +11,13 @@ use super::Ctx;
 use super::reconcile::ReconcileError;
 use super::tally;
 use crate::api::maintenance_plan::{MaintenancePlanSpec, PlanWait};
+use crate::cluster::usage::PodUsage;
 use crate::fleet::MaxUnavailable;
 use crate::fleet::caps::{self, Conflict, Slot};
 use crate::fleet::run::holdings;
 use crate::names::NodeName;
 use crate::snapshot::{Reach, Snapshot};
+use crate::workload::WorkloadId;
 
 /// The nodes plan `me` starts now, and what the next one waits for.
 pub(super) async fn next_nodes(
@@ -54,20 +58,73 @@ async fn choose(
     // The pending nodes, and nodes out whose workloads are not recorded yet (a
     // NodeMaintenance just created has not planned its drain): what they hold now.
     let unknown = |s: &Slot| (s.pending && !s.out) || (s.out && s.workloads.is_empty());
+    let usage = ctx.kordon.view.pod_usage();
+    let mut known = ctx
+        .holdings
+        .fresh(slots.iter().filter(|s| unknown(s)), usage);
     let read: Vec<NodeName> = slots
         .iter()
-        .filter(|s| unknown(s))
+        .filter(|s| unknown(s) && !known.contains_key(&s.node))
         .map(|s| NodeName::from(s.node.as_str()))
         .collect();
-    let snapshot = Snapshot::live(&ctx.kordon.view, &read, Reach::Targets).await?;
-    let mut holdings = holdings(&snapshot);
+    if !read.is_empty() {
+        let tick = usage.map(PodUsage::tick);
+        let snapshot = Snapshot::live(&ctx.kordon.view, &read, Reach::Targets).await?;
+        let mut read_now = holdings(&snapshot);
+        for node in &read {
+            let h = read_now.remove(node.as_str()).unwrap_or_default();
+            let held = (h.workloads, h.single);
+            ctx.holdings.keep(node.as_str(), tick, &held);
+            known.insert(node.to_string(), held);
+        }
+    }
     for slot in slots.iter_mut().filter(|s| unknown(s)) {
-        if let Some(h) = holdings.remove(&slot.node) {
-            slot.workloads = h.workloads;
-            slot.single = h.single;
+        if let Some((workloads, single)) = known.remove(&slot.node) {
+            slot.workloads = workloads;
+            slot.single = single;
         }
     }
     Ok(caps::choose(slots, cap, per))
+}
+
+/// A node's workloads, and those of them that allow one disruption at a time.
+type Held = (BTreeSet<WorkloadId>, BTreeSet<WorkloadId>);
+
+/// What the nodes a plan has yet to start hold, as last read: kept while the pod index
+/// shows no change to their pods, up to [`KEEP_HOLDINGS`] (budgets and workload
+/// specs change without one), so a plan's pass does not read every pending node again.
+#[derive(Default)]
+pub struct KnownHoldings(Mutex<HashMap<String, (u64, Instant, Held)>>);
+
+/// How long a node's holdings serve at most.
+const KEEP_HOLDINGS: Duration = Duration::from_secs(60);
+
+impl KnownHoldings {
+    /// The holdings of these slots' nodes that are still current.
+    fn fresh<'a>(
+        &self,
+        slots: impl Iterator<Item = &'a Slot>,
+        usage: Option<&PodUsage>,
+    ) -> HashMap<String, Held> {
+        let (Some(usage), Ok(known)) = (usage, self.0.lock()) else {
+            return HashMap::new();
+        };
+        slots
+            .filter_map(|s| {
+                let (tick, at, held) = known.get(&s.node)?;
+                let current = at.elapsed() < KEEP_HOLDINGS && !usage.changed_since(&s.node, *tick);
+                current.then(|| (s.node.clone(), held.clone()))
+            })
+            .collect()
+    }
+
+    /// Keeps what a node was read to hold, as of the index's `tick` before the read.
+    fn keep(&self, node: &str, tick: Option<u64>, held: &Held) {
+        if let (Some(tick), Ok(mut known)) = (tick, self.0.lock()) {
+            known.retain(|_, (_, at, _)| at.elapsed() < KEEP_HOLDINGS);
+            known.insert(node.to_string(), (tick, Instant::now(), held.clone()));
+        }
+    }
 }
 
 /// The nodes of `start` that every other plan selecting them has room for: where plans

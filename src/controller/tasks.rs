@@ -162,7 +162,7 @@ async fn maintaining(
         Ok(Look::Wait(Some(Hold { reason, message }), action))
     };
     if let Some(job) = &step.job {
-        return match super::job::ensure(&ctx.kordon.conn, nm, job).await {
+        return match super::job::ensure(&ctx.kordon.conn, &ctx.jobs, nm, job).await {
             Ok(JobState::Succeeded) => Ok(Look::Did),
             Ok(JobState::Failed(message)) => Ok(Look::Failed(message)),
             Ok(JobState::Running(message)) => {
