@@ -64,19 +64,34 @@ impl Permission {
     }
 }
 
-/// Permissions already granted in this process: a roll drains node after node with
-/// the same needs, and asking again each time only costs requests.
+/// Permissions already granted in this process, and the rules reviewed in each
+/// namespace: a drain checks its rights in a namespace more than once, a roll drains
+/// node after node with the same needs, and asking again each time only costs
+/// requests.
 #[derive(Default)]
-pub struct Granted(std::sync::Mutex<std::collections::HashSet<Permission>>);
+pub struct Granted {
+    granted: std::sync::Mutex<std::collections::HashSet<Permission>>,
+    rules: std::sync::Mutex<HashMap<String, Vec<ResourceRule>>>,
+}
 
 impl Granted {
     fn contains(&self, p: &Permission) -> bool {
-        self.0.lock().is_ok_and(|g| g.contains(p))
+        self.granted.lock().is_ok_and(|g| g.contains(p))
     }
 
     fn insert(&self, p: &Permission) {
-        if let Ok(mut g) = self.0.lock() {
+        if let Ok(mut g) = self.granted.lock() {
             g.insert(p.clone());
+        }
+    }
+
+    fn rules(&self, namespace: &str) -> Option<Vec<ResourceRule>> {
+        self.rules.lock().ok()?.get(namespace).cloned()
+    }
+
+    fn keep_rules(&self, namespace: &str, rules: &[ResourceRule]) {
+        if let Ok(mut kept) = self.rules.lock() {
+            kept.insert(namespace.to_string(), rules.to_vec());
         }
     }
 }
@@ -126,7 +141,16 @@ pub async fn missing(
         .collect();
     namespaces.sort_unstable();
     namespaces.dedup();
-    let reviews = namespaces.iter().map(|ns| rules_in(conn, ns));
+    let reviews = namespaces.iter().map(|ns| async move {
+        match granted.rules(ns) {
+            Some(rules) => rules,
+            None => {
+                let rules = rules_in(conn, ns).await;
+                granted.keep_rules(ns, &rules);
+                rules
+            }
+        }
+    });
     let rules: HashMap<&str, Vec<ResourceRule>> = namespaces
         .iter()
         .copied()
