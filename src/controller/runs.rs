@@ -4,6 +4,7 @@
 //! here, for the object's reconcile to report and act on.
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
@@ -56,7 +57,13 @@ struct Run {
     task_of: Task,
     tally: Arc<Mutex<Tally>>,
     task: JoinHandle<()>,
+    /// When its progress last went to the status.
+    reported: Option<Instant>,
 }
+
+/// How often a running drain's progress goes to the status at most: each status write
+/// wakes the object again, and a drain's counts change at every pod.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Runs {
     runs: Mutex<HashMap<String, Run>>,
@@ -100,6 +107,22 @@ impl Runs {
                 .collect(),
         };
         Some((progress, tally.ended.clone()))
+    }
+
+    /// Whether the object's progress is due in its status again (see [`REPORT_EVERY`]);
+    /// if so, counts it as reported now.
+    pub fn report_due(&self, name: &str) -> bool {
+        let Ok(mut runs) = self.runs.lock() else {
+            return true;
+        };
+        let Some(run) = runs.get_mut(name) else {
+            return true;
+        };
+        let due = run.reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY);
+        if due {
+            run.reported = Some(Instant::now());
+        }
+        due
     }
 
     /// Starts draining the node for the object. A drain started again after a restart
@@ -198,6 +221,7 @@ impl Runs {
             task_of,
             tally,
             task,
+            reported: None,
         };
         if let Ok(mut runs) = self.runs.lock()
             && let Some(old) = runs.insert(name.to_string(), run)

@@ -131,10 +131,13 @@ async fn draining(
             .start(&name, ctx.kordon.clone(), node_of(nm), options, earlier);
         return Ok(Look::Wait(None, Action::requeue(LOOK_AGAIN)));
     };
-    status.drain = Some(progress);
     let Some(ended) = ended else {
+        if status.drain.is_none() || ctx.runs.report_due(&name) {
+            status.drain = Some(progress);
+        }
         return Ok(Look::Wait(None, Action::requeue(LOOK_AGAIN)));
     };
+    status.drain = Some(progress);
     ctx.runs.stop(&name);
     Ok(match ended {
         Ended::Done => {
