@@ -15,7 +15,6 @@ mod start;
 mod status;
 mod tally;
 mod tasks;
-mod wake;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -156,6 +155,8 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
     let (jobs, job_changes) = job::watched(&conn.client);
     let controller =
         Controller::new(api.clone(), config.clone()).watches_stream(job_changes, job::owner);
+    // A plan wakes when one of its NodeMaintenances changes.
+    let plan_controller = Controller::new(plans, config.clone()).owns(api, config);
     metrics.watch_objects(controller.store());
     let (maintenances, all) = match opts.selector {
         None => (controller.store(), None),
@@ -176,7 +177,6 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
     let (Some(every_node), Some(every_plan)) = (every_node, every_plan) else {
         return Err(ControllerError::CrdMissing);
     };
-    let plan_controller = wake::plan_controller(plans, api, config, &every_plan);
     let (runs, ended) = runs::Runs::new(metrics.clone());
     let ctx = Arc::new(Ctx {
         nodes: every_node,

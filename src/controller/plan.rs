@@ -23,13 +23,8 @@ use crate::cluster::events::Severity;
 use crate::fleet::caps::Slot;
 use crate::selector::Selector;
 
-/// How often a plan waiting for a window or the end of a pause looks again.
+/// How often a plan under way looks again (windows open, pauses end).
 const LOOK_AGAIN: Duration = Duration::from_secs(5);
-
-/// How often a plan under way looks again at most: what it waits for otherwise wakes it
-/// (see [`super::wake`]); this catches what no watch reports (another plan's
-/// NodeMaintenance over a node it shares).
-const LOOK_ANYWAY: Duration = Duration::from_secs(60);
 
 pub async fn reconcile(
     plan: Arc<MaintenancePlan>,
@@ -107,12 +102,11 @@ pub async fn reconcile(
     announce(&ctx, &plan, &status, complete, halted).await;
     tally::set_conditions(&mut status, complete, plan.metadata.generation);
     ctx.metrics.plan(&name, &status);
-    let waiting_for = status.waiting_for;
     write(&ctx, &plan, status).await?;
-    Ok(match waiting_for {
-        _ if complete => Action::await_change(),
-        Some(PlanWait::Window | PlanWait::PauseBetween) => Action::requeue(LOOK_AGAIN),
-        _ => Action::requeue(LOOK_ANYWAY),
+    Ok(if complete {
+        Action::await_change()
+    } else {
+        Action::requeue(LOOK_AGAIN)
     })
 }
 
