@@ -62,6 +62,10 @@ pub struct Ctx {
     pub holdings: room::KnownHoldings,
     /// The Jobs of `job` steps, watched.
     pub jobs: Store<Job>,
+    /// When each plan's status was last written.
+    pub plan_writes: plan::Written,
+    /// The phase last written for each NodeMaintenance.
+    pub recorded: status::Recorded,
 }
 
 /// How the controller runs.
@@ -190,6 +194,8 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
         plans_deciding: tokio::sync::Mutex::default(),
         holdings: room::KnownHoldings::default(),
         jobs,
+        plan_writes: plan::Written::default(),
+        recorded: status::Recorded::default(),
         kordon: Arc::new(kordon),
     });
     tracing::info!("kordon controller started");

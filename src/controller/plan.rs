@@ -2,9 +2,9 @@
 //! nodes (one NodeMaintenance each, owned by the plan) when the window is open, the
 //! plan is not paused or halted, and the caps leave room. Each node's own work is its
 //! NodeMaintenance's ([`super::reconcile`]).
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::PostParams;
@@ -102,7 +102,8 @@ pub async fn reconcile(
     announce(&ctx, &plan, &status, complete, halted).await;
     tally::set_conditions(&mut status, complete, plan.metadata.generation);
     ctx.metrics.plan(&name, &status);
-    write(&ctx, &plan, status).await?;
+    // A complete plan is not looked at again: what it shows then is written now.
+    write(&ctx, &plan, status, !complete).await?;
     Ok(if complete {
         Action::await_change()
     } else {
@@ -220,22 +221,59 @@ async fn blocked(
         &message,
         generation,
     );
-    write(ctx, plan, status).await?;
+    write(ctx, plan, status, false).await?;
     Ok(Action::await_change())
 }
 
+/// How often a change of detail only (see [`tally::only_details_differ`]) goes to a
+/// plan's status at most: each node's phase changes several times, each write wakes
+/// the plan again, and the node's own NodeMaintenance has it at once anyway.
+const DETAILS_EVERY: Duration = Duration::from_secs(10);
+
+/// When each plan's status was last written.
+#[derive(Default)]
+pub struct Written(Mutex<HashMap<String, Instant>>);
+
+impl Written {
+    /// Whether a write of detail only is due for the plan.
+    fn details_due(&self, plan: &str) -> bool {
+        self.0.lock().map_or(true, |w| {
+            w.get(plan).is_none_or(|at| at.elapsed() >= DETAILS_EVERY)
+        })
+    }
+
+    fn wrote(&self, plan: &str) {
+        if let Ok(mut w) = self.0.lock() {
+            w.insert(plan.to_string(), Instant::now());
+        }
+    }
+}
+
+/// Writes the status; `details_may_wait`: a change of detail only waits for its turn
+/// (the plan looks again before long).
 async fn write(
     ctx: &Ctx,
     plan: &MaintenancePlan,
     status: MaintenancePlanStatus,
+    details_may_wait: bool,
 ) -> Result<(), ReconcileError> {
-    if plan.status.as_ref() == Some(&status) {
-        return Ok(());
+    let name = plan.name_any();
+    match plan.status.as_ref() {
+        Some(before) if *before == status => return Ok(()),
+        Some(before)
+            if details_may_wait
+                && tally::only_details_differ(before, &status)
+                && !ctx.plan_writes.details_due(&name) =>
+        {
+            return Ok(());
+        }
+        _ => {}
     }
     let mut updated = plan.clone();
     updated.status = Some(status);
     let api: Api<MaintenancePlan> = Api::all(ctx.kordon.conn.client.clone());
-    api.replace_status(&plan.name_any(), &PostParams::default(), &updated)
+    api.replace_status(&name, &PostParams::default(), &updated)
         .await?;
+    ctx.plan_writes.wrote(&name);
     Ok(())
 }

@@ -53,7 +53,14 @@ pub fn error_policy(nm: Arc<NodeMaintenance>, error: &ReconcileError, _: Arc<Ctx
     retry("NodeMaintenance", &nm.name_any(), error)
 }
 
+/// How soon an object the watch shows behind our own write is looked at again (its
+/// watch event wakes it sooner).
+const CATCH_UP: Duration = Duration::from_secs(1);
+
 async fn apply(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError> {
+    if ctx.recorded.is_behind(nm) {
+        return Ok(Action::requeue(CATCH_UP));
+    }
     let status = nm.status.clone().unwrap_or_default();
     tracing::debug!("NodeMaintenance {}: {:?}", nm.name_any(), status.phase);
     match status.phase.unwrap_or(StatusPhase::Pending) {
@@ -97,7 +104,7 @@ async fn start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError
                 refused,
                 ..status
             };
-            status::write(&ctx.kordon.conn, nm, pending, Some(&hold)).await?;
+            status::write(ctx, nm, pending, Some(&hold)).await?;
             Ok(Action::requeue(RETRY_START))
         }
         Ok(Start {
@@ -116,11 +123,13 @@ async fn start(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError
     }
 }
 
-/// Carries out the driver's commands until one has to wait: each written to the node
-/// first (cordon and kordon's mark), then to the status, so a restart resumes from
-/// the status.
+/// Carries out the driver's commands until one has to wait: each cordon change goes to
+/// the node first (with kordon's mark), and the status follows once, when the pass
+/// stops. A status that lags its node redoes at most the steps in between, and each is
+/// safe to redo (an empty node drains at once, a Job is found again, the cordon is as
+/// it should be); a phase passed through without waiting costs no write of its own.
 async fn drive(
-    mut nm: NodeMaintenance,
+    nm: NodeMaintenance,
     ctx: &Ctx,
     mut status: NodeMaintenanceStatus,
     mut observed: Observed,
@@ -147,11 +156,13 @@ async fn drive(
                         .or(status.finished_at),
                     ..status
                 };
-                nm = status::write(&ctx.kordon.conn, &nm, status.clone(), None).await?;
                 if entered {
                     let evicted = status.drain.as_ref().map_or(0, |d| d.evicted as usize);
                     let note = notes::entered(phase, record.was_unschedulable, evicted);
-                    announce(ctx, &nm, Severity::Normal, note).await;
+                    // The node's own Events: it went out of service or came back.
+                    let on_node =
+                        record.phase.is_some_and(|p| p.out_of_service()) != phase.out_of_service();
+                    announce(ctx, &nm, on_node, Severity::Normal, note).await;
                 }
                 observed = Observed::Recorded;
             }
@@ -159,7 +170,7 @@ async fn drive(
                 observed = match run(&nm, ctx, &mut status, task).await? {
                     Look::Did => Observed::Did(task),
                     Look::Wait(hold, action) => {
-                        status::write(&ctx.kordon.conn, &nm, status, hold.as_ref()).await?;
+                        status::write(ctx, &nm, status, hold.as_ref()).await?;
                         return Ok(action);
                     }
                     Look::Failed(message) => {
@@ -184,11 +195,15 @@ async fn drive(
                     finished_at: Some(status::now()),
                     ..status
                 };
-                status::write(&ctx.kordon.conn, &nm, status, None).await?;
-                announce(ctx, &nm, Severity::Warning, notes::abandoned(&failure)).await;
+                status::write(ctx, &nm, status, None).await?;
+                let note = notes::abandoned(&failure);
+                announce(ctx, &nm, true, Severity::Warning, note).await;
                 return Ok(Action::await_change());
             }
-            Command::Finish => return Ok(Action::await_change()),
+            Command::Finish => {
+                status::write(ctx, &nm, status, None).await?;
+                return Ok(Action::await_change());
+            }
         }
     }
 }
@@ -197,6 +212,7 @@ async fn drive(
 /// (uncordoned if this maintenance cordoned it).
 async fn withdraw(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError> {
     ctx.runs.stop(&nm.name_any());
+    ctx.recorded.forget(nm);
     let status = nm.status.clone().unwrap_or_default();
     let node = match nodes::get(&ctx.kordon.conn, &node_of(nm)).await {
         Ok(n) => n,
@@ -223,7 +239,7 @@ async fn withdraw(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileEr
     };
     put_node(ctx, nm, cordon, false).await?;
     let note = notes::withdrawn(cordon == Some(false));
-    announce(ctx, nm, Severity::Normal, note).await;
+    announce(ctx, nm, true, Severity::Normal, note).await;
     Ok(Action::await_change())
 }
 
@@ -246,10 +262,11 @@ async fn fail(
         finished_at: Some(status::now()),
         ..status
     };
-    status::write(&ctx.kordon.conn, nm, status, None).await?;
+    status::write(ctx, nm, status, None).await?;
     announce(
         ctx,
         nm,
+        true,
         Severity::Warning,
         notes::failed(at, &message, cordon),
     )
@@ -278,14 +295,24 @@ async fn put_node(
     Ok(())
 }
 
-/// An Event on the object and on its node (as the controller's watch of nodes has it:
-/// an Event needs only its name and uid).
-async fn announce(ctx: &Ctx, nm: &NodeMaintenance, severity: Severity, note: notes::Note) {
+/// An Event on the object, and `on_node` on its node too: the moments its node goes
+/// out of service or comes back, or the maintenance ends other than done, which is what
+/// someone describing the node needs (as the controller's watch of nodes has it: an
+/// Event needs only its name and uid).
+async fn announce(
+    ctx: &Ctx,
+    nm: &NodeMaintenance,
+    on_node: bool,
+    severity: Severity,
+    note: notes::Note,
+) {
     let text = format!("NodeMaintenance {}: {}", nm.name_any(), note.note);
     ctx.events
         .publish(nm, severity, note.reason, text.clone())
         .await;
-    let node = ctx.nodes.store().get(&ObjectRef::new(&nm.spec.node_name));
+    let node = on_node
+        .then(|| ctx.nodes.store().get(&ObjectRef::new(&nm.spec.node_name)))
+        .flatten();
     if let Some(node) = node {
         ctx.events
             .publish(node.as_ref(), severity, note.reason, text)

@@ -3,14 +3,17 @@
 //! owns (the external step's). Written whole with the object's resourceVersion, so a
 //! concurrent write by that actor is never lost: the API says 409 and the reconcile
 //! runs again on the fresh object.
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 
+use super::Ctx;
 use crate::advice::Advice;
 use crate::api::NodeMaintenance;
 use crate::api::node_maintenance::{NodeMaintenanceStatus, StatusPhase};
-use crate::cluster::Connection;
 use crate::flag::Flag;
 
 pub const PROGRESSING: &str = "Progressing";
@@ -164,20 +167,67 @@ pub fn is_true(status: &NodeMaintenanceStatus, type_: &str) -> bool {
 
 /// Replaces the status, unless the object changed since it was read.
 pub async fn write(
-    conn: &Connection,
+    ctx: &Ctx,
     nm: &NodeMaintenance,
     status: NodeMaintenanceStatus,
     hold: Option<&Hold>,
-) -> Result<NodeMaintenance, kube::Error> {
+) -> Result<(), kube::Error> {
     let status = with_conditions(status, nm.metadata.generation, hold);
     if nm.status.as_ref() == Some(&status) {
-        return Ok(nm.clone());
+        return Ok(());
     }
+    let phase = status.phase;
     let mut updated = nm.clone();
     updated.status = Some(status);
-    let api: Api<NodeMaintenance> = Api::all(conn.client.clone());
+    let api: Api<NodeMaintenance> = Api::all(ctx.kordon.conn.client.clone());
     api.replace_status(&nm.name_any(), &PostParams::default(), &updated)
-        .await
+        .await?;
+    ctx.recorded.wrote(nm, phase);
+    Ok(())
+}
+
+/// The phase this process last wrote for each object (by uid). A reconcile runs on the
+/// object as the watch has it, which can be older than a write of our own: a step
+/// redone from there could undo the next one (a drain run again evicts the maintenance
+/// Job's pod). Phases only go forward, so an object behind its record waits for the
+/// watch instead.
+#[derive(Default)]
+pub struct Recorded(Mutex<HashMap<String, StatusPhase>>);
+
+impl Recorded {
+    fn wrote(&self, nm: &NodeMaintenance, phase: Option<StatusPhase>) {
+        if let (Ok(mut r), Some(uid), Some(phase)) = (self.0.lock(), nm.uid(), phase) {
+            r.insert(uid, phase);
+        }
+    }
+
+    /// Whether the object shows an earlier phase than this process wrote for it.
+    pub fn is_behind(&self, nm: &NodeMaintenance) -> bool {
+        let shown = nm.status.as_ref().and_then(|s| s.phase);
+        let Ok(r) = self.0.lock() else { return false };
+        nm.uid()
+            .and_then(|uid| r.get(&uid).copied())
+            .is_some_and(|written| rank(Some(written)) > rank(shown))
+    }
+
+    /// Forgets a deleted object.
+    pub fn forget(&self, nm: &NodeMaintenance) {
+        if let (Ok(mut r), Some(uid)) = (self.0.lock(), nm.uid()) {
+            r.remove(&uid);
+        }
+    }
+}
+
+/// How far a phase is along: phases only go forward.
+fn rank(phase: Option<StatusPhase>) -> u8 {
+    match phase {
+        None | Some(StatusPhase::Pending) => 0,
+        Some(StatusPhase::Draining) => 1,
+        Some(StatusPhase::Maintaining) => 2,
+        Some(StatusPhase::AwaitingReady) => 3,
+        Some(StatusPhase::Verifying) => 4,
+        Some(StatusPhase::Done | StatusPhase::Failed | StatusPhase::Abandoned) => 5,
+    }
 }
 
 #[cfg(test)]

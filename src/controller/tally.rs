@@ -140,6 +140,30 @@ pub fn tally(
     t
 }
 
+/// Whether two statuses of a plan differ only in detail: a node's phase or what it
+/// waits for, the wording of the plan's wait. Its counts, the kind of wait, its times
+/// and the state of its conditions (and the generation they observed) are the same.
+pub fn only_details_differ(a: &MaintenancePlanStatus, b: &MaintenancePlanStatus) -> bool {
+    let strip = |s: &MaintenancePlanStatus| {
+        let conditions: Vec<_> = s
+            .conditions
+            .iter()
+            .map(|c| {
+                let (type_, status) = (c.type_.clone(), c.status.clone());
+                (type_, status, c.reason.clone(), c.observed_generation)
+            })
+            .collect();
+        let bare = MaintenancePlanStatus {
+            nodes: BTreeMap::new(),
+            waiting: None,
+            conditions: Vec::new(),
+            ..s.clone()
+        };
+        (bare, conditions)
+    };
+    strip(a) == strip(b)
+}
+
 /// The plan's conditions as its counts and its wait say: `Progressing` while nodes are
 /// under way or may start, `Blocked` with the wait's sentence, `Complete` once every
 /// selected node is done.
@@ -265,6 +289,43 @@ mod tests {
             node.to_string(),
             Arc::new(serde_json::from_value(nm).expect("nm")),
         )
+    }
+
+    #[test]
+    fn a_node_s_phase_is_detail_and_a_count_is_not() {
+        let (_, child) = child("n1", Some("Draining"));
+        let mut before = MaintenancePlanStatus {
+            active: 1,
+            waiting: Some("n1 waits for shop/web's budget".into()),
+            ..Default::default()
+        };
+        before.nodes.insert(
+            "n1".into(),
+            PlanNode {
+                maintenance: Some(child.name_any()),
+                phase: Some(StatusPhase::Draining),
+                waiting: None,
+            },
+        );
+        set_conditions(&mut before, false, Some(1));
+        let mut after = before.clone();
+        if let Some(n) = after.nodes.get_mut("n1") {
+            n.phase = Some(StatusPhase::AwaitingReady);
+        }
+        after.waiting = Some("n1 waits for Ready".into());
+        assert!(only_details_differ(&before, &after));
+
+        let mut done = after.clone();
+        done.active = 0;
+        done.done = 1;
+        assert!(!only_details_differ(&before, &done), "a count is news");
+
+        let mut observed = after.clone();
+        set_conditions(&mut observed, false, Some(2));
+        assert!(
+            !only_details_differ(&after, &observed),
+            "a new generation observed is news"
+        );
     }
 
     #[test]
