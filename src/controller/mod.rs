@@ -132,8 +132,8 @@ async fn served(
     Ok(())
 }
 
-pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), ControllerError> {
-    let conn = &kordon.conn;
+/// The controller's metrics, served on `--metrics-address` when it is given.
+fn serve_metrics(opts: &ControllerOptions) -> Arc<metrics::Metrics> {
     let metrics = Arc::new(metrics::Metrics::default());
     if let Some(address) = opts.metrics_address {
         let serving = metrics.clone();
@@ -143,6 +143,12 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
             }
         });
     }
+    metrics
+}
+
+pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), ControllerError> {
+    let conn = &kordon.conn;
+    let metrics = serve_metrics(opts);
     let api: Api<NodeMaintenance> = Api::all(conn.client.clone());
     let plans: Api<MaintenancePlan> = Api::all(conn.client.clone());
     let mut config = watcher::Config::default();
