@@ -18,7 +18,7 @@ export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc}
 cargo build --manifest-path "$root/Cargo.toml" --bin kordon --target "$target" \
   --profile "$profile" >&2
 dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
-binary="$root/target/$target/$dir/kordon"
+binary="${CARGO_TARGET_DIR:-$root/target}/$target/$dir/kordon"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

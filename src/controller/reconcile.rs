@@ -159,10 +159,7 @@ async fn drive(
                 if entered {
                     let evicted = status.drain.as_ref().map_or(0, |d| d.evicted as usize);
                     let note = notes::entered(phase, record.was_unschedulable, evicted);
-                    // The node's own Events: it went out of service or came back.
-                    let on_node =
-                        record.phase.is_some_and(|p| p.out_of_service()) != phase.out_of_service();
-                    announce(ctx, &nm, on_node, Severity::Normal, note).await;
+                    announce(ctx, &nm, false, Severity::Normal, note).await;
                 }
                 observed = Observed::Recorded;
             }
@@ -295,24 +292,24 @@ async fn put_node(
     Ok(())
 }
 
-/// An Event on the object, and `on_node` on its node too: the moments its node goes
-/// out of service or comes back, or the maintenance ends other than done, which is what
-/// someone describing the node needs (as the controller's watch of nodes has it: an
-/// Event needs only its name and uid).
+/// An Event on the node, as a roll's or `maintain`'s (the same story whoever drives;
+/// the node as the controller's watch has it: an Event needs only its name and uid),
+/// and `on_object` on the object too: an end other than done, which someone looking at
+/// the object needs. Its phases are in its status, with their times.
 async fn announce(
     ctx: &Ctx,
     nm: &NodeMaintenance,
-    on_node: bool,
+    on_object: bool,
     severity: Severity,
     note: notes::Note,
 ) {
     let text = format!("NodeMaintenance {}: {}", nm.name_any(), note.note);
-    ctx.events
-        .publish(nm, severity, note.reason, text.clone())
-        .await;
-    let node = on_node
-        .then(|| ctx.nodes.store().get(&ObjectRef::new(&nm.spec.node_name)))
-        .flatten();
+    if on_object {
+        ctx.events
+            .publish(nm, severity, note.reason, text.clone())
+            .await;
+    }
+    let node = ctx.nodes.store().get(&ObjectRef::new(&nm.spec.node_name));
     if let Some(node) = node {
         ctx.events
             .publish(node.as_ref(), severity, note.reason, text)
