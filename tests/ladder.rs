@@ -135,8 +135,10 @@ async fn past_the_deadline_only_the_pods_a_rule_names_are_deleted_with_an_audit_
     let cache_key = format!("{}/{}", env.ns(), name(&cache));
     assert!(
         run.stdout.contains(&format!(
-            "past the deadline: {cache_key} deleted past its budget (The disruption budget cache-pdb"
-        )) && run.stdout.contains(&format!("allowed by --delete-past-budget {rule}")),
+            "deadline ladder: {cache_key} deleted past its budget (The disruption budget cache-pdb"
+        )) && run
+            .stdout
+            .contains(&format!("allowed by --delete-past-budget {rule}")),
         "{}",
         run.stdout
     );
@@ -386,4 +388,107 @@ async fn bad_ladder_input_is_one_sentence_and_changes_nothing() {
         );
     }
     assert_eq!(env.pod_uids().await, before);
+}
+
+/// The deletion times of the pods matching `selector`, as an independent watch sees
+/// them: the API server sets `deletionTimestamp` to the moment the pod's grace ends.
+fn deletion_times(
+    pods: Api<Pod>,
+    selector: &str,
+) -> (
+    std::sync::Arc<std::sync::Mutex<BTreeMap<String, jiff::Timestamp>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    let record = seen.clone();
+    let stream = watcher(pods, watcher::Config::default().labels(selector))
+        .default_backoff()
+        .applied_objects();
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            let Ok(p) = event else { continue };
+            if let Some(t) = &p.metadata.deletion_timestamp
+                && let Ok(mut seen) = record.lock()
+            {
+                seen.entry(name(&p)).or_insert(t.0);
+            }
+        }
+    });
+    (seen, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_past_its_budget_gets_its_whole_grace_before_the_deadline() {
+    // db's pods take 12 s to stop (and KWOK keeps them terminating 10 s); a 16 s
+    // deadline must delete the held one at 3 s (its grace and a second to spare), not
+    // at 16 s.
+    let mut env = TestEnv::new("ladder-grace").await;
+    let node = env.add_node("node-1").await;
+    let other = env.add_node("node-2").await;
+    let long_grace = PodOptions {
+        grace_period: Some(12),
+        delete_delay: Some("10s"),
+        ..fixtures::SPREAD
+    };
+    env.create(&fixtures::deployment(env.ns(), "db", 2, &long_grace))
+        .await;
+    env.hold_with_budgets(&["db"], &other).await;
+    let db = pod_of(&env, &node, "db").await;
+    let (deleted, watch) = deletion_times(env.pods(), "app=db");
+    let rule = format!("{}:app=db", env.ns());
+
+    let before = jiff::Timestamp::now();
+    let run = env.run_kordon(&[
+        "drain",
+        &node,
+        "--deadline",
+        "16s",
+        "--delete-past-budget",
+        &rule,
+        "--timeout",
+        "60s",
+        "-o",
+        "json",
+    ]);
+    let after = jiff::Timestamp::now();
+    watch.abort();
+    run.assert_ok();
+    let doc = &run.json()[0];
+    let escalations = doc["deletedPastBudget"]
+        .as_array()
+        .expect("deletedPastBudget");
+    assert_eq!(escalations.len(), 1, "{doc:#}");
+    let e = &escalations[0];
+    assert_eq!(e["pod"], json!(format!("{}/{}", env.ns(), name(&db))));
+    assert_eq!(e["graceSeconds"], json!(12), "{e:#}");
+    let time =
+        |v: &Value| -> jiff::Timestamp { v.as_str().expect("a time").parse().expect("RFC 3339") };
+    let (at, deadline) = (time(&e["at"]), time(&e["deadline"]));
+    // The deadline is 16 s after the drain started, which is inside this run.
+    let secs = |s: i64| jiff::SignedDuration::from_secs(s);
+    assert!(
+        deadline >= before + secs(16) && deadline <= after + secs(16),
+        "deadline {deadline} for a run from {before} to {after}"
+    );
+    assert!(
+        at + secs(12) <= deadline,
+        "deleted at {at}: its 12 s grace must end by the deadline {deadline}"
+    );
+    // The API server's own record: the pod's grace ends (its deletionTimestamp) by the
+    // deadline, and not needlessly early: the deletion came at the deadline less its
+    // grace, not at the start (the timestamp is whole seconds).
+    let ends = deleted
+        .lock()
+        .expect("lock")
+        .get(&name(&db))
+        .copied()
+        .expect("the watch saw the db pod deleted");
+    assert!(ends <= deadline, "grace ends {ends}, deadline {deadline}");
+    assert!(
+        ends >= before + secs(14),
+        "grace ends {ends}: deleted before the ladder's moment (run from {before})"
+    );
 }

@@ -33,6 +33,11 @@ pub struct Escalation {
     /// What held it: a PodDisruptionBudget or kordon's implicit budget.
     pub blocked_by: Blocked,
     pub at: Timestamp,
+    /// The grace the deletion gave it, which ends by the deadline unless it was longer
+    /// than the deadline itself.
+    pub grace_seconds: u64,
+    /// The drain's deadline this deletion came ahead of.
+    pub deadline: Timestamp,
 }
 
 impl Escalation {
@@ -77,20 +82,30 @@ pub async fn named_pods(
     Ok(named)
 }
 
+/// One deletion past a budget, as the ladder decided it.
+pub struct Deletion<'a> {
+    pub target: &'a Pod,
+    pub allowed_by: Allowance,
+    pub blocked_by: Blocked,
+    /// `--grace-period`, or `None` for the pod's own.
+    pub grace_period: Option<u32>,
+    /// The grace the pod gets ([`super::ladder::grace_of`]), for the record.
+    pub grace: std::time::Duration,
+    pub deadline: Timestamp,
+}
+
 /// Deletes the pod past its budget (UID precondition: never a successor of the same
 /// name) and leaves the audit trail. `so_far` holds the drain's earlier escalations,
 /// since the node annotation lists them all.
 pub async fn delete_past_budget(
     ctx: &Context,
     node: &NodeName,
-    target: &Pod,
-    allowed_by: Allowance,
-    blocked_by: Blocked,
-    grace_period: Option<u32>,
+    deletion: Deletion<'_>,
     so_far: &[Escalation],
 ) -> Result<Option<Escalation>, DrainError> {
+    let target = deletion.target;
     let request = evict::Request {
-        grace_period,
+        grace_period: deletion.grace_period,
         bypass_budgets: true,
         server_dry_run: false,
     };
@@ -99,9 +114,11 @@ pub async fn delete_past_budget(
     }
     let escalation = Escalation {
         pod: PodKey::of(target),
-        allowed_by,
-        blocked_by,
+        allowed_by: deletion.allowed_by,
+        blocked_by: deletion.blocked_by,
         at: Timestamp::now(),
+        grace_seconds: deletion.grace.as_secs(),
+        deadline: deletion.deadline,
     };
     tracing::warn!("{}", escalation.describe());
     let mut all = so_far.to_vec();

@@ -2,12 +2,15 @@
 //! `--deadline` has passed. Waiting forever and forcing everything are the only answers
 //! other drain tools give; here the operator names which pods may be deleted past their
 //! budget (by namespace and labels, or because they are not Ready and so serve nothing)
-//! and whether the rest is waited for or the drain abandoned. Pure: the drain observes
-//! and carries out.
+//! and whether the rest is waited for or the drain abandoned. A pod the ladder deletes
+//! keeps its whole grace period before the deadline: the ladder engages for it at the
+//! deadline less its grace ([`Ladder::engages_at`]), as Karpenter deletes before a
+//! node's expiry. Pure: the drain observes and carries out.
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 
 use crate::evict::Blocked;
@@ -101,6 +104,29 @@ pub struct Blocker {
     pub held: Blocked,
     /// The first delete rule whose pods include it.
     pub named_by: Option<DeleteRule>,
+    /// The grace its deletion gives it ([`grace_of`]).
+    pub grace: Duration,
+}
+
+/// The API server's default `terminationGracePeriodSeconds`, for a pod that has none.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+/// What the ladder leaves before the deadline beyond a pod's grace: the timer wakes and
+/// the deletion reaches the API server a little late, and the grace runs from then. A
+/// pod with no grace is still deleted a second before the deadline.
+const MARGIN: Duration = Duration::from_secs(1);
+
+/// The grace a deletion gives the pod: `--grace-period` when given, else its own
+/// `terminationGracePeriodSeconds` (which the API server sets on every pod).
+pub fn grace_of(pod: &Pod, grace_period: Option<u32>) -> Duration {
+    let own = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .map_or(DEFAULT_GRACE, |s| {
+            Duration::from_secs(u64::try_from(s).unwrap_or(0))
+        });
+    grace_period.map_or(own, |s| Duration::from_secs(u64::from(s)))
 }
 
 #[derive(Debug, Clone)]
@@ -138,7 +164,39 @@ impl Ladder {
         self.deadline.is_some()
     }
 
-    pub fn decide(&self, blockers: Vec<Blocker>) -> Decision {
+    /// When (from the drain's start) the ladder engages for a pod whose deletion gives
+    /// it `grace`: early enough that the whole grace ends by the deadline, a
+    /// [`MARGIN`] to spare, and at once when that is longer than the deadline. `None`
+    /// without a deadline.
+    pub fn engages_at(&self, grace: Duration) -> Option<Duration> {
+        Some(self.deadline?.saturating_sub(grace + MARGIN))
+    }
+
+    /// The first moment after `elapsed` at which the ladder engages for one of these
+    /// graces or reaches its deadline: when the drain must look again.
+    pub fn next_engagement(
+        &self,
+        graces: impl IntoIterator<Item = Duration>,
+        elapsed: Duration,
+    ) -> Option<Duration> {
+        let deadline = self.deadline?;
+        graces
+            .into_iter()
+            .filter_map(|g| self.engages_at(g))
+            .chain([deadline])
+            .filter(|at| *at > elapsed)
+            .min()
+    }
+
+    /// What to do with the pods a budget holds, `elapsed` into the drain. Before the
+    /// deadline only an allowed pod whose time has come ([`Self::engages_at`]) goes, and
+    /// under `abandon` none while an unallowed pod still blocks, since the drain may be
+    /// abandoned at the deadline and an abandoned drain deletes nothing. From the
+    /// deadline on every held pod is judged.
+    pub fn decide(&self, blockers: Vec<Blocker>, elapsed: Duration) -> Decision {
+        let Some(deadline) = self.deadline else {
+            return Decision::Wait;
+        };
         let (allowed, unallowed): (Vec<_>, Vec<_>) = blockers
             .into_iter()
             .map(|b| {
@@ -146,18 +204,19 @@ impl Ladder {
                 (b, allowance)
             })
             .partition(|(_, a)| a.is_some());
-        if self.then == AfterDeadline::Abandon && !unallowed.is_empty() {
+        let abandoning = self.then == AfterDeadline::Abandon && !unallowed.is_empty();
+        if abandoning && elapsed >= deadline {
             return Decision::Abandon(unallowed.into_iter().map(|(b, _)| b).collect());
         }
-        if allowed.is_empty() {
+        let due: Vec<_> = allowed
+            .into_iter()
+            .filter(|(b, _)| self.engages_at(b.grace).is_some_and(|at| at <= elapsed))
+            .filter_map(|(b, a)| Some((b, a?)))
+            .collect();
+        if due.is_empty() || abandoning {
             return Decision::Wait;
         }
-        Decision::Delete(
-            allowed
-                .into_iter()
-                .filter_map(|(b, a)| Some((b, a?)))
-                .collect(),
-        )
+        Decision::Delete(due)
     }
 
     fn allowance(&self, b: &Blocker) -> Option<Allowance> {
@@ -203,8 +262,12 @@ mod tests {
                     .into(),
             },
             named_by: named_by.map(|r| r.parse().expect("rule")),
+            grace: Duration::from_secs(30),
         }
     }
+
+    /// Long past any deadline the tests set.
+    const LATE: Duration = Duration::from_secs(3600);
 
     fn pods(d: &Decision) -> Vec<String> {
         match d {
@@ -234,13 +297,16 @@ mod tests {
             delete: vec!["shop:app=cache".parse().expect("rule")],
             ..Default::default()
         };
-        let d = ladder.decide(vec![
-            blocker("shop/cache-1", true, Some("shop:app=cache")),
-            blocker("shop/web-1", true, None),
-        ]);
+        let d = ladder.decide(
+            vec![
+                blocker("shop/cache-1", true, Some("shop:app=cache")),
+                blocker("shop/web-1", true, None),
+            ],
+            LATE,
+        );
         assert_eq!(pods(&d), ["shop/cache-1"]);
         assert!(matches!(
-            ladder.decide(vec![blocker("shop/web-1", true, None)]),
+            ladder.decide(vec![blocker("shop/web-1", true, None)], LATE),
             Decision::Wait
         ));
     }
@@ -253,11 +319,14 @@ mod tests {
         };
         let unready = blocker("shop/warming-1", false, None);
         assert!(matches!(
-            ladder.decide(vec![unready.clone()]),
+            ladder.decide(vec![unready.clone()], LATE),
             Decision::Wait
         ));
         ladder.unhealthy = true;
-        match ladder.decide(vec![unready.clone(), blocker("shop/web-1", true, None)]) {
+        match ladder.decide(
+            vec![unready.clone(), blocker("shop/web-1", true, None)],
+            LATE,
+        ) {
             Decision::Delete(v) => {
                 assert_eq!(v.len(), 1);
                 assert_eq!(v[0].1, Allowance::Unhealthy);
@@ -271,7 +340,10 @@ mod tests {
             },
             ..unready
         };
-        assert!(matches!(ladder.decide(vec![implicit]), Decision::Wait));
+        assert!(matches!(
+            ladder.decide(vec![implicit], LATE),
+            Decision::Wait
+        ));
     }
 
     #[test]
@@ -282,15 +354,122 @@ mod tests {
             then: AfterDeadline::Abandon,
             ..Default::default()
         };
-        let d = ladder.decide(vec![
-            blocker("shop/cache-1", true, Some("shop:app=cache")),
-            blocker("shop/web-1", true, None),
-        ]);
+        let d = ladder.decide(
+            vec![
+                blocker("shop/cache-1", true, Some("shop:app=cache")),
+                blocker("shop/web-1", true, None),
+            ],
+            LATE,
+        );
         assert!(matches!(d, Decision::Abandon(_)));
         assert_eq!(pods(&d), ["shop/web-1"]);
         // When every blocker is allowed, the allowed ones go instead.
-        let d = ladder.decide(vec![blocker("shop/cache-1", true, Some("shop:app=cache"))]);
+        let d = ladder.decide(
+            vec![blocker("shop/cache-1", true, Some("shop:app=cache"))],
+            LATE,
+        );
         assert!(matches!(d, Decision::Delete(_)));
-        assert!(matches!(ladder.decide(Vec::new()), Decision::Wait));
+        assert!(matches!(ladder.decide(Vec::new(), LATE), Decision::Wait));
+    }
+
+    fn pod_with_grace(seconds: Option<i64>) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "cache-1", "namespace": "shop" },
+            "spec": {
+                "containers": [{ "name": "c", "image": "cache" }],
+                "terminationGracePeriodSeconds": seconds,
+            },
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn a_deletion_gives_the_pods_own_grace_or_the_flags() {
+        let secs = Duration::from_secs;
+        assert_eq!(grace_of(&pod_with_grace(Some(120)), None), secs(120));
+        assert_eq!(grace_of(&pod_with_grace(Some(120)), Some(10)), secs(10));
+        assert_eq!(
+            grace_of(&pod_with_grace(None), None),
+            secs(30),
+            "the API default"
+        );
+        assert_eq!(grace_of(&pod_with_grace(Some(0)), None), secs(0));
+        assert_eq!(grace_of(&pod_with_grace(Some(120)), Some(0)), secs(0));
+    }
+
+    #[test]
+    fn a_pod_is_deleted_early_enough_that_its_whole_grace_ends_by_the_deadline() {
+        let secs = Duration::from_secs;
+        let ladder = Ladder {
+            deadline: Some(secs(60)),
+            delete: vec!["shop:app=cache".parse().expect("rule")],
+            ..Default::default()
+        };
+        let long = Blocker {
+            grace: secs(20),
+            ..blocker("shop/cache-1", true, Some("shop:app=cache"))
+        };
+        // Its 20 s grace and a second to spare.
+        assert_eq!(ladder.engages_at(long.grace), Some(secs(39)));
+        assert!(matches!(
+            ladder.decide(vec![long.clone()], secs(38)),
+            Decision::Wait
+        ));
+        assert_eq!(
+            pods(&ladder.decide(vec![long.clone()], secs(39))),
+            ["shop/cache-1"]
+        );
+        // A grace longer than the deadline: deleted as soon as a budget holds it.
+        assert_eq!(ladder.engages_at(secs(600)), Some(Duration::ZERO));
+        // No grace still gets a second.
+        assert_eq!(ladder.engages_at(Duration::ZERO), Some(secs(59)));
+        // A pod no rule allows is not judged before the deadline.
+        let web = blocker("shop/web-1", true, None);
+        assert!(matches!(ladder.decide(vec![web], secs(59)), Decision::Wait));
+        assert_eq!(Ladder::default().engages_at(secs(20)), None, "no deadline");
+    }
+
+    #[test]
+    fn the_drain_looks_again_at_each_pods_moment_and_at_the_deadline() {
+        let secs = Duration::from_secs;
+        let ladder = Ladder {
+            deadline: Some(secs(60)),
+            ..Default::default()
+        };
+        let graces = [secs(20), secs(5), secs(90)];
+        assert_eq!(ladder.next_engagement(graces, secs(0)), Some(secs(39)));
+        assert_eq!(ladder.next_engagement(graces, secs(39)), Some(secs(54)));
+        assert_eq!(ladder.next_engagement(graces, secs(54)), Some(secs(60)));
+        assert_eq!(ladder.next_engagement(graces, secs(60)), None);
+        assert_eq!(Ladder::default().next_engagement(graces, secs(0)), None);
+    }
+
+    #[test]
+    fn under_abandon_nothing_goes_early_while_an_unallowed_pod_blocks() {
+        let secs = Duration::from_secs;
+        let ladder = Ladder {
+            deadline: Some(secs(60)),
+            delete: vec!["shop:app=cache".parse().expect("rule")],
+            then: AfterDeadline::Abandon,
+            ..Default::default()
+        };
+        let cache = Blocker {
+            grace: secs(20),
+            ..blocker("shop/cache-1", true, Some("shop:app=cache"))
+        };
+        let web = blocker("shop/web-1", true, None);
+        let both = vec![cache.clone(), web];
+        assert!(matches!(
+            ladder.decide(both.clone(), secs(45)),
+            Decision::Wait
+        ));
+        assert!(matches!(
+            ladder.decide(both, secs(60)),
+            Decision::Abandon(_)
+        ));
+        assert_eq!(
+            pods(&ladder.decide(vec![cache], secs(45))),
+            ["shop/cache-1"]
+        );
     }
 }

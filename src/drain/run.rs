@@ -267,30 +267,55 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// The ladder: from the deadline on, what still blocks is handled by policy. Runs
-    /// until the drain ends, unless it abandons the drain (with what held it).
+    /// The ladder: from the first moment it engages for a pod (its deadline less the
+    /// pod's grace), what still blocks is handled by policy. Runs until the drain ends,
+    /// unless it abandons the drain (with what held it).
     async fn escalation(
         &self,
         named: &HashMap<Uid, ladder::DeleteRule>,
         started: Instant,
     ) -> Result<Vec<ladder::Blocker>, DrainError> {
-        let Some(deadline) = self.opts.ladder.deadline else {
+        let ladder = &self.opts.ladder;
+        let graces: Vec<Duration> = self
+            .to_evict
+            .iter()
+            .map(|p| ladder::grace_of(p, self.opts.grace_period))
+            .collect();
+        let Some(first) = ladder.next_engagement(graces.iter().copied(), Duration::ZERO) else {
             return futures::future::pending().await;
         };
-        tokio::time::sleep_until((started + deadline).into()).await;
+        // The deadline as a time of day, for the audit trail.
+        let deadline = ladder.deadline.unwrap_or_default();
+        let deadline_at = jiff::Timestamp::now()
+            .checked_sub(started.elapsed())
+            .and_then(|t| t.checked_add(deadline))
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        tokio::time::sleep_until((started + first).into()).await;
         loop {
             let mut changes = self.watch.subscribe();
-            let blockers = blockers(self.ctx, &self.to_evict, &self.watch, &self.progress, named);
-            match self.opts.ladder.decide(blockers) {
+            let elapsed = started.elapsed();
+            let blockers = blockers(
+                self.ctx,
+                self.opts,
+                &self.to_evict,
+                &self.watch,
+                &self.progress,
+                named,
+            );
+            match ladder.decide(blockers, elapsed) {
                 ladder::Decision::Abandon(held) => return Ok(held),
                 ladder::Decision::Delete(allowed) => {
                     for (b, allowance) in allowed {
-                        self.delete_past_budget(b, allowance).await?;
+                        self.delete_past_budget(b, allowance, deadline_at).await?;
                     }
                 }
                 ladder::Decision::Wait => {}
             }
-            let _ = tokio::time::timeout(engine::RECHECK, changes.changed()).await;
+            // Looks again on a change, at the next pod's moment, or after a while.
+            let wake = ladder
+                .next_engagement(graces.iter().copied(), elapsed)
+                .map_or(engine::RECHECK, |at| at.saturating_sub(started.elapsed()));
+            let _ = tokio::time::timeout(wake.min(engine::RECHECK), changes.changed()).await;
         }
     }
 
@@ -299,6 +324,7 @@ impl<'a> Run<'a> {
         &self,
         b: ladder::Blocker,
         allowance: ladder::Allowance,
+        deadline: jiff::Timestamp,
     ) -> Result<(), DrainError> {
         let Some(p) = self.to_evict.iter().find(|p| PodKey::of(p) == b.pod) else {
             return Ok(());
@@ -309,16 +335,16 @@ impl<'a> Run<'a> {
             .lock()
             .map(|e| e.clone())
             .unwrap_or_default();
-        let deleted = escalate::delete_past_budget(
-            self.ctx,
-            &self.plan.node,
-            p,
-            allowance,
-            b.held,
-            self.opts.grace_period,
-            &so_far,
-        )
-        .await?;
+        let deletion = escalate::Deletion {
+            target: p,
+            allowed_by: allowance,
+            blocked_by: b.held,
+            grace_period: self.opts.grace_period,
+            grace: b.grace,
+            deadline,
+        };
+        let deleted =
+            escalate::delete_past_budget(self.ctx, &self.plan.node, deletion, &so_far).await?;
         if let Some(e) = deleted {
             self.ctx.turns.mark_evicted(p);
             if let Ok(mut all) = self.progress.escalations.lock() {
@@ -498,6 +524,7 @@ pub(super) struct Progress {
 /// The pods a budget holds now: held at least once, still on the node, and not leaving.
 fn blockers(
     ctx: &Context,
+    opts: &DrainOptions,
     to_evict: &[&Pod],
     watch: &tracker::Watches<'_>,
     progress: &Progress,
@@ -528,6 +555,7 @@ fn blockers(
                 ready: pod::is_ready(&live),
                 held: held.clone(),
                 named_by: named.get(&uid).cloned(),
+                grace: ladder::grace_of(p, opts.grace_period),
                 pod: key,
             })
         })

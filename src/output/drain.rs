@@ -142,7 +142,7 @@ pub fn event_line(event: &Event) -> String {
                 "{workload}: rollout restarted (--surge) so a replacement is Ready before the old pod goes"
             )
         }
-        Event::DeletedPastBudget(e) => format!("past the deadline: {}", e.describe()),
+        Event::DeletedPastBudget(e) => format!("deadline ladder: {}", e.describe()),
         Event::Replacement {
             replaces,
             pod,
