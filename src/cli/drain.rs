@@ -190,6 +190,8 @@ impl DrainFlags {
             ladder,
             node_down: None,
             interrupt,
+            // `maintain`'s drain fences; a drain alone does not (docs/cli.md).
+            fence: false,
         })
     }
 }

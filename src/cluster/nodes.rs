@@ -3,11 +3,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Taint};
-use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::{ClusterError, Connection};
+use crate::fence;
 use crate::names::NodeName;
 use crate::node_state::NodeState;
 
@@ -109,22 +110,36 @@ pub fn cordoned_by_someone_else(node: &Node) -> bool {
 /// Sets `spec.unschedulable`, which is all cordon and uncordon are, and marks the node
 /// as cordoned by kordon. Returns the node as the server has it afterwards (or would,
 /// under `--dry-run=server`). Uncordoning a node kordon declared out of service (see
-/// [`set_out_of_service`]) lifts that taint too: the node is back.
+/// [`set_out_of_service`]) lifts that taint too, and one kordon fenced (see
+/// [`crate::fence`]) gets its own fences back: the node is back.
 pub async fn set_unschedulable(
     conn: &Connection,
     name: &NodeName,
     unschedulable: bool,
     dry_run: DryRun,
 ) -> Result<Node, ClusterError> {
-    let node = patch(
-        conn,
-        name,
-        Some(unschedulable),
-        &Annotations::new(),
-        dry_run,
-    )
-    .await?;
-    if !unschedulable && dry_run == DryRun::None && out_of_service_by_kordon(&node) {
+    set_unschedulable_with(conn, name, unschedulable, &Annotations::new(), dry_run).await
+}
+
+/// [`set_unschedulable`] with annotation changes in the same request (a fence).
+pub async fn set_unschedulable_with(
+    conn: &Connection,
+    name: &NodeName,
+    unschedulable: bool,
+    annotations: &Annotations,
+    dry_run: DryRun,
+) -> Result<Node, ClusterError> {
+    let mut node = patch(conn, name, Some(unschedulable), annotations, dry_run).await?;
+    if unschedulable || dry_run != DryRun::None {
+        return Ok(node);
+    }
+    // Fenced by a maintenance that did not lower it with this uncordon (an uncordon
+    // by hand, another process): the fences go back as they were.
+    let lowering = fence::lower(node.annotations());
+    if !lowering.is_empty() {
+        node = patch(conn, name, None, &lowering, DryRun::None).await?;
+    }
+    if out_of_service_by_kordon(&node) {
         return set_out_of_service(conn, name, false).await;
     }
     Ok(node)

@@ -64,5 +64,7 @@ pub fn drain_options(p: &DrainPolicy) -> Result<DrainOptions, String> {
         // The controller holds the cordon and lifts it by the state machine.
         node_down: None,
         interrupt: crate::interrupt::Interrupt::never(),
+        // The controller fences with its own mark (`reconcile::put_node`).
+        fence: false,
     })
 }

@@ -21,6 +21,7 @@ use crate::api::node_maintenance::{HELD_BY, NodeMaintenanceStatus, StatusPhase, 
 use crate::cluster::ClusterError;
 use crate::cluster::events::Severity;
 use crate::cluster::nodes::{self, Annotations, DryRun};
+use crate::fence;
 use crate::names::NodeName;
 use crate::workflow::driver::{self, Command, Observed, Phase, Policy, Record, Task};
 use crate::workflow::notes;
@@ -271,9 +272,10 @@ async fn fail(
     Ok(Action::await_change())
 }
 
-/// One patch: the cordon change and whether the node carries this object's name; none
-/// when the node watch shows both as they should be already (a phase that changes
-/// neither).
+/// One patch: the cordon change, whether the node carries this object's name, and the
+/// fence against other disruptors that goes with it (up while held, see
+/// [`crate::fence`]); none when the node watch shows all as they should be already (a
+/// phase that changes none).
 async fn put_node(
     ctx: &Ctx,
     nm: &NodeMaintenance,
@@ -281,14 +283,33 @@ async fn put_node(
     held: bool,
 ) -> Result<(), ReconcileError> {
     let name = nm.name_any();
+    let watched = ctx.nodes.store().get(&ObjectRef::new(&nm.spec.node_name));
     if cordon.is_none()
-        && let Some(node) = ctx.nodes.store().get(&ObjectRef::new(&nm.spec.node_name))
-        && holder_of(&node) == held.then_some(name.as_str())
+        && let Some(node) = &watched
+        && holder_of(node) == held.then_some(name.as_str())
+        && fence::settled(held, node.annotations())
     {
         return Ok(());
     }
-    let mark: Annotations = [(HELD_BY.to_string(), held.then_some(name))].into();
-    nodes::patch(&ctx.kordon.conn, &node_of(nm), cordon, &mark, DryRun::None).await?;
+    // The fence's record comes from the node as it is: from the watch, or read when the
+    // watch does not have it yet.
+    let annotations = match watched {
+        Some(node) => node.annotations().clone(),
+        None => nodes::get(&ctx.kordon.conn, &node_of(nm))
+            .await?
+            .annotations()
+            .clone(),
+    };
+    let mut changes: Annotations = [(HELD_BY.to_string(), held.then_some(name))].into();
+    changes.extend(fence::follow(held, &annotations));
+    nodes::patch(
+        &ctx.kordon.conn,
+        &node_of(nm),
+        cordon,
+        &changes,
+        DryRun::None,
+    )
+    .await?;
     Ok(())
 }
 

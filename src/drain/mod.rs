@@ -68,6 +68,10 @@ pub struct DrainOptions {
     pub node_down: Option<Duration>,
     /// Ctrl-C at the edge: the drain stops between evictions.
     pub interrupt: crate::interrupt::Interrupt,
+    /// Fence the node against other disruptors with the cordon ([`crate::fence`]):
+    /// `maintain`, whose drain cordons. A roll and the controller cordon, and fence,
+    /// with their own mark; a drain alone leaves a node that may be meant to go.
+    pub fence: bool,
 }
 
 /// Progress as it happens, for the output layer.

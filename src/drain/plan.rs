@@ -50,6 +50,8 @@ pub struct Plan {
     /// Down for good (see [`DrainOptions::node_down`]): its pods leave through the
     /// out-of-service taint.
     pub down: bool,
+    /// The node's annotations as read, for a fence's record of what was there.
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 impl Plan {
@@ -178,6 +180,7 @@ pub async fn plan(
         }
     };
     let cordoned_by_someone_else = nodes::cordoned_by_someone_else(found);
+    let annotations = found.metadata.annotations.clone().unwrap_or_default();
     if let Some(selector) = &opts.pod_selector {
         // The API server parses and applies the selector, as for kubectl; the forecast
         // then covers exactly the pods that are drained.
@@ -222,6 +225,7 @@ pub async fn plan(
         forecast,
         _budgets: std::mem::take(&mut snapshot.budget_watches),
         down,
+        annotations,
     })
 }
 

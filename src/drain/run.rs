@@ -89,20 +89,30 @@ async fn enter(
     })
 }
 
-/// Cordons the node (unless it is), and taints a node that is down out of service.
+/// Cordons the node (unless it is), with the fence when asked, and taints a node that
+/// is down out of service.
 async fn take_out(
     ctx: &Context,
     plan: &Plan,
     opts: &DrainOptions,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<(), DrainError> {
+    let fence = match opts.fence {
+        true => crate::fence::raise(&plan.annotations),
+        false => nodes::Annotations::new(),
+    };
     if !plan.state.cordoned {
-        let after = nodes::set_unschedulable(&ctx.conn, &plan.node, true, opts.dry_run).await?;
+        let after =
+            nodes::set_unschedulable_with(&ctx.conn, &plan.node, true, &fence, opts.dry_run)
+                .await?;
         on_event(Event::Cordoned {
             node: plan.node.clone(),
             before: plan.state,
             after: NodeState::of(&after),
         });
+    } else if !fence.is_empty() {
+        // Someone else's cordon: the fence goes up on its own.
+        nodes::patch(&ctx.conn, &plan.node, None, &fence, opts.dry_run).await?;
     }
     if plan.down && opts.dry_run == DryRun::None {
         nodes::set_out_of_service(&ctx.conn, &plan.node, true).await?;

@@ -1,6 +1,7 @@
 //! One node of a roll, phase by phase, each phase recorded on the node before the next
 //! begins. A node resumed from a mark continues from its phase; a failure is recorded
 //! on the node (which stays cordoned) and ends this node's part of the roll.
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Node;
@@ -9,9 +10,10 @@ use serde::Serialize;
 use super::mark::{Mark, Phase};
 use super::{Job, RollProgress, hold, name_of};
 use crate::cluster::events::Severity;
-use crate::cluster::nodes::{self, DryRun};
+use crate::cluster::nodes::{self, Annotations, DryRun};
 use crate::cluster::{ClusterError, Connection};
 use crate::drain::{self, DrainError};
+use crate::fence;
 use crate::names::NodeName;
 use crate::node_state::LeftAs;
 use crate::snapshot::Reach;
@@ -126,6 +128,7 @@ pub(super) async fn maintain(
         name: name.clone(),
         mark,
         entered: Vec::new(),
+        seen: node.metadata.annotations.clone().unwrap_or_default(),
     };
     let (_, ending) = {
         let work = driver::drive(&mut roll_node, record, policy, first);
@@ -166,6 +169,8 @@ struct RollNode<'j, 'a> {
     mark: Mark,
     /// The phases entered, with when.
     entered: Vec<(Phase, Instant)>,
+    /// The node's annotations as the last patch left them: what the fence records.
+    seen: BTreeMap<String, String>,
 }
 
 impl RollNode<'_, '_> {
@@ -206,7 +211,7 @@ impl Executor for RollNode<'_, '_> {
             self.mark.boot_id_before = None;
             self.mark.heartbeat_before = None;
         }
-        record(self.job.conn, &self.name, &self.mark, cordon).await?;
+        self.seen = record(self.job.conn, &self.name, &self.mark, cordon, &self.seen).await?;
         if entered {
             announce(self.job, self.node, &self.name, &self.mark).await;
         }
@@ -285,8 +290,9 @@ impl Executor for RollNode<'_, '_> {
             error: message.clone(),
         });
         self.mark.error = Some(message.clone());
-        if let Err(e) = record(job.conn, name, &self.mark, cordon).await {
-            tracing::warn!("cannot record the failure on node {name}: {e}");
+        match record(job.conn, name, &self.mark, cordon, &self.seen).await {
+            Ok(seen) => self.seen = seen,
+            Err(e) => tracing::warn!("cannot record the failure on node {name}: {e}"),
         }
         let note = notes::failed(phase, &message, cordon);
         job.events
@@ -299,12 +305,13 @@ impl Executor for RollNode<'_, '_> {
     /// one request.
     async fn put_back(&mut self, cordon: Option<bool>, error: PhaseError) -> PhaseError {
         let (job, name) = (self.job, &self.name);
-        let unmark = self
+        let mut unmark: Annotations = self
             .mark
             .annotations()
             .into_keys()
             .map(|k| (k, None))
             .collect();
+        unmark.extend(fence::lower(&self.seen));
         let restored = nodes::patch(job.conn, name, cordon, &unmark, DryRun::None).await;
         if let Err(e) = &restored {
             tracing::warn!("cannot put abandoned node {name} back: {e}");
@@ -333,16 +340,20 @@ impl Executor for RollNode<'_, '_> {
     }
 }
 
-/// Writes the mark, with the cordon change that goes with it.
+/// Writes the mark, with the cordon change and the fence that go with it (up while the
+/// phase is out of service), in one request; returns the annotations it left.
 async fn record(
     conn: &Connection,
     name: &NodeName,
     mark: &Mark,
     unschedulable: Option<bool>,
-) -> Result<(), ClusterError> {
-    nodes::patch(conn, name, unschedulable, &mark.annotations(), DryRun::None)
+    seen: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ClusterError> {
+    let mut changes = mark.annotations();
+    changes.extend(fence::follow(mark.phase.out_of_service(), seen));
+    nodes::patch(conn, name, unschedulable, &changes, DryRun::None)
         .await
-        .map(|_| ())
+        .map(|n| n.metadata.annotations.unwrap_or_default())
 }
 
 /// Tells the terminal and the cluster (an Event on the node) that a phase began.

@@ -225,6 +225,14 @@ struct Maintenance<'a> {
 }
 
 impl Maintenance<'_> {
+    /// What takes down the fence the drain put up with its cordon (see
+    /// [`DrainOptions::fence`]): known from the node as found, so it rides on the
+    /// uncordon.
+    fn unfence(&self) -> nodes::Annotations {
+        let found = self.found.metadata.annotations.clone().unwrap_or_default();
+        crate::fence::lower(&crate::fence::applied(&found, &crate::fence::raise(&found)))
+    }
+
     async fn announce(&self, severity: Severity, note: notes::Note) {
         let text = format!("kordon maintain: {}", note.note);
         self.events
@@ -256,14 +264,12 @@ impl Executor for Maintenance<'_> {
             Phase::Maintaining => on_progress(Progress::Step(Step::Maintenance)),
             Phase::Verifying => {
                 on_progress(Progress::Step(Step::Uncordon));
-                match cordon {
-                    Some(c) => {
-                        nodes::set_unschedulable(&self.ctx.conn, self.node, c, DryRun::None)
-                            .await
-                            .map_err(|e| (Step::Uncordon, e.into()))?;
-                    }
-                    None => on_progress(Progress::LeftCordoned),
+                if cordon.is_none() {
+                    on_progress(Progress::LeftCordoned);
                 }
+                restore(&self.ctx.conn, self.node, cordon, &self.unfence())
+                    .await
+                    .map_err(|e| (Step::Uncordon, e.into()))?;
             }
             Phase::AwaitingReady | Phase::Done => {}
         }
@@ -286,7 +292,11 @@ impl Executor for Maintenance<'_> {
                         .map_err(|e| failed(e.into()))?,
                 };
                 let on_event = |e| on_progress(Progress::Drain(e));
-                let report = drain::execute(ctx, plan, &opts.drain, &on_event)
+                let fenced = DrainOptions {
+                    fence: true,
+                    ..opts.drain.clone()
+                };
+                let report = drain::execute(ctx, plan, &fenced, &on_event)
                     .await
                     .map_err(|e| failed(e.into()))?;
                 on_progress(Progress::Drained(report.clone()));
@@ -342,9 +352,8 @@ impl Executor for Maintenance<'_> {
             cause,
             StepError::Drain(DrainError::Refused { .. } | DrainError::NotReady { .. })
         );
-        if let (false, Some(c)) = (refused, cordon)
-            && let Err(e) =
-                nodes::set_unschedulable(&self.ctx.conn, self.node, c, DryRun::None).await
+        if let (false, Some(_)) = (refused, cordon)
+            && let Err(e) = restore(&self.ctx.conn, self.node, cordon, &self.unfence()).await
         {
             tracing::warn!("cannot uncordon {} after the failed {step}: {e}", self.node);
         }
@@ -363,7 +372,9 @@ impl Executor for Maintenance<'_> {
         (step, cause): (Step, StepError),
     ) -> (Step, StepError) {
         let cause = match cause {
-            StepError::Drain(e) => StepError::Drain(put_back(&self.ctx.conn, cordon, e).await),
+            StepError::Drain(e) => {
+                StepError::Drain(put_back(&self.ctx.conn, cordon, &self.unfence(), e).await)
+            }
             other => other,
         };
         let note = notes::abandoned(&cause.to_string());
@@ -384,25 +395,50 @@ pub async fn abandoned_drain(
         was_unschedulable,
     };
     match driver::next(record, Policy::default(), Observed::Abandoned) {
-        driver::Command::PutBack { cordon } => put_back(conn, cordon, abandoned).await,
+        // A drain alone puts up no fence.
+        driver::Command::PutBack { cordon } => {
+            put_back(conn, cordon, &nodes::Annotations::new(), abandoned).await
+        }
         _ => abandoned,
     }
 }
 
 /// Carries out the driver's put-back of an abandoned drain whose only record is the
-/// cordon: lifts it if asked, and the error says whether it could.
-async fn put_back(conn: &Connection, cordon: Option<bool>, error: DrainError) -> DrainError {
+/// cordon (and a fence): lifts it if asked, and the error says whether it could.
+async fn put_back(
+    conn: &Connection,
+    cordon: Option<bool>,
+    unfence: &nodes::Annotations,
+    error: DrainError,
+) -> DrainError {
     let DrainError::Abandoned { node, .. } = &error else {
         return error;
     };
-    let uncordoned = match cordon {
-        Some(c) => nodes::set_unschedulable(conn, node, c, DryRun::None)
+    let restored = restore(conn, node, cordon, unfence)
+        .await
+        .inspect_err(|e| tracing::warn!("cannot put abandoned node {node} back: {e}"))
+        .is_ok();
+    error.uncordoned(restored && cordon.is_some())
+}
+
+/// The driver's cordon change with the fence's annotations in the same request; with
+/// no cordon change (someone else's cordon) the annotations alone, and nothing when
+/// there are none.
+async fn restore(
+    conn: &Connection,
+    node: &NodeName,
+    cordon: Option<bool>,
+    annotations: &nodes::Annotations,
+) -> Result<(), ClusterError> {
+    match cordon {
+        Some(c) => nodes::set_unschedulable_with(conn, node, c, annotations, DryRun::None)
             .await
-            .inspect_err(|e| tracing::warn!("cannot uncordon abandoned node {node}: {e}"))
-            .is_ok(),
-        None => false,
-    };
-    error.uncordoned(uncordoned)
+            .map(|_| ()),
+        None if annotations.is_empty() => Ok(()),
+        None => nodes::patch(conn, node, None, annotations, DryRun::None)
+            .await
+            .map(|_| ()),
+    }
 }
 
 fn fail_unchanged(node: &NodeName, step: Step, cause: StepError) -> MaintainError {
