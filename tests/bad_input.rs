@@ -87,6 +87,8 @@ const CASES: &[Case] = &[
     parse(&["cordon", NODE, "-l", "a=b"], "cannot be used with"),
     // maintain
     parse(&["maintain", NODE, "--ready-timeout", "0s", "--", "true"], "--ready-timeout 0s: must be more than 0"),
+    parse(&["maintain", NODE, "--volume-detach-timeout", "soon", "--", "true"], "--volume-detach-timeout soon:"),
+    parse(&["maintain", NODE, "--on-detach-timeout", "ignore", "--", "true"], "invalid value 'ignore' for '--on-detach-timeout"),
     early(&["maintain", NODE], "say what the maintenance is"),
     early(&["maintain", NODE, "--manual"], "--manual waits for Enter on a terminal"),
     parse(&["maintain", NODE, "--manual", "--", "true"], "cannot be used with"),

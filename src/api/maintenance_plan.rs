@@ -66,6 +66,9 @@ pub struct MaintenancePlanSpec {
     #[serde(default = "super::node_maintenance::gate_timeout")]
     #[x_kube(validation = Rule::new(super::duration::RULE).message(super::duration::RULE_MESSAGE))]
     pub gate_timeout: String,
+    /// The wait for each node's volumes before its step (see NodeMaintenance).
+    #[serde(default)]
+    pub volume_detach: super::node_maintenance::VolumeDetach,
 }
 
 fn one() -> String {

@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 
 use crate::phase::Phase;
 
-use crate::policy::{AfterDeadline, BudgetMode};
+use crate::policy::{AfterDeadline, BudgetMode, OnDetachTimeout};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -59,10 +59,40 @@ pub struct NodeMaintenanceSpec {
     #[serde(default = "gate_timeout")]
     #[x_kube(validation = Rule::new(super::duration::RULE).message(super::duration::RULE_MESSAGE))]
     pub gate_timeout: String,
+    /// The wait, after the drain and before the step, until no VolumeAttachment names
+    /// the node.
+    #[serde(default)]
+    pub volume_detach: VolumeDetach,
 }
 
 pub fn gate_timeout() -> String {
     "10m".into()
+}
+
+/// The wait for the node's volumes (`--volume-detach-timeout`, `--on-detach-timeout`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeDetach {
+    /// How long to wait, e.g. "5m"; "0s" does not wait.
+    #[serde(default = "detach_timeout")]
+    #[x_kube(validation = Rule::new(super::duration::RULE).message(super::duration::RULE_MESSAGE))]
+    pub timeout: String,
+    /// `Fail` (the node stays cordoned) or `Proceed` (a Warning Event, then the step).
+    #[serde(default)]
+    pub on_timeout: OnDetachTimeout,
+}
+
+fn detach_timeout() -> String {
+    "5m".into()
+}
+
+impl Default for VolumeDetach {
+    fn default() -> Self {
+        Self {
+            timeout: detach_timeout(),
+            on_timeout: OnDetachTimeout::Fail,
+        }
+    }
 }
 
 /// The CLI's drain flags, as fields.
@@ -235,6 +265,11 @@ pub struct NodeMaintenanceStatus {
     /// replacements that fit nowhere).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<String>,
+    /// When no VolumeAttachment named the node any more (or the wait gave up and the
+    /// step went on, as `volumeDetach.onTimeout: Proceed` allows): the step's work
+    /// starts only after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes_detached_at: Option<Time>,
     /// The workloads whose pods the drain evicts: the last gate waits for each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workloads: Vec<crate::workload::WorkloadId>,

@@ -8,6 +8,7 @@ use kordon::cluster::access::Permission;
 use kordon::context::Context;
 use kordon::names::NodeName;
 use kordon::output::Printer;
+use kordon::policy::{Detach, OnDetachTimeout};
 use kordon::workflow::gate::{Gate, Gates};
 use kordon::workflow::{self, MaintainOptions, Progress, ReadyCriteria, Work};
 
@@ -50,6 +51,14 @@ pub struct WorkArgs {
     /// Ready before the node counts as done).
     #[arg(long, value_enum, value_name = "GATE")]
     pub skip_gate: Vec<Gate>,
+    /// How long to wait, after the drain and before the maintenance, until no
+    /// VolumeAttachment names the node (0: do not wait).
+    #[arg(long, value_parser = super::values::duration, default_value = "5m")]
+    pub volume_detach_timeout: Duration,
+    /// What happens when volumes are still attached at --volume-detach-timeout: `fail`
+    /// (the node stays cordoned) or `proceed` (warn and run the maintenance anyway).
+    #[arg(long, value_enum, default_value = "fail")]
+    pub on_detach_timeout: OnDetachTimeout,
     /// The maintenance command and its arguments, after `--`. Runs with KORDON_NODE set.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -65,6 +74,13 @@ impl WorkArgs {
     pub fn gates(&self) -> Gates {
         Gates::new(self.gate_timeout, &self.skip_gate)
     }
+
+    pub fn detach(&self) -> Detach {
+        Detach {
+            timeout: self.volume_detach_timeout,
+            on_timeout: self.on_detach_timeout,
+        }
+    }
 }
 
 pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> super::error::Result {
@@ -76,10 +92,16 @@ pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> super::error::Resu
     // The drain checks its own rights; after the work, maintain watches the node to see
     // it Ready again. Asked now, so a missing right stops it before the drain, not
     // with the node drained and the work done.
-    let watch_node = [
+    let mut watch_node = vec![
         Permission::cluster("list", "", "nodes"),
         Permission::cluster("watch", "", "nodes"),
     ];
+    if !args.work.volume_detach_timeout.is_zero() {
+        watch_node.extend([
+            Permission::cluster("list", "storage.k8s.io", "volumeattachments"),
+            Permission::cluster("watch", "storage.k8s.io", "volumeattachments"),
+        ]);
+    }
     ctx.require(&format!("maintain node {}", args.node), &watch_node)
         .await?;
     let printer = Printer::new(global.output);
@@ -89,6 +111,7 @@ pub async fn run(global: &GlobalArgs, args: &MaintainArgs) -> super::error::Resu
         ready: args.work.ready(),
         ready_timeout: args.work.ready_timeout,
         gates: args.work.gates(),
+        detach: args.work.detach(),
         uncordon_on_failure: args.uncordon_on_failure,
     };
     let node = args.node.clone();

@@ -146,6 +146,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
         ready: args.work.ready(),
         ready_timeout: args.work.ready_timeout,
         gates: args.work.gates(),
+        detach: args.work.detach(),
         max_unavailable: args.max_unavailable,
         max_unavailable_per: args.max_unavailable_per.iter().cloned().collect(),
         order: args.order,

@@ -2,6 +2,7 @@
 //! can act on, and the few reads and writes the workflow needs on nodes, leases and
 //! events.
 pub mod access;
+pub mod attachments;
 mod connect;
 mod error;
 pub mod events;

@@ -75,6 +75,7 @@ async fn start_node(
             drain: plan.spec.drain.clone(),
             step: plan.spec.step.clone(),
             gate_timeout: plan.spec.gate_timeout.clone(),
+            volume_detach: plan.spec.volume_detach.clone(),
         },
         status: None,
     };

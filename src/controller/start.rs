@@ -7,7 +7,7 @@ use super::Ctx;
 use super::options::drain_options;
 use super::reconcile::{ReconcileError, node_of};
 use super::status::{self, Hold};
-use super::tasks::{gate_timeout, reboot_timeout};
+use super::tasks::{gate_timeout, reboot_timeout, volume_detach};
 use crate::api::NodeMaintenance;
 use crate::api::node_maintenance::StatusPhase;
 use crate::cluster::ClusterError;
@@ -35,6 +35,7 @@ pub(super) async fn may_start(
     let options = match drain_options(&nm.spec.drain)
         .and_then(|o| gate_timeout(nm).map(|_| o))
         .and_then(|o| reboot_timeout(nm).map(|_| o))
+        .and_then(|o| volume_detach(nm).map(|_| o))
     {
         Ok(o) => o,
         Err(message) => return hold("InvalidSpec", message),

@@ -17,9 +17,12 @@ use super::status::{self, Hold};
 use crate::api::node_maintenance::NodeMaintenanceStatus;
 use crate::api::{NodeMaintenance, duration};
 use crate::cluster::ClusterError;
+use crate::cluster::attachments::DetachError;
+use crate::cluster::events::{Events, Severity};
 use crate::cluster::nodes;
+use crate::policy::Detach;
 use crate::workflow::driver::Task;
-use crate::workflow::{gate, ready};
+use crate::workflow::{detach, gate, ready};
 
 /// What a task of the driver came to in this reconcile.
 pub(super) enum Look {
@@ -44,6 +47,7 @@ pub(super) async fn run(
     let node = node_of(nm);
     Ok(match task {
         Task::Drain => draining(nm, ctx, status).await?,
+        Task::Detach => detaching(nm, ctx, status),
         Task::Work => maintaining(nm, ctx, status).await?,
         Task::Ready => {
             let before = ready::Snapshot {
@@ -149,6 +153,54 @@ async fn draining(
         }
         Ended::Abandoned(message) => Look::Abandoned(message),
         Ended::Failed(message) => Look::Failed(message),
+    })
+}
+
+/// The wait for the node's volumes, by a task of this process. Passed once (the
+/// status records when), it is never waited for again, so a step that attaches volumes
+/// again (a reboot's DaemonSet pods) does not hold itself up.
+fn detaching(nm: &NodeMaintenance, ctx: &Ctx, status: &mut NodeMaintenanceStatus) -> Look {
+    if status.volumes_detached_at.is_some() {
+        return Look::Did;
+    }
+    let policy = match volume_detach(nm) {
+        Ok(p) => p,
+        Err(message) => return Look::Failed(message),
+    };
+    let node = node_of(nm);
+    let waiting_for = format!(
+        "drained; waiting until no VolumeAttachment names node {node} (at most {})",
+        humantime::format_duration(policy.timeout)
+    );
+    let instance = format!("kordon-controller-{}", ctx.kordon.run);
+    let waited = awaited(nm, ctx, Task::Detach, |kordon, _| async move {
+        let outcome = detach::wait(&kordon.conn, &node, policy).await?;
+        // Going on with volumes attached is told on the node, where people look.
+        if let detach::Outcome::Proceeded(what) = &outcome
+            && let Ok(found) = nodes::get(&kordon.conn, &node).await
+        {
+            let note = detach::proceeded(what);
+            Events::new(&kordon.conn, &instance)
+                .publish(&found, Severity::Warning, note.reason, note.note)
+                .await;
+        }
+        Ok::<_, DetachError>(())
+    });
+    let look = gated_look(waited, || waiting("AwaitingVolumeDetach", waiting_for));
+    if matches!(look, Look::Did) {
+        status.volumes_detached_at = Some(status::now());
+    }
+    look
+}
+
+/// `spec.volumeDetach` as the wait takes it.
+pub(super) fn volume_detach(nm: &NodeMaintenance) -> Result<Detach, String> {
+    let spec = &nm.spec.volume_detach;
+    let timeout =
+        duration::parse(&spec.timeout).map_err(|e| format!("spec.volumeDetach.timeout: {e}"))?;
+    Ok(Detach {
+        timeout,
+        on_timeout: spec.on_timeout,
     })
 }
 

@@ -47,6 +47,8 @@ pub struct RollOptions {
     pub ready_timeout: Duration,
     /// The health gates each node passes, and how long each may take.
     pub gates: crate::workflow::gate::Gates,
+    /// The wait for each node's volumes to detach before its work.
+    pub detach: crate::policy::Detach,
     pub max_unavailable: MaxUnavailable,
     /// At most this many nodes out at once per value of a node label (e.g. one per
     /// `topology.kubernetes.io/zone`); see [`caps`].
@@ -119,6 +121,11 @@ pub enum RollProgress {
     /// Someone uncordoned a node this run has out; it was cordoned again.
     Recordoned {
         node: NodeName,
+    },
+    /// How the wait for a node's volumes ended before its work.
+    Volumes {
+        node: NodeName,
+        outcome: crate::workflow::detach::Outcome,
     },
     /// Ctrl-C or a lost lock: nodes in progress stop at their next safe point.
     Stopping {
@@ -263,8 +270,7 @@ pub async fn roll(
     });
 
     plan_fleet(&mut snapshot, &queue, slots, opts, on_progress)?;
-    ctx.require("roll nodes", &needed_permissions(&opts.lock.namespace))
-        .await?;
+    ctx.require("roll nodes", &needed_permissions(opts)).await?;
 
     let holder = run::holder(&run_id);
     let lock = lease::acquire(
@@ -381,8 +387,9 @@ fn name_of(node: &Node) -> NodeName {
 }
 
 /// Beyond what each drain checks itself: the lock, the node records, the events.
-fn needed_permissions(lock_namespace: &str) -> Vec<Permission> {
-    vec![
+fn needed_permissions(opts: &RollOptions) -> Vec<Permission> {
+    let lock_namespace = opts.lock.namespace.as_str();
+    let mut needed = vec![
         Permission::cluster("patch", "", "nodes"),
         // Keeping each node cordoned, and waiting for it to be Ready.
         Permission::cluster("watch", "", "nodes"),
@@ -405,7 +412,15 @@ fn needed_permissions(lock_namespace: &str) -> Vec<Permission> {
             lock_namespace,
         ),
         Permission::namespaced("create", "events.k8s.io", "events", None, "default"),
-    ]
+    ];
+    // Each node's volumes detached before its work (`--volume-detach-timeout`).
+    if !opts.detach.timeout.is_zero() {
+        needed.extend([
+            Permission::cluster("list", "storage.k8s.io", "volumeattachments"),
+            Permission::cluster("watch", "storage.k8s.io", "volumeattachments"),
+        ]);
+    }
+    needed
 }
 
 /// An interrupt (Ctrl-C at the edge) or losing the lock asks every node to stop at its

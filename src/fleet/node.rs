@@ -19,7 +19,7 @@ use crate::node_state::LeftAs;
 use crate::snapshot::Reach;
 use crate::workflow::driver::{self, Ending, Executor, Failure, Observed, Policy, Record, Task};
 use crate::workflow::{StepError, ready};
-use crate::workflow::{gate, notes};
+use crate::workflow::{detach, gate, notes};
 
 /// How a node's part of the roll ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -98,6 +98,8 @@ enum PhaseError {
     Step(#[from] StepError),
     #[error(transparent)]
     Gate(#[from] gate::GateError),
+    #[error(transparent)]
+    Detach(#[from] crate::cluster::attachments::DetachError),
 }
 
 /// Runs the node from its mark (or from the start) to done, a failure or a stop.
@@ -236,6 +238,19 @@ impl Executor for RollNode<'_, '_> {
                 let before = ready::Snapshot::of(&nodes::get(job.conn, name).await?);
                 self.mark.boot_id_before = before.boot_id;
                 self.mark.heartbeat_before = before.heartbeat;
+            }
+            Task::Detach => {
+                let outcome = detach::wait(job.conn, name, opts.detach).await?;
+                if let detach::Outcome::Proceeded(what) = &outcome {
+                    let note = detach::proceeded(what);
+                    job.events
+                        .publish(self.node, Severity::Warning, note.reason, note.note)
+                        .await;
+                }
+                (job.on_progress)(RollProgress::Volumes {
+                    node: name.clone(),
+                    outcome,
+                });
             }
             Task::Work => {
                 let prompt = |p| {

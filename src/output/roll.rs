@@ -95,6 +95,9 @@ pub fn progress_line(p: &RollProgress) -> Option<String> {
             format!("[{node}] FAILED in {phase}: {error}; it stays cordoned")
         }
         RollProgress::Prompt { node, text } => format!("[{node}] {text}"),
+        RollProgress::Volumes { node, outcome } => {
+            format!("[{node}] {}", super::maintain::volumes(node, outcome))
+        }
         RollProgress::Recordoned { node } => format!(
             "[{node}] was uncordoned by someone else while out for maintenance: cordoned again"
         ),

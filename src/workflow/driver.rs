@@ -45,6 +45,9 @@ impl Policy {
 pub enum Task {
     /// Evict the node's pods.
     Drain,
+    /// Wait until no VolumeAttachment names the node: the first task of the
+    /// maintenance, so a resumed one looks again before its work.
+    Detach,
     /// The maintenance itself: a command, a Job, a reboot, a person.
     Work,
     /// The node back: Ready, its kubelet alive since the work (`ready::is_back`).
@@ -60,7 +63,7 @@ impl Task {
     pub fn phase(self) -> Phase {
         match self {
             Task::Drain => Phase::Draining,
-            Task::Work => Phase::Maintaining,
+            Task::Detach | Task::Work => Phase::Maintaining,
             Task::Ready | Task::DaemonSets => Phase::AwaitingReady,
             Task::Workloads => Phase::Verifying,
         }
@@ -120,7 +123,7 @@ pub fn next(record: Record, policy: Policy, observed: Observed) -> Command {
     let at = record.phase.unwrap_or(Phase::Draining);
     let first = || match at {
         Phase::Draining => Command::Run(Task::Drain),
-        Phase::Maintaining => Command::Run(Task::Work),
+        Phase::Maintaining => Command::Run(Task::Detach),
         Phase::AwaitingReady => Command::Run(Task::Ready),
         Phase::Verifying if policy.workloads => Command::Run(Task::Workloads),
         Phase::Verifying => enter(Phase::Done),
@@ -141,6 +144,7 @@ pub fn next(record: Record, policy: Policy, observed: Observed) -> Command {
         // work runs.
         Observed::Did(task) if task.phase() != at => first(),
         Observed::Did(Task::Drain) => enter(Phase::Maintaining),
+        Observed::Did(Task::Detach) => Command::Run(Task::Work),
         Observed::Did(Task::Work) => enter(Phase::AwaitingReady),
         Observed::Did(Task::Ready) if policy.daemon_sets => Command::Run(Task::DaemonSets),
         Observed::Did(Task::Ready | Task::DaemonSets) => enter(Phase::Verifying),
@@ -262,11 +266,12 @@ mod tests {
         uncordon_on_failure: false,
     };
 
-    const OBSERVED: [Observed; 12] = [
+    const OBSERVED: [Observed; 13] = [
         Observed::Start,
         Observed::Resume,
         Observed::Recorded,
         Observed::Did(Task::Drain),
+        Observed::Did(Task::Detach),
         Observed::Did(Task::Work),
         Observed::Did(Task::Ready),
         Observed::Did(Task::DaemonSets),
@@ -315,6 +320,7 @@ mod tests {
                 record(Phase::Draining, Some(true)),
                 Command::Run(Task::Drain),
                 record(Phase::Maintaining, None),
+                Command::Run(Task::Detach),
                 Command::Run(Task::Work),
                 record(Phase::AwaitingReady, None),
                 Command::Run(Task::Ready),
@@ -341,7 +347,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(tasks, [Task::Drain, Task::Work, Task::Ready]);
+        assert_eq!(tasks, [Task::Drain, Task::Detach, Task::Work, Task::Ready]);
     }
 
     #[test]
@@ -400,6 +406,23 @@ mod tests {
     }
 
     #[test]
+    fn the_work_waits_for_the_volumes_and_a_resumed_maintenance_looks_again() {
+        let maintaining = at(Some(Phase::Maintaining), false);
+        assert_eq!(
+            next(maintaining, ALL, Observed::Recorded),
+            Command::Run(Task::Detach)
+        );
+        assert_eq!(
+            next(maintaining, ALL, Observed::Did(Task::Detach)),
+            Command::Run(Task::Work)
+        );
+        assert_eq!(
+            next(maintaining, ALL, Observed::Resume),
+            record(Phase::Maintaining, Some(true))
+        );
+    }
+
+    #[test]
     fn a_completion_from_another_phase_moves_nothing() {
         let c = next(
             at(Some(Phase::Verifying), false),
@@ -412,7 +435,7 @@ mod tests {
             ALL,
             Observed::Did(Task::Ready),
         );
-        assert_eq!(c, Command::Run(Task::Work));
+        assert_eq!(c, Command::Run(Task::Detach));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The four steps of node maintenance — cordon, drain, maintenance, uncordon — run in
 //! order; a failure stops the run and says which step failed and what state the node
 //! is left in.
+pub mod detach;
 pub mod driver;
 pub mod gate;
 pub mod notes;
@@ -50,7 +51,7 @@ impl Step {
     fn of(task: Task) -> Self {
         match task {
             Task::Drain => Step::Drain,
-            Task::Work | Task::Ready | Task::DaemonSets => Step::Maintenance,
+            Task::Detach | Task::Work | Task::Ready | Task::DaemonSets => Step::Maintenance,
             Task::Workloads => Step::Uncordon,
         }
     }
@@ -75,6 +76,8 @@ pub struct MaintainOptions {
     pub ready_timeout: Duration,
     /// The health gates: DaemonSet pods before the uncordon, workloads after it.
     pub gates: gate::Gates,
+    /// The wait for the node's volumes to detach before the work.
+    pub detach: crate::policy::Detach,
     /// Uncordon even when a step failed (default: leave the node cordoned).
     pub uncordon_on_failure: bool,
 }
@@ -90,6 +93,11 @@ pub enum Progress {
     /// Asking the person at the terminal to do the work and press Enter.
     Prompt(String),
     WaitingForReady,
+    /// Waiting for the node's VolumeAttachments to go before the work.
+    WaitingForVolumes,
+    /// The wait for the volumes ended: how long it took, or what was left when it gave
+    /// up and the maintenance went on (`--on-detach-timeout proceed`).
+    Volumes(detach::Outcome),
     /// Waiting for the node's DaemonSet pods to be Ready before the uncordon.
     WaitingForDaemonSets,
     /// Uncordoned; waiting for the workloads the drain touched to be back.
@@ -132,6 +140,8 @@ pub enum StepError {
     NotReadyInTime(Duration),
     #[error(transparent)]
     Gate(#[from] gate::GateError),
+    #[error(transparent)]
+    Detach(#[from] crate::cluster::attachments::DetachError),
 }
 
 impl MaintainError {
@@ -301,6 +311,17 @@ impl Executor for Maintenance<'_> {
                     .map_err(|e| failed(e.into()))?;
                 on_progress(Progress::Drained(report.clone()));
                 self.report = Some(report);
+            }
+            Task::Detach => {
+                on_progress(Progress::WaitingForVolumes);
+                let outcome = detach::wait(&ctx.conn, node, opts.detach)
+                    .await
+                    .map_err(|e| failed(e.into()))?;
+                if let detach::Outcome::Proceeded(e) = &outcome {
+                    let note = detach::proceeded(e);
+                    self.announce(Severity::Warning, note).await;
+                }
+                on_progress(Progress::Volumes(outcome));
             }
             Task::Work => run_work(node, &opts.work, false, on_progress)
                 .await
