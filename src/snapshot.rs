@@ -13,6 +13,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::ListParams;
+use kube::runtime::reflector::ObjectRef;
 
 use crate::budget;
 use crate::cluster::nodes;
@@ -232,17 +233,23 @@ impl Snapshot {
         let mut s = Snapshot::default();
         // A process that keeps every pod's usage (the controller) reads it, and the
         // nodes, from its watches.
-        let indexed = match (reach, view.pod_usage()) {
-            (Reach::Placement | Reach::Room, Some(usage)) => view
+        let indexed = match view.pod_usage() {
+            Some(usage) => view
                 .everywhere::<Node>("Nodes")
                 .await?
                 .map(|nodes| (usage, nodes)),
-            _ => None,
+            None => None,
         };
         match (reach, indexed) {
-            (Reach::Targets, _) => {
+            (Reach::Targets, watched) => {
                 for node in targets {
-                    s.nodes.push(nodes::get(conn, node).await?);
+                    let known = watched
+                        .as_ref()
+                        .and_then(|(_, w)| w.store().get(&ObjectRef::new(node.as_str())));
+                    s.nodes.push(match known {
+                        Some(found) => (*found).clone(),
+                        None => nodes::get(conn, node).await?,
+                    });
                     s.pods.extend(pods_on(conn, node).await?);
                 }
             }

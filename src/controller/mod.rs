@@ -24,6 +24,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::Api;
 use kube::api::ListParams;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -66,6 +67,8 @@ pub struct Ctx {
     pub plan_writes: plan::Written,
     /// The phase last written for each NodeMaintenance.
     pub recorded: status::Recorded,
+    /// Every VolumeAttachment, watched: a drained node none names goes on at once.
+    pub attachments: Option<Arc<Watched<VolumeAttachment>>>,
 }
 
 /// How the controller runs.
@@ -184,6 +187,7 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
     // every pod.
     kordon.view.index_pods().await?;
     let every_plan = kordon.view.everywhere("MaintenancePlans").await?;
+    let attachments = kordon.view.everywhere("VolumeAttachments").await?;
     let (Some(every_node), Some(every_plan)) = (every_node, every_plan) else {
         return Err(ControllerError::CrdMissing);
     };
@@ -202,6 +206,7 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
         jobs,
         plan_writes: plan::Written::default(),
         recorded: status::Recorded::default(),
+        attachments,
         kordon: Arc::new(kordon),
     });
     tracing::info!("kordon controller started");

@@ -95,7 +95,8 @@ impl SharedBudgets {
                         continue;
                     }
                     let name = budget_name(u.workload);
-                    join_or_create(conn, ns, &name, u.workload, &owner).await?;
+                    let seen = existing.iter().find(|b| b.name_any() == name);
+                    join_or_create(conn, ns, &name, u.workload, &owner, seen).await?;
                     budgets.push(BudgetKey::new(ns, name));
                 }
             }
@@ -343,15 +344,31 @@ async fn create_lease(
 
 /// Creates the workload's budget owned by `owner`, or adds `owner` to the owners of
 /// the one another drain made (a strategic merge adds to the list, so two drains
-/// joining at once both stay owners).
+/// joining at once both stay owners). `seen`: the budget by that name as the view has
+/// it.
 async fn join_or_create(
     conn: &Connection,
     ns: &str,
     name: &str,
     w: &Workload,
     owner: &OwnerReference,
+    seen: Option<&Arc<PodDisruptionBudget>>,
 ) -> Result<(), ClusterError> {
     let api: Api<PodDisruptionBudget> = Api::namespaced(conn.client.clone(), ns);
+    let join = json!({ "metadata": { "ownerReferences": [owner] } });
+    // One the view shows (another drain's, of this process or another) is joined at
+    // once: one request, not a refused create and a read first.
+    if seen.is_some_and(|b| is_shared(b) && b.metadata.deletion_timestamp.is_none()) {
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Strategic(&join))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            // Collected since the view saw it: create it anew.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(conn.error(format!("join PodDisruptionBudget {ns}/{name}"), e)),
+        }
+    }
     let pdb = PodDisruptionBudget {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -399,9 +416,8 @@ async fn join_or_create(
             );
             return Ok(());
         }
-        let patch = json!({ "metadata": { "ownerReferences": [owner] } });
         match api
-            .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+            .patch(name, &PatchParams::default(), &Patch::Strategic(&join))
             .await
         {
             Ok(_) => return Ok(()),
