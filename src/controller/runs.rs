@@ -189,15 +189,17 @@ impl Runs {
     }
 
     /// Starts waiting for a condition of the object: "Ready again", or a health gate.
+    /// The receiver hears when it ends.
     pub fn wait<E: std::fmt::Display + Send + 'static>(
         &self,
         name: &str,
         task_of: Task,
         wait: impl Future<Output = Result<(), E>> + Send + 'static,
-    ) {
+    ) -> tokio::sync::oneshot::Receiver<()> {
         let tally = Arc::new(Mutex::new(Tally::default()));
         let result = tally.clone();
         let (tell, told) = (self.ended.clone(), name.to_string());
+        let (ended_now, ends) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let ended = match wait.await {
                 Ok(()) => Ended::Done,
@@ -206,9 +208,11 @@ impl Runs {
             if let Ok(mut t) = result.lock() {
                 t.ended = Some(ended);
             }
+            let _ = ended_now.send(());
             let _ = tell.unbounded_send(told);
         });
         self.insert(name, task_of, tally, task);
+        ends
     }
 
     /// The task the object's run carries out, if it has one.

@@ -47,7 +47,7 @@ pub(super) async fn run(
     let node = node_of(nm);
     Ok(match task {
         Task::Drain => draining(nm, ctx, status).await?,
-        Task::Detach => detaching(nm, ctx, status),
+        Task::Detach => detaching(nm, ctx, status).await,
         Task::Work => maintaining(nm, ctx, status).await?,
         Task::Ready => {
             let before = ready::Snapshot {
@@ -61,9 +61,12 @@ pub(super) async fn run(
             // The DaemonSet gate that follows in the same phase runs: Ready passed.
             let back = match ctx.runs.running(&name) {
                 Some(Task::DaemonSets) => Ok(true),
-                _ => awaited(nm, ctx, Task::Ready, |kordon, _| async move {
-                    ready::wait(&kordon.conn, &watched, &before, criteria, NO_LIMIT).await
-                }),
+                _ => {
+                    awaited(nm, ctx, Task::Ready, |kordon, _| async move {
+                        ready::wait(&kordon.conn, &watched, &before, criteria, NO_LIMIT).await
+                    })
+                    .await
+                }
             };
             gated_look(back, || {
                 waiting(
@@ -77,7 +80,8 @@ pub(super) async fn run(
         Task::DaemonSets => {
             let gated = awaited(nm, ctx, Task::DaemonSets, |kordon, timeout| async move {
                 gate::daemon_pods_ready(&kordon.view, &node, timeout).await
-            });
+            })
+            .await;
             gated_look(gated, || {
                 waiting(
                     "AwaitingDaemonSets",
@@ -90,7 +94,8 @@ pub(super) async fn run(
             let count = workloads.len();
             let gated = awaited(nm, ctx, Task::Workloads, |kordon, timeout| async move {
                 gate::workloads_recovered(&kordon.view, &workloads, timeout).await
-            });
+            })
+            .await;
             tracing::trace!("NodeMaintenance {name}: workloads gate");
             gated_look(gated, || {
                 waiting(
@@ -159,7 +164,7 @@ async fn draining(
 /// The wait for the node's volumes, by a task of this process. Passed once (the
 /// status records when), it is never waited for again, so a step that attaches volumes
 /// again (a reboot's DaemonSet pods) does not hold itself up.
-fn detaching(nm: &NodeMaintenance, ctx: &Ctx, status: &mut NodeMaintenanceStatus) -> Look {
+async fn detaching(nm: &NodeMaintenance, ctx: &Ctx, status: &mut NodeMaintenanceStatus) -> Look {
     if status.volumes_detached_at.is_some() {
         return Look::Did;
     }
@@ -196,7 +201,8 @@ fn detaching(nm: &NodeMaintenance, ctx: &Ctx, status: &mut NodeMaintenanceStatus
                 .await;
         }
         Ok::<_, DetachError>(())
-    });
+    })
+    .await;
     let look = gated_look(waited, || waiting("AwaitingVolumeDetach", waiting_for));
     if matches!(look, Look::Did) {
         status.volumes_detached_at = Some(status::now());
@@ -282,10 +288,13 @@ async fn maintaining(
 /// takes; a year bounds the timer).
 const NO_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// How long a pass gives a task it just started to end at once.
+const AT_ONCE: Duration = Duration::from_secs(1);
+
 /// The phase's condition ("Ready again", a health gate), waited for by a task (started
 /// here when none runs), whose end wakes the object's reconcile: `Ok(true)` passed,
 /// `Ok(false)` still waiting, `Err` why it failed.
-fn awaited<F, E>(
+async fn awaited<F, E>(
     nm: &NodeMaintenance,
     ctx: &Ctx,
     task: Task,
@@ -297,13 +306,16 @@ where
 {
     let name = nm.name_any();
     let timeout = gate_timeout(nm)?;
+    if ctx.runs.state(&name, task).is_none() {
+        let ends = ctx
+            .runs
+            .wait(&name, task, wait(ctx.kordon.clone(), timeout));
+        // A condition that holds already (no DaemonSet pods, the workloads back) passes
+        // in this pass: no wait written, no second pass.
+        let _ = tokio::time::timeout(AT_ONCE, ends).await;
+    }
     match ctx.runs.state(&name, task) {
-        None => {
-            ctx.runs
-                .wait(&name, task, wait(ctx.kordon.clone(), timeout));
-            Ok(false)
-        }
-        Some((_, None)) => Ok(false),
+        None | Some((_, None)) => Ok(false),
         Some((_, Some(ended))) => {
             ctx.runs.stop(&name);
             match ended {
