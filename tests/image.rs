@@ -56,7 +56,10 @@ fn the_image_runs_a_static_kordon_as_a_non_root_user() {
         "{manifest}"
     );
 
-    let binary = repo().join("target/x86_64-unknown-linux-musl/debug/kordon");
+    // Where deploy/image/build.sh built it: under CARGO_TARGET_DIR when one is set.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo().join("target"), std::path::PathBuf::from);
+    let binary = target.join("x86_64-unknown-linux-musl/debug/kordon");
     let ldd = Command::new("ldd").arg(&binary).output().expect("ldd");
     let said =
         String::from_utf8_lossy(&ldd.stdout).to_string() + &String::from_utf8_lossy(&ldd.stderr);
