@@ -17,6 +17,7 @@ pub enum Flag {
     NodeDown,
     LockTimeout,
     MaxUnavailable,
+    CountOthersOut,
     Resume,
     Kubeconfig,
 }
@@ -36,6 +37,7 @@ impl Flag {
             Self::NodeDown => "--node-down",
             Self::LockTimeout => "--lock-timeout",
             Self::MaxUnavailable => "--max-unavailable",
+            Self::CountOthersOut => "--count-others-out",
             Self::Resume => "--resume",
             Self::Kubeconfig => "--kubeconfig",
         }
@@ -52,6 +54,7 @@ impl Flag {
             Self::AllowDisruption => "spec.drain.allowDisruption",
             Self::AllowPending => "spec.drain.allowPending",
             Self::MaxUnavailable => "spec.maxUnavailable",
+            Self::CountOthersOut => "spec.countOthersOut",
             Self::DisableEviction
             | Self::NodeDown
             | Self::LockTimeout

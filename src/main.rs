@@ -70,8 +70,10 @@ fn usage_sentence(err: &clap::Error) -> String {
         if why.contains(&format!("\"{value}\"")) {
             return why;
         }
-        // `--timeout <TIMEOUT>` is shown as `--timeout`, a positional `[NODE]...` as `NODE`.
+        // `--timeout <TIMEOUT>` is shown as `--timeout`, `--count-others-out[=<BOOL>]` as
+        // `--count-others-out`, a positional `[NODE]...` as `NODE`.
         let flag = arg.split(' ').next().unwrap_or(arg);
+        let flag = flag.split("[=").next().unwrap_or(flag);
         let flag = flag.trim_matches(|c| c == '[' || c == ']' || c == '<' || c == '>' || c == '.');
         if value.is_empty() || value.contains(char::is_whitespace) {
             return format!("{flag} \"{value}\": {why}");

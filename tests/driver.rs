@@ -173,15 +173,22 @@ async fn carry_out(
     let selector = format!("{ENV_LABEL}={},kubernetes.io/hostname={node}", env.ns());
     let args = match driver {
         Driver::Maintain => vec!["maintain", node, "--", command],
-        Driver::Roll => vec![
-            "roll",
-            "--lock-namespace",
-            env.ns(),
-            "--selector",
-            &selector,
-            "--",
-            command,
-        ],
+        Driver::Roll => {
+            let mut args = vec![
+                "roll",
+                "--lock-namespace",
+                env.ns(),
+                "--selector",
+                selector.as_str(),
+            ];
+            // A roll leaves a node someone else has out to them by default (counted
+            // against its cap); the scenario is what the driver does with their cordon.
+            if scenario.cordoned_before {
+                args.push("--count-others-out=false");
+            }
+            args.extend(["--", command]);
+            args
+        }
         Driver::NodeMaintenance => {
             let controller = Controller::start(env);
             let stage = if scenario.step_fails {

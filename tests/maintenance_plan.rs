@@ -456,3 +456,99 @@ async fn a_controller_killed_mid_plan_continues_after_a_restart_without_repeatin
     );
     let _ = plans().await.delete(&name, &DeleteParams::default()).await;
 }
+
+/// Plan `name`'s NodeMaintenances.
+async fn children(name: &str) -> Vec<NodeMaintenance> {
+    let all: Api<NodeMaintenance> = Api::all(support::client().await);
+    let mine = ListParams::default().labels(&format!("kordon.dev/plan={name}"));
+    all.list(&mine).await.expect("list NodeMaintenances").items
+}
+
+/// Someone else's cordon takes a place in a plan's cap: at maxUnavailable 1 the plan
+/// starts nothing while their node is cordoned and says why (`status.outByOthers`,
+/// `waiting`); once uncordoned, every node is done one at a time, and a watcher never
+/// sees two out. With `countOthersOut: false` a plan goes on at once, and maintains
+/// their node in its turn, keeping their cordon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_someone_else_cordoned_takes_the_cap_until_it_is_uncordoned() {
+    let env = three_nodes("plan-others").await;
+    let kubectl = |verb: &str, node: &str| {
+        let out = env.kubectl().args([verb, node]).output().expect("kubectl");
+        assert!(out.status.success(), "{out:?}");
+    };
+    let theirs = env.node("node-2");
+    kubectl("cordon", &theirs);
+    let zones = ZoneWatcher::start(Api::all(support::client().await), &env_selector(&env));
+    let _controller = Controller::start(&env);
+
+    let name = create_plan(&env, "others", json!({ "maxUnavailable": "1" })).await;
+    eventually(
+        "the plan to say their node takes its cap",
+        Duration::from_secs(60),
+        || async {
+            let status = plans().await.get(&name).await.expect("plan").status;
+            status.is_some_and(|s| {
+                let named = s
+                    .out_by_others
+                    .iter()
+                    .any(|o| o.node == theirs && o.reason == "cordoned");
+                let waits = s.waiting.as_deref().unwrap_or_default();
+                named
+                    && s.waiting_for == Some(PlanWait::Caps)
+                    && waits.contains(&format!(
+                        "out of service by someone else: {theirs} (cordoned)"
+                    ))
+            })
+        },
+    )
+    .await;
+    let status = plans()
+        .await
+        .get(&name)
+        .await
+        .expect("plan")
+        .status
+        .expect("status");
+    assert_eq!(
+        status.nodes[&theirs].waiting.as_deref(),
+        Some(
+            "out of service by someone else (cordoned): it takes a place in the caps and starts once back in service"
+        )
+    );
+    // Its next looks (every 5 s) start nothing either.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(children(&name).await.is_empty(), "the plan started a node");
+    }
+    kubectl("uncordon", &theirs);
+    wait_done(&name, 3).await;
+    assert_eq!(zones.max_out(), 1, "never two nodes out at once");
+    let done = plans()
+        .await
+        .get(&name)
+        .await
+        .expect("plan")
+        .status
+        .expect("status");
+    assert!(done.out_by_others.is_empty(), "{done:?}");
+    let _ = plans().await.delete(&name, &DeleteParams::default()).await;
+
+    kubectl("cordon", &theirs);
+    let name = create_plan(
+        &env,
+        "uncounted",
+        json!({ "maxUnavailable": "1", "countOthersOut": false }),
+    )
+    .await;
+    wait_done(&name, 3).await;
+    assert!(env.is_cordoned(&theirs).await, "their cordon stays");
+    let status = plans()
+        .await
+        .get(&name)
+        .await
+        .expect("plan")
+        .status
+        .expect("status");
+    assert!(status.out_by_others.is_empty(), "{status:?}");
+    let _ = plans().await.delete(&name, &DeleteParams::default()).await;
+}

@@ -227,6 +227,8 @@ async fn crash_and_resume(name: &str, point: KillPoint) {
     cordon(&nodes[2], false);
 
     let command = "case \"$KORDON_NODE\" in *node-2) sleep 4;; esac";
+    // Someone else's node is maintained in its turn, its cordon kept (counted against
+    // the cap, it would be left to them until they uncordon it).
     let args = roll_args(
         &env,
         &[
@@ -237,6 +239,7 @@ async fn crash_and_resume(name: &str, point: KillPoint) {
             "given",
             "--lock-timeout",
             "60s",
+            "--count-others-out=false",
             "--",
             "sh",
             "-c",
@@ -726,4 +729,77 @@ async fn max_unavailable_per_zone_never_takes_two_nodes_of_one_zone() {
     assert_all_done(&env, &nodes).await;
     assert_eq!(zones.max_out_per_zone(), 1, "never two nodes of one zone");
     assert_eq!(zones.max_out(), 2, "two zones, one node each, at once");
+}
+
+/// Someone else's cordon takes a place in the cap: with room for one node, the roll
+/// leaves their node to them and starts no other while it is cordoned, says why, and
+/// goes on once it is uncordoned; an independent watcher never sees two nodes out. With
+/// `--count-others-out=false` a roll goes on at once, and maintains their node in its
+/// turn, keeping their cordon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_someone_else_cordoned_takes_the_cap_until_it_is_uncordoned() {
+    let (env, nodes) = fleet("roll-others", 3).await;
+    let kubectl = |verb: &str, node: &str| {
+        let out = env.kubectl().args([verb, node]).output().expect("kubectl");
+        assert!(out.status.success(), "{out:?}");
+    };
+    let theirs = &nodes[1];
+    kubectl("cordon", theirs);
+    let selector = format!("{ENV_LABEL}={}", env.ns());
+    let cordons = CordonWatcher::start(Api::all(env.client.clone()), &selector).await;
+    let child = spawn_roll(
+        &env,
+        &roll_args(&env, &["--selector", &selector, "--", "true"]),
+    );
+
+    // Once the roll holds its lock it decides; for a few seconds after, nothing goes out.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client.clone(), env.ns());
+    eventually(
+        "the roll to take its lock",
+        Duration::from_secs(60),
+        || async { leases.get_opt("kordon-roll").await.ok().flatten().is_some() },
+    )
+    .await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for node in &nodes {
+            assert_eq!(phase(&env, node).await, None, "{node} was started");
+        }
+    }
+    assert_eq!(cordons.max_cordoned(), 1, "only their node is out");
+    kubectl("uncordon", theirs);
+    let run = finish(child);
+    run.assert_ok();
+    assert_all_done(&env, &nodes).await;
+    assert_eq!(cordons.max_cordoned(), 1, "never two nodes out at once");
+    for line in [
+        format!(
+            "out of service by someone else, counted against the cap (not started while so): {theirs} (cordoned)"
+        ),
+        "nodes out of service by someone else take the rest of the cap: no new node starts until one is back (--count-others-out=false not to count them)".into(),
+        "no selected node is out of service by someone else any more".into(),
+        format!("out of service by someone else, counted against the cap: {theirs} (cordoned)"),
+    ] {
+        assert!(run.stdout.contains(&line), "{line}\nin:\n{}", run.stdout);
+    }
+
+    // Not counted, their node is maintained in its turn and keeps their cordon.
+    kubectl("cordon", theirs);
+    let run = env.run_kordon(&roll_args(
+        &env,
+        &[
+            "--selector",
+            &selector,
+            "--count-others-out=false",
+            "-o",
+            "json",
+            "--",
+            "true",
+        ],
+    ));
+    let report = assert_report_done(&run, 3);
+    assert_eq!(report["outByOthers"], json!([]), "{report:#}");
+    assert!(env.is_cordoned(theirs).await, "their cordon stays");
+    assert_eq!(phase(&env, theirs).await.as_deref(), Some("done"));
 }

@@ -32,8 +32,8 @@ pub struct MaintenancePlanSpec {
     /// The nodes to maintain, as a label selector (`kubectl get nodes -l` syntax).
     pub node_selector: String,
     /// How many selected nodes may be out of service at once: "2" or "25%" (rounded
-    /// down, at least 1). Nodes out for any reason kordon knows (another plan, a
-    /// NodeMaintenance, a `kordon roll`) count.
+    /// down, at least 1). Nodes out for any reason count: another plan's, a
+    /// NodeMaintenance's, a `kordon roll`'s, and (see `countOthersOut`) someone else's.
     #[serde(default = "one")]
     pub max_unavailable: String,
     /// At most this many nodes out at once per value of a node label, e.g.
@@ -69,6 +69,17 @@ pub struct MaintenancePlanSpec {
     /// The wait for each node's volumes before its step (see NodeMaintenance).
     #[serde(default)]
     pub volume_detach: super::node_maintenance::VolumeDetach,
+    /// Selected nodes someone else has out of service (cordoned, NotReady, tainted
+    /// NoSchedule or NoExecute by another actor) count against the caps, and are not
+    /// started until they are back: the fleet is as short of them as of a node kordon
+    /// drains. `false`: only kordon's own count, and such a node is maintained in its
+    /// turn (its cordon kept).
+    #[serde(default = "yes")]
+    pub count_others_out: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> String {
@@ -110,6 +121,10 @@ pub struct MaintenancePlanStatus {
     /// node is done for the round once it is Done; the object stays as the record).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nodes: BTreeMap<String, PlanNode>,
+    /// Selected nodes someone else has out of service, and why (`cordoned`, `NotReady`,
+    /// `tainted KEY:EFFECT`): each takes a place in the caps (`spec.countOthersOut`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub out_by_others: Vec<OutByOthers>,
     /// When the last node finished, for `pauseBetween`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_finished: Option<Time>,
@@ -146,4 +161,11 @@ pub struct PlanNode {
     /// Why the node's maintenance waits now (a budget, a gate, a refusal), if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+}
+
+/// A node someone else has out of service, and why, as the caps count it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct OutByOthers {
+    pub node: String,
+    pub reason: String,
 }

@@ -41,6 +41,20 @@ pub struct RollArgs {
     /// Halt once this many nodes have failed.
     #[arg(long, default_value = "1", value_parser = values::at_least_one)]
     pub max_failures: usize,
+    /// Count selected nodes someone else has out of service (cordoned, NotReady, tainted
+    /// NoSchedule/NoExecute) against the caps, and leave them be until they are back:
+    /// the fleet is as short of them as of a node kordon drains. =false counts only
+    /// kordon's own, and maintains such a node in its turn.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value = "true",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true,
+        value_parser = values::boolean
+    )]
+    pub count_others_out: bool,
     /// Continue the last unfinished roll (its nodes and command, unless given again).
     #[arg(long)]
     pub resume: bool,
@@ -153,6 +167,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
         windows: args.windows.clone(),
         pause_between: args.pause_between,
         max_failures: args.max_failures,
+        count_others_out: args.count_others_out,
         lock: LockOptions {
             namespace: args.lock.lock_namespace.clone(),
             wait: args.lock_timeout,

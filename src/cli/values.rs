@@ -39,6 +39,15 @@ pub fn lease_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A switch written out, as kubectl's boolean flags take it (`--flag=false`).
+pub fn boolean(s: &str) -> Result<bool, String> {
+    match s {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("must be true or false".into()),
+    }
+}
+
 /// A count that must be at least 1 (`--concurrency`, `--max-failures`).
 pub fn at_least_one(s: &str) -> Result<usize, String> {
     let n: usize = s

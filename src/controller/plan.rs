@@ -94,7 +94,10 @@ pub async fn reconcile(
     status.next_window = held.as_ref().and_then(|h| h.next_window.clone());
     let (start, waiting) = match held {
         Some(h) => (Vec::new(), Some((h.kind, h.message))),
-        None => room::next_nodes(&ctx, &name, &mut slots, cap, spec, &held_now).await?,
+        None => {
+            let others = &status.out_by_others;
+            room::next_nodes(&ctx, &name, &mut slots, cap, spec, &held_now, others).await?
+        }
     };
     (status.waiting_for, status.waiting) = waiting.unzip();
     start_nodes(&ctx, &plan, &round, &start, &mut status).await?;
@@ -136,6 +139,7 @@ fn stand(
         done,
         active,
         failed,
+        out_by_others,
     } = tally::tally(selected, children, held_now, spec);
     // The last node done, for pauseBetween.
     status.last_finished = children
@@ -146,6 +150,7 @@ fn stand(
     status.done = done;
     status.active = active;
     status.failed = failed;
+    status.out_by_others = out_by_others;
     status.pending = u32::try_from(slots.iter().filter(|s| s.pending).count()).unwrap_or(u32::MAX);
     status.next_window = None;
     (slots, !spec.paused && failed >= spec.max_failures)

@@ -10,16 +10,19 @@ use kube::ResourceExt;
 use super::Ctx;
 use super::reconcile::ReconcileError;
 use super::tally;
-use crate::api::maintenance_plan::{MaintenancePlanSpec, PlanWait};
+use crate::api::maintenance_plan::{MaintenancePlanSpec, OutByOthers, PlanWait};
 use crate::cluster::usage::PodUsage;
+use crate::flag::Flag;
 use crate::fleet::MaxUnavailable;
 use crate::fleet::caps::{self, Conflict, Slot};
 use crate::fleet::run::holdings;
+use crate::fleet::unavailable;
 use crate::names::NodeName;
 use crate::snapshot::{Reach, Snapshot};
 use crate::workload::WorkloadId;
 
-/// The nodes plan `me` starts now, and what the next one waits for.
+/// The nodes plan `me` starts now, and what the next one waits for; `others`: its nodes
+/// someone else has out, which take places in its caps.
 pub(super) async fn next_nodes(
     ctx: &Ctx,
     me: &str,
@@ -27,15 +30,30 @@ pub(super) async fn next_nodes(
     cap: usize,
     spec: &MaintenancePlanSpec,
     held: &BTreeSet<String>,
+    others: &[OutByOthers],
 ) -> Result<(Vec<String>, Option<(PlanWait, String)>), ReconcileError> {
     let (start, waits) = choose(ctx, slots, cap, spec).await?;
     let mut waiting = waits.map(|(node, why)| match why {
         Conflict::Full => (
             PlanWait::Caps,
-            format!("at its caps (maxUnavailable {cap}{})", per_text(spec)),
+            format!(
+                "at its caps (maxUnavailable {cap}{}){}",
+                per_text(spec),
+                others_text(others)
+            ),
         ),
         why => (PlanWait::Caps, format!("node {node} waits: {why}")),
     });
+    // Nothing else left to start: the nodes someone else has out are what it waits for.
+    let theirs = |s: &Slot| others.iter().any(|o| o.node == s.node);
+    if waiting.is_none()
+        && start.is_empty()
+        && !slots.iter().any(|s| s.pending && !s.out)
+        && slots.iter().any(|s| s.pending && theirs(s))
+    {
+        let why = format!("the nodes left wait{}", others_text(others));
+        waiting = Some((PlanWait::Caps, why));
+    }
     let (start, waits) = within_other_plans(ctx, me, start, held);
     waiting = waiting.or(waits.map(|w| (PlanWait::OtherPlans, w)));
     Ok((start, waiting))
@@ -154,9 +172,14 @@ fn within_other_plans(
         };
         let nodes = super::plan::selected_nodes(ctx, &selector);
         let names: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+        let counts_others = other.spec.count_others_out;
         let out = nodes
             .iter()
-            .filter(|n| held.contains(&n.name_any()) || tally::out_of_service_elsewhere(n))
+            .filter(|n| {
+                held.contains(&n.name_any())
+                    || tally::out_of_service_elsewhere(n)
+                    || (counts_others && unavailable::by_others(n).is_some())
+            })
             .count();
         let Ok(cap) = other
             .spec
@@ -188,6 +211,24 @@ fn within_other_plans(
         started.push(node);
     }
     (started, waits)
+}
+
+/// `; out of service by someone else: node-2 (cordoned) (…)`, or nothing.
+fn others_text(others: &[OutByOthers]) -> String {
+    if others.is_empty() {
+        return String::new();
+    }
+    let nodes: Vec<String> = others
+        .iter()
+        .map(|o| format!("{} ({})", o.node, o.reason))
+        .collect();
+    format!(
+        "; out of service by someone else: {} ({}: false not to count them)",
+        nodes.join(", "),
+        Flag::CountOthersOut
+            .field()
+            .unwrap_or("spec.countOthersOut")
+    )
 }
 
 fn per_text(spec: &crate::api::maintenance_plan::MaintenancePlanSpec) -> String {

@@ -12,12 +12,13 @@ use kube::ResourceExt;
 use super::status::set_condition;
 use crate::api::duration;
 use crate::api::maintenance_plan::{
-    MaintenancePlanSpec, MaintenancePlanStatus, PlanNode, PlanWait,
+    MaintenancePlanSpec, MaintenancePlanStatus, OutByOthers, PlanNode, PlanWait,
 };
-use crate::api::node_maintenance::{NodeMaintenance, StatusPhase, holder_of};
+use crate::api::node_maintenance::{NodeMaintenance, StatusPhase};
 use crate::fleet::MaxUnavailable;
 use crate::fleet::caps::Slot;
-use crate::fleet::mark::{Mark, Phase};
+use crate::fleet::mark::Mark;
+use crate::fleet::unavailable::{self, OutOfService};
 use crate::fleet::window::{self, Availability, Window};
 
 /// The plan's spec, read once before it decides.
@@ -66,6 +67,8 @@ pub struct Tally {
     pub done: u32,
     pub active: u32,
     pub failed: u32,
+    /// Selected nodes someone else has out, and why (with `spec.countOthersOut`).
+    pub out_by_others: Vec<OutByOthers>,
 }
 
 /// Tallies the `selected` nodes from this round's NodeMaintenances of the plan
@@ -114,12 +117,24 @@ pub fn tally(
             Some(c) => c.status.as_ref().map(|s| s.workloads.clone()),
             None => Mark::of(node).map(|m| m.workloads),
         };
+        // Out by this plan's own maintenance, or by anyone else's: another plan may
+        // take a node this plan has already done in this round.
+        let kordons = out_here || held_now.contains(&node_name) || out_of_service_elsewhere(node);
+        // Out by someone else: counted, once, and left to them while they have it.
+        let others = (spec.count_others_out && !kordons)
+            .then(|| unavailable::by_others(node))
+            .flatten();
+        if let Some(why) = &others {
+            t.out_by_others.push(OutByOthers {
+                node: node_name.clone(),
+                reason: why.to_string(),
+            });
+        }
+        let pending = child.is_none();
         t.slots.push(Slot {
             node: node_name.clone(),
-            // Out by this plan's own maintenance, or by anyone else's: another plan may
-            // take a node this plan has already done in this round.
-            out: out_here || held_now.contains(&node_name) || out_of_service_elsewhere(node),
-            pending: child.is_none(),
+            out: kordons || others.is_some(),
+            pending,
             domains: spec
                 .max_unavailable_per
                 .keys()
@@ -133,7 +148,9 @@ pub fn tally(
             PlanNode {
                 maintenance: child.map(|c| c.name_any()),
                 phase,
-                waiting: child.and_then(|c| blocked_by(c)),
+                waiting: child
+                    .and_then(|c| blocked_by(c))
+                    .or_else(|| others.map(|why| held_by_others(&why, pending))),
             },
         );
     }
@@ -242,7 +259,17 @@ pub fn held_back(
 /// Out of service for a reason other than this plan: another NodeMaintenance, or a
 /// `kordon roll` that has not finished it.
 pub fn out_of_service_elsewhere(node: &Node) -> bool {
-    holder_of(node).is_some() || Mark::of(node).is_some_and(|m| m.phase != Phase::Done)
+    unavailable::held_by_kordon(node)
+}
+
+/// What a node someone else has out means for the plan.
+fn held_by_others(why: &OutOfService, pending: bool) -> String {
+    let starts = if pending {
+        " and starts once back in service"
+    } else {
+        ""
+    };
+    format!("out of service by someone else ({why}): it takes a place in the caps{starts}")
 }
 
 /// The message of the NodeMaintenance's `Blocked` condition, while it is True.
@@ -268,9 +295,11 @@ mod tests {
         serde_json::from_value(spec).expect("spec")
     }
 
+    /// A Ready node in zone z1.
     fn node(name: &str, annotations: serde_json::Value) -> Node {
         serde_json::from_value(json!({
-            "metadata": { "name": name, "labels": { "zone": "z1" }, "annotations": annotations }
+            "metadata": { "name": name, "labels": { "zone": "z1" }, "annotations": annotations },
+            "status": { "conditions": [{ "type": "Ready", "status": "True" }] },
         }))
         .expect("node")
     }
@@ -393,6 +422,51 @@ mod tests {
         );
         assert_eq!(t.records["b"].maintenance.as_deref(), Some("plan-b"));
         assert_eq!(t.records["c"].phase, Some(StatusPhase::Pending));
+    }
+
+    #[test]
+    fn a_node_someone_else_has_out_takes_a_place_and_waits_unless_the_spec_says_not_to_count_it() {
+        let mut cordoned = node("b", json!({}));
+        cordoned.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+            unschedulable: Some(true),
+            ..Default::default()
+        });
+        // c's cordon is its NodeMaintenance's: counted as the plan's own, not twice.
+        let mut own = node("c", json!({ "kordon.dev/node-maintenance": "plan-c" }));
+        own.spec.clone_from(&cordoned.spec);
+        let selected = [node("a", json!({})), cordoned, own];
+        let children: BTreeMap<_, _> = [child("c", Some("Draining"))].into_iter().collect();
+        let counted = tally(&selected, &children, &BTreeSet::new(), &spec(json!({})));
+        let out: Vec<(&str, bool)> = counted
+            .slots
+            .iter()
+            .map(|s| (s.node.as_str(), s.out))
+            .collect();
+        assert_eq!(out, [("a", false), ("b", true), ("c", true)]);
+        assert!(
+            counted.slots[1].pending,
+            "b is not started while someone else has it"
+        );
+        assert_eq!(
+            counted.out_by_others,
+            [OutByOthers {
+                node: "b".into(),
+                reason: "cordoned".into()
+            }]
+        );
+        assert_eq!(
+            counted.records["b"].waiting.as_deref(),
+            Some(
+                "out of service by someone else (cordoned): it takes a place in the caps and starts once back in service"
+            )
+        );
+        let uncounted = tally(
+            &selected,
+            &children,
+            &BTreeSet::new(),
+            &spec(json!({ "countOthersOut": false })),
+        );
+        assert!(!uncounted.slots[1].out && uncounted.out_by_others.is_empty());
     }
 
     #[test]

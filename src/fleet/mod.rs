@@ -10,6 +10,7 @@ mod others;
 mod preflight;
 pub mod run;
 mod schedule;
+pub mod unavailable;
 pub mod window;
 
 use std::collections::VecDeque;
@@ -59,6 +60,9 @@ pub struct RollOptions {
     pub pause_between: Duration,
     /// The roll halts once this many nodes failed.
     pub max_failures: usize,
+    /// Selected nodes someone else has out of service take places in the caps, and
+    /// wait until they are back (see [`unavailable`]); `false`: only kordon's count.
+    pub count_others_out: bool,
     pub lock: LockOptions,
     /// What the run was asked to do, kept in the lease to recognise a re-run.
     pub spec: RunSpec,
@@ -118,6 +122,11 @@ pub enum RollProgress {
         node: NodeName,
         text: String,
     },
+    /// The selected nodes someone else has out of service changed: these take places
+    /// in the caps now (none: every one of them is back).
+    OutByOthers {
+        nodes: Vec<unavailable::OutNode>,
+    },
     /// Someone uncordoned a node this run has out; it was cordoned again.
     Recordoned {
         node: NodeName,
@@ -142,6 +151,9 @@ pub enum WaitReason {
     /// NodeMaintenances (a MaintenancePlan's, the controller's) have the rest of the
     /// cap out; looked at again then.
     Others,
+    /// Selected nodes someone else has out of service take the rest of the caps (or
+    /// are all that is left to start); looked at again then.
+    OthersOut,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -152,6 +164,9 @@ pub struct RollReport {
     pub state: RunState,
     pub max_unavailable: usize,
     pub nodes: Vec<NodeResult>,
+    /// Selected nodes someone else had out of service during the run, each with the
+    /// last reason seen: they took places in the caps (`--count-others-out`).
+    pub out_by_others: Vec<unavailable::OutNode>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -296,6 +311,10 @@ pub async fn roll(
         stop: stop_rx,
         on_progress,
     };
+    let scope = opts
+        .count_others_out
+        .then(|| names.iter().map(ToString::to_string).collect());
+    let mut out_by_others = Vec::new();
     let state = schedule::schedule(
         &job,
         &holdings,
@@ -303,8 +322,10 @@ pub async fn roll(
         schedule::Cap {
             max: cap,
             marks_elsewhere,
+            scope,
         },
         &mut results,
+        &mut out_by_others,
     )
     .await;
     watcher.abort();
@@ -325,6 +346,7 @@ pub async fn roll(
         state,
         max_unavailable: cap,
         nodes: results,
+        out_by_others,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The roll's scheduler: starts nodes while the cap's slots, the windows and the
 //! pause allow, and halts or stops as failures and Ctrl-C say.
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -11,28 +12,34 @@ use super::caps::{self, Slot};
 use super::mark::Mark;
 use super::node::{self, NodeResult, Outcome};
 use super::others;
+use super::unavailable::OutNode;
 use super::window::{self, Availability, Window};
 use super::{Job, RollProgress, RunState, WaitReason, name_of, run};
 use crate::cluster::nodes;
 
-/// The roll's cap, shared with the other kordon actors' nodes out.
+/// The roll's cap, shared with the other kordon actors' nodes out, and with the nodes
+/// someone else has out among its own.
 pub(super) struct Cap {
     pub max: usize,
     /// Nodes earlier runs under the lock left out, counted at the start (the lock lets
     /// no other roll run meanwhile).
     pub marks_elsewhere: usize,
+    /// The selected nodes, when those someone else has out count (`--count-others-out`).
+    pub scope: Option<BTreeSet<String>>,
 }
 
 /// How often a roll whose cap others fill looks again.
 const OTHERS_AGAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Starts nodes while slots, windows and pauses allow; collects their results.
+/// Starts nodes while slots, windows and pauses allow; collects their results, and the
+/// selected nodes someone else had out meanwhile (`counted`, with the last reason seen).
 pub(super) async fn schedule(
     job: &Job<'_>,
     holdings: &HashMap<String, run::Holding>,
     mut queue: VecDeque<(Node, Option<Mark>)>,
     cap: Cap,
     results: &mut Vec<NodeResult>,
+    counted: &mut Vec<OutNode>,
 ) -> RunState {
     let opts = job.options;
     let mut running = FuturesUnordered::new();
@@ -42,36 +49,26 @@ pub(super) async fn schedule(
     let mut stop = job.stop.clone();
     // Nodes this roll has out of service: running, or failed and left cordoned.
     let mut out: HashMap<String, Node> = HashMap::new();
-    // A failed start counts none and says so: the roll's own nodes still keep within
-    // the cap.
-    let maintenances = others::Maintenances::watch(&job.ctx.view)
-        .await
-        .inspect_err(|e| tracing::warn!("cannot watch the nodes NodeMaintenances hold: {e}"))
-        .ok();
+    let mut elsewhere = others::Elsewhere::watch(&job.ctx.view, cap.scope).await;
     loop {
         let stopping = stop.borrow().is_some();
         let halted = failures >= opts.max_failures;
         // Failed nodes stay cordoned, so they keep their slot; nodes NodeMaintenances
-        // hold outside this roll take theirs.
-        let held = held_elsewhere(job, maintenances.as_ref(), &out, queue.is_empty()).await;
-        let others = cap.marks_elsewhere + held.len();
+        // hold outside this roll take theirs, and so do selected nodes someone else has
+        // out (not started while they have them).
+        let done = queue.is_empty();
+        let look = elsewhere.look(job, &out, done).await;
+        let by_others = &look.by_others;
+        let others = cap.marks_elsewhere + look.count();
         let full = running.len() + failures + others >= cap.max;
         let mut wait_until = None;
-        if !stopping && !halted && !queue.is_empty() && others > 0 && full {
-            // Quiet while own nodes run: their end is news enough.
-            if running.is_empty() && announce(&mut announced, Wait::Others(held)) {
-                let until = jiff::Timestamp::now()
-                    .checked_add(jiff::SignedDuration::try_from(OTHERS_AGAIN).unwrap_or_default())
-                    .unwrap_or_else(|_| jiff::Timestamp::now());
-                let why = WaitReason::Others;
-                (job.on_progress)(RollProgress::Waiting { until, why });
-            }
-            wait_until = Some(tokio::time::Instant::now() + OTHERS_AGAIN);
-        }
+        let mut held_by_others = !stopping && !halted && !done && others > 0 && full;
         while !stopping && !halted && running.len() + failures + others < cap.max {
             // The first node in order that the per-label caps let start now.
-            let Some(index) = next_fitting(&queue, &out, holdings, &opts.max_unavailable_per)
-            else {
+            let per = &opts.max_unavailable_per;
+            let Some(index) = next_fitting(&queue, &out, by_others, holdings, per) else {
+                // Someone else's nodes hold it if it would fit without them.
+                held_by_others |= next_fitting(&queue, &out, &[], holdings, per).is_some();
                 break;
             };
             let (_, previous) = &queue[index];
@@ -89,11 +86,19 @@ pub(super) async fn schedule(
             let Some((node, previous)) = queue.remove(index) else {
                 break;
             };
+            let node = elsewhere.latest(node);
             out.insert(name_of(&node).to_string(), node.clone());
             // The wait is over: the next one is news, even if it looks like the last.
             announced = None;
             let fresh = fresh_mark(&node, holdings, job);
             running.push(async move { node::maintain(job, &node, previous, fresh).await });
+        }
+        if held_by_others {
+            // Quiet while own nodes run: their end is news enough.
+            if running.is_empty() {
+                wait_for_others(job, &mut announced, look);
+            }
+            wait_until.get_or_insert(tokio::time::Instant::now() + OTHERS_AGAIN);
         }
         if running.is_empty() && (queue.is_empty() || stopping || halted) {
             break;
@@ -131,6 +136,7 @@ pub(super) async fn schedule(
         }
     }
     not_started(job, queue, results).await;
+    counted.extend(elsewhere.counted());
     match *stop.borrow() {
         Some(state) => state,
         None if results.iter().any(|r| r.outcome == Outcome::NotStarted) => RunState::Halted,
@@ -156,20 +162,21 @@ async fn not_started(
     }
 }
 
-/// Nodes NodeMaintenances hold now, outside this roll's own; none once nothing is left
-/// to start.
-async fn held_elsewhere(
-    job: &Job<'_>,
-    maintenances: Option<&others::Maintenances>,
-    out: &HashMap<String, Node>,
-    done: bool,
-) -> BTreeSet<String> {
-    let Some(maintenances) = maintenances.filter(|_| !done) else {
-        return BTreeSet::new();
+/// Says, once, that others fill the rest of the cap: NodeMaintenances, or nodes someone
+/// else has out (the nodes tell one such wait from the next).
+fn wait_for_others(job: &Job<'_>, announced: &mut Option<Wait>, look: others::Look) {
+    let why = match look.by_others.is_empty() {
+        true => WaitReason::Others,
+        false => WaitReason::OthersOut,
     };
-    let mut held = maintenances.held(job.conn).await;
-    held.retain(|n| !out.contains_key(n));
-    held
+    let theirs = look.by_others.iter().map(|(o, _)| o.node.to_string());
+    let nodes = look.held.into_iter().chain(theirs).collect();
+    if announce(announced, Wait::Others(nodes)) {
+        let until = jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::try_from(OTHERS_AGAIN).unwrap_or_default())
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        (job.on_progress)(RollProgress::Waiting { until, why });
+    }
 }
 
 /// One wait of the roll, as its waiting line tells it: a window or a pause until an
@@ -192,17 +199,22 @@ fn announce(last: &mut Option<Wait>, wait: Wait) -> bool {
 }
 
 /// The index of the first queued node that the per-label caps and the workloads that
-/// allow one disruption let start beside the nodes out now (`None`: every queued node
-/// waits for one of those to return).
+/// allow one disruption let start beside the nodes out now, this roll's and those
+/// someone else has out (`None`: every queued node waits for one of those to return).
+/// A queued node someone else has out takes its place in its domain and waits.
 fn next_fitting(
     queue: &VecDeque<(Node, Option<Mark>)>,
     out: &HashMap<String, Node>,
+    by_others: &[(OutNode, Arc<Node>)],
     holdings: &HashMap<String, run::Holding>,
     per: &BTreeMap<String, u32>,
 ) -> Option<usize> {
-    let slot = |node: &Node, out: bool| {
+    let others: BTreeSet<&str> = by_others.iter().map(|(o, _)| o.node.as_str()).collect();
+    // Someone else's node is not drained by this roll: its workloads take no turn.
+    let slot = |node: &Node, own: bool| {
         let name = name_of(node).to_string();
-        let holding = holdings.get(&name);
+        let theirs = others.contains(name.as_str());
+        let holding = holdings.get(&name).filter(|_| !theirs);
         Slot {
             domains: per
                 .keys()
@@ -211,13 +223,21 @@ fn next_fitting(
             workloads: holding.map(|h| h.workloads.clone()).unwrap_or_default(),
             single: holding.map(|h| h.single.clone()).unwrap_or_default(),
             node: name,
-            out,
-            pending: !out,
+            out: own || theirs,
+            pending: !own,
         }
     };
+    // Theirs that are not queued (done in this run, or under way when it resumed) are
+    // out all the same.
+    let queued: BTreeSet<String> = queue.iter().map(|(n, _)| name_of(n).to_string()).collect();
+    let theirs = by_others
+        .iter()
+        .filter(|(o, _)| !queued.contains(o.node.as_str()))
+        .map(|(_, n)| slot(n.as_ref(), true));
     let slots: Vec<Slot> = out
         .values()
         .map(|n| slot(n, true))
+        .chain(theirs)
         .chain(queue.iter().map(|(n, _)| slot(n, false)))
         .collect();
     let first = caps::choose(&slots, usize::MAX, per).0.into_iter().next()?;

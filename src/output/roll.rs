@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use super::Report;
+use crate::flag::Flag;
+use crate::fleet::unavailable::OutNode;
 use crate::fleet::{Outcome, RollProgress, RollReport, RunState, WaitReason};
 
 impl Report for RollReport {
@@ -29,8 +31,15 @@ impl Report for RollReport {
             ],
             rows,
         );
+        let others = match self.out_by_others.as_slice() {
+            [] => String::new(),
+            nodes => format!(
+                "out of service by someone else, counted against the cap: {}\n",
+                out_nodes(nodes)
+            ),
+        };
         format!(
-            "run {}: {} ({} node(s), at most {} at a time)\n{table}\n",
+            "run {}: {} ({} node(s), at most {} at a time)\n{table}\n{others}",
             self.run,
             self.state.as_str(),
             self.nodes.len(),
@@ -86,6 +95,17 @@ pub fn progress_line(p: &RollProgress) -> Option<String> {
             ),
             WaitReason::Pause => format!("pausing: the next node starts at {}", when(*until)),
             WaitReason::Others => "NodeMaintenances (a MaintenancePlan's, the controller's) have the rest of the cap out: waiting for one to finish".to_string(),
+            WaitReason::OthersOut => format!(
+                "nodes out of service by someone else take the rest of the cap: no new node starts until one is back ({}=false not to count them)",
+                Flag::CountOthersOut.cli()
+            ),
+        },
+        RollProgress::OutByOthers { nodes } => match nodes.as_slice() {
+            [] => "no selected node is out of service by someone else any more".into(),
+            nodes => format!(
+                "out of service by someone else, counted against the cap (not started while so): {}",
+                out_nodes(nodes)
+            ),
         },
         RollProgress::Phase { node, phase } => format!("[{node}] {phase}"),
         RollProgress::Drain { node, event } => {
@@ -107,6 +127,15 @@ pub fn progress_line(p: &RollProgress) -> Option<String> {
         },
     })
     .filter(|l| !l.is_empty())
+}
+
+/// `node-2 (cordoned), node-5 (NotReady)`.
+fn out_nodes(nodes: &[OutNode]) -> String {
+    let each: Vec<String> = nodes
+        .iter()
+        .map(|o| format!("{} ({})", o.node, o.reason))
+        .collect();
+    each.join(", ")
 }
 
 fn outcome(o: Outcome) -> &'static str {
@@ -195,6 +224,7 @@ mod tests {
             state: RunState::Halted,
             max_unavailable: 1,
             nodes,
+            out_by_others: Vec::new(),
         }
     }
 
@@ -233,6 +263,40 @@ mod tests {
         assert_eq!(column(lines[1], "STATE"), column(lines[3], "Ready,"));
         assert!(lines.iter().all(|l| l == &l.trim_end()), "{text:?}");
         assert!(!text.contains('\u{1b}'), "{text:?}");
+    }
+
+    #[test]
+    fn nodes_someone_else_has_out_are_named_with_why() {
+        use crate::fleet::unavailable::OutOfService;
+        let out = vec![
+            OutNode {
+                node: NodeName::from("node-2"),
+                reason: OutOfService::Cordoned,
+            },
+            OutNode {
+                node: NodeName::from("node-3"),
+                reason: OutOfService::Tainted {
+                    key: "example.com/x".into(),
+                    effect: "NoSchedule".into(),
+                },
+            },
+        ];
+        let line = progress_line(&RollProgress::OutByOthers { nodes: out.clone() });
+        assert_eq!(
+            line.as_deref(),
+            Some(
+                "out of service by someone else, counted against the cap (not started while so): node-2 (cordoned), node-3 (tainted example.com/x:NoSchedule)"
+            )
+        );
+        let mut done = report(vec![node("node-1", Outcome::Done, Some(Phase::Done), 1.0)]);
+        done.out_by_others = out;
+        assert!(
+            done.text().ends_with(
+                "out of service by someone else, counted against the cap: node-2 (cordoned), node-3 (tainted example.com/x:NoSchedule)\n"
+            ),
+            "{}",
+            done.text()
+        );
     }
 
     #[test]
