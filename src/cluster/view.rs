@@ -297,6 +297,8 @@ pub struct View {
     stateful_sets: Registry<String, StatefulSet>,
     services: Registry<String, Service>,
     endpoint_slices: Registry<String, EndpointSlice>,
+    /// Nodes by label selector (`None`: every node).
+    nodes: Registry<Option<String>, Node>,
     /// One cluster-wide watch per kind the view need not know (kordon's own
     /// resources), each kind's registry created on first use.
     everywhere: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
@@ -307,6 +309,13 @@ pub struct View {
 
 /// How long a read of a namespace's workloads serves.
 const WORKLOADS_FRESH: Duration = Duration::from_secs(60);
+
+/// Drops a node's image list: most of a real node's object, and no decision reads it.
+fn slim_node(node: &mut Node) {
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+    }
+}
 
 /// How long a new watch may take to deliver its first list.
 const START_WITHIN: Duration = Duration::from_secs(30);
@@ -330,6 +339,7 @@ impl View {
             stateful_sets: Mutex::default(),
             services: Mutex::default(),
             endpoint_slices: Mutex::default(),
+            nodes: Mutex::default(),
             everywhere: Mutex::default(),
             workloads: tokio::sync::Mutex::default(),
             usage: std::sync::OnceLock::new(),
@@ -513,16 +523,35 @@ impl View {
             || (api, watcher::Config::default()),
             |k: &mut K| {
                 k.meta_mut().managed_fields = None;
-                // A node's image list is most of it on a real node, and no decision reads it.
-                if let Some(node) = (k as &mut dyn Any).downcast_mut::<Node>()
-                    && let Some(status) = node.status.as_mut()
-                {
-                    status.images = None;
+                if let Some(node) = (k as &mut dyn Any).downcast_mut::<Node>() {
+                    slim_node(node);
                 }
             },
         )
         .await
         .map(Some)
+    }
+
+    /// The nodes a label selector selects (`None`: every node), watched: a roll reads
+    /// what happens to its own nodes from memory, and pays for those nodes only.
+    pub async fn nodes(&self, selector: Option<&str>) -> Result<Arc<Watched<Node>>, ClusterError> {
+        let scope = selector.map(str::to_string);
+        let config = match &scope {
+            Some(s) => watcher::Config::default().labels(s),
+            None => watcher::Config::default(),
+        };
+        let api = Api::all(self.conn.client.clone());
+        self.shared(
+            &self.nodes,
+            &scope,
+            "nodes",
+            || (api, config),
+            |n: &mut Node| {
+                n.metadata.managed_fields = None;
+                slim_node(n);
+            },
+        )
+        .await
     }
 
     /// The registry of [`View::everywhere`]'s watches of `K`.

@@ -42,20 +42,24 @@ pub(super) struct Elsewhere {
 
 impl Elsewhere {
     /// Starts the watches; `scope`: the selected nodes, when those someone else has out
-    /// count. A watch that fails to start counts none and says so: the roll's own nodes
-    /// still keep within the cap.
-    pub async fn watch(view: &View, scope: Option<BTreeSet<String>>) -> Self {
+    /// count, and `selector` the label selector that chose them, if one did (the watch
+    /// then holds those nodes only). A watch that fails to start counts none and says
+    /// so: the roll's own nodes still keep within the cap.
+    pub async fn watch(
+        view: &View,
+        scope: Option<BTreeSet<String>>,
+        selector: Option<&str>,
+    ) -> Self {
         let maintenances = Maintenances::watch(view)
             .await
             .inspect_err(|e| tracing::warn!("cannot watch the nodes NodeMaintenances hold: {e}"))
             .ok();
         let nodes = match scope.is_some() {
             true => view
-                .everywhere::<Node>("nodes")
+                .nodes(selector)
                 .await
                 .inspect_err(|e| tracing::warn!("cannot watch the nodes someone else has out: {e}"))
-                .ok()
-                .flatten(),
+                .ok(),
             false => None,
         };
         Self {

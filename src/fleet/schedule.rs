@@ -49,7 +49,12 @@ pub(super) async fn schedule(
     let mut stop = job.stop.clone();
     // Nodes this roll has out of service: running, or failed and left cordoned.
     let mut out: HashMap<String, Node> = HashMap::new();
-    let mut elsewhere = others::Elsewhere::watch(&job.ctx.view, cap.scope).await;
+    let mut elsewhere = others::Elsewhere::watch(
+        &job.ctx.view,
+        cap.scope,
+        job.options.spec.selector.as_deref(),
+    )
+    .await;
     loop {
         let stopping = stop.borrow().is_some();
         let halted = failures >= opts.max_failures;
