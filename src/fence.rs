@@ -54,10 +54,18 @@ pub fn raise(annotations: &BTreeMap<String, String>) -> Changes {
 /// node kordon has not fenced. A record that cannot be read (someone edited it) leaves
 /// the fences up and drops only the record: keeping a node fenced is the safe side, and
 /// a person can lift it.
+///
+/// kordon's exclusion from load balancers goes with them ([`crate::exclusion::lift`]):
+/// both are what kordon put on a node while it was out.
 pub fn lower(annotations: &BTreeMap<String, String>) -> Changes {
-    if !is_up(annotations) {
-        return Changes::new();
+    let mut changes = crate::exclusion::lift(annotations);
+    if is_up(annotations) {
+        changes.extend(lower_fences(annotations));
     }
+    changes
+}
+
+fn lower_fences(annotations: &BTreeMap<String, String>) -> Changes {
     let mut changes: Changes = match recorded(annotations) {
         Some(prior) => FENCES
             .iter()
@@ -90,7 +98,7 @@ pub fn settled(out_of_service: bool, annotations: &BTreeMap<String, String>) -> 
     if out_of_service {
         fenced && recorded(annotations).is_some()
     } else {
-        !is_up(annotations)
+        !is_up(annotations) && crate::exclusion::lift(annotations).is_empty()
     }
 }
 

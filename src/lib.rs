@@ -18,6 +18,7 @@ pub mod drain;
 pub mod endpoints;
 pub mod error;
 pub mod evict;
+pub mod exclusion;
 pub mod fence;
 pub mod flag;
 pub mod fleet;

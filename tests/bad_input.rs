@@ -83,6 +83,8 @@ const CASES: &[Case] = &[
     parse(&["drain", NODE, "--deadline", "1m", "--delete-past-budget", ":app=web"], "names no namespace"),
     parse(&["drain", NODE, "--deadline", "1m", "--on-deadline", "panic"], "invalid value 'panic' for '--on-deadline"),
     early(&["drain", NODE, "--deadline", "10m", "--timeout", "5m"], "--deadline 10m is not before --timeout 5m"),
+    parse(&["drain", NODE, "--deregistration-delay", "5s"], "required arguments were not provided: --exclude-from-load-balancers"),
+    parse(&["drain", NODE, "--exclude-from-load-balancers", "--deregistration-delay", "later"], "--deregistration-delay later:"),
     parse(&["drain", NODE, "--forse"], "unexpected argument '--forse' found; tip: a similar argument exists: '--force'"),
     parse(&["cordon", NODE, "-l", "a=b"], "cannot be used with"),
     // maintain

@@ -129,6 +129,14 @@ pub struct DrainPolicy {
     /// What happens to pods a budget still holds at a deadline.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ladder: Option<LadderPolicy>,
+    /// Take the node out of external load balancers before the drain
+    /// (`node.kubernetes.io/exclude-from-external-load-balancers`), back at uncordon.
+    /// Default true: the controller always puts the node back, so the label cannot be
+    /// left behind.
+    pub exclude_from_load_balancers: bool,
+    /// How long load balancers get to deregister the node before the first eviction,
+    /// when a Service of type LoadBalancer exists, e.g. "30s".
+    pub deregistration_delay: String,
 }
 
 impl Default for DrainPolicy {
@@ -146,6 +154,8 @@ impl Default for DrainPolicy {
             allow_disruption: false,
             allow_pending: false,
             ladder: None,
+            exclude_from_load_balancers: true,
+            deregistration_delay: "30s".into(),
         }
     }
 }
@@ -360,6 +370,10 @@ pub struct DrainProgress {
     /// Each held pod with what holds it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<HeldPod>,
+    /// The node out of external load balancers, and what the drain waits for before
+    /// it evicts (`spec.drain.excludeFromLoadBalancers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancers: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

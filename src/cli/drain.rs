@@ -119,6 +119,14 @@ pub struct DrainFlags {
     pub shared_budget_lease: Duration,
     #[command(flatten)]
     pub ladder: LadderFlags,
+    /// Take the node out of external load balancers with the cordon
+    /// (node.kubernetes.io/exclude-from-external-load-balancers), back at uncordon.
+    #[arg(long)]
+    pub exclude_from_load_balancers: bool,
+    /// How long load balancers get to deregister the node before the first eviction,
+    /// when a Service of type LoadBalancer exists.
+    #[arg(long, value_parser = values::duration, default_value = "30s", value_name = "DURATION", requires = "exclude_from_load_balancers")]
+    pub deregistration_delay: Duration,
     /// Only print what would happen (client), or let the server check it (server).
     #[arg(long, value_enum, default_value_t, num_args = 0..=1, default_missing_value = "client", require_equals = true)]
     pub dry_run: DryRun,
@@ -192,6 +200,9 @@ impl DrainFlags {
             interrupt,
             // `maintain`'s drain fences; a drain alone does not (docs/cli.md).
             fence: false,
+            load_balancers: self
+                .exclude_from_load_balancers
+                .then_some(self.deregistration_delay),
         })
     }
 }

@@ -2,15 +2,15 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Taint};
+use k8s_openapi::api::core::v1::{Node, Service, Taint};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::{ClusterError, Connection};
-use crate::fence;
 use crate::names::NodeName;
 use crate::node_state::NodeState;
+use crate::{exclusion, fence};
 
 /// `--dry-run` as kubectl has it: `client` sends nothing that changes the cluster,
 /// `server` sends the request with `dryRun=All` so admission and validation still run.
@@ -110,8 +110,8 @@ pub fn cordoned_by_someone_else(node: &Node) -> bool {
 /// Sets `spec.unschedulable`, which is all cordon and uncordon are, and marks the node
 /// as cordoned by kordon. Returns the node as the server has it afterwards (or would,
 /// under `--dry-run=server`). Uncordoning a node kordon declared out of service (see
-/// [`set_out_of_service`]) lifts that taint too, and one kordon fenced (see
-/// [`crate::fence`]) gets its own fences back: the node is back.
+/// [`set_out_of_service`]) lifts that taint too, and one kordon fenced or excluded from
+/// load balancers gets those back as they were ([`patch`]): the node is back.
 pub async fn set_unschedulable(
     conn: &Connection,
     name: &NodeName,
@@ -129,15 +129,9 @@ pub async fn set_unschedulable_with(
     annotations: &Annotations,
     dry_run: DryRun,
 ) -> Result<Node, ClusterError> {
-    let mut node = patch(conn, name, Some(unschedulable), annotations, dry_run).await?;
+    let node = patch(conn, name, Some(unschedulable), annotations, dry_run).await?;
     if unschedulable || dry_run != DryRun::None {
         return Ok(node);
-    }
-    // Fenced by a maintenance that did not lower it with this uncordon (an uncordon
-    // by hand, another process): the fences go back as they were.
-    let lowering = fence::lower(node.annotations());
-    if !lowering.is_empty() {
-        node = patch(conn, name, None, &lowering, DryRun::None).await?;
     }
     if out_of_service_by_kordon(&node) {
         return set_out_of_service(conn, name, false).await;
@@ -215,8 +209,32 @@ pub type Annotations = BTreeMap<String, Option<String>>;
 
 /// One merge patch: the annotations and, when given, the cordon state (with kordon's
 /// cordon mark set or removed to match). Being one request, a node is never cordoned
-/// by kordon without the annotations that say why.
+/// by kordon without the annotations that say why. kordon's load-balancer exclusion
+/// record brings its label along ([`exclusion::labels_for`]).
+///
+/// An uncordoned node still fenced or excluded from load balancers by a maintenance
+/// whose put-back did not see it (an uncordon by hand, a drain's own exclusion under a
+/// roll's cordon) gets those back as they were in a second request: whoever uncordons
+/// puts the whole node back.
 pub async fn patch(
+    conn: &Connection,
+    name: &NodeName,
+    unschedulable: Option<bool>,
+    annotations: &Annotations,
+    dry_run: DryRun,
+) -> Result<Node, ClusterError> {
+    let node = merge(conn, name, unschedulable, annotations, dry_run).await?;
+    if unschedulable != Some(false) || dry_run != DryRun::None {
+        return Ok(node);
+    }
+    let lowering = fence::lower(node.annotations());
+    match lowering.is_empty() {
+        true => Ok(node),
+        false => merge(conn, name, None, &lowering, DryRun::None).await,
+    }
+}
+
+async fn merge(
     conn: &Connection,
     name: &NodeName,
     unschedulable: Option<bool>,
@@ -236,6 +254,10 @@ pub async fn patch(
         body["spec"] = json!({ "unschedulable": unschedulable });
     }
     body["metadata"] = json!({ "annotations": annotations });
+    let labels = exclusion::labels_for(&annotations);
+    if !labels.is_empty() {
+        body["metadata"]["labels"] = json!(labels);
+    }
     match api
         .patch(name.as_str(), &params, &Patch::Merge(&body))
         .await
@@ -251,4 +273,19 @@ pub async fn patch(
             Err(conn.error(format!("{verb} node {name} (patch nodes)"), e))
         }
     }
+}
+
+/// Whether any Service is of type LoadBalancer: only then do external load balancers
+/// have nodes in them to deregister. One paged read of the Services, which are few
+/// beside the pods.
+pub async fn any_load_balancer(conn: &Connection) -> Result<bool, ClusterError> {
+    let api: Api<Service> = Api::all(conn.client.clone());
+    let mut found = false;
+    super::view::for_each_page(&api, conn, "list services", ListParams::default(), |page| {
+        found |= page
+            .iter()
+            .any(|s| s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"));
+    })
+    .await?;
+    Ok(found)
 }

@@ -39,6 +39,7 @@ pub fn drain_options(p: &DrainPolicy) -> Result<DrainOptions, String> {
             humantime::format_duration(e.timeout)
         ));
     }
+    let deregistration = duration("deregistrationDelay", Some(&p.deregistration_delay))?;
     Ok(DrainOptions {
         permissions: Permissions {
             ignore_daemonsets: p.ignore_daemon_sets,
@@ -66,5 +67,6 @@ pub fn drain_options(p: &DrainPolicy) -> Result<DrainOptions, String> {
         interrupt: crate::interrupt::Interrupt::never(),
         // The controller fences with its own mark (`reconcile::put_node`).
         fence: false,
+        load_balancers: deregistration.filter(|_| p.exclude_from_load_balancers),
     })
 }

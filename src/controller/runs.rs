@@ -32,6 +32,8 @@ struct Tally {
     total: u32,
     gone: u32,
     held: BTreeMap<PodKey, Blocked>,
+    /// Out of external load balancers, and what the drain waits for.
+    load_balancers: Option<String>,
     ended: Option<Ended>,
 }
 
@@ -105,6 +107,7 @@ impl Runs {
                     detail: b.detail.clone(),
                 })
                 .collect(),
+            load_balancers: tally.load_balancers.clone(),
         };
         Some((progress, tally.ended.clone()))
     }
@@ -164,6 +167,9 @@ impl Runs {
                         t.gone += 1;
                     }
                     Event::DeletedPastBudget(_) => metrics.eviction(Eviction::DeletedPastBudget),
+                    Event::ExcludedFromLoadBalancers { deregistration, .. } => {
+                        t.load_balancers = Some(deregistration.to_string());
+                    }
                     _ => {}
                 }
             };

@@ -10,12 +10,17 @@ use crate::context::Context;
 use crate::plan::guards::Guard;
 
 /// Cordoning, watching pods and budgets, evicting (or deleting) pods in each
-/// namespace the plan touches, and restarting Deployments for `--surge`.
+/// namespace the plan touches, restarting Deployments for `--surge`, and listing
+/// Services for `--exclude-from-load-balancers`.
 pub(super) fn needed_permissions(plan: &Plan, opts: &DrainOptions) -> Vec<Permission> {
     let mut wanted = vec![
         Permission::cluster("patch", "", "nodes"),
         Permission::cluster("watch", "", "pods"),
     ];
+    // Whether any Service has external load balancers to deregister the node from.
+    if opts.load_balancers.is_some() {
+        wanted.push(Permission::cluster("list", "", "services"));
+    }
     let evicted: Vec<&Pod> = plan
         .pods
         .iter()

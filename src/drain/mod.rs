@@ -72,6 +72,45 @@ pub struct DrainOptions {
     /// `maintain`, whose drain cordons. A roll and the controller cordon, and fence,
     /// with their own mark; a drain alone leaves a node that may be meant to go.
     pub fence: bool,
+    /// Take the node out of external load balancers with the cordon, and give them this
+    /// long to deregister it before the first eviction ([`crate::exclusion`]); `None`
+    /// leaves it in them.
+    pub load_balancers: Option<Duration>,
+}
+
+/// What the drain waits for after it took the node out of external load balancers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deregistration {
+    /// The load balancers' deregistration delay, or what is left of it.
+    Waiting(Duration),
+    /// Nothing: no Service of type LoadBalancer is there to deregister it.
+    NoLoadBalancers,
+    /// Nothing: someone else's label had it out of them before.
+    ExcludedBefore,
+}
+
+impl std::fmt::Display for Deregistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let label = crate::exclusion::LABEL;
+        match self {
+            Self::Waiting(d) if d.is_zero() => {
+                write!(f, "out of external load balancers ({label})")
+            }
+            Self::Waiting(d) => write!(
+                f,
+                "out of external load balancers ({label}); waiting {} for them to deregister the node before evicting",
+                humantime::format_duration(*d)
+            ),
+            Self::NoLoadBalancers => write!(
+                f,
+                "out of external load balancers ({label}); no Service of type LoadBalancer to deregister it from"
+            ),
+            Self::ExcludedBefore => write!(
+                f,
+                "out of external load balancers already by someone else's {label}"
+            ),
+        }
+    }
 }
 
 /// Progress as it happens, for the output layer.
@@ -103,6 +142,11 @@ pub enum Event {
     /// The node is down: tainted out of service, so the control plane deletes its pods.
     OutOfService {
         node: NodeName,
+    },
+    /// Out of external load balancers, and what the drain waits for before it evicts.
+    ExcludedFromLoadBalancers {
+        node: NodeName,
+        deregistration: Deregistration,
     },
     Replacement {
         replaces: PodKey,

@@ -52,6 +52,8 @@ pub struct Plan {
     pub down: bool,
     /// The node's annotations as read, for a fence's record of what was there.
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// Whether, and by whom, the node was out of external load balancers as read.
+    pub excluded: crate::exclusion::Exclusion,
 }
 
 impl Plan {
@@ -181,6 +183,8 @@ pub async fn plan(
     };
     let cordoned_by_someone_else = nodes::cordoned_by_someone_else(found);
     let annotations = found.metadata.annotations.clone().unwrap_or_default();
+    let labels = found.metadata.labels.clone().unwrap_or_default();
+    let excluded = crate::exclusion::Exclusion::of(&labels, &annotations);
     if let Some(selector) = &opts.pod_selector {
         // The API server parses and applies the selector, as for kubectl; the forecast
         // then covers exactly the pods that are drained.
@@ -226,6 +230,7 @@ pub async fn plan(
         _budgets: std::mem::take(&mut snapshot.budget_watches),
         down,
         annotations,
+        excluded,
     })
 }
 

@@ -8,13 +8,14 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::access::{namespaces, needed_permissions, routable};
 use super::{
-    DrainError, DrainOptions, DrainReport, EarlyStop, Escalation, Event, Plan, Remaining,
-    WorkloadRecovery, engine, escalate, ladder, shared, tracker,
+    Deregistration, DrainError, DrainOptions, DrainReport, EarlyStop, Escalation, Event, Plan,
+    Remaining, WorkloadRecovery, engine, escalate, ladder, shared, tracker,
 };
 use crate::classify::Verdict;
 use crate::cluster::nodes::{self, DryRun};
 use crate::context::Context;
 use crate::evict::{self, Blocked};
+use crate::exclusion::{self, Exclusion};
 use crate::node_state::NodeState;
 use crate::plan::guards::Guard;
 use crate::pod::{self, PodKey, Uid};
@@ -89,18 +90,23 @@ async fn enter(
     })
 }
 
-/// Cordons the node (unless it is), with the fence when asked, and taints a node that
-/// is down out of service.
+/// Cordons the node (unless it is), with the fence and the load-balancer exclusion
+/// when asked, taints a node that is down out of service, and gives load balancers
+/// their deregistration delay.
 async fn take_out(
     ctx: &Context,
     plan: &Plan,
     opts: &DrainOptions,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<(), DrainError> {
-    let fence = match opts.fence {
+    let mut fence = match opts.fence {
         true => crate::fence::raise(&plan.annotations),
         false => nodes::Annotations::new(),
     };
+    let now = jiff::Timestamp::now();
+    if opts.load_balancers.is_some() {
+        fence.extend(exclusion::exclude(plan.excluded, now));
+    }
     if !plan.state.cordoned {
         let after =
             nodes::set_unschedulable_with(&ctx.conn, &plan.node, true, &fence, opts.dry_run)
@@ -111,7 +117,8 @@ async fn take_out(
             after: NodeState::of(&after),
         });
     } else if !fence.is_empty() {
-        // Someone else's cordon: the fence goes up on its own.
+        // Cordoned already (a roll's, the controller's, someone else's): the fence and
+        // the exclusion go up on their own.
         nodes::patch(&ctx.conn, &plan.node, None, &fence, opts.dry_run).await?;
     }
     if plan.down && opts.dry_run == DryRun::None {
@@ -119,6 +126,44 @@ async fn take_out(
         on_event(Event::OutOfService {
             node: plan.node.clone(),
         });
+    }
+    if let Some(delay) = opts.load_balancers {
+        let excluded = match plan.excluded {
+            Exclusion::Included => Exclusion::Ours { since: now },
+            before => before,
+        };
+        deregister(ctx, plan, opts, excluded.left_to_wait(delay, now), on_event).await?;
+    }
+    Ok(())
+}
+
+/// Waits what is left of the load balancers' deregistration delay, when a Service of
+/// type LoadBalancer is there to have the node in it; Ctrl-C ends the wait.
+async fn deregister(
+    ctx: &Context,
+    plan: &Plan,
+    opts: &DrainOptions,
+    left: Duration,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<(), DrainError> {
+    let deregistration = if plan.excluded == Exclusion::Theirs {
+        Deregistration::ExcludedBefore
+    } else if left.is_zero() || opts.dry_run != DryRun::None {
+        Deregistration::Waiting(Duration::ZERO)
+    } else if !nodes::any_load_balancer(&ctx.conn).await? {
+        Deregistration::NoLoadBalancers
+    } else {
+        Deregistration::Waiting(left)
+    };
+    on_event(Event::ExcludedFromLoadBalancers {
+        node: plan.node.clone(),
+        deregistration,
+    });
+    if let Deregistration::Waiting(wait) = deregistration {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = opts.interrupt.requested() => {}
+        }
     }
     Ok(())
 }

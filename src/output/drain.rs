@@ -118,6 +118,10 @@ pub fn event_line(event: &Event) -> String {
             "{node}: down; tainted {} so the control plane deletes its pods (non-graceful shutdown)",
             crate::cluster::nodes::OUT_OF_SERVICE_TAINT
         ),
+        Event::ExcludedFromLoadBalancers {
+            node,
+            deregistration,
+        } => format!("{node}: {deregistration}"),
         Event::Blocked {
             pod,
             blocked,

@@ -235,12 +235,19 @@ struct Maintenance<'a> {
 }
 
 impl Maintenance<'_> {
-    /// What takes down the fence the drain put up with its cordon (see
-    /// [`DrainOptions::fence`]): known from the node as found, so it rides on the
-    /// uncordon.
+    /// What takes down the fence, and the exclusion from load balancers, the drain put
+    /// up with its cordon (see [`DrainOptions::fence`]): known from the node as found,
+    /// so it rides on the put-back, whoever's the cordon.
     fn unfence(&self) -> nodes::Annotations {
         let found = self.found.metadata.annotations.clone().unwrap_or_default();
-        crate::fence::lower(&crate::fence::applied(&found, &crate::fence::raise(&found)))
+        let mut up = crate::fence::applied(&found, &crate::fence::raise(&found));
+        let labels = self.found.metadata.labels.clone().unwrap_or_default();
+        if self.opts.drain.load_balancers.is_some() {
+            let excluded = crate::exclusion::Exclusion::of(&labels, &found);
+            let now = jiff::Timestamp::now();
+            up = crate::fence::applied(&up, &crate::exclusion::exclude(excluded, now));
+        }
+        crate::fence::lower(&up)
     }
 
     async fn announce(&self, severity: Severity, note: notes::Note) {
