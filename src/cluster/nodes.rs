@@ -155,35 +155,75 @@ pub fn out_of_service_by_kordon(node: &Node) -> bool {
 }
 
 /// Adds or removes the out-of-service taint (`NoExecute`) with kordon's mark, in one
-/// patch that carries the node's resourceVersion, so that a taint someone else changes
-/// meanwhile is never lost (a conflict reads the node again).
+/// request ([`set_taint`]).
 pub async fn set_out_of_service(
     conn: &Connection,
     name: &NodeName,
     on: bool,
 ) -> Result<Node, ClusterError> {
+    let taint = on.then(|| Taint {
+        key: OUT_OF_SERVICE_TAINT.into(),
+        value: Some("nodeshutdown".into()),
+        effect: "NoExecute".into(),
+        time_added: None,
+    });
+    let mark = on.then(|| jiff::Timestamp::now().to_string());
+    let annotations = [(OUT_OF_SERVICE_BY_KORDON.to_string(), mark)].into();
+    let what = if on { "taint" } else { "untaint" };
+    let taint = Tainting {
+        key: OUT_OF_SERVICE_TAINT,
+        taint,
+        what: &format!("{what} node {name} out of service"),
+    };
+    set_taint(conn, name, &taint, &annotations, None).await
+}
+
+/// A change to one of a node's taints.
+pub struct Tainting<'a> {
+    /// The taint's key: any taint with it is replaced.
+    pub key: &'a str,
+    /// What takes its place; `None` removes it.
+    pub taint: Option<Taint>,
+    /// What the change is, for errors ("untaint node n1 out of service").
+    pub what: &'a str,
+}
+
+/// Carries out `change`, with `annotations` in the same patch. The patch carries the
+/// node's resourceVersion, so that a taint someone else changes meanwhile is never
+/// lost: a conflict reads the node again. `seen`, a recent copy of the node, saves the
+/// first read, and nothing is sent when it shows the node as asked already.
+pub async fn set_taint(
+    conn: &Connection,
+    name: &NodeName,
+    change: &Tainting<'_>,
+    annotations: &Annotations,
+    seen: Option<Node>,
+) -> Result<Node, ClusterError> {
     let api: Api<Node> = Api::all(conn.client.clone());
+    let mut seen = seen;
     loop {
-        let node = get(conn, name).await?;
-        let mut taints = node
+        let node = match seen.take() {
+            Some(node) => node,
+            None => get(conn, name).await?,
+        };
+        let before = node
             .spec
             .as_ref()
             .and_then(|s| s.taints.clone())
             .unwrap_or_default();
-        taints.retain(|t| t.key != OUT_OF_SERVICE_TAINT);
-        if on {
-            taints.push(Taint {
-                key: OUT_OF_SERVICE_TAINT.into(),
-                value: Some("nodeshutdown".into()),
-                effect: "NoExecute".into(),
-                time_added: None,
-            });
+        let mut taints: Vec<Taint> = before
+            .iter()
+            .filter(|t| t.key != change.key)
+            .cloned()
+            .collect();
+        taints.extend(change.taint.clone());
+        if taints == before && annotations.is_empty() {
+            return Ok(node);
         }
-        let mark = on.then(|| jiff::Timestamp::now().to_string());
         let body = json!({
             "metadata": {
                 "resourceVersion": node.metadata.resource_version,
-                "annotations": { OUT_OF_SERVICE_BY_KORDON: mark },
+                "annotations": annotations,
             },
             "spec": { "taints": taints },
         });
@@ -193,13 +233,10 @@ pub async fn set_out_of_service(
         {
             Ok(node) => return Ok(node),
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => {
-                let what = if on { "taint" } else { "untaint" };
-                return Err(conn.error(
-                    format!("{what} node {name} out of service (patch nodes)"),
-                    e,
-                ));
+            Err(e) if ClusterError::is_not_found(&e) => {
+                return Err(ClusterError::NodeNotFound(name.clone()));
             }
+            Err(e) => return Err(conn.error(format!("{} (patch nodes)", change.what), e)),
         }
     }
 }
