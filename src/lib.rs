@@ -34,5 +34,6 @@ pub mod policy;
 pub mod selector;
 pub mod snapshot;
 pub mod status;
+pub mod tiers;
 pub mod workflow;
 pub mod workload;

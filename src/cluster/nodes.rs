@@ -160,13 +160,51 @@ pub fn out_of_service_by_kordon(node: &Node) -> bool {
         .is_some_and(|a| a.contains_key(OUT_OF_SERVICE_BY_KORDON))
 }
 
-/// Adds or removes the out-of-service taint (`NoExecute`) with kordon's mark, in one
-/// patch that carries the node's resourceVersion, so that a taint someone else changes
-/// meanwhile is never lost (a conflict reads the node again).
+/// Adds or removes the out-of-service taint (`NoExecute`) with kordon's mark.
 pub async fn set_out_of_service(
     conn: &Connection,
     name: &NodeName,
     on: bool,
+) -> Result<Node, ClusterError> {
+    let taint = Taint {
+        key: OUT_OF_SERVICE_TAINT.into(),
+        value: Some("nodeshutdown".into()),
+        effect: "NoExecute".into(),
+        time_added: None,
+    };
+    let mark = (OUT_OF_SERVICE_BY_KORDON, "out of service");
+    set_taint(conn, name, &taint, on, Some(mark)).await
+}
+
+/// Adds or removes kordon's draining taint ([`fence::draining_taint`]), which keeps the
+/// DaemonSet pods a drain evicts off the node. Its key is kordon's own: no mark needed.
+pub async fn set_draining(
+    conn: &Connection,
+    name: &NodeName,
+    on: bool,
+) -> Result<Node, ClusterError> {
+    set_taint(conn, name, &fence::draining_taint(), on, None).await
+}
+
+/// Takes kordon's draining taint off, if the node has it: a drain alone put back where
+/// the cordon is someone else's.
+pub async fn lift_draining(conn: &Connection, name: &NodeName) -> Result<(), ClusterError> {
+    if fence::has_draining_taint(&get(conn, name).await?) {
+        set_draining(conn, name, false).await?;
+    }
+    Ok(())
+}
+
+/// Adds or removes a taint (by its key), and with `mark` (an annotation, and what the
+/// taint is for people) records that kordon put it there, in one patch that carries the
+/// node's resourceVersion, so that a taint someone else changes meanwhile is never lost
+/// (a conflict reads the node again). Every other key's taint stays as it is.
+async fn set_taint(
+    conn: &Connection,
+    name: &NodeName,
+    taint: &Taint,
+    on: bool,
+    mark: Option<(&str, &str)>,
 ) -> Result<Node, ClusterError> {
     let api: Api<Node> = Api::all(conn.client.clone());
     loop {
@@ -176,23 +214,18 @@ pub async fn set_out_of_service(
             .as_ref()
             .and_then(|s| s.taints.clone())
             .unwrap_or_default();
-        taints.retain(|t| t.key != OUT_OF_SERVICE_TAINT);
+        taints.retain(|t| t.key != taint.key);
         if on {
-            taints.push(Taint {
-                key: OUT_OF_SERVICE_TAINT.into(),
-                value: Some("nodeshutdown".into()),
-                effect: "NoExecute".into(),
-                time_added: None,
-            });
+            taints.push(taint.clone());
         }
-        let mark = on.then(|| jiff::Timestamp::now().to_string());
-        let body = json!({
-            "metadata": {
-                "resourceVersion": node.metadata.resource_version,
-                "annotations": { OUT_OF_SERVICE_BY_KORDON: mark },
-            },
+        let mut body = json!({
+            "metadata": { "resourceVersion": node.metadata.resource_version },
             "spec": { "taints": taints },
         });
+        if let Some((annotation, _)) = mark {
+            let at = on.then(|| jiff::Timestamp::now().to_string());
+            body["metadata"]["annotations"] = json!({ annotation: at });
+        }
         match api
             .patch(name.as_str(), &PatchParams::default(), &Patch::Merge(&body))
             .await
@@ -201,10 +234,8 @@ pub async fn set_out_of_service(
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
             Err(e) => {
                 let what = if on { "taint" } else { "untaint" };
-                return Err(conn.error(
-                    format!("{what} node {name} out of service (patch nodes)"),
-                    e,
-                ));
+                let purpose = mark.map_or(taint.key.as_str(), |(_, purpose)| purpose);
+                return Err(conn.error(format!("{what} node {name} {purpose} (patch nodes)"), e));
             }
         }
     }
@@ -215,8 +246,26 @@ pub type Annotations = BTreeMap<String, Option<String>>;
 
 /// One merge patch: the annotations and, when given, the cordon state (with kordon's
 /// cordon mark set or removed to match). Being one request, a node is never cordoned
-/// by kordon without the annotations that say why.
+/// by kordon without the annotations that say why. A patch that ends a maintenance
+/// (kordon's uncordon, or its fence coming down where the cordon is someone else's)
+/// takes kordon's draining taint off too: the DaemonSet pods come back.
 pub async fn patch(
+    conn: &Connection,
+    name: &NodeName,
+    unschedulable: Option<bool>,
+    annotations: &Annotations,
+    dry_run: DryRun,
+) -> Result<Node, ClusterError> {
+    let node = patch_once(conn, name, unschedulable, annotations, dry_run).await?;
+    let ends =
+        unschedulable == Some(false) || annotations.get(fence::FENCED).is_some_and(Option::is_none);
+    if ends && dry_run == DryRun::None && fence::has_draining_taint(&node) {
+        return set_draining(conn, name, false).await;
+    }
+    Ok(node)
+}
+
+async fn patch_once(
     conn: &Connection,
     name: &NodeName,
     unschedulable: Option<bool>,

@@ -118,6 +118,15 @@ pub fn event_line(event: &Event) -> String {
             "{node}: down; tainted {} so the control plane deletes its pods (non-graceful shutdown)",
             crate::cluster::nodes::OUT_OF_SERVICE_TAINT
         ),
+        Event::Tainted { node } => format!(
+            "{node}: tainted {}:NoSchedule so the DaemonSet pods it evicts stay off until the uncordon",
+            crate::fence::DRAINING_TAINT
+        ),
+        Event::Tier { number, of, tier } => format!(
+            "tier {number}/{of} ({}): {} pod(s)",
+            super::plan::Ranked(&tier.rank),
+            tier.pods.len()
+        ),
         Event::Blocked {
             pod,
             blocked,

@@ -1,6 +1,46 @@
 use super::Report;
 use crate::placement::Misfit;
 use crate::plan::{PlanReport, Unplaceable};
+use crate::tiers::{PodType, Rank, Tier};
+
+/// A tier's rank in words: "DaemonSet pods, order 0, priority 0".
+pub struct Ranked<'a>(pub &'a Rank);
+
+impl std::fmt::Display for Ranked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.0.pod_type {
+            PodType::Default => "pods",
+            PodType::DaemonSet => "DaemonSet pods",
+        };
+        write!(
+            f,
+            "{kind}, order {}, priority {}",
+            self.0.order, self.0.priority
+        )
+    }
+}
+
+/// The eviction order, a tier a line: each starts once the one before is gone.
+pub fn tiers(tiers: &[Tier]) -> String {
+    let mut out = String::new();
+    if tiers.is_empty() {
+        return out;
+    }
+    out.push_str(
+        "Eviction order (a tier starts once every pod of the one before is gone):
+",
+    );
+    for (i, t) in tiers.iter().enumerate() {
+        let pods: Vec<String> = t.pods.iter().map(ToString::to_string).collect();
+        out.push_str(&format!(
+            "  tier {} ({}): {}\n",
+            i + 1,
+            Ranked(&t.rank),
+            pods.join(", ")
+        ));
+    }
+    out
+}
 
 impl Report for PlanReport {
     fn text(&self) -> String {
@@ -22,6 +62,7 @@ impl Report for PlanReport {
                 super::verdict::Said(&p.verdict)
             ));
         }
+        out.push_str(&tiers(&self.tiers));
         out.push_str(&forecast(self));
         out.push_str(if self.safe {
             "Verdict: safe\n"
