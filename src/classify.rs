@@ -4,8 +4,10 @@
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 
+use crate::fence;
 use crate::flag::Flag;
-use crate::{fence, placement, pod};
+use crate::placement;
+use crate::pod;
 
 /// The decisions a user makes with flags, named as in `kubectl drain`.
 #[derive(Debug, Clone, Copy, Default)]

@@ -347,7 +347,11 @@ async fn daemonset_pods_go_last_on_a_tainted_node_and_come_back_after_uncordon()
     // The uncordon takes kordon's taint off, keeps the other one, and the agent returns.
     // (The node lifecycle controller lifts its own `unschedulable` taint a moment later.)
     env.run_kordon(&["uncordon", &node_1]).assert_ok();
-    assert!(!taint_keys(&env.get_node(&node_1).await).iter().any(|k| k == DRAINING));
+    assert!(
+        !taint_keys(&env.get_node(&node_1).await)
+            .iter()
+            .any(|k| k == DRAINING)
+    );
     eventually("only their taint left", Duration::from_secs(30), || async {
         taint_keys(&env.get_node(&node_1).await) == ["example.com/theirs"]
     })
