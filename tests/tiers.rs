@@ -401,3 +401,70 @@ async fn without_evict_daemonsets_daemonset_pods_stay_and_no_taint_is_set() {
     assert!(!ever_tainted);
     env.run_kordon(&["uncordon", &node_1]).assert_ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_maintenance_evicts_daemonset_pods_and_its_end_lifts_only_its_taint() {
+    use kordon::api::node_maintenance::StatusPhase;
+    use support::nm::{Controller, create, delete, wait_condition};
+
+    let env = daemons("nm-ds").await;
+    let node_1 = env.node("node-1");
+    // Someone else's cordon: it stays after the maintenance, kordon's taint does not.
+    env.run_kordon(&["cordon", &node_1]).assert_ok();
+    let theirs = json!({ "metadata": { "annotations": { "kordon.dev/cordoned-at": null } } });
+    Api::<Node>::all(env.client.clone())
+        .patch(
+            &node_1,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&theirs),
+        )
+        .await
+        .expect("make the cordon someone else's");
+    let _controller = Controller::start(&env);
+    let drain = json!({ "evictDaemonSets": true, "drainOrder": [
+        { "podSelector": { "matchLabels": { "app": "web" } }, "order": 5 },
+    ] });
+    let name = create(
+        &env,
+        "ds",
+        &node_1,
+        json!({ "drain": drain, "step": { "hold": {} } }),
+    )
+    .await;
+    let held = wait_condition(&name, "Blocked", "Held").await;
+    assert_eq!(
+        held.status.and_then(|s| s.phase),
+        Some(StatusPhase::Maintaining)
+    );
+    let node = env.get_node(&node_1).await;
+    assert!(
+        taint_keys(&node).iter().any(|k| k == DRAINING),
+        "{:?}",
+        taint_keys(&node)
+    );
+    let left: Vec<String> = env
+        .pods_on(&node_1)
+        .await
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert!(
+        left.iter().all(|n| app_of(n) == "everywhere") && left.len() == 1,
+        "{left:?}"
+    );
+
+    delete(&name).await;
+    let node = env.get_node(&node_1).await;
+    assert!(
+        env.is_cordoned(&node_1).await,
+        "someone else's cordon stays"
+    );
+    assert!(
+        !taint_keys(&node).iter().any(|k| k == DRAINING),
+        "{:?}",
+        taint_keys(&node)
+    );
+    assert!(taint_keys(&node).iter().any(|k| k == "example.com/theirs"));
+    env.run_kordon(&["uncordon", &node_1]).assert_ok();
+    env.wait_ready("app=agent", 2).await;
+}
