@@ -197,13 +197,13 @@ pub fn classify(pod: &Pod, permissions: Permissions) -> Verdict {
 
     let controller = pod::controller(pod);
     let daemon = pod::is_daemon(pod);
-    if daemon && permissions.evict_daemonsets {
-        if placement::tolerated(pod, &fence::draining_taint()) {
-            return Verdict::Skip {
-                reason: SkipReason::ToleratesDrainingTaint,
-            };
-        }
-    } else if daemon {
+    if daemon && permissions.evict_daemonsets && placement::tolerated(pod, &fence::draining_taint())
+    {
+        return Verdict::Skip {
+            reason: SkipReason::ToleratesDrainingTaint,
+        };
+    }
+    if daemon && !permissions.evict_daemonsets {
         return if permissions.ignore_daemonsets {
             Verdict::Skip {
                 reason: SkipReason::DaemonSet,

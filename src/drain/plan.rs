@@ -41,7 +41,7 @@ pub struct Plan {
     pub cordoned_by_someone_else: bool,
     pub(super) pods: Vec<(Pod, Verdict)>,
     /// The pods to evict, in the tiers the drain takes them in.
-    pub tiers: Vec<Tier>,
+    pub(super) tiers: Vec<Tier>,
     pub(super) guards: HashMap<PodKey, Guard>,
     /// Each pod's workload, by pod key, for pods that have one.
     pub(super) workloads: HashMap<PodKey, Workload>,
