@@ -14,10 +14,11 @@
 //! a toleration of `node.kubernetes.io/unschedulable` to every pod it creates. What it
 //! does respect is a `NoSchedule` or `NoExecute` taint its template does not tolerate
 //! (it creates no pod there). So a drain that evicts DaemonSet pods first puts
-//! [`draining_taint`] on the node, and takes it off with the cordon.
+//! [`draining_taint`] on the node; the patch that ends the maintenance (kordon's
+//! uncordon, or this fence coming down) takes it off (`cluster::nodes::patch`).
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Taint;
+use k8s_openapi::api::core::v1::{Node, Taint};
 
 /// The key of kordon's own taint on a node whose DaemonSet pods it evicts.
 pub const DRAINING_TAINT: &str = "kordon.dev/draining";
@@ -37,7 +38,7 @@ pub fn draining_taint() -> Taint {
 }
 
 /// Whether the node carries kordon's draining taint.
-pub fn has_draining_taint(node: &k8s_openapi::api::core::v1::Node) -> bool {
+pub fn has_draining_taint(node: &Node) -> bool {
     node.spec
         .as_ref()
         .and_then(|s| s.taints.as_ref())

@@ -26,10 +26,7 @@ pub fn tiers(tiers: &[Tier]) -> String {
     if tiers.is_empty() {
         return out;
     }
-    out.push_str(
-        "Eviction order (a tier starts once every pod of the one before is gone):
-",
-    );
+    out.push_str("Eviction order (a tier starts once every pod of the one before is gone):\n");
     for (i, t) in tiers.iter().enumerate() {
         let pods: Vec<String> = t.pods.iter().map(ToString::to_string).collect();
         out.push_str(&format!(
@@ -154,6 +151,32 @@ mod tests {
             assert!(why.starts_with("1 node(s) "), "{why}");
             assert!(!why.contains(&format!("{misfit:?}")), "{why}");
         }
+    }
+
+    #[test]
+    fn tiers_read_first_to_last_with_their_pods() {
+        let rank = |pod_type, order, priority| Rank {
+            pod_type,
+            order,
+            priority,
+        };
+        let text = tiers(&[
+            Tier {
+                rank: rank(PodType::Default, 0, -10),
+                pods: vec!["ns/batch-1".into(), "ns/batch-2".into()],
+            },
+            Tier {
+                rank: rank(PodType::DaemonSet, 0, 0),
+                pods: vec!["ns/agent-x".into()],
+            },
+        ]);
+        assert_eq!(
+            text,
+            "Eviction order (a tier starts once every pod of the one before is gone):\n\
+             \x20 tier 1 (pods, order 0, priority -10): ns/batch-1, ns/batch-2\n\
+             \x20 tier 2 (DaemonSet pods, order 0, priority 0): ns/agent-x\n"
+        );
+        assert!(tiers(&[]).is_empty());
     }
 
     #[test]
