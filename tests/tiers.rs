@@ -107,10 +107,11 @@ async fn each_tier_is_gone_before_the_next_starts_and_budgets_hold() {
         ("maxUnavailable", json!(1)),
     ))
     .await;
-    for name in ["batch", "web", "dns", "db"] {
+    // The order the tiers must go in.
+    let expected = ["batch", "web", "dns", "db"];
+    for name in expected {
         env.wait_ready(&format!("app={name}"), 4).await;
     }
-    let expected = ["batch", "web", "dns", "db"];
 
     // The plan shows the tiers, in order, with their pods.
     let plan = env.run_kordon(&["plan", &node_1, "--drain-order", "app=db=10", "-o", "json"]);
