@@ -4,7 +4,9 @@
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 
+use crate::fence;
 use crate::flag::Flag;
+use crate::placement;
 use crate::pod;
 
 /// The decisions a user makes with flags, named as in `kubectl drain`.
@@ -19,6 +21,9 @@ pub struct Permissions {
     /// `--ignore-do-not-disrupt`: evict pods that other tools' markers protect
     /// (see [`DO_NOT_DISRUPT`]).
     pub ignore_do_not_disrupt: bool,
+    /// `--evict-daemonsets`: evict DaemonSet pods too, last, with the node tainted so
+    /// their DaemonSets do not put them back (see [`crate::fence::draining_taint`]).
+    pub evict_daemonsets: bool,
 }
 
 /// The annotations, and their values, by which other node tools (Karpenter, the
@@ -59,6 +64,9 @@ pub enum Replacement {
     NotNeeded { phase: String },
     /// No controller: gone for good (allowed by --force).
     None,
+    /// A DaemonSet's pod (allowed by --evict-daemonsets): its DaemonSet recreates it on
+    /// this node once kordon's taint is off, and nowhere else.
+    DaemonSet { name: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -68,6 +76,10 @@ pub enum SkipReason {
     DaemonSet,
     /// A static pod's mirror; only the kubelet's manifest can remove it.
     Mirror,
+    /// A DaemonSet pod that tolerates kordon's draining taint (e.g. every taint, with
+    /// `operator: Exists` and no key): evicted, it would come straight back, so
+    /// --evict-daemonsets leaves it in place.
+    ToleratesDrainingTaint,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -184,7 +196,14 @@ pub fn classify(pod: &Pod, permissions: Permissions) -> Verdict {
     }
 
     let controller = pod::controller(pod);
-    if pod::is_daemon(pod) {
+    let daemon = pod::is_daemon(pod);
+    if daemon && permissions.evict_daemonsets && placement::tolerated(pod, &fence::draining_taint())
+    {
+        return Verdict::Skip {
+            reason: SkipReason::ToleratesDrainingTaint,
+        };
+    }
+    if daemon && !permissions.evict_daemonsets {
         return if permissions.ignore_daemonsets {
             Verdict::Skip {
                 reason: SkipReason::DaemonSet,
@@ -219,6 +238,9 @@ pub fn classify(pod: &Pod, permissions: Permissions) -> Verdict {
     }
     Verdict::Evict(Eviction {
         replacement: match controller {
+            Some(c) if daemon => Replacement::DaemonSet {
+                name: c.name.clone(),
+            },
             Some(c) => Replacement::ByController {
                 kind: c.kind.clone(),
                 name: c.name.clone(),
@@ -275,6 +297,7 @@ mod tests {
         delete_emptydir_data: false,
         force: false,
         ignore_do_not_disrupt: false,
+        evict_daemonsets: false,
     };
 
     #[test]
@@ -312,6 +335,54 @@ mod tests {
                 reason: SkipReason::DaemonSet
             }
         );
+    }
+
+    #[test]
+    fn evict_daemonsets_evicts_them_unless_their_daemonset_tolerates_the_taint() {
+        let evict = Permissions {
+            evict_daemonsets: true,
+            ..NONE
+        };
+        assert_eq!(
+            classify(&pod(owned_by("DaemonSet")), evict),
+            Verdict::Evict(Eviction {
+                replacement: Replacement::DaemonSet {
+                    name: "owner".into()
+                },
+                lost_volumes: vec![],
+            })
+        );
+        // Tolerating every taint (no key, Exists), it would be back at once.
+        let mut everywhere = pod(owned_by("DaemonSet"));
+        merge_into(
+            &mut everywhere,
+            json!({ "spec": { "tolerations": [{ "operator": "Exists" }] } }),
+        );
+        let skipped = Verdict::Skip {
+            reason: SkipReason::ToleratesDrainingTaint,
+        };
+        assert_eq!(classify(&everywhere, evict), skipped);
+        // The cordon's own toleration, which DaemonSets add, does not keep it on.
+        let mut cordon_only = pod(owned_by("DaemonSet"));
+        merge_into(
+            &mut cordon_only,
+            json!({ "spec": { "tolerations": [{ "key": "node.kubernetes.io/unschedulable",
+                "operator": "Exists", "effect": "NoSchedule" }] } }),
+        );
+        assert!(matches!(classify(&cordon_only, evict), Verdict::Evict(_)));
+        // Its emptyDir still needs the flag.
+        let mut cache = pod(owned_by("DaemonSet"));
+        merge_into(
+            &mut cache,
+            json!({ "spec": { "volumes": [{ "name": "c", "emptyDir": {} }] } }),
+        );
+        assert!(matches!(classify(&cache, evict), Verdict::Refuse { .. }));
+    }
+
+    fn merge_into(p: &mut Pod, extra: serde_json::Value) {
+        let mut value = serde_json::to_value(&*p).expect("json");
+        merge(&mut value, extra);
+        *p = serde_json::from_value(value).expect("pod");
     }
 
     #[test]

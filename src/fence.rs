@@ -9,7 +9,41 @@
 //! controller leader, `kordon uncordon`) restores them exactly: a user's own value
 //! stays, an absent one is removed. Pure: the callers carry the changes out, in the
 //! same patch as the cordon or the phase where they can.
+//!
+//! A cordon does not keep a DaemonSet's pods off a node: the DaemonSet controller adds
+//! a toleration of `node.kubernetes.io/unschedulable` to every pod it creates. What it
+//! does respect is a `NoSchedule` or `NoExecute` taint its template does not tolerate
+//! (it creates no pod there). So a drain that evicts DaemonSet pods first puts
+//! [`draining_taint`] on the node; the patch that ends the maintenance (kordon's
+//! uncordon, or this fence coming down) takes it off (`cluster::nodes::patch`).
 use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, Taint};
+
+/// The key of kordon's own taint on a node whose DaemonSet pods it evicts.
+pub const DRAINING_TAINT: &str = "kordon.dev/draining";
+
+/// kordon's taint that keeps evicted DaemonSet pods from being recreated on the node.
+/// `NoSchedule`, not `NoExecute`: a `NoExecute` taint would have the taint manager
+/// delete every pod on the node that does not tolerate it, at once, past every
+/// budget; `NoSchedule` only stops new pods (the DaemonSet controller and the
+/// scheduler both check it), and the drain evicts the running ones in its own order.
+pub fn draining_taint() -> Taint {
+    Taint {
+        key: DRAINING_TAINT.into(),
+        value: Some("daemonsets".into()),
+        effect: "NoSchedule".into(),
+        time_added: None,
+    }
+}
+
+/// Whether the node carries kordon's draining taint.
+pub fn has_draining_taint(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == DRAINING_TAINT))
+}
 
 /// On the node while it is fenced: the fences' values before kordon set them, as a
 /// JSON object (`null` for absent).

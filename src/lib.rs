@@ -35,5 +35,6 @@ pub mod policy;
 pub mod selector;
 pub mod snapshot;
 pub mod status;
+pub mod tiers;
 pub mod workflow;
 pub mod workload;

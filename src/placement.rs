@@ -226,6 +226,14 @@ fn requirement(e: &NodeSelectorRequirement, labels: &BTreeMap<String, String>) -
     expression.matches(labels)
 }
 
+/// Whether one of the pod's tolerations tolerates the taint.
+pub fn tolerated(pod: &Pod, taint: &Taint) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_ref())
+        .is_some_and(|ts| ts.iter().any(|tol| tolerates(tol, taint)))
+}
+
 fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
     let effect_ok = tol
         .effect

@@ -87,6 +87,11 @@ const CASES: &[Case] = &[
     parse(&["drain", NODE, "--exclude-from-load-balancers", "--deregistration-delay", "later"], "--deregistration-delay later:"),
     parse(&["drain", NODE, "--forse"], "unexpected argument '--forse' found; tip: a similar argument exists: '--force'"),
     parse(&["cordon", NODE, "-l", "a=b"], "cannot be used with"),
+    parse(&["drain", NODE, "--drain-order", "app"], "--drain-order app: write SELECTOR=N"),
+    parse(&["drain", NODE, "--drain-order", "app=db"], "the order \"db\" is not a whole number"),
+    parse(&["plan", NODE, "--drain-order", "=3"], "--drain-order =3: the selector is empty"),
+    parse(&["maintain", NODE, "--drain-order", "bad key!=x=1", "--", "true"], "\"bad key\" is not a label key"),
+    parse(&["roll", NODE, "--drain-order", "app in (a=2", "--", "true"], "a \"(\" without its \")\""),
     // maintain
     parse(&["maintain", NODE, "--ready-timeout", "0s", "--", "true"], "--ready-timeout 0s: must be more than 0"),
     parse(&["maintain", NODE, "--volume-detach-timeout", "soon", "--", "true"], "--volume-detach-timeout soon:"),

@@ -111,6 +111,18 @@ pub struct DrainPolicy {
     /// Only drain pods matching this label selector.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_selector: Option<String>,
+    /// Evict DaemonSet pods too, after every other pod, with the node tainted
+    /// `kordon.dev/draining:NoSchedule` until it is back (`--evict-daemonsets`). A pod
+    /// whose DaemonSet tolerates that taint stays. Left out when false, so a
+    /// MaintenancePlan's round (a hash of its drain policy) stays what it was.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub evict_daemon_sets: bool,
+    /// The tiers pods are evicted in, as KEP-4212's drainPlan names them
+    /// (`--drain-order`): a pod takes the largest `order` of the entries that select it
+    /// (0 for none), lower orders go first, and within one order lower priority first.
+    /// A tier starts once every pod of the one before is gone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drain_order: Vec<DrainOrderEntry>,
     /// Seconds each pod gets to terminate; unset uses the pod's own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grace_period_seconds: Option<u32>,
@@ -147,6 +159,8 @@ impl Default for DrainPolicy {
             force: false,
             ignore_do_not_disrupt: false,
             pod_selector: None,
+            evict_daemon_sets: false,
+            drain_order: Vec::new(),
             grace_period_seconds: None,
             timeout: None,
             budget: BudgetMode::Implicit,
@@ -158,6 +172,16 @@ impl Default for DrainPolicy {
             deregistration_delay: "30s".into(),
         }
     }
+}
+
+/// One tier of the drain order (`--drain-order SELECTOR=N`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainOrderEntry {
+    /// The pods this entry orders, as a Deployment's selector is written.
+    pub pod_selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    /// Lower goes first; pods no entry selects are 0.
+    pub order: i32,
 }
 
 /// The escalation ladder (`--deadline` and its rules).

@@ -13,6 +13,7 @@ use kordon::output::{Printer, Report};
 use kordon::plan::guards::GuardOptions;
 use kordon::policy::{AfterDeadline, BudgetMode};
 use kordon::snapshot::Reach;
+use kordon::tiers::{DrainOrder, OrderRule};
 
 use super::interrupt::on_ctrl_c;
 use super::{GlobalArgs, values};
@@ -63,6 +64,16 @@ pub struct PolicyFlags {
     /// Accept that a workload may drop to zero Ready pods (lone replicas).
     #[arg(long)]
     pub allow_disruption: bool,
+    /// Evict DaemonSet pods too, after every other pod, with the node tainted
+    /// kordon.dev/draining:NoSchedule so their DaemonSets do not put them back until
+    /// the uncordon. A pod whose DaemonSet tolerates that taint stays.
+    #[arg(long)]
+    pub evict_daemonsets: bool,
+    /// Evict pods matching the label selector in the tier N (default 0; lower goes
+    /// first, negative before unlisted pods), e.g. app=db=10. Repeatable; a pod matching
+    /// several takes the largest N. Within one N, lower priority goes first.
+    #[arg(long = "drain-order", value_name = "SELECTOR=N", value_parser = values::drain_order)]
+    pub drain_order: Vec<OrderRule>,
 }
 
 impl PolicyFlags {
@@ -72,7 +83,12 @@ impl PolicyFlags {
             delete_emptydir_data: self.delete_emptydir_data,
             force: self.force,
             ignore_do_not_disrupt: self.ignore_do_not_disrupt,
+            evict_daemonsets: self.evict_daemonsets,
         }
+    }
+
+    pub fn drain_order(&self) -> DrainOrder {
+        DrainOrder(self.drain_order.clone())
     }
 
     pub fn guards(&self, disable_eviction: bool) -> GuardOptions {
@@ -187,6 +203,7 @@ impl DrainFlags {
         Ok(DrainOptions {
             permissions: self.policy.permissions(),
             pod_selector: self.pod_selector.clone(),
+            drain_order: self.policy.drain_order(),
             grace_period: u32::try_from(self.grace_period).ok(),
             disable_eviction: self.disable_eviction,
             dry_run: self.dry_run,

@@ -28,13 +28,14 @@ pub async fn run(global: &GlobalArgs, args: &PlanArgs) -> super::error::Result {
     let options = PlanOptions {
         permissions: args.policy.permissions(),
         guards: args.policy.guards(false),
+        drain_order: args.policy.drain_order(),
     };
     let report = match &args.from_file {
-        Some(path) => plan::plan(&Snapshot::from_file(path, &keep)?, targets, options)?,
+        Some(path) => plan::plan(&Snapshot::from_file(path, &keep)?, targets, &options)?,
         None => {
             let ctx = Context::open(&global.connection()).await?;
             let mut snapshot = Snapshot::live(&ctx.view, targets, Reach::Room).await?;
-            plan::plan_finding_room(&ctx.conn, &mut snapshot, targets, options).await?
+            plan::plan_finding_room(&ctx.conn, &mut snapshot, targets, &options).await?
         }
     };
     Printer::new(global.output).report(&report);

@@ -90,6 +90,12 @@ pub fn delete_rule(s: &str) -> Result<DeleteRule, String> {
     Ok(rule)
 }
 
+/// `--drain-order SELECTOR=N`.
+pub fn drain_order(s: &str) -> Result<kordon::tiers::OrderRule, String> {
+    s.parse()
+        .map_err(|e: kordon::tiers::OrderRuleError| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -178,6 +178,33 @@ pub async fn set_out_of_service(
     set_taint(conn, name, &taint, &annotations, None).await
 }
 
+/// Adds or removes kordon's draining taint ([`fence::draining_taint`]), which keeps the
+/// DaemonSet pods a drain evicts off the node. Its key is kordon's own: no mark needed.
+/// `seen`: a recent copy of the node, if any.
+pub async fn set_draining(
+    conn: &Connection,
+    name: &NodeName,
+    on: bool,
+    seen: Option<Node>,
+) -> Result<Node, ClusterError> {
+    let what = match on {
+        true => format!("taint node {name} {}", fence::DRAINING_TAINT),
+        false => format!("untaint node {name} {}", fence::DRAINING_TAINT),
+    };
+    let change = Tainting {
+        key: fence::DRAINING_TAINT,
+        taint: on.then(fence::draining_taint),
+        what: &what,
+    };
+    set_taint(conn, name, &change, &Annotations::new(), seen).await
+}
+
+/// Takes kordon's draining taint off, if the node has it: a drain alone put back where
+/// the cordon is someone else's.
+pub async fn lift_draining(conn: &Connection, name: &NodeName) -> Result<(), ClusterError> {
+    set_draining(conn, name, false, None).await.map(|_| ())
+}
+
 /// A change to one of a node's taints.
 pub struct Tainting<'a> {
     /// The taint's key: any taint with it is replaced.
@@ -252,7 +279,9 @@ pub type Annotations = BTreeMap<String, Option<String>>;
 /// An uncordoned node still fenced or excluded from load balancers by a maintenance
 /// whose put-back did not see it (an uncordon by hand, a drain's own exclusion under a
 /// roll's cordon) gets those back as they were in a second request: whoever uncordons
-/// puts the whole node back.
+/// puts the whole node back. A patch that ends a maintenance (kordon's uncordon, or its
+/// fence coming down where the cordon is someone else's) takes kordon's draining taint
+/// off too: the DaemonSet pods come back.
 pub async fn patch(
     conn: &Connection,
     name: &NodeName,
@@ -260,15 +289,20 @@ pub async fn patch(
     annotations: &Annotations,
     dry_run: DryRun,
 ) -> Result<Node, ClusterError> {
-    let node = merge(conn, name, unschedulable, annotations, dry_run).await?;
-    if unschedulable != Some(false) || dry_run != DryRun::None {
+    let mut node = merge(conn, name, unschedulable, annotations, dry_run).await?;
+    let ends =
+        unschedulable == Some(false) || annotations.get(fence::FENCED).is_some_and(Option::is_none);
+    if !ends || dry_run != DryRun::None {
         return Ok(node);
     }
     let lowering = fence::lower(node.annotations());
-    match lowering.is_empty() {
-        true => Ok(node),
-        false => merge(conn, name, None, &lowering, DryRun::None).await,
+    if unschedulable == Some(false) && !lowering.is_empty() {
+        node = merge(conn, name, None, &lowering, DryRun::None).await?;
     }
+    if fence::has_draining_taint(&node) {
+        node = set_draining(conn, name, false, Some(node)).await?;
+    }
+    Ok(node)
 }
 
 async fn merge(

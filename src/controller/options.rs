@@ -1,12 +1,36 @@
 //! A NodeMaintenance's drain policy as the drain's options: the CLI's flags, as fields.
 use std::time::Duration;
 
-use crate::api::node_maintenance::DrainPolicy;
+use crate::api::node_maintenance::{DrainOrderEntry, DrainPolicy};
 use crate::classify::Permissions;
 use crate::cluster::nodes::DryRun;
 use crate::drain::DrainOptions;
 use crate::drain::ladder::Ladder;
 use crate::plan::guards::GuardOptions;
+use crate::tiers::{DrainOrder, OrderRule};
+
+/// `spec.drain.drainOrder` as the CLI's `--drain-order`: each LabelSelector is read by
+/// kube's selector and said again in kubectl's syntax, which the drain matches.
+fn drain_order(entries: &[DrainOrderEntry]) -> Result<DrainOrder, String> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let bad = |e: String| format!("spec.drain.drainOrder[{i}].podSelector: {e}");
+            let selector =
+                kube::core::Selector::try_from(e.pod_selector.clone()).map_err(|e| bad(e.0))?;
+            let selector = selector
+                .to_string()
+                .parse()
+                .map_err(|e| bad(format!("{e}")))?;
+            Ok(OrderRule {
+                selector,
+                order: e.order,
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map(DrainOrder)
+}
 
 /// The options, or why the spec cannot be carried out (said in the object's status).
 pub fn drain_options(p: &DrainPolicy) -> Result<DrainOptions, String> {
@@ -46,8 +70,10 @@ pub fn drain_options(p: &DrainPolicy) -> Result<DrainOptions, String> {
             delete_emptydir_data: p.delete_empty_dir_data,
             force: p.force,
             ignore_do_not_disrupt: p.ignore_do_not_disrupt,
+            evict_daemonsets: p.evict_daemon_sets,
         },
         pod_selector: p.pod_selector.clone(),
+        drain_order: drain_order(&p.drain_order)?,
         grace_period: p.grace_period_seconds,
         disable_eviction: false,
         dry_run: DryRun::None,
@@ -69,4 +95,55 @@ pub fn drain_options(p: &DrainPolicy) -> Result<DrainOptions, String> {
         fence: false,
         load_balancers: deregistration.filter(|_| p.exclude_from_load_balancers),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(drain: serde_json::Value) -> DrainPolicy {
+        serde_json::from_value(drain).expect("drain policy")
+    }
+
+    #[test]
+    fn drain_order_entries_become_the_clis_rules() {
+        let p = policy(json!({ "evictDaemonSets": true, "drainOrder": [
+            { "podSelector": { "matchLabels": { "app": "db" } }, "order": 10 },
+            { "podSelector": { "matchExpressions": [
+                { "key": "tier", "operator": "In", "values": ["edge"] },
+                { "key": "canary", "operator": "DoesNotExist" },
+            ] }, "order": -1 },
+        ] }));
+        let opts = drain_options(&p).expect("options");
+        assert!(opts.permissions.evict_daemonsets);
+        let rules: Vec<(String, i32)> = opts
+            .drain_order
+            .0
+            .iter()
+            .map(|r| (r.selector.to_string(), r.order))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("app=db".to_string(), 10),
+                ("tier in (edge),!canary".to_string(), -1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_selector_that_cannot_be_read_names_its_entry() {
+        let p = policy(json!({ "drainOrder": [
+            { "podSelector": { "matchLabels": { "app": "db" } }, "order": 1 },
+            { "podSelector": { "matchExpressions": [
+                { "key": "tier", "operator": "Near" },
+            ] }, "order": 2 },
+        ] }));
+        let err = drain_options(&p).expect_err("refused");
+        assert!(
+            err.starts_with("spec.drain.drainOrder[1].podSelector: "),
+            "{err}"
+        );
+    }
 }

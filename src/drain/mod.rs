@@ -45,6 +45,8 @@ pub struct DrainOptions {
     pub permissions: Permissions,
     /// Only pods matching this label selector are drained (`--pod-selector`).
     pub pod_selector: Option<String>,
+    /// `--drain-order`: with pod type and priority, the tiers pods are evicted in.
+    pub drain_order: crate::tiers::DrainOrder,
     pub grace_period: Option<u32>,
     pub disable_eviction: bool,
     pub dry_run: DryRun,
@@ -148,6 +150,17 @@ pub enum Event {
         node: NodeName,
         deregistration: Deregistration,
     },
+    /// Tainted `kordon.dev/draining:NoSchedule` before its DaemonSet pods are evicted,
+    /// so their DaemonSets do not put them back until the uncordon.
+    Tainted {
+        node: NodeName,
+    },
+    /// A tier's evictions start: every pod of the tiers before it is gone.
+    Tier {
+        number: usize,
+        of: usize,
+        tier: crate::tiers::Tier,
+    },
     Replacement {
         replaces: PodKey,
         pod: PodKey,
@@ -175,6 +188,8 @@ pub struct EarlyStop {
 pub struct DrainReport {
     pub node: NodeName,
     pub pods: Vec<PodVerdict>,
+    /// The tiers the pods were evicted in, first first.
+    pub tiers: Vec<crate::tiers::Tier>,
     pub evicted: Vec<PodKey>,
     pub replacements: Vec<ReplacementStatus>,
     /// Each workload the drain touched, and whether it is back at its budget.

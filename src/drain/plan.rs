@@ -21,6 +21,7 @@ use crate::plan::guards::{self, Guard};
 use crate::plan::{PlanOptions, PlanReport};
 use crate::pod::{PodKey, Uid};
 use crate::snapshot::{Reach, Snapshot};
+use crate::tiers::{self, Tier};
 use crate::workload::Workload;
 
 /// A pod and what draining does with it.
@@ -39,6 +40,8 @@ pub struct Plan {
     /// ([`nodes::cordoned_by_someone_else`]).
     pub cordoned_by_someone_else: bool,
     pub(super) pods: Vec<(Pod, Verdict)>,
+    /// The pods to evict, in the tiers the drain takes them in.
+    pub(super) tiers: Vec<Tier>,
     pub(super) guards: HashMap<PodKey, Guard>,
     /// Each pod's workload, by pod key, for pods that have one.
     pub(super) workloads: HashMap<PodKey, Workload>,
@@ -200,6 +203,7 @@ pub async fn plan(
         .collect();
     pods.sort_by_key(|(p, _)| PodKey::of(p));
     let guards = guards::assign(&snapshot, &mut pods, opts.guards);
+    let tiers = tiers::of_evicted(&pods, &opts.drain_order);
     let workloads = pods
         .iter()
         .filter_map(|(p, _)| Some((PodKey::of(p), snapshot.workload_of(p)?)))
@@ -211,9 +215,10 @@ pub async fn plan(
                 &ctx.conn,
                 &mut snapshot,
                 std::slice::from_ref(node),
-                PlanOptions {
+                &PlanOptions {
                     permissions: opts.permissions,
                     guards: opts.guards,
+                    drain_order: opts.drain_order.clone(),
                 },
             )
             .await?,
@@ -224,6 +229,7 @@ pub async fn plan(
         state,
         cordoned_by_someone_else,
         pods,
+        tiers,
         guards,
         workloads,
         forecast,

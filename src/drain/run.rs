@@ -19,6 +19,7 @@ use crate::exclusion::{self, Exclusion};
 use crate::node_state::NodeState;
 use crate::plan::guards::Guard;
 use crate::pod::{self, PodKey, Uid};
+use crate::tiers::PodType;
 use crate::workload::Workload;
 
 /// Cordons the node and empties it. The plan must have no refused pods.
@@ -33,6 +34,7 @@ pub async fn execute(
     let unchanged = |evicted: Vec<PodKey>| DrainReport {
         node: plan.node.clone(),
         pods: plan.verdicts(),
+        tiers: plan.tiers.clone(),
         evicted,
         replacements: Vec::new(),
         workloads: Vec::new(),
@@ -66,7 +68,7 @@ pub async fn execute(
     }
     // An abandoned drain leaves the cordon: whose it is, and whether it goes, is the
     // driver's to say (`workflow::driver`).
-    outcome.map(|()| run.report(plan.verdicts(), started))
+    outcome.map(|()| run.report(started))
 }
 
 /// Before anything changes: the plan refuses nothing, the rights are there, and the
@@ -124,6 +126,17 @@ async fn take_out(
     if plan.down && opts.dry_run == DryRun::None {
         nodes::set_out_of_service(&ctx.conn, &plan.node, true).await?;
         on_event(Event::OutOfService {
+            node: plan.node.clone(),
+        });
+    }
+    // Before any DaemonSet pod is evicted, so that none is recreated here.
+    let daemons = plan
+        .tiers
+        .iter()
+        .any(|t| t.rank.pod_type == PodType::DaemonSet);
+    if daemons && opts.dry_run == DryRun::None {
+        nodes::set_draining(&ctx.conn, &plan.node, true, None).await?;
+        on_event(Event::Tainted {
             node: plan.node.clone(),
         });
     }
@@ -286,9 +299,9 @@ impl<'a> Run<'a> {
         self.settle(started).await
     }
 
-    /// Every pod gone: each under its guard, those terminating already (and all on a
-    /// node that is down: the control plane deletes them) only waited for, while the
-    /// replacements are followed.
+    /// Every pod gone: tier by tier ([`crate::tiers`]), each pod under its guard; those
+    /// terminating already (and all on a node that is down: the control plane deletes
+    /// them) only waited for, from the start; while the replacements are followed.
     async fn evict_all(&self) -> Result<(), DrainError> {
         let engine = engine::Engine::new(
             self.ctx,
@@ -303,21 +316,42 @@ impl<'a> Run<'a> {
                 .unwrap_or_default(),
         );
         let plan = self.plan;
-        let pods = self
-            .to_evict
-            .iter()
-            .map(|p| {
-                let guard = plan.guards.get(&PodKey::of(p)).unwrap_or(&Guard::Api);
-                (p, (!plan.down).then_some(guard))
-            })
-            .chain(self.to_await.iter().map(|p| (p, None)));
-        let work = futures::future::join_all(pods.map(|(p, guard)| {
-            let workload = plan.workloads.get(&PodKey::of(p)).map(|w| &w.id);
-            engine.drain_pod(p, guard, workload)
-        }));
+        let all = |pods: Vec<&'a Pod>, evicted: bool| {
+            futures::future::join_all(pods.into_iter().map(|p| {
+                let key = PodKey::of(p);
+                let guard = plan.guards.get(&key).unwrap_or(&Guard::Api);
+                let workload = plan.workloads.get(&key).map(|w| &w.id);
+                engine.drain_pod(p, (evicted && !plan.down).then_some(guard), workload)
+            }))
+        };
+        let gone = |results: Vec<Result<(), DrainError>>| -> Result<(), DrainError> {
+            results.into_iter().collect()
+        };
+        let tiers = async {
+            let count = plan.tiers.len();
+            for (i, tier) in plan.tiers.iter().enumerate() {
+                let pods: Vec<&Pod> = self
+                    .to_evict
+                    .iter()
+                    .copied()
+                    .filter(|p| tier.pods.contains(&PodKey::of(p)))
+                    .collect();
+                (self.on_event)(Event::Tier {
+                    number: i + 1,
+                    of: count,
+                    tier: tier.clone(),
+                });
+                gone(all(pods, true).await)?;
+            }
+            Ok(())
+        };
+        let work = async {
+            let (awaited, tiers) = futures::join!(all(self.to_await.clone(), false), tiers);
+            gone(awaited).and(tiers)
+        };
         let tracking = self.replacements.follow(&self.watch, self.on_event);
         tokio::select! {
-            results = work => results.into_iter().collect::<Result<Vec<_>, _>>().map(|_| ()),
+            result = work => result,
             _ = tracking => unreachable!("follow runs until cancelled"),
         }
     }
@@ -493,12 +527,13 @@ impl<'a> Run<'a> {
             .collect()
     }
 
-    fn report(&self, pods: Vec<super::PodVerdict>, started: Instant) -> DrainReport {
+    fn report(&self, started: Instant) -> DrainReport {
         // One last look, so the report shows the replacements as the recoveries saw them.
         self.replacements.look(&self.watch, self.on_event);
         DrainReport {
             node: self.plan.node.clone(),
-            pods,
+            pods: self.plan.verdicts(),
+            tiers: self.plan.tiers.clone(),
             // Gone pods that this drain evicted (not those that were leaving already).
             evicted: locked(&self.progress.gone)
                 .into_iter()

@@ -116,10 +116,11 @@ pub(super) fn plan_fleet(
     let options = PlanOptions {
         permissions: opts.drain.permissions,
         guards: opts.drain.guards,
+        drain_order: opts.drain.drain_order.clone(),
     };
     let mut unsafe_waves = Vec::new();
     for wave in to_drain.chunks(cap) {
-        let report = crate::plan::plan(snapshot, wave, options)
+        let report = crate::plan::plan(snapshot, wave, &options)
             .map_err(|crate::plan::PlanError::UnknownNode(n)| ClusterError::NodeNotFound(n))?;
         if report.blocks(opts.drain.allow_pending) {
             unsafe_waves.push(run::UnsafeWave::of(wave, &report));

@@ -258,6 +258,7 @@ pub(crate) fn holdings(snapshot: &Snapshot) -> HashMap<String, Holding> {
         delete_emptydir_data: true,
         force: true,
         ignore_do_not_disrupt: true,
+        evict_daemonsets: false,
     };
     let mut by_node: HashMap<String, Holding> = HashMap::new();
     for p in &snapshot.pods {

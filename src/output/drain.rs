@@ -122,6 +122,15 @@ pub fn event_line(event: &Event) -> String {
             node,
             deregistration,
         } => format!("{node}: {deregistration}"),
+        Event::Tainted { node } => format!(
+            "{node}: tainted {}:NoSchedule so the DaemonSet pods it evicts stay off until the uncordon",
+            crate::fence::DRAINING_TAINT
+        ),
+        Event::Tier { number, of, tier } => format!(
+            "tier {number}/{of} ({}): {} pod(s)",
+            super::plan::Ranked(&tier.rank),
+            tier.pods.len()
+        ),
         Event::Blocked {
             pod,
             blocked,

@@ -1,6 +1,43 @@
 use super::Report;
 use crate::placement::Misfit;
 use crate::plan::{PlanReport, Unplaceable};
+use crate::tiers::{PodType, Rank, Tier};
+
+/// A tier's rank in words: "DaemonSet pods, order 0, priority 0".
+pub struct Ranked<'a>(pub &'a Rank);
+
+impl std::fmt::Display for Ranked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.0.pod_type {
+            PodType::Default => "pods",
+            PodType::DaemonSet => "DaemonSet pods",
+        };
+        write!(
+            f,
+            "{kind}, order {}, priority {}",
+            self.0.order, self.0.priority
+        )
+    }
+}
+
+/// The eviction order, a tier a line: each starts once the one before is gone.
+pub fn tiers(tiers: &[Tier]) -> String {
+    let mut out = String::new();
+    if tiers.is_empty() {
+        return out;
+    }
+    out.push_str("Eviction order (a tier starts once every pod of the one before is gone):\n");
+    for (i, t) in tiers.iter().enumerate() {
+        let pods: Vec<String> = t.pods.iter().map(ToString::to_string).collect();
+        out.push_str(&format!(
+            "  tier {} ({}): {}\n",
+            i + 1,
+            Ranked(&t.rank),
+            pods.join(", ")
+        ));
+    }
+    out
+}
 
 impl Report for PlanReport {
     fn text(&self) -> String {
@@ -22,6 +59,7 @@ impl Report for PlanReport {
                 super::verdict::Said(&p.verdict)
             ));
         }
+        out.push_str(&tiers(&self.tiers));
         out.push_str(&forecast(self));
         out.push_str(if self.safe {
             "Verdict: safe\n"
@@ -113,6 +151,32 @@ mod tests {
             assert!(why.starts_with("1 node(s) "), "{why}");
             assert!(!why.contains(&format!("{misfit:?}")), "{why}");
         }
+    }
+
+    #[test]
+    fn tiers_read_first_to_last_with_their_pods() {
+        let rank = |pod_type, order, priority| Rank {
+            pod_type,
+            order,
+            priority,
+        };
+        let text = tiers(&[
+            Tier {
+                rank: rank(PodType::Default, 0, -10),
+                pods: vec!["ns/batch-1".into(), "ns/batch-2".into()],
+            },
+            Tier {
+                rank: rank(PodType::DaemonSet, 0, 0),
+                pods: vec!["ns/agent-x".into()],
+            },
+        ]);
+        assert_eq!(
+            text,
+            "Eviction order (a tier starts once every pod of the one before is gone):\n\
+             \x20 tier 1 (pods, order 0, priority -10): ns/batch-1, ns/batch-2\n\
+             \x20 tier 2 (DaemonSet pods, order 0, priority 0): ns/agent-x\n"
+        );
+        assert!(tiers(&[]).is_empty());
     }
 
     #[test]

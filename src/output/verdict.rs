@@ -17,6 +17,10 @@ impl std::fmt::Display for Said<'_> {
                         f,
                         "evict (no controller: gone for good, allowed by --force)"
                     )?,
+                    Replacement::DaemonSet { name } => write!(
+                        f,
+                        "evict last (DaemonSet {name} puts it back after the uncordon, allowed by --evict-daemonsets)"
+                    )?,
                 }
                 if !e.lost_volumes.is_empty() {
                     write!(f, "; emptyDir data lost: {}", e.lost_volumes.join(", "))?;
@@ -29,6 +33,11 @@ impl std::fmt::Display for Said<'_> {
             Verdict::Skip {
                 reason: SkipReason::Mirror,
             } => f.write_str("skip (static pod mirror)"),
+            Verdict::Skip {
+                reason: SkipReason::ToleratesDrainingTaint,
+            } => f.write_str(
+                "skip (its DaemonSet tolerates the kordon.dev/draining taint, so it would come straight back)",
+            ),
             Verdict::AwaitTermination => f.write_str("wait (already terminating)"),
             Verdict::Refuse { reasons } => {
                 let parts: Vec<String> = reasons

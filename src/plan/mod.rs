@@ -20,13 +20,16 @@ use crate::node_state::{NodeState, Readiness};
 use crate::placement::{self, Misfit, Resources};
 use crate::pod::PodKey;
 use crate::snapshot::Snapshot;
+use crate::tiers::{self, DrainOrder, Tier};
 use crate::workload::{WorkloadId, scaled};
 use guards::{Guard, GuardOptions};
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
     pub permissions: Permissions,
     pub guards: GuardOptions,
+    /// `--drain-order`: the tiers the pods are evicted in (see [`crate::tiers`]).
+    pub drain_order: DrainOrder,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +45,9 @@ pub struct PlanReport {
     pub at_risk: Vec<String>,
     /// How many rounds of evictions the budgets make the drain take.
     pub waves: usize,
+    /// The pods to evict in the order the drain takes them: a tier starts once every
+    /// pod of the one before is gone.
+    pub tiers: Vec<Tier>,
     pub safe: bool,
 }
 
@@ -92,7 +98,7 @@ pub enum PlanError {
 pub fn plan(
     snapshot: &Snapshot,
     targets: &[NodeName],
-    opts: PlanOptions,
+    opts: &PlanOptions,
 ) -> Result<PlanReport, PlanError> {
     let draining: HashSet<&str> = targets.iter().map(NodeName::as_str).collect();
     for t in targets {
@@ -167,6 +173,7 @@ pub fn plan(
 
     let budgets_at_zero = budgets_at_zero(snapshot, &pods);
     let waves = waves(snapshot, &pods, &guards);
+    let tiers = tiers::of_evicted(&pods, &opts.drain_order);
     let refused = pods
         .iter()
         .any(|(_, v)| matches!(v, Verdict::Refuse { .. }));
@@ -178,6 +185,7 @@ pub fn plan(
         budgets_at_zero,
         at_risk: at_risk.into_iter().collect(),
         waves,
+        tiers,
     })
 }
 

@@ -15,7 +15,7 @@ pub async fn plan_finding_room(
     conn: &Connection,
     snapshot: &mut Snapshot,
     targets: &[NodeName],
-    opts: PlanOptions,
+    opts: &PlanOptions,
 ) -> Result<PlanReport, ClusterError> {
     loop {
         let report = plan(snapshot, targets, opts)

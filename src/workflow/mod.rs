@@ -462,7 +462,8 @@ async fn restore(
         Some(c) => nodes::set_unschedulable_with(conn, node, c, annotations, DryRun::None)
             .await
             .map(|_| ()),
-        None if annotations.is_empty() => Ok(()),
+        // Nothing of the node's is kordon's to change but a draining taint.
+        None if annotations.is_empty() => nodes::lift_draining(conn, node).await,
         None => nodes::patch(conn, node, None, annotations, DryRun::None)
             .await
             .map(|_| ()),

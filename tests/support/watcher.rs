@@ -187,3 +187,119 @@ impl Drop for ZoneWatcher {
         self.task.abort();
     }
 }
+
+/// What a [`Timeline`] saw, in the order it saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Moment {
+    /// A pod appeared on the node (a new UID bound to it).
+    Bound { pod: String },
+    /// A pod on the node got its deletionTimestamp: an eviction was accepted.
+    Leaving { pod: String },
+    /// A pod of the node left the API.
+    Gone { pod: String },
+    /// The node's taints, by key, changed to these.
+    Taints { keys: Vec<String> },
+}
+
+/// Everything that happens to one node's pods and taints, as two watches of the
+/// test's own see it, in one log: the independent record that tiers, taints and
+/// recreations came in the order kordon claims.
+pub struct Timeline {
+    log: Arc<Mutex<Vec<Moment>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Timeline {
+    /// Starts both watches and returns once each has its first list.
+    pub async fn start(pods: Api<Pod>, nodes: Api<Node>, node: &str) -> Self {
+        let log: Arc<Mutex<Vec<Moment>>> = Arc::default();
+        let synced = Arc::new(AtomicUsize::new(0));
+        let push = |log: &Arc<Mutex<Vec<Moment>>>, m: Moment| {
+            if let Ok(mut l) = log.lock() {
+                l.push(m);
+            }
+        };
+        let on_node = format!("spec.nodeName={node}");
+        let pod_events = watcher(pods, watcher::Config::default().fields(&on_node));
+        let (pod_log, pod_synced) = (log.clone(), synced.clone());
+        let pod_task = tokio::spawn(async move {
+            // UID -> (name, leaving) of the pods on the node.
+            let mut known: HashMap<String, (String, bool)> = HashMap::new();
+            let mut live = false;
+            let mut stream = std::pin::pin!(pod_events.default_backoff());
+            while let Some(event) = stream.next().await {
+                let Ok(event) = event else { continue };
+                match event {
+                    watcher::Event::InitDone => {
+                        live = true;
+                        pod_synced.fetch_add(1, Ordering::SeqCst);
+                    }
+                    watcher::Event::Init => {}
+                    watcher::Event::InitApply(p) | watcher::Event::Apply(p) => {
+                        let uid = p.uid().unwrap_or_default();
+                        let leaving = p.metadata.deletion_timestamp.is_some();
+                        let before = known.insert(uid, (p.name_any(), leaving));
+                        if live && before.is_none() {
+                            push(&pod_log, Moment::Bound { pod: p.name_any() });
+                        }
+                        if live && leaving && !before.is_some_and(|(_, l)| l) {
+                            push(&pod_log, Moment::Leaving { pod: p.name_any() });
+                        }
+                    }
+                    watcher::Event::Delete(p) => {
+                        known.remove(&p.uid().unwrap_or_default());
+                        push(&pod_log, Moment::Gone { pod: p.name_any() });
+                    }
+                }
+            }
+        });
+        let named = format!("metadata.name={node}");
+        let node_events = watcher(nodes, watcher::Config::default().fields(&named));
+        let (node_log, node_synced) = (log.clone(), synced.clone());
+        let node_task = tokio::spawn(async move {
+            let mut last: Option<Vec<String>> = None;
+            let mut stream = std::pin::pin!(node_events.default_backoff());
+            while let Some(event) = stream.next().await {
+                let Ok(event) = event else { continue };
+                let n = match event {
+                    watcher::Event::InitDone => {
+                        node_synced.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    }
+                    watcher::Event::InitApply(n) | watcher::Event::Apply(n) => n,
+                    _ => continue,
+                };
+                let keys: Vec<String> = n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .map(|ts| ts.iter().map(|t| t.key.clone()).collect())
+                    .unwrap_or_default();
+                if last.as_ref() != Some(&keys) {
+                    push(&node_log, Moment::Taints { keys: keys.clone() });
+                    last = Some(keys);
+                }
+            }
+        });
+        while synced.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self {
+            log,
+            tasks: vec![pod_task, node_task],
+        }
+    }
+
+    /// Everything seen so far.
+    pub fn log(&self) -> Vec<Moment> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Timeline {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
