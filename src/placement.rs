@@ -141,6 +141,9 @@ pub enum Misfit {
     Resources,
 }
 
+/// The taint that mirrors a cordon.
+const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+
 /// The label, affinity and taint filters (resources are checked by the caller, which
 /// keeps track of what earlier placements used).
 pub fn eligible(pod: &Pod, node: &Node) -> Result<(), Misfit> {
@@ -190,9 +193,17 @@ pub fn eligible(pod: &Pod, node: &Node) -> Result<(), Misfit> {
         .as_ref()
         .and_then(|s| s.taints.as_deref())
         .unwrap_or_default();
+    let cordoned = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
     let blocking = taints
         .iter()
         .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+        // The node lifecycle controller mirrors the cordon with this taint and lifts it
+        // a moment after the uncordon: on an uncordoned node it is about to go.
+        .filter(|t| cordoned || t.key != UNSCHEDULABLE_TAINT)
         .any(|t| !tolerations.iter().any(|tol| tolerates(tol, t)));
     if blocking {
         return Err(Misfit::Taint);
@@ -293,6 +304,22 @@ mod tests {
             "nodeSelectorTerms": [{ "matchExpressions": [{ "key": "gpu", "operator": "DoesNotExist" }] }]
         }}});
         assert_eq!(eligible(&pod(affinity), &gpu), Err(Misfit::NodeAffinity));
+    }
+
+    #[test]
+    fn the_cordons_taint_counts_only_while_the_node_is_cordoned() {
+        let taint = json!([{ "key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule" }]);
+        let lagging = node(json!({ "metadata": { "name": "n" }, "spec": { "taints": taint } }));
+        assert_eq!(
+            eligible(&pod(json!({})), &lagging),
+            Ok(()),
+            "uncordoned a moment ago"
+        );
+        let cordoned = node(json!({
+            "metadata": { "name": "n" },
+            "spec": { "unschedulable": true, "taints": taint },
+        }));
+        assert_eq!(eligible(&pod(json!({})), &cordoned), Err(Misfit::Taint));
     }
 
     #[test]

@@ -8,9 +8,10 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::{ClusterError, Connection};
+use crate::exclusion;
+use crate::fence;
 use crate::names::NodeName;
 use crate::node_state::NodeState;
-use crate::{exclusion, fence};
 
 /// `--dry-run` as kubectl has it: `client` sends nothing that changes the cluster,
 /// `server` sends the request with `dryRun=All` so admission and validation still run.
