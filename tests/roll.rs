@@ -431,7 +431,16 @@ async fn a_closed_window_makes_the_run_wait_for_it() {
 #[tokio::test]
 async fn a_failing_command_on_the_third_node_halts_the_roll() {
     let (env, nodes) = fleet("rollfail", 4).await;
-    let fail_on = format!("test \"$KORDON_NODE\" != {}", nodes[2]);
+    // Each node's command saves the nodes as they are while it works.
+    let dir = std::env::temp_dir().join(format!("kordon-pending-{}", env.id));
+    std::fs::create_dir_all(&dir).expect("a directory for the snapshots");
+    let fail_on = format!(
+        "kubectl --kubeconfig {} get nodes {} -o json > {}/\"$KORDON_NODE\".json; test \"$KORDON_NODE\" != {}",
+        support::kubeconfig().display(),
+        nodes.join(" "),
+        dir.display(),
+        nodes[2]
+    );
     let mut args = roll_args(&env, &["--order", "given", "-o", "json"]);
     args.extend(nodes.iter().map(String::as_str));
     args.extend(["--", "sh", "-c", &fail_on]);
@@ -476,6 +485,48 @@ async fn a_failing_command_on_the_third_node_halts_the_roll() {
     let fourth = env.get_node(&nodes[3]).await;
     assert!(!env.is_cordoned(&nodes[3]).await, "the fourth is untouched");
     assert!(!annotations(&fourth).contains_key("kordon.dev/phase"));
+
+    // The nodes still waiting carried the pending taint while the others worked, a
+    // node lost it once its maintenance ended, and no node keeps it after the run.
+    let pending_while = |node: &str| -> Vec<String> {
+        let path = dir.join(format!("{node}.json"));
+        let text = std::fs::read_to_string(&path).expect("the command saved the nodes");
+        let list: serde_json::Value = serde_json::from_str(&text).expect("nodes as JSON");
+        let mut tainted: Vec<String> = list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter(|n| {
+                n["spec"]["taints"].as_array().is_some_and(|t| {
+                    t.iter().any(|t| {
+                        t["key"] == "kordon.dev/pending-maintenance"
+                            && t["effect"] == "PreferNoSchedule"
+                    })
+                })
+            })
+            .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+            .filter(|n| n != node)
+            .collect();
+        tainted.sort();
+        tainted
+    };
+    assert_eq!(pending_while(&nodes[0]), nodes[1..].to_vec());
+    assert_eq!(pending_while(&nodes[2]), vec![nodes[3].clone()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    for node in &nodes {
+        let taints = env
+            .get_node(node)
+            .await
+            .spec
+            .and_then(|s| s.taints)
+            .unwrap_or_default();
+        assert!(
+            taints
+                .iter()
+                .all(|t| t.key != "kordon.dev/pending-maintenance"),
+            "{node} keeps no pending taint: {taints:?}"
+        );
+    }
 }
 
 /// A node an earlier run left out of service (here: failed, cordoned) takes one of

@@ -55,6 +55,19 @@ pub struct RollArgs {
         value_parser = values::boolean
     )]
     pub count_others_out: bool,
+    /// Taint the nodes still waiting in the roll PreferNoSchedule (kordon.dev/pending-maintenance),
+    /// so the pods it evicts land on nodes that are done where they can, not on a node
+    /// whose own drain would move them again. =false leaves them untainted.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value = "true",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true,
+        value_parser = values::boolean
+    )]
+    pub taint_pending: bool,
     /// Continue the last unfinished roll (its nodes and command, unless given again).
     #[arg(long)]
     pub resume: bool,
@@ -168,6 +181,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
         pause_between: args.pause_between,
         max_failures: args.max_failures,
         count_others_out: args.count_others_out,
+        taint_pending: args.taint_pending,
         lock: LockOptions {
             namespace: args.lock.lock_namespace.clone(),
             wait: args.lock_timeout,

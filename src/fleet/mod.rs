@@ -7,6 +7,7 @@ mod hold;
 pub mod mark;
 mod node;
 mod others;
+pub mod pending;
 mod preflight;
 pub mod run;
 mod schedule;
@@ -63,6 +64,8 @@ pub struct RollOptions {
     /// Selected nodes someone else has out of service take places in the caps, and
     /// wait until they are back (see [`unavailable`]); `false`: only kordon's count.
     pub count_others_out: bool,
+    /// The nodes waiting in the run carry a `PreferNoSchedule` taint (see [`pending`]).
+    pub taint_pending: bool,
     pub lock: LockOptions,
     /// What the run was asked to do, kept in the lease to recognise a re-run.
     pub spec: RunSpec,
@@ -274,6 +277,7 @@ pub async fn roll(
     let (slots, marks_elsewhere) = room(&out, cap)?;
     let mut results = Vec::new();
     let holdings = run::holdings(&snapshot);
+    let selected = targets.clone();
     let queue = queue(targets, &run_id, opts, &holdings, &mut results);
     let order: Vec<NodeName> = queue.iter().map(|(n, _)| name_of(n)).collect();
     on_progress(RollProgress::Started {
@@ -300,6 +304,10 @@ pub async fn roll(
     )
     .await?;
 
+    let mut pending = pending::Pending::new(opts.taint_pending.then_some(run_id.as_str()));
+    pending
+        .put_on(conn, queue.iter().map(|(n, _)| n), &selected)
+        .await;
     let (stop_tx, stop_rx) = watch::channel(None);
     let watcher = spawn_stop_watch(stop_tx, opts.drain.interrupt.clone(), lock.lost());
     let job = Job {
@@ -326,8 +334,10 @@ pub async fn roll(
         },
         &mut results,
         &mut out_by_others,
+        &mut pending,
     )
     .await;
+    pending.lift_all(conn).await;
     watcher.abort();
     let state = match state {
         RunState::Done if results.iter().any(NodeResult::failed) => RunState::Failed,

@@ -116,12 +116,18 @@ impl Elsewhere {
     /// cordon lifted since must not be recorded as someone else's); `node` itself when
     /// the nodes are not watched.
     pub fn latest(&self, node: Node) -> Node {
-        let name = node.metadata.name.clone().unwrap_or_default();
-        let Some(nodes) = &self.nodes else {
-            return node;
-        };
-        let at = kube::runtime::reflector::ObjectRef::<Node>::new(&name);
-        nodes.store().get(&at).map_or(node, Arc::unwrap_or_clone)
+        let name = NodeName::new(node.metadata.name.as_deref().unwrap_or_default());
+        self.current(&name).unwrap_or(node)
+    }
+
+    /// The node as the watch has it now, if the nodes are watched.
+    pub fn current(&self, name: &NodeName) -> Option<Node> {
+        let at = kube::runtime::reflector::ObjectRef::<Node>::new(name.as_str());
+        self.nodes
+            .as_ref()?
+            .store()
+            .get(&at)
+            .map(Arc::unwrap_or_clone)
     }
 
     /// Every selected node someone else had out during the run, with the last reason seen.

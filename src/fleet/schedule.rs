@@ -12,6 +12,7 @@ use super::caps::{self, Slot};
 use super::mark::Mark;
 use super::node::{self, NodeResult, Outcome};
 use super::others;
+use super::pending::Pending;
 use super::unavailable::OutNode;
 use super::window::{self, Availability, Window};
 use super::{Job, RollProgress, RunState, WaitReason, name_of, run};
@@ -40,6 +41,7 @@ pub(super) async fn schedule(
     cap: Cap,
     results: &mut Vec<NodeResult>,
     counted: &mut Vec<OutNode>,
+    pending: &mut Pending,
 ) -> RunState {
     let opts = job.options;
     let mut running = FuturesUnordered::new();
@@ -124,6 +126,7 @@ pub(super) async fn schedule(
                 if result.outcome != Outcome::Failed {
                     out.remove(result.node.as_str());
                 }
+                pending.lift(job.conn, &result.node, elsewhere.current(&result.node)).await;
                 if result.failed() {
                     failures += 1;
                 } else if result.outcome == Outcome::Done {
