@@ -552,3 +552,78 @@ async fn a_node_someone_else_cordoned_takes_the_cap_until_it_is_uncordoned() {
     assert!(status.out_by_others.is_empty(), "{status:?}");
     let _ = plans().await.delete(&name, &DeleteParams::default()).await;
 }
+
+/// The pending taint's value on each of the test's nodes (`None`: untainted).
+async fn pending_taints(env: &TestEnv, count: usize) -> Vec<Option<String>> {
+    let mut found = Vec::new();
+    for i in 1..=count {
+        let node = env.get_node(&env.node(&format!("node-{i}"))).await;
+        let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+        found.push(
+            taints
+                .into_iter()
+                .find(|t| {
+                    t.key == "kordon.dev/pending-maintenance" && t.effect == "PreferNoSchedule"
+                })
+                .map(|t| t.value.unwrap_or_default()),
+        );
+    }
+    found
+}
+
+/// A plan's nodes still to start carry its PreferNoSchedule taint; a deleted plan's go
+/// at the next plan's pass, and none is left once the round is complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_nodes_carry_the_plans_taint_until_the_round_is_through() {
+    let env = three_nodes("plan-pending").await;
+    let _controller = Controller::start(&env);
+    let tainted_by = |name: String| async move {
+        let uid = plans()
+            .await
+            .get(&name)
+            .await
+            .expect("plan")
+            .metadata
+            .uid
+            .expect("uid");
+        Some(format!("plan-{uid}"))
+    };
+    let first = create_plan(&env, "first", json!({ "paused": true })).await;
+    let first_value = tainted_by(first.clone()).await;
+    eventually(
+        "the paused plan's nodes tainted",
+        Duration::from_secs(30),
+        || async { pending_taints(&env, 3).await == vec![first_value.clone(); 3] },
+    )
+    .await;
+    let _ = plans().await.delete(&first, &DeleteParams::default()).await;
+
+    let second = create_plan(&env, "second", json!({ "paused": true })).await;
+    let second_value = tainted_by(second.clone()).await;
+    eventually(
+        "the deleted plan's taint replaced",
+        Duration::from_secs(30),
+        || async { pending_taints(&env, 3).await == vec![second_value.clone(); 3] },
+    )
+    .await;
+    plans()
+        .await
+        .patch(
+            &second,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "paused": false } })),
+        )
+        .await
+        .expect("resume the plan");
+    wait_done(&second, 3).await;
+    eventually(
+        "no node keeps the taint",
+        Duration::from_secs(30),
+        || async { pending_taints(&env, 3).await == vec![None; 3] },
+    )
+    .await;
+    let _ = plans()
+        .await
+        .delete(&second, &DeleteParams::default())
+        .await;
+}

@@ -76,6 +76,11 @@ pub struct MaintenancePlanSpec {
     /// turn (its cordon kept).
     #[serde(default = "yes")]
     pub count_others_out: bool,
+    /// The selected nodes still to start carry a `PreferNoSchedule` taint
+    /// (`kordon.dev/pending-maintenance`), so the pods the plan evicts land on nodes that
+    /// are done where they can, not on one whose own drain would move them again.
+    #[serde(default = "yes")]
+    pub taint_pending: bool,
 }
 
 fn yes() -> bool {

@@ -7,6 +7,7 @@ mod error;
 mod job;
 mod metrics;
 mod options;
+mod pending;
 mod plan;
 mod reconcile;
 mod room;

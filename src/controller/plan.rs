@@ -101,6 +101,12 @@ pub async fn reconcile(
     };
     (status.waiting_for, status.waiting) = waiting.unzip();
     start_nodes(&ctx, &plan, &round, &start, &mut status).await?;
+    let still_pending: BTreeSet<String> = slots
+        .iter()
+        .filter(|s| s.pending && !start.contains(&s.node))
+        .map(|s| s.node.clone())
+        .collect();
+    super::pending::follow(&ctx, &plan, &selected, &still_pending).await;
     let complete = status.pending == 0 && status.active == 0 && status.failed == 0;
     announce(&ctx, &plan, &status, complete, halted).await;
     tally::set_conditions(&mut status, complete, plan.metadata.generation);
