@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Taint};
 
+use super::name_of;
 use crate::cluster::nodes::{self, Tainting};
 use crate::cluster::{ClusterError, Connection};
 use crate::names::NodeName;
@@ -130,8 +131,4 @@ impl Pending {
             })
             .await;
     }
-}
-
-fn name_of(node: &Node) -> NodeName {
-    NodeName::new(node.metadata.name.as_deref().unwrap_or_default())
 }
