@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::{Value, json};
+use support::watcher::{Moment, Timeline, at, bound, gone, leaving};
 use support::{eventually, node_ready, pod_ready};
 
 const DIR: &str = "/tmp/kordon-real-cluster";
@@ -225,6 +227,30 @@ fn web_template(pod: Value, container: Value) -> Value {
     });
     merge(&mut spec, pod);
     json!({ "metadata": { "labels": { "app": "web" } }, "spec": spec })
+}
+
+/// `template` (of [`web_template`]) labelled `app: APP` instead.
+fn labelled(mut template: Value, app: &str) -> Value {
+    template["metadata"]["labels"]["app"] = json!(app);
+    template
+}
+
+/// Creates the DaemonSet `app` in `ns`: a pod of [`web_template`] labelled `app: APP`
+/// on each real node.
+async fn create_daemonset(client: &Client, ns: &str, app: &str) {
+    let template = web_template(json!({ "topologySpreadConstraints": [] }), json!({}));
+    let daemonset: DaemonSet = serde_json::from_value(json!({
+        "metadata": { "name": app },
+        "spec": {
+            "selector": { "matchLabels": { "app": app } },
+            "template": labelled(template, app)
+        }
+    }))
+    .expect("daemonset");
+    Api::<DaemonSet>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &daemonset)
+        .await
+        .expect("create daemonset");
 }
 
 /// Creates the Deployment `web` in `ns`: `replicas` pods of [`web_template`].
@@ -648,44 +674,118 @@ fn container_ids(pod: &Pod) -> Vec<String> {
         .collect()
 }
 
-/// What a test saw of one pod being evicted: when it was marked for deletion (and with
-/// what grace period) and when it was gone, polled every 100 ms.
+/// What a watch of the test's own saw of one pod leaving: when it was marked for
+/// deletion (with what grace period, and the deletionTimestamp the API server set
+/// then: when that grace ends), the pod as last seen (its containers' final states),
+/// and when it was gone.
 struct Departure {
     marked: Instant,
+    marked_at: jiff::Timestamp,
     grace: Option<i64>,
+    grace_ends: Option<jiff::Timestamp>,
+    last: Pod,
     gone: Instant,
     gone_at: jiff::Timestamp,
 }
 
-/// Follows pod `name` (by its UID) until it is gone.
+/// Follows pod `name` (by its UID) with a watch until it is gone. A relist that no
+/// longer shows it (after a 410) counts as gone too.
 async fn follow_departure(pods: Api<Pod>, name: String, uid: Option<String>) -> Departure {
-    let started = Instant::now();
-    let mut marked = None;
-    loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "pod {name} still there after 3 minutes"
-        );
-        match pods.get_opt(&name).await.expect("get pod") {
-            Some(p) if p.metadata.uid == uid => {
-                if marked.is_none() && p.metadata.deletion_timestamp.is_some() {
-                    marked = Some((Instant::now(), p.metadata.deletion_grace_period_seconds));
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let follow = async {
+        let mut events = std::pin::pin!(watcher(pods, config).default_backoff());
+        let mut marked = None;
+        let mut last = None;
+        // Whether the (re)list under way showed the pod.
+        let mut listed = false;
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { continue };
+            let gone = match event {
+                watcher::Event::Init => {
+                    listed = false;
+                    false
                 }
-            }
-            _ => {
-                let (marked, grace) = marked.unwrap_or_else(|| {
+                watcher::Event::InitApply(p) | watcher::Event::Apply(p)
+                    if p.metadata.uid == uid =>
+                {
+                    listed = true;
+                    if marked.is_none() && p.metadata.deletion_timestamp.is_some() {
+                        marked = Some((
+                            Instant::now(),
+                            jiff::Timestamp::now(),
+                            p.metadata.deletion_grace_period_seconds,
+                            p.metadata.deletion_timestamp.as_ref().map(|t| t.0),
+                        ));
+                    }
+                    last = Some(p);
+                    false
+                }
+                watcher::Event::Delete(p) if p.metadata.uid == uid => {
+                    last = Some(p);
+                    true
+                }
+                watcher::Event::InitDone => !listed,
+                _ => false,
+            };
+            if gone {
+                let (gone, gone_at) = (Instant::now(), jiff::Timestamp::now());
+                let (marked, marked_at, grace, grace_ends) = marked.unwrap_or_else(|| {
                     panic!("pod {name} went without being seen marked for deletion")
                 });
                 return Departure {
                     marked,
+                    marked_at,
                     grace,
-                    gone: Instant::now(),
-                    gone_at: jiff::Timestamp::now(),
+                    grace_ends,
+                    last: last.unwrap_or_else(|| panic!("pod {name} was never seen")),
+                    gone,
+                    gone_at,
                 };
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        panic!("the watch of pod {name} ended")
+    };
+    tokio::time::timeout(Duration::from_secs(180), follow)
+        .await
+        .unwrap_or_else(|_| panic!("pod {name} still there after 3 minutes"))
+}
+
+/// The pod and container fields of a `preStop` hook that writes the time (whole
+/// seconds: busybox's `date` has no `%N`) to `marks/POD_NAME` on the host, through a
+/// hostPath volume, and then sleeps `seconds`. Merge other fields into both; the
+/// container's `env` is a list to push to.
+fn pre_stop_mark(marks: &Path, seconds: u32) -> (Value, Value) {
+    std::fs::create_dir_all(marks).expect("create the marks directory");
+    let pod = json!({
+        "volumes": [{
+            "name": "marks",
+            "hostPath": { "path": marks.display().to_string(), "type": "DirectoryOrCreate" }
+        }]
+    });
+    let container = json!({
+        "env": [{
+            "name": "POD_NAME",
+            "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } }
+        }],
+        "volumeMounts": [{ "name": "marks", "mountPath": "/marks" }],
+        "lifecycle": {
+            "preStop": {
+                "exec": {
+                    "command": ["sh", "-c", format!("date +%s > /marks/$POD_NAME; sleep {seconds}")]
+                }
+            }
+        }
+    });
+    (pod, container)
+}
+
+/// The time (in seconds) the `preStop` hook of [`pre_stop_mark`] wrote for pod `name`.
+fn pre_stop_marked(marks: &Path, name: &str) -> i64 {
+    let mark = std::fs::read_to_string(marks.join(name))
+        .unwrap_or_else(|e| panic!("the preStop hook's mark {name} on the host: {e}"));
+    mark.trim().parse().expect("the mark is a time in seconds")
 }
 
 /// A real container's `preStop` hook runs and its grace period holds when kordon evicts
@@ -698,35 +798,15 @@ async fn eviction_honours_the_grace_period_and_pre_stop_hook_of_a_real_container
     let ns = "prestop";
     create_namespace(&client, ns).await;
     let marks = Path::new(DIR).join("marks");
-    std::fs::create_dir_all(&marks).expect("create the marks directory");
-    create_web(
-        &client,
-        ns,
-        2,
+    let (mut pod, container) = pre_stop_mark(&marks, 3);
+    merge(
+        &mut pod,
         json!({
             "terminationGracePeriodSeconds": 10,
-            "topologySpreadConstraints": [spread(true)],
-            "volumes": [{
-                "name": "marks",
-                "hostPath": { "path": marks.display().to_string(), "type": "DirectoryOrCreate" }
-            }]
+            "topologySpreadConstraints": [spread(true)]
         }),
-        json!({
-            "env": [{
-                "name": "POD_NAME",
-                "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } }
-            }],
-            "volumeMounts": [{ "name": "marks", "mountPath": "/marks" }],
-            "lifecycle": {
-                "preStop": {
-                    "exec": {
-                        "command": ["sh", "-c", "date +%s > /marks/$POD_NAME; sleep 3"]
-                    }
-                }
-            }
-        }),
-    )
-    .await;
+    );
+    create_web(&client, ns, 2, pod, container).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let before = wait_ready(&pods, "app=web", 2).await;
     let evicted = before
@@ -754,9 +834,7 @@ async fn eviction_honours_the_grace_period_and_pre_stop_hook_of_a_real_container
     );
     let departure = departure.await.expect("join");
     let stopping = departure.gone - departure.marked;
-    let mark = std::fs::read_to_string(marks.join(&name))
-        .unwrap_or_else(|e| panic!("the preStop hook's mark {name} on the host: {e}"));
-    let mark: i64 = mark.trim().parse().expect("the mark is a time in seconds");
+    let mark = pre_stop_marked(&marks, &name);
     eprintln!(
         "real nodes: kordon drain real-2 in {took:?}; {name} marked for deletion {:?} after the drain began, gone {stopping:?} later (grace {:?}); hook ran at {mark}, pod gone at {}, drain ended at {ended_at}",
         departure.marked - started,
@@ -795,6 +873,206 @@ async fn eviction_honours_the_grace_period_and_pre_stop_hook_of_a_real_container
         after.iter().all(|p| node_of(p) == Some("real-1")),
         "both web pods on real-1 after the drain"
     );
+}
+
+/// A deadline that keeps grace, on a real node: web's pod on real-2 is held by a
+/// PodDisruptionBudget that allows nothing (`minAvailable: 2` over both web pods and a
+/// pod on real-1 that never becomes Ready), and its container takes 9 s of its 12 s
+/// grace to stop (a 3 s `preStop` hook, then 6 s of serving past SIGTERM before it
+/// exits 0). `drain --deadline 30s --delete-past-budget` deletes it at the deadline less
+/// its grace and a second, not at the deadline: a watch of the test's own sees it
+/// marked with its whole 12 s grace still before the deadline, the hook ran, the
+/// container exited by itself (0, not the 137 of a SIGKILL at the grace's end), and the
+/// pod was gone before the deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_its_budget_a_real_pod_is_deleted_early_enough_to_stop_within_its_grace_by_the_deadline()
+ {
+    const GRACE: i64 = 12;
+    const DEADLINE: i64 = 30;
+    let cluster = RealCluster::up();
+    let client = cluster.client().await;
+    let ns = "deadline";
+    create_namespace(&client, ns).await;
+    let marks = Path::new(DIR).join("marks");
+    let (mut pod, mut container) = pre_stop_mark(&marks, 3);
+    merge(
+        &mut pod,
+        json!({
+            "terminationGracePeriodSeconds": GRACE,
+            "topologySpreadConstraints": [spread(true)]
+        }),
+    );
+    container["env"]
+        .as_array_mut()
+        .expect("env")
+        .push(json!({ "name": "STOP_DELAY", "value": "6" }));
+    create_web(&client, ns, 2, pod, container).await;
+    // A pod on real-1 whose readiness probe asks a port nothing serves.
+    let warming = web_template(
+        json!({
+            "nodeSelector": { "kubernetes.io/hostname": "real-1" },
+            "topologySpreadConstraints": []
+        }),
+        json!({ "readinessProbe": { "httpGet": { "path": "/", "port": 8081 }, "periodSeconds": 1 } }),
+    );
+    let mut warming = labelled(warming, "warming");
+    warming["metadata"]["name"] = json!("warming");
+    let warming: Pod = serde_json::from_value(warming).expect("pod");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.create(&PostParams::default(), &warming)
+        .await
+        .expect("create the warming pod");
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "minAvailable": 2,
+            "selector": { "matchExpressions": [
+                { "key": "app", "operator": "In", "values": ["web", "warming"] }
+            ] }
+        }
+    }))
+    .expect("budget");
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    budgets
+        .create(&PostParams::default(), &pdb)
+        .await
+        .expect("create the budget");
+    let before = wait_ready(&pods, "app=web", 2).await;
+    eventually(
+        "the budget counting 3 pods, 2 healthy, allowing nothing",
+        Duration::from_secs(60),
+        || async {
+            let status = budgets.get("web").await.ok().and_then(|b| b.status);
+            status.is_some_and(|s| {
+                s.expected_pods == 3 && s.current_healthy == 2 && s.disruptions_allowed == 0
+            })
+        },
+    )
+    .await;
+    let held = before
+        .iter()
+        .find(|p| node_of(p) == Some("real-2"))
+        .expect("a web pod on real-2");
+    let name = held.metadata.name.clone().expect("pod name");
+    let departure = tokio::spawn(follow_departure(
+        pods.clone(),
+        name.clone(),
+        held.metadata.uid.clone(),
+    ));
+
+    let rule = format!("{ns}:app=web");
+    let started_at = jiff::Timestamp::now();
+    let started = Instant::now();
+    let drain = tokio::task::spawn_blocking(move || {
+        kordon(&[
+            "drain",
+            "real-2",
+            "--deadline",
+            &format!("{DEADLINE}s"),
+            "--delete-past-budget",
+            &rule,
+            "--timeout",
+            "90s",
+            "-o",
+            "json",
+        ])
+    })
+    .await
+    .expect("join");
+    let took = started.elapsed();
+    let ended_at = jiff::Timestamp::now();
+    assert_eq!(
+        drain.status.code(),
+        Some(0),
+        "kordon drain:\n{}",
+        shown(&drain)
+    );
+    let reports: Value = serde_json::from_slice(&drain.stdout).expect("the drain's JSON report");
+    let deleted = reports[0]["deletedPastBudget"]
+        .as_array()
+        .expect("deletedPastBudget");
+    assert_eq!(deleted.len(), 1, "{reports:#}");
+    assert_eq!(deleted[0]["pod"], format!("{ns}/{name}"), "{reports:#}");
+    assert_eq!(deleted[0]["graceSeconds"], json!(GRACE), "{reports:#}");
+    let deadline: jiff::Timestamp = deleted[0]["deadline"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("the deadline as RFC 3339");
+    let secs = jiff::SignedDuration::from_secs;
+    assert!(
+        deadline >= started_at + secs(DEADLINE) && deadline <= ended_at + secs(DEADLINE),
+        "deadline {deadline} for a drain from {started_at} to {ended_at}"
+    );
+
+    let departure = departure.await.expect("join");
+    let mark = pre_stop_marked(&marks, &name);
+    let last = &departure.last;
+    let terminated = last
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .find_map(|c| c.state.as_ref().and_then(|s| s.terminated.clone()));
+    let ends = departure.grace_ends;
+    let stopping = departure.gone - departure.marked;
+    let spare = deadline.duration_since(departure.marked_at);
+    eprintln!(
+        "real nodes: kordon drain real-2 --deadline {DEADLINE}s in {took:?}; {name} seen marked for deletion at {} ({:.3} s into the drain, {:.3} s before the deadline {deadline}) with grace {:?}, its grace ending {ends:?}; preStop hook at {mark}; gone {stopping:?} later at {}; its container's end: {terminated:?}",
+        departure.marked_at,
+        departure.marked_at.duration_since(started_at).as_secs_f64(),
+        spare.as_secs_f64(),
+        departure.grace,
+        departure.gone_at
+    );
+
+    // Deleted with its whole grace, at the ladder's moment (its deadline less its grace
+    // and a second, counted from the drain's start, which comes after `started_at`),
+    // and early enough that the whole grace, counted from when this watch saw it, ends
+    // by the deadline; the API server's end of the grace too.
+    assert_eq!(departure.grace, Some(GRACE), "deleted with its own grace");
+    assert!(
+        departure.marked_at >= started_at + secs(DEADLINE - GRACE - 1),
+        "deleted at {}, before the deadline less its grace and a second (drain from {started_at})",
+        departure.marked_at
+    );
+    assert!(
+        spare >= secs(GRACE),
+        "seen deleted only {spare:?} before the deadline: its {GRACE} s grace does not fit"
+    );
+    let ends = ends.expect("its deletionTimestamp");
+    assert!(
+        ends <= deadline,
+        "its grace ends at {ends}, after the deadline {deadline}"
+    );
+
+    // The real container ran its shutdown: the hook ran once it was deleted, the pod
+    // took the hook's 3 s and the server's 6 s to go, the container exited by itself
+    // (0; a SIGKILL at the end of the grace is 137), and all before the deadline.
+    assert!(
+        mark >= departure.marked_at.as_second() - 1,
+        "the hook's mark {mark} comes before the deletion at {}",
+        departure.marked_at
+    );
+    assert!(
+        stopping >= Duration::from_secs(9),
+        "the pod took {stopping:?} to go, less than its 3 s hook and 6 s stop"
+    );
+    let terminated = terminated.expect("the watch saw its container terminated");
+    assert_eq!(
+        (terminated.exit_code, terminated.reason.as_deref()),
+        (0, Some("Completed")),
+        "{terminated:?}"
+    );
+    assert!(
+        departure.gone_at <= deadline,
+        "gone at {}, after the deadline {deadline}",
+        departure.gone_at
+    );
+    if let Some(finished) = terminated.finished_at {
+        assert!(
+            finished.0 <= deadline,
+            "its container finished at {finished:?}, after the deadline {deadline}"
+        );
+    }
 }
 
 /// A web server that exits the moment SIGTERM comes, behind a Service: kube-proxy still
@@ -858,18 +1136,7 @@ async fn a_daemonset_pod_on_a_real_node_is_left_running_with_ignore_daemonsets()
     let client = cluster.client().await;
     let ns = "daemons";
     create_namespace(&client, ns).await;
-    let daemonset: DaemonSet = serde_json::from_value(json!({
-        "metadata": { "name": "web" },
-        "spec": {
-            "selector": { "matchLabels": { "app": "web" } },
-            "template": web_template(json!({ "topologySpreadConstraints": [] }), json!({}))
-        }
-    }))
-    .expect("daemonset");
-    Api::<DaemonSet>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &daemonset)
-        .await
-        .expect("create daemonset");
+    create_daemonset(&client, ns, "web").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let before = wait_ready(&pods, "app=web", 2).await;
     let on_real_2 = before
@@ -963,6 +1230,174 @@ async fn a_daemonset_pod_on_a_real_node_is_left_running_with_ignore_daemonsets()
         .await
         .expect("join");
     assert_eq!(code.ok(), Some(200), "{name} still serves");
+}
+
+/// `drain --evict-daemonsets` on a real node: DaemonSet `agent`'s pod on real-2 is
+/// evicted only after every other pod there is gone (web's, which serves 3 s past
+/// SIGTERM, so "evicted" and "gone" are seconds apart), on a node that already carries
+/// `kordon.dev/draining=daemonsets:NoSchedule`, and the DaemonSet does not put it back
+/// while real-2 is out; `uncordon` lifts the taint and a new agent container runs Ready
+/// there again. A watch of the test's own (`Timeline`) is the judge of the order.
+#[tokio::test(flavor = "multi_thread")]
+async fn daemonset_pods_leave_a_real_node_last_on_a_tainted_node_and_run_again_after_uncordon() {
+    const DRAINING: &str = "kordon.dev/draining";
+    let cluster = RealCluster::up();
+    let client = cluster.client().await;
+    let ns = "daemons-last";
+    create_namespace(&client, ns).await;
+    create_daemonset(&client, ns, "agent").await;
+    create_web(
+        &client,
+        ns,
+        2,
+        json!({
+            "terminationGracePeriodSeconds": 10,
+            "topologySpreadConstraints": [spread(true)]
+        }),
+        json!({ "env": [{ "name": "STOP_DELAY", "value": "3" }] }),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let agents = wait_ready(&pods, "app=agent", 2).await;
+    let webs = wait_ready(&pods, "app=web", 2).await;
+    let agent = agents
+        .iter()
+        .find(|p| node_of(p) == Some("real-2"))
+        .expect("agent's pod on real-2");
+    let (agent_name, agent_containers) = (
+        agent.metadata.name.clone().expect("pod name"),
+        container_ids(agent),
+    );
+    let ordinary: Vec<String> = webs
+        .iter()
+        .filter(|p| node_of(p) == Some("real-2"))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert_eq!(ordinary.len(), 1, "one web pod on real-2");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let timeline = Timeline::start(pods.clone(), nodes.clone(), "real-2").await;
+
+    let started = Instant::now();
+    let drain = tokio::task::spawn_blocking(|| {
+        kordon(&["drain", "real-2", "--evict-daemonsets", "--timeout", "120s"])
+    })
+    .await
+    .expect("join");
+    let took = started.elapsed();
+    eprintln!(
+        "real nodes: kordon drain real-2 --evict-daemonsets in {took:?}:\n{}",
+        shown(&drain)
+    );
+    assert_eq!(drain.status.code(), Some(0), "drain:\n{}", shown(&drain));
+    let real_2 = nodes.get("real-2").await.expect("real-2");
+    let taint = real_2
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .and_then(|ts| ts.iter().find(|t| t.key == DRAINING))
+        .map(|t| (t.value.clone(), t.effect.clone()));
+    assert_eq!(
+        taint,
+        Some((Some("daemonsets".to_string()), "NoSchedule".to_string())),
+        "real-2 carries kordon's draining taint"
+    );
+
+    // While real-2 is out the DaemonSet wants its pod on real-1 only and puts none back
+    // on real-2 (it would within a second of the eviction; give it three more).
+    let sets: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    eventually(
+        "agent scheduled on real-1 only",
+        Duration::from_secs(30),
+        || async {
+            sets.get("agent")
+                .await
+                .ok()
+                .and_then(|d| d.status)
+                .is_some_and(|s| s.desired_number_scheduled == 1 && s.number_ready == 1)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = timeline.log();
+    eprintln!("real nodes: real-2 during the drain: {log:#?}");
+    let tainted = log
+        .iter()
+        .position(|m| matches!(m, Moment::Taints { keys } if keys.iter().any(|k| k == DRAINING)))
+        .expect("the draining taint was put on");
+    let agent_leaving = at(&log, &agent_name, leaving).expect("agent's pod evicted");
+    assert!(at(&log, &agent_name, gone).is_some(), "{log:#?}");
+    assert!(
+        tainted < agent_leaving,
+        "the DaemonSet pod was evicted before real-2 was tainted: {log:#?}"
+    );
+    for web in &ordinary {
+        let web_leaving = at(&log, web, leaving).expect("web's pod evicted");
+        let web_gone = at(&log, web, gone).expect("web's pod gone");
+        assert!(web_leaving < web_gone);
+        assert!(
+            web_gone < agent_leaving,
+            "the DaemonSet pod was evicted before {web} was gone: {log:#?}"
+        );
+    }
+    let back: Vec<&String> = log[agent_leaving..]
+        .iter()
+        .filter_map(bound)
+        .filter(|p| p.starts_with("agent-"))
+        .collect();
+    assert!(
+        back.is_empty(),
+        "agent came back while real-2 was out: {log:#?}"
+    );
+    let seen = log.len();
+
+    // The uncordon lifts the taint; only then a new agent container runs Ready on
+    // real-2, and serves.
+    let uncordon = tokio::task::spawn_blocking(|| kordon(&["uncordon", "real-2"]))
+        .await
+        .expect("join");
+    assert_eq!(
+        uncordon.status.code(),
+        Some(0),
+        "uncordon:\n{}",
+        shown(&uncordon)
+    );
+    let real_2 = nodes.get("real-2").await.expect("real-2");
+    assert!(!has_taint(&real_2, DRAINING), "uncordon lifts the taint");
+    assert!(
+        real_2.spec.as_ref().and_then(|s| s.unschedulable) != Some(true),
+        "real-2 is uncordoned"
+    );
+    let agents = wait_ready(&pods, "app=agent", 2).await;
+    let again = agents
+        .iter()
+        .find(|p| node_of(p) == Some("real-2"))
+        .expect("agent's pod on real-2 again");
+    let again_name = again.metadata.name.clone().expect("pod name");
+    assert_ne!(again_name, agent_name, "a new pod");
+    let containers = container_ids(again);
+    assert_eq!(containers.len(), 1, "one container: {containers:?}");
+    assert!(
+        containers.iter().all(|c| !agent_containers.contains(c)),
+        "a new container: {containers:?}, before {agent_containers:?}"
+    );
+    let log = timeline.log();
+    let lifted = seen
+        + log[seen..]
+            .iter()
+            .position(
+                |m| matches!(m, Moment::Taints { keys } if !keys.iter().any(|k| k == DRAINING)),
+            )
+            .expect("the draining taint was lifted");
+    let bound_again = at(&log, &again_name, bound).expect("the new agent pod bound to real-2");
+    assert!(
+        lifted < bound_again,
+        "agent was back before the taint was lifted: {log:#?}"
+    );
+    let ip = pod_ip(again);
+    let code = tokio::task::spawn_blocking(move || http_get(&ip, 8080))
+        .await
+        .expect("join");
+    assert_eq!(code.ok(), Some(200), "{again_name} serves");
 }
 
 /// The process ID `testbed/cluster` recorded for a component.

@@ -14,7 +14,7 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 use support::fixtures::{self, NodeSpec, PodOptions};
-use support::watcher::{Moment, ReadyWatcher, Timeline};
+use support::watcher::{Moment, ReadyWatcher, Timeline, at, bound, gone, leaving};
 use support::{TestEnv, eventually};
 
 const DRAINING: &str = "kordon.dev/draining";
@@ -56,32 +56,6 @@ fn app(env: &TestEnv, name: &str, class: Option<&str>) -> Deployment {
 /// The app a pod belongs to: its name up to the first `-`.
 fn app_of(pod: &str) -> &str {
     pod.split('-').next().unwrap_or_default()
-}
-
-/// Where in the log the first moment `which` picks for `pod` is.
-fn at(log: &[Moment], pod: &str, which: fn(&Moment) -> Option<&String>) -> Option<usize> {
-    log.iter().position(|m| which(m).is_some_and(|p| p == pod))
-}
-
-fn leaving(m: &Moment) -> Option<&String> {
-    match m {
-        Moment::Leaving { pod } => Some(pod),
-        _ => None,
-    }
-}
-
-fn gone(m: &Moment) -> Option<&String> {
-    match m {
-        Moment::Gone { pod } => Some(pod),
-        _ => None,
-    }
-}
-
-fn bound(m: &Moment) -> Option<&String> {
-    match m {
-        Moment::Bound { pod } => Some(pod),
-        _ => None,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

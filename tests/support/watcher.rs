@@ -201,6 +201,35 @@ pub enum Moment {
     Taints { keys: Vec<String> },
 }
 
+/// Where in the log the first moment `which` picks for `pod` is.
+pub fn at(log: &[Moment], pod: &str, which: fn(&Moment) -> Option<&String>) -> Option<usize> {
+    log.iter().position(|m| which(m).is_some_and(|p| p == pod))
+}
+
+/// The pod of a [`Moment::Leaving`].
+pub fn leaving(m: &Moment) -> Option<&String> {
+    match m {
+        Moment::Leaving { pod } => Some(pod),
+        _ => None,
+    }
+}
+
+/// The pod of a [`Moment::Gone`].
+pub fn gone(m: &Moment) -> Option<&String> {
+    match m {
+        Moment::Gone { pod } => Some(pod),
+        _ => None,
+    }
+}
+
+/// The pod of a [`Moment::Bound`].
+pub fn bound(m: &Moment) -> Option<&String> {
+    match m {
+        Moment::Bound { pod } => Some(pod),
+        _ => None,
+    }
+}
+
 /// Everything that happens to one node's pods and taints, as two watches of the
 /// test's own see it, in one log: the independent record that tiers, taints and
 /// recreations came in the order kordon claims.
