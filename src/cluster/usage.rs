@@ -144,11 +144,8 @@ impl PodUsage {
     /// `within`.
     pub async fn watch(conn: &Connection, within: Duration) -> Result<Self, ClusterError> {
         let api: Api<Pod> = Api::all(conn.client.clone());
-        // The first list (and each relist) comes from the API server's watch cache, in
-        // pages of 1,000 pods rather than kube's 500: half the requests.
-        let config = watcher::Config::default()
-            .any_semantic()
-            .page_size(super::view::PAGE);
+        // The first list (and each relist) comes from the API server's watch cache.
+        let config = watcher::Config::default().any_semantic();
         let pods = Arc::new(Mutex::new(Pods::default()));
         let (listed, ready) = tokio::sync::watch::channel(false);
         let kept = pods.clone();
