@@ -1702,3 +1702,236 @@ async fn drain_node_down_on_a_real_node_whose_kubelet_was_killed() {
     assert!(ours.is_empty(), "mounts after down: {ours:#?}");
     assert!(!Path::new(DIR).exists(), "{DIR} after down");
 }
+
+/// The maintenance command that makes real-N look down to an external load balancer
+/// for `seconds`, as in a reboot (`testbed/realnode unplug`: the host's packets to its
+/// node IP are dropped; its kubelet stays Ready).
+fn node_down_for(node: u8, seconds: u32) -> String {
+    let realnode = Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/realnode");
+    format!("{} unplug {node} {seconds}", realnode.display())
+}
+
+/// One `kordon maintain` of a real node behind the testbed's external load balancer
+/// under steady load: the probe's report and kordon's output.
+fn maintain_under_load(
+    url: &str,
+    args: &[&str],
+) -> (support::traffic::Report, std::process::Output) {
+    let probe =
+        support::traffic::Probe::start(url, 100, Duration::from_secs(180), Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(2));
+    let maintain = kordon(args);
+    std::thread::sleep(Duration::from_secs(2));
+    let report = probe.finish();
+    assert!(
+        maintain.status.success(),
+        "kordon maintain:\n{}",
+        shown(&maintain)
+    );
+    eprintln!(
+        "real nodes: kordon {}: {} requests through the load balancer, {} failed (longest run {})",
+        args.join(" "),
+        report.sent,
+        report.failures.len(),
+        report.longest_run
+    );
+    (report, maintain)
+}
+
+/// A node that goes down in its maintenance loses requests sent to it by an external
+/// load balancer until the balancer's health checks notice; taken out of the balancer
+/// first (the exclusion label, and the wait for deregistration), it loses none. The
+/// balancer is the testbed's (`testbed/lb`): the real service controller of
+/// k8s.io/cloud-provider, which decides the nodes from their labels as on a cloud, in
+/// front of the real nodes' NodePorts, health-checking them every second.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_external_load_balancer_loses_no_request_when_the_node_leaves_it_first() {
+    let cluster = RealCluster::up();
+    let client = cluster.client().await;
+    let ns = "balanced";
+    create_namespace(&client, ns).await;
+    create_web(
+        &client,
+        ns,
+        4,
+        json!({
+            "terminationGracePeriodSeconds": 10,
+            "topologySpreadConstraints": [spread(true)]
+        }),
+        json!({ "env": [{ "name": "STOP_DELAY", "value": "3" }] }),
+    )
+    .await;
+    let service: Service = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": { "app": "web" },
+            "ports": [{ "port": 8088, "targetPort": 8080 }]
+        }
+    }))
+    .expect("service");
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create service");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    wait_ready(&pods, "app=web", 4).await;
+
+    let host = "10.250.0.1";
+    let lb = support::balancer::Balancer::start(&Path::new(DIR).join("admin.kubeconfig"), host);
+    for node in ["real-1", "real-2"] {
+        lb.wait_for(
+            0,
+            Duration::from_secs(60),
+            &format!("{node} healthy"),
+            |l| support::balancer::healthy(l, node),
+        )
+        .await;
+    }
+    eventually(
+        "the Service's ingress is the balancer's",
+        Duration::from_secs(30),
+        || async {
+            let status = services.get("web").await.expect("get service").status;
+            status
+                .and_then(|s| s.load_balancer)
+                .and_then(|l| l.ingress)
+                .is_some_and(|i| i.iter().any(|i| i.ip.as_deref() == Some(host)))
+        },
+    )
+    .await;
+    let url = format!("http://{host}:8088/");
+
+    // Without exclusion: real-2 is drained, then down for 5 s while the balancer still
+    // sends to it, until two failed health checks take it out.
+    let skip = lb.lines().len();
+    let down = node_down_for(2, 5);
+    let (without, _) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            maintain_under_load(
+                &url,
+                &[
+                    "maintain",
+                    "real-2",
+                    "--timeout",
+                    "120s",
+                    "--",
+                    "sh",
+                    "-c",
+                    &down,
+                ],
+            )
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        !without.failures.is_empty(),
+        "requests to a node that is down fail until the balancer's checks notice: \
+         {} sent, none failed",
+        without.sent
+    );
+    let (unhealthy, _) = lb
+        .wait_for(skip, Duration::from_secs(5), "real-2 unhealthy", |l| {
+            l.contains(": real-2 (") && l.ends_with(" unhealthy")
+        })
+        .await;
+    lb.wait_for(
+        unhealthy,
+        Duration::from_secs(60),
+        "real-2 healthy again",
+        |l| support::balancer::healthy(l, "real-2"),
+    )
+    .await;
+
+    // With exclusion: real-1 (every web pod runs there now) leaves the balancer with its
+    // cordon, and kordon waits for the deregistration before the first eviction.
+    let on_real_1: Vec<Pod> = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .expect("list pods")
+        .items;
+    assert!(on_real_1.iter().all(|p| node_of(p) == Some("real-1")));
+    let departures: Vec<_> = on_real_1
+        .iter()
+        .map(|p| {
+            tokio::spawn(follow_departure(
+                pods.clone(),
+                p.metadata.name.clone().unwrap_or_default(),
+                p.metadata.uid.clone(),
+            ))
+        })
+        .collect();
+    let skip = lb.lines().len();
+    let down = node_down_for(1, 5);
+    let (with, maintain) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            maintain_under_load(
+                &url,
+                &[
+                    "maintain",
+                    "real-1",
+                    "--timeout",
+                    "120s",
+                    "--exclude-from-load-balancers",
+                    "--deregistration-delay",
+                    "4s",
+                    "--",
+                    "sh",
+                    "-c",
+                    &down,
+                ],
+            )
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        shown(&maintain).contains("waiting 4s for them to deregister the node"),
+        "kordon says what it waits for:\n{}",
+        shown(&maintain)
+    );
+    assert!(with.sent >= 1000, "the probe ran: {} requests", with.sent);
+    assert!(
+        with.failures.is_empty(),
+        "{} of {} requests failed, the first: {:#?}",
+        with.failures.len(),
+        with.sent,
+        &with.failures[..with.failures.len().min(10)]
+    );
+    let is_set_without_real_1 =
+        |l: &str| support::balancer::nodes(l).is_some_and(|n| !n.contains(&"real-1"));
+    let (out, deregistered) = lb
+        .wait_for(
+            skip,
+            Duration::ZERO,
+            "a node set without real-1",
+            is_set_without_real_1,
+        )
+        .await;
+    lb.wait_for(
+        out,
+        Duration::from_secs(30),
+        "real-1 back in its node set",
+        |l| support::balancer::nodes(l).is_some_and(|n| n.contains(&"real-1")),
+    )
+    .await;
+    let mut first_eviction = None;
+    for departure in departures {
+        let marked = departure.await.expect("join").marked;
+        first_eviction = Some(first_eviction.map_or(marked, |f: Instant| f.min(marked)));
+    }
+    let first_eviction = first_eviction.expect("real-1 had pods");
+    assert!(
+        deregistered < first_eviction,
+        "the balancer dropped real-1 {:?} before its first pod was evicted",
+        first_eviction.saturating_duration_since(deregistered)
+    );
+    eprintln!(
+        "real nodes: real-1 left the balancer {:?} before its first eviction",
+        first_eviction - deregistered
+    );
+}

@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod audit;
+pub mod balancer;
 pub mod faults;
 pub mod fixtures;
 pub mod nm;
