@@ -26,6 +26,7 @@ pub mod guard;
 pub mod interrupt;
 pub mod names;
 pub mod node_state;
+pub mod notify;
 pub mod output;
 pub mod phase;
 pub mod placement;

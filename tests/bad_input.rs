@@ -111,6 +111,7 @@ const CASES: &[Case] = &[
     parse(&["roll", NODE, "--lock-duration", "0s", "--", "true"], "--lock-duration 0s: must be at least 1s"),
     parse(&["roll", NODE, "--gate-timeout", "0s", "--", "true"], "--gate-timeout 0s: must be more than 0"),
     parse(&["roll", NODE, "--count-others-out=no", "--", "true"], "--count-others-out no: must be true or false"),
+    parse(&["roll", NODE, "--notify", "hooks.example.com/x", "--", "true"], "webhook \"hooks.example.com/x\" is not an http:// or https:// URL with a host"),
     early(&["roll", NODE, "--dry-run", "--", "true"], "roll has no --dry-run"),
     // controller
     parse(&["controller", "--lease-duration", "500ms"], "--lease-duration 500ms: must be at least 1s"),

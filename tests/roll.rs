@@ -854,3 +854,114 @@ async fn a_node_someone_else_cordoned_takes_the_cap_until_it_is_uncordoned() {
     assert!(env.is_cordoned(theirs).await, "their cordon stays");
     assert_eq!(phase(&env, theirs).await.as_deref(), Some("done"));
 }
+
+/// `--notify`: a webhook hears each node's start, a budget holding a pod (once, with the
+/// pod and the budget, while it holds), the failed node and the run's end, in that
+/// order, retried past a 503; the report says how many went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_hears_each_start_the_block_the_failure_and_the_end() {
+    let mut env = TestEnv::new("rollnotify").await;
+    let mut nodes = Vec::new();
+    for i in 1..=3 {
+        nodes.push(env.add_node(&format!("node-{i}")).await);
+    }
+    let spare = env.add_node("spare").await;
+    env.create(&fixtures::deployment(env.ns(), "web", 4, &fixtures::SPREAD))
+        .await;
+    env.wait_ready("app=web", 4).await;
+    // A budget at zero for now: the pod it waits for on the spare node never gets Ready.
+    let never_ready = PodOptions {
+        ready_delay: Some("1h"),
+        pin_to: Some(spare.clone()),
+        ..Default::default()
+    };
+    env.create(&fixtures::deployment(env.ns(), "warming", 1, &never_ready))
+        .await;
+    env.create(&fixtures::pdb_over(
+        "web-pdb",
+        &["web", "warming"],
+        ("minAvailable", json!(4)),
+    ))
+    .await;
+
+    let hook = support::webhook::Receiver::start(1);
+    let mut args = roll_args(
+        &env,
+        &["--order", "given", "--notify", &hook.url, "-o", "json"],
+    );
+    args.extend(nodes.iter().map(String::as_str));
+    let fail_on = format!("test \"$KORDON_NODE\" != {}", nodes[2]);
+    args.extend(["--", "sh", "-c", &fail_on]);
+    let command = {
+        let mut cmd = env.kordon();
+        cmd.args(&args);
+        cmd
+    };
+    let roll = tokio::task::spawn_blocking(move || {
+        let mut command = command;
+        Run::from(command.output().expect("run kordon"))
+    });
+    let blocked = hook
+        .wait_for(Duration::from_secs(60), "a blocked pod", |n| {
+            n["kind"] == "blocked"
+        })
+        .await;
+    assert_eq!(blocked["node"], nodes[0].as_str(), "{blocked:#}");
+    assert_eq!(blocked["blocking"][0]["budget"], "web-pdb", "{blocked:#}");
+    assert!(
+        blocked["blocking"][0]["pod"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(&format!("{}/web-", env.ns()))),
+        "{blocked:#}"
+    );
+    assert!(
+        env.is_cordoned(&nodes[0]).await,
+        "the notification came while the budget held the drain"
+    );
+    Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(
+        support::client().await,
+        env.ns(),
+    )
+    .delete("web-pdb", &Default::default())
+    .await
+    .expect("delete the budget");
+
+    let run = roll.await.expect("join");
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    let report = run.json();
+    let seen: Vec<(String, String)> = hook
+        .taken()
+        .iter()
+        .map(|n| {
+            let field = |k: &str| n[k].as_str().unwrap_or("-").to_string();
+            (field("kind"), field("node"))
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("started", nodes[0].as_str()),
+        ("blocked", nodes[0].as_str()),
+        ("started", nodes[1].as_str()),
+        ("started", nodes[2].as_str()),
+        ("failed", nodes[2].as_str()),
+        ("completed", "-"),
+    ]
+    .iter()
+    .map(|(k, n)| (k.to_string(), n.to_string()))
+    .collect();
+    assert_eq!(seen, expected, "{:#?}", hook.taken());
+    let end = hook.taken().pop().expect("the end");
+    assert_eq!(end["source"]["kind"], "roll");
+    assert_eq!(end["source"]["name"], report["run"]);
+    assert!(
+        end["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 failed")),
+        "{end:#}"
+    );
+    assert_eq!(hook.requests(), 7, "the first was refused and sent again");
+    assert_eq!(
+        report["notifications"],
+        json!({ "delivered": 6, "failed": 0 }),
+        "{report:#}"
+    );
+}

@@ -68,6 +68,11 @@ pub struct RollArgs {
         value_parser = values::boolean
     )]
     pub taint_pending: bool,
+    /// POST a JSON notification to this webhook (http:// or https://) when a node
+    /// starts, a budget holds one of its pods, a node fails, no node may start for a
+    /// while, and when the run ends; retried, never holding the roll up.
+    #[arg(long, value_name = "URL")]
+    pub notify: Option<kordon::notify::Webhook>,
     /// Continue the last unfinished roll (its nodes and command, unless given again).
     #[arg(long)]
     pub resume: bool,
@@ -182,6 +187,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
         max_failures: args.max_failures,
         count_others_out: args.count_others_out,
         taint_pending: args.taint_pending,
+        notify: args.notify.clone(),
         lock: LockOptions {
             namespace: args.lock.lock_namespace.clone(),
             wait: args.lock_timeout,

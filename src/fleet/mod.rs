@@ -6,6 +6,7 @@ pub mod caps;
 mod hold;
 pub mod mark;
 mod node;
+mod notices;
 mod others;
 pub mod pending;
 mod preflight;
@@ -66,6 +67,8 @@ pub struct RollOptions {
     pub count_others_out: bool,
     /// The nodes waiting in the run carry a `PreferNoSchedule` taint (see [`pending`]).
     pub taint_pending: bool,
+    /// `--notify`: the webhook told of each start, block, pause, failure and the end.
+    pub notify: Option<crate::notify::Webhook>,
     pub lock: LockOptions,
     /// What the run was asked to do, kept in the lease to recognise a re-run.
     pub spec: RunSpec,
@@ -170,6 +173,9 @@ pub struct RollReport {
     /// Selected nodes someone else had out of service during the run, each with the
     /// last reason seen: they took places in the caps (`--count-others-out`).
     pub out_by_others: Vec<unavailable::OutNode>,
+    /// How the notifications to `--notify`'s webhook went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<crate::notify::Delivery>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +211,8 @@ pub enum RollError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 impl RollError {
@@ -280,6 +288,16 @@ pub async fn roll(
     let selected = targets.clone();
     let queue = queue(targets, &run_id, opts, &holdings, &mut results);
     let order: Vec<NodeName> = queue.iter().map(|(n, _)| name_of(n)).collect();
+    let told = match &opts.notify {
+        Some(webhook) => Some(notices::Told::start(webhook, &run_id)?),
+        None => None,
+    };
+    let on_progress = &|p: RollProgress| {
+        if let Some(told) = &told {
+            told.tell(&p);
+        }
+        on_progress(p);
+    };
     on_progress(RollProgress::Started {
         run: run_id.clone(),
         resumed,
@@ -292,17 +310,7 @@ pub async fn roll(
     ctx.require("roll nodes", &needed_permissions(opts)).await?;
 
     let holder = run::holder(&run_id);
-    let lock = lease::acquire(
-        conn,
-        &LockSpec {
-            namespace: opts.lock.namespace.clone(),
-            name: LOCK_NAME.into(),
-            holder: holder.clone(),
-            duration: opts.lock.duration,
-        },
-        run::record(&run_id, &opts.spec, RunState::Running, &order),
-    )
-    .await?;
+    let lock = take_lock(conn, opts, &holder, &run_id, &order).await?;
 
     let mut pending = pending::Pending::new(opts.taint_pending.then_some(run_id.as_str()));
     pending
@@ -350,14 +358,41 @@ pub async fn roll(
         tracing::warn!("cannot release the lock: {e}; it expires on its own");
     }
     results.sort_by_key(|r| order.iter().position(|n| *n == r.node));
-    Ok(RollReport {
+    let mut report = RollReport {
         run: run_id,
         resumed,
         state,
         max_unavailable: cap,
         nodes: results,
         out_by_others,
-    })
+        notifications: None,
+    };
+    if let Some(told) = told {
+        report.notifications = Some(told.end(&report).await);
+    }
+    Ok(report)
+}
+
+/// The roll's lock, its record saying the run is under way.
+async fn take_lock(
+    conn: &crate::cluster::Connection,
+    opts: &RollOptions,
+    holder: &str,
+    run_id: &str,
+    order: &[NodeName],
+) -> Result<lease::HeldLock, LockError> {
+    let spec = LockSpec {
+        namespace: opts.lock.namespace.clone(),
+        name: LOCK_NAME.into(),
+        holder: holder.to_string(),
+        duration: opts.lock.duration,
+    };
+    lease::acquire(
+        conn,
+        &spec,
+        run::record(run_id, &opts.spec, RunState::Running, order),
+    )
+    .await
 }
 
 /// The cap's places this run has: those other runs' and NodeMaintenances' nodes do not

@@ -38,8 +38,16 @@ impl Report for RollReport {
                 out_nodes(nodes)
             ),
         };
+        let notified = match self.notifications {
+            Some(d) if d.failed > 0 => format!(
+                "notifications: {} delivered, {} not taken by the webhook (see the log)\n",
+                d.delivered, d.failed
+            ),
+            Some(d) => format!("notifications: {} delivered\n", d.delivered),
+            None => String::new(),
+        };
         format!(
-            "run {}: {} ({} node(s), at most {} at a time)\n{table}\n{others}",
+            "run {}: {} ({} node(s), at most {} at a time)\n{table}\n{others}{notified}",
             self.run,
             self.state.as_str(),
             self.nodes.len(),
@@ -225,6 +233,7 @@ mod tests {
             max_unavailable: 1,
             nodes,
             out_by_others: Vec::new(),
+            notifications: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod nm;
 pub mod rbac;
 pub mod traffic;
 pub mod watcher;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
