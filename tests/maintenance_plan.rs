@@ -627,3 +627,87 @@ async fn pending_nodes_carry_the_plans_taint_until_the_round_is_through() {
         .delete(&second, &DeleteParams::default())
         .await;
 }
+
+/// `spec.notify`: the webhook hears each node's start in turn, the pause between them,
+/// and the round's completion once, past a first answer of 503 (retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plans_webhook_hears_each_start_its_pauses_and_the_completion_once() {
+    let env = three_nodes("plan-notify").await;
+    let hook = support::webhook::Receiver::start(1);
+    let _controller = Controller::start(&env);
+    let name = create_plan(
+        &env,
+        "notify",
+        json!({ "pauseBetween": "3s", "notify": { "url": hook.url } }),
+    )
+    .await;
+    wait_done(&name, 3).await;
+    hook.wait_for(Duration::from_secs(30), "the completion", |n| {
+        n["kind"] == "completed"
+    })
+    .await;
+    let taken = hook.taken();
+    let flow: Vec<(&str, &str)> = taken
+        .iter()
+        .filter(|n| n["kind"] != "paused")
+        .map(|n| {
+            (
+                n["kind"].as_str().unwrap_or_default(),
+                n["node"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    let nodes: Vec<String> = (1..=3).map(|i| env.node(&format!("node-{i}"))).collect();
+    let mut starts: Vec<&str> = flow
+        .iter()
+        .filter(|(k, _)| *k == "started")
+        .map(|(_, n)| *n)
+        .collect();
+    starts.sort_unstable();
+    assert_eq!(starts, nodes, "{taken:#?}");
+    assert_eq!(flow.last(), Some(&("completed", "-")), "{taken:#?}");
+    assert_eq!(
+        flow.iter().filter(|(k, _)| *k == "completed").count(),
+        1,
+        "{taken:#?}"
+    );
+    assert!(
+        taken.iter().any(|n| n["kind"] == "paused"
+            && n["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("pausing between nodes"))),
+        "a pause between nodes is told: {taken:#?}"
+    );
+    let source = &taken[0]["source"];
+    assert_eq!(
+        (&source["kind"], &source["name"]),
+        (&json!("MaintenancePlan"), &json!(name))
+    );
+    assert_eq!(
+        hook.requests(),
+        taken.len() + 1,
+        "the refused one was sent again"
+    );
+
+    // A URL that is not one: the plan says so and starts nothing.
+    let bad = create_plan(
+        &env,
+        "badhook",
+        json!({ "notify": { "url": "hooks.example.com" } }),
+    )
+    .await;
+    eventually(
+        "the bad URL in the status",
+        Duration::from_secs(30),
+        || async {
+            let plan = plans().await.get(&bad).await.expect("plan");
+            plan.status.is_some_and(|s| {
+                s.waiting_for == Some(PlanWait::InvalidSpec)
+                    && s.waiting
+                        .as_deref()
+                        .is_some_and(|w| w.starts_with("notify.url: webhook"))
+            })
+        },
+    )
+    .await;
+}

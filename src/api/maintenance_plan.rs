@@ -81,6 +81,19 @@ pub struct MaintenancePlanSpec {
     /// are done where they can, not on one whose own drain would move them again.
     #[serde(default = "yes")]
     pub taint_pending: bool,
+    /// A webhook told, as JSON, when a node starts, a budget holds one of its pods, a
+    /// node fails, the plan stops starting nodes (a window, a pause, its failures) and
+    /// the round completes (the roll's `--notify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notify {
+    /// An http:// or https:// URL; each notification is one POST, retried on a
+    /// connection error, a 5xx or a 429.
+    pub url: String,
 }
 
 fn yes() -> bool {

@@ -6,6 +6,7 @@ mod children;
 mod error;
 mod job;
 mod metrics;
+mod notices;
 mod options;
 mod pending;
 mod plan;
@@ -70,6 +71,8 @@ pub struct Ctx {
     pub recorded: status::Recorded,
     /// Every VolumeAttachment, watched: a drained node none names goes on at once.
     pub attachments: Option<Arc<Watched<VolumeAttachment>>>,
+    /// Sends the plans' notifications (`spec.notify`).
+    pub notifier: crate::notify::Notifier,
 }
 
 /// How the controller runs.
@@ -100,6 +103,8 @@ pub enum ControllerError {
     InvalidSelector(String),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 /// Runs until SIGINT or SIGTERM, or until it loses the leader lease.
@@ -208,6 +213,7 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
         plan_writes: plan::Written::default(),
         recorded: status::Recorded::default(),
         attachments,
+        notifier: crate::notify::Notifier::start()?,
         kordon: Arc::new(kordon),
     });
     tracing::info!("kordon controller started");

@@ -49,6 +49,7 @@ pub async fn reconcile(
         cap,
         windows,
         pause_between,
+        notify,
     } = match tally::parse(spec, selected.len()) {
         Ok(parsed) => parsed,
         Err(message) => return blocked(&ctx, &plan, status, "InvalidSpec", message).await,
@@ -111,8 +112,18 @@ pub async fn reconcile(
     announce(&ctx, &plan, &status, complete, halted).await;
     tally::set_conditions(&mut status, complete, plan.metadata.generation);
     ctx.metrics.plan(&name, &status);
+    let told = notify.map(|webhook| {
+        let told = super::notices::of(&plan, plan.status.as_ref(), &status, &children, complete);
+        (webhook, told)
+    });
     // A complete plan is not looked at again: what it shows then is written now.
-    write(&ctx, &plan, status, !complete).await?;
+    if write(&ctx, &plan, status, !complete).await?
+        && let Some((webhook, told)) = told
+    {
+        for notification in told {
+            ctx.notifier.send(&webhook, notification);
+        }
+    }
     Ok(if complete {
         Action::await_change()
     } else {
@@ -261,22 +272,22 @@ impl Written {
 }
 
 /// Writes the status; `details_may_wait`: a change of detail only waits for its turn
-/// (the plan looks again before long).
+/// (the plan looks again before long). Whether it wrote: what changed is told then.
 async fn write(
     ctx: &Ctx,
     plan: &MaintenancePlan,
     status: MaintenancePlanStatus,
     details_may_wait: bool,
-) -> Result<(), ReconcileError> {
+) -> Result<bool, ReconcileError> {
     let name = plan.name_any();
     match plan.status.as_ref() {
-        Some(before) if *before == status => return Ok(()),
+        Some(before) if *before == status => return Ok(false),
         Some(before)
             if details_may_wait
                 && tally::only_details_differ(before, &status)
                 && !ctx.plan_writes.details_due(&name) =>
         {
-            return Ok(());
+            return Ok(false);
         }
         _ => {}
     }
@@ -286,5 +297,5 @@ async fn write(
     api.replace_status(&name, &PostParams::default(), &updated)
         .await?;
     ctx.plan_writes.wrote(&name);
-    Ok(())
+    Ok(true)
 }

@@ -28,6 +28,8 @@ pub struct Parsed {
     pub cap: usize,
     pub windows: Vec<Window>,
     pub pause_between: Option<Duration>,
+    /// `spec.notify`'s webhook.
+    pub notify: Option<Arc<crate::notify::Webhook>>,
 }
 
 /// Reads `maxUnavailable`, the windows and `pauseBetween`; what is wrong, named by its
@@ -50,10 +52,17 @@ pub fn parse(spec: &MaintenancePlanSpec, selected: usize) -> Result<Parsed, Stri
         .map(duration::parse)
         .transpose()
         .map_err(|e| format!("pauseBetween: {e}"))?;
+    let notify = spec
+        .notify
+        .as_ref()
+        .map(|n| n.url.parse().map(Arc::new))
+        .transpose()
+        .map_err(|e| format!("notify.url: {e}"))?;
     Ok(Parsed {
         cap,
         windows,
         pause_between,
+        notify,
     })
 }
 
