@@ -9,8 +9,10 @@ mod node;
 mod others;
 pub mod pending;
 mod preflight;
+pub mod rate;
 pub mod run;
 mod schedule;
+pub mod sequence;
 pub mod unavailable;
 pub mod window;
 
@@ -56,6 +58,12 @@ pub struct RollOptions {
     /// `topology.kubernetes.io/zone`); see [`caps`].
     pub max_unavailable_per: std::collections::BTreeMap<String, u32>,
     pub order: Order,
+    /// `--max-per`: at most N node starts per period, counted from the marks of every
+    /// run under the lock (see [`rate`]).
+    pub max_per: Option<rate::RateBudget>,
+    /// `--sequence`: every node of one domain finished before the next domain starts
+    /// (see [`sequence`]).
+    pub sequence: Option<sequence::Sequence>,
     pub windows: Vec<Window>,
     /// Soak time after a node is done before the next one starts.
     pub pause_between: Duration,
@@ -96,6 +104,13 @@ pub enum RollProgress {
         slots: usize,
         out_elsewhere: Vec<String>,
         order: Vec<NodeName>,
+        /// `--sequence`: the domains in the order they go ("zone=b, zone=a, no zone").
+        domains: Option<String>,
+    },
+    /// `--sequence`: the nodes of this domain start now; the next domain waits until
+    /// each of them is done or failed.
+    Domain {
+        domain: String,
     },
     /// The pre-flight plan of one wave: nodes that may be down together.
     Planned {
@@ -151,6 +166,9 @@ pub enum WaitReason {
     Window,
     /// `--pause-between` after the last node.
     Pause,
+    /// `--max-per`: this many nodes started within the period; the next may start
+    /// once the oldest of those starts is a period old.
+    Rate { starts: u32, period: Duration },
     /// NodeMaintenances (a MaintenancePlan's, the controller's) have the rest of the
     /// cap out; looked at again then.
     Others,
@@ -275,6 +293,8 @@ pub async fn roll(
     let mut snapshot = Snapshot::live(&ctx.view, &names, Reach::Placement).await?;
     let out = out_of_service(&snapshot.nodes, &targets, &run_id, &opts.lock.namespace);
     let (slots, marks_elsewhere) = room(&out, cap)?;
+    // Read before this run writes a mark: what `--max-per` counts from the cluster.
+    let started = mark::starts(&snapshot.nodes, &opts.lock.namespace);
     let mut results = Vec::new();
     let holdings = run::holdings(&snapshot);
     let selected = targets.clone();
@@ -286,6 +306,7 @@ pub async fn roll(
         slots,
         out_elsewhere: out.elsewhere,
         order: order.clone(),
+        domains: domains(opts, &queue),
     });
 
     plan_fleet(&mut snapshot, &queue, slots, opts, on_progress)?;
@@ -331,6 +352,7 @@ pub async fn roll(
             max: cap,
             marks_elsewhere,
             scope,
+            started,
         },
         &mut results,
         &mut out_by_others,
@@ -411,7 +433,17 @@ fn queue(
         }
     }
     run::order(&mut fresh, opts.order, holdings);
+    // Domain by domain, each in the asked order (the sort is stable).
+    if let Some(seq) = &opts.sequence {
+        fresh.sort_by_cached_key(|(n, _)| seq.domain(n));
+    }
     in_progress.into_iter().chain(fresh).collect()
+}
+
+/// `--sequence`: the domains of the queued nodes, in the order they go.
+fn domains(opts: &RollOptions, queue: &VecDeque<(Node, Option<Mark>)>) -> Option<String> {
+    let sequence = opts.sequence.as_ref()?;
+    Some(sequence.describe_all(queue.iter().map(|(n, _)| n)))
 }
 
 fn name_of(node: &Node) -> NodeName {
