@@ -733,6 +733,8 @@ async fn a_plan_goes_zone_by_zone_within_its_rate_across_a_controller_restart() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_rate_budget_or_sequence_is_refused_and_starts_nothing() {
     let env = three_nodes("plan-bad-policy").await;
+    // It applies the CRDs, whose rules refuse the first three.
+    let _controller = Controller::start(&env);
     for (extra, says) in [
         (
             json!({ "maxPer": { "period": "0s", "starts": 2 } }),
@@ -764,7 +766,6 @@ async fn a_bad_rate_budget_or_sequence_is_refused_and_starts_nothing() {
             .expect_err("refused");
         assert!(refused.to_string().contains(says), "{refused}");
     }
-    let _controller = Controller::start(&env);
     let name = create_plan(
         &env,
         "bad-key",
