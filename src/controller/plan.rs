@@ -74,11 +74,11 @@ pub async fn reconcile(
         .map(|nm| nm.spec.node_name.clone())
         .collect();
     // Every start of the plan, in any round, for maxPer: the NodeMaintenances it
-    // created (they stay as its record), by when the API server created each.
+    // created (they stay as its record).
     let started = all
         .iter()
         .filter(|nm| label(nm, PLAN_LABEL) == Some(&name))
-        .filter_map(|nm| nm.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .filter_map(|nm| tally::started(nm))
         .collect();
     let children: BTreeMap<String, Arc<NodeMaintenance>> = all
         .into_iter()

@@ -277,6 +277,14 @@ pub fn held_back(
     )
 }
 
+/// When a NodeMaintenance of the plan started its node, for `maxPer`: its creation,
+/// which the API server keeps in whole seconds. Counted from the end of that second, so
+/// the budget is never exceeded; at worst the next start waits a second longer.
+pub fn started(nm: &NodeMaintenance) -> Option<jiff::Timestamp> {
+    let created = nm.metadata.creation_timestamp.as_ref()?.0;
+    created.checked_add(jiff::SignedDuration::from_secs(1)).ok()
+}
+
 /// How many nodes `maxPer` lets start now (`None`: no budget, as many as the caps
 /// allow), or why none may; `started`: when each of the plan's NodeMaintenances, of
 /// every round, was created.
@@ -614,6 +622,18 @@ mod tests {
         assert_eq!(
             spent.message,
             "at most 2 node start(s) per 1m (maxPer): the next node starts at 2026-12-05T12:00:10Z"
+        );
+    }
+
+    #[test]
+    fn a_start_counts_from_the_end_of_the_second_its_record_was_created_in() {
+        let (_, mut nm) = child("a", None);
+        assert_eq!(started(&nm), None);
+        let created: jiff::Timestamp = "2026-12-05T12:00:00Z".parse().expect("time");
+        Arc::make_mut(&mut nm).metadata.creation_timestamp = Some(Time(created));
+        assert_eq!(
+            started(&nm),
+            Some("2026-12-05T12:00:01Z".parse().expect("time"))
         );
     }
 
