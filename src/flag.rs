@@ -17,6 +17,7 @@ pub enum Flag {
     NodeDown,
     LockTimeout,
     MaxUnavailable,
+    MaxPer,
     CountOthersOut,
     Resume,
     Kubeconfig,
@@ -37,6 +38,7 @@ impl Flag {
             Self::NodeDown => "--node-down",
             Self::LockTimeout => "--lock-timeout",
             Self::MaxUnavailable => "--max-unavailable",
+            Self::MaxPer => "--max-per",
             Self::CountOthersOut => "--count-others-out",
             Self::Resume => "--resume",
             Self::Kubeconfig => "--kubeconfig",
@@ -54,6 +56,7 @@ impl Flag {
             Self::AllowDisruption => "spec.drain.allowDisruption",
             Self::AllowPending => "spec.drain.allowPending",
             Self::MaxUnavailable => "spec.maxUnavailable",
+            Self::MaxPer => "spec.maxPer",
             Self::CountOthersOut => "spec.countOthersOut",
             Self::DisableEviction
             | Self::NodeDown

@@ -171,7 +171,7 @@ fn requirement(part: &str) -> Result<Requirement, String> {
 }
 
 /// A label key: `name` or `prefix/name`, letters, digits, `-`, `_`, `.`.
-fn key_of(key: &str) -> Result<String, String> {
+pub fn key_of(key: &str) -> Result<String, String> {
     let key = key.trim();
     let fine = |s: &str| {
         !s.is_empty()
@@ -190,7 +190,7 @@ fn key_of(key: &str) -> Result<String, String> {
 }
 
 /// A label value: empty, or letters, digits, `-`, `_`, `.`.
-fn value_of(value: &str) -> Result<String, String> {
+pub fn value_of(value: &str) -> Result<String, String> {
     if value
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))

@@ -14,7 +14,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use support::fixtures::{self, PodOptions};
 use support::nm::Controller;
-use support::watcher::{ReadyWatcher, ZONE, ZoneWatcher};
+use support::watcher::{NodeChange, NodeLog, ReadyWatcher, ZONE, ZoneWatcher};
 use support::{ENV_LABEL, TestEnv, eventually};
 
 fn env_selector(env: &TestEnv) -> String {
@@ -626,6 +626,172 @@ async fn pending_nodes_carry_the_plans_taint_until_the_round_is_through() {
         .await
         .delete(&second, &DeleteParams::default())
         .await;
+}
+
+/// `sequence` and `maxPer` over six nodes in three zones at maxUnavailable 2: the zones go
+/// z-b, z-a, then z-c, each finished (every node uncordoned, its NodeMaintenance Done)
+/// before the next starts; an independent watch never sees three starts within the
+/// 12 s period, across a controller killed (`kill -9`) while the plan waits on its budget
+/// and started again: the budget is counted from the plan's NodeMaintenances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_goes_zone_by_zone_within_its_rate_across_a_controller_restart() {
+    let env = six_nodes_in_three_zones("plan-sequence").await;
+    let log = NodeLog::start(Api::all(support::client().await), &env_selector(&env)).await;
+    let mut controller = Controller::start(&env);
+    let name = create_plan(
+        &env,
+        "sequence",
+        json!({
+            "maxUnavailable": "2",
+            "maxPer": { "period": "12s", "starts": 2 },
+            "sequence": { "key": ZONE, "order": ["z-b", "z-a"] },
+        }),
+    )
+    .await;
+    // The first two nodes spend the budget: the plan says it waits for it.
+    eventually(
+        &format!("{name} to wait on maxPer"),
+        Duration::from_secs(60),
+        || async {
+            let plan = plans().await.get(&name).await.expect("plan");
+            plan.status.is_some_and(|s| {
+                s.waiting_for == Some(PlanWait::Rate)
+                    && s.waiting.is_some_and(|w| {
+                        w.contains(
+                            "at most 2 node start(s) per 12s (maxPer): the next node starts at",
+                        )
+                    })
+            })
+        },
+    )
+    .await;
+    controller.0.kill().expect("kill -9");
+    let _ = controller.0.wait();
+    let _restarted = Controller::start(&env);
+    wait_done(&name, 6).await;
+
+    let zone_of = |node: &str| match node {
+        n if n == env.node("node-1") || n == env.node("node-2") => "z-a",
+        n if n == env.node("node-3") || n == env.node("node-4") => "z-b",
+        _ => "z-c",
+    };
+    let events = log.events();
+    let position = |zone: &str, change: NodeChange, last: bool| {
+        let matches =
+            |e: &&support::watcher::NodeEvent| e.change == change && zone_of(&e.node) == zone;
+        let found = match last {
+            true => events.iter().rposition(|e| matches(&e)),
+            false => events.iter().position(|e| matches(&e)),
+        };
+        found.unwrap_or_else(|| panic!("no {change:?} in {zone}: {events:#?}"))
+    };
+    for (before, after) in [("z-b", "z-a"), ("z-a", "z-c")] {
+        assert!(
+            position(before, NodeChange::Uncordoned, true)
+                < position(after, NodeChange::Cordoned, false),
+            "{before} back before {after} starts: {events:#?}"
+        );
+    }
+    // Each zone's NodeMaintenances Done before the next zone's are created.
+    let nms = children(&name).await;
+    let zone_times = |zone: &str| {
+        let of_zone = nms.iter().filter(|nm| zone_of(&nm.spec.node_name) == zone);
+        let created: Vec<jiff::Timestamp> = of_zone
+            .clone()
+            .filter_map(|nm| nm.metadata.creation_timestamp.as_ref().map(|t| t.0))
+            .collect();
+        let finished: Vec<jiff::Timestamp> = of_zone
+            .filter_map(|nm| nm.status.as_ref()?.finished_at.as_ref().map(|t| t.0))
+            .collect();
+        assert_eq!((created.len(), finished.len()), (2, 2), "{zone}: {nms:#?}");
+        (created, finished)
+    };
+    for (before, after) in [("z-b", "z-a"), ("z-a", "z-c")] {
+        let finished = zone_times(before).1.into_iter().max();
+        let started = zone_times(after).0.into_iter().min();
+        assert!(
+            finished <= started,
+            "{before} Done {finished:?}, {after} created {started:?}"
+        );
+    }
+    let starts = log.starts();
+    assert_eq!(starts.len(), 6, "each node started once: {events:#?}");
+    let latency = Duration::from_millis(500);
+    for three in starts.windows(3) {
+        let span = three[2].1 - three[0].1;
+        assert!(
+            span + latency >= Duration::from_secs(12),
+            "three starts within {span:?}: {starts:?}"
+        );
+    }
+    let _ = plans().await.delete(&name, &DeleteParams::default()).await;
+}
+
+/// A rate budget or a sequence that cannot be carried out: the API server refuses a
+/// period of 0, no starts or an empty key when the plan is written; a key that is not a
+/// label key is the plan's `InvalidSpec`, in one sentence; nothing starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_rate_budget_or_sequence_is_refused_and_starts_nothing() {
+    let env = three_nodes("plan-bad-policy").await;
+    // It applies the CRDs, whose rules refuse the first three.
+    let _controller = Controller::start(&env);
+    for (extra, says) in [
+        (
+            json!({ "maxPer": { "period": "0s", "starts": 2 } }),
+            "a period such as 24h or 90m, more than 0",
+        ),
+        (
+            json!({ "maxPer": { "period": "1h", "starts": 0 } }),
+            "maxPer.starts must be at least 1",
+        ),
+        (
+            json!({ "sequence": { "key": "" } }),
+            "sequence.key names a node label",
+        ),
+    ] {
+        let mut body = json!({
+            "apiVersion": "kordon.dev/v1alpha1",
+            "kind": "MaintenancePlan",
+            "metadata": { "name": format!("{}-refused", env.ns()) },
+            "spec": { "nodeSelector": env_selector(&env), "step": { "hold": {} } },
+        });
+        if let (Some(spec), Some(extra)) = (body["spec"].as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let plan: MaintenancePlan = serde_json::from_value(body).expect("MaintenancePlan");
+        let refused = plans()
+            .await
+            .create(&PostParams::default(), &plan)
+            .await
+            .expect_err("refused");
+        assert!(refused.to_string().contains(says), "{refused}");
+    }
+    let name = create_plan(
+        &env,
+        "bad-key",
+        json!({ "sequence": { "key": "bad key!" } }),
+    )
+    .await;
+    eventually(
+        &format!("{name} to say its sequence is wrong"),
+        Duration::from_secs(30),
+        || async {
+            let plan = plans().await.get(&name).await.expect("plan");
+            plan.status.is_some_and(|s| {
+                s.waiting_for == Some(PlanWait::InvalidSpec)
+                    && s.waiting.as_deref() == Some("sequence: \"bad key!\" is not a label key")
+            })
+        },
+    )
+    .await;
+    for i in 1..=3 {
+        assert!(
+            !env.is_cordoned(&env.node(&format!("node-{i}"))).await,
+            "nothing started"
+        );
+    }
+    assert!(children(&name).await.is_empty());
+    let _ = plans().await.delete(&name, &DeleteParams::default()).await;
 }
 
 /// `spec.notify`: the webhook hears each node's start in turn, the pause between them,

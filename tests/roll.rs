@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use serde_json::json;
 use support::fixtures::{self, PodOptions};
-use support::watcher::{CordonWatcher, ReadyWatcher, ZONE, ZoneWatcher};
+use support::watcher::{CordonWatcher, NodeChange, NodeLog, ReadyWatcher, ZONE, ZoneWatcher};
 use support::{ENV_LABEL, Run, TestEnv, eventually};
 
 /// `count` nodes and a Deployment `web` with one pod per node, plus a DaemonSet.
@@ -853,6 +853,159 @@ async fn a_node_someone_else_cordoned_takes_the_cap_until_it_is_uncordoned() {
     assert_eq!(report["outByOthers"], json!([]), "{report:#}");
     assert!(env.is_cordoned(theirs).await, "their cordon stays");
     assert_eq!(phase(&env, theirs).await.as_deref(), Some("done"));
+}
+
+/// `--max-per 8s=2` at `--max-unavailable 3` over four nodes: the cap would start three at
+/// once, the budget starts two; an independent watch of the cordons never sees three
+/// starts within 8 s, the marks kordon counts from agree exactly, and the roll says it
+/// waits for the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_per_never_starts_more_nodes_in_a_period_than_its_budget() {
+    let (env, nodes) = fleet("roll-rate", 4).await;
+    env.create::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(&fixtures::pdb(
+        "web-pdb",
+        "web",
+        ("maxUnavailable", json!(2)),
+    ))
+    .await;
+    let selector = format!("{ENV_LABEL}={}", env.ns());
+    let log = NodeLog::start(Api::all(env.client.clone()), &selector).await;
+    let began = std::time::Instant::now();
+    let run = env.run_kordon(&roll_args(
+        &env,
+        &[
+            "--selector",
+            &selector,
+            "--max-unavailable",
+            "3",
+            "--max-per",
+            "8s=2",
+            "--",
+            "true",
+        ],
+    ));
+    let took = began.elapsed();
+    run.assert_ok();
+    assert_all_done(&env, &nodes).await;
+    assert!(
+        run.stdout
+            .contains("2 node(s) started in the last 8s (--max-per 8s=2): the next node starts at"),
+        "{}",
+        run.stdout
+    );
+    let starts = log.starts();
+    assert_eq!(starts.len(), 4, "each node started once: {starts:?}");
+    // The watch's own clock; a write reaches it some milliseconds after kordon's
+    // clock read the start, so it may see two starts up to that much closer.
+    let latency = Duration::from_millis(500);
+    for three in starts.windows(3) {
+        let span = three[2].1 - three[0].1;
+        assert!(
+            span + latency >= Duration::from_secs(8),
+            "three starts within {span:?}: {starts:?}"
+        );
+    }
+    // The marks kordon counts from: the same rule, exactly.
+    let mut marked = Vec::new();
+    for node in &nodes {
+        let n = env.get_node(node).await;
+        let at: jiff::Timestamp = annotations(&n)["kordon.dev/started-at"]
+            .parse()
+            .expect("a timestamp");
+        marked.push(at);
+    }
+    marked.sort();
+    for three in marked.windows(3) {
+        assert!(
+            three[2].duration_since(three[0]) >= jiff::SignedDuration::from_secs(8),
+            "{marked:?}"
+        );
+    }
+    assert!(
+        starts[2].1 - starts[0].1 + latency >= Duration::from_secs(8),
+        "the third start waited for the first to age out"
+    );
+    assert!(took >= Duration::from_secs(8), "the roll took {took:?}");
+}
+
+/// `--sequence zone=b,a` at `--max-unavailable 2` over zones a, b and c (two nodes each):
+/// an independent watch sees every node of b done before any node of a is cordoned, and
+/// every node of a done before any of c; within a zone two nodes go at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_finishes_each_zone_before_the_next_in_the_stated_order() {
+    let (env, nodes) = fleet("roll-sequence", 6).await;
+    let zones = ["z-a", "z-a", "z-b", "z-b", "z-c", "z-c"];
+    for (node, zone) in nodes.iter().zip(zones) {
+        let labelled = env
+            .kubectl()
+            .args(["label", "node", node, &format!("{ZONE}={zone}")])
+            .output()
+            .expect("kubectl label");
+        assert!(labelled.status.success());
+    }
+    env.create::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(&fixtures::pdb(
+        "web-pdb",
+        "web",
+        ("maxUnavailable", json!(2)),
+    ))
+    .await;
+    let selector = format!("{ENV_LABEL}={}", env.ns());
+    let log = NodeLog::start(Api::all(env.client.clone()), &selector).await;
+    let cordons = ZoneWatcher::start(Api::all(env.client.clone()), &selector);
+    let sequence = format!("{ZONE}=z-b,z-a");
+    let run = env.run_kordon(&roll_args(
+        &env,
+        &[
+            "--selector",
+            &selector,
+            "--max-unavailable",
+            "2",
+            "--sequence",
+            &sequence,
+            "--",
+            "true",
+        ],
+    ));
+    run.assert_ok();
+    assert_all_done(&env, &nodes).await;
+    assert!(
+        run.stdout.contains(&format!(
+            "(domain by domain: {ZONE}=z-b, {ZONE}=z-a, {ZONE}=z-c)"
+        )),
+        "{}",
+        run.stdout
+    );
+    let zone_of = |node: &str| zones[nodes.iter().position(|n| n == node).expect("a node")];
+    let events = log.events();
+    // Where in the watch's order each zone's nodes were first cordoned and last done.
+    let first = |zone: &str, change: NodeChange| {
+        events
+            .iter()
+            .position(|e| e.change == change && zone_of(&e.node) == zone)
+            .unwrap_or_else(|| panic!("no {change:?} in {zone}: {events:#?}"))
+    };
+    let last = |zone: &str, change: NodeChange| {
+        events
+            .iter()
+            .rposition(|e| e.change == change && zone_of(&e.node) == zone)
+            .unwrap_or_else(|| panic!("no {change:?} in {zone}: {events:#?}"))
+    };
+    for (before, after) in [("z-b", "z-a"), ("z-a", "z-c")] {
+        assert!(
+            last(before, NodeChange::Done) < first(after, NodeChange::Cordoned),
+            "{before} done before {after} starts: {events:#?}"
+        );
+        assert!(
+            last(before, NodeChange::Uncordoned) < first(after, NodeChange::Cordoned),
+            "{before} uncordoned before {after} starts: {events:#?}"
+        );
+    }
+    let cordoned = events
+        .iter()
+        .filter(|e| e.change == NodeChange::Cordoned)
+        .count();
+    assert_eq!(cordoned, 6, "each node started once: {events:#?}");
+    assert_eq!(cordons.max_out(), 2, "two nodes of a zone at once");
 }
 
 /// `--notify`: a webhook hears each node's start, a budget holding a pod (once, with the

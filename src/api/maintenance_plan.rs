@@ -49,6 +49,18 @@ pub struct MaintenancePlanSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(super::duration::RULE).message(super::duration::RULE_MESSAGE))]
     pub pause_between: Option<String>,
+    /// At most `starts` node starts in any `period` (the CLI's `--max-per PERIOD=N`),
+    /// counted from the plan's NodeMaintenances of every round, so it holds across
+    /// controller restarts; once spent, the plan waits until the oldest start in the
+    /// period ages out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per: Option<MaxPer>,
+    /// Finish every node of one domain (a value of the label `key`) before any node of
+    /// the next starts (the CLI's `--sequence KEY=V1,V2`): the domains in `order` first,
+    /// then the others by name, then nodes without the label. A failed node counts as
+    /// finished (`maxFailures` decides whether the plan goes on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<SequenceSpec>,
     /// Stop starting nodes once this many have failed in the current round.
     #[serde(default = "one_failure")]
     pub max_failures: u32,
@@ -94,6 +106,33 @@ pub struct Notify {
     /// An http:// or https:// URL; each notification is one POST, retried on a
     /// connection error, a 5xx or a 429.
     pub url: String,
+}
+
+/// A rate budget: at most `starts` node starts in any `period`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaxPer {
+    /// The period, e.g. "24h".
+    #[x_kube(validation = Rule::new(PERIOD_RULE).message(PERIOD_RULE_MESSAGE))]
+    pub period: String,
+    /// How many nodes may start in any such period: at least 1.
+    #[x_kube(validation = Rule::new("self >= 1").message("maxPer.starts must be at least 1"))]
+    pub starts: u32,
+}
+
+const PERIOD_RULE: &str = "duration(self) > duration('0s')";
+const PERIOD_RULE_MESSAGE: &str = "a period such as 24h or 90m, more than 0";
+
+/// A sequence of topology domains.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SequenceSpec {
+    /// The node label whose values are the domains, e.g. topology.kubernetes.io/zone.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("sequence.key names a node label"))]
+    pub key: String,
+    /// The domains that go first, in this order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub order: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -161,6 +200,11 @@ pub enum PlanWait {
     Window,
     /// Within `pauseBetween` of the last node's finish.
     PauseBetween,
+    /// `maxPer` is spent: the next node starts once the oldest start in the period
+    /// ages out.
+    Rate,
+    /// `sequence`: the nodes left wait for the domain under way to finish.
+    Sequence,
     /// At its caps, or the next node waits for its workloads' budgets.
     Caps,
     /// Nodes another plan has out count against this one's caps.

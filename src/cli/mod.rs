@@ -130,7 +130,7 @@ pub enum Command {
     /// All four steps: cordon, drain, run the maintenance, wait for Ready, uncordon.
     Maintain(maintain::MaintainArgs),
     /// Maintain many nodes, N at a time, behind health gates, resumable after a crash.
-    Roll(roll::RollArgs),
+    Roll(Box<roll::RollArgs>),
     /// Before anything changes: where every pod would go, what blocks, how long.
     Plan(plan::PlanArgs),
     /// Show nodes with their state and their pods.

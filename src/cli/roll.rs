@@ -3,6 +3,8 @@ use std::time::Duration;
 use super::error::CliError;
 use clap::Args;
 use kordon::context::Context;
+use kordon::fleet::rate::RateBudget;
+use kordon::fleet::sequence::Sequence;
 use kordon::fleet::window::Window;
 use kordon::fleet::{
     self, LockOptions, MaxUnavailable, Order, RollOptions, RollProgress, RunSpec, RunState,
@@ -29,6 +31,17 @@ pub struct RollArgs {
     /// Which nodes go first.
     #[arg(long, value_enum, default_value_t)]
     pub order: Order,
+    /// At most N node starts in any PERIOD, e.g. 24h=5. Counted from the marks of every
+    /// roll under the lock, so it holds across re-runs and crashes; once spent, the roll
+    /// waits until the oldest start in the period ages out.
+    #[arg(long, value_name = "PERIOD=N", value_parser = max_per)]
+    pub max_per: Option<RateBudget>,
+    /// Finish every node of one domain (a value of the label KEY) before any node of the
+    /// next starts: the domains named first, in that order, then the others by name,
+    /// then nodes without the label, e.g. topology.kubernetes.io/zone=b,a. A failed node
+    /// counts as finished (--max-failures decides whether the roll goes on).
+    #[arg(long, value_name = "KEY[=V1,V2,...]")]
+    pub sequence: Option<Sequence>,
     /// Only start nodes inside this window, e.g. "Mon-Fri 02:00-05:00 Europe/Berlin"
     /// (days, HH:MM[:SS]-HH:MM[:SS], IANA time zone, default UTC), optionally with
     /// dates it does not open on: "... except 2026-12-24,2026-12-28..2027-01-01".
@@ -88,6 +101,11 @@ pub struct RollArgs {
     pub drain: DrainFlags,
     #[command(flatten)]
     pub work: WorkArgs,
+}
+
+/// `PERIOD=N` for `--max-per`.
+fn max_per(s: &str) -> Result<RateBudget, String> {
+    kordon::fleet::rate::parse_flag(s, values::duration)
 }
 
 /// `LABEL=N` for `--max-unavailable-per`.
@@ -182,6 +200,8 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
         max_unavailable: args.max_unavailable,
         max_unavailable_per: args.max_unavailable_per.iter().cloned().collect(),
         order: args.order,
+        max_per: args.max_per,
+        sequence: args.sequence.clone(),
         windows: args.windows.clone(),
         pause_between: args.pause_between,
         max_failures: args.max_failures,

@@ -45,12 +45,7 @@ pub async fn reconcile(
         return Err(ReconcileError::Stopping);
     }
     let selected = selected_nodes(&ctx, &selector);
-    let Parsed {
-        cap,
-        windows,
-        pause_between,
-        notify,
-    } = match tally::parse(spec, selected.len()) {
+    let parsed = match tally::parse(spec, selected.len()) {
         Ok(parsed) => parsed,
         Err(message) => return blocked(&ctx, &plan, status, "InvalidSpec", message).await,
     };
@@ -78,31 +73,29 @@ pub async fn reconcile(
         .filter(|nm| holds_node(nm, by_name.get(&nm.spec.node_name).copied()))
         .map(|nm| nm.spec.node_name.clone())
         .collect();
+    // Every start of the plan, in any round, for maxPer: the NodeMaintenances it
+    // created (they stay as its record).
+    let started = all
+        .iter()
+        .filter(|nm| label(nm, PLAN_LABEL) == Some(&name))
+        .filter_map(|nm| tally::started(nm))
+        .collect();
     let children: BTreeMap<String, Arc<NodeMaintenance>> = all
         .into_iter()
         .filter(|nm| is_mine(nm))
         .filter_map(|nm| Some((label(&nm, NODE_LABEL)?.clone(), nm)))
         .collect();
-    let (mut slots, halted) = stand(&selected, &children, &held_now, spec, &mut status);
-    let held = tally::held_back(
-        spec,
-        status.failed,
-        &windows,
-        pause_between,
-        status.last_finished.as_ref(),
-        jiff::Timestamp::now(),
-    );
-    status.next_window = held.as_ref().and_then(|h| h.next_window.clone());
-    let (start, waiting) = match held {
-        Some(h) => (Vec::new(), Some((h.kind, h.message))),
-        None => {
-            let others = &status.out_by_others;
-            room::next_nodes(&ctx, &name, &mut slots, cap, spec, &held_now, others).await?
-        }
+    let (slots, halted) = stand(&selected, &children, &held_now, spec, &mut status);
+    let seen = Seen {
+        selected: &selected,
+        slots,
+        held_now: &held_now,
+        started,
     };
-    (status.waiting_for, status.waiting) = waiting.unzip();
+    let start = decide(&ctx, &plan, &parsed, &seen, &mut status).await?;
     start_nodes(&ctx, &plan, &round, &start, &mut status).await?;
-    let still_pending: BTreeSet<String> = slots
+    let still_pending: BTreeSet<String> = seen
+        .slots
         .iter()
         .filter(|s| s.pending && !start.contains(&s.node))
         .map(|s| s.node.clone())
@@ -112,23 +105,65 @@ pub async fn reconcile(
     announce(&ctx, &plan, &status, complete, halted).await;
     tally::set_conditions(&mut status, complete, plan.metadata.generation);
     ctx.metrics.plan(&name, &status);
-    let told = notify.map(|webhook| {
-        let told = super::notices::of(&plan, plan.status.as_ref(), &status, &children, complete);
-        (webhook, told)
-    });
     // A complete plan is not looked at again: what it shows then is written now.
-    if write(&ctx, &plan, status, !complete).await?
-        && let Some((webhook, told)) = told
-    {
-        for notification in told {
-            ctx.notifier.send(&webhook, notification);
-        }
-    }
+    let webhook = parsed.notify.as_ref();
+    write_and_tell(&ctx, &plan, status, complete, &children, webhook).await?;
     Ok(if complete {
         Action::await_change()
     } else {
         Action::requeue(LOOK_AGAIN)
     })
+}
+
+/// Where the plan's nodes stand in this pass, as its decision reads them.
+struct Seen<'a> {
+    selected: &'a [Node],
+    /// Each selected node's place under the caps.
+    slots: Vec<Slot>,
+    /// Nodes any NodeMaintenance has out.
+    held_now: &'a BTreeSet<String>,
+    /// When each of the plan's nodes started, in every round (`maxPer`).
+    started: Vec<jiff::Timestamp>,
+}
+
+/// The nodes the plan starts now, with why the others wait in the status: held back
+/// (paused, halted, outside its windows, pausing between nodes, `maxPer` spent), or as
+/// its sequence, its caps and other plans' caps allow, at most as many as `maxPer` has
+/// left.
+async fn decide(
+    ctx: &Ctx,
+    plan: &MaintenancePlan,
+    parsed: &Parsed,
+    seen: &Seen<'_>,
+    status: &mut MaintenancePlanStatus,
+) -> Result<Vec<String>, ReconcileError> {
+    let now = jiff::Timestamp::now();
+    let spec = &plan.spec;
+    let last_finished = status.last_finished.as_ref();
+    let (windows, pause) = (&parsed.windows, parsed.pause_between);
+    let held = tally::held_back(spec, status.failed, windows, pause, last_finished, now);
+    status.next_window = held.as_ref().and_then(|h| h.next_window.clone());
+    let rate = tally::rate_room(parsed.max_per.as_ref(), &seen.started, now);
+    let (mut start, waiting) = match held.or_else(|| rate.clone().err()) {
+        Some(h) => (Vec::new(), Some((h.kind, h.message))),
+        None => {
+            let (mut slots, sequenced) = match &parsed.sequence {
+                Some(seq) => tally::in_sequence(seq, &seen.slots, seen.selected, &status.nodes),
+                None => (seen.slots.clone(), None),
+            };
+            let (name, others, cap) = (plan.name_any(), &status.out_by_others, parsed.cap);
+            let (start, waiting) =
+                room::next_nodes(ctx, &name, &mut slots, cap, spec, seen.held_now, others).await?;
+            let sequenced = sequenced.filter(|_| start.is_empty());
+            let waiting = waiting.or(sequenced.map(|why| (PlanWait::Sequence, why)));
+            (start, waiting)
+        }
+    };
+    if let Ok(Some(free)) = rate {
+        start.truncate(free);
+    }
+    (status.waiting_for, status.waiting) = waiting.unzip();
+    Ok(start)
 }
 
 /// The nodes a selector selects, as the watch has them now.
@@ -269,6 +304,30 @@ impl Written {
             w.insert(plan.to_string(), Instant::now());
         }
     }
+}
+
+/// Writes the status (a complete plan's at once) and, once it is written, tells the
+/// webhook what changed since the last one.
+async fn write_and_tell(
+    ctx: &Ctx,
+    plan: &MaintenancePlan,
+    status: MaintenancePlanStatus,
+    complete: bool,
+    children: &BTreeMap<String, Arc<NodeMaintenance>>,
+    webhook: Option<&Arc<crate::notify::Webhook>>,
+) -> Result<(), ReconcileError> {
+    let told = webhook.map(|w| {
+        let told = super::notices::of(plan, plan.status.as_ref(), &status, children, complete);
+        (w, told)
+    });
+    if write(ctx, plan, status, !complete).await?
+        && let Some((webhook, told)) = told
+    {
+        for notification in told {
+            ctx.notifier.send(webhook, notification);
+        }
+    }
+    Ok(())
 }
 
 /// Writes the status; `details_may_wait`: a change of detail only waits for its turn

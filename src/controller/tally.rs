@@ -18,6 +18,8 @@ use crate::api::node_maintenance::{NodeMaintenance, StatusPhase};
 use crate::fleet::MaxUnavailable;
 use crate::fleet::caps::Slot;
 use crate::fleet::mark::Mark;
+use crate::fleet::rate::{RateBudget, Room};
+use crate::fleet::sequence::Sequence;
 use crate::fleet::unavailable::{self, OutOfService};
 use crate::fleet::window::{self, Availability, Window};
 
@@ -30,10 +32,12 @@ pub struct Parsed {
     pub pause_between: Option<Duration>,
     /// `spec.notify`'s webhook.
     pub notify: Option<Arc<crate::notify::Webhook>>,
+    pub max_per: Option<RateBudget>,
+    pub sequence: Option<Sequence>,
 }
 
-/// Reads `maxUnavailable`, the windows and `pauseBetween`; what is wrong, named by its
-/// field.
+/// Reads `maxUnavailable`, the windows, `pauseBetween`, `maxPer` and `sequence`; what
+/// is wrong, named by its field.
 pub fn parse(spec: &MaintenancePlanSpec, selected: usize) -> Result<Parsed, String> {
     let cap = spec
         .max_unavailable
@@ -58,11 +62,28 @@ pub fn parse(spec: &MaintenancePlanSpec, selected: usize) -> Result<Parsed, Stri
         .map(|n| n.url.parse().map(Arc::new))
         .transpose()
         .map_err(|e| format!("notify.url: {e}"))?;
+    let max_per = spec
+        .max_per
+        .as_ref()
+        .map(|m| {
+            let period = duration::parse(&m.period)?;
+            RateBudget::new(period, m.starts).map_err(|e| e.to_string())
+        })
+        .transpose()
+        .map_err(|e| format!("maxPer: {e}"))?;
+    let sequence = spec
+        .sequence
+        .as_ref()
+        .map(|s| Sequence::new(&s.key, s.order.clone()))
+        .transpose()
+        .map_err(|e| format!("sequence: {e}"))?;
     Ok(Parsed {
         cap,
         windows,
         pause_between,
         notify,
+        max_per,
+        sequence,
     })
 }
 
@@ -263,6 +284,83 @@ pub fn held_back(
         PlanWait::PauseBetween,
         format!("pausing between nodes until {until}"),
     )
+}
+
+/// When a NodeMaintenance of the plan started its node, for `maxPer`: its creation,
+/// which the API server keeps in whole seconds. Counted from the end of that second, so
+/// the budget is never exceeded; at worst the next start waits a second longer.
+pub fn started(nm: &NodeMaintenance) -> Option<jiff::Timestamp> {
+    let created = nm.metadata.creation_timestamp.as_ref()?.0;
+    created.checked_add(jiff::SignedDuration::from_secs(1)).ok()
+}
+
+/// How many nodes `maxPer` lets start now (`None`: no budget, as many as the caps
+/// allow), or why none may; `started`: when each of the plan's NodeMaintenances, of
+/// every round, was created.
+pub fn rate_room(
+    budget: Option<&RateBudget>,
+    started: &[jiff::Timestamp],
+    now: jiff::Timestamp,
+) -> Result<Option<usize>, HeldBack> {
+    let Some(budget) = budget else {
+        return Ok(None);
+    };
+    match budget.room(started, now) {
+        Room::Free(n) => Ok(Some(n.get() as usize)),
+        Room::SpentUntil(until) => Err(HeldBack {
+            kind: PlanWait::Rate,
+            message: format!(
+                "{} (maxPer): the next node starts at {until}",
+                budget.describe()
+            ),
+            next_window: None,
+        }),
+    }
+}
+
+/// `sequence`: the slots the caps choose from, with the pending nodes outside the
+/// domain under way set aside, and what they wait for when any are. A node is finished
+/// once its NodeMaintenance of this round is Done, Failed or Abandoned.
+pub fn in_sequence(
+    seq: &Sequence,
+    slots: &[Slot],
+    selected: &[Node],
+    records: &BTreeMap<String, PlanNode>,
+) -> (Vec<Slot>, Option<String>) {
+    let finished = |node: &str| {
+        records.get(node).and_then(|r| r.phase).is_some_and(|p| {
+            matches!(
+                p,
+                StatusPhase::Done | StatusPhase::Failed | StatusPhase::Abandoned
+            )
+        })
+    };
+    let open = seq.open(selected.iter().filter(|n| !finished(&n.name_any())));
+    let admitted: BTreeSet<String> = selected
+        .iter()
+        .filter(|n| seq.admits(n, open.as_ref()))
+        .map(ResourceExt::name_any)
+        .collect();
+    let mut held = false;
+    let slots = slots
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            if s.pending && !admitted.contains(&s.node) {
+                s.pending = false;
+                held = true;
+            }
+            s
+        })
+        .collect();
+    let why = open.filter(|_| held).map(|d| {
+        format!(
+            "sequence: the nodes of {} first; the next domain starts once each is done or failed ({})",
+            seq.describe(&d),
+            seq.describe_all(selected)
+        )
+    });
+    (slots, why)
 }
 
 /// Out of service for a reason other than this plan: another NodeMaintenance, or a
@@ -476,6 +574,128 @@ mod tests {
             &spec(json!({ "countOthersOut": false })),
         );
         assert!(!uncounted.slots[1].out && uncounted.out_by_others.is_empty());
+    }
+
+    #[test]
+    fn a_spec_s_rate_and_sequence_are_read_once_and_named_by_their_field() {
+        let read = |extra| parse(&spec(extra), 8);
+        let ok = read(json!({
+            "maxPer": { "period": "24h", "starts": 5 },
+            "sequence": { "key": "zone", "order": ["b", "a"] },
+        }))
+        .expect("valid");
+        let rate = ok.max_per.expect("a budget");
+        assert_eq!(
+            (rate.period(), rate.starts()),
+            (Duration::from_secs(86_400), 5)
+        );
+        assert_eq!(
+            ok.sequence.map(|s| s.order().to_vec()),
+            Some(vec!["b".into(), "a".into()])
+        );
+        let bad = |extra| read(extra).err().unwrap_or_default();
+        assert_eq!(
+            bad(json!({ "maxPer": { "period": "0s", "starts": 1 } })),
+            "maxPer: the period must be more than 0, e.g. 24h"
+        );
+        assert!(
+            bad(json!({ "maxPer": { "period": "1h", "starts": 0 } }))
+                .starts_with("maxPer: at most 0 starts")
+        );
+        assert!(
+            bad(json!({ "maxPer": { "period": "a day", "starts": 1 } }))
+                .starts_with("maxPer: \"a day\" is not")
+        );
+        assert!(
+            bad(json!({ "sequence": { "key": "" } }))
+                .starts_with("sequence: the label key is empty")
+        );
+        assert_eq!(
+            bad(json!({ "sequence": { "key": "zone", "order": ["a", "a"] } })),
+            "sequence: the order names \"a\" twice"
+        );
+    }
+
+    #[test]
+    fn a_spent_rate_budget_holds_the_plan_until_the_oldest_start_ages_out() {
+        let now: jiff::Timestamp = "2026-12-05T12:00:00Z".parse().expect("time");
+        let ago = |s: i64| now - jiff::SignedDuration::from_secs(s);
+        let two_a_minute = RateBudget::new(Duration::from_secs(60), 2).expect("budget");
+        assert_eq!(rate_room(None, &[ago(1), ago(2)], now), Ok(None));
+        assert_eq!(
+            rate_room(Some(&two_a_minute), &[ago(90), ago(10)], now),
+            Ok(Some(1))
+        );
+        let spent = rate_room(Some(&two_a_minute), &[ago(50), ago(10)], now).expect_err("spent");
+        assert_eq!(spent.kind, PlanWait::Rate);
+        assert_eq!(
+            spent.message,
+            "at most 2 node start(s) per 1m (maxPer): the next node starts at 2026-12-05T12:00:10Z"
+        );
+    }
+
+    #[test]
+    fn a_start_counts_from_the_end_of_the_second_its_record_was_created_in() {
+        let (_, mut nm) = child("a", None);
+        assert_eq!(started(&nm), None);
+        let created: jiff::Timestamp = "2026-12-05T12:00:00Z".parse().expect("time");
+        Arc::make_mut(&mut nm).metadata.creation_timestamp = Some(Time(created));
+        assert_eq!(
+            started(&nm),
+            Some("2026-12-05T12:00:01Z".parse().expect("time"))
+        );
+    }
+
+    #[test]
+    fn the_next_zone_waits_until_every_node_of_this_one_is_done_or_failed() {
+        let in_zone = |name: &str, zone: &str| {
+            let mut n = node(name, json!({}));
+            n.metadata.labels = Some([("zone".to_string(), zone.to_string())].into());
+            n
+        };
+        let selected = [in_zone("a1", "a"), in_zone("b1", "b"), in_zone("b2", "b")];
+        let seq = Sequence::new("zone", vec!["b".into(), "a".into()]).expect("valid");
+        let record = |phase: Option<StatusPhase>| PlanNode {
+            maintenance: None,
+            phase,
+            waiting: None,
+        };
+        let mut records: BTreeMap<String, PlanNode> = ["a1", "b1", "b2"]
+            .iter()
+            .map(|n| (n.to_string(), record(None)))
+            .collect();
+        // A node is pending until this round's NodeMaintenance of it exists.
+        let startable = |records: &BTreeMap<String, PlanNode>| {
+            let slots: Vec<Slot> = records
+                .iter()
+                .map(|(node, r)| Slot {
+                    node: node.clone(),
+                    pending: r.phase.is_none(),
+                    out: r.phase.is_some(),
+                    ..Slot::default()
+                })
+                .collect();
+            let (slots, why) = in_sequence(&seq, &slots, &selected, records);
+            let names: Vec<String> = slots
+                .into_iter()
+                .filter(|s| s.pending)
+                .map(|s| s.node)
+                .collect();
+            (names, why)
+        };
+        let (now, why) = startable(&records);
+        assert_eq!(now, ["b1", "b2"]);
+        assert_eq!(
+            why.as_deref(),
+            Some(
+                "sequence: the nodes of zone=b first; the next domain starts once each is done or failed (zone=b, zone=a)"
+            )
+        );
+        records.insert("b1".into(), record(Some(StatusPhase::Done)));
+        records.insert("b2".into(), record(Some(StatusPhase::Verifying)));
+        assert!(startable(&records).0.is_empty(), "b2 is still under way");
+        records.insert("b2".into(), record(Some(StatusPhase::Failed)));
+        assert_eq!(startable(&records), (vec!["a1".to_string()], None));
     }
 
     #[test]

@@ -136,6 +136,18 @@ impl Mark {
     }
 }
 
+/// When each node a roll under this lock (`--lock-namespace`) started last, from the
+/// marks: what `--max-per` counts, so that the rate holds across runs and crashes. A
+/// node keeps one mark, so a node started twice shows its later start only.
+pub fn starts(nodes: &[Node], lock_namespace: &str) -> Vec<Timestamp> {
+    nodes
+        .iter()
+        .filter_map(Mark::of)
+        .filter(|m| m.lock_namespace == lock_namespace)
+        .map(|m| m.started)
+        .collect()
+}
+
 /// A node carrying these annotations (those set to `None` left out), for tests.
 #[cfg(test)]
 pub(super) fn node_with(annotations: Annotations) -> Node {
@@ -180,6 +192,19 @@ mod tests {
         mark.error = Some("boom".into());
         mark.enter(Phase::Maintaining);
         assert_eq!(mark.annotations().get(ERROR), Some(&None));
+    }
+
+    #[test]
+    fn the_starts_counted_are_those_of_runs_under_the_same_lock() {
+        let mut ours = Mark::new("r-1", "ops", false, Vec::new());
+        ours.enter(Phase::Done);
+        let theirs = Mark::new("r-2", "elsewhere", false, Vec::new());
+        let nodes = [
+            node_with(ours.annotations()),
+            node_with(theirs.annotations()),
+            Node::default(),
+        ];
+        assert_eq!(starts(&nodes, "ops"), [ours.started]);
     }
 
     #[test]

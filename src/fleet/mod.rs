@@ -10,8 +10,10 @@ mod notices;
 mod others;
 pub mod pending;
 mod preflight;
+pub mod rate;
 pub mod run;
 mod schedule;
+pub mod sequence;
 pub mod unavailable;
 pub mod window;
 
@@ -57,6 +59,12 @@ pub struct RollOptions {
     /// `topology.kubernetes.io/zone`); see [`caps`].
     pub max_unavailable_per: std::collections::BTreeMap<String, u32>,
     pub order: Order,
+    /// `--max-per`: at most N node starts per period, counted from the marks of every
+    /// run under the lock (see [`rate`]).
+    pub max_per: Option<rate::RateBudget>,
+    /// `--sequence`: every node of one domain finished before the next domain starts
+    /// (see [`sequence`]).
+    pub sequence: Option<sequence::Sequence>,
     pub windows: Vec<Window>,
     /// Soak time after a node is done before the next one starts.
     pub pause_between: Duration,
@@ -99,6 +107,13 @@ pub enum RollProgress {
         slots: usize,
         out_elsewhere: Vec<String>,
         order: Vec<NodeName>,
+        /// `--sequence`: the domains in the order they go ("zone=b, zone=a, no zone").
+        domains: Option<String>,
+    },
+    /// `--sequence`: the nodes of this domain start now; the next domain waits until
+    /// each of them is done or failed.
+    Domain {
+        domain: String,
     },
     /// The pre-flight plan of one wave: nodes that may be down together.
     Planned {
@@ -154,6 +169,9 @@ pub enum WaitReason {
     Window,
     /// `--pause-between` after the last node.
     Pause,
+    /// `--max-per`: this many nodes started within the period; the next may start
+    /// once the oldest of those starts is a period old.
+    Rate { starts: u32, period: Duration },
     /// NodeMaintenances (a MaintenancePlan's, the controller's) have the rest of the
     /// cap out; looked at again then.
     Others,
@@ -283,15 +301,16 @@ pub async fn roll(
     let mut snapshot = Snapshot::live(&ctx.view, &names, Reach::Placement).await?;
     let out = out_of_service(&snapshot.nodes, &targets, &run_id, &opts.lock.namespace);
     let (slots, marks_elsewhere) = room(&out, cap)?;
+    // Read before this run writes a mark: what `--max-per` counts from the cluster.
+    let started = mark::starts(&snapshot.nodes, &opts.lock.namespace);
     let mut results = Vec::new();
     let holdings = run::holdings(&snapshot);
     let selected = targets.clone();
     let queue = queue(targets, &run_id, opts, &holdings, &mut results);
     let order: Vec<NodeName> = queue.iter().map(|(n, _)| name_of(n)).collect();
-    let told = match &opts.notify {
-        Some(webhook) => Some(notices::Told::start(webhook, &run_id)?),
-        None => None,
-    };
+    let told = (opts.notify.as_ref())
+        .map(|webhook| notices::Told::start(webhook, &run_id))
+        .transpose()?;
     let on_progress = &|p: RollProgress| {
         if let Some(told) = &told {
             told.tell(&p);
@@ -304,6 +323,7 @@ pub async fn roll(
         slots,
         out_elsewhere: out.elsewhere,
         order: order.clone(),
+        domains: domains(opts, &queue),
     });
 
     plan_fleet(&mut snapshot, &queue, slots, opts, on_progress)?;
@@ -339,6 +359,7 @@ pub async fn roll(
             max: cap,
             marks_elsewhere,
             scope,
+            started,
         },
         &mut results,
         &mut out_by_others,
@@ -351,12 +372,7 @@ pub async fn roll(
         RunState::Done if results.iter().any(NodeResult::failed) => RunState::Failed,
         state => state,
     };
-    if let Err(e) = lock
-        .release(run::record(&run_id, &opts.spec, state, &order))
-        .await
-    {
-        tracing::warn!("cannot release the lock: {e}; it expires on its own");
-    }
+    release(lock, run::record(&run_id, &opts.spec, state, &order)).await;
     results.sort_by_key(|r| order.iter().position(|n| *n == r.node));
     let mut report = RollReport {
         run: run_id,
@@ -393,6 +409,13 @@ async fn take_lock(
         run::record(run_id, &opts.spec, RunState::Running, order),
     )
     .await
+}
+
+/// Lets the lock go with the run's last record; a lock that cannot be released expires.
+async fn release(lock: lease::HeldLock, record: std::collections::BTreeMap<String, String>) {
+    if let Err(e) = lock.release(record).await {
+        tracing::warn!("cannot release the lock: {e}; it expires on its own");
+    }
 }
 
 /// The cap's places this run has: those other runs' and NodeMaintenances' nodes do not
@@ -446,7 +469,17 @@ fn queue(
         }
     }
     run::order(&mut fresh, opts.order, holdings);
+    // Domain by domain, each in the asked order (the sort is stable).
+    if let Some(seq) = &opts.sequence {
+        fresh.sort_by_cached_key(|(n, _)| seq.domain(n));
+    }
     in_progress.into_iter().chain(fresh).collect()
+}
+
+/// `--sequence`: the domains of the queued nodes, in the order they go.
+fn domains(opts: &RollOptions, queue: &VecDeque<(Node, Option<Mark>)>) -> Option<String> {
+    let sequence = opts.sequence.as_ref()?;
+    Some(sequence.describe_all(queue.iter().map(|(n, _)| n)))
 }
 
 fn name_of(node: &Node) -> NodeName {

@@ -102,6 +102,9 @@ impl Notices {
                 let reason = match why {
                     WaitReason::Window => "outside every maintenance window",
                     WaitReason::Pause => "pausing between nodes (--pause-between)",
+                    WaitReason::Rate { .. } => {
+                        "as many nodes started as --max-per allows in its period"
+                    }
                     WaitReason::Others => "NodeMaintenances have the rest of the cap out",
                     WaitReason::OthersOut => "nodes someone else has out take the rest of the cap",
                 };

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, VecDeque};
 use k8s_openapi::api::core::v1::Node;
 
 use super::mark::{Mark, Phase};
+use super::sequence::Domain;
 use super::{RollError, RollOptions, RollProgress, name_of, run};
 use crate::cluster::{ClusterError, nodes};
 use crate::names::NodeName;
@@ -86,7 +87,8 @@ pub(super) fn continued(node: &Node, run: &str, lock_namespace: &str) -> Option<
 }
 
 /// Plans the nodes still to drain in waves of `cap`, each wave as if its nodes were
-/// cordoned together (the others of the wave are where replacements cannot go).
+/// cordoned together (the others of the wave are where replacements cannot go). With
+/// `--sequence` a wave never spans two domains: they are never out together.
 pub(super) fn plan_fleet(
     snapshot: &mut Snapshot,
     queue: &VecDeque<(Node, Option<Mark>)>,
@@ -94,10 +96,10 @@ pub(super) fn plan_fleet(
     opts: &RollOptions,
     on_progress: &(dyn Fn(RollProgress) + Sync),
 ) -> Result<(), RollError> {
-    let to_drain: Vec<NodeName> = queue
+    let to_drain: Vec<(NodeName, Option<Domain>)> = queue
         .iter()
         .filter(|(_, m)| m.as_ref().is_none_or(|m| m.phase == Phase::Draining))
-        .map(|(n, _)| name_of(n))
+        .map(|(n, _)| (name_of(n), opts.sequence.as_ref().map(|s| s.domain(n))))
         .collect();
     // Nodes this roll has cordoned are back before a later wave starts.
     let returning: BTreeSet<String> = queue
@@ -119,7 +121,12 @@ pub(super) fn plan_fleet(
         drain_order: opts.drain.drain_order.clone(),
     };
     let mut unsafe_waves = Vec::new();
-    for wave in to_drain.chunks(cap) {
+    let waves = to_drain
+        .chunk_by(|a, b| a.1 == b.1)
+        .flat_map(|domain| domain.chunks(cap))
+        .map(|wave| wave.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>());
+    for wave in waves {
+        let wave = wave.as_slice();
         let report = crate::plan::plan(snapshot, wave, &options)
             .map_err(|crate::plan::PlanError::UnknownNode(n)| ClusterError::NodeNotFound(n))?;
         if report.blocks(opts.drain.allow_pending) {

@@ -1,5 +1,6 @@
-//! The roll's scheduler: starts nodes while the cap's slots, the windows and the
-//! pause allow, and halts or stops as failures and Ctrl-C say.
+//! The roll's scheduler: starts nodes while the cap's slots, the windows, the pause,
+//! the rate budget and the sequence of domains allow, and halts or stops as failures
+//! and Ctrl-C say.
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -13,6 +14,8 @@ use super::mark::Mark;
 use super::node::{self, NodeResult, Outcome};
 use super::others;
 use super::pending::Pending;
+use super::rate::{RateBudget, Room};
+use super::sequence::Domain;
 use super::unavailable::OutNode;
 use super::window::{self, Availability, Window};
 use super::{Job, RollProgress, RunState, WaitReason, name_of, run};
@@ -27,6 +30,9 @@ pub(super) struct Cap {
     pub marks_elsewhere: usize,
     /// The selected nodes, when those someone else has out count (`--count-others-out`).
     pub scope: Option<BTreeSet<String>>,
+    /// When the nodes under the lock started, as their marks say (`--max-per`); the
+    /// scheduler adds each start it makes.
+    pub started: Vec<jiff::Timestamp>,
 }
 
 /// How often a roll whose cap others fill looks again.
@@ -47,7 +53,8 @@ pub(super) async fn schedule(
     let mut running = FuturesUnordered::new();
     let mut failures = 0;
     let mut pause_until: Option<jiff::Timestamp> = None;
-    let mut announced: Option<Wait> = None;
+    let (mut announced, mut domain): (Option<Wait>, Option<Domain>) = (None, None);
+    let mut started = cap.started;
     let mut stop = job.stop.clone();
     // Nodes this roll has out of service: running, or failed and left cordoned.
     let mut out: HashMap<String, Node> = HashMap::new();
@@ -70,18 +77,27 @@ pub(super) async fn schedule(
         let full = running.len() + failures + others >= cap.max;
         let mut wait_until = None;
         let mut held_by_others = !stopping && !halted && !done && others > 0 && full;
+        // `--sequence`: the domain whose nodes may start (failed nodes are finished).
+        let open = open_domain(job, &queue, &out, results);
+        announce_domain(
+            job,
+            &mut domain,
+            open.as_ref().filter(|_| !stopping && !halted),
+        );
+        let fits = |n: &Node, m: &Option<Mark>| in_sequence(job, open.as_ref(), n, m);
         while !stopping && !halted && running.len() + failures + others < cap.max {
             // The first node in order that the per-label caps let start now.
             let per = &opts.max_unavailable_per;
-            let Some(index) = next_fitting(&queue, &out, by_others, holdings, per) else {
+            let Some(index) = next_fitting(&queue, &fits, &out, by_others, holdings, per) else {
                 // Someone else's nodes hold it if it would fit without them.
-                held_by_others |= next_fitting(&queue, &out, &[], holdings, per).is_some();
+                held_by_others |= next_fitting(&queue, &fits, &out, &[], holdings, per).is_some();
                 break;
             };
             let (_, previous) = &queue[index];
             let now = jiff::Timestamp::now();
+            let rate = opts.max_per.as_ref().map(|b| (b, started.as_slice()));
             if previous.is_none()
-                && let Some((until, why)) = next_start(pause_until, &opts.windows, now)
+                && let Some((until, why)) = next_start(pause_until, &opts.windows, rate, now)
             {
                 if announce(&mut announced, Wait::Until(why, until)) {
                     (job.on_progress)(RollProgress::Waiting { until, why });
@@ -98,6 +114,7 @@ pub(super) async fn schedule(
             // The wait is over: the next one is news, even if it looks like the last.
             announced = None;
             let fresh = fresh_mark(&node, holdings, job);
+            started.extend(previous.is_none().then_some(fresh.started));
             running.push(async move { node::maintain(job, &node, previous, fresh).await });
         }
         if held_by_others {
@@ -114,12 +131,7 @@ pub(super) async fn schedule(
             // Every slot is held by a failed node: nothing can start.
             break;
         }
-        let sleep = async {
-            match wait_until {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => futures::future::pending().await,
-            }
-        };
+        let sleep = sleep_until(wait_until);
         tokio::select! {
             Some(result) = running.next(), if !running.is_empty() => {
                 // A failed node stays cordoned: it keeps its place in the caps.
@@ -127,12 +139,8 @@ pub(super) async fn schedule(
                     out.remove(result.node.as_str());
                 }
                 pending.lift(job.conn, &result.node, elsewhere.current(&result.node)).await;
-                if result.failed() {
-                    failures += 1;
-                } else if result.outcome == Outcome::Done {
-                    let pause = jiff::SignedDuration::try_from(opts.pause_between).unwrap_or_default();
-                    pause_until = jiff::Timestamp::now().checked_add(pause).ok();
-                }
+                failures += usize::from(result.failed());
+                pause_until = pause_after(&result, opts.pause_between).or(pause_until);
                 results.push(result);
             }
             _ = sleep => {}
@@ -150,6 +158,29 @@ pub(super) async fn schedule(
         None if results.iter().any(|r| r.outcome == Outcome::NotStarted) => RunState::Halted,
         None => RunState::Done,
     }
+}
+
+/// `--pause-between`: when the pause after a node that is done ends.
+fn pause_after(result: &NodeResult, pause: std::time::Duration) -> Option<jiff::Timestamp> {
+    let pause = jiff::SignedDuration::try_from(pause).unwrap_or_default();
+    (result.outcome == Outcome::Done)
+        .then(|| jiff::Timestamp::now().checked_add(pause).ok())
+        .flatten()
+}
+
+/// Until `at`; for ever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => futures::future::pending().await,
+    }
+}
+
+/// Whether the sequence lets this queued node start while `open` is the domain under
+/// way: a node the run continues (it has a mark) is out already and goes on.
+fn in_sequence(job: &Job<'_>, open: Option<&Domain>, node: &Node, mark: &Option<Mark>) -> bool {
+    let sequence = job.options.sequence.as_ref();
+    mark.is_some() || sequence.is_none_or(|s| s.admits(node, open))
 }
 
 /// The nodes left in the queue, as they are.
@@ -212,6 +243,7 @@ fn announce(last: &mut Option<Wait>, wait: Wait) -> bool {
 /// A queued node someone else has out takes its place in its domain and waits.
 fn next_fitting(
     queue: &VecDeque<(Node, Option<Mark>)>,
+    may_start: &dyn Fn(&Node, &Option<Mark>) -> bool,
     out: &HashMap<String, Node>,
     by_others: &[(OutNode, Arc<Node>)],
     holdings: &HashMap<String, run::Holding>,
@@ -246,25 +278,77 @@ fn next_fitting(
         .values()
         .map(|n| slot(n, true))
         .chain(theirs)
-        .chain(queue.iter().map(|(n, _)| slot(n, false)))
+        .chain(
+            queue
+                .iter()
+                .filter(|(n, m)| may_start(n, m))
+                .map(|(n, _)| slot(n, false)),
+        )
         .collect();
     let first = caps::choose(&slots, usize::MAX, per).0.into_iter().next()?;
     queue.iter().position(|(n, _)| name_of(n).as_str() == first)
 }
 
 /// When the next node that has not started yet may start, if not now: after the pause
-/// that follows a finished node, and inside a maintenance window.
+/// that follows a finished node, inside a maintenance window, and within the rate
+/// budget (`rate`: the budget and the starts it counts).
 fn next_start(
     pause_until: Option<jiff::Timestamp>,
     windows: &[Window],
+    rate: Option<(&RateBudget, &[jiff::Timestamp])>,
     now: jiff::Timestamp,
 ) -> Option<(jiff::Timestamp, WaitReason)> {
     if let Some(t) = pause_until.filter(|t| *t > now) {
         return Some((t, WaitReason::Pause));
     }
-    match window::availability(windows, now) {
-        Some(Availability::Closed { opens }) => Some((opens, WaitReason::Window)),
-        _ => None,
+    if let Some(Availability::Closed { opens }) = window::availability(windows, now) {
+        return Some((opens, WaitReason::Window));
+    }
+    let (budget, started) = rate?;
+    match budget.room(started, now) {
+        Room::Free(_) => None,
+        Room::SpentUntil(t) => Some((
+            t,
+            WaitReason::Rate {
+                starts: budget.starts(),
+                period: budget.period(),
+            },
+        )),
+    }
+}
+
+/// `--sequence`: the domain whose nodes may start now, from the nodes not finished:
+/// those queued and those out that did not fail (a failed node stays cordoned, but is
+/// finished for the sequence).
+fn open_domain(
+    job: &Job<'_>,
+    queue: &VecDeque<(Node, Option<Mark>)>,
+    out: &HashMap<String, Node>,
+    results: &[NodeResult],
+) -> Option<Domain> {
+    let seq = job.options.sequence.as_ref()?;
+    let failed: BTreeSet<&str> = results
+        .iter()
+        .filter(|r| r.failed())
+        .map(|r| r.node.as_str())
+        .collect();
+    let running = out
+        .iter()
+        .filter(|(name, _)| !failed.contains(name.as_str()))
+        .map(|(_, n)| n);
+    seq.open(queue.iter().map(|(n, _)| n).chain(running))
+}
+
+/// Says, once per domain, which domain's nodes start now.
+fn announce_domain(job: &Job<'_>, last: &mut Option<Domain>, open: Option<&Domain>) {
+    let (Some(seq), Some(open)) = (job.options.sequence.as_ref(), open) else {
+        return;
+    };
+    if last.as_ref() != Some(open) {
+        *last = Some(open.clone());
+        (job.on_progress)(RollProgress::Domain {
+            domain: seq.describe(open),
+        });
     }
 }
 
@@ -294,15 +378,40 @@ mod tests {
         let now: jiff::Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
         let monday: Window = "Mon 02:00-03:00 UTC".parse().unwrap();
         let later = now + jiff::SignedDuration::from_secs(30);
-        assert_eq!(next_start(None, &[], now), None);
+        assert_eq!(next_start(None, &[], None, now), None);
         assert_eq!(
-            next_start(Some(later), &[], now),
+            next_start(Some(later), &[], None, now),
             Some((later, WaitReason::Pause))
         );
         let opens: jiff::Timestamp = "2026-11-30T02:00:00Z".parse().unwrap();
         assert_eq!(
-            next_start(Some(now), std::slice::from_ref(&monday), now),
+            next_start(Some(now), std::slice::from_ref(&monday), None, now),
             Some((opens, WaitReason::Window))
+        );
+    }
+
+    #[test]
+    fn a_spent_rate_budget_holds_fresh_nodes_until_the_oldest_start_ages_out() {
+        let now: jiff::Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
+        let ago = |s: i64| now - jiff::SignedDuration::from_secs(s);
+        let two_per_minute = RateBudget::new(std::time::Duration::from_secs(60), 2).unwrap();
+        let rate = |started: &'static [i64]| {
+            let times: Vec<jiff::Timestamp> = started.iter().map(|s| ago(*s)).collect();
+            next_start(None, &[], Some((&two_per_minute, &times)), now)
+        };
+        assert_eq!(rate(&[10]), None);
+        assert_eq!(
+            rate(&[90, 70, 10]),
+            None,
+            "starts older than a minute age out"
+        );
+        let why = WaitReason::Rate {
+            starts: 2,
+            period: std::time::Duration::from_secs(60),
+        };
+        assert_eq!(
+            rate(&[40, 10]),
+            Some((ago(40) + jiff::SignedDuration::from_secs(60), why))
         );
     }
 

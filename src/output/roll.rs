@@ -65,6 +65,7 @@ pub fn progress_line(p: &RollProgress) -> Option<String> {
             slots,
             out_elsewhere,
             order,
+            domains,
         } => {
             let names: Vec<&str> = order.iter().map(|n| n.as_str()).collect();
             let taken = if out_elsewhere.is_empty() {
@@ -76,13 +77,20 @@ pub fn progress_line(p: &RollProgress) -> Option<String> {
                     out_elsewhere.join("; ")
                 )
             };
+            let domains = match domains {
+                Some(d) if !d.is_empty() => format!(" (domain by domain: {d})"),
+                _ => String::new(),
+            };
             format!(
-                "{} run {run}: {} node(s), at most {slots} at a time{taken}, in this order: {}",
+                "{} run {run}: {} node(s), at most {slots} at a time{taken}, in this order: {}{domains}",
                 if *resumed { "resuming" } else { "starting" },
                 order.len(),
                 names.join(", ")
             )
         }
+        RollProgress::Domain { domain } => format!(
+            "sequence: the nodes of {domain} start now; the next domain waits until each of them is done or failed"
+        ),
         RollProgress::Planned { wave, report } => {
             let names: Vec<&str> = wave.iter().map(|n| n.as_str()).collect();
             if report.safe {
@@ -102,6 +110,14 @@ pub fn progress_line(p: &RollProgress) -> Option<String> {
                 when(*until)
             ),
             WaitReason::Pause => format!("pausing: the next node starts at {}", when(*until)),
+            WaitReason::Rate { starts, period } => {
+                let period = format!("{:#}", jiff::SignedDuration::try_from(*period).unwrap_or_default());
+                format!(
+                    "{starts} node(s) started in the last {period} ({} {period}={starts}): the next node starts at {}",
+                    Flag::MaxPer.cli(),
+                    when(*until)
+                )
+            }
             WaitReason::Others => "NodeMaintenances (a MaintenancePlan's, the controller's) have the rest of the cap out: waiting for one to finish".to_string(),
             WaitReason::OthersOut => format!(
                 "nodes out of service by someone else take the rest of the cap: no new node starts until one is back ({}=false not to count them)",

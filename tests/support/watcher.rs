@@ -332,3 +332,111 @@ impl Drop for Timeline {
         }
     }
 }
+
+/// A change to one node, as a [`NodeLog`] saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeChange {
+    /// The node became unschedulable: a start of its maintenance.
+    Cordoned,
+    /// It became schedulable again.
+    Uncordoned,
+    /// Its `kordon.dev/phase` became `done`.
+    Done,
+}
+
+/// One [`NodeChange`], with when the test's own watch saw it.
+#[derive(Debug, Clone)]
+pub struct NodeEvent {
+    pub node: String,
+    pub change: NodeChange,
+    pub at: std::time::Instant,
+}
+
+/// Every cordon, uncordon and `done` of the test's nodes, in the order one watch of the
+/// test's own delivers them (the API server's order of the writes), each with the time
+/// it arrived: the independent record of when nodes started and finished.
+pub struct NodeLog {
+    log: Arc<Mutex<Vec<NodeEvent>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NodeLog {
+    /// Starts the watch and returns once it has the first list (which it records as
+    /// the state before, not as changes).
+    pub async fn start(nodes: Api<Node>, selector: &str) -> Self {
+        let log: Arc<Mutex<Vec<NodeEvent>>> = Arc::default();
+        let synced = Arc::new(AtomicBool::new(false));
+        let (log2, synced2) = (log.clone(), synced.clone());
+        let events = watcher(nodes, watcher::Config::default().labels(selector));
+        let task = tokio::spawn(async move {
+            // Each node's (cordoned, done) as last seen.
+            let mut known: HashMap<String, (bool, bool)> = HashMap::new();
+            let mut stream = std::pin::pin!(events.default_backoff());
+            while let Some(event) = stream.next().await {
+                let Ok(event) = event else { continue };
+                let (node, live) = match event {
+                    watcher::Event::InitDone => {
+                        synced2.store(true, Ordering::SeqCst);
+                        continue;
+                    }
+                    watcher::Event::InitApply(n) => (n, false),
+                    watcher::Event::Apply(n) => (n, true),
+                    _ => continue,
+                };
+                let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+                let done = node
+                    .annotations()
+                    .get("kordon.dev/phase")
+                    .map(String::as_str)
+                    == Some("done");
+                let name = node.name_any();
+                let before = known.insert(name.clone(), (cordoned, done));
+                let Some((was_cordoned, was_done)) = before.filter(|_| live) else {
+                    continue;
+                };
+                let mut changes = Vec::new();
+                if cordoned != was_cordoned {
+                    changes.push(match cordoned {
+                        true => NodeChange::Cordoned,
+                        false => NodeChange::Uncordoned,
+                    });
+                }
+                if done && !was_done {
+                    changes.push(NodeChange::Done);
+                }
+                let Ok(mut log) = log2.lock() else { return };
+                for change in changes {
+                    log.push(NodeEvent {
+                        node: name.clone(),
+                        change,
+                        at: std::time::Instant::now(),
+                    });
+                }
+            }
+        });
+        while !synced.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self { log, task }
+    }
+
+    /// Everything seen so far, in order.
+    pub fn events(&self) -> Vec<NodeEvent> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// When each node was cordoned, in order: the starts.
+    pub fn starts(&self) -> Vec<(String, std::time::Instant)> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.change == NodeChange::Cordoned)
+            .map(|e| (e.node, e.at))
+            .collect()
+    }
+}
+
+impl Drop for NodeLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
