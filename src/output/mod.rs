@@ -6,6 +6,7 @@ use serde::Serialize;
 
 pub mod cordon;
 pub mod drain;
+mod forecast;
 pub mod maintain;
 mod outage;
 pub mod plan;
