@@ -85,12 +85,7 @@ async fn exclusion(env: &TestEnv, node: &str) -> (Option<String>, bool) {
 }
 
 fn label(env: &TestEnv, node: &str, value: &str) {
-    let out = env
-        .kubectl()
-        .args(["label", "node", node, &format!("{LABEL}={value}")])
-        .output()
-        .expect("kubectl label");
-    assert!(out.status.success(), "{out:?}");
+    env.label_node(node, &[&format!("{LABEL}={value}")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

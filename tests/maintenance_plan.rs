@@ -67,16 +67,6 @@ async fn wait_done(name: &str, count: u32) {
     .await;
 }
 
-fn label(env: &TestEnv, node: &str, labels: &[&str]) {
-    let labelled = env
-        .kubectl()
-        .args(["label", "node", node])
-        .args(labels)
-        .output()
-        .expect("kubectl label");
-    assert!(labelled.status.success(), "{labelled:?}");
-}
-
 async fn three_nodes(name: &str) -> TestEnv {
     let mut env = TestEnv::new(name).await;
     for i in 1..=3 {
@@ -92,7 +82,7 @@ async fn six_nodes_in_three_zones(name: &str) -> TestEnv {
         .enumerate()
     {
         let node = env.add_node(&format!("node-{}", i + 1)).await;
-        label(&env, &node, &[format!("{ZONE}={zone}").as_str()]);
+        env.label_node(&node, &[format!("{ZONE}={zone}").as_str()]);
     }
     env
 }
@@ -188,7 +178,7 @@ async fn two_nodes_holding_a_workload_that_allows_one_disruption_are_never_out_t
         } else {
             "other"
         };
-        label(&env, &node, &[format!("{ZONE}={zone}").as_str()]);
+        env.label_node(&node, &[format!("{ZONE}={zone}").as_str()]);
     }
     let ready = ReadyWatcher::start(env.pods(), "app=db").await;
     let zones = ZoneWatcher::start(Api::all(support::client().await), &env_selector(&env));
@@ -229,7 +219,7 @@ async fn two_plans_over_shared_nodes_each_keep_their_cap_over_their_nodes() {
         if i >= 3 {
             labels.push("kordon-test/b=yes");
         }
-        label(&env, &node, &labels);
+        env.label_node(&node, &labels);
     }
     let selector = |group: &str| format!("{},kordon-test/{group}=yes", env_selector(&env));
     let over_a = ZoneWatcher::start(Api::all(support::client().await), &selector("a"));

@@ -177,17 +177,7 @@ async fn a_fleet_forecast_follows_the_rolls_rules_and_changes_nothing() {
     let mut nodes = Vec::new();
     for (name, zone) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b")] {
         let node = env.add_node(name).await;
-        let labelled = env
-            .kubectl()
-            .args([
-                "label",
-                "node",
-                &node,
-                &format!("{}={zone}", support::watcher::ZONE),
-            ])
-            .output()
-            .expect("kubectl label");
-        assert!(labelled.status.success(), "{labelled:?}");
+        env.label_node(&node, &[&format!("{}={zone}", support::watcher::ZONE)]);
         nodes.push(node);
     }
     let before: Vec<_> = futures::future::join_all(nodes.iter().map(|n| env.get_node(n))).await;

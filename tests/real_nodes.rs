@@ -270,6 +270,22 @@ async fn create_web(client: &Client, ns: &str, replicas: i32, pod: Value, contai
         .expect("create deployment");
 }
 
+/// `replicas` web pods spread over the real nodes, each of which keeps serving for 3 s
+/// after SIGTERM, as a well-behaved server does, while its endpoint is withdrawn.
+async fn create_well_behaved_web(client: &Client, ns: &str, replicas: i32) {
+    create_web(
+        client,
+        ns,
+        replicas,
+        json!({
+            "terminationGracePeriodSeconds": 10,
+            "topologySpreadConstraints": [spread(true)]
+        }),
+        json!({ "env": [{ "name": "STOP_DELAY", "value": "3" }] }),
+    )
+    .await;
+}
+
 /// Creates the ClusterIP Service `web` (port 80 to the web pods' 8080) in `ns` and
 /// returns its ClusterIP.
 async fn create_service(client: &Client, ns: &str) -> String {
@@ -551,19 +567,7 @@ async fn kordon_maintain_on_real_nodes_loses_no_request() {
     let client = cluster.client().await;
     let ns = "article";
     create_namespace(&client, ns).await;
-    // A web server that keeps serving for 3 s after SIGTERM, as a well-behaved one
-    // does, while its endpoint is withdrawn.
-    create_web(
-        &client,
-        ns,
-        4,
-        json!({
-            "terminationGracePeriodSeconds": 10,
-            "topologySpreadConstraints": [spread(true)]
-        }),
-        json!({ "env": [{ "name": "STOP_DELAY", "value": "3" }] }),
-    )
-    .await;
+    create_well_behaved_web(&client, ns, 4).await;
     let cluster_ip = create_service(&client, ns).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let web = ListParams::default().labels("app=web");
@@ -1246,17 +1250,7 @@ async fn daemonset_pods_leave_a_real_node_last_on_a_tainted_node_and_run_again_a
     let ns = "daemons-last";
     create_namespace(&client, ns).await;
     create_daemonset(&client, ns, "agent").await;
-    create_web(
-        &client,
-        ns,
-        2,
-        json!({
-            "terminationGracePeriodSeconds": 10,
-            "topologySpreadConstraints": [spread(true)]
-        }),
-        json!({ "env": [{ "name": "STOP_DELAY", "value": "3" }] }),
-    )
-    .await;
+    create_well_behaved_web(&client, ns, 2).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let agents = wait_ready(&pods, "app=agent", 2).await;
     let webs = wait_ready(&pods, "app=web", 2).await;
@@ -1711,31 +1705,43 @@ fn node_down_for(node: u8, seconds: u32) -> String {
     format!("{} unplug {node} {seconds}", realnode.display())
 }
 
-/// One `kordon maintain` of a real node behind the testbed's external load balancer
-/// under steady load: the probe's report and kordon's output.
-fn maintain_under_load(
+/// `kordon maintain real-N EXTRA… -- <real-N down for 5 s>` behind the testbed's
+/// external load balancer under 100 requests/s: the probe's report and kordon's output.
+async fn maintain_unplugged(
     url: &str,
-    args: &[&str],
+    node: u8,
+    extra: &[&str],
 ) -> (support::traffic::Report, std::process::Output) {
-    let probe =
-        support::traffic::Probe::start(url, 100, Duration::from_secs(180), Duration::from_secs(2));
-    std::thread::sleep(Duration::from_secs(2));
-    let maintain = kordon(args);
-    std::thread::sleep(Duration::from_secs(2));
-    let report = probe.finish();
-    assert!(
-        maintain.status.success(),
-        "kordon maintain:\n{}",
-        shown(&maintain)
-    );
-    eprintln!(
-        "real nodes: kordon {}: {} requests through the load balancer, {} failed (longest run {})",
-        args.join(" "),
-        report.sent,
-        report.failures.len(),
-        report.longest_run
-    );
-    (report, maintain)
+    let name = format!("real-{node}");
+    let down = node_down_for(node, 5);
+    let mut args: Vec<String> = vec!["maintain".into(), name, "--timeout".into(), "120s".into()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.extend(["--".into(), "sh".into(), "-c".into(), down]);
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        let probe = support::traffic::Probe::start(
+            &url,
+            100,
+            Duration::from_secs(180),
+            Duration::from_secs(2),
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let maintain = kordon(&args);
+        std::thread::sleep(Duration::from_secs(2));
+        let report = probe.finish();
+        assert!(maintain.status.success(), "kordon maintain:\n{}", shown(&maintain));
+        eprintln!(
+            "real nodes: kordon {}: {} requests through the load balancer, {} failed (longest run {})",
+            args.join(" "),
+            report.sent,
+            report.failures.len(),
+            report.longest_run
+        );
+        (report, maintain)
+    })
+    .await
+    .expect("join")
 }
 
 /// A node that goes down in its maintenance loses requests sent to it by an external
@@ -1750,17 +1756,7 @@ async fn an_external_load_balancer_loses_no_request_when_the_node_leaves_it_firs
     let client = cluster.client().await;
     let ns = "balanced";
     create_namespace(&client, ns).await;
-    create_web(
-        &client,
-        ns,
-        4,
-        json!({
-            "terminationGracePeriodSeconds": 10,
-            "topologySpreadConstraints": [spread(true)]
-        }),
-        json!({ "env": [{ "name": "STOP_DELAY", "value": "3" }] }),
-    )
-    .await;
+    create_well_behaved_web(&client, ns, 4).await;
     let service: Service = serde_json::from_value(json!({
         "metadata": { "name": "web" },
         "spec": {
@@ -1806,27 +1802,7 @@ async fn an_external_load_balancer_loses_no_request_when_the_node_leaves_it_firs
     // Without exclusion: real-2 is drained, then down for 5 s while the balancer still
     // sends to it, until two failed health checks take it out.
     let skip = lb.lines().len();
-    let down = node_down_for(2, 5);
-    let (without, _) = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || {
-            maintain_under_load(
-                &url,
-                &[
-                    "maintain",
-                    "real-2",
-                    "--timeout",
-                    "120s",
-                    "--",
-                    "sh",
-                    "-c",
-                    &down,
-                ],
-            )
-        }
-    })
-    .await
-    .expect("join");
+    let (without, _) = maintain_unplugged(&url, 2, &[]).await;
     assert!(
         !without.failures.is_empty(),
         "requests to a node that is down fail until the balancer's checks notice: \
@@ -1865,30 +1841,12 @@ async fn an_external_load_balancer_loses_no_request_when_the_node_leaves_it_firs
         })
         .collect();
     let skip = lb.lines().len();
-    let down = node_down_for(1, 5);
-    let (with, maintain) = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || {
-            maintain_under_load(
-                &url,
-                &[
-                    "maintain",
-                    "real-1",
-                    "--timeout",
-                    "120s",
-                    "--exclude-from-load-balancers",
-                    "--deregistration-delay",
-                    "4s",
-                    "--",
-                    "sh",
-                    "-c",
-                    &down,
-                ],
-            )
-        }
-    })
-    .await
-    .expect("join");
+    let exclude = [
+        "--exclude-from-load-balancers",
+        "--deregistration-delay",
+        "4s",
+    ];
+    let (with, maintain) = maintain_unplugged(&url, 1, &exclude).await;
     assert!(
         shown(&maintain).contains("waiting 4s for them to deregister the node"),
         "kordon says what it waits for:\n{}",

@@ -38,6 +38,23 @@ async fn fleet(name: &str, count: usize) -> (TestEnv, Vec<String>) {
     (env, nodes)
 }
 
+/// A [`fleet`] of one node per zone given, labelled so. web's implicit budget lets one
+/// pod go at a time, which alone would keep two of its nodes from being out together: a
+/// budget that allows two keeps the tests about zones.
+async fn zoned_fleet(name: &str, zones: &[&str]) -> (TestEnv, Vec<String>) {
+    let (env, nodes) = fleet(name, zones.len()).await;
+    for (node, zone) in nodes.iter().zip(zones) {
+        env.label_node(node, &[&format!("{ZONE}={zone}")]);
+    }
+    env.create::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(&fixtures::pdb(
+        "web-pdb",
+        "web",
+        ("maxUnavailable", json!(2)),
+    ))
+    .await;
+    (env, nodes)
+}
+
 /// The roll's common flags: this test's own lock, short enough to take over quickly.
 fn roll_args<'a>(env: &'a TestEnv, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
@@ -743,23 +760,7 @@ async fn ctrl_c_stops_at_a_safe_point_and_reports_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_unavailable_per_zone_never_takes_two_nodes_of_one_zone() {
-    let (env, nodes) = fleet("roll-zones", 4).await;
-    for (node, zone) in nodes.iter().zip(["z-a", "z-a", "z-b", "z-b"]) {
-        let labelled = env
-            .kubectl()
-            .args(["label", "node", node, &format!("{ZONE}={zone}")])
-            .output()
-            .expect("kubectl label");
-        assert!(labelled.status.success());
-    }
-    // web's implicit budget lets one pod go at a time, which alone would keep two of
-    // its nodes from being out together: a budget that allows two keeps this about zones.
-    env.create::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(&fixtures::pdb(
-        "web-pdb",
-        "web",
-        ("maxUnavailable", json!(2)),
-    ))
-    .await;
+    let (env, nodes) = zoned_fleet("roll-zones", &["z-a", "z-a", "z-b", "z-b"]).await;
     let selector = format!("{ENV_LABEL}={}", env.ns());
     let zones = ZoneWatcher::start(Api::all(env.client.clone()), &selector);
     let per_zone = format!("{ZONE}=1");
@@ -933,22 +934,8 @@ async fn max_per_never_starts_more_nodes_in_a_period_than_its_budget() {
 /// every node of a done before any of c; within a zone two nodes go at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequence_finishes_each_zone_before_the_next_in_the_stated_order() {
-    let (env, nodes) = fleet("roll-sequence", 6).await;
     let zones = ["z-a", "z-a", "z-b", "z-b", "z-c", "z-c"];
-    for (node, zone) in nodes.iter().zip(zones) {
-        let labelled = env
-            .kubectl()
-            .args(["label", "node", node, &format!("{ZONE}={zone}")])
-            .output()
-            .expect("kubectl label");
-        assert!(labelled.status.success());
-    }
-    env.create::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(&fixtures::pdb(
-        "web-pdb",
-        "web",
-        ("maxUnavailable", json!(2)),
-    ))
-    .await;
+    let (env, nodes) = zoned_fleet("roll-sequence", &zones).await;
     let selector = format!("{ENV_LABEL}={}", env.ns());
     let log = NodeLog::start(Api::all(env.client.clone()), &selector).await;
     let cordons = ZoneWatcher::start(Api::all(env.client.clone()), &selector);

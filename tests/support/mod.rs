@@ -270,6 +270,17 @@ impl TestEnv {
         cmd
     }
 
+    /// Labels `node` (`KEY=VALUE` each), as a person would with kubectl.
+    pub fn label_node(&self, node: &str, labels: &[&str]) {
+        let labelled = self
+            .kubectl()
+            .args(["label", "node", node])
+            .args(labels)
+            .output()
+            .expect("kubectl label");
+        assert!(labelled.status.success(), "{labelled:?}");
+    }
+
     /// Runs kordon with `args` and collects what it said.
     pub fn run_kordon(&self, args: &[&str]) -> Run {
         Run::from(self.kordon().args(args).output().expect("run kordon"))
