@@ -95,11 +95,18 @@ impl Notices {
                 Some(n)
             }
             RollProgress::Waiting { until, why } => {
-                if self.waiting == Some(*why) {
+                if self.waiting.as_ref() == Some(why) {
                     return None;
                 }
-                self.waiting = Some(*why);
+                self.waiting = Some(why.clone());
                 let reason = match why {
+                    WaitReason::Gate { why } => {
+                        return Some(self.notification(
+                            Kind::Paused,
+                            None,
+                            format!("no node starts while a metric gate fails: {why}"),
+                        ));
+                    }
                     WaitReason::Window => "outside every maintenance window",
                     WaitReason::Pause => "pausing between nodes (--pause-between)",
                     WaitReason::Rate { .. } => {
