@@ -12,7 +12,8 @@ use kube::ResourceExt;
 use super::status::set_condition;
 use crate::api::duration;
 use crate::api::maintenance_plan::{
-    MaintenancePlanSpec, MaintenancePlanStatus, OutByOthers, PlanNode, PlanWait,
+    APPROVE_ANNOTATION, GatesSpec, MaintenancePlanSpec, MaintenancePlanStatus, OutByOthers,
+    PlanNode, PlanWait,
 };
 use crate::api::node_maintenance::{NodeMaintenance, StatusPhase};
 use crate::fleet::MaxUnavailable;
@@ -22,6 +23,7 @@ use crate::fleet::rate::{RateBudget, Room};
 use crate::fleet::sequence::Sequence;
 use crate::fleet::unavailable::{self, OutOfService};
 use crate::fleet::window::{self, Availability, Window};
+use crate::metric_gate::{AlertmanagerGate, Gates, PrometheusGate, Verdict};
 
 /// The plan's spec, read once before it decides.
 #[derive(Debug)]
@@ -34,6 +36,8 @@ pub struct Parsed {
     pub notify: Option<Arc<crate::notify::Webhook>>,
     pub max_per: Option<RateBudget>,
     pub sequence: Option<Sequence>,
+    /// `spec.gates`.
+    pub gates: Option<Gates>,
 }
 
 /// Reads `maxUnavailable`, the windows, `pauseBetween`, `maxPer` and `sequence`; what
@@ -77,6 +81,7 @@ pub fn parse(spec: &MaintenancePlanSpec, selected: usize) -> Result<Parsed, Stri
         .map(|s| Sequence::new(&s.key, s.order.clone()))
         .transpose()
         .map_err(|e| format!("sequence: {e}"))?;
+    let gates = spec.gates.as_ref().map(gates).transpose()?.flatten();
     Ok(Parsed {
         cap,
         windows,
@@ -84,7 +89,63 @@ pub fn parse(spec: &MaintenancePlanSpec, selected: usize) -> Result<Parsed, Stri
         notify,
         max_per,
         sequence,
+        gates,
     })
+}
+
+/// `spec.gates`, read; what is wrong, named by its field.
+fn gates(spec: &GatesSpec) -> Result<Option<Gates>, String> {
+    let prometheus = spec
+        .prometheus
+        .as_ref()
+        .map(|p| {
+            let url = p.url.parse().map_err(|e| format!("gates.prometheus.url: {e}"))?;
+            let queries = (p.pause_on_query.iter())
+                .map(|q| q.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("gates.prometheus.pauseOnQuery: {e}"))?;
+            Ok::<_, String>(PrometheusGate { url, queries })
+        })
+        .transpose()?;
+    let alertmanager = spec
+        .alertmanager
+        .as_ref()
+        .map(|a| {
+            let url = a.url.parse().map_err(|e| format!("gates.alertmanager.url: {e}"))?;
+            let alerts = (a.pause_on_alerts.iter())
+                .map(|m| m.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("gates.alertmanager.pauseOnAlerts: {e}"))?;
+            Ok::<_, String>(AlertmanagerGate { url, alerts })
+        })
+        .transpose()?;
+    Ok(Gates::new(prometheus, alertmanager))
+}
+
+/// What the metric gates mean for the nodes the plan would start now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateHold {
+    /// No gate, or they pass.
+    Pass,
+    /// A gate fails, but this new `kordon.dev/approve` value lets one node start.
+    Approved(String),
+    /// A gate fails: no node starts, and why.
+    Held(String),
+}
+
+/// Whether a failing gate (`verdict`: asked only when a node would start, or during
+/// `pauseBetween`) holds the plan: an approval whose value is not the one `used` last
+/// lets one node start.
+pub fn gate_hold(verdict: Option<&Verdict>, approve: Option<&str>, used: Option<&str>) -> GateHold {
+    let Some(why) = verdict.and_then(Verdict::why) else {
+        return GateHold::Pass;
+    };
+    match approve.filter(|a| Some(*a) != used) {
+        Some(approval) => GateHold::Approved(approval.to_string()),
+        None => GateHold::Held(format!(
+            "a metric gate fails: {why}; no new node starts until it passes (a new value of the annotation {APPROVE_ANNOTATION} starts one node anyway)"
+        )),
+    }
 }
 
 /// Where the plan's nodes stand in this round.
