@@ -733,7 +733,7 @@ async fn a_plan_goes_zone_by_zone_within_its_rate_across_a_controller_restart() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_rate_budget_or_sequence_is_refused_and_starts_nothing() {
     let env = three_nodes("plan-bad-policy").await;
-    // It applies the CRDs, whose rules refuse the first three.
+    // It applies the CRDs, whose rules refuse the first four.
     let _controller = Controller::start(&env);
     for (extra, says) in [
         (
@@ -747,6 +747,10 @@ async fn a_bad_rate_budget_or_sequence_is_refused_and_starts_nothing() {
         (
             json!({ "sequence": { "key": "" } }),
             "sequence.key names a node label",
+        ),
+        (
+            json!({ "gates": { "prometheus": { "url": "http://p:9090", "pauseOnQuery": [] } } }),
+            "gates.prometheus.pauseOnQuery needs at least one query",
         ),
     ] {
         let mut body = json!({
@@ -907,23 +911,53 @@ async fn a_failing_gate_holds_the_plan_and_one_approval_starts_one_node() {
                 })
         })
     };
-    eventually("the plan to wait for its gate", Duration::from_secs(30), held_by_gate).await;
-    assert!(log.starts().is_empty(), "nothing started: {:?}", log.events());
+    eventually(
+        "the plan to wait for its gate",
+        Duration::from_secs(30),
+        held_by_gate,
+    )
+    .await;
+    assert!(
+        log.starts().is_empty(),
+        "nothing started: {:?}",
+        log.events()
+    );
 
     // One approval, one node.
     let annotate = env
         .kubectl()
-        .args(["annotate", "maintenanceplan", &name, "kordon.dev/approve=first"])
+        .args([
+            "annotate",
+            "maintenanceplan",
+            &name,
+            "kordon.dev/approve=first",
+        ])
         .output()
         .expect("kubectl annotate");
     assert!(annotate.status.success(), "{annotate:?}");
     wait_done(&name, 1).await;
-    eventually("the plan to wait for its gate again", Duration::from_secs(30), held_by_gate).await;
-    let status = plans().await.get(&name).await.expect("plan").status.expect("status");
+    eventually(
+        "the plan to wait for its gate again",
+        Duration::from_secs(30),
+        held_by_gate,
+    )
+    .await;
+    let status = plans()
+        .await
+        .get(&name)
+        .await
+        .expect("plan")
+        .status
+        .expect("status");
     assert_eq!(status.approved.as_deref(), Some("first"), "{status:?}");
     // More than one look (every 5s) later, still the one node.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(log.starts().len(), 1, "one approval starts one node: {:?}", log.events());
+    assert_eq!(
+        log.starts().len(),
+        1,
+        "one approval starts one node: {:?}",
+        log.events()
+    );
     assert_eq!(children(&name).await.len(), 1);
 
     // Cleared: the rest go.

@@ -1146,9 +1146,11 @@ impl Output {
     }
 
     async fn says(&self, what: &str) {
-        eventually(&format!("the roll to say {what:?}"), Duration::from_secs(30), || async {
-            self.now().contains(what)
-        })
+        eventually(
+            &format!("the roll to say {what:?}"),
+            Duration::from_secs(30),
+            || async { self.now().contains(what) },
+        )
         .await;
         println!("the roll says {what:?}");
     }
@@ -1227,17 +1229,21 @@ async fn metric_gates_pause_the_roll_while_a_query_has_series_or_an_alert_is_act
     );
     let output = Output::follow(&mut child);
     let starts = || log.starts();
-    eventually("the first node to start", Duration::from_secs(30), || async {
-        starts().len() == 1
-    })
+    eventually(
+        "the first node to start",
+        Duration::from_secs(30),
+        || async { starts().len() == 1 },
+    )
     .await;
     let first = starts()[0].0.clone();
 
     // The metric turns bad while the first node is under way; the roll asks every 5s.
     exporter.set(3.0);
-    eventually("Prometheus to see the bad metric", Duration::from_secs(10), || async {
-        prometheus.series(query) == 1
-    })
+    eventually(
+        "Prometheus to see the bad metric",
+        Duration::from_secs(10),
+        || async { prometheus.series(query) == 1 },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     held.release(&first);
@@ -1245,7 +1251,9 @@ async fn metric_gates_pause_the_roll_while_a_query_has_series_or_an_alert_is_act
         .says(&format!("a metric gate fails: query `{query}` returns 1 series: {{__name__=\"kordon_test_errors\", app=\"shop\""))
         .await;
     assert!(
-        output.now().contains("no new node starts until it passes (nodes under way go on)"),
+        output
+            .now()
+            .contains("no new node starts until it passes (nodes under way go on)"),
         "{}",
         output.now()
     );
@@ -1253,9 +1261,11 @@ async fn metric_gates_pause_the_roll_while_a_query_has_series_or_an_alert_is_act
     // An alert fires too; the metric clears: the alert alone holds the roll.
     let alert = json!({ "alertname": "ShopErrors", "severity": "critical", "team": "shop" });
     alertmanager.fire(&alert);
-    eventually("Alertmanager to hold the alert", Duration::from_secs(10), || async {
-        alertmanager.active() == 1
-    })
+    eventually(
+        "Alertmanager to hold the alert",
+        Duration::from_secs(10),
+        || async { alertmanager.active() == 1 },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     exporter.set(0.0);

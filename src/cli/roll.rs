@@ -9,9 +9,7 @@ use kordon::fleet::window::Window;
 use kordon::fleet::{
     self, LockOptions, MaxUnavailable, Order, RollOptions, RollProgress, RunSpec, RunState,
 };
-use kordon::metric_gate::{
-    AlertmanagerGate, Endpoint, Gates, Matchers, PrometheusGate, Query,
-};
+use kordon::metric_gate::{AlertmanagerGate, Endpoint, Gates, Matchers, PrometheusGate, Query};
 use kordon::output::Printer;
 
 use super::drain::DrainFlags;
@@ -127,13 +125,14 @@ pub struct RollArgs {
 /// `--alertmanager`/`--pause-on-alerts`: each URL with something to ask, and the other way
 /// round.
 fn metric_gates(args: &RollArgs) -> Result<Option<Gates>, CliError> {
-    let pair = |url: &Option<Endpoint>, asked: bool, url_flag: &str, ask_flag: &str| match (url, asked) {
-        (Some(_), false) => Err(CliError::Usage(format!(
-            "{url_flag} needs at least one {ask_flag}"
-        ))),
-        (None, true) => Err(CliError::Usage(format!("{ask_flag} needs {url_flag} URL"))),
-        _ => Ok(url.clone()),
-    };
+    let pair =
+        |url: &Option<Endpoint>, asked: bool, url_flag: &str, ask_flag: &str| match (url, asked) {
+            (Some(_), false) => Err(CliError::Usage(format!(
+                "{url_flag} needs at least one {ask_flag}"
+            ))),
+            (None, true) => Err(CliError::Usage(format!("{ask_flag} needs {url_flag} URL"))),
+            _ => Ok(url.clone()),
+        };
     let prometheus = pair(
         &args.prometheus,
         !args.pause_on_query.is_empty(),

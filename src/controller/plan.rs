@@ -164,7 +164,9 @@ async fn decide(
     if let Ok(Some(free)) = rate {
         start.truncate(free);
     }
-    let pausing = waiting.as_ref().is_some_and(|(k, _)| *k == PlanWait::PauseBetween);
+    let pausing = waiting
+        .as_ref()
+        .is_some_and(|(k, _)| *k == PlanWait::PauseBetween);
     let waiting = gate(ctx, plan, parsed, &mut start, pausing, status)
         .await
         .or(waiting);
@@ -188,7 +190,10 @@ async fn gate(
         return None;
     }
     let verdict = ctx.checker.verdict(gates).await;
-    let approve = plan.annotations().get(APPROVE_ANNOTATION).map(String::as_str);
+    let approve = plan
+        .annotations()
+        .get(APPROVE_ANNOTATION)
+        .map(String::as_str);
     match tally::gate_hold(Some(&verdict), approve, status.approved.as_deref()) {
         GateHold::Pass => None,
         GateHold::Approved(approval) => {

@@ -99,7 +99,10 @@ fn gates(spec: &GatesSpec) -> Result<Option<Gates>, String> {
         .prometheus
         .as_ref()
         .map(|p| {
-            let url = p.url.parse().map_err(|e| format!("gates.prometheus.url: {e}"))?;
+            let url = p
+                .url
+                .parse()
+                .map_err(|e| format!("gates.prometheus.url: {e}"))?;
             let queries = (p.pause_on_query.iter())
                 .map(|q| q.parse())
                 .collect::<Result<_, _>>()
@@ -111,7 +114,10 @@ fn gates(spec: &GatesSpec) -> Result<Option<Gates>, String> {
         .alertmanager
         .as_ref()
         .map(|a| {
-            let url = a.url.parse().map_err(|e| format!("gates.alertmanager.url: {e}"))?;
+            let url = a
+                .url
+                .parse()
+                .map_err(|e| format!("gates.alertmanager.url: {e}"))?;
             let alerts = (a.pause_on_alerts.iter())
                 .map(|m| m.parse())
                 .collect::<Result<_, _>>()
@@ -461,6 +467,69 @@ mod tests {
             s.extend(e.clone());
         }
         serde_json::from_value(spec).expect("spec")
+    }
+
+    #[test]
+    fn gates_are_read_and_a_bad_part_is_named_by_its_field() {
+        let read =
+            |gates: serde_json::Value| parse(&spec(json!({ "gates": gates })), 3).map(|p| p.gates);
+        let both = read(json!({
+            "prometheus": { "url": "http://prometheus:9090", "pauseOnQuery": ["up == 0"] },
+            "alertmanager": { "url": "http://alertmanager:9093", "pauseOnAlerts": ["severity=critical"] },
+        }))
+        .expect("gates")
+        .expect("some");
+        assert!(both.prometheus().is_some() && both.alertmanager().is_some());
+        assert_eq!(read(json!({})).expect("no gates"), None);
+        for (gates, says) in [
+            (
+                json!({ "prometheus": { "url": "prometheus:9090", "pauseOnQuery": ["up"] } }),
+                "gates.prometheus.url: \"prometheus:9090\" is not an http:// or https:// URL with a host",
+            ),
+            (
+                json!({ "prometheus": { "url": "http://p", "pauseOnQuery": [" "] } }),
+                "gates.prometheus.pauseOnQuery: a query is empty",
+            ),
+            (
+                json!({ "alertmanager": { "url": "http://a", "pauseOnAlerts": ["severity"] } }),
+                "gates.alertmanager.pauseOnAlerts: \"severity\" in \"severity\" is not NAME=VALUE (or !=, =~, !~)",
+            ),
+        ] {
+            assert_eq!(read(gates).err().as_deref(), Some(says));
+        }
+    }
+
+    #[test]
+    fn a_failing_gate_holds_the_plan_and_each_new_approval_starts_one_node() {
+        let failing = Verdict::of(vec![crate::metric_gate::Finding::AlertsFailed {
+            url: "http://am:9093".parse().expect("url"),
+            error: "refused".into(),
+        }]);
+        assert_eq!(gate_hold(None, Some("x"), None), GateHold::Pass);
+        assert_eq!(
+            gate_hold(Some(&Verdict::Healthy), None, None),
+            GateHold::Pass
+        );
+        assert!(matches!(
+            gate_hold(Some(&failing), None, None),
+            GateHold::Held(why) if why.starts_with("a metric gate fails: Alertmanager at http://am:9093 gives no answer (refused)")
+                && why.contains("kordon.dev/approve")
+        ));
+        assert_eq!(
+            gate_hold(Some(&failing), Some("t1"), None),
+            GateHold::Approved("t1".into())
+        );
+        assert!(
+            matches!(
+                gate_hold(Some(&failing), Some("t1"), Some("t1")),
+                GateHold::Held(_)
+            ),
+            "an approval used once is spent"
+        );
+        assert_eq!(
+            gate_hold(Some(&failing), Some("t2"), Some("t1")),
+            GateHold::Approved("t2".into())
+        );
     }
 
     /// A Ready node in zone z1.

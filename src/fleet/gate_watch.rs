@@ -18,8 +18,12 @@ pub(super) struct GateWatch {
 
 impl GateWatch {
     /// Asks the gates once (the first node waits for that answer), then every
-    /// [`GATE_AGAIN`] in the background.
-    pub(super) async fn start(gates: Arc<Gates>, checker: Checker) -> Self {
+    /// [`GATE_AGAIN`] in the background; `None` without gates.
+    pub(super) async fn start(
+        gates: Option<&Arc<Gates>>,
+        checker: Option<&Checker>,
+    ) -> Option<Self> {
+        let (gates, checker) = (gates?.clone(), checker?.clone());
         let first = checker.verdict(&gates).await;
         let (tx, verdict) = watch::channel(first);
         let task = tokio::spawn(async move {
@@ -34,7 +38,7 @@ impl GateWatch {
                 });
             }
         });
-        Self { verdict, task }
+        Some(Self { verdict, task })
     }
 
     /// The latest verdict.

@@ -319,9 +319,7 @@ pub async fn roll(
     let selected = targets.clone();
     let queue = queue(targets, &run_id, opts, &holdings, &mut results);
     let order: Vec<NodeName> = queue.iter().map(|(n, _)| name_of(n)).collect();
-    let checker = (opts.metric_gates.as_ref())
-        .map(|_| crate::metric_gate::Checker::new())
-        .transpose()?;
+    let checker = checker(opts)?;
     let told = (opts.notify.as_ref())
         .map(|webhook| notices::Told::start(webhook, &run_id))
         .transpose()?;
@@ -402,6 +400,15 @@ pub async fn roll(
         report.notifications = Some(told.end(&report).await);
     }
     Ok(report)
+}
+
+/// What asks the metric gates, when there are any (built before anything changes).
+fn checker(
+    opts: &RollOptions,
+) -> Result<Option<crate::metric_gate::Checker>, crate::http::HttpError> {
+    (opts.metric_gates.as_ref())
+        .map(|_| crate::metric_gate::Checker::new())
+        .transpose()
 }
 
 /// The roll's lock, its record saying the run is under way.

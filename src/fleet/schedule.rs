@@ -60,10 +60,7 @@ pub(super) async fn schedule(
     let mut stop = job.stop.clone();
     // Nodes this roll has out of service: running, or failed and left cordoned.
     let mut out: HashMap<String, Node> = HashMap::new();
-    let mut gates = match (&opts.metric_gates, &job.checker) {
-        (Some(g), Some(c)) => Some(GateWatch::start(g.clone(), c.clone()).await),
-        _ => None,
-    };
+    let mut gates = GateWatch::start(opts.metric_gates.as_ref(), job.checker.as_ref()).await;
     let mut elsewhere = others::Elsewhere::watch(
         &job.ctx.view,
         cap.scope,
@@ -107,11 +104,7 @@ pub(super) async fn schedule(
                 && let Some((until, why)) =
                     next_start(pause_until, &opts.windows, rate, gate.as_ref(), now)
             {
-                if announce(&mut announced, Wait::of(&why, until)) {
-                    (job.on_progress)(RollProgress::Waiting { until, why });
-                }
-                let wait = until.duration_since(now).unsigned_abs();
-                wait_until = Some(tokio::time::Instant::now() + wait);
+                wait_until = Some(wait(job, &mut announced, until, why, now));
                 break;
             }
             let Some((node, previous)) = queue.remove(index) else {
@@ -152,7 +145,6 @@ pub(super) async fn schedule(
                 results.push(result);
             }
             _ = sleep => {}
-            // A gate that clears lets the next node start at once.
             () = gate_changed(gates.as_mut()) => {}
             _ = stop.changed() => {
                 if let Some(state) = *stop.borrow() {
@@ -178,7 +170,22 @@ fn pause_after(result: &NodeResult, pause: std::time::Duration) -> Option<jiff::
         .flatten()
 }
 
-/// Until the gates' verdict changes; for ever without gates.
+/// Says a wait for a fresh node once; when to look again.
+fn wait(
+    job: &Job<'_>,
+    announced: &mut Option<Wait>,
+    until: jiff::Timestamp,
+    why: WaitReason,
+    now: jiff::Timestamp,
+) -> tokio::time::Instant {
+    if announce(announced, Wait::of(&why, until)) {
+        (job.on_progress)(RollProgress::Waiting { until, why });
+    }
+    tokio::time::Instant::now() + until.duration_since(now).unsigned_abs()
+}
+
+/// Until the gates' verdict changes (a gate that clears lets the next node start at
+/// once); for ever without gates.
 async fn gate_changed(gates: Option<&mut GateWatch>) {
     match gates {
         Some(g) => g.changed().await,
@@ -440,7 +447,11 @@ mod tests {
             matches!(why, WaitReason::Gate { why } if why.starts_with("Alertmanager at http://am:9093")),
             "the soak says the gate"
         );
-        assert_eq!(until, now + jiff::SignedDuration::from_secs(5), "asked again in 5s");
+        assert_eq!(
+            until,
+            now + jiff::SignedDuration::from_secs(5),
+            "asked again in 5s"
+        );
         assert_eq!(
             next_start(None, &[], None, Some(&Verdict::Healthy), now),
             None
@@ -495,12 +506,21 @@ mod tests {
         assert!(!announce(&mut last, Wait::Until(WaitReason::Window, opens)));
         assert!(announce(&mut last, Wait::Until(WaitReason::Pause, opens)));
         let gate = |why: &str| WaitReason::Gate { why: why.into() };
-        assert!(announce(&mut last, Wait::of(&gate("query `x` returns 1 series"), opens)));
+        assert!(announce(
+            &mut last,
+            Wait::of(&gate("query `x` returns 1 series"), opens)
+        ));
         assert!(
-            !announce(&mut last, Wait::of(&gate("query `x` returns 1 series"), later(opens))),
+            !announce(
+                &mut last,
+                Wait::of(&gate("query `x` returns 1 series"), later(opens))
+            ),
             "the gate's next look is no news"
         );
-        assert!(announce(&mut last, Wait::of(&gate("query `x` returns 2 series"), opens)));
+        assert!(announce(
+            &mut last,
+            Wait::of(&gate("query `x` returns 2 series"), opens)
+        ));
         assert!(
             announce(&mut last, held(&["node-1", "node-2"])),
             "back to waiting on others after another reason: said again"

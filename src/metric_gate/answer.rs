@@ -49,7 +49,9 @@ struct Sample {
 /// JSON). Prometheus answers a bad query with 400 or 422 and a JSON error.
 pub fn query(status: u16, body: &[u8]) -> QueryAnswer {
     let Ok(envelope) = serde_json::from_slice::<Envelope>(body) else {
-        return QueryAnswer::Failed(format!("HTTP {status} with an answer that is not Prometheus's JSON"));
+        return QueryAnswer::Failed(format!(
+            "HTTP {status} with an answer that is not Prometheus's JSON"
+        ));
     };
     if envelope.status != "success" {
         let kind = envelope.error_type.unwrap_or_else(|| "error".into());
@@ -72,7 +74,11 @@ pub fn query(status: u16, body: &[u8]) -> QueryAnswer {
         return QueryAnswer::Empty;
     }
     QueryAnswer::Series {
-        first: samples.iter().take(NAMED).map(|s| labels(&s.metric)).collect(),
+        first: samples
+            .iter()
+            .take(NAMED)
+            .map(|s| labels(&s.metric))
+            .collect(),
         count: samples.len(),
     }
 }
@@ -153,7 +159,9 @@ mod tests {
             query(400, bad),
             QueryAnswer::Failed("bad_data: parse error: unexpected end of input".into())
         );
-        assert!(matches!(query(502, b"<html>bad gateway</html>"), QueryAnswer::Failed(m) if m.contains("HTTP 502")));
+        assert!(
+            matches!(query(502, b"<html>bad gateway</html>"), QueryAnswer::Failed(m) if m.contains("HTTP 502"))
+        );
         let scalar = br#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"1"]}}"#;
         assert!(matches!(query(200, scalar), QueryAnswer::Failed(m) if m.contains("scalar")));
     }

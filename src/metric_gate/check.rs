@@ -27,10 +27,20 @@ impl Checker {
     pub async fn verdict(&self, gates: &Gates) -> Verdict {
         let mut asked = Vec::new();
         if let Some(p) = gates.prometheus() {
-            asked.extend(p.queries.iter().map(|q| self.query(p, q)).map(futures::FutureExt::boxed));
+            asked.extend(
+                p.queries
+                    .iter()
+                    .map(|q| self.query(p, q))
+                    .map(futures::FutureExt::boxed),
+            );
         }
         if let Some(a) = gates.alertmanager() {
-            asked.extend(a.alerts.iter().map(|m| self.alerts(a, m)).map(futures::FutureExt::boxed));
+            asked.extend(
+                a.alerts
+                    .iter()
+                    .map(|m| self.alerts(a, m))
+                    .map(futures::FutureExt::boxed),
+            );
         }
         let findings = futures::future::join_all(asked).await;
         Verdict::of(findings.into_iter().flatten().collect())
@@ -73,8 +83,15 @@ impl Checker {
                 error,
             })
         };
-        let filters: Vec<String> = matchers.iter().map(super::matchers::Matcher::filter).collect();
-        let mut params = vec![("active", "true"), ("silenced", "false"), ("inhibited", "false")];
+        let filters: Vec<String> = matchers
+            .iter()
+            .map(super::matchers::Matcher::filter)
+            .collect();
+        let mut params = vec![
+            ("active", "true"),
+            ("silenced", "false"),
+            ("inhibited", "false"),
+        ];
         params.extend(filters.iter().map(|f| ("filter", f.as_str())));
         let uri = match gate.url.at("/api/v2/alerts", &params) {
             Ok(uri) => uri,

@@ -57,7 +57,8 @@ impl Endpoint {
             form.append_pair(k, v);
         }
         let uri = format!("{}{path}?{}", self.0, form.finish());
-        uri.parse().map_err(|e: hyper::http::uri::InvalidUri| e.to_string())
+        uri.parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| e.to_string())
     }
 }
 
@@ -212,7 +213,10 @@ impl fmt::Display for Finding {
 pub enum Verdict {
     Healthy,
     /// At least one finding: the first, and the others.
-    Unhealthy { first: Finding, more: Vec<Finding> },
+    Unhealthy {
+        first: Finding,
+        more: Vec<Finding>,
+    },
 }
 
 impl Verdict {
