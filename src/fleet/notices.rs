@@ -182,3 +182,37 @@ impl Told {
         self.notifier.finish(FLUSH).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_gate_is_a_paused_notification_said_once_per_reason() {
+        let mut notices = Notices::new("r1");
+        let until = jiff::Timestamp::UNIX_EPOCH;
+        let gate = |why: &str| RollProgress::Waiting {
+            until,
+            why: WaitReason::Gate { why: why.into() },
+        };
+        let said = notices
+            .of(&gate("alert ShopErrors {} is active (matching team=shop)"))
+            .expect("a notification");
+        assert_eq!(said.kind, Kind::Paused);
+        assert_eq!(
+            said.message,
+            "no node starts while a metric gate fails: alert ShopErrors {} is active (matching team=shop)"
+        );
+        assert!(
+            notices
+                .of(&gate("alert ShopErrors {} is active (matching team=shop)"))
+                .is_none(),
+            "the same reason again is no news"
+        );
+        assert!(
+            notices
+                .of(&gate("query `x` returns 1 series: {}"))
+                .is_some()
+        );
+    }
+}

@@ -115,3 +115,40 @@ impl Checker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metric_gate::{AlertmanagerGate, PrometheusGate};
+
+    #[tokio::test]
+    async fn a_gate_that_cannot_be_reached_holds_and_says_so() {
+        // A loopback port nothing listens on any more.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a port")
+            .port();
+        let url: super::super::Endpoint = format!("http://127.0.0.1:{port}").parse().expect("url");
+        let gates = Gates::new(
+            Some(PrometheusGate {
+                url: url.clone(),
+                queries: vec!["up == 0".parse().expect("query")],
+            }),
+            Some(AlertmanagerGate {
+                url: url.clone(),
+                alerts: vec!["severity=critical".parse().expect("matchers")],
+            }),
+        )
+        .expect("gates");
+        let verdict = Checker::new().expect("client").verdict(&gates).await;
+        let why = verdict.why().expect("unhealthy");
+        assert!(
+            why.starts_with(&format!(
+                "Prometheus at {url} gives no answer to `up == 0` ("
+            )),
+            "{why}"
+        );
+        assert!(why.contains("refused"), "{why}");
+        assert!(why.ends_with("; and 1 more gate finding(s)"), "{why}");
+    }
+}
