@@ -148,6 +148,9 @@ const CASES: &[Case] = &[
     cluster(&["roll", NODE, "--max-unavailable", "0", "--", "true"], 2, "--max-unavailable of 0 would never let a node go"),
     cluster(&["roll", NODE, "--max-unavailable", "0%", "--", "true"], 2, "--max-unavailable of 0 would never let a node go"),
     cluster(&["roll", NODE, "--manual", "--max-unavailable", "2"], 2, "--manual waits for Enter on a terminal"),
+    // approve
+    cluster(&["approve", "--lock-namespace", "no-roll-here"], 1, "no roll is running under --lock-namespace no-roll-here: nothing to approve"),
+    cluster(&["approve", "no-such-plan"], 1, "there is no MaintenancePlan no-such-plan"),
 ];
 
 /// Runs kordon with a row's arguments, `node` standing for [`NODE`], and `kubeconfig`

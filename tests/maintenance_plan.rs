@@ -885,7 +885,8 @@ async fn a_plans_webhook_hears_each_start_its_pauses_and_the_completion_once() {
 /// `spec.gates` against a real Prometheus scraping a test exporter whose metric is bad
 /// from the start: the plan starts nothing and says `waitingFor: Gate` with the query and
 /// its series; a `kordon.dev/approve` annotation starts exactly one node (recorded in the
-/// status), after which it waits on the gate again; once the metric clears, the rest go.
+/// status), after which it waits on the gate again, and so does `kordon approve PLAN`; once
+/// the metric clears, the last node goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_gate_holds_the_plan_and_one_approval_starts_one_node() {
     use support::monitoring::{Exporter, Prometheus};
@@ -959,6 +960,29 @@ async fn a_failing_gate_holds_the_plan_and_one_approval_starts_one_node() {
         log.events()
     );
     assert_eq!(children(&name).await.len(), 1);
+
+    // `kordon approve PLAN` writes a new value: one more node.
+    let approved = env.run_kordon(&["approve", &name, "-o", "json"]);
+    approved.assert_ok();
+    let approved = approved.json();
+    assert_eq!(approved["target"], format!("MaintenancePlan {name}"));
+    let approval = approved["approval"].as_str().expect("approval").to_string();
+    wait_done(&name, 2).await;
+    eventually(
+        "the plan to wait for its gate again",
+        Duration::from_secs(30),
+        held_by_gate,
+    )
+    .await;
+    let status = plans()
+        .await
+        .get(&name)
+        .await
+        .expect("plan")
+        .status
+        .expect("status");
+    assert_eq!(status.approved, Some(approval), "{status:?}");
+    assert_eq!(log.starts().len(), 2, "{:?}", log.events());
 
     // Cleared: the rest go.
     exporter.set(0.0);

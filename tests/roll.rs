@@ -1188,9 +1188,9 @@ impl Drop for Held {
 
 /// A roll over three nodes behind a real Prometheus (a query over a test exporter's
 /// metric) and a real Alertmanager (an alert the test posts): while the metric is bad, and
-/// then while only the alert is active, the independent watch sees no node start after
-/// the first and the roll says which gate holds it and why; once both clear, the roll
-/// finishes, one node at a time.
+/// then while only the alert is active, the independent watch sees no node start but the
+/// one `kordon approve` lets go, and the roll says which gate holds it and why; once both
+/// clear, the roll finishes, one node at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metric_gates_pause_the_roll_while_a_query_has_series_or_an_alert_is_active() {
     use support::monitoring::{Alertmanager, Exporter, Prometheus};
@@ -1258,6 +1258,38 @@ async fn metric_gates_pause_the_roll_while_a_query_has_series_or_an_alert_is_act
         output.now()
     );
 
+    // `kordon approve`: one node starts despite the gate, and one only.
+    let approved = env.run_kordon(&["approve", "--lock-namespace", env.ns()]);
+    approved.assert_ok();
+    assert!(
+        approved.stdout.starts_with("approved: roll "),
+        "{}",
+        approved.stdout
+    );
+    eventually(
+        "the approved node to start",
+        Duration::from_secs(30),
+        || async { starts().len() == 2 },
+    )
+    .await;
+    let second = starts()[1].0.clone();
+    output
+        .says(&format!(
+            "[{second}] starts despite a failing metric gate: approved (kordon approve, "
+        ))
+        .await;
+    held.release(&second);
+    eventually(
+        "the approved node to be done",
+        Duration::from_secs(30),
+        || async {
+            log.events()
+                .iter()
+                .any(|e| e.node == second && e.change == NodeChange::Done)
+        },
+    )
+    .await;
+
     // An alert fires too; the metric clears: the alert alone holds the roll.
     let alert = json!({ "alertname": "ShopErrors", "severity": "critical", "team": "shop" });
     alertmanager.fire(&alert);
@@ -1275,8 +1307,8 @@ async fn metric_gates_pause_the_roll_while_a_query_has_series_or_an_alert_is_act
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         starts().len(),
-        1,
-        "no node starts while a gate fails: {:?}",
+        2,
+        "no node starts while a gate fails, but the approved one: {:?}",
         log.events()
     );
 
@@ -1292,8 +1324,8 @@ async fn metric_gates_pause_the_roll_while_a_query_has_series_or_an_alert_is_act
     let starts = starts();
     assert_eq!(starts.len(), 3, "{starts:?}");
     assert!(
-        starts[1..].iter().all(|(_, at)| *at >= cleared),
-        "the other nodes start once the gates clear: {starts:?}"
+        starts[2].1 >= cleared,
+        "the last node starts once the gates clear: {starts:?}"
     );
     assert_eq!(cordons.max_cordoned(), 1, "one node out at a time");
 }

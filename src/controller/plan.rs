@@ -16,13 +16,14 @@ use super::children::{NODE_LABEL, PLAN_LABEL, ROUND_LABEL, label, round_of, star
 use super::reconcile::ReconcileError;
 use super::room;
 use super::status::set_condition;
-use super::tally::{self, GateHold, Parsed, Tally};
+use super::tally::{self, Parsed, Tally};
 use crate::api::maintenance_plan::{
     APPROVE_ANNOTATION, MaintenancePlan, MaintenancePlanStatus, PlanWait,
 };
 use crate::api::node_maintenance::{NodeMaintenance, StatusPhase};
 use crate::cluster::events::Severity;
 use crate::fleet::caps::Slot;
+use crate::metric_gate::{self, Hold};
 use crate::selector::Selector;
 
 /// How often a plan under way looks again (windows open, pauses end).
@@ -194,18 +195,18 @@ async fn gate(
         .annotations()
         .get(APPROVE_ANNOTATION)
         .map(String::as_str);
-    match tally::gate_hold(Some(&verdict), approve, status.approved.as_deref()) {
-        GateHold::Pass => None,
-        GateHold::Approved(approval) => {
+    match metric_gate::hold(Some(&verdict), approve, status.approved.as_deref()) {
+        Hold::Pass => None,
+        Hold::Approved(approval) => {
             start.truncate(1);
             if !start.is_empty() {
                 status.approved = Some(approval);
             }
             None
         }
-        GateHold::Held(why) => {
+        Hold::Held(why) => {
             start.clear();
-            Some((PlanWait::Gate, why))
+            Some((PlanWait::Gate, tally::gate_wait(&why)))
         }
     }
 }

@@ -23,7 +23,9 @@ use crate::fleet::rate::{RateBudget, Room};
 use crate::fleet::sequence::Sequence;
 use crate::fleet::unavailable::{self, OutOfService};
 use crate::fleet::window::{self, Availability, Window};
-use crate::metric_gate::{AlertmanagerGate, Gates, PrometheusGate, Verdict};
+#[cfg(test)]
+use crate::metric_gate::Verdict;
+use crate::metric_gate::{AlertmanagerGate, Gates, PrometheusGate};
 
 /// The plan's spec, read once before it decides.
 #[derive(Debug)]
@@ -128,30 +130,11 @@ fn gates(spec: &GatesSpec) -> Result<Option<Gates>, String> {
     Ok(Gates::new(prometheus, alertmanager))
 }
 
-/// What the metric gates mean for the nodes the plan would start now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GateHold {
-    /// No gate, or they pass.
-    Pass,
-    /// A gate fails, but this new `kordon.dev/approve` value lets one node start.
-    Approved(String),
-    /// A gate fails: no node starts, and why.
-    Held(String),
-}
-
-/// Whether a failing gate (`verdict`: asked only when a node would start, or during
-/// `pauseBetween`) holds the plan: an approval whose value is not the one `used` last
-/// lets one node start.
-pub fn gate_hold(verdict: Option<&Verdict>, approve: Option<&str>, used: Option<&str>) -> GateHold {
-    let Some(why) = verdict.and_then(Verdict::why) else {
-        return GateHold::Pass;
-    };
-    match approve.filter(|a| Some(*a) != used) {
-        Some(approval) => GateHold::Approved(approval.to_string()),
-        None => GateHold::Held(format!(
-            "a metric gate fails: {why}; no new node starts until it passes (a new value of the annotation {APPROVE_ANNOTATION} starts one node anyway)"
-        )),
-    }
+/// The wait a failing gate makes a plan say (`why`: the gate's finding).
+pub fn gate_wait(why: &str) -> String {
+    format!(
+        "a metric gate fails: {why}; no new node starts until it passes (a new value of the annotation {APPROVE_ANNOTATION} starts one node anyway)"
+    )
 }
 
 /// Where the plan's nodes stand in this round.
@@ -501,34 +484,29 @@ mod tests {
 
     #[test]
     fn a_failing_gate_holds_the_plan_and_each_new_approval_starts_one_node() {
+        use crate::metric_gate::{Hold, hold};
         let failing = Verdict::of(vec![crate::metric_gate::Finding::AlertsFailed {
             url: "http://am:9093".parse().expect("url"),
             error: "refused".into(),
         }]);
-        assert_eq!(gate_hold(None, Some("x"), None), GateHold::Pass);
+        assert_eq!(hold(None, Some("x"), None), Hold::Pass);
+        assert_eq!(hold(Some(&Verdict::Healthy), None, None), Hold::Pass);
+        let why =
+            "Alertmanager at http://am:9093 gives no answer (refused), which counts as unhealthy";
+        assert_eq!(hold(Some(&failing), None, None), Hold::Held(why.into()));
+        assert!(gate_wait(why).starts_with("a metric gate fails: Alertmanager at"));
+        assert!(gate_wait(why).contains("kordon.dev/approve"));
         assert_eq!(
-            gate_hold(Some(&Verdict::Healthy), None, None),
-            GateHold::Pass
-        );
-        assert!(matches!(
-            gate_hold(Some(&failing), None, None),
-            GateHold::Held(why) if why.starts_with("a metric gate fails: Alertmanager at http://am:9093 gives no answer (refused)")
-                && why.contains("kordon.dev/approve")
-        ));
-        assert_eq!(
-            gate_hold(Some(&failing), Some("t1"), None),
-            GateHold::Approved("t1".into())
+            hold(Some(&failing), Some("t1"), None),
+            Hold::Approved("t1".into())
         );
         assert!(
-            matches!(
-                gate_hold(Some(&failing), Some("t1"), Some("t1")),
-                GateHold::Held(_)
-            ),
+            matches!(hold(Some(&failing), Some("t1"), Some("t1")), Hold::Held(_)),
             "an approval used once is spent"
         );
         assert_eq!(
-            gate_hold(Some(&failing), Some("t2"), Some("t1")),
-            GateHold::Approved("t2".into())
+            hold(Some(&failing), Some("t2"), Some("t1")),
+            Hold::Approved("t2".into())
         );
     }
 

@@ -2,6 +2,7 @@
 //! take a cluster-wide lock, then run the four steps on up to N nodes at a time, each
 //! behind health gates, inside maintenance windows, recording every phase on its node
 //! so that a re-run after a crash continues where the last one stopped.
+pub mod approve;
 pub mod caps;
 mod gate_watch;
 mod hold;
@@ -160,6 +161,12 @@ pub enum RollProgress {
     Volumes {
         node: NodeName,
         outcome: crate::workflow::detach::Outcome,
+    },
+    /// A failing metric gate held the roll; `kordon approve` (the lease's
+    /// `kordon.dev/approve`, valued `approval`) lets this node start.
+    Approved {
+        node: NodeName,
+        approval: String,
     },
     /// Ctrl-C or a lost lock: nodes in progress stop at their next safe point.
     Stopping {

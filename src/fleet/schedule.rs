@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::Node;
-use kube::ResourceExt;
+use kube::{Api, ResourceExt};
 
 use super::caps::{self, Slot};
 use super::gate_watch::{GATE_AGAIN, GateWatch};
@@ -21,7 +21,7 @@ use super::unavailable::OutNode;
 use super::window::{self, Availability, Window};
 use super::{Job, RollProgress, RunState, WaitReason, name_of, run};
 use crate::cluster::nodes;
-use crate::metric_gate::Verdict;
+use crate::metric_gate::Hold;
 
 /// The roll's cap, shared with the other kordon actors' nodes out, and with the nodes
 /// someone else has out among its own.
@@ -60,7 +60,7 @@ pub(super) async fn schedule(
     let mut stop = job.stop.clone();
     // Nodes this roll has out of service: running, or failed and left cordoned.
     let mut out: HashMap<String, Node> = HashMap::new();
-    let mut gates = GateWatch::start(opts.metric_gates.as_ref(), job.checker.as_ref()).await;
+    let mut gates = gate_watch(job).await;
     let mut elsewhere = others::Elsewhere::watch(
         &job.ctx.view,
         cap.scope,
@@ -99,10 +99,10 @@ pub(super) async fn schedule(
             let (_, previous) = &queue[index];
             let now = jiff::Timestamp::now();
             let rate = opts.max_per.as_ref().map(|b| (b, started.as_slice()));
-            let gate = gates.as_ref().map(GateWatch::now);
+            let hold = gates.as_ref().map_or(Hold::Pass, GateWatch::hold);
             if previous.is_none()
                 && let Some((until, why)) =
-                    next_start(pause_until, &opts.windows, rate, gate.as_ref(), now)
+                    next_start(pause_until, &opts.windows, rate, hold.held(), now)
             {
                 wait_until = Some(wait(job, &mut announced, until, why, now));
                 break;
@@ -115,7 +115,7 @@ pub(super) async fn schedule(
             // The wait is over: the next one is news, even if it looks like the last.
             announced = None;
             let fresh = fresh_mark(&node, holdings, job);
-            started.extend(previous.is_none().then_some(fresh.started));
+            started.extend(approved(job, &mut gates, hold, &node, &previous, &fresh));
             running.push(async move { node::maintain(job, &node, previous, fresh).await });
         }
         if held_by_others {
@@ -182,6 +182,35 @@ fn wait(
         (job.on_progress)(RollProgress::Waiting { until, why });
     }
     tokio::time::Instant::now() + until.duration_since(now).unsigned_abs()
+}
+
+/// The roll's metric gates, asked in the background, with its lease for approvals.
+async fn gate_watch(job: &Job<'_>) -> Option<GateWatch> {
+    let opts = job.options;
+    let lease = Api::namespaced(job.conn.client.clone(), &opts.lock.namespace);
+    let lease = (lease, super::LOCK_NAME);
+    GateWatch::start(opts.metric_gates.as_ref(), job.checker.as_ref(), lease).await
+}
+
+/// A node starts: when fresh, its start counts for `--max-per` (returned), and an
+/// approval that lets it start despite a failing gate is spent, and said.
+fn approved(
+    job: &Job<'_>,
+    gates: &mut Option<GateWatch>,
+    hold: Hold,
+    node: &Node,
+    previous: &Option<Mark>,
+    fresh: &Mark,
+) -> Option<jiff::Timestamp> {
+    if previous.is_some() {
+        return None;
+    }
+    if let (Some(gates), Hold::Approved(approval)) = (gates.as_mut(), hold) {
+        gates.spend(&approval);
+        let node = name_of(node);
+        (job.on_progress)(RollProgress::Approved { node, approval });
+    }
+    Some(fresh.started)
 }
 
 /// Until the gates' verdict changes (a gate that clears lets the next node start at
@@ -326,7 +355,7 @@ fn next_fitting(
 }
 
 /// When the next node that has not started yet may start, if not now: once the metric
-/// gates pass (`gate`: their latest verdict; asked during the pause too, so a soak that
+/// gates pass (`gate`: why one fails, unless approved; asked during the pause too, so a soak that
 /// turns bad says so at once), after the pause that follows a finished node, inside a
 /// maintenance window, and within the rate budget (`rate`: the budget and the starts it
 /// counts).
@@ -334,12 +363,13 @@ fn next_start(
     pause_until: Option<jiff::Timestamp>,
     windows: &[Window],
     rate: Option<(&RateBudget, &[jiff::Timestamp])>,
-    gate: Option<&Verdict>,
+    gate: Option<&str>,
     now: jiff::Timestamp,
 ) -> Option<(jiff::Timestamp, WaitReason)> {
-    if let Some(why) = gate.and_then(Verdict::why) {
+    if let Some(why) = gate {
         let again = jiff::SignedDuration::try_from(GATE_AGAIN).unwrap_or_default();
         let until = now.checked_add(again).unwrap_or(now);
+        let why = why.to_string();
         return Some((until, WaitReason::Gate { why }));
     }
     if let Some(t) = pause_until.filter(|t| *t > now) {
@@ -438,13 +468,13 @@ mod tests {
     fn a_failing_gate_holds_a_fresh_node_even_during_the_pause_and_a_passing_one_does_not() {
         let now: jiff::Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
         let later = now + jiff::SignedDuration::from_secs(30);
-        let failing = Verdict::of(vec![crate::metric_gate::Finding::AlertsFailed {
-            url: "http://am:9093".parse().unwrap(),
-            error: "refused".into(),
-        }]);
-        let (until, why) = next_start(Some(later), &[], None, Some(&failing), now).unwrap();
-        assert!(
-            matches!(why, WaitReason::Gate { why } if why.starts_with("Alertmanager at http://am:9093")),
+        let failing = "Alertmanager at http://am:9093 gives no answer (refused)";
+        let (until, why) = next_start(Some(later), &[], None, Some(failing), now).unwrap();
+        assert_eq!(
+            why,
+            WaitReason::Gate {
+                why: failing.into()
+            },
             "the soak says the gate"
         );
         assert_eq!(
@@ -452,12 +482,9 @@ mod tests {
             now + jiff::SignedDuration::from_secs(5),
             "asked again in 5s"
         );
+        assert_eq!(next_start(None, &[], None, None, now), None);
         assert_eq!(
-            next_start(None, &[], None, Some(&Verdict::Healthy), now),
-            None
-        );
-        assert_eq!(
-            next_start(Some(later), &[], None, Some(&Verdict::Healthy), now),
+            next_start(Some(later), &[], None, None, now),
             Some((later, WaitReason::Pause))
         );
     }

@@ -248,6 +248,39 @@ impl Verdict {
     }
 }
 
+/// What the gates mean for the next start, given the latest approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// No gate, or they pass.
+    Pass,
+    /// A gate fails, but this approval, not used before, lets one node start.
+    Approved(String),
+    /// A gate fails: no node starts, and why.
+    Held(String),
+}
+
+impl Hold {
+    /// Why no node starts, when a gate holds.
+    pub fn held(&self) -> Option<&str> {
+        match self {
+            Self::Held(why) => Some(why),
+            Self::Pass | Self::Approved(_) => None,
+        }
+    }
+}
+
+/// Whether a failing gate holds the next start: an `approval` (a `kordon approve`, an
+/// annotation's value) that is not the one `used` last lets one node start.
+pub fn hold(verdict: Option<&Verdict>, approval: Option<&str>, used: Option<&str>) -> Hold {
+    let Some(why) = verdict.and_then(Verdict::why) else {
+        return Hold::Pass;
+    };
+    match approval.filter(|a| Some(*a) != used) {
+        Some(approval) => Hold::Approved(approval.to_string()),
+        None => Hold::Held(why),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,6 +135,9 @@ pub fn progress_line(p: &RollProgress) -> Option<String> {
             ),
         },
         RollProgress::Phase { node, phase } => format!("[{node}] {phase}"),
+        RollProgress::Approved { node, approval } => format!(
+            "[{node}] starts despite a failing metric gate: approved (kordon approve, {approval})"
+        ),
         RollProgress::Drain { node, event } => {
             format!("[{node}] {}", super::drain::event_line(event))
         }
