@@ -167,3 +167,108 @@ async fn a_safe_plan_is_followed_by_a_drain_that_succeeds_and_a_dump_plans_the_s
     run.assert_ok();
     env.wait_ready("app=nginx", 4).await;
 }
+
+/// `plan --fleet`: a roll of four nodes in two zones, two at a time but one per zone,
+/// zone b first, each node taken as 5 minutes: b's nodes one after the other, then a's,
+/// each batch when the last ends; the round's end; and nothing on the nodes changed.
+#[tokio::test]
+async fn a_fleet_forecast_follows_the_rolls_rules_and_changes_nothing() {
+    let mut env = TestEnv::new("forecast").await;
+    let mut nodes = Vec::new();
+    for (name, zone) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b")] {
+        let node = env.add_node(name).await;
+        let labelled = env
+            .kubectl()
+            .args([
+                "label",
+                "node",
+                &node,
+                &format!("{}={zone}", support::watcher::ZONE),
+            ])
+            .output()
+            .expect("kubectl label");
+        assert!(labelled.status.success(), "{labelled:?}");
+        nodes.push(node);
+    }
+    let before: Vec<_> = futures::future::join_all(nodes.iter().map(|n| env.get_node(n))).await;
+    let selector = format!("{}={}", support::ENV_LABEL, env.ns());
+    let zone_1 = format!("{}=1", support::watcher::ZONE);
+    let zone_b = format!("{}=b", support::watcher::ZONE);
+    let args = [
+        "plan",
+        "--fleet",
+        "-l",
+        &selector,
+        "--max-unavailable",
+        "2",
+        "--max-unavailable-per",
+        &zone_1,
+        "--sequence",
+        &zone_b,
+        "--order",
+        "name",
+        "--expect-node-time",
+        "5m",
+        "-o",
+        "json",
+    ];
+    let run = env.run_kordon(&args);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let forecast = run.json();
+    let rows: Vec<(String, u64)> = forecast["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|e| {
+            (
+                e["node"].as_str().unwrap_or_default().to_string(),
+                e["batch"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = [("b1", 1), ("b2", 2), ("a1", 3), ("a2", 4)]
+        .iter()
+        .map(|(n, b)| (env.node(n), *b))
+        .collect();
+    assert_eq!(rows, expected, "{forecast:#}");
+    let time = |e: &serde_json::Value, k: &str| {
+        e[k].as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .expect("a time")
+    };
+    let entries = forecast["nodes"].as_array().expect("nodes");
+    for pair in entries.windows(2) {
+        assert_eq!(
+            time(&pair[1], "starts"),
+            time(&pair[0], "ends"),
+            "{forecast:#}"
+        );
+    }
+    let first = time(&entries[0], "starts");
+    assert_eq!(
+        time(&forecast, "ends").duration_since(first),
+        jiff::SignedDuration::from_mins(20),
+        "{forecast:#}"
+    );
+    assert!(
+        entries[2]["waitsFor"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.ends_with("first")))),
+        "{forecast:#}"
+    );
+    assert_eq!(forecast["nodeSeconds"], 300);
+    let text = env.run_kordon(&args[..args.len() - 2]);
+    assert!(
+        text.stdout.contains("4 node(s) in 4 batch(es), done by"),
+        "{}",
+        text.stdout
+    );
+    let after: Vec<_> = futures::future::join_all(nodes.iter().map(|n| env.get_node(n))).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(
+            (&b.spec, &b.metadata.annotations, &b.metadata.labels),
+            (&a.spec, &a.metadata.annotations, &a.metadata.labels),
+            "nothing changed"
+        );
+    }
+}

@@ -21,37 +21,8 @@ use super::{GlobalArgs, NodeSelection, values};
 pub struct RollArgs {
     #[command(flatten)]
     pub targets: NodeSelection,
-    /// How many nodes may be out of service at once: a number or a percentage of the
-    /// selected nodes (rounded down, at least 1). Failed nodes stay cordoned and count.
-    #[arg(long, default_value = "1", value_name = "N|N%")]
-    pub max_unavailable: MaxUnavailable,
-    /// At most N nodes out at once per value of a node label, e.g.
-    /// topology.kubernetes.io/zone=1 (never two nodes of one zone). Repeatable.
-    #[arg(long = "max-unavailable-per", value_name = "LABEL=N", value_parser = per_label)]
-    pub max_unavailable_per: Vec<(String, u32)>,
-    /// Which nodes go first.
-    #[arg(long, value_enum, default_value_t)]
-    pub order: Order,
-    /// At most N node starts in any PERIOD, e.g. 24h=5. Counted from the marks of every
-    /// roll under the lock, so it holds across re-runs and crashes; once spent, the roll
-    /// waits until the oldest start in the period ages out.
-    #[arg(long, value_name = "PERIOD=N", value_parser = max_per)]
-    pub max_per: Option<RateBudget>,
-    /// Finish every node of one domain (a value of the label KEY) before any node of the
-    /// next starts: the domains named first, in that order, then the others by name,
-    /// then nodes without the label, e.g. topology.kubernetes.io/zone=b,a. A failed node
-    /// counts as finished (--max-failures decides whether the roll goes on).
-    #[arg(long, value_name = "KEY[=V1,V2,...]")]
-    pub sequence: Option<Sequence>,
-    /// Only start nodes inside this window, e.g. "Mon-Fri 02:00-05:00 Europe/Berlin"
-    /// (days, HH:MM[:SS]-HH:MM[:SS], IANA time zone, default UTC), optionally with
-    /// dates it does not open on: "... except 2026-12-24,2026-12-28..2027-01-01".
-    /// Repeatable.
-    #[arg(long = "window", value_name = "WINDOW")]
-    pub windows: Vec<Window>,
-    /// Soak time after a node is done before the next one starts.
-    #[arg(long, value_parser = values::duration, default_value = "0s")]
-    pub pause_between: Duration,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Halt once this many nodes have failed.
     #[arg(long, default_value = "1", value_parser = values::at_least_one)]
     pub max_failures: usize,
@@ -157,6 +128,43 @@ fn metric_gates(args: &RollArgs) -> Result<Option<Gates>, CliError> {
     ))
 }
 
+/// When nodes may start: the caps, the order, the rate, the sequence, the windows and the
+/// soak (a roll's, and `plan --fleet`'s forecast of one).
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// How many nodes may be out of service at once: a number or a percentage of the
+    /// selected nodes (rounded down, at least 1). Failed nodes stay cordoned and count.
+    #[arg(long, default_value = "1", value_name = "N|N%")]
+    pub max_unavailable: MaxUnavailable,
+    /// At most N nodes out at once per value of a node label, e.g.
+    /// topology.kubernetes.io/zone=1 (never two nodes of one zone). Repeatable.
+    #[arg(long = "max-unavailable-per", value_name = "LABEL=N", value_parser = per_label)]
+    pub max_unavailable_per: Vec<(String, u32)>,
+    /// Which nodes go first.
+    #[arg(long, value_enum, default_value_t)]
+    pub order: Order,
+    /// At most N node starts in any PERIOD, e.g. 24h=5. Counted from the marks of every
+    /// roll under the lock, so it holds across re-runs and crashes; once spent, the roll
+    /// waits until the oldest start in the period ages out.
+    #[arg(long, value_name = "PERIOD=N", value_parser = max_per)]
+    pub max_per: Option<RateBudget>,
+    /// Finish every node of one domain (a value of the label KEY) before any node of the
+    /// next starts: the domains named first, in that order, then the others by name,
+    /// then nodes without the label, e.g. topology.kubernetes.io/zone=b,a. A failed node
+    /// counts as finished (--max-failures decides whether the roll goes on).
+    #[arg(long, value_name = "KEY[=V1,V2,...]")]
+    pub sequence: Option<Sequence>,
+    /// Only start nodes inside this window, e.g. "Mon-Fri 02:00-05:00 Europe/Berlin"
+    /// (days, HH:MM[:SS]-HH:MM[:SS], IANA time zone, default UTC), optionally with
+    /// dates it does not open on: "... except 2026-12-24,2026-12-28..2027-01-01".
+    /// Repeatable.
+    #[arg(long = "window", value_name = "WINDOW")]
+    pub windows: Vec<Window>,
+    /// Soak time after a node is done before the next one starts.
+    #[arg(long, value_parser = values::duration, default_value = "0s")]
+    pub pause_between: Duration,
+}
+
 /// `PERIOD=N` for `--max-per`.
 fn max_per(s: &str) -> Result<RateBudget, String> {
     kordon::fleet::rate::parse_flag(s, values::duration)
@@ -236,7 +244,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
         selector: spec.selector.clone(),
     };
     let targets = selection.resolve(conn, false).await?;
-    if spec.manual && !matches!(args.max_unavailable, MaxUnavailable::Count(1)) {
+    if spec.manual && !matches!(args.policy.max_unavailable, MaxUnavailable::Count(1)) {
         return Err(CliError::Usage(
             "--manual prompts for one node at a time; use it with --max-unavailable 1".into(),
         ));
@@ -252,13 +260,13 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
         ready_timeout: args.work.ready_timeout,
         gates: args.work.gates(),
         detach: args.work.detach(),
-        max_unavailable: args.max_unavailable,
-        max_unavailable_per: args.max_unavailable_per.iter().cloned().collect(),
-        order: args.order,
-        max_per: args.max_per,
-        sequence: args.sequence.clone(),
-        windows: args.windows.clone(),
-        pause_between: args.pause_between,
+        max_unavailable: args.policy.max_unavailable,
+        max_unavailable_per: args.policy.max_unavailable_per.iter().cloned().collect(),
+        order: args.policy.order,
+        max_per: args.policy.max_per,
+        sequence: args.policy.sequence.clone(),
+        windows: args.policy.windows.clone(),
+        pause_between: args.policy.pause_between,
         max_failures: args.max_failures,
         count_others_out: args.count_others_out,
         taint_pending: args.taint_pending,

@@ -4,6 +4,7 @@
 //! so that a re-run after a crash continues where the last one stopped.
 pub mod approve;
 pub mod caps;
+pub mod forecast;
 mod gate_watch;
 mod hold;
 pub mod mark;
@@ -438,6 +439,91 @@ async fn take_lock(
         run::record(run_id, &opts.spec, RunState::Running, order),
     )
     .await
+}
+
+/// What `plan --fleet` forecasts with: a roll's rules over when nodes start.
+#[derive(Debug, Clone)]
+pub struct ForecastOptions {
+    pub max_unavailable: MaxUnavailable,
+    pub max_unavailable_per: std::collections::BTreeMap<String, u32>,
+    pub order: Order,
+    pub max_per: Option<rate::RateBudget>,
+    pub sequence: Option<sequence::Sequence>,
+    pub windows: Vec<Window>,
+    pub pause_between: Duration,
+    /// Whose earlier starts the rate budget counts, and whose finished nodes say how
+    /// long a node takes.
+    pub lock_namespace: String,
+    /// The time a node takes; `None`: the median of the nodes done under the lock.
+    pub node_time: Option<Duration>,
+}
+
+/// How long a node is assumed to take when nothing says otherwise.
+const ASSUMED_NODE_TIME: Duration = Duration::from_secs(600);
+
+/// `kordon plan --fleet`: when each selected node would start and end under the roll's
+/// rules, from one read of the cluster; nothing is changed.
+pub async fn forecast(
+    ctx: &Context,
+    targets: Vec<Node>,
+    opts: &ForecastOptions,
+) -> Result<forecast::Forecast, RollError> {
+    let cap = opts
+        .max_unavailable
+        .resolve(targets.len())
+        .map_err(RollError::MaxUnavailable)?;
+    let names: Vec<NodeName> = targets.iter().map(name_of).collect();
+    let snapshot = Snapshot::live(&ctx.view, &names, Reach::Placement).await?;
+    let holdings = run::holdings(&snapshot);
+    let mut queue: Vec<(Node, Option<Mark>)> = targets.into_iter().map(|n| (n, None)).collect();
+    run::order(&mut queue, opts.order, &holdings);
+    if let Some(seq) = &opts.sequence {
+        queue.sort_by_cached_key(|(n, _)| seq.domain(n));
+    }
+    let slots: Vec<(&Node, caps::Slot)> = queue
+        .iter()
+        .map(|(node, _)| {
+            let holding = holdings.get(name_of(node).as_str());
+            let slot = caps::Slot {
+                node: name_of(node).to_string(),
+                pending: true,
+                domains: (opts.max_unavailable_per.keys())
+                    .map(|l| (l.clone(), kube::ResourceExt::labels(node).get(l).cloned()))
+                    .collect(),
+                workloads: holding.map(|h| h.workloads.clone()).unwrap_or_default(),
+                single: holding.map(|h| h.single.clone()).unwrap_or_default(),
+                out: false,
+            };
+            (node, slot)
+        })
+        .collect();
+    let observed = forecast::observed(&snapshot.nodes, &opts.lock_namespace);
+    let (node_time, from) = match (opts.node_time, observed) {
+        (Some(t), _) => (t, "given (--expect-node-time)".to_string()),
+        (None, Some((t, n))) => (t, format!("the median of {n} node(s) done under this lock")),
+        (None, None) => (
+            ASSUMED_NODE_TIME,
+            "assumed: no node done under this lock yet (--expect-node-time sets it)".into(),
+        ),
+    };
+    let rules = forecast::Policies {
+        cap,
+        per: &opts.max_unavailable_per,
+        windows: &opts.windows,
+        pause_between: opts.pause_between,
+        max_per: opts.max_per.as_ref(),
+        sequence: opts.sequence.as_ref(),
+    };
+    let started = mark::starts(&snapshot.nodes, &opts.lock_namespace);
+    let (nodes, never) =
+        forecast::simulate(&slots, &rules, node_time, jiff::Timestamp::now(), &started);
+    Ok(forecast::Forecast {
+        ends: nodes.iter().map(|e| e.ends).max(),
+        nodes,
+        never,
+        node_seconds: node_time.as_secs(),
+        node_time_from: from,
+    })
 }
 
 /// Lets the lock go with the run's last record; a lock that cannot be released expires.

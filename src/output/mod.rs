@@ -7,6 +7,7 @@ use serde::Serialize;
 pub mod approve;
 pub mod cordon;
 pub mod drain;
+mod forecast;
 pub mod maintain;
 mod outage;
 pub mod plan;
