@@ -13,18 +13,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Uri;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use tokio::sync::mpsc;
+
+use crate::http::{Client, HttpError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
     #[error("webhook {url:?} is not an http:// or https:// URL with a host")]
     Url { url: String },
-    #[error("the webhook client cannot use this machine's TLS roots: {0}")]
-    Tls(String),
+    #[error("the webhook client: {0}")]
+    Client(#[from] HttpError),
 }
 
 /// A webhook's URL: http or https, with a host.
@@ -126,8 +125,6 @@ const RETRIES: [Duration; 3] = [
 /// How long one POST may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 /// Sends notifications to their webhooks from one background task.
 pub struct Notifier {
     queue: mpsc::Sender<(Arc<Webhook>, Notification)>,
@@ -137,13 +134,7 @@ pub struct Notifier {
 impl Notifier {
     /// Starts the sender (within a Tokio runtime).
     pub fn start() -> Result<Self, NotifyError> {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_platform_verifier(rustls::crypto::ring::default_provider())
-            .map_err(|e| NotifyError::Tls(e.to_string()))?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client: HttpClient = Client::builder(TokioExecutor::new()).build(https);
+        let client = crate::http::client()?;
         let (queue, mut rx) = mpsc::channel::<(Arc<Webhook>, Notification)>(QUEUE);
         let task = tokio::spawn(async move {
             let mut delivery = Delivery::default();
@@ -182,7 +173,7 @@ impl Notifier {
 }
 
 /// One notification, tried until it is accepted, refused for good, or out of retries.
-async fn deliver(client: &HttpClient, webhook: &Webhook, notification: &Notification) -> bool {
+async fn deliver(client: &Client, webhook: &Webhook, notification: &Notification) -> bool {
     let body = match serde_json::to_vec(notification) {
         Ok(body) => Bytes::from(body),
         Err(e) => {
@@ -194,10 +185,7 @@ async fn deliver(client: &HttpClient, webhook: &Webhook, notification: &Notifica
     loop {
         let request = hyper::Request::post(webhook.0.as_ref().clone())
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("kordon/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(hyper::header::USER_AGENT, crate::http::USER_AGENT)
             .body(Full::new(body.clone()));
         let request = match request {
             Ok(r) => r,

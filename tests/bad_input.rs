@@ -116,6 +116,13 @@ const CASES: &[Case] = &[
     parse(&["roll", NODE, "--sequence", "=a,b", "--", "true"], "--sequence =a,b: the label key is empty"),
     parse(&["roll", NODE, "--sequence", "bad key!=a", "--", "true"], "\"bad key!\" is not a label key"),
     parse(&["roll", NODE, "--sequence", "zone=a,,b", "--", "true"], "--sequence zone=a,,b: the order names an empty domain"),
+    parse(&["roll", NODE, "--prometheus", "prometheus:9090", "--pause-on-query", "up == 0", "--", "true"], "\"prometheus:9090\" is not an http:// or https:// URL with a host"),
+    parse(&["roll", NODE, "--prometheus", "http://p:9090", "--pause-on-query", " ", "--", "true"], "a query is empty"),
+    parse(&["roll", NODE, "--alertmanager", "http://a:9093", "--pause-on-alerts", "severity", "--", "true"], "\"severity\" in \"severity\" is not NAME=VALUE (or !=, =~, !~)"),
+    parse(&["roll", NODE, "--alertmanager", "http://a:9093", "--pause-on-alerts", "severity=critical,1x=a", "--", "true"], "\"1x=a\" in \"severity=critical,1x=a\" needs a label name"),
+    early(&["roll", NODE, "--pause-on-query", "up == 0", "--", "true"], "--pause-on-query needs --prometheus URL"),
+    early(&["roll", NODE, "--prometheus", "http://p:9090", "--", "true"], "--prometheus needs at least one --pause-on-query"),
+    early(&["roll", NODE, "--alertmanager", "http://a:9093", "--", "true"], "--alertmanager needs at least one --pause-on-alerts"),
     parse(&["roll", NODE, "--sequence", "zone=a,b,a", "--", "true"], "--sequence zone=a,b,a: the order names \"a\" twice"),
     parse(&["roll", NODE, "--lock-timeout", "-5s", "--", "true"], "unexpected argument '-5'"),
     parse(&["roll", NODE, "--lock-duration", "0s", "--", "true"], "--lock-duration 0s: must be at least 1s"),
@@ -141,6 +148,9 @@ const CASES: &[Case] = &[
     cluster(&["roll", NODE, "--max-unavailable", "0", "--", "true"], 2, "--max-unavailable of 0 would never let a node go"),
     cluster(&["roll", NODE, "--max-unavailable", "0%", "--", "true"], 2, "--max-unavailable of 0 would never let a node go"),
     cluster(&["roll", NODE, "--manual", "--max-unavailable", "2"], 2, "--manual waits for Enter on a terminal"),
+    // approve
+    cluster(&["approve", "--lock-namespace", "no-roll-here"], 1, "no roll is running under --lock-namespace no-roll-here: nothing to approve"),
+    cluster(&["approve", "no-such-plan"], 1, "there is no MaintenancePlan no-such-plan"),
 ];
 
 /// Runs kordon with a row's arguments, `node` standing for [`NODE`], and `kubeconfig`

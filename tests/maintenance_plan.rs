@@ -723,7 +723,7 @@ async fn a_plan_goes_zone_by_zone_within_its_rate_across_a_controller_restart() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_rate_budget_or_sequence_is_refused_and_starts_nothing() {
     let env = three_nodes("plan-bad-policy").await;
-    // It applies the CRDs, whose rules refuse the first three.
+    // It applies the CRDs, whose rules refuse the first four.
     let _controller = Controller::start(&env);
     for (extra, says) in [
         (
@@ -737,6 +737,10 @@ async fn a_bad_rate_budget_or_sequence_is_refused_and_starts_nothing() {
         (
             json!({ "sequence": { "key": "" } }),
             "sequence.key names a node label",
+        ),
+        (
+            json!({ "gates": { "prometheus": { "url": "http://p:9090", "pauseOnQuery": [] } } }),
+            "gates.prometheus.pauseOnQuery needs at least one query",
         ),
     ] {
         let mut body = json!({
@@ -866,4 +870,113 @@ async fn a_plans_webhook_hears_each_start_its_pauses_and_the_completion_once() {
         },
     )
     .await;
+}
+
+/// `spec.gates` against a real Prometheus scraping a test exporter whose metric is bad
+/// from the start: the plan starts nothing and says `waitingFor: Gate` with the query and
+/// its series; a `kordon.dev/approve` annotation starts exactly one node (recorded in the
+/// status), after which it waits on the gate again, and so does `kordon approve PLAN`; once
+/// the metric clears, the last node goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_gate_holds_the_plan_and_one_approval_starts_one_node() {
+    use support::monitoring::{Exporter, Prometheus};
+    let exporter = Exporter::start();
+    exporter.set(1.0);
+    let prometheus = Prometheus::start(&exporter).await;
+    let env = three_nodes("plan-gates").await;
+    let log = NodeLog::start(Api::all(support::client().await), &env_selector(&env)).await;
+    let _controller = Controller::start(&env);
+    let query = "kordon_test_errors > 0";
+    let name = create_plan(
+        &env,
+        "gates",
+        json!({ "gates": { "prometheus": { "url": prometheus.url(), "pauseOnQuery": [query] } } }),
+    )
+    .await;
+    let held_by_gate = || async {
+        let plan = plans().await.get(&name).await.expect("plan");
+        plan.status.is_some_and(|s| {
+            s.waiting_for == Some(PlanWait::Gate)
+                && s.waiting.is_some_and(|w| {
+                    w.contains(&format!("a metric gate fails: query `{query}` returns 1 series: {{__name__=\"kordon_test_errors\", app=\"shop\""))
+                })
+        })
+    };
+    eventually(
+        "the plan to wait for its gate",
+        Duration::from_secs(30),
+        held_by_gate,
+    )
+    .await;
+    assert!(
+        log.starts().is_empty(),
+        "nothing started: {:?}",
+        log.events()
+    );
+
+    // One approval, one node.
+    let annotate = env
+        .kubectl()
+        .args([
+            "annotate",
+            "maintenanceplan",
+            &name,
+            "kordon.dev/approve=first",
+        ])
+        .output()
+        .expect("kubectl annotate");
+    assert!(annotate.status.success(), "{annotate:?}");
+    wait_done(&name, 1).await;
+    eventually(
+        "the plan to wait for its gate again",
+        Duration::from_secs(30),
+        held_by_gate,
+    )
+    .await;
+    let status = plans()
+        .await
+        .get(&name)
+        .await
+        .expect("plan")
+        .status
+        .expect("status");
+    assert_eq!(status.approved.as_deref(), Some("first"), "{status:?}");
+    // More than one look (every 5s) later, still the one node.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        log.starts().len(),
+        1,
+        "one approval starts one node: {:?}",
+        log.events()
+    );
+    assert_eq!(children(&name).await.len(), 1);
+
+    // `kordon approve PLAN` writes a new value: one more node.
+    let approved = env.run_kordon(&["approve", &name, "-o", "json"]);
+    approved.assert_ok();
+    let approved = approved.json();
+    assert_eq!(approved["target"], format!("MaintenancePlan {name}"));
+    let approval = approved["approval"].as_str().expect("approval").to_string();
+    wait_done(&name, 2).await;
+    eventually(
+        "the plan to wait for its gate again",
+        Duration::from_secs(30),
+        held_by_gate,
+    )
+    .await;
+    let status = plans()
+        .await
+        .get(&name)
+        .await
+        .expect("plan")
+        .status
+        .expect("status");
+    assert_eq!(status.approved, Some(approval), "{status:?}");
+    assert_eq!(log.starts().len(), 2, "{:?}", log.events());
+
+    // Cleared: the rest go.
+    exporter.set(0.0);
+    wait_done(&name, 3).await;
+    assert_eq!(log.starts().len(), 3, "{:?}", log.events());
+    let _ = plans().await.delete(&name, &DeleteParams::default()).await;
 }

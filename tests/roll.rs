@@ -1105,3 +1105,214 @@ async fn a_webhook_hears_each_start_the_block_the_failure_and_the_end() {
         "{report:#}"
     );
 }
+
+/// A roll's output as it comes, read line by line in the background.
+struct Output {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Output {
+    fn follow(child: &mut Child) -> Self {
+        let text: std::sync::Arc<std::sync::Mutex<String>> = Default::default();
+        let (stdout, kept) = (child.stdout.take().expect("stdout"), text.clone());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Ok(mut t) = kept.lock() {
+                    t.push_str(&line);
+                    t.push('\n');
+                }
+            }
+        });
+        Self { text }
+    }
+
+    fn now(&self) -> String {
+        self.text.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    async fn says(&self, what: &str) {
+        eventually(
+            &format!("the roll to say {what:?}"),
+            Duration::from_secs(30),
+            || async { self.now().contains(what) },
+        )
+        .await;
+        println!("the roll says {what:?}");
+    }
+}
+
+/// A maintenance command that marks its node started (a file) and runs until the test
+/// releases the node (another file).
+struct Held(std::path::PathBuf);
+
+impl Held {
+    fn new(env: &TestEnv) -> Self {
+        let dir = std::env::temp_dir().join(format!("kordon-{}-held", env.id));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        Self(dir)
+    }
+
+    fn script(&self) -> String {
+        let d = self.0.display();
+        format!(
+            "touch {d}/started-$KORDON_NODE; while [ ! -e {d}/release-$KORDON_NODE ]; do sleep 0.1; done"
+        )
+    }
+
+    fn release(&self, node: &str) {
+        std::fs::write(self.0.join(format!("release-{node}")), "").expect("release");
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A roll over three nodes behind a real Prometheus (a query over a test exporter's
+/// metric) and a real Alertmanager (an alert the test posts): while the metric is bad, and
+/// then while only the alert is active, the independent watch sees no node start but the
+/// one `kordon approve` lets go, and the roll says which gate holds it and why; once both
+/// clear, the roll finishes, one node at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_gates_pause_the_roll_while_a_query_has_series_or_an_alert_is_active() {
+    use support::monitoring::{Alertmanager, Exporter, Prometheus};
+    let exporter = Exporter::start();
+    let (prometheus, alertmanager) =
+        tokio::join!(Prometheus::start(&exporter), Alertmanager::start());
+    let (env, nodes) = fleet("roll-gates", 3).await;
+    let selector = format!("{ENV_LABEL}={}", env.ns());
+    let log = NodeLog::start(Api::all(env.client.clone()), &selector).await;
+    let cordons = CordonWatcher::start(Api::all(env.client.clone()), &selector).await;
+    let held = Held::new(&env);
+    let script = held.script();
+    let (prometheus_url, alertmanager_url) = (prometheus.url(), alertmanager.url());
+    let query = "kordon_test_errors > 0";
+    let mut child = spawn_roll(
+        &env,
+        &roll_args(
+            &env,
+            &[
+                "--selector",
+                &selector,
+                "--prometheus",
+                &prometheus_url,
+                "--pause-on-query",
+                query,
+                "--alertmanager",
+                &alertmanager_url,
+                "--pause-on-alerts",
+                "severity=critical,team=shop",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+        ),
+    );
+    let output = Output::follow(&mut child);
+    let starts = || log.starts();
+    eventually(
+        "the first node to start",
+        Duration::from_secs(30),
+        || async { starts().len() == 1 },
+    )
+    .await;
+    let first = starts()[0].0.clone();
+
+    // The metric turns bad while the first node is under way; the roll asks every 5s.
+    exporter.set(3.0);
+    eventually(
+        "Prometheus to see the bad metric",
+        Duration::from_secs(10),
+        || async { prometheus.series(query) == 1 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    held.release(&first);
+    output
+        .says(&format!("a metric gate fails: query `{query}` returns 1 series: {{__name__=\"kordon_test_errors\", app=\"shop\""))
+        .await;
+    assert!(
+        output
+            .now()
+            .contains("no new node starts until it passes (nodes under way go on)"),
+        "{}",
+        output.now()
+    );
+
+    // `kordon approve`: one node starts despite the gate, and one only.
+    let approved = env.run_kordon(&["approve", "--lock-namespace", env.ns()]);
+    approved.assert_ok();
+    assert!(
+        approved.stdout.starts_with("approved: roll "),
+        "{}",
+        approved.stdout
+    );
+    eventually(
+        "the approved node to start",
+        Duration::from_secs(30),
+        || async { starts().len() == 2 },
+    )
+    .await;
+    let second = starts()[1].0.clone();
+    output
+        .says(&format!(
+            "[{second}] starts despite a failing metric gate: approved (kordon approve, "
+        ))
+        .await;
+    held.release(&second);
+    eventually(
+        "the approved node to be done",
+        Duration::from_secs(30),
+        || async {
+            log.events()
+                .iter()
+                .any(|e| e.node == second && e.change == NodeChange::Done)
+        },
+    )
+    .await;
+
+    // An alert fires too; the metric clears: the alert alone holds the roll.
+    let alert = json!({ "alertname": "ShopErrors", "severity": "critical", "team": "shop" });
+    alertmanager.fire(&alert);
+    eventually(
+        "Alertmanager to hold the alert",
+        Duration::from_secs(10),
+        || async { alertmanager.active() == 1 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    exporter.set(0.0);
+    output
+        .says(r#"a metric gate fails: alert ShopErrors {severity="critical", team="shop"} is active (matching severity=critical,team=shop)"#)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        starts().len(),
+        2,
+        "no node starts while a gate fails, but the approved one: {:?}",
+        log.events()
+    );
+
+    // Cleared: the others go, one at a time.
+    let cleared = std::time::Instant::now();
+    alertmanager.resolve(&alert);
+    for node in &nodes {
+        held.release(node);
+    }
+    let run = finish(child);
+    run.assert_ok();
+    assert_all_done(&env, &nodes).await;
+    let starts = starts();
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    assert!(
+        starts[2].1 >= cleared,
+        "the last node starts once the gates clear: {starts:?}"
+    );
+    assert_eq!(cordons.max_cordoned(), 1, "one node out at a time");
+}

@@ -98,7 +98,51 @@ pub struct MaintenancePlanSpec {
     /// the round completes (the roll's `--notify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<Notify>,
+    /// Metric gates (the roll's `--prometheus`/`--pause-on-query` and
+    /// `--alertmanager`/`--pause-on-alerts`): no new node starts while a query returns any
+    /// series or a matching alert is active, nor while either cannot answer; asked before
+    /// each start and during `pauseBetween`. Nodes under way go on. A new value of the
+    /// annotation `kordon.dev/approve` on the plan lets one node start despite them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates: Option<GatesSpec>,
 }
+
+/// The metric gates of a plan: a Prometheus, an Alertmanager, or both.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatesSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<AlertmanagerSpec>,
+}
+
+/// A Prometheus and the queries that hold the plan while they return any series.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSpec {
+    /// The base URL (http:// or https://), e.g. http://prometheus.monitoring:9090.
+    pub url: String,
+    /// PromQL expressions read as alert rules, e.g. "rate(http_errors_total[1m]) > 0.05":
+    /// any series in the answer holds the plan.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("gates.prometheus.pauseOnQuery needs at least one query"))]
+    pub pause_on_query: Vec<String>,
+}
+
+/// An Alertmanager and the label matchers whose active alerts hold the plan.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertmanagerSpec {
+    /// The base URL (http:// or https://), e.g. http://alertmanager.monitoring:9093.
+    pub url: String,
+    /// Sets of matchers, e.g. "severity=critical,team=shop" (also !=, =~, !~): an active
+    /// alert (not silenced, not inhibited) matching every matcher of any set holds the plan.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("gates.alertmanager.pauseOnAlerts needs at least one set of matchers"))]
+    pub pause_on_alerts: Vec<String>,
+}
+
+/// The annotation on a plan whose new value lets one node start despite a failing gate.
+pub const APPROVE_ANNOTATION: &str = "kordon.dev/approve";
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -185,6 +229,10 @@ pub struct MaintenancePlanStatus {
     /// When the last node finished, for `pauseBetween`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_finished: Option<Time>,
+    /// The value of the `kordon.dev/approve` annotation that last let a node start
+    /// despite a failing gate: each value starts one node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -209,6 +257,9 @@ pub enum PlanWait {
     Caps,
     /// Nodes another plan has out count against this one's caps.
     OtherPlans,
+    /// A metric gate fails (`spec.gates`): `waiting` names the query and its series, or
+    /// the alert and its labels.
+    Gate,
     /// The spec cannot be carried out (a selector, a duration, a window).
     InvalidSpec,
 }

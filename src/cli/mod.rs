@@ -8,6 +8,7 @@ use kordon::cluster::{ConnectionOptions, Teller};
 use kordon::names::NodeName;
 use kordon::output::Format;
 
+mod approve;
 mod controller;
 mod cordon;
 pub mod drain;
@@ -131,6 +132,8 @@ pub enum Command {
     Maintain(maintain::MaintainArgs),
     /// Maintain many nodes, N at a time, behind health gates, resumable after a crash.
     Roll(Box<roll::RollArgs>),
+    /// Let a roll (or a MaintenancePlan) that a failing metric gate holds start one node.
+    Approve(approve::ApproveArgs),
     /// Before anything changes: where every pod would go, what blocks, how long.
     Plan(plan::PlanArgs),
     /// Show nodes with their state and their pods.
@@ -157,6 +160,7 @@ pub async fn run(cli: Cli) -> error::Result {
         Command::Maintain(args) => maintain::run(&cli.global, &args).await,
         Command::Roll(args) => roll::run(&cli.global, &args).await,
         Command::Plan(args) => plan::run(&cli.global, &args).await,
+        Command::Approve(args) => approve::run(&cli.global, &args).await,
         Command::Status(args) => status::run(&cli.global, &args).await,
     }
 }

@@ -9,6 +9,7 @@ use kordon::fleet::window::Window;
 use kordon::fleet::{
     self, LockOptions, MaxUnavailable, Order, RollOptions, RollProgress, RunSpec, RunState,
 };
+use kordon::metric_gate::{AlertmanagerGate, Endpoint, Gates, Matchers, PrometheusGate, Query};
 use kordon::output::Printer;
 
 use super::drain::DrainFlags;
@@ -57,6 +58,23 @@ pub struct RollArgs {
     /// while, and when the run ends; retried, never holding the roll up.
     #[arg(long, value_name = "URL")]
     pub notify: Option<kordon::notify::Webhook>,
+    /// The Prometheus (http:// or https:// base URL) that --pause-on-query asks.
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<Endpoint>,
+    /// No new node starts while this PromQL query returns any series, read as an alert
+    /// rule (e.g. "rate(http_errors_total[1m]) > 0.05"); asked before each start and
+    /// during --pause-between, every 5s while it holds the roll. A query Prometheus
+    /// cannot answer holds it too. Nodes under way go on. Repeatable.
+    #[arg(long = "pause-on-query", value_name = "PROMQL")]
+    pub pause_on_query: Vec<Query>,
+    /// The Alertmanager (http:// or https:// base URL) that --pause-on-alerts asks.
+    #[arg(long, value_name = "URL")]
+    pub alertmanager: Option<Endpoint>,
+    /// No new node starts while an active alert (not silenced, not inhibited) matches
+    /// all these labels, e.g. severity=critical,team=shop (also !=, =~, !~); asked like
+    /// --pause-on-query. Repeatable: any of them holds the roll.
+    #[arg(long = "pause-on-alerts", value_name = "MATCHERS")]
+    pub pause_on_alerts: Vec<Matchers>,
     /// Continue the last unfinished roll (its nodes and command, unless given again).
     #[arg(long)]
     pub resume: bool,
@@ -72,6 +90,42 @@ pub struct RollArgs {
     pub drain: DrainFlags,
     #[command(flatten)]
     pub work: WorkArgs,
+}
+
+/// The metric gates of `--prometheus`/`--pause-on-query` and
+/// `--alertmanager`/`--pause-on-alerts`: each URL with something to ask, and the other way
+/// round.
+fn metric_gates(args: &RollArgs) -> Result<Option<Gates>, CliError> {
+    let pair =
+        |url: &Option<Endpoint>, asked: bool, url_flag: &str, ask_flag: &str| match (url, asked) {
+            (Some(_), false) => Err(CliError::Usage(format!(
+                "{url_flag} needs at least one {ask_flag}"
+            ))),
+            (None, true) => Err(CliError::Usage(format!("{ask_flag} needs {url_flag} URL"))),
+            _ => Ok(url.clone()),
+        };
+    let prometheus = pair(
+        &args.prometheus,
+        !args.pause_on_query.is_empty(),
+        "--prometheus",
+        "--pause-on-query",
+    )?;
+    let alertmanager = pair(
+        &args.alertmanager,
+        !args.pause_on_alerts.is_empty(),
+        "--alertmanager",
+        "--pause-on-alerts",
+    )?;
+    Ok(Gates::new(
+        prometheus.map(|url| PrometheusGate {
+            url,
+            queries: args.pause_on_query.clone(),
+        }),
+        alertmanager.map(|url| AlertmanagerGate {
+            url,
+            alerts: args.pause_on_alerts.clone(),
+        }),
+    ))
 }
 
 /// When nodes may start: the caps, the order, the rate, the sequence, the windows and the
@@ -144,6 +198,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
             "roll has no --dry-run: it plans the whole fleet before touching anything; `kordon plan NODE…` shows a plan alone".into(),
         ));
     }
+    let metric_gates = metric_gates(args)?.map(std::sync::Arc::new);
     let drain = args.drain.options(on_ctrl_c(
         "every node's phase is recorded; re-run the roll to continue",
     ))?;
@@ -216,6 +271,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
         count_others_out: args.count_others_out,
         taint_pending: args.taint_pending,
         notify: args.notify.clone(),
+        metric_gates,
         lock: LockOptions {
             namespace: args.lock.lock_namespace.clone(),
             wait: args.lock_timeout,

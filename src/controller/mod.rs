@@ -73,6 +73,8 @@ pub struct Ctx {
     pub attachments: Option<Arc<Watched<VolumeAttachment>>>,
     /// Sends the plans' notifications (`spec.notify`).
     pub notifier: crate::notify::Notifier,
+    /// Asks the plans' metric gates (`spec.gates`).
+    pub checker: crate::metric_gate::Checker,
 }
 
 /// How the controller runs.
@@ -105,6 +107,8 @@ pub enum ControllerError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Notify(#[from] crate::notify::NotifyError),
+    #[error("the metric gates' HTTP client: {0}")]
+    Http(#[from] crate::http::HttpError),
 }
 
 /// Runs until SIGINT or SIGTERM, or until it loses the leader lease.
@@ -214,6 +218,7 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
         recorded: status::Recorded::default(),
         attachments,
         notifier: crate::notify::Notifier::start()?,
+        checker: crate::metric_gate::Checker::new()?,
         kordon: Arc::new(kordon),
     });
     tracing::info!("kordon controller started");

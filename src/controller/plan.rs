@@ -17,10 +17,13 @@ use super::reconcile::ReconcileError;
 use super::room;
 use super::status::set_condition;
 use super::tally::{self, Parsed, Tally};
-use crate::api::maintenance_plan::{MaintenancePlan, MaintenancePlanStatus, PlanWait};
+use crate::api::maintenance_plan::{
+    APPROVE_ANNOTATION, MaintenancePlan, MaintenancePlanStatus, PlanWait,
+};
 use crate::api::node_maintenance::{NodeMaintenance, StatusPhase};
 use crate::cluster::events::Severity;
 use crate::fleet::caps::Slot;
+use crate::metric_gate::{self, Hold};
 use crate::selector::Selector;
 
 /// How often a plan under way looks again (windows open, pauses end).
@@ -162,8 +165,50 @@ async fn decide(
     if let Ok(Some(free)) = rate {
         start.truncate(free);
     }
+    let pausing = waiting
+        .as_ref()
+        .is_some_and(|(k, _)| *k == PlanWait::PauseBetween);
+    let waiting = gate(ctx, plan, parsed, &mut start, pausing, status)
+        .await
+        .or(waiting);
     (status.waiting_for, status.waiting) = waiting.unzip();
     Ok(start)
+}
+
+/// `spec.gates`, asked when a node would start now or while `pauseBetween` runs (so a
+/// soak that turns bad says so): a failing gate empties `start` and is the wait, unless
+/// a new `kordon.dev/approve` value lets one node start (recorded in the status).
+async fn gate(
+    ctx: &Ctx,
+    plan: &MaintenancePlan,
+    parsed: &Parsed,
+    start: &mut Vec<String>,
+    pausing: bool,
+    status: &mut MaintenancePlanStatus,
+) -> Option<(PlanWait, String)> {
+    let gates = parsed.gates.as_ref()?;
+    if start.is_empty() && !pausing {
+        return None;
+    }
+    let verdict = ctx.checker.verdict(gates).await;
+    let approve = plan
+        .annotations()
+        .get(APPROVE_ANNOTATION)
+        .map(String::as_str);
+    match metric_gate::hold(Some(&verdict), approve, status.approved.as_deref()) {
+        Hold::Pass => None,
+        Hold::Approved(approval) => {
+            start.truncate(1);
+            if !start.is_empty() {
+                status.approved = Some(approval);
+            }
+            None
+        }
+        Hold::Held(why) => {
+            start.clear();
+            Some((PlanWait::Gate, tally::gate_wait(&why)))
+        }
+    }
 }
 
 /// The nodes a selector selects, as the watch has them now.

@@ -12,7 +12,8 @@ use kube::ResourceExt;
 use super::status::set_condition;
 use crate::api::duration;
 use crate::api::maintenance_plan::{
-    MaintenancePlanSpec, MaintenancePlanStatus, OutByOthers, PlanNode, PlanWait,
+    APPROVE_ANNOTATION, GatesSpec, MaintenancePlanSpec, MaintenancePlanStatus, OutByOthers,
+    PlanNode, PlanWait,
 };
 use crate::api::node_maintenance::{NodeMaintenance, StatusPhase};
 use crate::fleet::MaxUnavailable;
@@ -22,6 +23,9 @@ use crate::fleet::rate::{RateBudget, Room};
 use crate::fleet::sequence::Sequence;
 use crate::fleet::unavailable::{self, OutOfService};
 use crate::fleet::window::{self, Availability, Window};
+#[cfg(test)]
+use crate::metric_gate::Verdict;
+use crate::metric_gate::{AlertmanagerGate, Gates, PrometheusGate};
 
 /// The plan's spec, read once before it decides.
 #[derive(Debug)]
@@ -34,6 +38,8 @@ pub struct Parsed {
     pub notify: Option<Arc<crate::notify::Webhook>>,
     pub max_per: Option<RateBudget>,
     pub sequence: Option<Sequence>,
+    /// `spec.gates`.
+    pub gates: Option<Gates>,
 }
 
 /// Reads `maxUnavailable`, the windows, `pauseBetween`, `maxPer` and `sequence`; what
@@ -77,6 +83,7 @@ pub fn parse(spec: &MaintenancePlanSpec, selected: usize) -> Result<Parsed, Stri
         .map(|s| Sequence::new(&s.key, s.order.clone()))
         .transpose()
         .map_err(|e| format!("sequence: {e}"))?;
+    let gates = spec.gates.as_ref().map(gates).transpose()?.flatten();
     Ok(Parsed {
         cap,
         windows,
@@ -84,7 +91,50 @@ pub fn parse(spec: &MaintenancePlanSpec, selected: usize) -> Result<Parsed, Stri
         notify,
         max_per,
         sequence,
+        gates,
     })
+}
+
+/// `spec.gates`, read; what is wrong, named by its field.
+fn gates(spec: &GatesSpec) -> Result<Option<Gates>, String> {
+    let prometheus = spec
+        .prometheus
+        .as_ref()
+        .map(|p| {
+            let url = p
+                .url
+                .parse()
+                .map_err(|e| format!("gates.prometheus.url: {e}"))?;
+            let queries = (p.pause_on_query.iter())
+                .map(|q| q.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("gates.prometheus.pauseOnQuery: {e}"))?;
+            Ok::<_, String>(PrometheusGate { url, queries })
+        })
+        .transpose()?;
+    let alertmanager = spec
+        .alertmanager
+        .as_ref()
+        .map(|a| {
+            let url = a
+                .url
+                .parse()
+                .map_err(|e| format!("gates.alertmanager.url: {e}"))?;
+            let alerts = (a.pause_on_alerts.iter())
+                .map(|m| m.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("gates.alertmanager.pauseOnAlerts: {e}"))?;
+            Ok::<_, String>(AlertmanagerGate { url, alerts })
+        })
+        .transpose()?;
+    Ok(Gates::new(prometheus, alertmanager))
+}
+
+/// The wait a failing gate makes a plan say (`why`: the gate's finding).
+pub fn gate_wait(why: &str) -> String {
+    format!(
+        "a metric gate fails: {why}; no new node starts until it passes (a new value of the annotation {APPROVE_ANNOTATION} starts one node anyway)"
+    )
 }
 
 /// Where the plan's nodes stand in this round.
@@ -400,6 +450,64 @@ mod tests {
             s.extend(e.clone());
         }
         serde_json::from_value(spec).expect("spec")
+    }
+
+    #[test]
+    fn gates_are_read_and_a_bad_part_is_named_by_its_field() {
+        let read =
+            |gates: serde_json::Value| parse(&spec(json!({ "gates": gates })), 3).map(|p| p.gates);
+        let both = read(json!({
+            "prometheus": { "url": "http://prometheus:9090", "pauseOnQuery": ["up == 0"] },
+            "alertmanager": { "url": "http://alertmanager:9093", "pauseOnAlerts": ["severity=critical"] },
+        }))
+        .expect("gates")
+        .expect("some");
+        assert!(both.prometheus().is_some() && both.alertmanager().is_some());
+        assert_eq!(read(json!({})).expect("no gates"), None);
+        for (gates, says) in [
+            (
+                json!({ "prometheus": { "url": "prometheus:9090", "pauseOnQuery": ["up"] } }),
+                "gates.prometheus.url: \"prometheus:9090\" is not an http:// or https:// URL with a host",
+            ),
+            (
+                json!({ "prometheus": { "url": "http://p", "pauseOnQuery": [" "] } }),
+                "gates.prometheus.pauseOnQuery: a query is empty",
+            ),
+            (
+                json!({ "alertmanager": { "url": "http://a", "pauseOnAlerts": ["severity"] } }),
+                "gates.alertmanager.pauseOnAlerts: \"severity\" in \"severity\" is not NAME=VALUE (or !=, =~, !~)",
+            ),
+        ] {
+            assert_eq!(read(gates).err().as_deref(), Some(says));
+        }
+    }
+
+    #[test]
+    fn a_failing_gate_holds_the_plan_and_each_new_approval_starts_one_node() {
+        use crate::metric_gate::{Hold, hold};
+        let failing = Verdict::of(vec![crate::metric_gate::Finding::AlertsFailed {
+            url: "http://am:9093".parse().expect("url"),
+            error: "refused".into(),
+        }]);
+        assert_eq!(hold(None, Some("x"), None), Hold::Pass);
+        assert_eq!(hold(Some(&Verdict::Healthy), None, None), Hold::Pass);
+        let why =
+            "Alertmanager at http://am:9093 gives no answer (refused), which counts as unhealthy";
+        assert_eq!(hold(Some(&failing), None, None), Hold::Held(why.into()));
+        assert!(gate_wait(why).starts_with("a metric gate fails: Alertmanager at"));
+        assert!(gate_wait(why).contains("kordon.dev/approve"));
+        assert_eq!(
+            hold(Some(&failing), Some("t1"), None),
+            Hold::Approved("t1".into())
+        );
+        assert!(
+            matches!(hold(Some(&failing), Some("t1"), Some("t1")), Hold::Held(_)),
+            "an approval used once is spent"
+        );
+        assert_eq!(
+            hold(Some(&failing), Some("t2"), Some("t1")),
+            Hold::Approved("t2".into())
+        );
     }
 
     /// A Ready node in zone z1.

@@ -2,8 +2,10 @@
 //! take a cluster-wide lock, then run the four steps on up to N nodes at a time, each
 //! behind health gates, inside maintenance windows, recording every phase on its node
 //! so that a re-run after a crash continues where the last one stopped.
+pub mod approve;
 pub mod caps;
 pub mod forecast;
+mod gate_watch;
 mod hold;
 pub mod mark;
 mod node;
@@ -78,6 +80,9 @@ pub struct RollOptions {
     pub taint_pending: bool,
     /// `--notify`: the webhook told of each start, block, pause, failure and the end.
     pub notify: Option<crate::notify::Webhook>,
+    /// `--prometheus`/`--pause-on-query`, `--alertmanager`/`--pause-on-alerts`: no new
+    /// node starts while one fails (see [`crate::metric_gate`]).
+    pub metric_gates: Option<std::sync::Arc<crate::metric_gate::Gates>>,
     pub lock: LockOptions,
     /// What the run was asked to do, kept in the lease to recognise a re-run.
     pub spec: RunSpec,
@@ -158,13 +163,19 @@ pub enum RollProgress {
         node: NodeName,
         outcome: crate::workflow::detach::Outcome,
     },
+    /// A failing metric gate held the roll; `kordon approve` (the lease's
+    /// `kordon.dev/approve`, valued `approval`) lets this node start.
+    Approved {
+        node: NodeName,
+        approval: String,
+    },
     /// Ctrl-C or a lost lock: nodes in progress stop at their next safe point.
     Stopping {
         why: RunState,
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WaitReason {
     /// Outside every maintenance window: the next one opens then.
     Window,
@@ -179,6 +190,9 @@ pub enum WaitReason {
     /// Selected nodes someone else has out of service take the rest of the caps (or
     /// are all that is left to start); looked at again then.
     OthersOut,
+    /// A metric gate fails (`why`: the query and its series, the alert and its labels,
+    /// or the gate that cannot answer); asked again then, and at once when it clears.
+    Gate { why: String },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -232,6 +246,8 @@ pub enum RollError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Notify(#[from] crate::notify::NotifyError),
+    #[error("the metric gates' HTTP client: {0}")]
+    Http(#[from] crate::http::HttpError),
 }
 
 impl RollError {
@@ -276,6 +292,8 @@ pub(crate) struct Job<'a> {
     events: Events,
     /// Set when the roll must stop at the next safe point, with why.
     stop: watch::Receiver<Option<RunState>>,
+    /// Asks the metric gates, when there are any.
+    checker: Option<crate::metric_gate::Checker>,
     on_progress: &'a (dyn Fn(RollProgress) + Sync),
 }
 
@@ -309,6 +327,7 @@ pub async fn roll(
     let selected = targets.clone();
     let queue = queue(targets, &run_id, opts, &holdings, &mut results);
     let order: Vec<NodeName> = queue.iter().map(|(n, _)| name_of(n)).collect();
+    let checker = checker(opts)?;
     let told = (opts.notify.as_ref())
         .map(|webhook| notices::Told::start(webhook, &run_id))
         .transpose()?;
@@ -346,6 +365,7 @@ pub async fn roll(
         run: run_id.clone(),
         events: Events::new(conn, &holder),
         stop: stop_rx,
+        checker,
         on_progress,
     };
     let scope = opts
@@ -388,6 +408,15 @@ pub async fn roll(
         report.notifications = Some(told.end(&report).await);
     }
     Ok(report)
+}
+
+/// What asks the metric gates, when there are any (built before anything changes).
+fn checker(
+    opts: &RollOptions,
+) -> Result<Option<crate::metric_gate::Checker>, crate::http::HttpError> {
+    (opts.metric_gates.as_ref())
+        .map(|_| crate::metric_gate::Checker::new())
+        .transpose()
 }
 
 /// The roll's lock, its record saying the run is under way.

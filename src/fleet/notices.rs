@@ -95,11 +95,18 @@ impl Notices {
                 Some(n)
             }
             RollProgress::Waiting { until, why } => {
-                if self.waiting == Some(*why) {
+                if self.waiting.as_ref() == Some(why) {
                     return None;
                 }
-                self.waiting = Some(*why);
+                self.waiting = Some(why.clone());
                 let reason = match why {
+                    WaitReason::Gate { why } => {
+                        return Some(self.notification(
+                            Kind::Paused,
+                            None,
+                            format!("no node starts while a metric gate fails: {why}"),
+                        ));
+                    }
                     WaitReason::Window => "outside every maintenance window",
                     WaitReason::Pause => "pausing between nodes (--pause-between)",
                     WaitReason::Rate { .. } => {
@@ -173,5 +180,39 @@ impl Told {
             self.notifier.send(&self.webhook, notices.completed(report));
         }
         self.notifier.finish(FLUSH).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_gate_is_a_paused_notification_said_once_per_reason() {
+        let mut notices = Notices::new("r1");
+        let until = jiff::Timestamp::UNIX_EPOCH;
+        let gate = |why: &str| RollProgress::Waiting {
+            until,
+            why: WaitReason::Gate { why: why.into() },
+        };
+        let said = notices
+            .of(&gate("alert ShopErrors {} is active (matching team=shop)"))
+            .expect("a notification");
+        assert_eq!(said.kind, Kind::Paused);
+        assert_eq!(
+            said.message,
+            "no node starts while a metric gate fails: alert ShopErrors {} is active (matching team=shop)"
+        );
+        assert!(
+            notices
+                .of(&gate("alert ShopErrors {} is active (matching team=shop)"))
+                .is_none(),
+            "the same reason again is no news"
+        );
+        assert!(
+            notices
+                .of(&gate("query `x` returns 1 series: {}"))
+                .is_some()
+        );
     }
 }

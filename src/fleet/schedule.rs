@@ -7,9 +7,10 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::Node;
-use kube::ResourceExt;
+use kube::{Api, ResourceExt};
 
 use super::caps::{self, Slot};
+use super::gate_watch::{GATE_AGAIN, GateWatch};
 use super::mark::Mark;
 use super::node::{self, NodeResult, Outcome};
 use super::others;
@@ -20,6 +21,7 @@ use super::unavailable::OutNode;
 use super::window::{self, Availability, Window};
 use super::{Job, RollProgress, RunState, WaitReason, name_of, run};
 use crate::cluster::nodes;
+use crate::metric_gate::Hold;
 
 /// The roll's cap, shared with the other kordon actors' nodes out, and with the nodes
 /// someone else has out among its own.
@@ -58,6 +60,7 @@ pub(super) async fn schedule(
     let mut stop = job.stop.clone();
     // Nodes this roll has out of service: running, or failed and left cordoned.
     let mut out: HashMap<String, Node> = HashMap::new();
+    let mut gates = gate_watch(job).await;
     let mut elsewhere = others::Elsewhere::watch(
         &job.ctx.view,
         cap.scope,
@@ -96,14 +99,12 @@ pub(super) async fn schedule(
             let (_, previous) = &queue[index];
             let now = jiff::Timestamp::now();
             let rate = opts.max_per.as_ref().map(|b| (b, started.as_slice()));
+            let hold = gates.as_ref().map_or(Hold::Pass, GateWatch::hold);
             if previous.is_none()
-                && let Some((until, why)) = next_start(pause_until, &opts.windows, rate, now)
+                && let Some((until, why)) =
+                    next_start(pause_until, &opts.windows, rate, hold.held(), now)
             {
-                if announce(&mut announced, Wait::Until(why, until)) {
-                    (job.on_progress)(RollProgress::Waiting { until, why });
-                }
-                let wait = until.duration_since(now).unsigned_abs();
-                wait_until = Some(tokio::time::Instant::now() + wait);
+                wait_until = Some(wait(job, &mut announced, until, why, now));
                 break;
             }
             let Some((node, previous)) = queue.remove(index) else {
@@ -114,7 +115,7 @@ pub(super) async fn schedule(
             // The wait is over: the next one is news, even if it looks like the last.
             announced = None;
             let fresh = fresh_mark(&node, holdings, job);
-            started.extend(previous.is_none().then_some(fresh.started));
+            started.extend(approved(job, &mut gates, hold, &node, &previous, &fresh));
             running.push(async move { node::maintain(job, &node, previous, fresh).await });
         }
         if held_by_others {
@@ -144,6 +145,7 @@ pub(super) async fn schedule(
                 results.push(result);
             }
             _ = sleep => {}
+            () = gate_changed(gates.as_mut()) => {}
             _ = stop.changed() => {
                 if let Some(state) = *stop.borrow() {
                     (job.on_progress)(RollProgress::Stopping { why: state });
@@ -166,6 +168,58 @@ fn pause_after(result: &NodeResult, pause: std::time::Duration) -> Option<jiff::
     (result.outcome == Outcome::Done)
         .then(|| jiff::Timestamp::now().checked_add(pause).ok())
         .flatten()
+}
+
+/// Says a wait for a fresh node once; when to look again.
+fn wait(
+    job: &Job<'_>,
+    announced: &mut Option<Wait>,
+    until: jiff::Timestamp,
+    why: WaitReason,
+    now: jiff::Timestamp,
+) -> tokio::time::Instant {
+    if announce(announced, Wait::of(&why, until)) {
+        (job.on_progress)(RollProgress::Waiting { until, why });
+    }
+    tokio::time::Instant::now() + until.duration_since(now).unsigned_abs()
+}
+
+/// The roll's metric gates, asked in the background, with its lease for approvals.
+async fn gate_watch(job: &Job<'_>) -> Option<GateWatch> {
+    let opts = job.options;
+    let lease = Api::namespaced(job.conn.client.clone(), &opts.lock.namespace);
+    let lease = (lease, super::LOCK_NAME);
+    GateWatch::start(opts.metric_gates.as_ref(), job.checker.as_ref(), lease).await
+}
+
+/// A node starts: when fresh, its start counts for `--max-per` (returned), and an
+/// approval that lets it start despite a failing gate is spent, and said.
+fn approved(
+    job: &Job<'_>,
+    gates: &mut Option<GateWatch>,
+    hold: Hold,
+    node: &Node,
+    previous: &Option<Mark>,
+    fresh: &Mark,
+) -> Option<jiff::Timestamp> {
+    if previous.is_some() {
+        return None;
+    }
+    if let (Some(gates), Hold::Approved(approval)) = (gates.as_mut(), hold) {
+        gates.spend(&approval);
+        let node = name_of(node);
+        (job.on_progress)(RollProgress::Approved { node, approval });
+    }
+    Some(fresh.started)
+}
+
+/// Until the gates' verdict changes (a gate that clears lets the next node start at
+/// once); for ever without gates.
+async fn gate_changed(gates: Option<&mut GateWatch>) {
+    match gates {
+        Some(g) => g.changed().await,
+        None => futures::future::pending().await,
+    }
 }
 
 /// Until `at`; for ever without one.
@@ -225,6 +279,17 @@ fn wait_for_others(job: &Job<'_>, announced: &mut Option<Wait>, look: others::Lo
 enum Wait {
     Until(WaitReason, jiff::Timestamp),
     Others(BTreeSet<String>),
+    /// A failing gate, by what it says (its next look is no news).
+    Gate(String),
+}
+
+impl Wait {
+    fn of(why: &WaitReason, until: jiff::Timestamp) -> Self {
+        match why {
+            WaitReason::Gate { why } => Self::Gate(why.clone()),
+            why => Self::Until(why.clone(), until),
+        }
+    }
 }
 
 /// Whether `wait` is news, remembering it if so: each wait is said once, and again only
@@ -289,15 +354,24 @@ fn next_fitting(
     queue.iter().position(|(n, _)| name_of(n).as_str() == first)
 }
 
-/// When the next node that has not started yet may start, if not now: after the pause
-/// that follows a finished node, inside a maintenance window, and within the rate
-/// budget (`rate`: the budget and the starts it counts).
+/// When the next node that has not started yet may start, if not now: once the metric
+/// gates pass (`gate`: why one fails, unless approved; asked during the pause too, so a soak that
+/// turns bad says so at once), after the pause that follows a finished node, inside a
+/// maintenance window, and within the rate budget (`rate`: the budget and the starts it
+/// counts).
 fn next_start(
     pause_until: Option<jiff::Timestamp>,
     windows: &[Window],
     rate: Option<(&RateBudget, &[jiff::Timestamp])>,
+    gate: Option<&str>,
     now: jiff::Timestamp,
 ) -> Option<(jiff::Timestamp, WaitReason)> {
+    if let Some(why) = gate {
+        let again = jiff::SignedDuration::try_from(GATE_AGAIN).unwrap_or_default();
+        let until = now.checked_add(again).unwrap_or(now);
+        let why = why.to_string();
+        return Some((until, WaitReason::Gate { why }));
+    }
     if let Some(t) = pause_until.filter(|t| *t > now) {
         return Some((t, WaitReason::Pause));
     }
@@ -378,15 +452,40 @@ mod tests {
         let now: jiff::Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
         let monday: Window = "Mon 02:00-03:00 UTC".parse().unwrap();
         let later = now + jiff::SignedDuration::from_secs(30);
-        assert_eq!(next_start(None, &[], None, now), None);
+        assert_eq!(next_start(None, &[], None, None, now), None);
         assert_eq!(
-            next_start(Some(later), &[], None, now),
+            next_start(Some(later), &[], None, None, now),
             Some((later, WaitReason::Pause))
         );
         let opens: jiff::Timestamp = "2026-11-30T02:00:00Z".parse().unwrap();
         assert_eq!(
-            next_start(Some(now), std::slice::from_ref(&monday), None, now),
+            next_start(Some(now), std::slice::from_ref(&monday), None, None, now),
             Some((opens, WaitReason::Window))
+        );
+    }
+
+    #[test]
+    fn a_failing_gate_holds_a_fresh_node_even_during_the_pause_and_a_passing_one_does_not() {
+        let now: jiff::Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
+        let later = now + jiff::SignedDuration::from_secs(30);
+        let failing = "Alertmanager at http://am:9093 gives no answer (refused)";
+        let (until, why) = next_start(Some(later), &[], None, Some(failing), now).unwrap();
+        assert_eq!(
+            why,
+            WaitReason::Gate {
+                why: failing.into()
+            },
+            "the soak says the gate"
+        );
+        assert_eq!(
+            until,
+            now + jiff::SignedDuration::from_secs(5),
+            "asked again in 5s"
+        );
+        assert_eq!(next_start(None, &[], None, None, now), None);
+        assert_eq!(
+            next_start(Some(later), &[], None, None, now),
+            Some((later, WaitReason::Pause))
         );
     }
 
@@ -397,7 +496,7 @@ mod tests {
         let two_per_minute = RateBudget::new(std::time::Duration::from_secs(60), 2).unwrap();
         let rate = |started: &'static [i64]| {
             let times: Vec<jiff::Timestamp> = started.iter().map(|s| ago(*s)).collect();
-            next_start(None, &[], Some((&two_per_minute, &times)), now)
+            next_start(None, &[], Some((&two_per_minute, &times)), None, now)
         };
         assert_eq!(rate(&[10]), None);
         assert_eq!(
@@ -415,6 +514,10 @@ mod tests {
         );
     }
 
+    fn later(t: jiff::Timestamp) -> jiff::Timestamp {
+        t + jiff::SignedDuration::from_secs(5)
+    }
+
     #[test]
     fn a_wait_is_said_once_and_again_when_it_changes() {
         let held = |nodes: &[&str]| Wait::Others(nodes.iter().map(|n| n.to_string()).collect());
@@ -429,6 +532,22 @@ mod tests {
         assert!(announce(&mut last, Wait::Until(WaitReason::Window, opens)));
         assert!(!announce(&mut last, Wait::Until(WaitReason::Window, opens)));
         assert!(announce(&mut last, Wait::Until(WaitReason::Pause, opens)));
+        let gate = |why: &str| WaitReason::Gate { why: why.into() };
+        assert!(announce(
+            &mut last,
+            Wait::of(&gate("query `x` returns 1 series"), opens)
+        ));
+        assert!(
+            !announce(
+                &mut last,
+                Wait::of(&gate("query `x` returns 1 series"), later(opens))
+            ),
+            "the gate's next look is no news"
+        );
+        assert!(announce(
+            &mut last,
+            Wait::of(&gate("query `x` returns 2 series"), opens)
+        ));
         assert!(
             announce(&mut last, held(&["node-1", "node-2"])),
             "back to waiting on others after another reason: said again"

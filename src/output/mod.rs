@@ -4,6 +4,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
+pub mod approve;
 pub mod cordon;
 pub mod drain;
 mod forecast;

@@ -105,6 +105,9 @@ pub fn progress_line(p: &RollProgress) -> Option<String> {
             }
         }
         RollProgress::Waiting { until, why } => match why {
+            WaitReason::Gate { why } => format!(
+                "a metric gate fails: {why}; no new node starts until it passes (nodes under way go on)"
+            ),
             WaitReason::Window => format!(
                 "outside every maintenance window: no new node starts until {}",
                 when(*until)
@@ -132,6 +135,9 @@ pub fn progress_line(p: &RollProgress) -> Option<String> {
             ),
         },
         RollProgress::Phase { node, phase } => format!("[{node}] {phase}"),
+        RollProgress::Approved { node, approval } => format!(
+            "[{node}] starts despite a failing metric gate: approved (kordon approve, {approval})"
+        ),
         RollProgress::Drain { node, event } => {
             format!("[{node}] {}", super::drain::event_line(event))
         }

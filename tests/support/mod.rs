@@ -10,6 +10,7 @@ pub mod audit;
 pub mod balancer;
 pub mod faults;
 pub mod fixtures;
+pub mod monitoring;
 pub mod nm;
 pub mod rbac;
 pub mod traffic;
