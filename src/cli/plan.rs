@@ -75,15 +75,8 @@ async fn fleet(global: &GlobalArgs, args: &PlanArgs) -> super::error::Result {
         selector: args.selector.clone(),
     };
     let targets = selection.resolve(&ctx.conn, false).await?;
-    let policy = &args.roll;
     let options = kordon::fleet::ForecastOptions {
-        max_unavailable: policy.max_unavailable,
-        max_unavailable_per: policy.max_unavailable_per.iter().cloned().collect(),
-        order: policy.order,
-        max_per: policy.max_per,
-        sequence: policy.sequence.clone(),
-        windows: policy.windows.clone(),
-        pause_between: policy.pause_between,
+        rules: args.roll.rules(),
         lock_namespace: args.lock.lock_namespace.clone(),
         node_time: args.expect_node_time,
     };

@@ -165,6 +165,20 @@ pub struct PolicyArgs {
     pub pause_between: Duration,
 }
 
+impl PolicyArgs {
+    pub fn rules(&self) -> kordon::fleet::StartRules {
+        kordon::fleet::StartRules {
+            max_unavailable: self.max_unavailable,
+            max_unavailable_per: self.max_unavailable_per.iter().cloned().collect(),
+            order: self.order,
+            max_per: self.max_per,
+            sequence: self.sequence.clone(),
+            windows: self.windows.clone(),
+            pause_between: self.pause_between,
+        }
+    }
+}
+
 /// `PERIOD=N` for `--max-per`.
 fn max_per(s: &str) -> Result<RateBudget, String> {
     kordon::fleet::rate::parse_flag(s, values::duration)
@@ -260,13 +274,7 @@ pub async fn run(global: &GlobalArgs, args: &RollArgs) -> super::error::Result {
         ready_timeout: args.work.ready_timeout,
         gates: args.work.gates(),
         detach: args.work.detach(),
-        max_unavailable: args.policy.max_unavailable,
-        max_unavailable_per: args.policy.max_unavailable_per.iter().cloned().collect(),
-        order: args.policy.order,
-        max_per: args.policy.max_per,
-        sequence: args.policy.sequence.clone(),
-        windows: args.policy.windows.clone(),
-        pause_between: args.policy.pause_between,
+        rules: args.policy.rules(),
         max_failures: args.max_failures,
         count_others_out: args.count_others_out,
         taint_pending: args.taint_pending,

@@ -47,16 +47,10 @@ use preflight::{continued, out_of_service, plan_fleet};
 pub use run::{MaxUnavailable, Order, RunRecord, RunSpec, RunState};
 use window::Window;
 
+/// When a roll's nodes may start: the caps, the order, the rate, the sequence, the
+/// windows and the soak. `roll` follows them; `plan --fleet` runs them forward in time.
 #[derive(Debug, Clone)]
-pub struct RollOptions {
-    pub drain: DrainOptions,
-    pub work: Work,
-    pub ready: ReadyCriteria,
-    pub ready_timeout: Duration,
-    /// The health gates each node passes, and how long each may take.
-    pub gates: crate::workflow::gate::Gates,
-    /// The wait for each node's volumes to detach before its work.
-    pub detach: crate::policy::Detach,
+pub struct StartRules {
     pub max_unavailable: MaxUnavailable,
     /// At most this many nodes out at once per value of a node label (e.g. one per
     /// `topology.kubernetes.io/zone`); see [`caps`].
@@ -71,6 +65,20 @@ pub struct RollOptions {
     pub windows: Vec<Window>,
     /// Soak time after a node is done before the next one starts.
     pub pause_between: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RollOptions {
+    pub drain: DrainOptions,
+    pub work: Work,
+    pub ready: ReadyCriteria,
+    pub ready_timeout: Duration,
+    /// The health gates each node passes, and how long each may take.
+    pub gates: crate::workflow::gate::Gates,
+    /// The wait for each node's volumes to detach before its work.
+    pub detach: crate::policy::Detach,
+    /// When nodes may start.
+    pub rules: StartRules,
     /// The roll halts once this many nodes failed.
     pub max_failures: usize,
     /// Selected nodes someone else has out of service take places in the caps, and
@@ -304,8 +312,7 @@ pub async fn roll(
     on_progress: &(dyn Fn(RollProgress) + Sync),
 ) -> Result<RollReport, RollError> {
     let conn = &ctx.conn;
-    let cap = opts
-        .max_unavailable
+    let cap = (opts.rules.max_unavailable)
         .resolve(targets.len())
         .map_err(RollError::MaxUnavailable)?;
     // Another run holding the lock is the first thing to say (or to wait for): what
@@ -441,16 +448,10 @@ async fn take_lock(
     .await
 }
 
-/// What `plan --fleet` forecasts with: a roll's rules over when nodes start.
+/// What `plan --fleet` forecasts with.
 #[derive(Debug, Clone)]
 pub struct ForecastOptions {
-    pub max_unavailable: MaxUnavailable,
-    pub max_unavailable_per: std::collections::BTreeMap<String, u32>,
-    pub order: Order,
-    pub max_per: Option<rate::RateBudget>,
-    pub sequence: Option<sequence::Sequence>,
-    pub windows: Vec<Window>,
-    pub pause_between: Duration,
+    pub rules: StartRules,
     /// Whose earlier starts the rate budget counts, and whose finished nodes say how
     /// long a node takes.
     pub lock_namespace: String,
@@ -468,16 +469,15 @@ pub async fn forecast(
     targets: Vec<Node>,
     opts: &ForecastOptions,
 ) -> Result<forecast::Forecast, RollError> {
-    let cap = opts
-        .max_unavailable
+    let cap = (opts.rules.max_unavailable)
         .resolve(targets.len())
         .map_err(RollError::MaxUnavailable)?;
     let names: Vec<NodeName> = targets.iter().map(name_of).collect();
     let snapshot = Snapshot::live(&ctx.view, &names, Reach::Placement).await?;
     let holdings = run::holdings(&snapshot);
     let mut queue: Vec<(Node, Option<Mark>)> = targets.into_iter().map(|n| (n, None)).collect();
-    run::order(&mut queue, opts.order, &holdings);
-    if let Some(seq) = &opts.sequence {
+    run::order(&mut queue, opts.rules.order, &holdings);
+    if let Some(seq) = &opts.rules.sequence {
         queue.sort_by_cached_key(|(n, _)| seq.domain(n));
     }
     let slots: Vec<(&Node, caps::Slot)> = queue
@@ -487,7 +487,7 @@ pub async fn forecast(
             let slot = caps::Slot {
                 node: name_of(node).to_string(),
                 pending: true,
-                domains: (opts.max_unavailable_per.keys())
+                domains: (opts.rules.max_unavailable_per.keys())
                     .map(|l| (l.clone(), kube::ResourceExt::labels(node).get(l).cloned()))
                     .collect(),
                 workloads: holding.map(|h| h.workloads.clone()).unwrap_or_default(),
@@ -508,11 +508,11 @@ pub async fn forecast(
     };
     let rules = forecast::Policies {
         cap,
-        per: &opts.max_unavailable_per,
-        windows: &opts.windows,
-        pause_between: opts.pause_between,
-        max_per: opts.max_per.as_ref(),
-        sequence: opts.sequence.as_ref(),
+        per: &opts.rules.max_unavailable_per,
+        windows: &opts.rules.windows,
+        pause_between: opts.rules.pause_between,
+        max_per: opts.rules.max_per.as_ref(),
+        sequence: opts.rules.sequence.as_ref(),
     };
     let started = mark::starts(&snapshot.nodes, &opts.lock_namespace);
     let (nodes, never) =
@@ -583,9 +583,9 @@ fn queue(
             None => fresh.push((node, None)),
         }
     }
-    run::order(&mut fresh, opts.order, holdings);
+    run::order(&mut fresh, opts.rules.order, holdings);
     // Domain by domain, each in the asked order (the sort is stable).
-    if let Some(seq) = &opts.sequence {
+    if let Some(seq) = &opts.rules.sequence {
         fresh.sort_by_cached_key(|(n, _)| seq.domain(n));
     }
     in_progress.into_iter().chain(fresh).collect()
@@ -593,7 +593,7 @@ fn queue(
 
 /// `--sequence`: the domains of the queued nodes, in the order they go.
 fn domains(opts: &RollOptions, queue: &VecDeque<(Node, Option<Mark>)>) -> Option<String> {
-    let sequence = opts.sequence.as_ref()?;
+    let sequence = opts.rules.sequence.as_ref()?;
     Some(sequence.describe_all(queue.iter().map(|(n, _)| n)))
 }
 

@@ -99,7 +99,12 @@ pub(super) fn plan_fleet(
     let to_drain: Vec<(NodeName, Option<Domain>)> = queue
         .iter()
         .filter(|(_, m)| m.as_ref().is_none_or(|m| m.phase == Phase::Draining))
-        .map(|(n, _)| (name_of(n), opts.sequence.as_ref().map(|s| s.domain(n))))
+        .map(|(n, _)| {
+            (
+                name_of(n),
+                opts.rules.sequence.as_ref().map(|s| s.domain(n)),
+            )
+        })
         .collect();
     // Nodes this roll has cordoned are back before a later wave starts.
     let returning: BTreeSet<String> = queue

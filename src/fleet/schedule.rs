@@ -90,7 +90,7 @@ pub(super) async fn schedule(
         let fits = |n: &Node, m: &Option<Mark>| in_sequence(job, open.as_ref(), n, m);
         while !stopping && !halted && running.len() + failures + others < cap.max {
             // The first node in order that the per-label caps let start now.
-            let per = &opts.max_unavailable_per;
+            let per = &opts.rules.max_unavailable_per;
             let Some(index) = next_fitting(&queue, &fits, &out, by_others, holdings, per) else {
                 // Someone else's nodes hold it if it would fit without them.
                 held_by_others |= next_fitting(&queue, &fits, &out, &[], holdings, per).is_some();
@@ -98,11 +98,11 @@ pub(super) async fn schedule(
             };
             let (_, previous) = &queue[index];
             let now = jiff::Timestamp::now();
-            let rate = opts.max_per.as_ref().map(|b| (b, started.as_slice()));
+            let rate = opts.rules.max_per.as_ref().map(|b| (b, started.as_slice()));
             let hold = gates.as_ref().map_or(Hold::Pass, GateWatch::hold);
             if previous.is_none()
                 && let Some((until, why)) =
-                    next_start(pause_until, &opts.windows, rate, hold.held(), now)
+                    next_start(pause_until, &opts.rules.windows, rate, hold.held(), now)
             {
                 wait_until = Some(wait(job, &mut announced, until, why, now));
                 break;
@@ -141,7 +141,7 @@ pub(super) async fn schedule(
                 }
                 pending.lift(job.conn, &result.node, elsewhere.current(&result.node)).await;
                 failures += usize::from(result.failed());
-                pause_until = pause_after(&result, opts.pause_between).or(pause_until);
+                pause_until = pause_after(&result, opts.rules.pause_between).or(pause_until);
                 results.push(result);
             }
             _ = sleep => {}
@@ -233,7 +233,7 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// Whether the sequence lets this queued node start while `open` is the domain under
 /// way: a node the run continues (it has a mark) is out already and goes on.
 fn in_sequence(job: &Job<'_>, open: Option<&Domain>, node: &Node, mark: &Option<Mark>) -> bool {
-    let sequence = job.options.sequence.as_ref();
+    let sequence = job.options.rules.sequence.as_ref();
     mark.is_some() || sequence.is_none_or(|s| s.admits(node, open))
 }
 
@@ -400,7 +400,7 @@ fn open_domain(
     out: &HashMap<String, Node>,
     results: &[NodeResult],
 ) -> Option<Domain> {
-    let seq = job.options.sequence.as_ref()?;
+    let seq = job.options.rules.sequence.as_ref()?;
     let failed: BTreeSet<&str> = results
         .iter()
         .filter(|r| r.failed())
@@ -415,7 +415,7 @@ fn open_domain(
 
 /// Says, once per domain, which domain's nodes start now.
 fn announce_domain(job: &Job<'_>, last: &mut Option<Domain>, open: Option<&Domain>) {
-    let (Some(seq), Some(open)) = (job.options.sequence.as_ref(), open) else {
+    let (Some(seq), Some(open)) = (job.options.rules.sequence.as_ref(), open) else {
         return;
     };
     if last.as_ref() != Some(open) {
