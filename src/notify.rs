@@ -128,7 +128,9 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Sends notifications to their webhooks from one background task.
 pub struct Notifier {
     queue: mpsc::Sender<(Arc<Webhook>, Notification)>,
-    task: tokio::task::JoinHandle<Delivery>,
+    task: tokio::task::JoinHandle<()>,
+    /// What the task has sent so far.
+    delivery: Arc<std::sync::Mutex<Delivery>>,
 }
 
 impl Notifier {
@@ -136,18 +138,24 @@ impl Notifier {
     pub fn start() -> Result<Self, NotifyError> {
         let client = crate::http::client()?;
         let (queue, mut rx) = mpsc::channel::<(Arc<Webhook>, Notification)>(QUEUE);
+        let delivery: Arc<std::sync::Mutex<Delivery>> = Arc::default();
+        let counts = delivery.clone();
         let task = tokio::spawn(async move {
-            let mut delivery = Delivery::default();
             while let Some((webhook, notification)) = rx.recv().await {
-                if deliver(&client, &webhook, &notification).await {
-                    delivery.delivered += 1;
-                } else {
-                    delivery.failed += 1;
+                let taken = deliver(&client, &webhook, &notification).await;
+                if let Ok(mut d) = counts.lock() {
+                    match taken {
+                        true => d.delivered += 1,
+                        false => d.failed += 1,
+                    }
                 }
             }
-            delivery
         });
-        Ok(Self { queue, task })
+        Ok(Self {
+            queue,
+            task,
+            delivery,
+        })
     }
 
     /// Queues `notification` for `webhook`; never waits.
@@ -157,18 +165,16 @@ impl Notifier {
         }
     }
 
-    /// Lets what is queued go out (for at most `limit`) and says how it went.
+    /// Lets what is queued go out (for at most `limit`) and says how it went: what is
+    /// still unsent then is given up, and counts as neither.
     pub async fn finish(self, limit: Duration) -> Delivery {
         drop(self.queue);
         let abort = self.task.abort_handle();
-        match tokio::time::timeout(limit, self.task).await {
-            Ok(Ok(delivery)) => delivery,
-            Ok(Err(_)) | Err(_) => {
-                abort.abort();
-                tracing::warn!("notifications still unsent after {limit:?} were given up");
-                Delivery::default()
-            }
+        if tokio::time::timeout(limit, self.task).await.is_err() {
+            abort.abort();
+            tracing::warn!("notifications still unsent after {limit:?} were given up");
         }
+        self.delivery.lock().map(|d| *d).unwrap_or_default()
     }
 }
 
