@@ -1069,9 +1069,12 @@ async fn a_webhook_hears_each_start_the_block_the_failure_and_the_end() {
     let run = roll.await.expect("join");
     assert_eq!(run.code, Some(1), "{run:#?}");
     let report = run.json();
+    // Besides web-pdb, kordon's own implicit budget may hold a pod for a moment while the
+    // API server takes it in ("still being processed"): told too, as it happened.
     let seen: Vec<(String, String)> = hook
         .taken()
         .iter()
+        .filter(|n| n["kind"] != "blocked" || n["blocking"][0]["budget"] == "web-pdb")
         .map(|n| {
             let field = |k: &str| n[k].as_str().unwrap_or("-").to_string();
             (field("kind"), field("node"))
@@ -1098,10 +1101,15 @@ async fn a_webhook_hears_each_start_the_block_the_failure_and_the_end() {
             .is_some_and(|m| m.contains("1 failed")),
         "{end:#}"
     );
-    assert_eq!(hook.requests(), 7, "the first was refused and sent again");
+    let taken = hook.taken().len();
+    assert_eq!(
+        hook.requests(),
+        taken + 1,
+        "the first was refused and sent again"
+    );
     assert_eq!(
         report["notifications"],
-        json!({ "delivered": 6, "failed": 0 }),
+        json!({ "delivered": taken, "failed": 0 }),
         "{report:#}"
     );
 }
