@@ -8,6 +8,7 @@
 #![warn(clippy::too_many_lines)]
 
 pub mod advice;
+pub mod agent;
 pub mod api;
 pub mod budget;
 pub mod classify;

@@ -144,6 +144,10 @@ pub struct AlertmanagerSpec {
 /// The annotation on a plan whose new value lets one node start despite a failing gate.
 pub const APPROVE_ANNOTATION: &str = "kordon.dev/approve";
 
+/// On a node that needs maintenance, with the time the need was first seen (Unix
+/// seconds) as its value: set by kordon's node agent from a sentinel, or by a person.
+pub const TRIGGER_LABEL: &str = "kordon.dev/maintenance-needed";
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notify {

@@ -36,7 +36,9 @@ pub fn holder_of(node: &k8s_openapi::api::core::v1::Node) -> Option<&str> {
     printcolumn = r#"{"name":"Evicted","type":"integer","jsonPath":".status.drain.evicted"}"#,
     printcolumn = r#"{"name":"Waiting","type":"integer","jsonPath":".status.drain.waiting"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".spec.reason","priority":1}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    // The node agent watches only its own node's: `fieldSelector=spec.nodeName=NODE`.
+    selectable = ".spec.nodeName"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NodeMaintenanceSpec {
@@ -202,7 +204,7 @@ pub struct LadderPolicy {
 /// What happens while the node is empty. Exactly one member is set.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.hold), has(self.job), has(self.reboot), has(self.external)].filter(x, x).size() == 1").message("set exactly one of hold, job, reboot, external"))]
+#[x_kube(validation = Rule::new("[has(self.hold), has(self.job), has(self.reboot), has(self.command), has(self.external)].filter(x, x).size() == 1").message("set exactly one of hold, job, reboot, command, external"))]
 pub struct MaintenanceStep {
     /// The node stays cordoned and drained while the object exists; deleting the
     /// object brings it back (medik8s' model).
@@ -212,9 +214,16 @@ pub struct MaintenanceStep {
     /// Job succeeds, failed (the node stays cordoned) when it fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobStep>,
-    /// Done when the node has rebooted (its bootID changed) and is Ready again.
+    /// Done when the node has rebooted (its bootID changed) and is Ready again. kordon's
+    /// node agent (`kordon agent`), where it runs, reboots the node; without it,
+    /// something else must.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot: Option<RebootStep>,
+    /// A command on the node's host, run by kordon's node agent (`kordon agent`, the
+    /// chart's `agent.enabled`): done when it exits 0, failed (the node stays cordoned)
+    /// otherwise; its exit code and the tail of its output go into `status.hostStep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandStep>,
     /// Done when another actor sets the condition `conditionType` to True on this
     /// object's status (a driver operator, an OS updater).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -247,6 +256,92 @@ pub struct RebootStep {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(super::duration::RULE).message(super::duration::RULE_MESSAGE))]
     pub timeout: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandStep {
+    /// The program and its arguments, run in the host's root file system (e.g.
+    /// `["sh", "-c", "apt-get update && apt-get -y upgrade"]`).
+    #[x_kube(validation = Rule::new("self.size() > 0").message("name the program to run"))]
+    pub command: Vec<String>,
+    /// How long it may run before the agent stops it and the step fails, e.g. "30m".
+    #[serde(default = "CommandStep::default_timeout")]
+    #[x_kube(validation = Rule::new(super::duration::RULE).message(super::duration::RULE_MESSAGE))]
+    pub timeout: String,
+}
+
+impl CommandStep {
+    fn default_timeout() -> String {
+        "30m".into()
+    }
+
+    /// `timeout` read, or what is wrong with it, named by its field.
+    pub fn time_limit(&self) -> Result<std::time::Duration, String> {
+        super::duration::parse(&self.timeout).map_err(|e| format!("spec.step.command.timeout: {e}"))
+    }
+}
+
+/// On a node: what kordon's node agent did there for a NodeMaintenance's step, as
+/// JSON ([`HostStep`]). The agent writes it on its own node, the only object it may
+/// change; the controller reads it and copies it into the NodeMaintenance's status.
+pub const HOST_STEP: &str = "kordon.dev/host-step";
+
+/// What the node agent did for one NodeMaintenance's step on the host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostStep {
+    /// The NodeMaintenance it acted for, by uid: a step is run once per object, and a
+    /// record of an earlier one means nothing to the next.
+    pub uid: String,
+    /// `reboot` or `command`.
+    pub step: HostStepKind,
+    pub started_at: Time,
+    /// Unset while it runs (or, for a reboot, when the node went down under it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why it has no exit code: it could not start, ran past its timeout, or the agent
+    /// restarted while it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The last lines of its output (stdout and stderr), at most 2 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum HostStepKind {
+    Reboot,
+    Command,
+}
+
+impl HostStep {
+    /// The record on `node` for the NodeMaintenance with `uid`, if the agent wrote one.
+    pub fn on(node: &k8s_openapi::api::core::v1::Node, uid: &str) -> Option<Self> {
+        let raw = node.metadata.annotations.as_ref()?.get(HOST_STEP)?;
+        serde_json::from_str::<Self>(raw)
+            .ok()
+            .filter(|s| s.uid == uid)
+    }
+
+    /// How it ended: `None` while it runs, `Err` with why when it failed.
+    pub fn outcome(&self) -> Option<Result<(), String>> {
+        let tail = self
+            .output
+            .as_deref()
+            .filter(|o| !o.trim().is_empty())
+            .map(|o| format!("; its output ends: {}", o.trim()))
+            .unwrap_or_default();
+        match (&self.error, self.exit_code) {
+            (Some(error), _) => Some(Err(format!("{error}{tail}"))),
+            (None, Some(0)) => Some(Ok(())),
+            (None, Some(code)) => Some(Err(format!("exited with {code}{tail}"))),
+            (None, None) => None,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -286,6 +381,9 @@ pub struct NodeMaintenanceStatus {
     /// Someone else had cordoned the node before: it stays cordoned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub was_unschedulable: Option<bool>,
+    /// What kordon's node agent did on the host for a `reboot` or `command` step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_step: Option<HostStep>,
     /// The node's bootID when the maintenance step began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id_before: Option<String>,

@@ -8,6 +8,7 @@ use kordon::cluster::{ConnectionOptions, Teller};
 use kordon::names::NodeName;
 use kordon::output::Format;
 
+mod agent;
 mod approve;
 mod controller;
 mod cordon;
@@ -140,6 +141,12 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Run in the cluster: carry out NodeMaintenance objects.
     Controller(controller::ControllerArgs),
+    /// Run on a node (the chart's DaemonSet): carry out its NodeMaintenances' host
+    /// steps (reboot, command) and raise its trigger label when a sentinel says so.
+    Agent(agent::AgentArgs),
+    /// Run a program in the host's root file system (the agent's way onto the host).
+    #[command(hide = true)]
+    HostExec(agent::HostExecArgs),
     /// Print the CustomResourceDefinitions of kordon's resources (YAML).
     Crd,
 }
@@ -154,6 +161,8 @@ pub async fn run(cli: Cli) -> error::Result {
         }
         Command::Controller(args) => controller::run(&cli.global, &args).await,
         Command::Crd => controller::print_crds(),
+        Command::Agent(args) => agent::run(&cli.global, &args).await,
+        Command::HostExec(args) => agent::host_exec(&args),
         Command::Cordon(args) => cordon::run(&cli.global, &args, true).await,
         Command::Uncordon(args) => cordon::run(&cli.global, &args, false).await,
         Command::Drain(args) => drain::run(&cli.global, &args).await,

@@ -347,6 +347,25 @@ async fn merge(
     }
 }
 
+/// Sets (`Some`) or removes (`None`) one label of the node, nothing else.
+pub async fn set_label(
+    conn: &Connection,
+    name: &NodeName,
+    key: &str,
+    value: Option<&str>,
+) -> Result<(), ClusterError> {
+    let api: Api<Node> = Api::all(conn.client.clone());
+    let body = json!({ "metadata": { "labels": { key: value } } });
+    match api
+        .patch(name.as_str(), &PatchParams::default(), &Patch::Merge(&body))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if ClusterError::is_not_found(&e) => Err(ClusterError::NodeNotFound(name.clone())),
+        Err(e) => Err(conn.error(format!("label node {name} {key} (patch nodes)"), e)),
+    }
+}
+
 /// Whether any Service is of type LoadBalancer: only then do external load balancers
 /// have nodes in them to deregister. One paged read of the Services, which are few
 /// beside the pods.

@@ -38,6 +38,12 @@ pub(super) async fn may_start(
     let options = match drain_options(&nm.spec.drain)
         .and_then(|o| gate_timeout(nm).map(|_| o))
         .and_then(|o| reboot_timeout(nm).map(|_| o))
+        .and_then(|o| {
+            let command = nm.spec.step.command.as_ref();
+            command
+                .map_or(Ok(()), |c| c.time_limit().map(|_| ()))
+                .map(|()| o)
+        })
         .and_then(|o| volume_detach(nm).map(|_| o))
     {
         Ok(o) => o,

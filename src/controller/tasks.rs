@@ -14,7 +14,7 @@ use super::options::drain_options;
 use super::reconcile::{LOOK_AGAIN, ReconcileError, node_of};
 use super::runs::Ended;
 use super::status::{self, Hold};
-use crate::api::node_maintenance::NodeMaintenanceStatus;
+use crate::api::node_maintenance::{HostStep, NodeMaintenanceStatus};
 use crate::api::{NodeMaintenance, duration};
 use crate::cluster::ClusterError;
 use crate::cluster::attachments::{self, DetachError};
@@ -222,11 +222,12 @@ pub(super) fn volume_detach(nm: &NodeMaintenance) -> Result<Detach, String> {
 }
 
 /// The maintenance step: `hold` waits for the object's deletion, `job` for its Job,
-/// `reboot` for a new bootID, `external` for its condition.
+/// `reboot` for a new bootID, `command` for the node agent's record of it, `external`
+/// for its condition.
 async fn maintaining(
     nm: &NodeMaintenance,
     ctx: &Ctx,
-    status: &NodeMaintenanceStatus,
+    status: &mut NodeMaintenanceStatus,
 ) -> Result<Look, ReconcileError> {
     let step = &nm.spec.step;
     let hold = |reason, message: &str, action| {
@@ -260,11 +261,48 @@ async fn maintaining(
         );
         return hold("AwaitingExternal", &message, Action::await_change());
     }
+    if let Some(command) = &step.command {
+        let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
+        let record = HostStep::on(&node, &nm.uid().unwrap_or_default());
+        status.host_step.clone_from(&record);
+        return match record.as_ref().map(HostStep::outcome) {
+            Some(Some(Ok(()))) => Ok(Look::Did),
+            Some(Some(Err(why))) => Ok(Look::Failed(format!(
+                "the command on node {} {why}",
+                node_of(nm)
+            ))),
+            Some(None) => {
+                let message = format!(
+                    "kordon's agent on the node runs `{}` (at most {})",
+                    command.command.join(" "),
+                    command.timeout
+                );
+                hold("RunningCommand", &message, Action::requeue(LOOK_AGAIN))
+            }
+            None => {
+                let message = "waiting for kordon's agent on the node to run the command \
+                    (is the agent DaemonSet installed, and does it run there?)";
+                hold("AwaitingAgent", message, Action::requeue(LOOK_AGAIN))
+            }
+        };
+    }
     if step.reboot.is_some() {
         let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
         let boot = ready::Snapshot::of(&node).boot_id;
         if boot.is_some() && boot != status.boot_id_before {
             return Ok(Look::Did);
+        }
+        // The agent, where it runs, says when its reboot command failed: no need to wait
+        // for the timeout then.
+        let record = HostStep::on(&node, &nm.uid().unwrap_or_default());
+        if record.is_some() {
+            status.host_step.clone_from(&record);
+        }
+        if let Some(Some(Err(why))) = record.as_ref().map(HostStep::outcome) {
+            return Ok(Look::Failed(format!(
+                "the reboot command on node {} {why}",
+                node_of(nm)
+            )));
         }
         // Checked before the maintenance started (see `may_start`).
         if let Ok(Some(limit)) = reboot_timeout(nm)
