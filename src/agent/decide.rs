@@ -154,7 +154,11 @@ mod tests {
     fn a_reboot_is_due_once_drained_and_only_while_the_node_has_its_old_boot() {
         let drained = nm("a", reboot(), "Maintaining", true);
         assert_eq!(
-            next(&node("boot-1", None), std::slice::from_ref(&drained), &none()),
+            next(
+                &node("boot-1", None),
+                std::slice::from_ref(&drained),
+                &none()
+            ),
             Some(Work::Reboot {
                 uid: "uid-a".into(),
                 name: "a".into()
@@ -180,7 +184,11 @@ mod tests {
             json!({ "uid": "uid-a", "step": "reboot", "startedAt": "2026-12-06T10:01:00Z" });
         let drained = nm("a", reboot(), "Maintaining", true);
         assert_eq!(
-            next(&node("boot-1", Some(started)), std::slice::from_ref(&drained), &none()),
+            next(
+                &node("boot-1", Some(started)),
+                std::slice::from_ref(&drained),
+                &none()
+            ),
             None
         );
         // Run by this process: its record may not be in the watch yet.
@@ -191,7 +199,11 @@ mod tests {
         let running =
             json!({ "uid": "uid-b", "step": "command", "startedAt": "2026-12-06T10:01:00Z" });
         let due = nm("b", command.clone(), "Maintaining", true);
-        match next(&node("boot-1", Some(running)), std::slice::from_ref(&due), &none()) {
+        match next(
+            &node("boot-1", Some(running)),
+            std::slice::from_ref(&due),
+            &none(),
+        ) {
             Some(Work::Interrupted(record)) => {
                 assert_eq!(record.uid, "uid-b");
                 assert!(record.outcome().is_some_and(|o| o.is_err()), "{record:?}");
@@ -201,7 +213,11 @@ mod tests {
         let finished = json!({ "uid": "uid-b", "step": "command", "startedAt": "2026-12-06T10:01:00Z",
             "finishedAt": "2026-12-06T10:02:00Z", "exitCode": 0 });
         assert_eq!(
-            next(&node("boot-1", Some(finished)), std::slice::from_ref(&due), &none()),
+            next(
+                &node("boot-1", Some(finished)),
+                std::slice::from_ref(&due),
+                &none()
+            ),
             None
         );
         // A record of another NodeMaintenance means nothing to this one.

@@ -460,3 +460,31 @@ pub async fn delete_and_wait(api: &Api<Pod>, name: &str, grace: u32) -> Duration
     .await;
     start.elapsed()
 }
+
+/// A process a test started (e.g. `kordon agent`), its stderr appended to
+/// target/tmp/<log>.log; killed when dropped.
+pub struct Spawned(std::process::Child);
+
+impl Spawned {
+    pub fn new(command: &mut Command, log: &str) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(format!("{}/{log}.log", env!("CARGO_TARGET_TMPDIR")))
+            .map(std::process::Stdio::from)
+            .unwrap_or_else(|_| std::process::Stdio::null());
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start a process");
+        Self(child)
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
