@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::Node;
 use kube::{Api, ResourceExt};
@@ -22,6 +23,9 @@ use super::window::{self, Availability, Window};
 use super::{Job, RollProgress, RunState, WaitReason, name_of, run};
 use crate::cluster::nodes;
 use crate::metric_gate::Hold;
+use crate::names::NodeName;
+use crate::phase::Phase;
+use crate::workflow::gate::{self, GateError};
 
 /// The roll's cap, shared with the other kordon actors' nodes out, and with the nodes
 /// someone else has out among its own.
@@ -53,6 +57,7 @@ pub(super) async fn schedule(
 ) -> RunState {
     let opts = job.options;
     let mut running = FuturesUnordered::new();
+    let mut soaks = Soaks::default();
     let mut failures = 0;
     let mut pause_until: Option<jiff::Timestamp> = None;
     let (mut announced, mut domain): (Option<Wait>, Option<Domain>) = (None, None);
@@ -61,15 +66,11 @@ pub(super) async fn schedule(
     // Nodes this roll has out of service: running, or failed and left cordoned.
     let mut out: HashMap<String, Node> = HashMap::new();
     let mut gates = gate_watch(job).await;
-    let mut elsewhere = others::Elsewhere::watch(
-        &job.ctx.view,
-        cap.scope,
-        job.options.spec.selector.as_deref(),
-    )
-    .await;
+    let selector = job.options.spec.selector.as_deref();
+    let mut elsewhere = others::Elsewhere::watch(&job.ctx.view, cap.scope, selector).await;
     loop {
         let stopping = stop.borrow().is_some();
-        let halted = failures >= opts.max_failures;
+        let halted = failures + soaks.failed >= opts.max_failures;
         // Failed nodes stay cordoned, so they keep their slot; nodes NodeMaintenances
         // hold outside this roll take theirs, and so do selected nodes someone else has
         // out (not started while they have them).
@@ -125,11 +126,11 @@ pub(super) async fn schedule(
             }
             wait_until.get_or_insert(tokio::time::Instant::now() + OTHERS_AGAIN);
         }
-        if running.is_empty() && (queue.is_empty() || stopping || halted) {
-            break;
-        }
-        if running.is_empty() && wait_until.is_none() {
-            // Every slot is held by a failed node: nothing can start.
+        // Nothing runs (the soaks are waited for, unless the roll stops or halts), and
+        // nothing is left, or may start, or ever could: every slot is held by a failed
+        // node when there is nothing to wait for.
+        let idle = running.is_empty() && (soaks.under_way.is_empty() || stopping || halted);
+        if idle && (queue.is_empty() || stopping || halted || wait_until.is_none()) {
             break;
         }
         let sleep = sleep_until(wait_until);
@@ -142,7 +143,11 @@ pub(super) async fn schedule(
                 pending.lift(job.conn, &result.node, elsewhere.current(&result.node)).await;
                 failures += usize::from(result.failed());
                 pause_until = pause_after(&result, opts.rules.pause_between).or(pause_until);
+                soaks.start(job, &result);
                 results.push(result);
+            }
+            Some((soaked, node)) = soaks.under_way.next(), if !soaks.under_way.is_empty() => {
+                soaks.failed += usize::from(soak_failed(job, results, &node, soaked));
             }
             _ = sleep => {}
             () = gate_changed(gates.as_mut()) => {}
@@ -159,6 +164,59 @@ pub(super) async fn schedule(
         Some(state) => state,
         None if results.iter().any(|r| r.outcome == Outcome::NotStarted) => RunState::Halted,
         None => RunState::Done,
+    }
+}
+
+/// The soaks under way (`--pause-between`): each node back in service, its pods
+/// watched until the soak ends.
+#[derive(Default)]
+struct Soaks<'a> {
+    under_way: FuturesUnordered<BoxFuture<'a, (Result<(), GateError>, NodeName)>>,
+    /// Nodes that failed their soak: in service, so they take no slot, but they count
+    /// toward --max-failures.
+    failed: usize,
+}
+
+impl<'a> Soaks<'a> {
+    fn start(&mut self, job: &'a Job<'_>, result: &NodeResult) {
+        let soak = job.options.rules.pause_between;
+        if result.outcome != Outcome::Done || soak.is_zero() {
+            return;
+        }
+        let (node, view) = (result.node.clone(), &job.ctx.view);
+        self.under_way.push(Box::pin(async move {
+            (gate::soak(view, &node, soak).await, node)
+        }));
+    }
+}
+
+/// How a node's soak ended: a regression fails the node (in service still; said, and
+/// in the results) and returns true; a soak that could not watch is only logged.
+fn soak_failed(
+    job: &Job<'_>,
+    results: &mut [NodeResult],
+    node: &NodeName,
+    soaked: Result<(), GateError>,
+) -> bool {
+    match soaked {
+        Ok(()) => false,
+        Err(e @ GateError::Regressed { .. }) => {
+            let error = e.to_string();
+            (job.on_progress)(RollProgress::Failed {
+                node: node.clone(),
+                phase: Phase::Done,
+                error: error.clone(),
+            });
+            if let Some(result) = results.iter_mut().find(|r| &r.node == node) {
+                result.outcome = Outcome::Failed;
+                result.blockers.push(error);
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!("node {node}: the soak could not watch its pods: {e}");
+            false
+        }
     }
 }
 

@@ -2,7 +2,10 @@
 //! - before uncordoning, the node's DaemonSet pods are Ready again (its own agents:
 //!   network, logging, storage);
 //! - before the next node starts, every workload the node's drain touched is back to
-//!   its full Ready replicas, and the budgets covering it allow disruptions again.
+//!   its full Ready replicas, and the budgets covering it allow disruptions again;
+//! - during the soak after it (`--pause-between`, `pauseBetween`), no pod on the node
+//!   restarts or fails: a node that breaks what runs on it fails, and counts toward the
+//!   roll's or plan's `maxFailures`.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +58,73 @@ pub enum GateError {
     TimedOut { timeout: Duration, waiting: String },
     #[error("watching {what} failed: {message}")]
     Watch { what: String, message: String },
+    #[error("during the {} soak, {what}", humantime::format_duration(*.soak))]
+    Regressed { soak: Duration, what: String },
+}
+
+/// The soak: for `soak`, watches the pods on the node back in service; the first one
+/// whose container restarts or that fails ends it with [`GateError::Regressed`].
+pub async fn soak(view: &View, node: &NodeName, soak: Duration) -> Result<(), GateError> {
+    let since = jiff::Timestamp::now();
+    let pods = view
+        .pods(&PodScope::Node(node.clone()))
+        .await
+        .map_err(|e| watch_error(format!("pods on node {node}"), e))?;
+    let regressed = async {
+        loop {
+            let mut changes = view.subscribe();
+            if let Some(what) = regressions(&pods.state(), since).into_iter().next() {
+                return what;
+            }
+            let _ = changes.changed().await;
+        }
+    };
+    match tokio::time::timeout(soak, regressed).await {
+        Ok(what) => Err(GateError::Regressed { soak, what }),
+        Err(_) => Ok(()),
+    }
+}
+
+/// What went wrong on a node's pods since `since`: a container that terminated (and
+/// restarted, or not) or a pod that failed. A pod deleted on purpose is not counted.
+pub fn regressions(pods: &[Arc<Pod>], since: jiff::Timestamp) -> Vec<String> {
+    let after = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        t.is_some_and(|t| t.0 >= since)
+    };
+    let mut found = Vec::new();
+    for p in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        let name = PodKey::of(p);
+        let Some(status) = p.status.as_ref() else {
+            continue;
+        };
+        let containers = status.container_statuses.iter().flatten();
+        for c in containers {
+            let ended = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+            let ended = ended.or_else(|| c.state.as_ref().and_then(|s| s.terminated.as_ref()));
+            if let Some(t) = ended.filter(|t| t.exit_code != 0 && after(t.finished_at.as_ref())) {
+                let reason = t.reason.as_deref().unwrap_or("Error");
+                found.push(format!(
+                    "container {} of pod {name} exited with {} ({reason})",
+                    c.name, t.exit_code
+                ));
+            }
+        }
+        let failed_at = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Ready");
+        if status.phase.as_deref() == Some("Failed")
+            && after(failed_at.and_then(|c| c.last_transition_time.as_ref()))
+        {
+            let why = status.reason.as_deref().unwrap_or("Failed");
+            found.push(format!("pod {name} failed ({why})"));
+        }
+    }
+    found
 }
 
 /// Waits until every DaemonSet pod on the node is Ready.
@@ -259,6 +329,46 @@ fn budget_recovered(b: &PodDisruptionBudget) -> bool {
 mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+
+    fn pod(name: &str, status: serde_json::Value) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "name": name, "namespace": "shop" },
+                "status": status
+            }))
+            .expect("pod"),
+        )
+    }
+
+    #[test]
+    fn a_soak_counts_crashes_and_failures_after_it_began_and_nothing_else() {
+        let since: jiff::Timestamp = "2026-12-06T10:00:00Z".parse().expect("time");
+        let crashed = |at: &str, code: i32| {
+            serde_json::json!({ "containerStatuses": [{
+                "name": "web", "image": "web", "imageID": "", "ready": true, "restartCount": 1,
+                "lastState": { "terminated": { "exitCode": code, "reason": "OOMKilled", "finishedAt": at } }
+            }] })
+        };
+        let pods = [
+            pod("before", crashed("2026-12-06T09:59:00Z", 137)),
+            pod("done", crashed("2026-12-06T10:01:00Z", 0)),
+            pod("oom", crashed("2026-12-06T10:01:00Z", 137)),
+            pod(
+                "evicted",
+                serde_json::json!({ "phase": "Failed", "reason": "Evicted", "conditions": [
+                    { "type": "Ready", "status": "False", "lastTransitionTime": "2026-12-06T10:02:00Z" }
+                ] }),
+            ),
+            pod("fine", serde_json::json!({ "phase": "Running" })),
+        ];
+        assert_eq!(
+            regressions(&pods, since),
+            vec![
+                "container web of pod shop/oom exited with 137 (OOMKilled)".to_string(),
+                "pod shop/evicted failed (Evicted)".to_string(),
+            ]
+        );
+    }
     use k8s_openapi::api::policy::v1::PodDisruptionBudgetStatus;
 
     fn deployment(want: i32, ready: i32, updated: i32, observed: i64) -> Deployment {
