@@ -141,7 +141,8 @@ fn pod_ip(pod: &Pod) -> String {
         .unwrap_or_default()
 }
 
-/// Processes of the real nodes still alive (zombies have an empty command line).
+/// Processes of the real nodes (and reboots of them) still alive (zombies have an
+/// empty command line).
 fn node_processes() -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
@@ -155,11 +156,53 @@ fn node_processes() -> Vec<String> {
             base,
             "containerd" | "kubelet" | "kube-proxy" | "containerd-shim-runc-v2"
         ) || String::from_utf8_lossy(&cmdline).contains(DIR)
+            || String::from_utf8_lossy(&cmdline).contains("reboot-detached")
         {
             found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
         }
     }
     found
+}
+
+/// What `testbed/cluster down` must leave of the real nodes: no process, iptables
+/// chain, link, network namespace, mount, route, cgroup or state directory.
+fn assert_nothing_left() {
+    let left = node_processes();
+    assert!(left.is_empty(), "processes left after down: {left:#?}");
+    for table in ["nat", "filter", "mangle"] {
+        let rules = run(Command::new("iptables-save").args(["-t", table]));
+        let chains: Vec<&str> = rules
+            .lines()
+            .filter(|l| l.contains("KUBE-") || l.contains("CNI-") || l.contains("KORDON-"))
+            .collect();
+        assert!(chains.is_empty(), "{table} table after down: {chains:#?}");
+    }
+    let links = run(Command::new("ip").args(["-o", "link", "show"]));
+    let kordon_links: Vec<&str> = links.lines().filter(|l| l.contains("kordon-")).collect();
+    assert!(
+        kordon_links.is_empty(),
+        "links after down: {kordon_links:#?}"
+    );
+    let netns = run(Command::new("ip").args(["netns", "list"]));
+    assert!(
+        !netns.contains("cni-"),
+        "CNI network namespaces after down: {netns}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let ours: Vec<&str> = mounts.lines().filter(|l| l.contains(DIR)).collect();
+    assert!(ours.is_empty(), "mounts after down: {ours:#?}");
+    let routes = run(Command::new("ip").args(["route", "show"]));
+    assert!(!routes.contains("kordon-"), "routes after down: {routes}");
+    let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+        .expect("read /sys/fs/cgroup")
+        .flatten()
+        .flat_map(|hierarchy| std::fs::read_dir(hierarchy.path()).into_iter().flatten())
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.contains("/kordon-real-") || p.ends_with("/k8s.io"))
+        .collect();
+    assert!(cgroups.is_empty(), "cgroups after down: {cgroups:#?}");
+    assert!(!Path::new(DIR).exists(), "{DIR} after down");
 }
 
 /// Creates namespace `name` and waits until the controllers made its default service
@@ -518,42 +561,7 @@ async fn real_nodes_run_pods_behind_a_cluster_ip_keep_traffic_local_and_leave_no
 
     // `down` leaves no process, iptables chain, bridge or mount behind.
     cluster.down();
-    let left = node_processes();
-    assert!(left.is_empty(), "processes left after down: {left:#?}");
-    for table in ["nat", "filter", "mangle"] {
-        let rules = run(Command::new("iptables-save").args(["-t", table]));
-        let chains: Vec<&str> = rules
-            .lines()
-            .filter(|l| l.contains("KUBE-") || l.contains("CNI-") || l.contains("KORDON-"))
-            .collect();
-        assert!(chains.is_empty(), "{table} table after down: {chains:#?}");
-    }
-    let links = run(Command::new("ip").args(["-o", "link", "show"]));
-    let kordon_links: Vec<&str> = links.lines().filter(|l| l.contains("kordon-")).collect();
-    assert!(
-        kordon_links.is_empty(),
-        "links after down: {kordon_links:#?}"
-    );
-    let netns = run(Command::new("ip").args(["netns", "list"]));
-    assert!(
-        !netns.contains("cni-"),
-        "CNI network namespaces after down: {netns}"
-    );
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let ours: Vec<&str> = mounts.lines().filter(|l| l.contains(DIR)).collect();
-    assert!(ours.is_empty(), "mounts after down: {ours:#?}");
-    let routes = run(Command::new("ip").args(["route", "show"]));
-    assert!(!routes.contains("kordon-"), "routes after down: {routes}");
-    let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
-        .expect("read /sys/fs/cgroup")
-        .flatten()
-        .flat_map(|hierarchy| std::fs::read_dir(hierarchy.path()).into_iter().flatten())
-        .flatten()
-        .map(|e| e.path().display().to_string())
-        .filter(|p| p.contains("/kordon-real-") || p.ends_with("/k8s.io"))
-        .collect();
-    assert!(cgroups.is_empty(), "cgroups after down: {cgroups:#?}");
-    assert!(!Path::new(DIR).exists(), "{DIR} after down");
+    assert_nothing_left();
 }
 
 /// The article's example on real nodes, measured where users feel it: four web pods, two
@@ -1892,4 +1900,275 @@ async fn an_external_load_balancer_loses_no_request_when_the_node_leaves_it_firs
         "real nodes: real-1 left the balancer {:?} before its first eviction",
         first_eviction - deregistered
     );
+}
+
+/// `testbed/realnode ARGS` on the real cluster.
+fn realnode(args: &[&str]) -> Command {
+    let mut cmd = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/realnode"));
+    cmd.args(args)
+        .env("KORDON_CLUSTER_DIR", DIR)
+        .env("KORDON_CLUSTER_PORT", PORT)
+        .env("KORDON_REAL_NODES", REAL_NODES.to_string());
+    cmd
+}
+
+/// The image of the test's stand-in for an agent: busybox's sh, chroot, sleep and echo.
+const HOST_IMAGE: &str = "kordon.test/host:1";
+
+/// Builds [`HOST_IMAGE`] as an OCI archive (as deploy/image/build.sh builds kordon's)
+/// at `archive`, with umoci as testbed/images.sh builds the testbed's images.
+fn build_host_image(archive: &Path) {
+    const SCRIPT: &str = r#"set -euo pipefail
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+umoci init --layout "$work/oci"
+umoci new --image "$work/oci:host"
+umoci unpack --image "$work/oci:host" "$work/bundle" >/dev/null
+mkdir -p "$work/bundle/rootfs/bin"
+cp /bin/busybox "$work/bundle/rootfs/bin/busybox"
+for applet in sh chroot sleep echo; do ln -s busybox "$work/bundle/rootfs/bin/$applet"; done
+umoci repack --image "$work/oci:host" "$work/bundle"
+umoci config --image "$work/oci:host" --config.env PATH=/bin --config.entrypoint /bin/sh
+tar -C "$work/oci" -cf "$1" .
+"#;
+    run(Command::new("bash")
+        .args(["-c", SCRIPT, "build-host-image"])
+        .arg(archive));
+}
+
+fn boot_id(node: &Node) -> String {
+    node.status
+        .as_ref()
+        .and_then(|s| s.node_info.as_ref())
+        .map(|i| i.boot_id.clone())
+        .unwrap_or_default()
+}
+
+/// The boot ID the testbed gave real-N's kubelet (`--boot-id-file`).
+fn boot_id_file(n: u8) -> String {
+    let path = Path::new(DIR).join(format!("real/real-{n}/boot_id"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+fn restart_count(pod: &Pod) -> i32 {
+    pod.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .map(|c| c.restart_count)
+        .sum()
+}
+
+/// `testbed/realnode load` puts an image built here on every node, and `testbed/realnode
+/// reboot 1`, run as kordon's agent will run its reboot command (from a privileged
+/// hostPID pod on real-1, chrooted into the host's /, with nothing but the cluster's
+/// directory and port in its environment), returns at once and reboots real-1 as the
+/// kubelet sees it: a new boot ID and a Rebooted event, a new kubelet, containerd and
+/// kube-proxy (in no pod's cgroup), the node Ready again; its pods stay (same UID, same
+/// node): one that restarts always gets a new container, and the agent's own pod, never
+/// restarted, ends Failed, killed by the reboot's SIGTERM after its command said it was
+/// scheduled. real-2 is untouched, and `down` still leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_node_rebooted_from_a_privileged_pod_on_it_comes_back_with_a_new_boot_id() {
+    let mut cluster = RealCluster::up();
+    let client = cluster.client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+
+    // An OCI archive, loaded as HOST_IMAGE into every node's containerd.
+    let archive = Path::new(DIR).join("host-image.tar");
+    build_host_image(&archive);
+    let archive = archive.display().to_string();
+    run(&mut realnode(&["load", &archive, HOST_IMAGE]));
+    for n in 1..=REAL_NODES {
+        let socket = format!("{DIR}/real/real-{n}/containerd.sock");
+        let listed =
+            run(Command::new("ctr").args(["-a", &socket, "-n", "k8s.io", "images", "ls", "-q"]));
+        assert!(
+            listed.lines().any(|l| l == HOST_IMAGE),
+            "real-{n} has {HOST_IMAGE}:\n{listed}"
+        );
+    }
+
+    // Each node its own boot ID: the one in its file.
+    let (real_1, real_2) = (
+        nodes.get("real-1").await.expect("real-1"),
+        nodes.get("real-2").await.expect("real-2"),
+    );
+    let boot_before = boot_id_file(1);
+    assert_eq!(boot_id(&real_1), boot_before, "real-1's bootID");
+    assert_eq!(boot_id(&real_2), boot_id_file(2), "real-2's bootID");
+    assert_ne!(boot_before, boot_id_file(2), "each node its own boot ID");
+    let processes = ["kubelet", "containerd", "kube-proxy"];
+    let pids_before: Vec<u32> = processes
+        .iter()
+        .map(|c| component_pid(&format!("real-1-{c}")))
+        .collect();
+    let real_2_kubelet = component_pid("real-2-kubelet");
+
+    // A web pod on real-1 (no controller: what becomes of it is the kubelet's doing).
+    create_namespace(&client, NS).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let web: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "nodeName": "real-1",
+            "containers": [{
+                "name": "web",
+                "image": image("web"),
+                "imagePullPolicy": "Never",
+                "readinessProbe": { "httpGet": { "path": "/", "port": 8080 }, "periodSeconds": 1 }
+            }]
+        }
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &web)
+        .await
+        .expect("create web");
+    let web = wait_ready(&pods, "", 1).await.remove(0);
+    let web_uid = web.metadata.uid.clone();
+    let web_containers = container_ids(&web);
+
+    // The agent's stand-in: the reboot command as the agent will run it.
+    let command = format!(
+        "KORDON_CLUSTER_DIR={DIR} KORDON_CLUSTER_PORT={PORT} {} reboot 1",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testbed/realnode")
+            .display()
+    );
+    let agent: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "agent" },
+        "spec": {
+            "nodeName": "real-1",
+            "hostPID": true,
+            "hostNetwork": true,
+            "restartPolicy": "Never",
+            "volumes": [{ "name": "host", "hostPath": { "path": "/" } }],
+            "containers": [{
+                "name": "agent",
+                "image": HOST_IMAGE,
+                "imagePullPolicy": "Never",
+                "securityContext": { "privileged": true },
+                "volumeMounts": [{ "name": "host", "mountPath": "/host" }],
+                "command": ["/bin/sh", "-c", "chroot /host /bin/sh -c \"$0\" && echo scheduled && exec sleep 3600", command]
+            }]
+        }
+    }))
+    .expect("pod");
+    let started = Instant::now();
+    pods.create(&PostParams::default(), &agent)
+        .await
+        .expect("create agent");
+
+    eventually(
+        "real-1 Ready with a new boot ID",
+        Duration::from_secs(120),
+        || async {
+            let node = nodes.get("real-1").await.expect("real-1");
+            let id = boot_id(&node);
+            node_ready(&node) && !id.is_empty() && id != boot_before
+        },
+    )
+    .await;
+    eprintln!(
+        "real nodes: real-1 Ready with a new boot ID {:?} after the agent pod's creation",
+        started.elapsed()
+    );
+    let boot_after = boot_id_file(1);
+    assert_eq!(
+        boot_id(&nodes.get("real-1").await.expect("real-1")),
+        boot_after,
+        "real-1's bootID is its new boot_id"
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let about_real_1 = ListParams::default().fields("involvedObject.name=real-1");
+    eventually(
+        "the kubelet's Rebooted event",
+        Duration::from_secs(30),
+        || async {
+            let list = events.list(&about_real_1).await.expect("list events").items;
+            list.iter().any(|e| {
+                e.reason.as_deref() == Some("Rebooted")
+                    && e.message
+                        .as_deref()
+                        .is_some_and(|m| m.contains(&boot_after))
+            })
+        },
+    )
+    .await;
+
+    // A new kubelet, containerd and kube-proxy, in the host's cgroups, not a pod's.
+    for (c, before) in processes.iter().zip(&pids_before) {
+        let pid = component_pid(&format!("real-1-{c}"));
+        assert_ne!(pid, *before, "real-1's {c} is a new process");
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .unwrap_or_else(|e| panic!("real-1's {c} ({pid}) runs: {e}"));
+        assert!(
+            !cgroups.contains("/kordon-real-"),
+            "real-1's {c} is in no pod's cgroup:\n{cgroups}"
+        );
+    }
+    assert_eq!(boot_id_file(2), boot_id(&real_2), "real-2 did not reboot");
+    assert_eq!(
+        component_pid("real-2-kubelet"),
+        real_2_kubelet,
+        "real-2's kubelet"
+    );
+
+    // The web pod stayed, and runs in a new container.
+    eventually(
+        "the web pod Ready again after a restart",
+        Duration::from_secs(60),
+        || async {
+            let pod = pods.get("web").await.expect("web");
+            pod_ready(&pod) && restart_count(&pod) >= 1
+        },
+    )
+    .await;
+    let web = pods.get("web").await.expect("web");
+    assert_eq!(web.metadata.uid, web_uid, "the same pod");
+    assert_eq!(node_of(&web), Some("real-1"), "on the same node");
+    let containers = container_ids(&web);
+    assert!(
+        containers.iter().all(|c| !web_containers.contains(c)),
+        "a new container: {web_containers:?} then {containers:?}"
+    );
+
+    // The agent's pod: its command returned at once, then the reboot's SIGTERM ended it,
+    // and a pod never restarted stays Failed.
+    eventually(
+        "the agent's pod Failed",
+        Duration::from_secs(60),
+        || async {
+            let pod = pods.get("agent").await.expect("agent");
+            pod.status.and_then(|s| s.phase).as_deref() == Some("Failed")
+        },
+    )
+    .await;
+    let agent = pods.get("agent").await.expect("agent");
+    let exit = agent
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .find_map(|c| c.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code));
+    assert_eq!(exit, Some(143), "the agent's container ended by SIGTERM");
+    let said = pods
+        .logs("agent", &Default::default())
+        .await
+        .expect("the agent's log");
+    assert!(
+        said.contains("scheduled"),
+        "the reboot command returned 0 in the pod: {said:?}"
+    );
+    let log = std::fs::read_to_string(Path::new(DIR).join("logs/real-1-reboot.log"))
+        .expect("the reboot's log");
+    eprintln!("real nodes: the reboot's log:\n{log}");
+    assert!(
+        log.contains(&format!("Ready, boot ID {boot_after}")),
+        "the reboot's log:\n{log}"
+    );
+
+    cluster.down();
+    assert_nothing_left();
 }
