@@ -20,6 +20,9 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kordon::api::NodeMaintenance;
+use kordon::api::maintenance_plan::{MaintenancePlan, TRIGGER_LABEL};
+use kordon::api::node_maintenance::{HostStepKind, StatusPhase};
 use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -2171,4 +2174,229 @@ async fn a_real_node_rebooted_from_a_privileged_pod_on_it_comes_back_with_a_new_
 
     cluster.down();
     assert_nothing_left();
+}
+
+/// kordon's own image, as the chart runs it, loaded into every real node.
+const KORDON_IMAGE: &str = "kordon.test/kordon:dev";
+
+/// Builds kordon's image (deploy/image/build.sh, the dev profile: a static binary on
+/// scratch) into an OCI archive and returns its path.
+fn build_kordon_image() -> String {
+    let archive = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kordon-agent-image.tar");
+    run(
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/image/build.sh"))
+            .arg(&archive)
+            .env("KORDON_IMAGE_PROFILE", "dev"),
+    );
+    archive.display().to_string()
+}
+
+/// The chart's agent objects (ServiceAccount, RBAC, admission policy, DaemonSet), as
+/// Helm renders them with these values, applied to the real cluster in `ns`.
+fn install_agent(ns: &str, values: &Value) {
+    let file = Path::new(DIR).join("agent-values.json");
+    std::fs::write(&file, values.to_string()).expect("write values");
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/helm/kordon");
+    let rendered = run(
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/helm.sh"))
+            .args(["template", "kordon"])
+            .arg(&chart)
+            .args(["-n", ns, "-f"])
+            .arg(&file),
+    );
+    let agent: Vec<String> = rendered
+        .split("\n---")
+        .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
+        .filter(|o| o["metadata"]["labels"]["app.kubernetes.io/component"] == "agent")
+        .map(|o| o.to_string())
+        .collect();
+    assert_eq!(agent.len(), 6, "the agent's objects:\n{rendered}");
+    let manifest = Path::new(DIR).join("agent.json");
+    std::fs::write(&manifest, agent.join("\n")).expect("write manifest");
+    run(Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(Path::new(DIR).join("admin.kubeconfig"))
+        .args(["apply", "-f"])
+        .arg(&manifest));
+}
+
+/// Waits until `get` returns something, for at most `limit`.
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut get: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(found) = get().await {
+            return found;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The agent on real nodes (issue 24): kordon's own image runs as the chart's DaemonSet,
+/// with exactly the chart's rights. Its reboot command is the testbed's reboot of its
+/// node (a new boot ID, every process of the node restarted, the agent's own pod
+/// too), which also removes the node's sentinel file, as a reboot clears
+/// /var/run/reboot-required. A NodeMaintenance with a `reboot` step goes through drain,
+/// the agent's reboot, Ready again and the gates, and ends Done with the agent's
+/// record in its status; then a sentinel file created on the host for real-2 starts a
+/// triggered MaintenancePlan's round for real-2 only.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_reboots_a_drained_real_node_and_a_sentinel_starts_a_plan_round_for_its_node_only()
+ {
+    let archive = build_kordon_image();
+    let mut cluster = RealCluster::up();
+    let client = cluster.client().await;
+    run(&mut realnode(&["load", &archive, KORDON_IMAGE]));
+    create_namespace(&client, NS).await;
+    create_well_behaved_web(&client, NS, 2).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    wait_ready(&pods, "app=web", 2).await;
+
+    let sentinel = format!("{DIR}/real/$(NODE_NAME)/reboot-required");
+    let reboot = format!(
+        "rm -f {DIR}/real/$NODE_NAME/reboot-required && \
+         KORDON_CLUSTER_DIR={DIR} KORDON_CLUSTER_PORT={PORT} {} reboot ${{NODE_NAME#real-}}",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testbed/realnode")
+            .display()
+    );
+    let (repository, tag) = KORDON_IMAGE.split_once(':').expect("a tag");
+    install_agent(
+        NS,
+        &json!({
+            "image": { "repository": repository, "tag": tag, "pullPolicy": "Never" },
+            "agent": {
+                "enabled": true,
+                "rebootCommand": reboot,
+                "sentinel": { "files": [sentinel], "checkEvery": "2s" },
+                // The API server listens on the host's loopback only.
+                "hostNetwork": true,
+                "env": [
+                    { "name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1" },
+                    { "name": "KUBERNETES_SERVICE_PORT", "value": PORT }
+                ],
+                "extraArgs": ["-v"],
+                "nodeSelector": { "kordon.test/real": "true" }
+            }
+        }),
+    );
+    wait_ready(&pods, "app.kubernetes.io/component=agent", REAL_NODES).await;
+    let _controller = support::Spawned::new(
+        Command::new(env!("CARGO_BIN_EXE_kordon"))
+            .arg("--kubeconfig")
+            .arg(Path::new(DIR).join("admin.kubeconfig"))
+            .args(["-v", "controller"]),
+        "real-controller",
+    );
+
+    // A NodeMaintenance: real-1 drained, rebooted by its agent, back, Done.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let boot_before = boot_id(&nodes.get("real-1").await.expect("real-1"));
+    let maintenances: Api<NodeMaintenance> = Api::all(client.clone());
+    let nm: NodeMaintenance = serde_json::from_value(json!({
+        "apiVersion": "kordon.dev/v1alpha1", "kind": "NodeMaintenance",
+        "metadata": { "name": "real-1-reboot" },
+        "spec": { "nodeName": "real-1", "step": { "reboot": { "timeout": "5m" } } }
+    }))
+    .expect("nm");
+    maintenances
+        .create(&PostParams::default(), &nm)
+        .await
+        .expect("create NodeMaintenance");
+    let done = wait_for(
+        "real-1's maintenance done",
+        Duration::from_secs(300),
+        || async {
+            let nm = maintenances.get("real-1-reboot").await.ok()?;
+            let phase = nm.status.as_ref()?.phase?;
+            assert_ne!(phase, StatusPhase::Failed, "{:?}", nm.status);
+            (phase == StatusPhase::Done).then_some(nm)
+        },
+    )
+    .await;
+    let record = done.status.as_ref().and_then(|s| s.host_step.clone());
+    let record = record.expect("the agent's record in status.hostStep");
+    assert_eq!(record.step, HostStepKind::Reboot, "{record:?}");
+    assert_eq!(record.exit_code, Some(0), "{record:?}");
+    let real_1 = nodes.get("real-1").await.expect("real-1");
+    assert_ne!(boot_id(&real_1), boot_before, "real-1 rebooted");
+    assert_eq!(boot_id(&real_1), boot_id_file(1));
+    assert!(node_ready(&real_1));
+    assert!(
+        !real_1
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
+        "back in service"
+    );
+    wait_ready(&pods, "app=web", 2).await;
+
+    // A triggered plan takes no node until a sentinel says one needs it; then that one.
+    let boot_2 = boot_id(&nodes.get("real-2").await.expect("real-2"));
+    let plans: Api<MaintenancePlan> = Api::all(client.clone());
+    let plan: MaintenancePlan = serde_json::from_value(json!({
+        "apiVersion": "kordon.dev/v1alpha1", "kind": "MaintenancePlan",
+        "metadata": { "name": "reboots" },
+        "spec": {
+            "nodeSelector": "kordon.test/real=true",
+            "triggered": true,
+            "step": { "reboot": { "timeout": "5m" } }
+        }
+    }))
+    .expect("plan");
+    plans
+        .create(&PostParams::default(), &plan)
+        .await
+        .expect("create plan");
+    let of_plan = ListParams::default().labels("kordon.dev/plan=reboots");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let none = maintenances.list(&of_plan).await.expect("list");
+    assert!(none.items.is_empty(), "nothing triggered, nothing started");
+    std::fs::write(format!("{DIR}/real/real-2/reboot-required"), "").expect("sentinel");
+    let done = wait_for("real-2's round done", Duration::from_secs(300), || async {
+        let listed = maintenances.list(&of_plan).await.ok()?;
+        let phases: Vec<_> = listed
+            .items
+            .iter()
+            .map(|nm| nm.status.as_ref().and_then(|s| s.phase))
+            .collect();
+        assert!(
+            !phases.contains(&Some(StatusPhase::Failed)),
+            "{:?}",
+            listed.items
+        );
+        (listed.items.len() == 1 && phases == [Some(StatusPhase::Done)]).then_some(listed.items)
+    })
+    .await;
+    assert_eq!(done[0].spec.node_name, "real-2", "the triggered node only");
+    assert_ne!(
+        boot_id(&nodes.get("real-2").await.expect("real-2")),
+        boot_2,
+        "real-2 rebooted"
+    );
+    assert!(
+        !Path::new(&format!("{DIR}/real/real-2/reboot-required")).exists(),
+        "the reboot cleared the sentinel"
+    );
+    // The need gone, the agent takes its label off.
+    wait_for(
+        "real-2's trigger label gone",
+        Duration::from_secs(30),
+        || async {
+            let node = nodes.get("real-2").await.ok()?;
+            let labels = node.metadata.labels.unwrap_or_default();
+            (!labels.contains_key(TRIGGER_LABEL)).then_some(())
+        },
+    )
+    .await;
+    wait_ready(&pods, "app=web", 2).await;
+    cluster.down();
 }
