@@ -1324,3 +1324,64 @@ async fn metric_gates_pause_the_roll_while_a_query_has_series_or_an_alert_is_act
     );
     assert_eq!(cordons.max_cordoned(), 1, "one node out at a time");
 }
+
+/// `--pause-between` is a soak: a pod on the node just back that fails during it (here a
+/// Job's pod exiting 1, KWOK's pod-fail stage) fails that node, and at the default
+/// `--max-failures 1` the roll halts before the next node starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_failing_on_a_node_during_its_soak_fails_the_node_and_halts_the_roll() {
+    let (env, nodes) = fleet("rollsoak", 2).await;
+    let mut args = roll_args(
+        &env,
+        &["--order", "given", "--pause-between", "40s", "-o", "json"],
+    );
+    args.extend(nodes.iter().map(String::as_str));
+    args.extend(["--", "true"]);
+    let child = spawn_roll(&env, &args);
+    eventually("the first node done", Duration::from_secs(90), || async {
+        phase(&env, &nodes[0]).await.as_deref() == Some("done")
+    })
+    .await;
+    let mut job = fixtures::job(env.ns(), "crash");
+    let template = &mut job.spec.as_mut().expect("spec").template;
+    template.spec.as_mut().expect("pod spec").node_name = Some(nodes[0].clone());
+    template.metadata.get_or_insert_default().annotations = Some(
+        [(
+            "pod-fail.stage.kwok.x-k8s.io/delay".to_string(),
+            "1s".to_string(),
+        )]
+        .into(),
+    );
+    env.create(&job).await;
+
+    let run = finish(child);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.contains("failed its soak (it is in service)"),
+        "{}",
+        run.stderr
+    );
+    let report = run.json();
+    let blockers = report["nodes"][0]["blockers"].to_string();
+    assert!(
+        blockers.contains("during the 40s soak, container"),
+        "{report:#}"
+    );
+    assert_eq!(report["state"], "halted", "{report:#}");
+    let outcomes: Vec<&str> = report["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["outcome"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(outcomes, ["failed", "notStarted"], "{report:#}");
+    assert!(
+        !env.is_cordoned(&nodes[0]).await,
+        "back in service before its soak"
+    );
+    assert_eq!(
+        phase(&env, &nodes[1]).await,
+        None,
+        "the next node never started"
+    );
+}

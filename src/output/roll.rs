@@ -6,6 +6,8 @@ use super::Report;
 use crate::flag::Flag;
 use crate::fleet::unavailable::OutNode;
 use crate::fleet::{Outcome, RollProgress, RollReport, RunState, WaitReason};
+use crate::names::NodeName;
+use crate::phase::Phase;
 
 impl Report for RollReport {
     fn text(&self) -> String {
@@ -141,9 +143,7 @@ pub fn progress_line(p: &RollProgress) -> Option<String> {
         RollProgress::Drain { node, event } => {
             format!("[{node}] {}", super::drain::event_line(event))
         }
-        RollProgress::Failed { node, phase, error } => {
-            format!("[{node}] FAILED in {phase}: {error}; it stays cordoned")
-        }
+        RollProgress::Failed { node, phase, error } => failed_line(node, *phase, error),
         RollProgress::Prompt { node, text } => format!("[{node}] {text}"),
         RollProgress::Volumes { node, outcome } => {
             format!("[{node}] {}", super::maintain::volumes(node, outcome))
@@ -179,6 +179,14 @@ fn outcome(o: Outcome) -> &'static str {
     }
 }
 
+fn failed_line(node: &NodeName, phase: Phase, error: &str) -> String {
+    match phase {
+        // Done, then failed: its soak found a pod on it crashing; it is in service.
+        Phase::Done => format!("[{node}] FAILED after it was back: {error}"),
+        _ => format!("[{node}] FAILED in {phase}: {error}; it stays cordoned"),
+    }
+}
+
 /// One sentence for a roll that did not finish every node.
 pub fn why_incomplete(report: &RollReport) -> String {
     let failed: Vec<String> = report
@@ -188,6 +196,9 @@ pub fn why_incomplete(report: &RollReport) -> String {
         .map(|n| {
             if n.outcome == Outcome::Abandoned {
                 return format!("{} abandoned at its drain deadline and put back", n.node);
+            }
+            if n.phase == Some(Phase::Done) {
+                return format!("{} failed its soak (it is in service)", n.node);
             }
             format!(
                 "{} failed in {} and stays cordoned",
@@ -226,9 +237,7 @@ pub fn when(t: jiff::Timestamp) -> String {
 mod tests {
     use super::*;
     use crate::fleet::NodeResult;
-    use crate::names::NodeName;
     use crate::node_state::{LeftAs, NodeState, Readiness};
-    use crate::phase::Phase;
 
     fn node(name: &str, outcome: Outcome, phase: Option<Phase>, seconds: f64) -> NodeResult {
         NodeResult {
