@@ -2268,6 +2268,21 @@ async fn the_agent_reboots_a_drained_real_node_and_a_sentinel_starts_a_plan_roun
             .display()
     );
     let (repository, tag) = KORDON_IMAGE.split_once(':').expect("a tag");
+    let kubectl = || {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(Path::new(DIR).join("admin.kubeconfig"));
+        cmd
+    };
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crds/kordon.dev.yaml");
+    run(kubectl().args(["apply", "-f"]).arg(&crds));
+    run(kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/nodemaintenances.kordon.dev",
+        "crd/maintenanceplans.kordon.dev",
+    ]));
     install_agent(
         NS,
         &json!({
@@ -2324,7 +2339,11 @@ async fn the_agent_reboots_a_drained_real_node_and_a_sentinel_starts_a_plan_roun
     let record = done.status.as_ref().and_then(|s| s.host_step.clone());
     let record = record.expect("the agent's record in status.hostStep");
     assert_eq!(record.step, HostStepKind::Reboot, "{record:?}");
-    assert_eq!(record.exit_code, Some(0), "{record:?}");
+    // A reboot may take the agent down before it writes how its command ended.
+    assert!(
+        matches!(record.outcome(), None | Some(Ok(()))),
+        "{record:?}"
+    );
     let real_1 = nodes.get("real-1").await.expect("real-1");
     assert_ne!(boot_id(&real_1), boot_before, "real-1 rebooted");
     assert_eq!(boot_id(&real_1), boot_id_file(1));

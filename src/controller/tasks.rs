@@ -288,15 +288,15 @@ async fn maintaining(
     }
     if step.reboot.is_some() {
         let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
-        let boot = ready::Snapshot::of(&node).boot_id;
-        if boot.is_some() && boot != status.boot_id_before {
-            return Ok(Look::Did);
-        }
-        // The agent, where it runs, says when its reboot command failed: no need to wait
-        // for the timeout then.
+        // The agent, where it runs, says what it did; and when its reboot command failed,
+        // so there is no need to wait for the timeout.
         let record = HostStep::on(&node, &nm.uid().unwrap_or_default());
         if record.is_some() {
             status.host_step.clone_from(&record);
+        }
+        let boot = ready::Snapshot::of(&node).boot_id;
+        if boot.is_some() && boot != status.boot_id_before {
+            return Ok(Look::Did);
         }
         if let Some(Some(Err(why))) = record.as_ref().map(HostStep::outcome) {
             return Ok(Look::Failed(format!(
