@@ -23,7 +23,7 @@ use crate::api::maintenance_plan::{
 use crate::api::node_maintenance::{NodeMaintenance, StatusPhase};
 use crate::cluster::events::Severity;
 use crate::fleet::caps::Slot;
-use crate::metric_gate::{self, Hold};
+use crate::metric_gate::Verdict;
 use crate::selector::Selector;
 
 /// How often a plan under way looks again (windows open, pauses end).
@@ -53,9 +53,6 @@ pub async fn reconcile(
         Err(message) => return blocked(&ctx, &plan, status, "InvalidSpec", message).await,
     };
 
-    // Plans decide one at a time, so that two plans over shared nodes each count the
-    // nodes the other just started.
-    let _deciding = ctx.plans_deciding.lock().await;
     // Where each selected node stands in this round, and which nodes other
     // NodeMaintenances hold (another plan's, someone's own), from the watch of them all.
     // It never counts fewer nodes out than there are: it has listed them all before the
@@ -64,30 +61,15 @@ pub async fn reconcile(
     if ctx.maintenances.wait_until_ready().await.is_err() {
         return Err(ReconcileError::Stopping);
     }
-    let all = ctx.maintenances.state();
-    let is_mine = |nm: &NodeMaintenance| {
-        label(nm, PLAN_LABEL) == Some(&name) && label(nm, ROUND_LABEL) == Some(&round)
-    };
-    let by_name: BTreeMap<String, &Node> = selected.iter().map(|n| (n.name_any(), n)).collect();
-    // Nodes any NodeMaintenance has out (for a node without one of this round's, it is
-    // someone else's).
-    let held_now: BTreeSet<String> = all
-        .iter()
-        .filter(|nm| holds_node(nm, by_name.get(&nm.spec.node_name).copied()))
-        .map(|nm| nm.spec.node_name.clone())
-        .collect();
-    // Every start of the plan, in any round, for maxPer: the NodeMaintenances it
-    // created (they stay as its record).
-    let started = all
-        .iter()
-        .filter(|nm| label(nm, PLAN_LABEL) == Some(&name))
-        .filter_map(|nm| tally::started(nm))
-        .collect();
-    let children: BTreeMap<String, Arc<NodeMaintenance>> = all
-        .into_iter()
-        .filter(|nm| is_mine(nm))
-        .filter_map(|nm| Some((label(&nm, NODE_LABEL)?.clone(), nm)))
-        .collect();
+    let verdict = ask_gates(&ctx, &plan, &parsed, &selected, &round, &status).await;
+    // Plans decide one at a time, so that two plans over shared nodes each count the
+    // nodes the other just started.
+    let _deciding = ctx.plans_deciding.lock().await;
+    let Observed {
+        held_now,
+        started,
+        children,
+    } = observe(ctx.maintenances.state(), &name, &round, &selected);
     let (slots, halted) = stand(&selected, &children, &held_now, spec, &mut status);
     let seen = Seen {
         selected: &selected,
@@ -95,7 +77,8 @@ pub async fn reconcile(
         held_now: &held_now,
         started,
     };
-    let start = decide(&ctx, &plan, &parsed, &seen, &mut status).await?;
+    let Decision { start, unasked } =
+        decide(&ctx, &plan, &parsed, &seen, verdict.as_ref(), &mut status).await?;
     start_nodes(&ctx, &plan, &round, &start, &mut status).await?;
     let still_pending: BTreeSet<String> = seen
         .slots
@@ -111,11 +94,53 @@ pub async fn reconcile(
     // A complete plan is not looked at again: what it shows then is written now.
     let webhook = parsed.notify.as_ref();
     write_and_tell(&ctx, &plan, status, complete, &children, webhook).await?;
-    Ok(if complete {
+    Ok(if unasked {
+        Action::requeue(ASK_AGAIN)
+    } else if complete {
         Action::await_change()
     } else {
         Action::requeue(LOOK_AGAIN)
     })
+}
+
+/// What a pass reads of the plan's NodeMaintenances, from the watch of them all.
+struct Observed {
+    /// Nodes any NodeMaintenance has out (for a node without one of this round's, it is
+    /// someone else's).
+    held_now: BTreeSet<String>,
+    /// When each of the plan's nodes started, in every round (`maxPer`): the
+    /// NodeMaintenances it created stay as its record.
+    started: Vec<jiff::Timestamp>,
+    /// This round's NodeMaintenance of each node.
+    children: BTreeMap<String, Arc<NodeMaintenance>>,
+}
+
+fn observe(all: Vec<Arc<NodeMaintenance>>, name: &str, round: &str, selected: &[Node]) -> Observed {
+    let is_mine = |nm: &NodeMaintenance| {
+        label(nm, PLAN_LABEL).map(String::as_str) == Some(name)
+            && label(nm, ROUND_LABEL).map(String::as_str) == Some(round)
+    };
+    let by_name: BTreeMap<String, &Node> = selected.iter().map(|n| (n.name_any(), n)).collect();
+    let held_now = all
+        .iter()
+        .filter(|nm| holds_node(nm, by_name.get(&nm.spec.node_name).copied()))
+        .map(|nm| nm.spec.node_name.clone())
+        .collect();
+    let started = all
+        .iter()
+        .filter(|nm| label(nm, PLAN_LABEL).map(String::as_str) == Some(name))
+        .filter_map(|nm| tally::started(nm))
+        .collect();
+    let children = all
+        .into_iter()
+        .filter(|nm| is_mine(nm))
+        .filter_map(|nm| Some((label(&nm, NODE_LABEL)?.clone(), nm)))
+        .collect();
+    Observed {
+        held_now,
+        started,
+        children,
+    }
 }
 
 /// Where the plan's nodes stand in this pass, as its decision reads them.
@@ -129,86 +154,103 @@ struct Seen<'a> {
     started: Vec<jiff::Timestamp>,
 }
 
+/// What a pass decides.
+struct Decision {
+    /// The nodes to start now.
+    start: Vec<String>,
+    /// Nodes could start, but the gates were not asked before the decision (nothing
+    /// could start at the first look): none starts, and the plan looks again at once.
+    unasked: bool,
+}
+
+/// How soon a plan looks again when its gates were not asked in time.
+const ASK_AGAIN: Duration = Duration::from_secs(1);
+
+/// The plan's metric gates, asked only when it has some and a node could start now
+/// (or `pauseBetween` runs), from a first look at where its nodes stand: before the
+/// plans' turn to decide, which an answer that takes its time (up to 4 s) would
+/// otherwise hold for every plan.
+async fn ask_gates(
+    ctx: &Ctx,
+    plan: &MaintenancePlan,
+    parsed: &Parsed,
+    selected: &[Node],
+    round: &str,
+    status: &MaintenancePlanStatus,
+) -> Option<Verdict> {
+    let gates = parsed.gates.as_ref()?;
+    let Observed {
+        held_now,
+        started,
+        children,
+    } = observe(ctx.maintenances.state(), &plan.name_any(), round, selected);
+    let mut status = status.clone();
+    let (slots, _) = stand(selected, &children, &held_now, &plan.spec, &mut status);
+    let now = jiff::Timestamp::now();
+    let open = tally::open(parsed, &plan.spec, &status, &slots, selected, &started, now);
+    let per = &plan.spec.max_unavailable_per;
+    if !tally::asks_gates(&open, parsed.cap, per) {
+        return None;
+    }
+    Some(ctx.checker.verdict(gates).await)
+}
+
 /// The nodes the plan starts now, with why the others wait in the status: held back
 /// (paused, halted, outside its windows, pausing between nodes, `maxPer` spent), or as
 /// its sequence, its caps and other plans' caps allow, at most as many as `maxPer` has
-/// left.
+/// left, and as its gates' `verdict` (asked before) allows.
 async fn decide(
     ctx: &Ctx,
     plan: &MaintenancePlan,
     parsed: &Parsed,
     seen: &Seen<'_>,
+    verdict: Option<&Verdict>,
     status: &mut MaintenancePlanStatus,
-) -> Result<Vec<String>, ReconcileError> {
+) -> Result<Decision, ReconcileError> {
     let now = jiff::Timestamp::now();
     let spec = &plan.spec;
-    let last_finished = status.last_finished.as_ref();
-    let (windows, pause) = (&parsed.windows, parsed.pause_between);
-    let held = tally::held_back(spec, status.failed, windows, pause, last_finished, now);
-    status.next_window = held.as_ref().and_then(|h| h.next_window.clone());
-    let rate = tally::rate_room(parsed.max_per.as_ref(), &seen.started, now);
-    let (mut start, waiting) = match held.or_else(|| rate.clone().err()) {
-        Some(h) => (Vec::new(), Some((h.kind, h.message))),
-        None => {
-            let (mut slots, sequenced) = match &parsed.sequence {
-                Some(seq) => tally::in_sequence(seq, &seen.slots, seen.selected, &status.nodes),
-                None => (seen.slots.clone(), None),
-            };
+    let open = tally::open(
+        parsed,
+        spec,
+        status,
+        &seen.slots,
+        seen.selected,
+        &seen.started,
+        now,
+    );
+    let (mut start, waiting) = match open {
+        Err(held) => {
+            status.next_window = held.next_window;
+            (Vec::new(), Some((held.kind, held.message)))
+        }
+        Ok(tally::Open {
+            mut slots,
+            sequenced,
+            free,
+        }) => {
             let (name, others, cap) = (plan.name_any(), &status.out_by_others, parsed.cap);
-            let (start, waiting) =
+            let (mut start, waiting) =
                 room::next_nodes(ctx, &name, &mut slots, cap, spec, seen.held_now, others).await?;
+            if let Some(free) = free {
+                start.truncate(free);
+            }
             let sequenced = sequenced.filter(|_| start.is_empty());
             let waiting = waiting.or(sequenced.map(|why| (PlanWait::Sequence, why)));
             (start, waiting)
         }
     };
-    if let Ok(Some(free)) = rate {
-        start.truncate(free);
-    }
     let pausing = waiting
         .as_ref()
         .is_some_and(|(k, _)| *k == PlanWait::PauseBetween);
-    let waiting = gate(ctx, plan, parsed, &mut start, pausing, status)
-        .await
-        .or(waiting);
-    (status.waiting_for, status.waiting) = waiting.unzip();
-    Ok(start)
-}
-
-/// `spec.gates`, asked when a node would start now or while `pauseBetween` runs (so a
-/// soak that turns bad says so): a failing gate empties `start` and is the wait, unless
-/// a new `kordon.dev/approve` value lets one node start (recorded in the status).
-async fn gate(
-    ctx: &Ctx,
-    plan: &MaintenancePlan,
-    parsed: &Parsed,
-    start: &mut Vec<String>,
-    pausing: bool,
-    status: &mut MaintenancePlanStatus,
-) -> Option<(PlanWait, String)> {
-    let gates = parsed.gates.as_ref()?;
-    if start.is_empty() && !pausing {
-        return None;
-    }
-    let verdict = ctx.checker.verdict(gates).await;
     let approve = plan
         .annotations()
         .get(APPROVE_ANNOTATION)
         .map(String::as_str);
-    match metric_gate::hold(Some(&verdict), approve, status.approved.as_deref()) {
-        Hold::Pass => None,
-        Hold::Approved(approval) => {
-            start.truncate(1);
-            if !start.is_empty() {
-                status.approved = Some(approval);
-            }
-            None
-        }
-        Hold::Held(why) => {
-            start.clear();
-            Some((PlanWait::Gate, tally::gate_wait(&why)))
-        }
-    }
+    let gated = tally::gate(parsed, verdict, approve, &mut start, pausing, status);
+    let unasked = gated.is_err();
+    let waiting = gated.ok().flatten().or(waiting);
+    (status.waiting_for, status.waiting) = waiting.unzip();
+    Ok(Decision { start, unasked })
 }
 
 /// The nodes a selector selects, as the watch has them now.
