@@ -965,3 +965,67 @@ async fn a_failing_gate_holds_the_plan_and_one_approval_starts_one_node() {
     assert_eq!(log.starts().len(), 3, "{:?}", log.events());
     let _ = plans().await.delete(&name, &DeleteParams::default()).await;
 }
+
+/// A plan whose gate hangs (a Prometheus that accepts and never answers: the controller
+/// waits 4 s for each answer) holds only itself: another plan, without gates, starts its
+/// node while that gate is still being asked, as an independent watch of the nodes sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_that_hangs_holds_its_own_plan_and_no_other() {
+    let env = three_nodes("plan-slow-gate").await;
+    let group = |g: &str| format!("kordon-test/group={g}");
+    for (short, g) in [("node-1", "slow"), ("node-2", "slow"), ("node-3", "quick")] {
+        env.label_node(&env.node(short), &[group(g).as_str()]);
+    }
+    let selector = |g: &str| format!("{},{}", env_selector(&env), group(g));
+    let log = NodeLog::start(Api::all(support::client().await), &env_selector(&env)).await;
+    let silent = support::monitoring::Silent::start();
+    let _controller = Controller::start(&env);
+    let slow = create_plan(
+        &env,
+        "slow",
+        json!({
+            "nodeSelector": selector("slow"),
+            "gates": { "prometheus": { "url": silent.url(), "pauseOnQuery": ["up == 0"] } },
+        }),
+    )
+    .await;
+    eventually(
+        "the slow plan to wait for its gate",
+        Duration::from_secs(60),
+        || async {
+            let plan = plans().await.get(&slow).await.expect("plan");
+            plan.status.is_some_and(|s| {
+                s.waiting_for == Some(PlanWait::Gate)
+                    && s.waiting.is_some_and(|w| w.contains("gives no answer"))
+            })
+        },
+    )
+    .await;
+    // A new question to the silent Prometheus: the other plan comes while it hangs.
+    silent.next_ask(Duration::from_secs(30)).await;
+    let quick = create_plan(&env, "quick", json!({ "nodeSelector": selector("quick") })).await;
+    let quick_node = env.node("node-3");
+    let started = || log.starts().into_iter().find(|(n, _)| *n == quick_node);
+    eventually(
+        "the quick plan's node to start",
+        Duration::from_secs(60),
+        || async { started().is_some() },
+    )
+    .await;
+    let (_, at) = started().expect("started");
+    assert!(
+        silent.asked_at(at),
+        "the quick plan's node started while the slow plan's gate was asked: started at {at:?}, asks {:?}",
+        silent.asks()
+    );
+    wait_done(&quick, 1).await;
+    let slow_nodes = [env.node("node-1"), env.node("node-2")];
+    assert!(
+        !log.starts().iter().any(|(n, _)| slow_nodes.contains(n)),
+        "the slow plan started nothing: {:?}",
+        log.events()
+    );
+    for name in [slow, quick] {
+        let _ = plans().await.delete(&name, &DeleteParams::default()).await;
+    }
+}
