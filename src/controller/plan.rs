@@ -86,7 +86,7 @@ pub async fn reconcile(
         .filter(|s| s.pending && !start.contains(&s.node))
         .map(|s| s.node.clone())
         .collect();
-    super::pending::follow(&ctx, &plan, &selected, &still_pending).await;
+    super::pending::follow(&ctx, &plan, &still_pending).await;
     let complete = status.pending == 0 && status.active == 0 && status.failed == 0;
     announce(&ctx, &plan, &status, complete, halted).await;
     tally::set_conditions(&mut status, complete, plan.metadata.generation);
