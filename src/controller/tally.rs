@@ -13,7 +13,7 @@ use super::status::set_condition;
 use crate::api::duration;
 use crate::api::maintenance_plan::{
     APPROVE_ANNOTATION, GatesSpec, MaintenancePlanSpec, MaintenancePlanStatus, OutByOthers,
-    PlanNode, PlanWait,
+    PlanNode, PlanWait, TRIGGER_LABEL,
 };
 use crate::api::node_maintenance::{NodeMaintenance, StatusPhase};
 use crate::fleet::MaxUnavailable;
@@ -261,22 +261,35 @@ pub fn only_details_differ(a: &MaintenancePlanStatus, b: &MaintenancePlanStatus)
 
 /// The plan's conditions as its counts and its wait say: `Progressing` while nodes are
 /// under way or may start, `Blocked` with the wait's sentence, `Complete` once every
-/// selected node is done.
-pub fn set_conditions(status: &mut MaintenancePlanStatus, complete: bool, generation: Option<i64>) {
+/// selected node is done. A `triggered` plan is complete while every node that carries
+/// the label is done for its value (none carrying it too), and says it awaits the next.
+pub fn set_conditions(
+    status: &mut MaintenancePlanStatus,
+    complete: bool,
+    triggered: bool,
+    generation: Option<i64>,
+) {
     let progressing = status.active > 0 || (status.pending > 0 && status.waiting.is_none());
     let conditions = &mut status.conditions;
-    let idle = if progressing { "NodesUnderWay" } else { "Idle" };
+    let idle = match (progressing, triggered && complete) {
+        (true, _) => "NodesUnderWay",
+        (false, true) => "AwaitingTrigger",
+        (false, false) => "Idle",
+    };
     set_condition(conditions, "Progressing", progressing, idle, "", generation);
     match &status.waiting {
         Some(why) => set_condition(conditions, "Blocked", true, "Waiting", why, generation),
         None => set_condition(conditions, "Blocked", false, "NotBlocked", "", generation),
     }
-    let left = if complete {
-        "AllNodesDone"
-    } else {
-        "NodesLeft"
+    let awaits = format!(
+        "every node that carries {TRIGGER_LABEL} is done for its value; a node labelled anew starts again"
+    );
+    let (left, says) = match (complete, triggered) {
+        (true, true) => ("TriggeredNodesDone", awaits.as_str()),
+        (true, false) => ("AllNodesDone", ""),
+        (false, _) => ("NodesLeft", ""),
     };
-    set_condition(conditions, "Complete", complete, left, "", generation);
+    set_condition(conditions, "Complete", complete, left, says, generation);
 }
 
 /// Why no node may start now, whatever the caps say.
@@ -767,7 +780,7 @@ mod tests {
                 waiting: None,
             },
         );
-        set_conditions(&mut before, false, Some(1));
+        set_conditions(&mut before, false, false, Some(1));
         let mut after = before.clone();
         if let Some(n) = after.nodes.get_mut("n1") {
             n.phase = Some(StatusPhase::AwaitingReady);
@@ -781,7 +794,7 @@ mod tests {
         assert!(!only_details_differ(&before, &done), "a count is news");
 
         let mut observed = after.clone();
-        set_conditions(&mut observed, false, Some(2));
+        set_conditions(&mut observed, false, false, Some(2));
         assert!(
             !only_details_differ(&after, &observed),
             "a new generation observed is news"
