@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kordon::api::NodeMaintenance;
-use kordon::api::maintenance_plan::{MaintenancePlan, PlanWait};
+use kordon::api::maintenance_plan::{MaintenancePlan, PlanWait, TRIGGER_LABEL};
+use kordon::api::node_maintenance::StatusPhase;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -1028,4 +1029,114 @@ async fn a_gate_that_hangs_holds_its_own_plan_and_no_other() {
     for name in [slow, quick] {
         let _ = plans().await.delete(&name, &DeleteParams::default()).await;
     }
+}
+
+/// `triggered`: a plan over three nodes starts nothing while none says it needs
+/// maintenance; a node labelled `kordon.dev/maintenance-needed=<when>` is maintained, it
+/// alone (its NodeMaintenance Done, no other node cordoned, as a watch of the nodes
+/// sees); the same value left on it is not maintained again, a new value is; a node
+/// whose label goes leaves the plan's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triggered_plan_maintains_a_labelled_node_once_per_value() {
+    let env = three_nodes("plan-triggered").await;
+    let log = NodeLog::start(Api::all(support::client().await), &env_selector(&env)).await;
+    let _controller = Controller::start(&env);
+    let name = create_plan(&env, "triggered", json!({ "triggered": true })).await;
+    let awaits_trigger = |generation: Option<i64>| {
+        let name = name.clone();
+        async move {
+            let plan = plans().await.get(&name).await.expect("plan");
+            let conditions = plan.status.map(|s| s.conditions).unwrap_or_default();
+            conditions.iter().any(|c| {
+                c.type_ == "Complete"
+                    && c.status == "True"
+                    && c.reason == "TriggeredNodesDone"
+                    && (generation.is_none() || c.observed_generation == generation)
+            })
+        }
+    };
+    eventually(
+        "the plan to await a trigger",
+        Duration::from_secs(30),
+        || awaits_trigger(None),
+    )
+    .await;
+    assert!(children(&name).await.is_empty(), "nothing started");
+
+    // Done for one value, exactly once.
+    let node = env.node("node-2");
+    let done_for = |value: &'static str| {
+        let (name, node) = (name.clone(), node.clone());
+        async move {
+            children(&name).await.iter().any(|nm| {
+                let labels = nm.metadata.labels.clone().unwrap_or_default();
+                nm.spec.node_name == node
+                    && labels.get("kordon.dev/trigger").map(String::as_str) == Some(value)
+                    && nm.status.as_ref().and_then(|s| s.phase) == Some(StatusPhase::Done)
+            })
+        }
+    };
+    let needs = |value: &str| format!("{TRIGGER_LABEL}={value}");
+    env.label_node(&node, &[needs("1765027200").as_str()]);
+    eventually(
+        "node-2 maintained for its trigger",
+        Duration::from_secs(120),
+        || done_for("1765027200"),
+    )
+    .await;
+    wait_done(&name, 1).await;
+    eventually(
+        "the plan to await the next trigger",
+        Duration::from_secs(30),
+        || awaits_trigger(None),
+    )
+    .await;
+
+    // The same value, still there: once the controller has decided on a new generation
+    // of the plan (the same round), nothing new has started.
+    let patched = plans()
+        .await
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "pauseBetween": "0s" } })),
+        )
+        .await
+        .expect("re-apply");
+    eventually(
+        "the plan to decide on its new generation",
+        Duration::from_secs(30),
+        || awaits_trigger(patched.metadata.generation),
+    )
+    .await;
+    assert_eq!(
+        children(&name).await.len(),
+        1,
+        "the same value is not redone"
+    );
+
+    // A new need: a new value, maintained again.
+    env.label_node(&node, &["--overwrite", needs("1765030800").as_str()]);
+    eventually(
+        "node-2 maintained for its new trigger",
+        Duration::from_secs(120),
+        || done_for("1765030800"),
+    )
+    .await;
+    assert_eq!(children(&name).await.len(), 2);
+    let starts: Vec<String> = log.starts().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(starts, [node.clone(), node.clone()], "{:?}", log.events());
+
+    // The need gone: the node leaves the plan's status.
+    env.label_node(&node, &[format!("{TRIGGER_LABEL}-").as_str()]);
+    eventually(
+        "node-2 out of the plan's status",
+        Duration::from_secs(30),
+        || async {
+            let status = plans().await.get(&name).await.expect("plan").status;
+            status.is_some_and(|s| s.nodes.is_empty() && s.done == 0)
+        },
+    )
+    .await;
+    let _ = plans().await.delete(&name, &DeleteParams::default()).await;
 }
