@@ -20,13 +20,19 @@ use crate::selector::Selector;
 type Meta = PartialObjectMeta<Node>;
 
 /// Each triggered node's value, from the watch.
-pub struct Triggers(Store<Meta>);
+pub struct Triggers {
+    store: Store<Meta>,
+    /// True once the first list is in the store. Kept here rather than asked of the
+    /// store: its `wait_until_ready` wakes only the last of several concurrent waiters,
+    /// and every triggered plan waits for it when the controller starts.
+    listed: tokio::sync::watch::Receiver<bool>,
+}
 
 impl Triggers {
     /// Each triggered node's value now, by node. The watch writes a change here before
     /// it wakes a plan, so the pass it wakes reads the new value.
     pub fn values(&self) -> BTreeMap<String, String> {
-        self.0
+        self.store
             .state()
             .iter()
             .filter_map(|n| Some((n.name_any(), n.labels().get(TRIGGER_LABEL)?.clone())))
@@ -35,7 +41,7 @@ impl Triggers {
 
     /// Waits for the watch's first list; false once the controller stops.
     pub async fn ready(&self) -> bool {
-        self.0.wait_until_ready().await.is_ok()
+        self.listed.clone().wait_for(|l| *l).await.is_ok()
     }
 }
 
@@ -52,18 +58,26 @@ pub(super) fn watched(
     let config = watcher::Config::default().labels(TRIGGER_LABEL);
     let (store, writer) = reflector::store();
     let mut told = Told::default();
+    let (listed, ready) = tokio::sync::watch::channel(false);
     let stream = watcher::watcher(api, config)
         .default_backoff()
         .modify(|n| n.managed_fields_mut().clear())
         .reflect(writer)
         .flat_map(move |event| {
+            if matches!(event, Ok(Event::InitDone)) {
+                listed.send_replace(true);
+            }
             let changed = match event {
                 Ok(event) => told.changes(event).into_iter().map(Ok).collect(),
                 Err(e) => vec![Err(e)],
             };
             futures::stream::iter(changed)
         });
-    (Triggers(store), stream)
+    let triggers = Triggers {
+        store,
+        listed: ready,
+    };
+    (triggers, stream)
 }
 
 /// The values told so far, and a new list as it comes in.
