@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kordon::api::NodeMaintenance;
-use kordon::api::maintenance_plan::{MaintenancePlan, PlanWait};
+use kordon::api::maintenance_plan::{MaintenancePlan, PlanWait, TRIGGER_LABEL};
+use kordon::api::node_maintenance::StatusPhase;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -963,5 +964,179 @@ async fn a_failing_gate_holds_the_plan_and_one_approval_starts_one_node() {
     exporter.set(0.0);
     wait_done(&name, 3).await;
     assert_eq!(log.starts().len(), 3, "{:?}", log.events());
+    let _ = plans().await.delete(&name, &DeleteParams::default()).await;
+}
+
+/// A plan whose gate hangs (a Prometheus that accepts and never answers: the controller
+/// waits 4 s for each answer) holds only itself: another plan, without gates, starts its
+/// node while that gate is still being asked, as an independent watch of the nodes sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_that_hangs_holds_its_own_plan_and_no_other() {
+    let env = three_nodes("plan-slow-gate").await;
+    let group = |g: &str| format!("kordon-test/group={g}");
+    for (short, g) in [("node-1", "slow"), ("node-2", "slow"), ("node-3", "quick")] {
+        env.label_node(&env.node(short), &[group(g).as_str()]);
+    }
+    let selector = |g: &str| format!("{},{}", env_selector(&env), group(g));
+    let log = NodeLog::start(Api::all(support::client().await), &env_selector(&env)).await;
+    let silent = support::monitoring::Silent::start();
+    let _controller = Controller::start(&env);
+    let slow = create_plan(
+        &env,
+        "slow",
+        json!({
+            "nodeSelector": selector("slow"),
+            "gates": { "prometheus": { "url": silent.url(), "pauseOnQuery": ["up == 0"] } },
+        }),
+    )
+    .await;
+    eventually(
+        "the slow plan to wait for its gate",
+        Duration::from_secs(60),
+        || async {
+            let plan = plans().await.get(&slow).await.expect("plan");
+            plan.status.is_some_and(|s| {
+                s.waiting_for == Some(PlanWait::Gate)
+                    && s.waiting.is_some_and(|w| w.contains("gives no answer"))
+            })
+        },
+    )
+    .await;
+    // A new question to the silent Prometheus: the other plan comes while it hangs.
+    silent.next_ask(Duration::from_secs(30)).await;
+    let quick = create_plan(&env, "quick", json!({ "nodeSelector": selector("quick") })).await;
+    let quick_node = env.node("node-3");
+    let started = || log.starts().into_iter().find(|(n, _)| *n == quick_node);
+    eventually(
+        "the quick plan's node to start",
+        Duration::from_secs(60),
+        || async { started().is_some() },
+    )
+    .await;
+    let (_, at) = started().expect("started");
+    assert!(
+        silent.asked_at(at),
+        "the quick plan's node started while the slow plan's gate was asked: started at {at:?}, asks {:?}",
+        silent.asks()
+    );
+    wait_done(&quick, 1).await;
+    let slow_nodes = [env.node("node-1"), env.node("node-2")];
+    assert!(
+        !log.starts().iter().any(|(n, _)| slow_nodes.contains(n)),
+        "the slow plan started nothing: {:?}",
+        log.events()
+    );
+    for name in [slow, quick] {
+        let _ = plans().await.delete(&name, &DeleteParams::default()).await;
+    }
+}
+
+/// `triggered`: a plan over three nodes starts nothing while none says it needs
+/// maintenance; a node labelled `kordon.dev/maintenance-needed=<when>` is maintained, it
+/// alone (its NodeMaintenance Done, no other node cordoned, as a watch of the nodes
+/// sees); the same value left on it is not maintained again, a new value is; a node
+/// whose label goes leaves the plan's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triggered_plan_maintains_a_labelled_node_once_per_value() {
+    let env = three_nodes("plan-triggered").await;
+    let log = NodeLog::start(Api::all(support::client().await), &env_selector(&env)).await;
+    let _controller = Controller::start(&env);
+    let name = create_plan(&env, "triggered", json!({ "triggered": true })).await;
+    let awaits_trigger = |generation: Option<i64>| {
+        let name = name.clone();
+        async move {
+            let plan = plans().await.get(&name).await.expect("plan");
+            let conditions = plan.status.map(|s| s.conditions).unwrap_or_default();
+            conditions.iter().any(|c| {
+                c.type_ == "Complete"
+                    && c.status == "True"
+                    && c.reason == "TriggeredNodesDone"
+                    && (generation.is_none() || c.observed_generation == generation)
+            })
+        }
+    };
+    eventually(
+        "the plan to await a trigger",
+        Duration::from_secs(30),
+        || awaits_trigger(None),
+    )
+    .await;
+    assert!(children(&name).await.is_empty(), "nothing started");
+
+    // Done for one value, exactly once.
+    let node = env.node("node-2");
+    let done_for = |value: &'static str| {
+        let (name, node) = (name.clone(), node.clone());
+        async move {
+            children(&name).await.iter().any(|nm| {
+                let labels = nm.metadata.labels.clone().unwrap_or_default();
+                nm.spec.node_name == node
+                    && labels.get("kordon.dev/trigger").map(String::as_str) == Some(value)
+                    && nm.status.as_ref().and_then(|s| s.phase) == Some(StatusPhase::Done)
+            })
+        }
+    };
+    let needs = |value: &str| format!("{TRIGGER_LABEL}={value}");
+    env.label_node(&node, &[needs("1765027200").as_str()]);
+    eventually(
+        "node-2 maintained for its trigger",
+        Duration::from_secs(120),
+        || done_for("1765027200"),
+    )
+    .await;
+    wait_done(&name, 1).await;
+    eventually(
+        "the plan to await the next trigger",
+        Duration::from_secs(30),
+        || awaits_trigger(None),
+    )
+    .await;
+
+    // The same value, still there: once the controller has decided on a new generation
+    // of the plan (the same round), nothing new has started.
+    let patched = plans()
+        .await
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "pauseBetween": "0s" } })),
+        )
+        .await
+        .expect("re-apply");
+    eventually(
+        "the plan to decide on its new generation",
+        Duration::from_secs(30),
+        || awaits_trigger(patched.metadata.generation),
+    )
+    .await;
+    assert_eq!(
+        children(&name).await.len(),
+        1,
+        "the same value is not redone"
+    );
+
+    // A new need: a new value, maintained again.
+    env.label_node(&node, &["--overwrite", needs("1765030800").as_str()]);
+    eventually(
+        "node-2 maintained for its new trigger",
+        Duration::from_secs(120),
+        || done_for("1765030800"),
+    )
+    .await;
+    assert_eq!(children(&name).await.len(), 2);
+    let starts: Vec<String> = log.starts().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(starts, [node.clone(), node.clone()], "{:?}", log.events());
+
+    // The need gone: the node leaves the plan's status.
+    env.label_node(&node, &[format!("{TRIGGER_LABEL}-").as_str()]);
+    eventually(
+        "node-2 out of the plan's status",
+        Duration::from_secs(30),
+        || async {
+            let status = plans().await.get(&name).await.expect("plan").status;
+            status.is_some_and(|s| s.nodes.is_empty() && s.done == 0)
+        },
+    )
+    .await;
     let _ = plans().await.delete(&name, &DeleteParams::default()).await;
 }

@@ -31,6 +31,14 @@ use super::node_maintenance::{DrainPolicy, MaintenanceStep, StatusPhase};
 pub struct MaintenancePlanSpec {
     /// The nodes to maintain, as a label selector (`kubectl get nodes -l` syntax).
     pub node_selector: String,
+    /// Only the nodes that say they need maintenance: those `nodeSelector` matches that
+    /// carry the label `kordon.dev/maintenance-needed` (its value: when the need arose,
+    /// as Unix seconds, set by kordon's node agent or by hand). Each value is maintained
+    /// once: a node is done once its NodeMaintenance made for its current value is Done,
+    /// and a new value starts it again. The plan is complete while every such node is
+    /// done, and takes up the next as soon as a node is labelled.
+    #[serde(default)]
+    pub triggered: bool,
     /// How many selected nodes may be out of service at once: "2" or "25%" (rounded
     /// down, at least 1). Nodes out for any reason count: another plan's, a
     /// NodeMaintenance's, a `kordon roll`'s, and (see `countOthersOut`) someone else's.
@@ -146,6 +154,8 @@ pub const APPROVE_ANNOTATION: &str = "kordon.dev/approve";
 
 /// On a node that needs maintenance, with the time the need was first seen (Unix
 /// seconds) as its value: set by kordon's node agent from a sentinel, or by a person.
+/// A plan with `triggered` selects only the nodes that carry it, and maintains each
+/// value once; a later need gets a new value.
 pub const TRIGGER_LABEL: &str = "kordon.dev/maintenance-needed";
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -17,6 +17,7 @@ mod start;
 mod status;
 mod tally;
 mod tasks;
+mod trigger;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -59,6 +60,8 @@ pub struct Ctx {
     pub nodes: Arc<Watched<Node>>,
     /// Every MaintenancePlan, whatever `--selector` serves: overlapping plans' caps.
     pub plans: Arc<Watched<MaintenancePlan>>,
+    /// The nodes that say they need maintenance, for triggered plans.
+    pub triggers: trigger::Triggers,
     /// Held while a MaintenancePlan counts the nodes out and starts more.
     pub plans_deciding: tokio::sync::Mutex<()>,
     /// What the nodes plans have yet to start hold, as last read.
@@ -159,6 +162,24 @@ fn serve_metrics(opts: &ControllerOptions) -> Arc<metrics::Metrics> {
     metrics
 }
 
+/// The plans' controller, and the triggered nodes' values it reads: a plan wakes when
+/// one of its NodeMaintenances changes, and a triggered plan when a node it selects is
+/// labelled, labelled anew or no longer.
+fn plan_controller(
+    conn: &crate::cluster::Connection,
+    plans: Api<MaintenancePlan>,
+    maintenances: Api<NodeMaintenance>,
+    config: watcher::Config,
+    every_plan: &Watched<MaintenancePlan>,
+) -> (Controller<MaintenancePlan>, trigger::Triggers) {
+    let (triggers, changes) = trigger::watched(&conn.client);
+    let every = every_plan.store().clone();
+    let controller = Controller::new(plans, config.clone())
+        .owns(maintenances, config)
+        .watches_stream(changes, move |node| trigger::plans_of(&every, &node));
+    (controller, triggers)
+}
+
 pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), ControllerError> {
     let conn = &kordon.conn;
     let metrics = serve_metrics(opts);
@@ -178,8 +199,6 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
     let (jobs, job_changes) = job::watched(&conn.client);
     let controller =
         Controller::new(api.clone(), config.clone()).watches_stream(job_changes, job::owner);
-    // A plan wakes when one of its NodeMaintenances changes.
-    let plan_controller = Controller::new(plans, config.clone()).owns(api, config);
     metrics.watch_objects(controller.store());
     let (maintenances, all) = match opts.selector {
         None => (controller.store(), None),
@@ -201,10 +220,12 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
     let (Some(every_node), Some(every_plan)) = (every_node, every_plan) else {
         return Err(ControllerError::CrdMissing);
     };
+    let (plan_controller, triggers) = plan_controller(conn, plans, api, config, &every_plan);
     let (runs, ended) = runs::Runs::new(metrics.clone());
     let ctx = Arc::new(Ctx {
         nodes: every_node,
         plans: every_plan,
+        triggers,
         events: Events::new(conn, &format!("kordon-controller-{}", kordon.run)),
         runs,
         metrics,

@@ -42,7 +42,8 @@ pub fn of(
     for (node, now) in &after.nodes {
         let was = before.and_then(|b| b.nodes.get(node)).unwrap_or(&no_node);
         let phase = now.phase.map(|p| format!("{p:?}"));
-        if was.maintenance.is_none() && now.maintenance.is_some() {
+        // A new NodeMaintenance: the node's first, or one for a new trigger value.
+        if now.maintenance.is_some() && now.maintenance != was.maintenance {
             let mut n = note(Kind::Started, Some(node), format!("{node} is started"));
             n.phase.clone_from(&phase);
             told.push(n);
@@ -190,6 +191,22 @@ mod tests {
         let told = of(&plan, Some(&blocked), &failed, &none, false);
         assert_eq!(kinds(&told), [(Kind::Failed, Some("n1"))]);
         assert_eq!(told[0].phase.as_deref(), Some("Failed"));
+    }
+
+    #[test]
+    fn a_node_started_again_for_a_new_trigger_value_is_told_again() {
+        let plan = plan();
+        let none = BTreeMap::new();
+        let done = status(&[("n1", Some("patch-n1-r1-100"), Some(StatusPhase::Done), None)]);
+        // One pass sees the new value and starts the node at once.
+        let again = status(&[(
+            "n1",
+            Some("patch-n1-r1-200"),
+            Some(StatusPhase::Pending),
+            None,
+        )]);
+        let told = of(&plan, Some(&done), &again, &none, false);
+        assert_eq!(kinds(&told), [(Kind::Started, Some("n1"))]);
     }
 
     #[test]

@@ -30,29 +30,14 @@ fn tainted_by(node: &Node) -> Option<&str> {
         .map(|t| t.value.as_deref().unwrap_or_default())
 }
 
-/// Brings the taint on `selected` in line with the nodes still `pending` (none once the
-/// plan is complete, or with `spec.taintPending: false`), and lifts departed plans'.
-pub async fn follow(
-    ctx: &Ctx,
-    plan: &MaintenancePlan,
-    selected: &[Node],
-    pending: &BTreeSet<String>,
-) {
+/// Brings the taint in line with the nodes still `pending` (none once the plan is
+/// complete, or with `spec.taintPending: false`): on them, and off every other node it
+/// is on, also one the plan no longer selects (a triggered node whose label went); and
+/// lifts departed plans'.
+pub async fn follow(ctx: &Ctx, plan: &MaintenancePlan, pending: &BTreeSet<String>) {
     let Some(uid) = plan.uid() else { return };
     let ours = value_of(&uid);
     let on = plan.spec.taint_pending;
-    for node in selected {
-        let name = node.name_any();
-        let want = on && pending.contains(&name);
-        let change = match (want, tainted_by(node)) {
-            (true, None) => Some(Some(ours.as_str())),
-            (false, Some(v)) if v == ours => Some(None),
-            _ => None,
-        };
-        if let Some(round) = change {
-            set(ctx, &name, round, node).await;
-        }
-    }
     let plans: BTreeSet<String> = ctx
         .plans
         .state()
@@ -61,11 +46,16 @@ pub async fn follow(
         .map(|u| value_of(&u))
         .collect();
     for node in ctx.nodes.state() {
-        if let Some(v) = tainted_by(&node)
-            && v.starts_with("plan-")
-            && !plans.contains(v)
-        {
-            set(ctx, &node.name_any(), None, &node).await;
+        let name = node.name_any();
+        let want = on && pending.contains(&name);
+        let change = match (want, tainted_by(&node)) {
+            (true, None) => Some(Some(ours.as_str())),
+            (false, Some(v)) if v == ours => Some(None),
+            (_, Some(v)) if v.starts_with("plan-") && !plans.contains(v) => Some(None),
+            _ => None,
+        };
+        if let Some(round) = change {
+            set(ctx, &name, round, &node).await;
         }
     }
 }

@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::Ctx;
-use super::children::{NODE_LABEL, PLAN_LABEL, ROUND_LABEL, label, round_of, start_nodes};
+use super::children::{self, PLAN_LABEL, ROUND_LABEL, label, round_of, start_nodes};
 use super::reconcile::ReconcileError;
 use super::room;
 use super::status::set_condition;
@@ -23,7 +24,7 @@ use crate::api::maintenance_plan::{
 use crate::api::node_maintenance::{NodeMaintenance, StatusPhase};
 use crate::cluster::events::Severity;
 use crate::fleet::caps::Slot;
-use crate::metric_gate::{self, Hold};
+use crate::metric_gate::Verdict;
 use crate::selector::Selector;
 
 /// How often a plan under way looks again (windows open, pauses end).
@@ -43,19 +44,16 @@ pub async fn reconcile(
         Ok(s) => s,
         Err(e) => return blocked(&ctx, &plan, status, "InvalidSelector", e.to_string()).await,
     };
-    // The nodes from the controller's watch of them, not listed on every pass.
+    // The nodes from the controller's watch of them, not listed on every pass; a
+    // triggered plan's values from the watch that wakes it when one changes.
     if ctx.nodes.store().wait_until_ready().await.is_err() {
         return Err(ReconcileError::Stopping);
     }
-    let selected = selected_nodes(&ctx, &selector);
-    let parsed = match tally::parse(spec, selected.len()) {
-        Ok(parsed) => parsed,
-        Err(message) => return blocked(&ctx, &plan, status, "InvalidSpec", message).await,
+    let triggers = match spec.triggered {
+        true if !ctx.triggers.ready().await => return Err(ReconcileError::Stopping),
+        true => Some(ctx.triggers.values()),
+        false => None,
     };
-
-    // Plans decide one at a time, so that two plans over shared nodes each count the
-    // nodes the other just started.
-    let _deciding = ctx.plans_deciding.lock().await;
     // Where each selected node stands in this round, and which nodes other
     // NodeMaintenances hold (another plan's, someone's own), from the watch of them all.
     // It never counts fewer nodes out than there are: it has listed them all before the
@@ -64,30 +62,24 @@ pub async fn reconcile(
     if ctx.maintenances.wait_until_ready().await.is_err() {
         return Err(ReconcileError::Stopping);
     }
-    let all = ctx.maintenances.state();
-    let is_mine = |nm: &NodeMaintenance| {
-        label(nm, PLAN_LABEL) == Some(&name) && label(nm, ROUND_LABEL) == Some(&round)
+    let look = || observe(&ctx, &plan, &selector, triggers.as_ref());
+    let first = look();
+    let parsed = match tally::parse(spec, first.selected.len()) {
+        Ok(parsed) => parsed,
+        Err(message) => return blocked(&ctx, &plan, status, "InvalidSpec", message).await,
     };
-    let by_name: BTreeMap<String, &Node> = selected.iter().map(|n| (n.name_any(), n)).collect();
-    // Nodes any NodeMaintenance has out (for a node without one of this round's, it is
-    // someone else's).
-    let held_now: BTreeSet<String> = all
-        .iter()
-        .filter(|nm| holds_node(nm, by_name.get(&nm.spec.node_name).copied()))
-        .map(|nm| nm.spec.node_name.clone())
-        .collect();
-    // Every start of the plan, in any round, for maxPer: the NodeMaintenances it
-    // created (they stay as its record).
-    let started = all
-        .iter()
-        .filter(|nm| label(nm, PLAN_LABEL) == Some(&name))
-        .filter_map(|nm| tally::started(nm))
-        .collect();
-    let children: BTreeMap<String, Arc<NodeMaintenance>> = all
-        .into_iter()
-        .filter(|nm| is_mine(nm))
-        .filter_map(|nm| Some((label(&nm, NODE_LABEL)?.clone(), nm)))
-        .collect();
+    let verdict = ask_gates(&ctx, &plan, &parsed, first, &status).await;
+    // Plans decide one at a time, so that two plans over shared nodes each count the
+    // nodes the other just started.
+    let _deciding = ctx.plans_deciding.lock().await;
+    let Observed {
+        selected,
+        held_now,
+        started,
+        children,
+        last_finished,
+    } = look();
+    status.last_finished = last_finished;
     let (slots, halted) = stand(&selected, &children, &held_now, spec, &mut status);
     let seen = Seen {
         selected: &selected,
@@ -95,27 +87,119 @@ pub async fn reconcile(
         held_now: &held_now,
         started,
     };
-    let start = decide(&ctx, &plan, &parsed, &seen, &mut status).await?;
-    start_nodes(&ctx, &plan, &round, &start, &mut status).await?;
+    let Decision { start, unasked } =
+        decide(&ctx, &plan, &parsed, &seen, verdict.as_ref(), &mut status).await?;
+    start_nodes(&ctx, &plan, &round, &start, triggers.as_ref(), &mut status).await?;
     let still_pending: BTreeSet<String> = seen
         .slots
         .iter()
         .filter(|s| s.pending && !start.contains(&s.node))
         .map(|s| s.node.clone())
         .collect();
-    super::pending::follow(&ctx, &plan, &selected, &still_pending).await;
+    super::pending::follow(&ctx, &plan, &still_pending).await;
     let complete = status.pending == 0 && status.active == 0 && status.failed == 0;
-    announce(&ctx, &plan, &status, complete, halted).await;
-    tally::set_conditions(&mut status, complete, plan.metadata.generation);
+    // A triggered plan with no node done yet has nothing to tell of.
+    let told = complete && (!spec.triggered || status.done > 0);
+    announce(&ctx, &plan, &status, told, halted).await;
+    tally::set_conditions(
+        &mut status,
+        complete,
+        spec.triggered,
+        plan.metadata.generation,
+    );
     ctx.metrics.plan(&name, &status);
-    // A complete plan is not looked at again: what it shows then is written now.
+    // A complete plan is not looked at again (a triggered one wakes when a node's value
+    // changes): what it shows then is written now.
     let webhook = parsed.notify.as_ref();
-    write_and_tell(&ctx, &plan, status, complete, &children, webhook).await?;
-    Ok(if complete {
+    write_and_tell(&ctx, &plan, status, complete, told, &children, webhook).await?;
+    Ok(if unasked {
+        Action::requeue(ASK_AGAIN)
+    } else if complete {
         Action::await_change()
     } else {
         Action::requeue(LOOK_AGAIN)
     })
+}
+
+/// What a pass reads of the plan's nodes and NodeMaintenances, from the watches.
+struct Observed {
+    /// The nodes the plan selects now (see [`children::of_round`]).
+    selected: Vec<Node>,
+    /// Nodes any NodeMaintenance has out (for a node without one of this round's, it is
+    /// someone else's).
+    held_now: BTreeSet<String>,
+    /// When each of the plan's nodes started, in every round (`maxPer`): the
+    /// NodeMaintenances it created stay as its record.
+    started: Vec<jiff::Timestamp>,
+    /// This round's NodeMaintenance of each selected node (for a triggered plan, the
+    /// one made for its value).
+    children: BTreeMap<String, Arc<NodeMaintenance>>,
+    /// When the last of this round's nodes finished, for `pauseBetween` (of any
+    /// trigger value, and of nodes no longer selected).
+    last_finished: Option<Time>,
+}
+
+fn observe(
+    ctx: &Ctx,
+    plan: &MaintenancePlan,
+    selector: &Selector,
+    triggers: Option<&BTreeMap<String, String>>,
+) -> Observed {
+    let all = ctx.maintenances.state();
+    let name = plan.name_any();
+    let of_plan = |nm: &&Arc<NodeMaintenance>| label(nm, PLAN_LABEL) == Some(&name);
+    let (selected, children) = selection(ctx, plan, selector, triggers, &all);
+    let by_name: BTreeMap<String, &Node> = selected.iter().map(|n| (n.name_any(), n)).collect();
+    let held_now = all
+        .iter()
+        .filter(|nm| holds_node(nm, by_name.get(&nm.spec.node_name).copied()))
+        .map(|nm| nm.spec.node_name.clone())
+        .collect();
+    let started = all
+        .iter()
+        .filter(of_plan)
+        .filter_map(|nm| tally::started(nm))
+        .collect();
+    let round = round_of(plan);
+    let last_finished = all
+        .iter()
+        .filter(of_plan)
+        .filter(|nm| label(nm, ROUND_LABEL) == Some(&round))
+        .filter_map(|c| c.status.as_ref()?.finished_at.clone())
+        .max_by_key(|t| t.0);
+    Observed {
+        selected,
+        held_now,
+        started,
+        children,
+        last_finished,
+    }
+}
+
+/// The nodes `plan` selects now, and each one's NodeMaintenance of its round, from the
+/// node watch and `all` NodeMaintenances (`triggers`: each triggered node's value, for
+/// a triggered plan).
+pub(super) fn selection(
+    ctx: &Ctx,
+    plan: &MaintenancePlan,
+    selector: &Selector,
+    triggers: Option<&BTreeMap<String, String>>,
+    all: &[Arc<NodeMaintenance>],
+) -> (Vec<Node>, BTreeMap<String, Arc<NodeMaintenance>>) {
+    let matched = ctx
+        .nodes
+        .state()
+        .into_iter()
+        .filter(|n| selector.matches(n.labels()))
+        .map(Arc::unwrap_or_clone)
+        .collect();
+    let (name, round) = (plan.name_any(), round_of(plan));
+    let of_round: Vec<Arc<NodeMaintenance>> = all
+        .iter()
+        .filter(|nm| label(nm, PLAN_LABEL) == Some(&name) && label(nm, ROUND_LABEL) == Some(&round))
+        .cloned()
+        .collect();
+    children::of_round(matched, &of_round, triggers)
 }
 
 /// Where the plan's nodes stand in this pass, as its decision reads them.
@@ -129,96 +213,107 @@ struct Seen<'a> {
     started: Vec<jiff::Timestamp>,
 }
 
+/// What a pass decides.
+struct Decision {
+    /// The nodes to start now.
+    start: Vec<String>,
+    /// Nodes could start, but the gates were not asked before the decision (nothing
+    /// could start at the first look): none starts, and the plan looks again at once.
+    unasked: bool,
+}
+
+/// How soon a plan looks again when its gates were not asked in time.
+const ASK_AGAIN: Duration = Duration::from_secs(1);
+
+/// The plan's metric gates, asked only when it has some and a node could start now
+/// (or `pauseBetween` runs), from a first look at where its nodes stand: before the
+/// plans' turn to decide, which an answer that takes its time (up to 4 s) would
+/// otherwise hold for every plan.
+async fn ask_gates(
+    ctx: &Ctx,
+    plan: &MaintenancePlan,
+    parsed: &Parsed,
+    first: Observed,
+    status: &MaintenancePlanStatus,
+) -> Option<Verdict> {
+    let gates = parsed.gates.as_ref()?;
+    let mut status = status.clone();
+    status.last_finished = first.last_finished;
+    let (selected, children) = (&first.selected, &first.children);
+    let (slots, _) = stand(selected, children, &first.held_now, &plan.spec, &mut status);
+    let now = jiff::Timestamp::now();
+    let open = tally::open(
+        parsed,
+        &plan.spec,
+        &status,
+        &slots,
+        selected,
+        &first.started,
+        now,
+    );
+    let per = &plan.spec.max_unavailable_per;
+    if !tally::asks_gates(&open, parsed.cap, per) {
+        return None;
+    }
+    Some(ctx.checker.verdict(gates).await)
+}
+
 /// The nodes the plan starts now, with why the others wait in the status: held back
 /// (paused, halted, outside its windows, pausing between nodes, `maxPer` spent), or as
 /// its sequence, its caps and other plans' caps allow, at most as many as `maxPer` has
-/// left.
+/// left, and as its gates' `verdict` (asked before) allows.
 async fn decide(
     ctx: &Ctx,
     plan: &MaintenancePlan,
     parsed: &Parsed,
     seen: &Seen<'_>,
+    verdict: Option<&Verdict>,
     status: &mut MaintenancePlanStatus,
-) -> Result<Vec<String>, ReconcileError> {
+) -> Result<Decision, ReconcileError> {
     let now = jiff::Timestamp::now();
     let spec = &plan.spec;
-    let last_finished = status.last_finished.as_ref();
-    let (windows, pause) = (&parsed.windows, parsed.pause_between);
-    let held = tally::held_back(spec, status.failed, windows, pause, last_finished, now);
-    status.next_window = held.as_ref().and_then(|h| h.next_window.clone());
-    let rate = tally::rate_room(parsed.max_per.as_ref(), &seen.started, now);
-    let (mut start, waiting) = match held.or_else(|| rate.clone().err()) {
-        Some(h) => (Vec::new(), Some((h.kind, h.message))),
-        None => {
-            let (mut slots, sequenced) = match &parsed.sequence {
-                Some(seq) => tally::in_sequence(seq, &seen.slots, seen.selected, &status.nodes),
-                None => (seen.slots.clone(), None),
-            };
+    let open = tally::open(
+        parsed,
+        spec,
+        status,
+        &seen.slots,
+        seen.selected,
+        &seen.started,
+        now,
+    );
+    let (mut start, waiting) = match open {
+        Err(held) => {
+            status.next_window = held.next_window;
+            (Vec::new(), Some((held.kind, held.message)))
+        }
+        Ok(tally::Open {
+            mut slots,
+            sequenced,
+            free,
+        }) => {
             let (name, others, cap) = (plan.name_any(), &status.out_by_others, parsed.cap);
-            let (start, waiting) =
+            let (mut start, waiting) =
                 room::next_nodes(ctx, &name, &mut slots, cap, spec, seen.held_now, others).await?;
+            if let Some(free) = free {
+                start.truncate(free);
+            }
             let sequenced = sequenced.filter(|_| start.is_empty());
             let waiting = waiting.or(sequenced.map(|why| (PlanWait::Sequence, why)));
             (start, waiting)
         }
     };
-    if let Ok(Some(free)) = rate {
-        start.truncate(free);
-    }
     let pausing = waiting
         .as_ref()
         .is_some_and(|(k, _)| *k == PlanWait::PauseBetween);
-    let waiting = gate(ctx, plan, parsed, &mut start, pausing, status)
-        .await
-        .or(waiting);
-    (status.waiting_for, status.waiting) = waiting.unzip();
-    Ok(start)
-}
-
-/// `spec.gates`, asked when a node would start now or while `pauseBetween` runs (so a
-/// soak that turns bad says so): a failing gate empties `start` and is the wait, unless
-/// a new `kordon.dev/approve` value lets one node start (recorded in the status).
-async fn gate(
-    ctx: &Ctx,
-    plan: &MaintenancePlan,
-    parsed: &Parsed,
-    start: &mut Vec<String>,
-    pausing: bool,
-    status: &mut MaintenancePlanStatus,
-) -> Option<(PlanWait, String)> {
-    let gates = parsed.gates.as_ref()?;
-    if start.is_empty() && !pausing {
-        return None;
-    }
-    let verdict = ctx.checker.verdict(gates).await;
     let approve = plan
         .annotations()
         .get(APPROVE_ANNOTATION)
         .map(String::as_str);
-    match metric_gate::hold(Some(&verdict), approve, status.approved.as_deref()) {
-        Hold::Pass => None,
-        Hold::Approved(approval) => {
-            start.truncate(1);
-            if !start.is_empty() {
-                status.approved = Some(approval);
-            }
-            None
-        }
-        Hold::Held(why) => {
-            start.clear();
-            Some((PlanWait::Gate, tally::gate_wait(&why)))
-        }
-    }
-}
-
-/// The nodes a selector selects, as the watch has them now.
-pub(super) fn selected_nodes(ctx: &Ctx, selector: &Selector) -> Vec<Node> {
-    ctx.nodes
-        .state()
-        .into_iter()
-        .filter(|n| selector.matches(n.labels()))
-        .map(Arc::unwrap_or_clone)
-        .collect()
+    let gated = tally::gate(parsed, verdict, approve, &mut start, pausing, status);
+    let unasked = gated.is_err();
+    let waiting = gated.ok().flatten().or(waiting);
+    (status.waiting_for, status.waiting) = waiting.unzip();
+    Ok(Decision { start, unasked })
 }
 
 /// Where each selected node stands in this round (into the status), the slots the caps
@@ -238,11 +333,6 @@ fn stand(
         failed,
         out_by_others,
     } = tally::tally(selected, children, held_now, spec);
-    // The last node done, for pauseBetween.
-    status.last_finished = children
-        .values()
-        .filter_map(|c| c.status.as_ref()?.finished_at.clone())
-        .max_by_key(|t| t.0);
     status.nodes = records;
     status.done = done;
     status.active = active;
@@ -253,8 +343,8 @@ fn stand(
     (slots, !spec.paused && failed >= spec.max_failures)
 }
 
-/// An Event on the plan when it completes its round or halts on failures (once each,
-/// against the status it had).
+/// An Event on the plan when it completes its round (a triggered plan: each time every
+/// triggered node is done) or halts on failures (once each, against the status it had).
 async fn announce(
     ctx: &Ctx,
     plan: &MaintenancePlan,
@@ -273,7 +363,10 @@ async fn announce(
         before.is_some_and(|s| s.round == status.round && s.waiting_for == Some(PlanWait::Halted));
     let round = status.round.as_deref().unwrap_or_default();
     if complete && !was_complete {
-        let note = format!("round {round}: every selected node is done");
+        let note = match plan.spec.triggered {
+            true => format!("round {round}: every triggered node is done"),
+            false => format!("round {round}: every selected node is done"),
+        };
         ctx.events
             .publish(plan, Severity::Normal, "PlanComplete", note)
             .await;
@@ -352,17 +445,19 @@ impl Written {
 }
 
 /// Writes the status (a complete plan's at once) and, once it is written, tells the
-/// webhook what changed since the last one.
+/// webhook what changed since the last one (`told_complete`: the completion too).
 async fn write_and_tell(
     ctx: &Ctx,
     plan: &MaintenancePlan,
     status: MaintenancePlanStatus,
     complete: bool,
+    told_complete: bool,
     children: &BTreeMap<String, Arc<NodeMaintenance>>,
     webhook: Option<&Arc<crate::notify::Webhook>>,
 ) -> Result<(), ReconcileError> {
     let told = webhook.map(|w| {
-        let told = super::notices::of(plan, plan.status.as_ref(), &status, children, complete);
+        let before = plan.status.as_ref();
+        let told = super::notices::of(plan, before, &status, children, told_complete);
         (w, told)
     });
     if write(ctx, plan, status, !complete).await?

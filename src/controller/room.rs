@@ -164,13 +164,17 @@ fn within_other_plans(
         .state()
         .into_iter()
         .filter(|p| p.name_any() != me && p.metadata.deletion_timestamp.is_none());
-    // Each other plan: its nodes, how many are out, its cap.
+    // Each other plan: its nodes (a triggered plan's as its own pass selects them), how
+    // many are out, its cap.
+    let all = ctx.maintenances.state();
+    let triggers = ctx.triggers.values();
     let mut scopes = Vec::new();
     for other in others {
         let Ok(selector) = other.spec.node_selector.parse() else {
             continue; // its own status says its selector is bad
         };
-        let nodes = super::plan::selected_nodes(ctx, &selector);
+        let triggers = other.spec.triggered.then_some(&triggers);
+        let (nodes, _) = super::plan::selection(ctx, &other, &selector, triggers, &all);
         let names: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
         let counts_others = other.spec.count_others_out;
         let out = nodes

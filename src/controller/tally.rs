@@ -13,19 +13,17 @@ use super::status::set_condition;
 use crate::api::duration;
 use crate::api::maintenance_plan::{
     APPROVE_ANNOTATION, GatesSpec, MaintenancePlanSpec, MaintenancePlanStatus, OutByOthers,
-    PlanNode, PlanWait,
+    PlanNode, PlanWait, TRIGGER_LABEL,
 };
 use crate::api::node_maintenance::{NodeMaintenance, StatusPhase};
 use crate::fleet::MaxUnavailable;
-use crate::fleet::caps::Slot;
+use crate::fleet::caps::{self, Slot};
 use crate::fleet::mark::Mark;
 use crate::fleet::rate::{RateBudget, Room};
 use crate::fleet::sequence::Sequence;
 use crate::fleet::unavailable::{self, OutOfService};
 use crate::fleet::window::{self, Availability, Window};
-#[cfg(test)]
-use crate::metric_gate::Verdict;
-use crate::metric_gate::{AlertmanagerGate, Gates, PrometheusGate};
+use crate::metric_gate::{self, AlertmanagerGate, Gates, Hold, PrometheusGate, Verdict};
 
 /// The plan's spec, read once before it decides.
 #[derive(Debug)]
@@ -263,22 +261,35 @@ pub fn only_details_differ(a: &MaintenancePlanStatus, b: &MaintenancePlanStatus)
 
 /// The plan's conditions as its counts and its wait say: `Progressing` while nodes are
 /// under way or may start, `Blocked` with the wait's sentence, `Complete` once every
-/// selected node is done.
-pub fn set_conditions(status: &mut MaintenancePlanStatus, complete: bool, generation: Option<i64>) {
+/// selected node is done. A `triggered` plan is complete while every node that carries
+/// the label is done for its value (none carrying it too), and says it awaits the next.
+pub fn set_conditions(
+    status: &mut MaintenancePlanStatus,
+    complete: bool,
+    triggered: bool,
+    generation: Option<i64>,
+) {
     let progressing = status.active > 0 || (status.pending > 0 && status.waiting.is_none());
     let conditions = &mut status.conditions;
-    let idle = if progressing { "NodesUnderWay" } else { "Idle" };
+    let idle = match (progressing, triggered && complete) {
+        (true, _) => "NodesUnderWay",
+        (false, true) => "AwaitingTrigger",
+        (false, false) => "Idle",
+    };
     set_condition(conditions, "Progressing", progressing, idle, "", generation);
     match &status.waiting {
         Some(why) => set_condition(conditions, "Blocked", true, "Waiting", why, generation),
         None => set_condition(conditions, "Blocked", false, "NotBlocked", "", generation),
     }
-    let left = if complete {
-        "AllNodesDone"
-    } else {
-        "NodesLeft"
+    let awaits = format!(
+        "every node that carries {TRIGGER_LABEL} is done for its value; a node labelled anew starts again"
+    );
+    let (left, says) = match (complete, triggered) {
+        (true, true) => ("TriggeredNodesDone", awaits.as_str()),
+        (true, false) => ("AllNodesDone", ""),
+        (false, _) => ("NodesLeft", ""),
     };
-    set_condition(conditions, "Complete", complete, left, "", generation);
+    set_condition(conditions, "Complete", complete, left, says, generation);
 }
 
 /// Why no node may start now, whatever the caps say.
@@ -334,6 +345,94 @@ pub fn held_back(
         PlanWait::PauseBetween,
         format!("pausing between nodes until {until}"),
     )
+}
+
+/// The first part of a plan's decision, where nothing holds it back: the slots its caps
+/// choose from, `sequence`'s wait when it sets pending nodes aside, and how many nodes
+/// `maxPer` lets start (`None`: as many as the caps allow).
+#[derive(Debug)]
+pub struct Open {
+    pub slots: Vec<Slot>,
+    pub sequenced: Option<String>,
+    pub free: Option<usize>,
+}
+
+/// Why no node may start now (held back, or `maxPer` spent), or what the caps choose
+/// from (`status`: as [`tally`] left it; `started`: the plan's starts in every round).
+pub fn open(
+    parsed: &Parsed,
+    spec: &MaintenancePlanSpec,
+    status: &MaintenancePlanStatus,
+    slots: &[Slot],
+    selected: &[Node],
+    started: &[jiff::Timestamp],
+    now: jiff::Timestamp,
+) -> Result<Open, HeldBack> {
+    let (windows, pause, last) = (&parsed.windows, parsed.pause_between, &status.last_finished);
+    if let Some(held) = held_back(spec, status.failed, windows, pause, last.as_ref(), now) {
+        return Err(held);
+    }
+    let free = rate_room(parsed.max_per.as_ref(), started, now)?;
+    let (slots, sequenced) = match &parsed.sequence {
+        Some(seq) => in_sequence(seq, slots, selected, &status.nodes),
+        None => (slots.to_vec(), None),
+    };
+    Ok(Open {
+        slots,
+        sequenced,
+        free,
+    })
+}
+
+/// Whether a pass asks the plan's metric gates: a node could start (the caps admit one
+/// before what the pending nodes hold is read, which only ever admits fewer) or
+/// `pauseBetween` runs (so a soak that turns bad says so). The gates are asked before
+/// the plans' turn to decide, so this foresees every start the decision can make.
+pub fn asks_gates(open: &Result<Open, HeldBack>, cap: usize, per: &BTreeMap<String, u32>) -> bool {
+    match open {
+        Err(held) => held.kind == PlanWait::PauseBetween,
+        Ok(open) => !caps::choose(&open.slots, cap, per).0.is_empty(),
+    }
+}
+
+/// The gates were not asked before the decision (nothing could start at the first
+/// look), yet nodes could start now: none does, and the plan looks again soon.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unasked;
+
+/// `spec.gates` on the nodes the decision would `start`, from the `verdict` asked before
+/// it, when a node would start or while `pauseBetween` runs: a failing gate empties
+/// `start` and is the wait, unless a new `approve` value (the annotation
+/// `kordon.dev/approve`) lets one node start (recorded in the status).
+pub fn gate(
+    parsed: &Parsed,
+    verdict: Option<&Verdict>,
+    approve: Option<&str>,
+    start: &mut Vec<String>,
+    pausing: bool,
+    status: &mut MaintenancePlanStatus,
+) -> Result<Option<(PlanWait, String)>, Unasked> {
+    if parsed.gates.is_none() || (start.is_empty() && !pausing) {
+        return Ok(None);
+    }
+    let Some(verdict) = verdict else {
+        start.clear();
+        return Err(Unasked);
+    };
+    match metric_gate::hold(Some(verdict), approve, status.approved.as_deref()) {
+        Hold::Pass => Ok(None),
+        Hold::Approved(approval) => {
+            start.truncate(1);
+            if !start.is_empty() {
+                status.approved = Some(approval);
+            }
+            Ok(None)
+        }
+        Hold::Held(why) => {
+            start.clear();
+            Ok(Some((PlanWait::Gate, gate_wait(&why))))
+        }
+    }
 }
 
 /// When a NodeMaintenance of the plan started its node, for `maxPer`: its creation,
@@ -510,6 +609,136 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_gates_are_asked_before_the_decision_only_when_a_node_could_start_or_a_pause_runs() {
+        let now: jiff::Timestamp = "2026-12-05T12:00:00Z".parse().expect("time");
+        let gated = |mut extra: serde_json::Value| {
+            extra["gates"] =
+                json!({ "prometheus": { "url": "http://p:9090", "pauseOnQuery": ["up == 0"] } });
+            spec(extra)
+        };
+        let selected = [node("a", json!({})), node("b", json!({}))];
+        let asks = |spec: &MaintenancePlanSpec,
+                    children: &[(String, Arc<NodeMaintenance>)],
+                    last: Option<&str>| {
+            let parsed = parse(spec, selected.len()).expect("valid");
+            let children: BTreeMap<_, _> = children.iter().cloned().collect();
+            let t = tally(&selected, &children, &BTreeSet::new(), spec);
+            let status = MaintenancePlanStatus {
+                failed: t.failed,
+                nodes: t.records,
+                last_finished: last.map(|l| Time(l.parse().expect("time"))),
+                ..Default::default()
+            };
+            let started: Vec<_> = children.values().filter_map(|c| started(c)).collect();
+            let open = open(&parsed, spec, &status, &t.slots, &selected, &started, now);
+            asks_gates(&open, parsed.cap, &spec.max_unavailable_per)
+        };
+        assert!(asks(&gated(json!({})), &[], None), "two nodes could start");
+        assert!(!asks(&gated(json!({ "paused": true })), &[], None));
+        let under_way = [child("a", Some("Draining"))];
+        assert!(
+            !asks(&gated(json!({})), &under_way, None),
+            "at its cap of 1: nothing could start"
+        );
+        assert!(asks(
+            &gated(json!({ "maxUnavailable": "2" })),
+            &under_way,
+            None
+        ));
+        let done = [child("a", Some("Done"))];
+        let pausing = gated(json!({ "pauseBetween": "5m" }));
+        assert!(
+            asks(&pausing, &done, Some("2026-12-05T11:58:00Z")),
+            "asked while pauseBetween runs"
+        );
+        assert!(
+            asks(&pausing, &done, Some("2026-12-05T11:50:00Z")),
+            "b could start"
+        );
+        let (_, mut recent) = child("a", Some("Done"));
+        Arc::make_mut(&mut recent).metadata.creation_timestamp =
+            Some(Time("2026-12-05T11:59:00Z".parse().expect("time")));
+        let spent = gated(json!({ "maxPer": { "period": "1h", "starts": 1 } }));
+        assert!(
+            !asks(&spent, &[("a".into(), recent)], None),
+            "maxPer is spent"
+        );
+    }
+
+    #[test]
+    fn the_decision_reads_the_gates_verdict_and_never_starts_a_node_the_gates_were_not_asked_for() {
+        let gated = parse(
+            &spec(json!({
+                "gates": { "alertmanager": { "url": "http://am:9093", "pauseOnAlerts": ["severity=critical"] } },
+            })),
+            3,
+        )
+        .expect("valid");
+        let failing = Verdict::of(vec![crate::metric_gate::Finding::AlertsFailed {
+            url: "http://am:9093".parse().expect("url"),
+            error: "refused".into(),
+        }]);
+        let nodes = || vec!["a".to_string(), "b".to_string()];
+        let mut status = MaintenancePlanStatus::default();
+
+        let ungated = parse(&spec(json!({})), 3).expect("valid");
+        let mut start = nodes();
+        assert_eq!(
+            gate(&ungated, None, None, &mut start, false, &mut status),
+            Ok(None)
+        );
+        assert_eq!(start, nodes(), "a plan without gates asks none");
+
+        let mut start = nodes();
+        assert_eq!(
+            gate(&gated, None, None, &mut start, false, &mut status),
+            Err(Unasked)
+        );
+        assert!(start.is_empty(), "not asked: nothing starts");
+        let mut none = Vec::new();
+        assert_eq!(
+            gate(&gated, None, None, &mut none, false, &mut status),
+            Ok(None)
+        );
+
+        let mut start = nodes();
+        let healthy = Some(&Verdict::Healthy);
+        assert_eq!(
+            gate(&gated, healthy, None, &mut start, false, &mut status),
+            Ok(None)
+        );
+        assert_eq!(start, nodes());
+
+        let mut start = nodes();
+        let held = gate(&gated, Some(&failing), None, &mut start, false, &mut status);
+        let (kind, why) = held.expect("asked").expect("held");
+        assert_eq!(kind, PlanWait::Gate);
+        assert!(
+            why.starts_with("a metric gate fails: Alertmanager at http://am:9093"),
+            "{why}"
+        );
+        assert!(start.is_empty());
+        let mut paused = Vec::new();
+        let told = gate(&gated, Some(&failing), None, &mut paused, true, &mut status);
+        assert!(
+            matches!(told, Ok(Some((PlanWait::Gate, _)))),
+            "a failing gate during pauseBetween is the wait"
+        );
+
+        let mut start = nodes();
+        let approved = gate(
+            &gated,
+            Some(&failing),
+            Some("t1"),
+            &mut start,
+            false,
+            &mut status,
+        );
+        assert_eq!((approved, start), (Ok(None), vec!["a".to_string()]));
+        assert_eq!(status.approved.as_deref(), Some("t1"));
+    }
+
     /// A Ready node in zone z1.
     fn node(name: &str, annotations: serde_json::Value) -> Node {
         serde_json::from_value(json!({
@@ -551,7 +780,7 @@ mod tests {
                 waiting: None,
             },
         );
-        set_conditions(&mut before, false, Some(1));
+        set_conditions(&mut before, false, false, Some(1));
         let mut after = before.clone();
         if let Some(n) = after.nodes.get_mut("n1") {
             n.phase = Some(StatusPhase::AwaitingReady);
@@ -565,7 +794,7 @@ mod tests {
         assert!(!only_details_differ(&before, &done), "a count is news");
 
         let mut observed = after.clone();
-        set_conditions(&mut observed, false, Some(2));
+        set_conditions(&mut observed, false, false, Some(2));
         assert!(
             !only_details_differ(&after, &observed),
             "a new generation observed is news"

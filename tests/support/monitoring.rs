@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -48,6 +48,78 @@ impl Exporter {
 
     pub fn set(&self, v: f64) {
         self.value.store(v.to_bits(), Ordering::SeqCst);
+    }
+}
+
+/// When a connection opened, and when its asker closed it.
+type Ask = (Instant, Option<Instant>);
+
+/// A server that accepts every connection and never answers: a gate that takes as long
+/// as its asker waits. It records when each connection opened and when the asker
+/// closed it.
+pub struct Silent {
+    pub address: String,
+    asks: Arc<Mutex<Vec<Ask>>>,
+}
+
+impl Silent {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let address = listener.local_addr().expect("address").to_string();
+        let asks: Arc<Mutex<Vec<Ask>>> = Arc::default();
+        let log = asks.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let Ok(mut l) = log.lock() else { return };
+                let i = l.len();
+                l.push((Instant::now(), None));
+                drop(l);
+                let log = log.clone();
+                // Reads what comes until the asker hangs up; writes nothing.
+                std::thread::spawn(move || {
+                    let mut sink = [0u8; 1024];
+                    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+                    if let Ok(mut l) = log.lock() {
+                        l[i].1 = Some(Instant::now());
+                    }
+                });
+            }
+        });
+        Self { address, asks }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Each connection: when it opened, and when the asker closed it.
+    pub fn asks(&self) -> Vec<Ask> {
+        self.asks.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits until a connection opens after this call, and returns when it did.
+    pub async fn next_ask(&self, limit: Duration) -> Instant {
+        let before = self.asks().len();
+        let start = Instant::now();
+        loop {
+            if let Some((opened, _)) = self.asks().get(before) {
+                return *opened;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "nothing asked {} within {limit:?}",
+                self.url()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Whether a connection was open at `at`: opened before, not closed by then.
+    pub fn asked_at(&self, at: Instant) -> bool {
+        self.asks()
+            .iter()
+            .any(|(opened, closed)| *opened <= at && closed.is_none_or(|c| c > at))
     }
 }
 
