@@ -152,6 +152,11 @@ pub struct AlertmanagerSpec {
 /// The annotation on a plan whose new value lets one node start despite a failing gate.
 pub const APPROVE_ANNOTATION: &str = "kordon.dev/approve";
 
+/// On a plan's NodeMaintenance that was Done when a pod on its node crashed or failed
+/// during the soak that followed (`pauseBetween`): what happened. The plan counts the
+/// node as failed (toward `maxFailures`); the node stays in service.
+pub const SOAK_FAILED: &str = "kordon.dev/soak-failed";
+
 /// On a node that needs maintenance, with the time the need was first seen (Unix
 /// seconds) as its value: set by kordon's node agent from a sentinel, or by a person.
 /// A plan with `triggered` selects only the nodes that carry it, and maintains each

@@ -70,7 +70,10 @@ pub fn of(
         if now.phase == Some(StatusPhase::Failed) && was.phase != Some(StatusPhase::Failed) {
             let error = children
                 .get(node)
-                .and_then(|c| c.status.as_ref()?.last_error.clone())
+                .and_then(|c| {
+                    let soak = super::tally::soak_failure(c).cloned();
+                    soak.or_else(|| c.status.as_ref()?.last_error.clone())
+                })
                 .unwrap_or_else(|| "no error recorded".into());
             let mut n = note(Kind::Failed, Some(node), format!("{node} failed: {error}"));
             n.phase = phase;

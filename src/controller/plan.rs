@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::PostParams;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
@@ -19,13 +19,14 @@ use super::room;
 use super::status::set_condition;
 use super::tally::{self, Parsed, Tally};
 use crate::api::maintenance_plan::{
-    APPROVE_ANNOTATION, MaintenancePlan, MaintenancePlanStatus, PlanWait,
+    APPROVE_ANNOTATION, MaintenancePlan, MaintenancePlanStatus, PlanWait, SOAK_FAILED,
 };
 use crate::api::node_maintenance::{NodeMaintenance, StatusPhase};
 use crate::cluster::events::Severity;
 use crate::fleet::caps::Slot;
 use crate::metric_gate::Verdict;
 use crate::selector::Selector;
+use crate::workflow::gate;
 
 /// How often a plan under way looks again (windows open, pauses end).
 const LOOK_AGAIN: Duration = Duration::from_secs(5);
@@ -68,6 +69,7 @@ pub async fn reconcile(
         Ok(parsed) => parsed,
         Err(message) => return blocked(&ctx, &plan, status, "InvalidSpec", message).await,
     };
+    soak(&ctx, &plan, parsed.pause_between, &first.children).await;
     let verdict = ask_gates(&ctx, &plan, &parsed, first, &status).await;
     // Plans decide one at a time, so that two plans over shared nodes each count the
     // nodes the other just started.
@@ -220,6 +222,59 @@ struct Decision {
     /// Nodes could start, but the gates were not asked before the decision (nothing
     /// could start at the first look): none starts, and the plan looks again at once.
     unasked: bool,
+}
+
+/// The soak after each node (`pauseBetween`): the pods on each node done within it are
+/// read, and a container there that exited non-zero or a pod that failed since the node
+/// was done fails it. Its NodeMaintenance is annotated `kordon.dev/soak-failed` with
+/// what happened, which the tally counts as a failure (toward `maxFailures`); the node
+/// stays in service. One read per node in its soak and pass.
+async fn soak(
+    ctx: &Ctx,
+    plan: &MaintenancePlan,
+    pause: Option<Duration>,
+    children: &BTreeMap<String, Arc<NodeMaintenance>>,
+) {
+    let client = &ctx.kordon.conn.client;
+    for (nm, finished) in tally::soaking(children, pause, jiff::Timestamp::now()) {
+        let node = &nm.spec.node_name;
+        let params = ListParams::default().fields(&format!("spec.nodeName={node}"));
+        let pods = match Api::<Pod>::all(client.clone()).list(&params).await {
+            Ok(list) => list.items.into_iter().map(Arc::new).collect::<Vec<_>>(),
+            Err(e) => {
+                tracing::warn!(
+                    "MaintenancePlan {}: the soak of node {node}: {e}",
+                    plan.name_any()
+                );
+                continue;
+            }
+        };
+        let Some(what) = gate::regressions(&pods, finished).into_iter().next() else {
+            continue;
+        };
+        let soak = humantime::format_duration(pause.unwrap_or_default());
+        let why = format!("during the {soak} soak, {what}");
+        let patch = serde_json::json!({ "metadata": { "annotations": { SOAK_FAILED: why } } });
+        let api: Api<NodeMaintenance> = Api::all(client.clone());
+        let patched = api
+            .patch(
+                &nm.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await;
+        if let Err(e) = patched {
+            tracing::warn!(
+                "NodeMaintenance {}: record the failed soak: {e}",
+                nm.name_any()
+            );
+            continue;
+        }
+        let note = format!("node {node} failed {why}");
+        ctx.events
+            .publish(plan, Severity::Warning, "SoakFailed", note)
+            .await;
+    }
 }
 
 /// How soon a plan looks again when its gates were not asked in time.

@@ -13,7 +13,7 @@ use super::status::set_condition;
 use crate::api::duration;
 use crate::api::maintenance_plan::{
     APPROVE_ANNOTATION, GatesSpec, MaintenancePlanSpec, MaintenancePlanStatus, OutByOthers,
-    PlanNode, PlanWait, TRIGGER_LABEL,
+    PlanNode, PlanWait, SOAK_FAILED, TRIGGER_LABEL,
 };
 use crate::api::node_maintenance::{NodeMaintenance, StatusPhase};
 use crate::fleet::MaxUnavailable;
@@ -161,12 +161,12 @@ pub fn tally(
     for node in selected {
         let node_name = node.name_any();
         let child = children.get(&node_name);
-        // A NodeMaintenance just created has no phase yet: it is under way.
-        let phase = child.map(|c| {
-            c.status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .unwrap_or(StatusPhase::Pending)
+        // A NodeMaintenance just created has no phase yet: it is under way. One done that
+        // failed its soak counts as failed.
+        let phase = child.map(|c| match c.status.as_ref().and_then(|s| s.phase) {
+            Some(StatusPhase::Done) if soak_failure(c).is_some() => StatusPhase::Failed,
+            Some(phase) => phase,
+            None => StatusPhase::Pending,
         });
         let out_here = match phase {
             Some(StatusPhase::Done) => {
@@ -227,7 +227,7 @@ pub fn tally(
                 maintenance: child.map(|c| c.name_any()),
                 phase,
                 waiting: child
-                    .and_then(|c| blocked_by(c))
+                    .and_then(|c| blocked_by(c).or_else(|| soak_failure(c).cloned()))
                     .or_else(|| others.map(|why| held_by_others(&why, pending))),
             },
         );
@@ -529,6 +529,34 @@ fn held_by_others(why: &OutOfService, pending: bool) -> String {
 }
 
 /// The message of the NodeMaintenance's `Blocked` condition, while it is True.
+/// What the plan's soak found on a node done (`SOAK_FAILED`).
+pub fn soak_failure(nm: &NodeMaintenance) -> Option<&String> {
+    nm.metadata.annotations.as_ref()?.get(SOAK_FAILED)
+}
+
+/// The children done within the soak (`pauseBetween`) before `now`, not failed in it
+/// yet: each with its node and when it finished, from when its node's pods are watched.
+pub fn soaking(
+    children: &BTreeMap<String, Arc<NodeMaintenance>>,
+    soak: Option<Duration>,
+    now: jiff::Timestamp,
+) -> Vec<(Arc<NodeMaintenance>, jiff::Timestamp)> {
+    let Some(soak) = soak.and_then(|s| jiff::SignedDuration::try_from(s).ok()) else {
+        return Vec::new();
+    };
+    children
+        .values()
+        .filter(|c| soak_failure(c).is_none())
+        .filter_map(|c| {
+            let status = c.status.as_ref()?;
+            let finished = status.finished_at.as_ref()?.0;
+            let soaking = status.phase == Some(StatusPhase::Done)
+                && finished.checked_add(soak).is_ok_and(|end| end > now);
+            soaking.then(|| (c.clone(), finished))
+        })
+        .collect()
+}
+
 fn blocked_by(nm: &NodeMaintenance) -> Option<String> {
     nm.status
         .as_ref()?
