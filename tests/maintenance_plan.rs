@@ -1140,3 +1140,49 @@ async fn a_triggered_plan_maintains_a_labelled_node_once_per_value() {
     .await;
     let _ = plans().await.delete(&name, &DeleteParams::default()).await;
 }
+
+/// `pauseBetween` is a soak: a pod that fails on a node done within it (a Job's pod
+/// exiting 1, KWOK's pod-fail stage) fails that node, recorded on its NodeMaintenance
+/// (`kordon.dev/soak-failed`), and at `maxFailures: 1` the plan halts before the next
+/// node starts. The node stays in service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_failing_on_a_node_during_its_soak_fails_it_and_halts_the_plan() {
+    let env = three_nodes("plansoak").await;
+    let _controller = Controller::start(&env);
+    let name = create_plan(&env, "soak", json!({ "pauseBetween": "60s" })).await;
+    wait_done(&name, 1).await;
+    let done = children(&name).await;
+    assert_eq!(done.len(), 1, "one node at a time");
+    let node = done[0].spec.node_name.clone();
+    let mut job = fixtures::job(env.ns(), "crash");
+    let template = &mut job.spec.as_mut().expect("spec").template;
+    template.spec.as_mut().expect("pod spec").node_name = Some(node.clone());
+    template.metadata.get_or_insert_default().annotations = Some(
+        [(
+            "pod-fail.stage.kwok.x-k8s.io/delay".to_string(),
+            "1s".to_string(),
+        )]
+        .into(),
+    );
+    env.create(&job).await;
+
+    eventually("the plan to halt", Duration::from_secs(60), || async {
+        let plan = plans().await.get(&name).await.expect("plan");
+        plan.status
+            .is_some_and(|s| s.waiting_for == Some(PlanWait::Halted) && s.failed == 1)
+    })
+    .await;
+    let children = children(&name).await;
+    assert_eq!(children.len(), 1, "no other node started");
+    let annotations = children[0].metadata.annotations.clone().unwrap_or_default();
+    let why = annotations
+        .get("kordon.dev/soak-failed")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        why.contains("during the 1m soak, container nginx of pod"),
+        "{why}"
+    );
+    assert!(!env.is_cordoned(&node).await, "the node stays in service");
+    let _ = plans().await.delete(&name, &DeleteParams::default()).await;
+}
