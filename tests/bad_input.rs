@@ -92,6 +92,10 @@ const CASES: &[Case] = &[
     parse(&["plan", NODE, "--drain-order", "=3"], "--drain-order =3: the selector is empty"),
     parse(&["maintain", NODE, "--drain-order", "bad key!=x=1", "--", "true"], "\"bad key\" is not a label key"),
     parse(&["roll", NODE, "--drain-order", "app in (a=2", "--", "true"], "a \"(\" without its \")\""),
+    // agent
+    parse(&["agent", "--node", "Node_1"], "\"Node_1\" is not a valid node name"),
+    parse(&["agent", "--node", NODE, "--check-every", "0s"], "--check-every 0s: must be more than 0"),
+    parse(&["host-exec", "--root", "/"], "required arguments were not provided"),
     // maintain
     parse(&["maintain", NODE, "--ready-timeout", "0s", "--", "true"], "--ready-timeout 0s: must be more than 0"),
     parse(&["maintain", NODE, "--volume-detach-timeout", "soon", "--", "true"], "--volume-detach-timeout soon:"),

@@ -233,13 +233,7 @@ async fn the_controller_does_its_work_with_exactly_the_charts_rbac() {
         .as_str()
         .expect("name")
         .to_string();
-    let token = env
-        .kubectl()
-        .args(["create", "token", &account, "-n", env.ns(), "--duration=1h"])
-        .output()
-        .expect("kubectl create token");
-    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
-    let as_chart = support::kubeconfig_with_token(&format!("{}-sa", env.ns()), &token);
+    let as_chart = env.account_kubeconfig(&account, &[], &format!("{}-sa", env.ns()));
 
     let web = ReadyWatcher::start(env.pods(), "app=web").await;
     let _controller =
@@ -337,27 +331,8 @@ impl AgentInstall {
     /// A kubeconfig with a token of the agent's account; `bound` adds
     /// `kubectl create token` flags.
     fn token(&self, env: &TestEnv, bound: &[&str]) -> PathBuf {
-        let out = env
-            .kubectl()
-            .args([
-                "create",
-                "token",
-                &self.account,
-                "-n",
-                env.ns(),
-                "--duration=1h",
-            ])
-            .args(bound)
-            .output()
-            .expect("kubectl create token");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let name = format!("{}-agent-{}", env.ns(), bound.len());
-        support::kubeconfig_with_token(&name, &token)
+        env.account_kubeconfig(&self.account, bound, &name)
     }
 }
 

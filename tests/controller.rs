@@ -571,6 +571,27 @@ async fn a_bad_duration_in_a_spec_is_refused_when_written() {
             status.message
         );
     }
+    // A command step needs a program, and a timeout in Kubernetes' words.
+    for (step, says) in [
+        (
+            json!({ "command": { "command": [] } }),
+            "name the program to run",
+        ),
+        (
+            json!({ "command": { "command": ["true"], "timeout": "a while" } }),
+            "such as 30m",
+        ),
+        (
+            json!({ "command": { "command": ["true"] }, "hold": {} }),
+            "set exactly one of hold, job, reboot, command, external",
+        ),
+    ] {
+        let refused = nms.create(&dry, &nm(json!({ "step": step }))).await;
+        assert!(
+            matches!(&refused, Err(kube::Error::Api(s)) if s.message.contains(says)),
+            "{step}: {refused:?}"
+        );
+    }
     // Go's own forms are fine.
     nms.create(
         &dry,

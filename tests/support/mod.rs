@@ -271,6 +271,25 @@ impl TestEnv {
         cmd
     }
 
+    /// A kubeconfig (written under `name`) that authenticates as the service account
+    /// `account` of this test's namespace, with a token from `kubectl create token`;
+    /// `extra`: more of its flags (e.g. the pod the token is bound to).
+    pub fn account_kubeconfig(&self, account: &str, extra: &[&str], name: &str) -> PathBuf {
+        let out = self
+            .kubectl()
+            .args(["create", "token", account, "-n", self.ns(), "--duration=1h"])
+            .args(extra)
+            .output()
+            .expect("kubectl create token");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        kubeconfig_with_token(name, &token)
+    }
+
     /// Labels `node` (`KEY=VALUE` each), as a person would with kubectl.
     pub fn label_node(&self, node: &str, labels: &[&str]) {
         let labelled = self
@@ -461,8 +480,8 @@ pub async fn delete_and_wait(api: &Api<Pod>, name: &str, grace: u32) -> Duration
     start.elapsed()
 }
 
-/// A process a test started (e.g. `kordon agent`), its stderr appended to
-/// target/tmp/<log>.log; killed when dropped.
+/// A process a test started (`kordon controller`, `kordon agent`), its stderr appended
+/// to target/tmp/<log>.log; killed when dropped.
 pub struct Spawned(std::process::Child);
 
 impl Spawned {
@@ -479,6 +498,15 @@ impl Spawned {
             .spawn()
             .expect("start a process");
         Self(child)
+    }
+
+    /// `kill -9`, as a crash would.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
     }
 }
 

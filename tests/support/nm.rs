@@ -1,7 +1,6 @@
 //! Running `kordon controller` for one test and working with its NodeMaintenance
 //! objects. Each test's controller only sees that test's objects (by label).
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use kordon::api::NodeMaintenance;
@@ -10,10 +9,10 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::{Value, json};
 
-use super::{ENV_LABEL, TestEnv, eventually};
+use super::{ENV_LABEL, Spawned, TestEnv, eventually};
 
 /// The controller for one test's objects; killed when dropped.
-pub struct Controller(pub Child);
+pub struct Controller(pub Spawned);
 
 impl Controller {
     pub fn start(env: &TestEnv) -> Self {
@@ -53,7 +52,6 @@ impl Controller {
             "{}",
             String::from_utf8_lossy(&crds.stderr)
         );
-        // Its log, for when a test fails: target/tmp/controller.log.
         let established = env
             .kubectl()
             .args(["wait", "--for=condition=Established", "--timeout=60s"])
@@ -65,13 +63,9 @@ impl Controller {
             "{}",
             String::from_utf8_lossy(&established.stderr)
         );
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(concat!(env!("CARGO_TARGET_TMPDIR"), "/controller.log"))
-            .map(Stdio::from)
-            .unwrap_or_else(|_| Stdio::null());
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_kordon"))
+        // Its log, for when a test fails: target/tmp/controller.log.
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kordon"));
+        command
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["-v"])
@@ -81,19 +75,8 @@ impl Controller {
                 "--selector",
                 &format!("{ENV_LABEL}={}", env.ns()),
             ])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the controller");
-        Self(child)
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+            .args(args);
+        Self(Spawned::new(&mut command, "controller"))
     }
 }
 

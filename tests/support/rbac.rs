@@ -112,18 +112,7 @@ pub async fn bind(env: &TestEnv, account: &str, mut role: ClusterRole) -> Bound 
         .create(&PostParams::default(), &binding)
         .await
         .expect("create binding");
-    let out = env
-        .kubectl()
-        .args(["create", "token", account, "-n", env.ns(), "--duration=1h"])
-        .output()
-        .expect("kubectl create token");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    bound.kubeconfig = super::kubeconfig_with_token(&name, &token);
+    bound.kubeconfig = env.account_kubeconfig(account, &[], &name);
     bound
 }
 
