@@ -30,16 +30,6 @@ pub enum Work {
     Interrupted(HostStep),
 }
 
-impl Work {
-    /// The NodeMaintenance it is for.
-    pub fn uid(&self) -> Option<&str> {
-        match self {
-            Self::Reboot { uid, .. } | Self::Command { uid, .. } => Some(uid),
-            Self::Interrupted(record) => Some(&record.uid),
-        }
-    }
-}
-
 /// The work due now, if any: the host step of the first NodeMaintenance (by name) that
 /// is in its step (drained, volumes detached), has a `reboot` or `command` step and no
 /// record of it yet. A reboot is due only while the node still has the bootID the

@@ -86,10 +86,7 @@ pub async fn run(conn: &Connection, options: &AgentOptions) -> Result<(), AgentE
         };
         let mine = maintenance_store.state();
         if let Some(work) = decide::next(&node, &mine, &ran_here) {
-            if let Some(uid) = work.uid() {
-                ran_here.insert(uid.to_string());
-            }
-            if let Err(e) = carry_out(conn, options, work).await {
+            if let Err(e) = carry_out(conn, options, work, &mut ran_here).await {
                 tracing::warn!("{e}");
             }
             continue;
@@ -143,11 +140,13 @@ where
 
 /// Records the step on the node before it runs (a reboot may end the agent mid-way,
 /// and the record is what keeps it from running twice), runs it, and records how it
-/// ended.
+/// ended. A step whose first record could not be written did not run: it is tried
+/// again at the next look. One that did is in `ran_here`.
 async fn carry_out(
     conn: &Connection,
     options: &AgentOptions,
     work: Work,
+    ran_here: &mut BTreeSet<String>,
 ) -> Result<(), ClusterError> {
     let node = &options.node;
     let (uid, kind, argv, limit) = match work {
@@ -160,7 +159,9 @@ async fn carry_out(
                 finished_at: Some(now()),
                 ..record
             };
-            return write(conn, node, &record).await;
+            write(conn, node, &record).await?;
+            ran_here.insert(record.uid);
+            return Ok(());
         }
         Work::Reboot { uid, name } => {
             tracing::info!("node {node}: rebooting for NodeMaintenance {name}");
@@ -194,6 +195,7 @@ async fn carry_out(
         output: None,
     };
     write(conn, node, &started).await?;
+    ran_here.insert(started.uid.clone());
     let Ran {
         exit_code,
         error,
