@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Node;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -84,6 +85,20 @@ async fn apply(nm: &NodeMaintenance, ctx: &Ctx) -> Result<Action, ReconcileError
 
 pub(super) fn node_of(nm: &NodeMaintenance) -> NodeName {
     NodeName::from(nm.spec.node_name.as_str())
+}
+
+/// The maintenance's node as the controller's watch has it; read only when the watch
+/// has not seen it (yet, or at all).
+pub(super) async fn watched_node(
+    ctx: &Ctx,
+    nm: &NodeMaintenance,
+) -> Result<Arc<Node>, ClusterError> {
+    match ctx.nodes.store().get(&ObjectRef::new(&nm.spec.node_name)) {
+        Some(node) => Ok(node),
+        None => nodes::get(&ctx.kordon.conn, &node_of(nm))
+            .await
+            .map(Arc::new),
+    }
 }
 
 /// The controller's choices for the driver: both health gates, and a failed step keeps

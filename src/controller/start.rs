@@ -1,20 +1,17 @@
 //! Whether a NodeMaintenance may start: its spec valid, its node free (of another
 //! NodeMaintenance, of a roll), and its drain's plan safe. Until then nothing changes
 //! and the status says what holds it.
-use std::sync::Arc;
 
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
 
 use super::Ctx;
 use super::options::drain_options;
-use super::reconcile::{ReconcileError, node_of};
+use super::reconcile::{ReconcileError, node_of, watched_node};
 use super::status::{self, Hold};
 use super::tasks::{gate_timeout, reboot_timeout, volume_detach};
 use crate::api::NodeMaintenance;
 use crate::api::node_maintenance::StatusPhase;
 use crate::cluster::ClusterError;
-use crate::cluster::nodes;
 use crate::drain::{self, DrainError};
 use crate::phase::Phase;
 use crate::snapshot::Reach;
@@ -58,18 +55,12 @@ pub(super) async fn may_start(
             ),
         );
     }
-    // The node as the controller's watch has it; read only when the watch has not
-    // seen it (yet, or at all).
-    let watched = ctx.nodes.store().get(&ObjectRef::new(node.as_str()));
-    let found = match watched {
-        Some(n) => n,
-        None => match nodes::get(&ctx.kordon.conn, &node).await {
-            Ok(n) => Arc::new(n),
-            Err(ClusterError::NodeNotFound(_)) => {
-                return hold("NodeNotFound", format!("node {node} does not exist"));
-            }
-            Err(e) => return Err(e.into()),
-        },
+    let found = match watched_node(ctx, nm).await {
+        Ok(n) => n,
+        Err(ClusterError::NodeNotFound(_)) => {
+            return hold("NodeNotFound", format!("node {node} does not exist"));
+        }
+        Err(e) => return Err(e.into()),
     };
     if let Some(mark) = crate::fleet::mark::Mark::of(&found).filter(|m| m.phase != Phase::Done) {
         return hold(

@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use super::Ctx;
 use super::job::JobState;
 use super::options::drain_options;
-use super::reconcile::{LOOK_AGAIN, ReconcileError, node_of};
+use super::reconcile::{LOOK_AGAIN, ReconcileError, node_of, watched_node};
 use super::runs::Ended;
 use super::status::{self, Hold};
 use crate::api::node_maintenance::{HostStep, NodeMaintenanceStatus};
@@ -262,7 +262,7 @@ async fn maintaining(
         return hold("AwaitingExternal", &message, Action::await_change());
     }
     if let Some(command) = &step.command {
-        let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
+        let node = watched_node(ctx, nm).await?;
         let record = HostStep::on(&node, &nm.uid().unwrap_or_default());
         status.host_step.clone_from(&record);
         return match record.as_ref().map(HostStep::outcome) {
@@ -287,7 +287,7 @@ async fn maintaining(
         };
     }
     if step.reboot.is_some() {
-        let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
+        let node = watched_node(ctx, nm).await?;
         // The agent, where it runs, says what it did; and when its reboot command failed,
         // so there is no need to wait for the timeout.
         let record = HostStep::on(&node, &nm.uid().unwrap_or_default());
