@@ -39,25 +39,7 @@ async fn read_only_kubeconfig(env: &TestEnv) -> (std::path::PathBuf, String) {
         .await
         .expect("binding");
 
-    let out = env
-        .kubectl()
-        .args(["create", "token", "reader", "-n", env.ns()])
-        .output()
-        .expect("kubectl create token");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let admin = std::fs::read_to_string(support::kubeconfig()).expect("admin kubeconfig");
-    let token_line = admin
-        .lines()
-        .find(|l| l.trim_start().starts_with("token:"))
-        .expect("admin kubeconfig has a token");
-    let limited = admin.replace(token_line, &format!("    token: {token}"));
-    let path = std::env::temp_dir().join(format!("kordon-reader-{}.kubeconfig", env.id));
-    std::fs::write(&path, limited).expect("write kubeconfig");
+    let path = env.account_kubeconfig("reader", &[], &format!("kordon-reader-{}", env.id));
     (path, format!("system:serviceaccount:{}:reader", env.ns()))
 }
 
