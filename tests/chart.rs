@@ -268,6 +268,23 @@ struct AgentInstall {
 
 impl AgentInstall {
     fn apply(env: &TestEnv, node: &str) -> Self {
+        // The agent watches NodeMaintenances: their CRD first, on a fresh cluster too.
+        let crds = repo().join("deploy/crds/kordon.dev.yaml");
+        for args in [
+            vec!["apply".to_string(), "-f".into(), crds.display().to_string()],
+            ["wait", "--for=condition=Established", "--timeout=60s"]
+                .into_iter()
+                .map(String::from)
+                .chain(["crd/nodemaintenances.kordon.dev".to_string()])
+                .collect(),
+        ] {
+            let out = env.kubectl().args(&args).output().expect("kubectl");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let selector = format!("agent.nodeSelector.kubernetes\\.io/hostname={node}");
         let objects: Vec<Value> = rendered(
             env.ns(),
@@ -351,15 +368,6 @@ impl Drop for AgentInstall {
     }
 }
 
-async fn client_of(kubeconfig: &std::path::Path) -> kube::Client {
-    let config = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
-    let options = kube::config::KubeConfigOptions::default();
-    let config = kube::Config::from_custom_kubeconfig(config, &options)
-        .await
-        .expect("config");
-    kube::Client::try_from(config).expect("client")
-}
-
 /// A merge patch of a node as `client`; the API's message when refused.
 async fn patch_node(client: &kube::Client, node: &str, body: Value) -> Result<(), String> {
     let nodes: kube::Api<Node> = kube::Api::all(client.clone());
@@ -379,7 +387,7 @@ async fn the_agent_may_change_only_its_own_node_and_there_only_its_label_and_rec
     let env = TestEnv::two_nodes_with_web("chart-agent-policy").await;
     let (own, other) = (env.node("node-1"), env.node("node-2"));
     let install = AgentInstall::apply(&env, &own);
-    let agent = client_of(&install.pod_token(&env, &own).await).await;
+    let agent = support::client_from(&install.pod_token(&env, &own).await).await;
     let trigger = |value: &str| json!({ "metadata": { "labels": { TRIGGER_LABEL: value } } });
 
     // The policy is in force once the API server has loaded it: until then the other
@@ -449,7 +457,7 @@ async fn the_agent_may_change_only_its_own_node_and_there_only_its_label_and_rec
     assert!(!node.labels().contains_key("team"));
 
     // A token of the account that no pod holds names no node: refused everywhere.
-    let unbound = client_of(&install.token(&env, &[])).await;
+    let unbound = support::client_from(&install.token(&env, &[])).await;
     let refused = patch_node(&unbound, &own, trigger("2")).await;
     assert!(
         refused.as_ref().is_err_and(|m| m.contains("names no node")),
@@ -458,10 +466,14 @@ async fn the_agent_may_change_only_its_own_node_and_there_only_its_label_and_rec
     // And RBAC: it reads NodeMaintenances but cannot write them.
     let maintenances: kube::Api<NodeMaintenance> = kube::Api::all(agent.clone());
     let selector = format!("spec.nodeName={own}");
-    let listed = maintenances
-        .list(&kube::api::ListParams::default().fields(&selector))
-        .await;
-    assert!(listed.is_ok(), "{listed:?}");
+    // (A CRD just established may answer 429 "storage is (re)initializing" a moment.)
+    let by_node = kube::api::ListParams::default().fields(&selector);
+    eventually(
+        "the agent's list of NodeMaintenances",
+        Duration::from_secs(30),
+        || async { maintenances.list(&by_node).await.is_ok() },
+    )
+    .await;
     let nm: NodeMaintenance = serde_json::from_value(json!({
         "apiVersion": "kordon.dev/v1alpha1", "kind": "NodeMaintenance",
         "metadata": { "name": format!("{}-by-agent", env.ns()) },

@@ -77,7 +77,12 @@ pub fn kubeconfig_with_token(name: &str, token: &str) -> PathBuf {
 }
 
 pub async fn client() -> Client {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig()).expect("read test kubeconfig");
+    client_from(kubeconfig()).await
+}
+
+/// A client authenticated by `path` (the admin's, or a service account's).
+pub async fn client_from(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("read test kubeconfig");
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("test kubeconfig is valid");
