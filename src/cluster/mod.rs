@@ -7,6 +7,7 @@ mod connect;
 mod error;
 pub mod events;
 pub mod lease;
+pub mod load_balancers;
 pub mod nodes;
 pub mod usage;
 pub mod view;

@@ -2,7 +2,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Service, Taint};
+use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -364,19 +364,4 @@ pub async fn set_label(
         Err(e) if ClusterError::is_not_found(&e) => Err(ClusterError::NodeNotFound(name.clone())),
         Err(e) => Err(conn.error(format!("label node {name} {key} (patch nodes)"), e)),
     }
-}
-
-/// Whether any Service is of type LoadBalancer: only then do external load balancers
-/// have nodes in them to deregister. One paged read of the Services, which are few
-/// beside the pods.
-pub async fn any_load_balancer(conn: &Connection) -> Result<bool, ClusterError> {
-    let api: Api<Service> = Api::all(conn.client.clone());
-    let mut found = false;
-    super::view::for_each_page(&api, conn, "list services", ListParams::default(), |page| {
-        found |= page
-            .iter()
-            .any(|s| s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"));
-    })
-    .await?;
-    Ok(found)
 }

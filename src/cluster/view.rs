@@ -11,7 +11,8 @@
 //! - the Services and EndpointSlices of the namespaces whose pods a drain evicts, so a
 //!   replacement counts once its Services route to it (see [`crate::endpoints`]).
 //! - for the controller only ([`View::index_pods`]), every pod reduced to its node and
-//!   requests, which placement forecasts read instead of paging through every pod.
+//!   requests, which placement forecasts read instead of paging through every pod, and
+//!   the names of the Services of type LoadBalancer, which each drain asks about.
 //!
 //! Scoped watches are shared: two drains that need the pods of one workload share one
 //! watch, which stops when the last of them lets go. Every event bumps one change
@@ -35,6 +36,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
+use super::load_balancers::{self, LoadBalancers};
 use super::usage::PodUsage;
 use super::{ClusterError, Connection};
 use crate::names::NodeName;
@@ -305,6 +307,8 @@ pub struct View {
     workloads: tokio::sync::Mutex<HashMap<String, (Instant, Arc<Workloads>)>>,
     /// What every pod holds on its node, once [`View::index_pods`] has started it.
     usage: std::sync::OnceLock<PodUsage>,
+    /// Whether any Service is a load balancer, once [`View::index_pods`] has started it.
+    load_balancers: std::sync::OnceLock<LoadBalancers>,
 }
 
 /// How long a read of a namespace's workloads serves.
@@ -343,13 +347,17 @@ impl View {
             everywhere: Mutex::default(),
             workloads: tokio::sync::Mutex::default(),
             usage: std::sync::OnceLock::new(),
+            load_balancers: std::sync::OnceLock::new(),
         }
     }
 
     /// From now on, keeps what every pod holds on its node current by one watch (see
     /// [`PodUsage`]); placement forecasts read it instead of paging through every pod.
-    /// For a long-lived process that plans many nodes: the controller.
+    /// Likewise whether any Service is a load balancer, which each drain asks. For a
+    /// long-lived process that plans many nodes: the controller.
     pub async fn index_pods(&self) -> Result<(), ClusterError> {
+        self.load_balancers
+            .get_or_init(|| LoadBalancers::watch(&self.conn));
         if self.usage.get().is_none() {
             let usage = PodUsage::watch(&self.conn, LIST_EVERYTHING_WITHIN).await?;
             // Should two calls race, the second watch is dropped.
@@ -361,6 +369,15 @@ impl View {
     /// What every pod holds, when [`View::index_pods`] has started it.
     pub fn pod_usage(&self) -> Option<&PodUsage> {
         self.usage.get()
+    }
+
+    /// Whether any Service is of type LoadBalancer: from the watch when
+    /// [`View::index_pods`] started it, else one paged read.
+    pub async fn any_load_balancer(&self) -> Result<bool, ClusterError> {
+        match self.load_balancers.get() {
+            Some(watched) => watched.any(&self.conn).await,
+            None => load_balancers::any(&self.conn).await,
+        }
     }
 
     pub fn conn(&self) -> &Connection {

@@ -151,6 +151,8 @@ async fn start_node(
             name: Some(name.clone()),
             labels: Some(labels),
             owner_references: plan.controller_owner_ref(&()).map(|o| vec![o]),
+            // Its own reconcile would add it with a patch and a pass of its own.
+            finalizers: Some(vec![super::FINALIZER.into()]),
             ..Default::default()
         },
         spec: NodeMaintenanceSpec {

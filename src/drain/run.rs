@@ -163,7 +163,7 @@ async fn deregister(
         Deregistration::ExcludedBefore
     } else if left.is_zero() || opts.dry_run != DryRun::None {
         Deregistration::Waiting(Duration::ZERO)
-    } else if !nodes::any_load_balancer(&ctx.conn).await? {
+    } else if !ctx.view.any_load_balancer().await? {
         Deregistration::NoLoadBalancers
     } else {
         Deregistration::Waiting(left)
