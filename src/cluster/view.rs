@@ -309,6 +309,56 @@ pub struct View {
     usage: std::sync::OnceLock<PodUsage>,
     /// Whether any Service is a load balancer, once [`View::index_pods`] has started it.
     load_balancers: std::sync::OnceLock<LoadBalancers>,
+    /// Watches kept a while after their last use, once [`View::linger`] has set it.
+    lingering: std::sync::OnceLock<Lingering>,
+}
+
+/// Watches a long-lived process keeps for `after` past their last use: the controller's
+/// next drain in the same namespaces (a plan's next node) finds its budgets, workloads
+/// and Services watched already instead of listing them again.
+struct Lingering {
+    after: Duration,
+    kept: Arc<Mutex<Vec<(Instant, Arc<dyn Any + Send + Sync>)>>>,
+    pruner: tokio::task::JoinHandle<()>,
+}
+
+impl Lingering {
+    fn start(after: Duration) -> Self {
+        let kept: Arc<Mutex<Vec<(Instant, Arc<dyn Any + Send + Sync>)>>> = Arc::default();
+        let pruned = Arc::downgrade(&kept);
+        let pruner = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(after / 2).await;
+                let Some(kept) = pruned.upgrade() else { return };
+                if let Ok(mut k) = kept.lock() {
+                    k.retain(|(until, _)| *until > Instant::now());
+                }
+            }
+        });
+        Self {
+            after,
+            kept,
+            pruner,
+        }
+    }
+
+    /// Keeps `watch` until `after` from now (longer if it is kept already).
+    fn keep(&self, watch: Arc<dyn Any + Send + Sync>) {
+        let until = Instant::now() + self.after;
+        let Ok(mut kept) = self.kept.lock() else {
+            return;
+        };
+        match kept.iter_mut().find(|(_, w)| Arc::ptr_eq(w, &watch)) {
+            Some(entry) => entry.0 = until,
+            None => kept.push((until, watch)),
+        }
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        self.pruner.abort();
+    }
 }
 
 /// How long a read of a namespace's workloads serves.
@@ -348,6 +398,7 @@ impl View {
             workloads: tokio::sync::Mutex::default(),
             usage: std::sync::OnceLock::new(),
             load_balancers: std::sync::OnceLock::new(),
+            lingering: std::sync::OnceLock::new(),
         }
     }
 
@@ -369,6 +420,12 @@ impl View {
     /// What every pod holds, when [`View::index_pods`] has started it.
     pub fn pod_usage(&self) -> Option<&PodUsage> {
         self.usage.get()
+    }
+
+    /// From now on, each watch stays open for `after` past its last use (see
+    /// [`Lingering`]). For a long-lived process that drains one node after another.
+    pub fn linger(&self, after: Duration) {
+        self.lingering.get_or_init(|| Lingering::start(after));
     }
 
     /// Whether any Service is of type LoadBalancer: from the watch when
@@ -650,6 +707,7 @@ impl View {
             .ok()
             .and_then(|r| r.get(scope).and_then(Weak::upgrade))
         {
+            self.keep(&live);
             let mut ready = live.ready.clone();
             let started = tokio::time::timeout(START_WITHIN, ready.wait_for(|r| *r)).await;
             return match started {
@@ -704,6 +762,7 @@ impl View {
         if let Ok(mut r) = registry.lock() {
             r.insert(scope.clone(), Arc::downgrade(&watched));
         }
+        self.keep(&watched);
         let mut ready = watched.ready.clone();
         match tokio::time::timeout(START_WITHIN, ready.wait_for(|r| *r)).await {
             Ok(Ok(_)) => Ok(watched),
@@ -714,6 +773,15 @@ impl View {
                     humantime::format_duration(START_WITHIN)
                 ),
             }),
+        }
+    }
+}
+
+impl View {
+    /// Keeps a watch just used for a while, when the process lingers.
+    fn keep<K: Watchable>(&self, watch: &Arc<Watched<K>>) {
+        if let Some(lingering) = self.lingering.get() {
+            lingering.keep(watch.clone());
         }
     }
 }
@@ -799,6 +867,21 @@ fn slim(p: &mut Pod) {
 mod tests {
     use super::*;
     use crate::workload::WorkloadId;
+
+    #[tokio::test]
+    async fn a_lingering_watch_outlives_its_last_use_by_the_linger_and_no_more() {
+        let lingering = Lingering::start(Duration::from_millis(200));
+        let watch: Arc<dyn Any + Send + Sync> = Arc::new(());
+        let gone = Arc::downgrade(&watch);
+        lingering.keep(watch.clone());
+        lingering.keep(watch.clone());
+        assert_eq!(lingering.kept.lock().unwrap().len(), 1, "kept once");
+        drop(watch);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(gone.upgrade().is_some(), "kept past its last holder");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(gone.upgrade().is_none(), "let go once the linger passed");
+    }
 
     fn workload(namespace: &str, name: &str, labels: &[(&str, &str)]) -> Workload {
         Workload {

@@ -41,6 +41,10 @@ use crate::cluster::lease::{self, LockError, LockSpec};
 use crate::cluster::view::Watched;
 use crate::context::Context;
 
+/// How long a watch of a namespace's budgets, workloads and Services stays open after
+/// the last drain that used it.
+const LINGER: Duration = Duration::from_secs(120);
+
 pub use reconcile::FINALIZER;
 
 /// What every reconcile shares.
@@ -215,6 +219,9 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
     // Each NodeMaintenance's start forecasts placement: from memory, not a read of
     // every pod.
     kordon.view.index_pods().await?;
+    // A plan's next node is most often in the namespaces of the last: their watches
+    // serve it.
+    kordon.view.linger(LINGER);
     let every_plan = kordon.view.everywhere("MaintenancePlans").await?;
     let attachments = kordon.view.everywhere("VolumeAttachments").await?;
     let (Some(every_node), Some(every_plan)) = (every_node, every_plan) else {
