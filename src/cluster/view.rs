@@ -313,18 +313,21 @@ pub struct View {
     lingering: std::sync::OnceLock<Lingering>,
 }
 
+/// Each watch kept, and until when.
+type KeptUntil = Vec<(Instant, Arc<dyn Any + Send + Sync>)>;
+
 /// Watches a long-lived process keeps for `after` past their last use: the controller's
 /// next drain in the same namespaces (a plan's next node) finds its budgets, workloads
 /// and Services watched already instead of listing them again.
 struct Lingering {
     after: Duration,
-    kept: Arc<Mutex<Vec<(Instant, Arc<dyn Any + Send + Sync>)>>>,
+    kept: Arc<Mutex<KeptUntil>>,
     pruner: tokio::task::JoinHandle<()>,
 }
 
 impl Lingering {
     fn start(after: Duration) -> Self {
-        let kept: Arc<Mutex<Vec<(Instant, Arc<dyn Any + Send + Sync>)>>> = Arc::default();
+        let kept: Arc<Mutex<KeptUntil>> = Arc::default();
         let pruned = Arc::downgrade(&kept);
         let pruner = tokio::spawn(async move {
             loop {
