@@ -27,7 +27,9 @@ use crate::workload::{self, Workload};
 
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    pub nodes: Vec<Node>,
+    /// Shared with the watch they came from where there is one (the controller's): a
+    /// start reads every node without copying them.
+    pub nodes: Vec<Arc<Node>>,
     /// Pods in full, only those on the nodes being planned (the others count only
     /// through `usage`).
     pub pods: Vec<Pod>,
@@ -169,7 +171,7 @@ impl Snapshot {
                 continue;
             }
             match serde_json::from_str::<Item>(raw.get()).map_err(parse)? {
-                Item::Node(n) => s.nodes.push(*n),
+                Item::Node(n) => s.nodes.push(Arc::new(*n)),
                 Item::PodDisruptionBudget(b) => s.budgets.push(*b),
                 Item::Deployment(d) => {
                     let (w, name) = slot(&mut workloads, &d.metadata);
@@ -247,21 +249,21 @@ impl Snapshot {
                         .as_ref()
                         .and_then(|(_, w)| w.store().get(&ObjectRef::new(node.as_str())));
                     s.nodes.push(match known {
-                        Some(found) => (*found).clone(),
-                        None => nodes::get(conn, node).await?,
+                        Some(found) => found,
+                        None => Arc::new(nodes::get(conn, node).await?),
                     });
                     s.pods.extend(pods_on(conn, node).await?);
                 }
             }
             (Reach::Room, None) => {
                 for node in targets {
-                    s.nodes.push(nodes::get(conn, node).await?);
+                    s.nodes.push(Arc::new(nodes::get(conn, node).await?));
                     s.pods.extend(pods_on(conn, node).await?);
                 }
                 s.start_room_search(conn, targets).await?;
             }
             (Reach::Placement | Reach::Room, Some((usage, watched))) => {
-                s.nodes = watched.state().iter().map(|n| (**n).clone()).collect();
+                s.nodes = watched.state();
                 s.usage = usage.by_node();
                 for node in targets {
                     s.pods.extend(pods_on(conn, node).await?);
@@ -292,7 +294,7 @@ impl Snapshot {
         let nodes = list_all(&api, conn, "list nodes", ListParams::default());
         self.usage.clear();
         let (nodes, ()) = futures::try_join!(nodes, self.read_pods(conn, keep))?;
-        self.nodes = nodes.into_iter().map(slim).collect();
+        self.nodes = nodes.into_iter().map(|n| Arc::new(slim(n))).collect();
         self.room = None;
         Ok(())
     }
@@ -319,7 +321,7 @@ impl Snapshot {
             page.items
                 .into_iter()
                 .filter(|n| !targets.iter().any(|t| n.metadata.name.as_ref() == Some(t)))
-                .map(slim),
+                .map(|n| Arc::new(slim(n))),
         );
         // The targets' pods tell how full a node is; past about as many node reads as
         // a read of every pod takes in pages, that read is cheaper.
@@ -358,6 +360,7 @@ impl Snapshot {
                     && state.readiness == Readiness::Ready
                     && unplaced.iter().any(|p| placement::eligible(p, n).is_ok())
             })
+            .map(AsRef::as_ref)
             .collect();
         if candidates.is_empty() || room.read + room.batch > room.budget {
             // The targets' pods are held already (a drain may have narrowed them).

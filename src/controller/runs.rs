@@ -64,8 +64,9 @@ struct Run {
 }
 
 /// How often a running drain's progress goes to the status at most: each status write
-/// wakes the object again, and a drain's counts change at every pod.
-const REPORT_EVERY: Duration = Duration::from_secs(5);
+/// wakes the object again, and a drain's counts change at every pod. As often as a
+/// plan's status tells of its nodes.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Runs {
     runs: Mutex<HashMap<String, Run>>,

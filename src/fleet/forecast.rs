@@ -224,10 +224,13 @@ fn note(waits: &mut [Vec<String>], nodes: &[usize], why: &str) {
 
 /// The median of what nodes done under `lock_namespace` took (started to done), and
 /// how many there were; `None` with none.
-pub fn observed(nodes: &[Node], lock_namespace: &str) -> Option<(Duration, usize)> {
+pub fn observed(
+    nodes: &[impl std::borrow::Borrow<Node>],
+    lock_namespace: &str,
+) -> Option<(Duration, usize)> {
     let mut took: Vec<Duration> = nodes
         .iter()
-        .filter_map(super::mark::Mark::of)
+        .filter_map(|n| super::mark::Mark::of(n.borrow()))
         .filter(|m| m.lock_namespace == lock_namespace && m.phase == super::mark::Phase::Done)
         .filter_map(|m| Duration::try_from(m.phase_since.duration_since(m.started)).ok())
         .collect();

@@ -139,10 +139,10 @@ impl Mark {
 /// When each node a roll under this lock (`--lock-namespace`) started last, from the
 /// marks: what `--max-per` counts, so that the rate holds across runs and crashes. A
 /// node keeps one mark, so a node started twice shows its later start only.
-pub fn starts(nodes: &[Node], lock_namespace: &str) -> Vec<Timestamp> {
+pub fn starts(nodes: &[impl std::borrow::Borrow<Node>], lock_namespace: &str) -> Vec<Timestamp> {
     nodes
         .iter()
-        .filter_map(Mark::of)
+        .filter_map(|n| Mark::of(n.borrow()))
         .filter(|m| m.lock_namespace == lock_namespace)
         .map(|m| m.started)
         .collect()

@@ -1,6 +1,7 @@
 //! Before a roll touches anything: which nodes other runs left out of service, which
 //! selected nodes continue from a mark, and whether every wave of the fleet can drain.
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 
@@ -27,7 +28,7 @@ pub(super) struct OutOfService {
 }
 
 pub(super) fn out_of_service(
-    all: &[Node],
+    all: &[Arc<Node>],
     targets: &[Node],
     run: &str,
     lock_namespace: &str,
@@ -42,7 +43,7 @@ pub(super) fn out_of_service(
         elsewhere: Vec::new(),
         by_maintenances: 0,
     };
-    for node in all {
+    for node in all.iter().map(AsRef::as_ref) {
         // A NodeMaintenance's node is the controller's: never this roll's, and out of
         // service for the cap.
         if let (Some(name), Some(holder)) = (
@@ -117,7 +118,7 @@ pub(super) fn plan_fleet(
         .collect();
     for node in &mut snapshot.nodes {
         if returning.contains(node.metadata.name.as_deref().unwrap_or_default()) {
-            uncordoned(node);
+            uncordoned(Arc::make_mut(node));
         }
     }
     let options = PlanOptions {
@@ -195,6 +196,7 @@ mod tests {
             .filter_map(|n| all.iter().find(|x| x.metadata.name.as_deref() == Some(n)))
             .cloned()
             .collect();
+        let all: Vec<Arc<Node>> = all.into_iter().map(Arc::new).collect();
         let out = out_of_service(&all, &selected, "now", "ops");
         // Another lock's run may still be working on a selected node.
         assert_eq!(out.unfinished.len(), 1);

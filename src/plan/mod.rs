@@ -211,7 +211,7 @@ impl<'a> Remaining<'a> {
                 let name = n.metadata.name.as_deref().unwrap_or_default();
                 let free = placement::allocatable(n)
                     .minus(&snapshot.usage.get(name).copied().unwrap_or_default());
-                (n, free)
+                (n.as_ref(), free)
             })
             .collect();
         Self { nodes }

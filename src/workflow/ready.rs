@@ -8,11 +8,12 @@
 //! maintenance without a reboot the Lease is what answers in seconds.
 use std::time::Duration;
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::runtime::wait::await_condition;
+use kube::runtime::watcher;
 
 use super::StepError;
 use crate::cluster::{Connection, nodes};
@@ -84,32 +85,53 @@ async fn renewed(conn: &Connection, node: &NodeName) -> Option<Timestamp> {
         .flatten()
 }
 
-/// Resolves once the node's Lease is renewed after `since` (its renewal when the wait
-/// began), seen by watching it: the gate ends with the renewal rather than up to a
-/// poll later. Where watching Leases is not granted, it reads the Lease every
-/// [`LEASE_EVERY`]. Never resolves if the node has no Lease.
-async fn lease_renewed(conn: &Connection, node: &NodeName, since: Option<Timestamp>) {
-    let after = |t: Option<Timestamp>| t.is_some_and(|t| since.is_none_or(|s| t > s));
+fn renew_time(lease: Option<&Lease>) -> Option<Timestamp> {
+    lease
+        .and_then(|l| l.spec.as_ref()?.renew_time.as_ref())
+        .map(|t| t.0)
+}
+
+/// Resolves once the node's Lease is renewed after the wait began, seen by watching it:
+/// the renewal its first list shows is the one to beat, and the gate ends with the next
+/// rather than up to a poll later. Where watching Leases is not granted, it reads the
+/// Lease every [`LEASE_EVERY`]. Never resolves if the node has no Lease.
+async fn lease_renewed(conn: &Connection, node: &NodeName) {
     let leases: Api<Lease> = Api::namespaced(conn.client.clone(), nodes::NODE_LEASES);
-    let seen = await_condition(leases, node.as_str(), |l: Option<&Lease>| {
-        after(
-            l.and_then(|l| l.spec.as_ref()?.renew_time.as_ref())
-                .map(|t| t.0),
-        )
-    })
-    .await;
-    if let Err(e) = seen {
-        tracing::debug!("cannot watch the node lease of {node} ({e}); reading it instead");
-        loop {
-            tokio::time::sleep(LEASE_EVERY).await;
-            if after(renewed(conn, node).await) {
-                return;
+    let mut seen = std::pin::pin!(watcher::watch_object(leases, node.as_str()));
+    let mut first: Option<Option<Timestamp>> = None;
+    while let Some(event) = seen.next().await {
+        match event {
+            Ok(lease) => {
+                let now = renew_time(lease.as_ref());
+                match first {
+                    None => first = Some(now),
+                    Some(since) if now.is_some_and(|t| since.is_none_or(|s| t > s)) => return,
+                    Some(_) => {}
+                }
             }
+            Err(e) => {
+                tracing::debug!("cannot watch the node lease of {node} ({e}); reading it instead");
+                break;
+            }
+        }
+    }
+    let since = match first {
+        Some(since) => since,
+        None => renewed(conn, node).await,
+    };
+    loop {
+        tokio::time::sleep(LEASE_EVERY).await;
+        if renewed(conn, node)
+            .await
+            .is_some_and(|t| since.is_none_or(|s| t > s))
+        {
+            return;
         }
     }
 }
 
-/// Waits, by watching the node, until it is back or the timeout passes.
+/// Waits, by watching the node (one watch) and its Lease, until it is back or the
+/// timeout passes.
 pub async fn wait(
     conn: &Connection,
     node: &NodeName,
@@ -119,24 +141,28 @@ pub async fn wait(
 ) -> Result<(), StepError> {
     let api: Api<Node> = Api::all(conn.client.clone());
     let back = async {
-        let since = renewed(conn, node).await;
-        let with_heartbeat = await_condition(api.clone(), node.as_str(), |n: Option<&Node>| {
-            n.is_some_and(|n| is_back(n, before, criteria, Alive::ByHeartbeat))
-        });
-        let with_lease = async {
-            lease_renewed(conn, node, since).await;
-            await_condition(api.clone(), node.as_str(), |n: Option<&Node>| {
-                n.is_some_and(|n| is_back(n, before, criteria, Alive::ByLease))
-            })
-            .await
-        };
-        tokio::select! {
-            r = with_heartbeat => r,
-            r = with_lease => r,
+        let mut updates = std::pin::pin!(watcher::watch_object(api, node.as_str()));
+        let mut renewal = std::pin::pin!(lease_renewed(conn, node));
+        let (mut latest, mut alive) = (None::<Node>, Alive::ByHeartbeat);
+        loop {
+            tokio::select! {
+                update = updates.next() => match update {
+                    Some(Ok(n)) => latest = n,
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => return Err("the watch ended".to_string()),
+                },
+                () = &mut renewal, if alive == Alive::ByHeartbeat => alive = Alive::ByLease,
+            }
+            if latest
+                .as_ref()
+                .is_some_and(|n| is_back(n, before, criteria, alive))
+            {
+                return Ok(());
+            }
         }
     };
     match tokio::time::timeout(timeout, back).await {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(StepError::Work(format!("watching node {node} failed: {e}"))),
         Err(_) => Err(StepError::NotReadyInTime(timeout)),
     }
