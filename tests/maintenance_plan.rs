@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kordon::api::NodeMaintenance;
 use kordon::api::maintenance_plan::{MaintenancePlan, PlanWait, TRIGGER_LABEL};
@@ -445,6 +446,22 @@ async fn a_controller_killed_mid_plan_continues_after_a_restart_without_repeatin
         3,
         "one NodeMaintenance per node: none repeated"
     );
+    // Each start is an Event of its own on the plan, naming its node: not counted into
+    // the first node's.
+    let events: Api<Event> = Api::all(support::client().await);
+    let on_plan = ListParams::default().fields(&format!("regarding.name={name}"));
+    let started: std::collections::BTreeSet<String> = events
+        .list(&on_plan)
+        .await
+        .expect("list Events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("NodeStarted"))
+        .filter_map(|e| e.related?.name)
+        .collect();
+    let nodes: std::collections::BTreeSet<String> =
+        (1..=3).map(|i| env.node(&format!("node-{i}"))).collect();
+    assert_eq!(started, nodes, "a NodeStarted Event per node");
     let _ = plans().await.delete(&name, &DeleteParams::default()).await;
 }
 

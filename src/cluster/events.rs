@@ -1,5 +1,6 @@
 //! Kubernetes Events on nodes and pods, so `kubectl describe` tells the maintenance
 //! story to anyone, not only to the terminal that ran kordon.
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
@@ -36,6 +37,39 @@ impl Events {
         reason: &str,
         note: String,
     ) {
+        self.publish_related(object, None, severity, reason, note)
+            .await;
+    }
+
+    /// [`Self::publish`] about one node of `object` (a plan's): the node is the Event's
+    /// related object, so that each node's Event stands on its own instead of being
+    /// counted into the first one's series.
+    pub async fn publish_about_node<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        node: &str,
+        severity: Severity,
+        reason: &str,
+        note: String,
+    ) {
+        let node = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.into()),
+            ..Default::default()
+        };
+        self.publish_related(object, Some(node), severity, reason, note)
+            .await;
+    }
+
+    async fn publish_related<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        related: Option<ObjectReference>,
+        severity: Severity,
+        reason: &str,
+        note: String,
+    ) {
         let reference = object.object_ref(&());
         let event = Event {
             type_: match severity {
@@ -45,7 +79,7 @@ impl Events {
             reason: reason.to_string(),
             note: Some(note),
             action: reason.to_string(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&event, &reference).await {
             tracing::warn!(

@@ -120,7 +120,7 @@ pub(super) async fn start_nodes(
             None => format!("round {round}: started node {node}"),
         };
         ctx.events
-            .publish(plan, Severity::Normal, "NodeStarted", note)
+            .publish_about_node(plan, node, Severity::Normal, "NodeStarted", note)
             .await;
     }
 

@@ -272,7 +272,7 @@ async fn soak(
         }
         let note = format!("node {node} failed {why}");
         ctx.events
-            .publish(plan, Severity::Warning, "SoakFailed", note)
+            .publish_about_node(plan, node, Severity::Warning, "SoakFailed", note)
             .await;
     }
 }
