@@ -778,9 +778,7 @@ impl View {
             }),
         }
     }
-}
 
-impl View {
     /// Keeps a watch just used for a while, when the process lingers.
     fn keep<K: Watchable>(&self, watch: &Arc<Watched<K>>) {
         if let Some(lingering) = self.lingering.get() {
