@@ -3,6 +3,7 @@
 //! events.
 pub mod access;
 pub mod attachments;
+pub mod changes;
 mod connect;
 mod error;
 pub mod events;

@@ -161,11 +161,18 @@ pub struct Watched<K: kube::Resource<DynamicType = ()> + 'static> {
     /// store: its `wait_until_ready` wakes only the last of several concurrent
     /// waiters, and two drains planned at once each wait for the same watch.
     ready: tokio::sync::watch::Receiver<bool>,
+    /// Counts the watch's events: its holders wake on it (see [`Changes`](super::changes::Changes)).
+    events: tokio::sync::watch::Receiver<u64>,
 }
 
 impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Watched<K> {
     pub fn state(&self) -> Vec<Arc<K>> {
         self.store.state()
+    }
+
+    /// Wakes at this watch's next event; see [`Changes::of`](super::changes::Changes::of).
+    pub fn events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.clone()
     }
 
     pub fn store(&self) -> &Store<K> {
@@ -249,6 +256,16 @@ pub enum WorkloadObject {
 }
 
 impl WatchedWorkloads {
+    /// Wakes at the next event of any of these watches.
+    pub fn events(&self) -> impl Iterator<Item = tokio::sync::watch::Receiver<u64>> {
+        let deployments = self.deployments.as_ref().map(|w| w.events());
+        let replica_sets = self.replica_sets.as_ref().map(|w| w.events());
+        let stateful_sets = self.stateful_sets.as_ref().map(|w| w.events());
+        [deployments, replica_sets, stateful_sets]
+            .into_iter()
+            .flatten()
+    }
+
     /// The workload as last seen; `None` once deleted (or of a kind not watched).
     pub fn get(&self, id: &WorkloadId) -> Option<WorkloadObject> {
         fn get<K: Kept>(w: Option<&Arc<Watched<K>>>, id: &WorkloadId) -> Option<Arc<K>> {
@@ -291,7 +308,6 @@ impl Workloads {
 
 pub struct View {
     conn: Connection,
-    changes: Arc<tokio::sync::watch::Sender<u64>>,
     pods: Registry<PodScope, Pod>,
     budgets: Registry<String, PodDisruptionBudget>,
     deployments: Registry<String, Deployment>,
@@ -388,7 +404,6 @@ impl View {
     pub fn new(conn: &Connection) -> Self {
         Self {
             conn: conn.clone(),
-            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             pods: Mutex::default(),
             budgets: Mutex::default(),
             deployments: Mutex::default(),
@@ -442,14 +457,6 @@ impl View {
 
     pub fn conn(&self) -> &Connection {
         &self.conn
-    }
-
-    /// A receiver that has seen every event so far; `changed()` on it returns at the
-    /// next one. Take it before looking at the stores, wait on it after.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        let mut rx = self.changes.subscribe();
-        rx.borrow_and_update();
-        rx
     }
 
     /// The pods of a scope, watched; shared with every other holder of the scope.
@@ -730,7 +737,7 @@ impl View {
             .backoff(super::connect::Reconnect::default())
             .modify(modify)
             .reflect(writer);
-        let changes = self.changes.clone();
+        let (changes, events) = tokio::sync::watch::channel(0);
         let outage = self.conn.outage.clone();
         let (listed, ready) = tokio::sync::watch::channel(false);
         let watching = what.to_string();
@@ -761,7 +768,12 @@ impl View {
                 })
                 .await;
         });
-        let watched = Arc::new(Watched { store, task, ready });
+        let watched = Arc::new(Watched {
+            store,
+            task,
+            ready,
+            events,
+        });
         if let Ok(mut r) = registry.lock() {
             r.insert(scope.clone(), Arc::downgrade(&watched));
         }

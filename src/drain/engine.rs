@@ -40,7 +40,7 @@ struct Shown {
 pub struct Engine<'a> {
     pub ctx: &'a Context,
     pub request: evict::Request,
-    pub watch: &'a Watches<'a>,
+    pub watch: &'a Watches,
     pub progress: &'a Progress,
     pub on_event: &'a (dyn Fn(Event) + Sync),
     pub allow_disruption: bool,
@@ -54,7 +54,7 @@ impl<'a> Engine<'a> {
     pub fn new(
         ctx: &'a Context,
         request: evict::Request,
-        watch: &'a Watches<'a>,
+        watch: &'a Watches,
         progress: &'a Progress,
         on_event: &'a (dyn Fn(Event) + Sync),
         opts: &super::DrainOptions,

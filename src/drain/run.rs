@@ -200,7 +200,7 @@ struct Run<'a> {
     to_await: Vec<&'a Pod>,
     /// The workloads of the pods to evict, each once.
     involved: Vec<&'a Workload>,
-    watch: tracker::Watches<'a>,
+    watch: tracker::Watches,
     progress: Progress,
     replacements: tracker::Replacements,
     shared: Option<shared::SharedBudgets>,
@@ -561,7 +561,7 @@ async fn share_budgets(
     ctx: &Context,
     plan: &Plan,
     to_evict: &[&Pod],
-    watch: &tracker::Watches<'_>,
+    watch: &tracker::Watches,
     lease: Duration,
 ) -> Result<shared::SharedBudgets, DrainError> {
     let mut seen = HashSet::new();
@@ -616,7 +616,7 @@ fn blockers(
     ctx: &Context,
     opts: &DrainOptions,
     to_evict: &[&Pod],
-    watch: &tracker::Watches<'_>,
+    watch: &tracker::Watches,
     progress: &Progress,
     named: &HashMap<Uid, ladder::DeleteRule>,
 ) -> Vec<ladder::Blocker> {

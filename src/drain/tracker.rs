@@ -20,6 +20,7 @@ use super::Event;
 use super::step::{self, Recovery};
 use crate::budget::{self, BudgetKey};
 use crate::cluster::ClusterError;
+use crate::cluster::changes::Changes;
 use crate::cluster::view::{PodScope, View, Watched, WatchedWorkloads, WorkloadObject};
 use crate::endpoints::{self, Counted, Reach};
 use crate::names::NodeName;
@@ -30,8 +31,7 @@ use crate::workload::{self, Rollout, Workload, WorkloadId, WorkloadKind};
 type Routes = (Arc<Watched<Service>>, Arc<Watched<EndpointSlice>>);
 
 /// The watches one drain holds; dropping them lets the view stop what no one else uses.
-pub struct Watches<'a> {
-    view: &'a View,
+pub struct Watches {
     node: Arc<Watched<Pod>>,
     /// Each workload's pods: a watch that may cover other workloads too, and the
     /// selector that picks its own. A workload whose selector kube cannot convert is left
@@ -52,12 +52,12 @@ pub struct Watches<'a> {
     due: Mutex<Option<Instant>>,
 }
 
-impl<'a> Watches<'a> {
+impl Watches {
     /// Starts every watch at once: a drain waits for the slowest first list, not
     /// for the sum of them. `exposed` are the namespaces whose Services and
     /// EndpointSlices are watched.
     pub async fn start(
-        view: &'a View,
+        view: &View,
         node: &NodeName,
         workloads: &[&Workload],
         namespaces: &[String],
@@ -100,7 +100,6 @@ impl<'a> Watches<'a> {
             }
         }
         Ok(Self {
-            view,
             node,
             workloads: watched,
             budgets: namespaces.iter().cloned().zip(budget_watches).collect(),
@@ -158,11 +157,7 @@ impl<'a> Watches<'a> {
 
     /// Waits until the view changes, a pod not counted yet may count, or `at_most`
     /// passes. `changes` comes from [`Watches::subscribe`], taken before the last look.
-    pub async fn changed(
-        &self,
-        changes: &mut tokio::sync::watch::Receiver<u64>,
-        at_most: Duration,
-    ) {
+    pub async fn changed(&self, changes: &mut Changes, at_most: Duration) {
         let now = Instant::now();
         let due = self
             .due
@@ -272,10 +267,20 @@ impl<'a> Watches<'a> {
             })
     }
 
-    /// A receiver that has seen everything so far; `changed()` on it returns at the
-    /// next event. Take it before looking at the stores, wait on it after.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.view.subscribe()
+    /// Wakes at the next event of this drain's own watches, which have been seen so
+    /// far. Take it before looking at the stores, wait on it after.
+    pub fn subscribe(&self) -> Changes {
+        let workloads = self.workloads.values().map(|(pods, _)| pods.events());
+        let budgets = self.budgets.values().map(|b| b.events());
+        let objects = self.objects.values().flat_map(WatchedWorkloads::events);
+        let endpoints = (self.endpoints.values())
+            .flat_map(|(services, slices)| [services.events(), slices.events()]);
+        let all = std::iter::once(self.node.events())
+            .chain(workloads)
+            .chain(budgets)
+            .chain(objects)
+            .chain(endpoints);
+        Changes::of(all)
     }
 }
 
@@ -332,7 +337,7 @@ impl Replacements {
     }
 
     /// Follows replacements until cancelled.
-    pub async fn follow(&self, watch: &Watches<'_>, on_event: &(dyn Fn(Event) + Sync)) {
+    pub async fn follow(&self, watch: &Watches, on_event: &(dyn Fn(Event) + Sync)) {
         loop {
             let mut changes = watch.subscribe();
             self.look(watch, on_event);
@@ -348,7 +353,7 @@ impl Replacements {
     }
 
     /// One look at the store.
-    pub fn look(&self, watch: &Watches<'_>, on_event: &(dyn Fn(Event) + Sync)) {
+    pub fn look(&self, watch: &Watches, on_event: &(dyn Fn(Event) + Sync)) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::budget;
 use crate::cluster::ClusterError;
+use crate::cluster::changes::Changes;
 use crate::cluster::view::{PodScope, View, Watched, WatchedWorkloads, WorkloadObject};
 use crate::names::NodeName;
 use crate::pod::{self, PodKey};
@@ -72,7 +73,7 @@ pub async fn soak(view: &View, node: &NodeName, soak: Duration) -> Result<(), Ga
         .map_err(|e| watch_error(format!("pods on node {node}"), e))?;
     let regressed = async {
         loop {
-            let mut changes = view.subscribe();
+            let mut changes = Changes::of([pods.events()]);
             if let Some(what) = regressions(&pods.state(), since).into_iter().next() {
                 return what;
             }
@@ -147,7 +148,8 @@ pub async fn daemon_pods_ready(
         names.sort();
         names
     };
-    until(view, timeout, waiting, |names| {
+    let changes = || Changes::of([pods.events()]);
+    until(changes, timeout, waiting, |names| {
         format!("DaemonSet pods not Ready on {node}: {}", names.join(", "))
     })
     .await
@@ -185,26 +187,27 @@ pub async fn workloads_recovered(
             .map(ToString::to_string)
             .collect::<Vec<_>>()
     };
-    until(view, timeout, waiting, |names| {
+    let changes = || Changes::of(watched.values().flat_map(Watches::events));
+    until(changes, timeout, waiting, |names| {
         format!("workloads not recovered: {}", names.join(", "))
     })
     .await
 }
 
-/// Waits, waking on the view's changes, until `waiting` names nothing.
+/// Waits, waking on the watches `changes` names, until `waiting` names nothing.
 async fn until(
-    view: &View,
+    changes: impl Fn() -> Changes,
     timeout: Duration,
     waiting: impl Fn() -> Vec<String>,
     describe: impl Fn(&[String]) -> String,
 ) -> Result<(), GateError> {
     let wait = async {
         loop {
-            let mut changes = view.subscribe();
+            let mut changes = changes();
             if waiting().is_empty() {
                 return;
             }
-            let _ = changes.changed().await;
+            changes.changed().await;
         }
     };
     tokio::time::timeout(timeout, wait)
@@ -240,6 +243,10 @@ impl Watches {
         )
         .map_err(|e| watch_error(format!("workloads in {namespace}"), e))?;
         Ok(Self { workloads, budgets })
+    }
+
+    fn events(&self) -> impl Iterator<Item = tokio::sync::watch::Receiver<u64>> {
+        self.workloads.events().chain([self.budgets.events()])
     }
 
     /// The workload is back (or gone), and every budget covering its pod template
