@@ -13,15 +13,21 @@ use tracing_subscriber::EnvFilter;
 
 mod cli;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return usage_error(&err),
     };
     init_logging(cli.global.verbose);
+    let runtime = match runtime(&cli.command) {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let printer = kordon::output::Printer::new(cli.global.output);
-    match cli::run(cli).await {
+    match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // Scripts read the document on stdout; people read the sentence on stderr.
@@ -32,6 +38,20 @@ async fn main() -> ExitCode {
             ExitCode::from(err.exit_code())
         }
     }
+}
+
+/// A command runs on one thread: it waits on the API server far more than it computes,
+/// and each thread that allocates keeps memory of its own (glibc's arenas: a 10-pod
+/// drain peaked 5-13 MiB higher on two). The long-lived processes, which carry many
+/// nodes at once, get a thread per core.
+fn runtime(command: &cli::Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match command {
+        cli::Command::Controller(_) | cli::Command::Agent(_) => {
+            tokio::runtime::Builder::new_multi_thread()
+        }
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    builder.enable_all().build()
 }
 
 /// A command line clap refused: one line on stderr and exit 2, as clap's own errors
