@@ -184,7 +184,7 @@ async fn two_nodes_holding_a_workload_that_allows_one_disruption_are_never_out_t
     }
     let ready = ReadyWatcher::start(env.pods(), "app=db").await;
     let zones = ZoneWatcher::start(Api::all(support::client().await), &env_selector(&env));
-    let _controller = Controller::start(&env);
+    let mut controller = Controller::start(&env);
 
     let name = create_plan(&env, "single", json!({ "maxUnavailable": "3" })).await;
     eventually(
@@ -205,6 +205,13 @@ async fn two_nodes_holding_a_workload_that_allows_one_disruption_are_never_out_t
         "the two nodes holding db were never out together"
     );
     assert!(ready.min_ready() >= 1, "db kept its budget");
+    // SIGTERM, as the kubelet stops the controller's pod: it stops within the grace
+    // period Kubernetes gives a pod (30 s) and says it ended well.
+    let stopped = controller.0.terminate(Duration::from_secs(30));
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "the controller exits 0 within 30 s of SIGTERM: {stopped:?}"
+    );
     let _ = plans().await.delete(&name, &DeleteParams::default()).await;
 }
 

@@ -45,6 +45,45 @@ use crate::context::Context;
 /// the last drain that used it.
 const LINGER: Duration = Duration::from_secs(120);
 
+/// How long the reconciles in flight at SIGTERM or SIGINT may take to end: within
+/// Kubernetes' default grace period of 30 s, so that the leader lease is released before
+/// the kubelet kills the pod and a reconcile that does not end cannot hold the process.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Resolves at the first SIGTERM or SIGINT.
+type StopSignal = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
+fn stop_signal() -> StopSignal {
+    use futures::FutureExt;
+    async {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    .boxed()
+    .shared()
+}
+
+/// `work` to its end, or until [`SHUTDOWN_GRACE`] past `stop`.
+async fn within_grace(work: impl Future, stop: StopSignal) {
+    tokio::select! {
+        _ = work => {}
+        () = async { stop.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!(
+                "reconciles still running {} after the stop signal; stopping without them",
+                humantime::format_duration(SHUTDOWN_GRACE)
+            );
+        }
+    }
+}
+
 pub use reconcile::FINALIZER;
 
 /// What every reconcile shares.
@@ -118,7 +157,6 @@ pub enum ControllerError {
     Http(#[from] crate::http::HttpError),
 }
 
-/// Runs until SIGINT or SIGTERM, or until it loses the leader lease.
 /// Waits until the API server serves both kinds: a 429 or 5xx for a moment (a CRD just
 /// installed) is waited out; a missing CRD or a bad selector is said at once.
 async fn served(
@@ -184,6 +222,7 @@ fn plan_controller(
     (controller, triggers)
 }
 
+/// Runs until SIGINT or SIGTERM, or until it loses the leader lease.
 pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), ControllerError> {
     let conn = &kordon.conn;
     let metrics = serve_metrics(opts);
@@ -252,9 +291,10 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
     tracing::info!("kordon controller started");
     // An object whose drain, gate or "Ready again" ended is looked at at once.
     let ended = ended.map(|name| ObjectRef::<NodeMaintenance>::new(&name));
+    let stop = stop_signal();
     let nodes = controller
         .reconcile_on(ended)
-        .shutdown_on_signal()
+        .graceful_shutdown_on(stop.clone())
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -262,16 +302,14 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
             }
         });
     let fleets = plan_controller
-        .shutdown_on_signal()
+        .graceful_shutdown_on(stop.clone())
         .run(plan::reconcile, plan::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!("reconcile plan: {e}");
             }
         });
-    let work = async {
-        futures::join!(nodes, fleets);
-    };
+    let work = within_grace(futures::future::join(nodes, fleets), stop);
     let Some(leader) = leader else {
         work.await;
         return Ok(());
