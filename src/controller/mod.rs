@@ -71,6 +71,18 @@ fn stop_signal() -> StopSignal {
     .shared()
 }
 
+/// Resolves once `store` has listed (false if its watch ended first), for any number
+/// of waiters.
+fn listed(
+    store: &Store<NodeMaintenance>,
+) -> futures::future::Shared<futures::future::BoxFuture<'static, bool>> {
+    use futures::FutureExt;
+    let store = store.clone();
+    async move { store.wait_until_ready().await.is_ok() }
+        .boxed()
+        .shared()
+}
+
 /// `work` to its end, or until [`SHUTDOWN_GRACE`] past `stop`.
 async fn within_grace(work: impl Future, stop: StopSignal) {
     tokio::select! {
@@ -97,6 +109,10 @@ pub struct Ctx {
     pub store: Store<NodeMaintenance>,
     /// Every NodeMaintenance, whatever `--selector` serves: what plans count as out.
     pub maintenances: Store<NodeMaintenance>,
+    /// True once `maintenances` has listed, false if its watch ended first. One shared
+    /// wait: kube's `Store::wait_until_ready` wakes only the last of several concurrent
+    /// waiters, and each plan's first reconcile waits for it.
+    pub maintenances_listed: futures::future::Shared<futures::future::BoxFuture<'static, bool>>,
     /// Keeps that watch while it is not the controller's own.
     _all: Option<Arc<Watched<NodeMaintenance>>>,
     /// Every node, watched: what plans select and count as out.
@@ -276,6 +292,7 @@ pub async fn run(kordon: Context, opts: &ControllerOptions) -> Result<(), Contro
         runs,
         metrics,
         store: controller.store(),
+        maintenances_listed: listed(&maintenances),
         maintenances,
         _all: all,
         plans_deciding: tokio::sync::Mutex::default(),

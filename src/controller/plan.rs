@@ -60,7 +60,7 @@ pub async fn reconcile(
     // It never counts fewer nodes out than there are: it has listed them all before the
     // first decision, holds each plan's creations before the next decision (see
     // `until_seen`), and a late update only shows an earlier phase, one as much out.
-    if ctx.maintenances.wait_until_ready().await.is_err() {
+    if !ctx.maintenances_listed.clone().await {
         return Err(ReconcileError::Stopping);
     }
     let look = || observe(&ctx, &plan, &selector, triggers.as_ref());
