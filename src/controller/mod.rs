@@ -50,10 +50,11 @@ const LINGER: Duration = Duration::from_secs(120);
 /// the kubelet kills the pod and a reconcile that does not end cannot hold the process.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
-/// Resolves at the first SIGTERM or SIGINT.
-type StopSignal = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+/// A wait any number of tasks can share, each woken when it ends.
+pub type SharedWait<T> = futures::future::Shared<futures::future::BoxFuture<'static, T>>;
 
-fn stop_signal() -> StopSignal {
+/// Resolves at the first SIGTERM or SIGINT.
+fn stop_signal() -> SharedWait<()> {
     use futures::FutureExt;
     async {
         let Ok(mut term) =
@@ -73,9 +74,7 @@ fn stop_signal() -> StopSignal {
 
 /// Resolves once `store` has listed (false if its watch ended first), for any number
 /// of waiters.
-fn listed(
-    store: &Store<NodeMaintenance>,
-) -> futures::future::Shared<futures::future::BoxFuture<'static, bool>> {
+fn listed(store: &Store<NodeMaintenance>) -> SharedWait<bool> {
     use futures::FutureExt;
     let store = store.clone();
     async move { store.wait_until_ready().await.is_ok() }
@@ -84,7 +83,7 @@ fn listed(
 }
 
 /// `work` to its end, or until [`SHUTDOWN_GRACE`] past `stop`.
-async fn within_grace(work: impl Future, stop: StopSignal) {
+async fn within_grace(work: impl Future, stop: SharedWait<()>) {
     tokio::select! {
         _ = work => {}
         () = async { stop.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
@@ -112,7 +111,7 @@ pub struct Ctx {
     /// True once `maintenances` has listed, false if its watch ended first. One shared
     /// wait: kube's `Store::wait_until_ready` wakes only the last of several concurrent
     /// waiters, and each plan's first reconcile waits for it.
-    pub maintenances_listed: futures::future::Shared<futures::future::BoxFuture<'static, bool>>,
+    pub maintenances_listed: SharedWait<bool>,
     /// Keeps that watch while it is not the controller's own.
     _all: Option<Arc<Watched<NodeMaintenance>>>,
     /// Every node, watched: what plans select and count as out.
