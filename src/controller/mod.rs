@@ -366,3 +366,31 @@ async fn lead(kordon: &Context, spec: &LockSpec) -> Result<lease::HeldLock, Cont
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use kube::runtime::{reflector, watcher};
+
+    use super::*;
+
+    /// Every plan reconcile in flight when the controller starts waits for the first
+    /// list; kube's `Store::wait_until_ready` alone woke only one of them.
+    #[tokio::test]
+    async fn every_waiter_wakes_when_the_maintenances_are_listed() {
+        let (store, mut writer) = reflector::store::<NodeMaintenance>();
+        let listed = listed(&store);
+        let waiters: Vec<_> = (0..3).map(|_| tokio::spawn(listed.clone())).collect();
+        tokio::task::yield_now().await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        for waiter in waiters {
+            let woke = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+            assert!(
+                matches!(woke, Ok(Ok(true))),
+                "a waiter did not wake: {woke:?}"
+            );
+        }
+    }
+}
