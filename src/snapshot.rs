@@ -17,7 +17,8 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::budget;
 use crate::cluster::nodes;
-use crate::cluster::view::{PAGE, View, Watched, Workloads, list_all};
+pub use crate::cluster::view::Then;
+use crate::cluster::view::{Held, PAGE, PodScope, View, Workloads, list_all};
 use crate::cluster::{ClusterError, Connection};
 use crate::names::NodeName;
 use crate::node_state::{NodeState, Readiness};
@@ -39,8 +40,9 @@ pub struct Snapshot {
     pub budgets: Vec<PodDisruptionBudget>,
     /// Deployments, ReplicaSets and StatefulSets by namespace.
     workloads: HashMap<String, Arc<Workloads>>,
-    /// The view's watches of the budgets read, kept alive for a drain that follows.
-    pub(crate) budget_watches: Vec<Arc<Watched<PodDisruptionBudget>>>,
+    /// The view's watches this read started or joined (budgets; before a drain also
+    /// the node's pods and the Deployments), kept alive for a drain that follows.
+    pub(crate) held: Vec<Held>,
     /// Set while `usage` covers only some nodes ([`Reach::Room`]); `None` when it
     /// covers every node.
     room: Option<RoomSearch>,
@@ -225,11 +227,13 @@ impl Snapshot {
         Ok(true)
     }
 
-    /// Reads what a plan of `targets` needs through the view: see [`Reach`].
+    /// Reads what a plan of `targets` needs through the view: see [`Reach`] and
+    /// [`Then`].
     pub async fn live(
         view: &View,
         targets: &[NodeName],
         reach: Reach,
+        then: Then,
     ) -> Result<Self, ClusterError> {
         let conn = view.conn();
         let mut s = Snapshot::default();
@@ -252,13 +256,13 @@ impl Snapshot {
                         Some(found) => found,
                         None => Arc::new(nodes::get(conn, node).await?),
                     });
-                    s.pods.extend(pods_on(conn, node).await?);
+                    s.read_pods_on(view, node, then).await?;
                 }
             }
             (Reach::Room, None) => {
                 for node in targets {
                     s.nodes.push(Arc::new(nodes::get(conn, node).await?));
-                    s.pods.extend(pods_on(conn, node).await?);
+                    s.read_pods_on(view, node, then).await?;
                 }
                 s.start_room_search(conn, targets).await?;
             }
@@ -266,7 +270,7 @@ impl Snapshot {
                 s.nodes = watched.state();
                 s.usage = usage.by_node();
                 for node in targets {
-                    s.pods.extend(pods_on(conn, node).await?);
+                    s.read_pods_on(view, node, then).await?;
                 }
             }
             (Reach::Placement, None) => {
@@ -274,8 +278,28 @@ impl Snapshot {
                 s.read_everything(conn, &keep).await?;
             }
         }
-        s.read_budgets_and_workloads(view).await?;
+        s.read_budgets_and_workloads(view, then).await?;
         Ok(s)
+    }
+
+    /// The node's pods in full: listed, or before a drain from the drain's watch of
+    /// them, which is then held.
+    async fn read_pods_on(
+        &mut self,
+        view: &View,
+        node: &NodeName,
+        then: Then,
+    ) -> Result<(), ClusterError> {
+        match then {
+            Then::Look => self.pods.extend(pods_on(view.conn(), node).await?),
+            Then::Drain => {
+                let watched = view.pods(&PodScope::Node(node.clone())).await?;
+                self.pods
+                    .extend(watched.state().iter().map(|p| (**p).clone()));
+                self.held.push(watched);
+            }
+        }
+        Ok(())
     }
 
     /// Whether `usage` holds what this node has reserved.
@@ -422,7 +446,11 @@ impl Snapshot {
     }
 
     /// The budgets and workloads of the namespaces the kept pods are in.
-    async fn read_budgets_and_workloads(&mut self, view: &View) -> Result<(), ClusterError> {
+    async fn read_budgets_and_workloads(
+        &mut self,
+        view: &View,
+        then: Then,
+    ) -> Result<(), ClusterError> {
         // Each namespace with the controllers of its pods.
         let mut namespaces: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
         for p in &self.pods {
@@ -435,14 +463,15 @@ impl Snapshot {
             }
         }
         let read = namespaces.into_iter().map(|(ns, owners)| async move {
-            let (budgets, workloads) =
-                futures::try_join!(view.budgets(&ns), view.workloads(&ns, &owners))?;
-            Ok::<_, ClusterError>((ns, budgets, workloads))
+            let (budgets, (workloads, deployments)) =
+                futures::try_join!(view.budgets(&ns), view.workloads(&ns, &owners, then))?;
+            Ok::<_, ClusterError>((ns, budgets, workloads, deployments))
         });
-        for (ns, budgets, workloads) in futures::future::try_join_all(read).await? {
+        for (ns, budgets, workloads, deployments) in futures::future::try_join_all(read).await? {
             self.budgets
                 .extend(budgets.state().iter().map(|b| (**b).clone()));
-            self.budget_watches.push(budgets);
+            self.held.push(budgets);
+            self.held.extend(deployments);
             self.workloads.insert(ns, workloads);
         }
         Ok(())

@@ -5,7 +5,7 @@ use kordon::context::Context;
 use kordon::names::NodeName;
 use kordon::output::Printer;
 use kordon::plan::{self, PlanOptions};
-use kordon::snapshot::{Reach, Snapshot};
+use kordon::snapshot::{Reach, Snapshot, Then};
 
 use super::GlobalArgs;
 
@@ -53,7 +53,7 @@ pub async fn run(global: &GlobalArgs, args: &PlanArgs) -> super::error::Result {
         Some(path) => plan::plan(&Snapshot::from_file(path, &keep)?, targets, &options)?,
         None => {
             let ctx = Context::open(&global.connection()).await?;
-            let mut snapshot = Snapshot::live(&ctx.view, targets, Reach::Room).await?;
+            let mut snapshot = Snapshot::live(&ctx.view, targets, Reach::Room, Then::Look).await?;
             plan::plan_finding_room(&ctx.conn, &mut snapshot, targets, &options).await?
         }
     };

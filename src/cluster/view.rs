@@ -42,6 +42,19 @@ use super::{ClusterError, Connection};
 use crate::names::NodeName;
 use crate::workload::{Workload, WorkloadId, WorkloadKind};
 
+/// What follows a read of a node's pods and workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Nothing: a plan, a status. One list each.
+    Look,
+    /// A drain, which watches the node's pods and the Deployments involved anyway: the
+    /// read starts those watches and their first list serves it too.
+    Drain,
+}
+
+/// A watch kept alive by whoever holds it, whatever its kind.
+pub type Held = Arc<dyn Any + Send + Sync>;
+
 /// Which pods a scoped watch sees.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PodScope {
@@ -292,12 +305,18 @@ pub struct Workloads {
     pub deployments: HashMap<String, Deployment>,
     pub replica_sets: HashMap<String, ReplicaSet>,
     pub stateful_sets: HashMap<String, StatefulSet>,
+    /// Pod controller kinds left unread because no pod asked for them (a dump has
+    /// every kind).
+    unread: Vec<&'static str>,
 }
 
 impl Workloads {
     /// Whether the read holds the pod controller `(kind, name)`, when it is of a kind
     /// it reads.
     fn knows(&self, (kind, name): &(&str, &str)) -> bool {
+        if self.unread.contains(kind) {
+            return false;
+        }
         match *kind {
             "ReplicaSet" => self.replica_sets.contains_key(*name),
             "StatefulSet" => self.stateful_sets.contains_key(*name),
@@ -330,7 +349,7 @@ pub struct View {
 }
 
 /// Each watch kept, and until when.
-type KeptUntil = Vec<(Instant, Arc<dyn Any + Send + Sync>)>;
+type KeptUntil = Vec<(Instant, Held)>;
 
 /// Watches a long-lived process keeps for `after` past their last use: the controller's
 /// next drain in the same namespaces (a plan's next node) finds its budgets, workloads
@@ -362,7 +381,7 @@ impl Lingering {
     }
 
     /// Keeps `watch` until `after` from now (longer if it is kept already).
-    fn keep(&self, watch: Arc<dyn Any + Send + Sync>) {
+    fn keep(&self, watch: Held) {
         let until = Instant::now() + self.after;
         let Ok(mut kept) = self.kept.lock() else {
             return;
@@ -653,34 +672,75 @@ impl View {
     }
 
     /// The Deployments, ReplicaSets and StatefulSets of a namespace that `owners` (the
-    /// pods' controllers, as kind and name) need. A roll's drains share one read,
-    /// renewed after [`WORKLOADS_FRESH`] so that replica counts changed meanwhile (an
-    /// autoscaler) reach the implicit budgets, and at once when it lacks an owner (a
-    /// rollout's new ReplicaSet): a pod whose workload is unknown has no implicit budget.
+    /// pods' controllers, as kind and name) need: ReplicaSets and their Deployments
+    /// only for pods of ReplicaSets, StatefulSets only for theirs. A roll's drains
+    /// share one read, renewed after [`WORKLOADS_FRESH`] so that replica counts changed
+    /// meanwhile (an autoscaler) reach the implicit budgets, and at once when it lacks
+    /// an owner (a rollout's new ReplicaSet): a pod whose workload is unknown has no
+    /// implicit budget. Before a drain the Deployments come from the watch the drain
+    /// goes on with, returned to be held until then.
     pub async fn workloads(
         &self,
         namespace: &str,
         owners: &[(&str, &str)],
-    ) -> Result<Arc<Workloads>, ClusterError> {
+        then: Then,
+    ) -> Result<(Arc<Workloads>, Option<Held>), ClusterError> {
         let mut cache = self.workloads.lock().await;
         if let Some((read, w)) = cache.get(namespace)
             && read.elapsed() < WORKLOADS_FRESH
             && owners.iter().all(|o| w.knows(o))
         {
-            return Ok(w.clone());
+            return Ok((w.clone(), None));
         }
-        let (deployments, replica_sets, stateful_sets) = futures::try_join!(
-            self.list(namespace, "deployments"),
-            self.list(namespace, "replicasets"),
-            self.list(namespace, "statefulsets"),
+        let asked = |kind| owners.iter().any(|(k, _)| *k == kind);
+        let (replica_sets, stateful_sets) = (asked("ReplicaSet"), asked("StatefulSet"));
+        let deployments = async {
+            match (replica_sets, then) {
+                (false, _) => Ok((Vec::new(), None)),
+                (true, Then::Look) => Ok((self.list(namespace, "deployments").await?, None)),
+                (true, Then::Drain) => {
+                    let watched = self.objects::<Deployment>(namespace).await?;
+                    let items = watched.state().iter().map(|d| (**d).clone()).collect();
+                    Ok((items, Some(watched as Held)))
+                }
+            }
+        };
+        let ((deployments, held), replica_sets_read, stateful_sets_read) = futures::try_join!(
+            deployments,
+            self.list_if(replica_sets, namespace, "replicasets"),
+            self.list_if(stateful_sets, namespace, "statefulsets"),
         )?;
+        let unread = [
+            (!replica_sets).then_some("ReplicaSet"),
+            (!stateful_sets).then_some("StatefulSet"),
+        ];
         let w = Arc::new(Workloads {
             deployments: named(deployments),
-            replica_sets: named(replica_sets),
-            stateful_sets: named(stateful_sets),
+            replica_sets: named(replica_sets_read),
+            stateful_sets: named(stateful_sets_read),
+            unread: unread.into_iter().flatten().collect(),
         });
         cache.insert(namespace.to_string(), (Instant::now(), w.clone()));
-        Ok(w)
+        Ok((w, held))
+    }
+
+    /// [`View::list`] when `wanted`, else nothing.
+    async fn list_if<K>(
+        &self,
+        wanted: bool,
+        namespace: &str,
+        what: &str,
+    ) -> Result<Vec<K>, ClusterError>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + DeserializeOwned,
+    {
+        match wanted {
+            true => self.list(namespace, what).await,
+            false => Ok(Vec::new()),
+        }
     }
 
     async fn list<K>(&self, namespace: &str, what: &str) -> Result<Vec<K>, ClusterError>
@@ -881,10 +941,21 @@ mod tests {
     use super::*;
     use crate::workload::WorkloadId;
 
+    #[test]
+    fn a_read_that_left_a_kind_out_does_not_answer_for_it() {
+        let read = Workloads {
+            unread: vec!["StatefulSet"],
+            ..Workloads::default()
+        };
+        assert!(!read.knows(&("StatefulSet", "db")), "so it is read again");
+        assert!(!read.knows(&("ReplicaSet", "web-1")), "not in the read");
+        assert!(read.knows(&("Job", "once")), "a kind no read covers");
+    }
+
     #[tokio::test]
     async fn a_lingering_watch_outlives_its_last_use_by_the_linger_and_no_more() {
         let lingering = Lingering::start(Duration::from_millis(200));
-        let watch: Arc<dyn Any + Send + Sync> = Arc::new(());
+        let watch: Held = Arc::new(());
         let gone = Arc::downgrade(&watch);
         lingering.keep(watch.clone());
         lingering.keep(watch.clone());

@@ -18,7 +18,7 @@ use crate::fleet::caps::{self, Conflict, Slot};
 use crate::fleet::run::holdings;
 use crate::fleet::unavailable;
 use crate::names::NodeName;
-use crate::snapshot::{Reach, Snapshot};
+use crate::snapshot::{Reach, Snapshot, Then};
 use crate::workload::WorkloadId;
 
 /// The nodes plan `me` starts now, and what the next one waits for; `others`: its nodes
@@ -87,7 +87,7 @@ async fn choose(
         .collect();
     if !read.is_empty() {
         let tick = usage.map(PodUsage::tick);
-        let snapshot = Snapshot::live(&ctx.kordon.view, &read, Reach::Targets).await?;
+        let snapshot = Snapshot::live(&ctx.kordon.view, &read, Reach::Targets, Then::Look).await?;
         let mut read_now = holdings(&snapshot);
         for node in &read {
             let h = read_now.remove(node.as_str()).unwrap_or_default();

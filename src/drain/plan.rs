@@ -1,10 +1,8 @@
 //! A drain's plan: the node and every pod's verdict, read before anything changes.
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::api::ListParams;
 use serde::Serialize;
@@ -12,7 +10,7 @@ use serde::Serialize;
 use super::{DrainError, DrainOptions, down};
 use crate::classify::{self, Refusal, Verdict};
 use crate::cluster::nodes::{self};
-use crate::cluster::view::Watched;
+use crate::cluster::view::Held;
 use crate::cluster::{ClusterError, Connection};
 use crate::context::Context;
 use crate::names::NodeName;
@@ -20,7 +18,7 @@ use crate::node_state::{NodeState, Readiness};
 use crate::plan::guards::{self, Guard};
 use crate::plan::{PlanOptions, PlanReport};
 use crate::pod::{PodKey, Uid};
-use crate::snapshot::{Reach, Snapshot};
+use crate::snapshot::{Reach, Snapshot, Then};
 use crate::tiers::{self, Tier};
 use crate::workload::Workload;
 
@@ -48,8 +46,9 @@ pub struct Plan {
     /// What the pre-flight plan expects: where replacements land, what fits nowhere,
     /// budgets at 0, eviction waves. Left out when a fleet plan made it already.
     pub forecast: Option<PlanReport>,
-    /// Keeps the view watching the budgets the plan read, for the drain to use.
-    pub(super) _budgets: Vec<Arc<Watched<PodDisruptionBudget>>>,
+    /// Keeps the view watching what the plan read (the node's pods, budgets,
+    /// Deployments), for the drain to use.
+    pub(super) _watches: Vec<Held>,
     /// Down for good (see [`DrainOptions::node_down`]): its pods leave through the
     /// out-of-service taint.
     pub down: bool,
@@ -155,7 +154,8 @@ pub async fn plan(
     reach: Reach,
 ) -> Result<Plan, DrainError> {
     // One scoped read serves the node's state, its pods, the guards and the forecast.
-    let mut snapshot = Snapshot::live(&ctx.view, std::slice::from_ref(node), reach).await?;
+    let mut snapshot =
+        Snapshot::live(&ctx.view, std::slice::from_ref(node), reach, Then::Drain).await?;
     let found: &Node = snapshot
         .nodes
         .iter()
@@ -233,7 +233,7 @@ pub async fn plan(
         guards,
         workloads,
         forecast,
-        _budgets: std::mem::take(&mut snapshot.budget_watches),
+        _watches: std::mem::take(&mut snapshot.held),
         down,
         annotations,
         excluded,

@@ -39,7 +39,7 @@ use crate::interrupt::Interrupt;
 use crate::names::NodeName;
 use crate::node_state::{LeftAs, NodeState};
 use crate::plan::PlanReport;
-use crate::snapshot::{Reach, Snapshot};
+use crate::snapshot::{Reach, Snapshot, Then};
 use crate::workflow::{ReadyCriteria, Work};
 use mark::{Mark, Phase};
 pub use node::{NodeResult, Outcome};
@@ -324,7 +324,7 @@ pub async fn roll(
 
     // One read of the cluster: marks, pods to plan with, the workloads each node holds.
     let names: Vec<NodeName> = targets.iter().map(name_of).collect();
-    let mut snapshot = Snapshot::live(&ctx.view, &names, Reach::Placement).await?;
+    let mut snapshot = Snapshot::live(&ctx.view, &names, Reach::Placement, Then::Look).await?;
     let out = out_of_service(&snapshot.nodes, &targets, &run_id, &opts.lock.namespace);
     let (slots, marks_elsewhere) = room(&out, cap)?;
     // Read before this run writes a mark: what `--max-per` counts from the cluster.
@@ -473,7 +473,7 @@ pub async fn forecast(
         .resolve(targets.len())
         .map_err(RollError::MaxUnavailable)?;
     let names: Vec<NodeName> = targets.iter().map(name_of).collect();
-    let snapshot = Snapshot::live(&ctx.view, &names, Reach::Placement).await?;
+    let snapshot = Snapshot::live(&ctx.view, &names, Reach::Placement, Then::Look).await?;
     let holdings = run::holdings(&snapshot);
     let mut queue: Vec<(Node, Option<Mark>)> = targets.into_iter().map(|n| (n, None)).collect();
     run::order(&mut queue, opts.rules.order, &holdings);
