@@ -147,7 +147,10 @@ async fn draining(
         return Ok(Look::Wait(None, Action::requeue(LOOK_AGAIN)));
     };
     status.drain = Some(progress);
-    ctx.runs.stop(&name);
+    // The ended drain stays known until the next task's run replaces it: should this
+    // pass's status write be refused (a conflict), the pass again from "Draining" goes
+    // on from here instead of draining again, which would evict the pod of the Job the
+    // pass has just created.
     Ok(match ended {
         Ended::Done => {
             let node = nodes::get(&ctx.kordon.conn, &node_of(nm)).await?;
