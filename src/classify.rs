@@ -80,6 +80,9 @@ pub enum SkipReason {
     /// `operator: Exists` and no key): evicted, it would come straight back, so
     /// --evict-daemonsets leaves it in place.
     ToleratesDrainingTaint,
+    /// The pod of a NodeMaintenance's Job, pinned to the node to do its maintenance:
+    /// kordon's own work, which a drain of that node (again, after a restart) leaves.
+    MaintenanceJob,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -172,6 +175,16 @@ impl From<Refusals> for Vec<Refusal> {
 const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 /// Decides what draining does with one pod.
+/// A pod of a Job that marks it as a NodeMaintenance's (see `controller::job`).
+fn is_maintenance_job(pod: &Pod) -> bool {
+    let marked = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(crate::api::node_maintenance::HELD_BY));
+    marked && pod::controller(pod).is_some_and(|o| o.kind == "Job")
+}
+
 pub fn classify(pod: &Pod, permissions: Permissions) -> Verdict {
     if pod
         .metadata
@@ -185,6 +198,11 @@ pub fn classify(pod: &Pod, permissions: Permissions) -> Verdict {
     }
     if pod.metadata.deletion_timestamp.is_some() {
         return Verdict::AwaitTermination;
+    }
+    if is_maintenance_job(pod) {
+        return Verdict::Skip {
+            reason: SkipReason::MaintenanceJob,
+        };
     }
     if let Some(phase) = pod::finished_phase(pod) {
         return Verdict::Evict(Eviction {
@@ -299,6 +317,29 @@ mod tests {
         ignore_do_not_disrupt: false,
         evict_daemonsets: false,
     };
+
+    #[test]
+    fn a_node_maintenances_job_pod_is_left_and_another_job_pod_is_not() {
+        let held = json!({ "metadata": { "annotations": {
+            crate::api::node_maintenance::HELD_BY: "nm-node-1"
+        }}});
+        let mut ours = pod(owned_by("Job"));
+        ours.metadata.annotations = pod(held.clone()).metadata.annotations;
+        assert_eq!(
+            classify(&ours, NONE),
+            Verdict::Skip {
+                reason: SkipReason::MaintenanceJob
+            }
+        );
+        assert!(matches!(
+            classify(&pod(owned_by("Job")), NONE),
+            Verdict::Evict(_)
+        ));
+        // The marker alone, on a pod of another controller, exempts nothing.
+        let mut marked = pod(owned_by("ReplicaSet"));
+        marked.metadata.annotations = pod(held).metadata.annotations;
+        assert!(matches!(classify(&marked, NONE), Verdict::Evict(_)));
+    }
 
     #[test]
     fn replicaset_pod_is_evicted_and_recreated_by_its_controller() {

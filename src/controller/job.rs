@@ -90,6 +90,13 @@ fn name_of(nm: &NodeMaintenance) -> String {
 /// The operator's pod template, pinned to the node and tolerating its cordon.
 fn build(nm: &NodeMaintenance, step: &JobStep) -> Job {
     let mut template = step.template.clone();
+    // Marks the pod as this maintenance's, which kordon's drains leave on the node.
+    template
+        .metadata
+        .get_or_insert_default()
+        .annotations
+        .get_or_insert_default()
+        .insert(HELD_BY.to_string(), nm.name_any());
     let pod = template.spec.get_or_insert_default();
     pod.node_name = Some(nm.spec.node_name.clone());
     pod.restart_policy

@@ -34,6 +34,9 @@ impl std::fmt::Display for Said<'_> {
                 reason: SkipReason::Mirror,
             } => f.write_str("skip (static pod mirror)"),
             Verdict::Skip {
+                reason: SkipReason::MaintenanceJob,
+            } => f.write_str("skip (the pod of a NodeMaintenance's Job, doing its work)"),
+            Verdict::Skip {
                 reason: SkipReason::ToleratesDrainingTaint,
             } => f.write_str(
                 "skip (its DaemonSet tolerates the kordon.dev/draining taint, so it would come straight back)",
