@@ -175,13 +175,17 @@ impl From<Refusals> for Vec<Refusal> {
 const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 /// Decides what draining does with one pod.
-/// A pod of a Job that marks it as a NodeMaintenance's (see `controller::job`).
+/// Set by the controller on the pod template of a NodeMaintenance's Job, with the
+/// NodeMaintenance's name: the pods of a Job that carry it are kordon's own work.
+pub const MAINTENANCE_JOB: &str = "kordon.dev/maintenance-job";
+
+/// A pod of a Job marked as a NodeMaintenance's (see [`MAINTENANCE_JOB`]).
 fn is_maintenance_job(pod: &Pod) -> bool {
     let marked = pod
         .metadata
         .annotations
         .as_ref()
-        .is_some_and(|a| a.contains_key(crate::api::node_maintenance::HELD_BY));
+        .is_some_and(|a| a.contains_key(MAINTENANCE_JOB));
     marked && pod::controller(pod).is_some_and(|o| o.kind == "Job")
 }
 
@@ -320,13 +324,16 @@ mod tests {
 
     #[test]
     fn a_node_maintenances_job_pod_is_left_and_another_job_pod_is_not() {
-        let held = json!({ "metadata": { "annotations": {
-            crate::api::node_maintenance::HELD_BY: "nm-node-1"
-        }}});
-        let mut ours = pod(owned_by("Job"));
-        ours.metadata.annotations = pod(held.clone()).metadata.annotations;
+        let marked = |kind| {
+            let mut extra = owned_by(kind);
+            merge(
+                &mut extra,
+                json!({ "metadata": { "annotations": { MAINTENANCE_JOB: "nm-node-1" } } }),
+            );
+            pod(extra)
+        };
         assert_eq!(
-            classify(&ours, NONE),
+            classify(&marked("Job"), NONE),
             Verdict::Skip {
                 reason: SkipReason::MaintenanceJob
             }
@@ -336,9 +343,10 @@ mod tests {
             Verdict::Evict(_)
         ));
         // The marker alone, on a pod of another controller, exempts nothing.
-        let mut marked = pod(owned_by("ReplicaSet"));
-        marked.metadata.annotations = pod(held).metadata.annotations;
-        assert!(matches!(classify(&marked, NONE), Verdict::Evict(_)));
+        assert!(matches!(
+            classify(&marked("ReplicaSet"), NONE),
+            Verdict::Evict(_)
+        ));
     }
 
     #[test]

@@ -96,7 +96,7 @@ fn build(nm: &NodeMaintenance, step: &JobStep) -> Job {
         .get_or_insert_default()
         .annotations
         .get_or_insert_default()
-        .insert(HELD_BY.to_string(), nm.name_any());
+        .insert(crate::classify::MAINTENANCE_JOB.to_string(), nm.name_any());
     let pod = template.spec.get_or_insert_default();
     pod.node_name = Some(nm.spec.node_name.clone());
     pod.restart_policy
