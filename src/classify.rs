@@ -174,7 +174,6 @@ impl From<Refusals> for Vec<Refusal> {
 
 const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
-/// Decides what draining does with one pod.
 /// Set by the controller on the pod template of a NodeMaintenance's Job, with the
 /// NodeMaintenance's name: the pods of a Job that carry it are kordon's own work.
 pub const MAINTENANCE_JOB: &str = "kordon.dev/maintenance-job";
@@ -189,6 +188,7 @@ fn is_maintenance_job(pod: &Pod) -> bool {
     marked && pod::controller(pod).is_some_and(|o| o.kind == "Job")
 }
 
+/// Decides what draining does with one pod.
 pub fn classify(pod: &Pod, permissions: Permissions) -> Verdict {
     if pod
         .metadata
