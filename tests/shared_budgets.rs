@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::Api;
 use kube::api::ListParams;
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use support::fixtures::{self, PodOptions};
 use support::watcher::ReadyWatcher;
@@ -244,8 +244,15 @@ async fn a_user_budget_created_mid_drain_takes_over_from_kordons() {
     );
     nothing_left(&env).await;
     let api: Api<PodDisruptionBudget> = Api::namespaced(support::client().await, env.ns());
+    let theirs = api.get_opt("web").await.expect("get");
+    let theirs = theirs.expect("the user's budget stays");
+    // Marked, so that the disruption controller counted its pods again after the
+    // handover (without it, its status can say too few healthy pods for hours).
     assert!(
-        api.get_opt("web").await.expect("get").is_some(),
-        "the user's budget stays"
+        theirs
+            .annotations()
+            .contains_key("kordon.dev/budget-handover"),
+        "the user's budget is marked at the handover: {:?}",
+        theirs.annotations()
     );
 }

@@ -299,16 +299,15 @@ impl<'a> Engine<'a> {
         match first {
             Err(evict::EvictError::SeveralBudgets { pod, budgets }) => {
                 let ns = target.metadata.namespace.as_deref().unwrap_or_default();
-                let ours: Vec<BudgetKey> = budgets
+                let (ours, theirs): (Vec<String>, Vec<String>) = budgets
                     .iter()
-                    .map(|b| BudgetKey::new(ns, b))
-                    .filter(|b| self.shared.contains(b))
-                    .collect();
+                    .cloned()
+                    .partition(|b| self.shared.contains(&BudgetKey::new(ns, b)));
                 if ours.is_empty() {
                     return Err(evict::EvictError::SeveralBudgets { pod, budgets }.into());
                 }
                 for b in &ours {
-                    shared::give_way(&self.ctx.conn, b, target).await?;
+                    shared::give_way(&self.ctx.conn, &BudgetKey::new(ns, b), &theirs).await?;
                 }
                 Ok(evict::evict(&self.ctx.conn, target, self.request).await?)
             }

@@ -38,6 +38,9 @@ const ROLE_RUN: &str = "drain-run";
 /// node next finds what a crashed drain left, in any namespace.
 const NODE: &str = "kordon.dev/node";
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kordon");
+/// Set on a user's budget when kordon's shared one gives way to it: when, and the
+/// change that makes the disruption controller count its pods again.
+const HANDOVER: &str = "kordon.dev/budget-handover";
 
 /// A drain's Lease expires this long after its last renewal by default: short, so that
 /// what a crashed drain left is cleared soon by the next one.
@@ -216,36 +219,39 @@ fn node_label(node: &NodeName) -> Option<&str> {
     (node.as_str().len() <= 63).then_some(node.as_str())
 }
 
-/// Steps aside for a budget of the user's that now covers the same pods as a shared
-/// one: two budgets on one pod make every eviction of it fail, for everyone.
+/// Steps aside for budgets of the user's (`theirs`) that now cover the same pods as a
+/// shared one: two budgets on one pod make every eviction of it fail, for everyone.
 ///
 /// While two budgets covered them, the disruption controller counted the pods' changes
-/// under one of the two only, so the user's may be stale until one of its pods changes
-/// again: marking `leaving` (a pod being drained, which goes anyway) makes it recount.
+/// under one of the two only, so theirs may be stale until something makes it count
+/// again. A change to a pod would go to whichever budget the controller's cache still
+/// matches (ours, if it has not seen the deletion yet); a change to their budget is
+/// counted for that budget itself, so each is marked with the moment of the handover.
 pub async fn give_way(
     conn: &Connection,
-    key: &BudgetKey,
-    leaving: &Pod,
+    ours: &BudgetKey,
+    theirs: &[String],
 ) -> Result<(), ClusterError> {
-    let (ns, name) = (key.namespace.as_str(), key.name.as_str());
+    let ns = ours.namespace.as_str();
     tracing::warn!(
-        "a PodDisruptionBudget of someone else's now covers the pods of kordon's shared budget {key}: removing kordon's, the other governs"
+        "a PodDisruptionBudget of someone else's ({}) now covers the pods of kordon's shared budget {ours}: removing kordon's, the other governs",
+        theirs.join(", ")
     );
     let api: Api<PodDisruptionBudget> = Api::namespaced(conn.client.clone(), ns);
-    delete(&api, name, &DeleteParams::default())
+    delete(&api, &ours.name, &DeleteParams::default())
         .await
-        .map_err(|e| conn.error(format!("delete PodDisruptionBudget {key}"), e))?;
-    let pods: Api<Pod> = Api::namespaced(conn.client.clone(), ns);
+        .map_err(|e| conn.error(format!("delete PodDisruptionBudget {ours}"), e))?;
     let mark = json!({ "metadata": { "annotations": {
-        "kordon.dev/budget-handover": Timestamp::now().to_string() } } });
-    let pod = leaving.metadata.name.as_deref().unwrap_or_default();
-    if let Err(e) = pods
-        .patch(pod, &PatchParams::default(), &Patch::Merge(mark))
-        .await
-    {
-        tracing::warn!(
-            "could not mark pod {ns}/{pod} for the disruption controller to recount: {e}"
-        );
+        HANDOVER: Timestamp::now().to_string() } } });
+    for name in theirs {
+        if let Err(e) = api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&mark))
+            .await
+        {
+            tracing::warn!(
+                "could not mark PodDisruptionBudget {ns}/{name} for the disruption controller to count its pods again: {e}"
+            );
+        }
     }
     Ok(())
 }
